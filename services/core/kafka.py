@@ -1,0 +1,152 @@
+"""Kafka plumbing shared by the services: topic creation, an acknowledged producer, an
+at-least-once batch consumer and the dead-letter path.
+
+Delivery semantics: the local broker has no idempotent producer or transactions, so every
+stage is at-least-once. Producers wait for the broker's acknowledgement (acks=all) before
+reporting success; consumers commit offsets only after their batch has been fully handled
+(written to the store and/or produced downstream). Sinks deduplicate by id, so re-delivery
+after a crash or rebalance never double-counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from services.core.events import DeadLetter, utc_now
+from services.core.settings import TOPICS, Settings
+
+log = structlog.get_logger(__name__)
+
+
+def create_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:
+    """Create every pipeline topic that does not exist yet; returns the ones created."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap or settings.bootstrap,
+                             client_id="voc-admin", request_timeout_ms=15000)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [settings.topic(name) for name in TOPICS]
+        missing = [name for name in wanted if name not in existing]
+        created = []
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, settings.topic_partitions,
+                                              settings.topic_replication)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("topics created", topics=created, partitions=settings.topic_partitions)
+        return created
+    finally:
+        admin.close()
+
+
+class Producer:
+    """An aiokafka producer whose sends return only after the broker acknowledged them."""
+
+    def __init__(self, bootstrap: str, client_id: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, client_id=client_id, acks="all",
+            enable_idempotence=False, linger_ms=5, request_timeout_ms=15000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send_many(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """Send (key, value) pairs and wait until every one is acknowledged.
+
+        All sends are queued first, so one batch costs one round of broker requests rather
+        than one per message.
+        """
+        futures = [await self._producer.send(topic, value=value, key=key)
+                   for key, value in messages]
+        await asyncio.gather(*futures)
+
+
+Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
+
+
+class BatchConsumer:
+    """Consume one topic in batches and commit only after ``handler`` returned.
+
+    If the handler raises, the batch is retried (with backoff) rather than skipped: a record
+    the stage cannot parse must be dead-lettered by the handler itself, so exceptions here
+    mean a dependency (store, broker) is failing and waiting is the right answer.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, group: str, handler: Handler, *,
+                 max_records: int, wait_s: float) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=group, client_id=group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=max_records, session_timeout_ms=10000,
+            heartbeat_interval_ms=3000,
+        )
+        self._topic = topic
+        self._handler = handler
+        self._wait_ms = int(wait_s * 1000)
+        self._max = max_records
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll, handle, commit until ``stop`` is set; then commit what was handled and leave."""
+        await self._consumer.start()
+        log.info("consumer started", topic=self._topic, group=self._consumer._group_id)
+        try:
+            while not stop.is_set():
+                batches = await self._consumer.getmany(timeout_ms=self._wait_ms,
+                                                       max_records=self._max)
+                records = [r for part in batches.values() for r in part]
+                if not records:
+                    continue
+                await self._handle_until_done(records, stop)
+                await self._consumer.commit()
+        finally:
+            await self._consumer.stop()
+
+    async def _handle_until_done(self, records: list[ConsumerRecord], stop: asyncio.Event) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._handler(records)
+                return
+            except Exception as exc:
+                if stop.is_set():
+                    raise
+                log.warning("batch failed, retrying", topic=self._topic, records=len(records),
+                            error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+def dead_letter(settings: Settings, stage: str, topic: str, partition: int, offset: int,
+                value: bytes | None, reason: str) -> tuple[bytes | None, bytes]:
+    """The (key, value) of a dead-letter message for a record a stage could not process."""
+    letter = DeadLetter(
+        stage=stage, topic=topic, partition=partition, offset=offset, reason=reason[:2000],
+        original_base64=base64.b64encode(value or b"").decode("ascii"), failed_at=utc_now(),
+    )
+    log.warning("dead-lettered", stage=stage, topic=topic, partition=partition, offset=offset,
+                reason=reason[:300])
+    return f"{topic}:{partition}:{offset}".encode(), letter.to_bytes()
+
+
+def parse_or_reason(model: Any, value: bytes | None) -> tuple[Any, str | None]:
+    """Validate a record value against a wire model; returns (event, None) or (None, reason)."""
+    if value is None:
+        return None, "empty message value"
+    try:
+        return model.model_validate_json(value), None
+    except Exception as exc:
+        return None, f"not a valid {model.__name__}: {exc}"

@@ -1,0 +1,98 @@
+"""The one settings object for every service, read from ``VOC_*`` environment variables.
+
+Every service, the CLI and the tests build their configuration through :func:`load_settings`
+so a deployment configures the whole pipeline with one documented set of names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Pipeline configuration; each field maps to ``VOC_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(env_prefix="VOC_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(
+        default="",
+        description="host:port[,host:port] of the Kafka brokers. Empty with `voc up` starts a "
+        "local broker; the single-service commands default to 127.0.0.1:9092.",
+    )
+    clickhouse_url: str = Field(
+        default="",
+        description="clickhouse://user:pass@host:9000/db for a server, chdb:///abs/path or "
+        "chdb://relative/path for the embedded engine. Empty means chdb under data_dir.",
+    )
+    data_dir: Path = Field(default=Path(".voc"), description="Where embedded mode keeps its data.")
+    topic_prefix: str = Field(default="voc", description="Prefix of every topic name.")
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions for created topics.")
+    topic_replication: int = Field(default=1, ge=1, description="Replication factor.")
+    group_prefix: str = Field(default="voc", description="Prefix of consumer group ids.")
+
+    http_host: str = Field(default="127.0.0.1", description="Ingest API bind address.")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="Ingest API port (0: any).")
+    ingest_batch_max: int = Field(default=1000, ge=1, description="Max events per batch POST.")
+
+    nlp_batch_size: int = Field(default=256, ge=1, description="Events per NLP batch.")
+    nlp_batch_wait_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
+    sentiment_backend: Literal["default", "snownlp"] = Field(
+        default="default",
+        description="default: the shipped char n-gram model; snownlp: the SnowNLP baseline.",
+    )
+    neutral_band: float = Field(
+        default=0.2, ge=0, lt=1, description="|score| below this is labelled neutral."
+    )
+    taxonomy_path: Path | None = Field(default=None, description="Topic taxonomy YAML.")
+
+    sink_batch_size: int = Field(default=1000, ge=1, description="Rows per store insert.")
+    sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Max wait to fill a batch.")
+    window_seconds: int = Field(default=60, ge=1, description="Tumbling score window length.")
+
+    alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
+
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="Time services get to flush and commit on stop.")
+
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["console", "json"] = Field(default="console", description="Log format.")
+
+    demo_rate: float = Field(default=8.0, gt=0, description="Demo feed events per second.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"VOC_LOG_LEVEL={value!r}: use DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    def topic(self, name: str) -> str:
+        """Full topic name, so a deployment can share one Kafka cluster between pipelines."""
+        return f"{self.topic_prefix}.{name}"
+
+    def group(self, service: str) -> str:
+        """Consumer group of one service: each service scales as its own group."""
+        return f"{self.group_prefix}-{service}"
+
+    @property
+    def store_url(self) -> str:
+        """The store URL, defaulting to an embedded chdb directory under ``data_dir``."""
+        return self.clickhouse_url or f"chdb://{self.data_dir / 'chdb'}"
+
+    @property
+    def bootstrap(self) -> str:
+        """Broker list for services that need an existing broker."""
+        return self.kafka_bootstrap or "127.0.0.1:9092"
+
+
+TOPICS = ("feedback.raw", "feedback.enriched", "scores", "alerts", "deadletter")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags, tests) winning."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,87 @@
+"""The NLP stream processor: a faust-streaming agent from the raw topic to the enriched topic.
+
+Events are taken in batches (count or time bound, whichever first) and analysed off the event
+loop. The enriched events, and dead letters for records that fail validation, are awaited
+until the broker acknowledged them before the batch is left; faust's ``take`` acknowledges a
+batch's offsets only then, so a crash re-delivers rather than loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+import structlog
+
+from services.core.events import RawFeedback
+from services.core.kafka import dead_letter, parse_or_reason
+from services.core.settings import Settings
+from services.nlp.analyzer import Analyzer, load_sentiment
+from services.nlp.taxonomy import load_taxonomy
+
+log = structlog.get_logger(__name__)
+
+
+def build_analyzer(settings: Settings) -> Analyzer:
+    """The analyzer configured by settings (model and taxonomy load here, once)."""
+    return Analyzer(load_sentiment(settings.sentiment_backend),
+                    load_taxonomy(settings.taxonomy_path), settings.neutral_band)
+
+
+def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.App:
+    """A faust app whose one agent turns raw events into enriched events."""
+    app = faust.App(
+        settings.group("nlp"),
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+    )
+    raw = app.topic(settings.topic("feedback.raw"), key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")
+    enriched_topic = app.topic(settings.topic("feedback.enriched"), key_serializer="raw",
+                               value_serializer="raw")
+    dlq = app.topic(settings.topic("deadletter"), key_serializer="raw", value_serializer="raw")
+
+    @app.agent(raw, name="enrich")
+    async def enrich(stream: faust.Stream) -> None:
+        async for batch in stream.take_events(settings.nlp_batch_size,
+                                              within=settings.nlp_batch_wait_s):
+            valid: list[RawFeedback] = []
+            pending = []
+            for event in batch:
+                message = event.message
+                parsed, reason = parse_or_reason(RawFeedback, message.value)
+                if parsed is None:
+                    key, value = dead_letter(settings, "nlp", message.topic, message.partition,
+                                             message.offset, message.value, reason or "invalid")
+                    pending.append(await dlq.send(key=key, value=value))
+                else:
+                    valid.append(parsed)
+            results = await asyncio.to_thread(analyzer.analyze, valid)
+            for item in results:
+                pending.append(await enriched_topic.send(key=item.touchpoint.encode(),
+                                                         value=item.to_bytes()))
+            await asyncio.gather(*pending)
+            log.debug("nlp batch", events=len(batch), enriched=len(results))
+
+    return app
+
+
+async def run(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+    """Run the NLP stage until ``stop`` is set."""
+    analyzer = await asyncio.to_thread(build_analyzer, settings)
+    app = build_app(settings, bootstrap, analyzer)
+    await app.start()
+    log.info("nlp stage started", model=analyzer.model_id, group=settings.group("nlp"))
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+        log.info("nlp stage stopped")

@@ -1,0 +1,105 @@
+"""Runs any subset of the four services in one process and one event loop.
+
+``voc up`` runs all four around one embedded store (chdb allows one process per data
+directory); ``voc ingest`` and friends run one each, against external Kafka and ClickHouse.
+The services never call each other: they share only topics and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import structlog
+import uvicorn
+
+from services.core.migrations import migrate
+from services.core.settings import Settings
+from services.core.store import Store, open_store
+
+log = structlog.get_logger(__name__)
+
+SERVICES = ("ingest", "nlp", "scoring", "alerting")
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the pipeline owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_ingest(settings: Settings, bootstrap: str, stop: asyncio.Event,
+                        on_listening: Callable[[str], None]) -> None:
+    from services.ingest.app import create_app
+
+    config = uvicorn.Config(create_app(settings, bootstrap), host=settings.http_host,
+                            port=settings.http_port, log_config=None, access_log=False)
+    server = _QuietServer(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            raise RuntimeError(f"ingest API could not listen on "
+                               f"{settings.http_host}:{settings.http_port}")
+        await asyncio.sleep(0.05)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    on_listening(f"http://{host}:{port}")
+    await stop.wait()
+    server.should_exit = True
+    await serving
+
+
+async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
+                       stop: asyncio.Event, *, store: Store | None = None,
+                       on_listening: Callable[[str], None] = lambda url: None) -> None:
+    """Run the named services until ``stop`` is set or one of them fails.
+
+    A failing service stops the others (a half-running pipeline would silently pile up lag)
+    and its exception propagates. ``store`` is opened from settings when not given.
+    """
+    unknown = sorted(set(names) - set(SERVICES))
+    if unknown:
+        raise ValueError(f"unknown services {unknown}; choose from {list(SERVICES)}")
+    own_store = False
+    if store is None and {"scoring", "alerting"} & set(names):
+        store = await open_store(settings.store_url)
+        own_store = True
+    try:
+        if store is not None:
+            await migrate(store)
+        coroutines = []
+        if "ingest" in names:
+            coroutines.append(_serve_ingest(settings, bootstrap, stop, on_listening))
+        if "nlp" in names:
+            from services.nlp import worker as nlp
+
+            coroutines.append(nlp.run(settings, bootstrap, stop))
+        if "scoring" in names:
+            from services.scoring import worker as scoring
+
+            coroutines.append(scoring.run(settings, bootstrap, store, stop))
+        if "alerting" in names:
+            from services.alerting import worker as alerting
+
+            coroutines.append(alerting.run(settings, bootstrap, store, stop))
+        tasks = [asyncio.create_task(c) for c in coroutines]
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await stopping
+        done, pending = await asyncio.wait(tasks, timeout=settings.shutdown_timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.warning("services did not stop in time and were cancelled",
+                        timeout_s=settings.shutdown_timeout_s, count=len(pending))
+        errors = [t.exception() for t in done if t.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+    finally:
+        if own_store and store is not None:
+            await store.close()

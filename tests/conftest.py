@@ -1,0 +1,74 @@
+"""Real parts for the tests: a tansu broker and a clickhouse-server on free ports, chdb in a
+temp dir. Each is started once per session and stopped at the end; every test gets its own
+topic prefix and database so tests never see each other's data.
+
+Set VOC_TEST_CLICKHOUSE=testcontainers on a machine with Docker to run the server-backend
+tests against a ClickHouse container instead of the local clickhouse-server binary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.core.broker import LocalBroker
+from services.core.local_clickhouse import LocalClickHouse
+from services.core.settings import Settings, load_settings
+from services.core.store import StoreUrl
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with LocalBroker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real ClickHouse server (database part is replaced per test)."""
+    if os.environ.get("VOC_TEST_CLICKHOUSE") == "testcontainers":
+        from testcontainers.community.clickhouse import ClickHouseContainer
+
+        with ClickHouseContainer() as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(9000)
+            yield f"clickhouse://{container.username}:{container.password}@{host}:{port}/voc"
+        return
+    with LocalClickHouse(tmp_path_factory.mktemp("clickhouse")) as server:
+        yield server.url
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def with_database(url: str, database: str) -> str:
+    parsed = StoreUrl.parse(url)
+    auth = parsed.user + (f":{parsed.password}" if parsed.password else "")
+    return f"clickhouse://{auth}@{parsed.host}:{parsed.port}/{database}"
+
+
+@pytest.fixture(params=["chdb", "clickhouse"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on both store backends."""
+    if request.param == "chdb":
+        return f"chdb://{tmp_path / 'chdb'}"
+    return with_database(request.getfixturevalue("clickhouse_server"), unique("t_"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings isolated per test: own topic prefix, data dir, and an OS-chosen API port."""
+    return load_settings(topic_prefix=unique("t"), group_prefix=unique("g"), data_dir=tmp_path,
+                         http_port=0, topic_partitions=3)
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    """Run a coroutine to completion in a fresh event loop (tests stay plain functions)."""
+    return asyncio.run(coro)

@@ -1,0 +1,92 @@
+"""The store interface on both backends: chdb in a temp dir and a real clickhouse-server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.core.migrations import migrate
+from services.core.store import StoreError, open_store
+from services.scoring.windows import WINDOW_SQL
+from tests.conftest import run
+
+T0 = datetime(2026, 11, 23, 10, 0, 30, tzinfo=UTC)
+
+
+def feedback(event_id: str, touchpoint: str, when: datetime, score: float, label: str,
+             text: str = "好") -> dict:
+    return {"event_id": event_id, "source": "s", "external_id": "", "channel": "web",
+            "touchpoint": touchpoint, "customer_id": "", "text": text, "occurred_at": when,
+            "received_at": when, "enriched_at": when, "sentiment": score,
+            "sentiment_label": label, "sentiment_model": "m", "topics": ["a"], "metadata": "{}",
+            "enriched_json": "{}", "inserted_ms": 1}
+
+
+def test_migrations_apply_once_and_tables_exist(store_url: str) -> None:
+    async def scenario() -> None:
+        store = await open_store(store_url)
+        try:
+            first = await migrate(store)
+            assert first == [1, 2, 3]
+            assert await migrate(store) == []
+            tables = {r["name"] for r in await store.query(
+                "SELECT name FROM system.tables WHERE database = %(db)s", {"db": store.database})}
+            assert {"feedback", "scores", "alerts", "schema_migrations"} <= tables
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_round_trip_escaping_and_window_sql(store_url: str) -> None:
+    hostile = "'); DROP TABLE feedback; --\\ 引号\"'"
+
+    async def scenario() -> None:
+        store = await open_store(store_url)
+        try:
+            await migrate(store)
+            rows = [feedback("e1", "tp", T0, -0.8, "negative", hostile),
+                    feedback("e2", "tp", T0 + timedelta(seconds=10), 0.6, "positive"),
+                    feedback("e3", "tp", T0 + timedelta(seconds=40), 0.0, "neutral"),
+                    feedback("e1", "tp", T0, -0.8, "negative", hostile)]
+            await store.insert("feedback", rows)
+            found = await store.query(
+                "SELECT event_id, text, occurred_at FROM feedback FINAL WHERE text = %(t)s",
+                {"t": hostile})
+            assert found == [{"event_id": "e1", "text": hostile, "occurred_at": T0.replace(microsecond=0)}]
+            windows = await store.query(WINDOW_SQL, {
+                "seconds": 60, "touchpoints": ("tp",), "lo": T0 - timedelta(minutes=5),
+                "hi": T0 + timedelta(minutes=5)})
+            by_start = {w["window_epoch"]: w for w in windows}
+            first = by_start[int(T0.timestamp()) // 60 * 60]
+            assert (first["volume"], first["negative_count"], first["positive_count"]) == (2, 1, 1)
+            assert first["mean_sentiment"] == pytest.approx(-0.1)
+            assert sum(w["volume"] for w in windows) == 3
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_errors_name_the_statement(store_url: str) -> None:
+    async def scenario() -> None:
+        store = await open_store(store_url)
+        try:
+            with pytest.raises(StoreError, match="no_such_table"):
+                await store.query("SELECT * FROM no_such_table")
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_unreachable_server_fails_with_advice() -> None:
+    from services.core.broker import free_port
+
+    async def scenario() -> None:
+        with pytest.raises(StoreError, match="VOC_CLICKHOUSE_URL"):
+            await open_store(f"clickhouse://default@127.0.0.1:{free_port()}/x", retries=2,
+                             delay_s=0.1)
+
+    run(scenario())

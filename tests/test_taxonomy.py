@@ -1,0 +1,48 @@
+"""Topic tagging from the YAML taxonomy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.nlp.taxonomy import load_taxonomy
+
+
+def test_shipped_taxonomy_tags_with_spans() -> None:
+    taxonomy = load_taxonomy()
+    text = "快递太慢了，等了三天，客服态度也差"
+    tags = {t.id: t for t in taxonomy.tag(text)}
+    assert {"logistics_delivery", "waiting_time", "service_attitude"} <= set(tags)
+    for tag in tags.values():
+        for start, end in tag.evidence:
+            assert text[start:end]
+    start, end = tags["logistics_delivery"].evidence[0]
+    assert text[start:end] == "快递"
+
+
+def test_longest_keyword_wins_and_parents_are_tagged(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "topics:\n"
+        "  - {id: pay, name: 支付, keywords: [支付]}\n"
+        "  - {id: pay_fail, name: 支付失败, keywords: [支付失败], parent: pay}\n")
+    tags = {t.id: t.evidence for t in load_taxonomy(path).tag("今天支付失败了")}
+    assert tags == {"pay_fail": [(2, 6)], "pay": [(2, 6)]}
+
+
+def test_no_topics_on_unrelated_text() -> None:
+    assert load_taxonomy().tag("你好") == []
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("topics:\n  - {id: a, name: A, keywords: [x], parent: zz}", "parent"),
+    ("topics:\n  - {id: a, name: A, keywords: [x]}\n  - {id: a, name: B, keywords: [y]}", "duplicate"),
+    ("topics:\n  - {id: a, name: A, keywords: []}", "keywords"),
+    ("topics:\n  - {id: a, name: A, keywords: [x], stage: 其他}", "stage"),
+])
+def test_bad_taxonomy_is_refused_with_the_reason(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(body)
+    with pytest.raises(ValueError, match=message):
+        load_taxonomy(path)
