@@ -18,7 +18,7 @@ from aiokafka import ConsumerRecord
 
 from services.alerting.rules import RuleSet, evaluate, load_rules, lookback
 from services.core.events import Alert, Score, utc_now
-from services.core.kafka import BatchConsumer, Producer, dead_letter, parse_or_reason
+from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
 from services.core.store import Store
 
@@ -50,18 +50,11 @@ class AlertEvaluator:
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         newest: dict[str, Score] = {}
-        letters = []
-        for record in records:
-            score, reason = parse_or_reason(Score, record.value)
-            if score is None:
-                letters.append(dead_letter(self.settings, "alerting", record.topic,
-                                           record.partition, record.offset, record.value,
-                                           reason or "invalid"))
-            elif (score.touchpoint not in newest
-                  or score.window_end > newest[score.touchpoint].window_end):
+        for score in await parse_or_dead_letter(Score, records, "alerting", self.producer,
+                                                self.settings):
+            if (score.touchpoint not in newest
+                    or score.window_end > newest[score.touchpoint].window_end):
                 newest[score.touchpoint] = score
-        if letters:
-            await self.producer.send_many(self.settings.topic("deadletter"), letters)
         if newest:
             alerts = await self._evaluate(newest)
             await self._fire(alerts)

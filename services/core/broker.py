@@ -89,21 +89,27 @@ class LocalBroker:
         return self
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        log.info("local broker stopped", bootstrap=self.bootstrap)
+        if stop_child(self._proc, timeout_s=5):
+            log.info("local broker stopped", bootstrap=self.bootstrap)
 
     def __enter__(self) -> LocalBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_child(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> bool:
+    """SIGTERM a child, SIGKILL it after ``timeout_s``; False if it was not running."""
+    if proc is None or proc.poll() is not None:
+        return False
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return True
 
 
 def pid_alive(pid: int) -> bool:

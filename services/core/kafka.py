@@ -130,8 +130,8 @@ class BatchConsumer:
                 delay = min(delay * 2, 30.0)
 
 
-def dead_letter(settings: Settings, stage: str, topic: str, partition: int, offset: int,
-                value: bytes | None, reason: str) -> tuple[bytes | None, bytes]:
+def dead_letter(stage: str, topic: str, partition: int, offset: int, value: bytes | None,
+                reason: str) -> tuple[bytes | None, bytes]:
     """The (key, value) of a dead-letter message for a record a stage could not process."""
     letter = DeadLetter(
         stage=stage, topic=topic, partition=partition, offset=offset, reason=reason[:2000],
@@ -150,3 +150,24 @@ def parse_or_reason(model: Any, value: bytes | None) -> tuple[Any, str | None]:
         return model.model_validate_json(value), None
     except Exception as exc:
         return None, f"not a valid {model.__name__}: {exc}"
+
+
+async def parse_or_dead_letter(model: Any, records: Sequence[ConsumerRecord], stage: str,
+                               producer: Producer, settings: Settings) -> list[Any]:
+    """The records of a batch that are valid ``model`` payloads, in order.
+
+    The others are written to the dead-letter topic (and acknowledged) before this returns, so
+    committing the batch afterwards never drops a record silently.
+    """
+    valid = []
+    letters = []
+    for record in records:
+        event, reason = parse_or_reason(model, record.value)
+        if event is None:
+            letters.append(dead_letter(stage, record.topic, record.partition, record.offset,
+                                       record.value, reason or "invalid"))
+        else:
+            valid.append(event)
+    if letters:
+        await producer.send_many(settings.topic("deadletter"), letters)
+    return valid

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from services.core.broker import die_with_parent, free_port, wait_for_port
+from services.core.broker import die_with_parent, free_port, stop_child, wait_for_port
 
 log = structlog.get_logger(__name__)
 
@@ -90,14 +90,7 @@ class LocalClickHouse:
         return self
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_child(self._proc, timeout_s=20)
 
     def __enter__(self) -> LocalClickHouse:
         return self.start()

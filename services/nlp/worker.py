@@ -59,7 +59,7 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
                 message = event.message
                 parsed, reason = parse_or_reason(RawFeedback, message.value)
                 if parsed is None:
-                    key, value = dead_letter(settings, "nlp", message.topic, message.partition,
+                    key, value = dead_letter("nlp", message.topic, message.partition,
                                              message.offset, message.value, reason or "invalid")
                     pending.append(await dlq.send(key=key, value=value))
                 else:

@@ -16,7 +16,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from services.core.events import EnrichedFeedback, Score, utc_now
-from services.core.kafka import BatchConsumer, Producer, dead_letter, parse_or_reason
+from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
 from services.core.store import Store
 from services.scoring.windows import (
@@ -44,17 +44,9 @@ class Scorer:
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         events: dict[str, EnrichedFeedback] = {}
-        letters = []
-        for record in records:
-            event, reason = parse_or_reason(EnrichedFeedback, record.value)
-            if event is None:
-                letters.append(dead_letter(self.settings, "scoring", record.topic,
-                                           record.partition, record.offset, record.value,
-                                           reason or "invalid"))
-            else:
-                events.setdefault(event.event_id, event)
-        if letters:
-            await self.producer.send_many(self.settings.topic("deadletter"), letters)
+        for event in await parse_or_dead_letter(EnrichedFeedback, records, "scoring",
+                                                self.producer, self.settings):
+            events.setdefault(event.event_id, event)
         if not events:
             return
         fresh = await self._unstored(list(events.values()))
