@@ -7,6 +7,7 @@ override the few things people change per invocation.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -55,11 +56,17 @@ def up(demo: bool, port: int | None) -> None:
     """Run the whole pipeline in one process on the embedded default.
 
     Starts a local Kafka-protocol broker when VOC_KAFKA_BOOTSTRAP is empty and uses chdb
-    under VOC_DATA_DIR when VOC_CLICKHOUSE_URL is empty. Ctrl-C stops everything.
+    under VOC_DATA_DIR when VOC_CLICKHOUSE_URL is empty. With --demo (and chdb) the data
+    lives in VOC_DATA_DIR/demo and starts empty each time. Ctrl-C stops everything.
     """
     from services.embedded import run_embedded
 
     settings = _settings(http_port=port)
+    if demo and not settings.clickhouse_url:
+        # The demo gets a fresh store of its own each start: otherwise the previous run's
+        # alert would hold the cooldown and a second `make run` would show no alert.
+        settings = settings.model_copy(update={"data_dir": settings.data_dir / "demo"})
+        shutil.rmtree(settings.data_dir / "chdb", ignore_errors=True)
     _run_until_signal(lambda stop: run_embedded(settings, stop, demo=demo))
 
 
