@@ -31,11 +31,11 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_ingest(settings: Settings, bootstrap: str, stop: asyncio.Event,
+async def _serve_ingest(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event,
                         on_listening: Callable[[str], None]) -> None:
-    from services.ingest.app import create_app
+    from services.api import create_app
 
-    config = uvicorn.Config(create_app(settings, bootstrap), host=settings.http_host,
+    config = uvicorn.Config(create_app(settings, bootstrap, store), host=settings.http_host,
                             port=settings.http_port, log_config=None, access_log=False)
     server = _QuietServer(config)
     serving = asyncio.create_task(server.serve())
@@ -58,13 +58,14 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
     """Run the named services until ``stop`` is set or one of them fails.
 
     A failing service stops the others (a half-running pipeline would silently pile up lag)
-    and its exception propagates. ``store`` is opened from settings when not given.
+    and its exception propagates. ``store`` is opened from settings when not given (the API
+    of ``ingest`` serves the query routes from it).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
         raise ValueError(f"unknown services {unknown}; choose from {list(SERVICES)}")
     own_store = False
-    if store is None and {"scoring", "alerting"} & set(names):
+    if store is None and {"ingest", "scoring", "alerting"} & set(names):
         store = await open_store(settings.store_url)
         own_store = True
     try:
@@ -72,7 +73,7 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
             await migrate(store)
         coroutines = []
         if "ingest" in names:
-            coroutines.append(_serve_ingest(settings, bootstrap, stop, on_listening))
+            coroutines.append(_serve_ingest(settings, bootstrap, store, stop, on_listening))
         if "nlp" in names:
             from services.nlp import worker as nlp
 
