@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from aiokafka import ConsumerRecord
 
@@ -33,12 +32,13 @@ from services.scoring.worker import Scorer
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
-EXPECTATIONS = Expectations.model_validate({
+EXPECTATIONS_DOC = {
     "defaults": {"targets": {"mean_sentiment": 0.3}, "factor_expectation": 7},
     "touchpoints": {"delivery": {
         "targets": {"nps": 30, "negative_share": 0.15, "ces": 3, "csat": 60},
         "importance": {"logistics_delivery": 9}}},
-})
+}
+EXPECTATIONS = Expectations.model_validate(EXPECTATIONS_DOC)
 
 
 def event(event_id: str, at: datetime, *, touchpoint: str = "delivery", channel: str = "app",
@@ -182,8 +182,3 @@ async def snapshot(store: Store) -> dict[str, list[dict]]:
     out["feedback"] = await store.query(
         "SELECT event_id, too_late FROM feedback FINAL ORDER BY event_id")
     return out
-
-
-def tmp_yaml(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
