@@ -263,8 +263,8 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
         page_size: Annotated[str | None, Query(
             description=f"Items per page, 1-{PAGE_SIZE_MAX} (default 50).")] = None,
     ) -> dict[str, Any]:
-        """Newest first. Texts are as stored, i.e. after the NLP stage's PII redaction.
-        Default range: the last 7 days."""
+        """Newest first. Texts are returned as stored: PII is redacted upstream, before
+        storage, and this route adds nothing back. Default range: the last 7 days."""
         number = _parse("page", page, int, 1, "use a page number from 1")
         size = _parse("page_size", page_size, int, 50, f"use 1-{PAGE_SIZE_MAX}")
         if number < 1:
