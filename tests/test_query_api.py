@@ -46,6 +46,7 @@ def test_query_api(store_url: str, settings: Settings, broker: LocalBroker,
                 await check_drivers(client)
                 await check_feedback(client)
                 await check_bad_parameters(client)
+                await check_documented(client)
 
     run(scenario())
 
@@ -179,3 +180,12 @@ async def check_bad_parameters(client: httpx.AsyncClient) -> None:
         assert response.status_code == 400, (path, params, response.text)
         detail = response.json()["detail"]
         assert detail["parameter"] == parameter and detail["error"], (path, params)
+
+
+async def check_documented(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/v1/feedback", "/v1/feedback/batch", "/v1/touchpoints", "/v1/scores", "/v1/drivers",
+            "/healthz"} <= set(spec["paths"]), "ingest and query routes are served by one app"
+    scores = {p["name"]: p for p in spec["paths"]["/v1/scores"]["get"]["parameters"]}
+    assert {"touchpoint", "channel", "stage", "metric", "window", "from", "to"} <= set(scores)
+    assert scores["window"]["description"] and scores["metric"]["schema"]["examples"] == ["nps"]

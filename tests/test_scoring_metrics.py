@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 
+from services.api import create_app
 from services.core.broker import LocalBroker
 from services.core.settings import Settings
 from services.core.store import Store
@@ -192,5 +194,14 @@ def test_late_events_land_in_their_window_and_too_late_ones_are_counted(
             # for a fresh scorer too, since it reads the newest time from the store.
             await restarted.handle(records([E5]))
             assert restarted.too_late == 1
+            app = create_app(settings, broker.bootstrap, rig.store)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://api") as client:
+                listed = (await client.get("/v1/touchpoints")).json()["touchpoints"]
+                assert [(t["events"], t["too_late_events"]) for t in listed] == [(6, 3)]
+                items = (await client.get("/v1/feedback", params={
+                    "from": T0.isoformat(), "to": (T0 + timedelta(hours=1)).isoformat(),
+                    "q": "配送"})).json()["items"]
+                assert {i["event_id"]: i["scored"] for i in items}["too-late"] is False
 
     run(scenario())

@@ -164,8 +164,8 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
         and stages seen, and how many of its events arrived too late to be scored."""
         rows = await store.query(_TOUCHPOINTS_SQL, {"seconds": levels["1d"]})
         late = {r["tp"]: int(r["n"]) for r in await store.query(
-            "SELECT touchpoint AS tp, count() AS n FROM feedback FINAL WHERE too_late = 1 "
-            "GROUP BY tp")}
+            "SELECT touchpoint AS tp, uniqExact(event_id) AS n FROM feedback "
+            "WHERE too_late = 1 GROUP BY tp")}
         return {"touchpoints": [{
             "touchpoint": r["tp"], "events": int(r["events"]),
             "first_day": r["first_day"], "last_day": r["last_day"],
@@ -181,7 +181,8 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
         stage: Annotated[str | None, Query(description=(
             "售前, 售中, 售后 or unknown (default: all stages together)."))] = None,
         metric: Annotated[str | None, Query(description=(
-            "One metric with its responses, target and gap (default: every metric)."),
+            f"One of {', '.join(SCORE_METRICS)}: answer with its value, responses, target "
+            "and gap only (default: every metric)."),
             examples=["nps"])] = None,
         window: Annotated[str | None, Query(description="1m, 5m, 1h or 1d (default 1h).",
                                             examples=["1h"])] = None,
