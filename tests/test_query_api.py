@@ -122,6 +122,13 @@ async def check_drivers(client: httpx.AsyncClient) -> None:
     assert [f["topic"] for f in delivery["key_experiences"]] == [
         "service_attitude", "waiting_time", "logistics_delivery"]
     assert [f["rank"] for f in delivery["key_experiences"]] == [1, 2, 3]
+    social = await get(client, "/v1/drivers", channel="social", **HOUR)
+    # social: e3 (service_attitude, -0.9) and e4 (no topic); attitude's gap -6.5, importance
+    # from data 5 x |-0.9 - 0.0| = 4.5.
+    [only] = social["touchpoints"][0]["key_experiences"]
+    assert (social["channel"], only["topic"], only["mentions"]) == ("social", "service_attitude", 1)
+    assert only["importance"] == pytest.approx(4.5)
+    assert only["importance_sample"] == {"with_topic": 1, "without_topic": 1}
     by_nps = await get(client, "/v1/drivers", impact_metric="nps", importance="nps", **HOUR)
     logistics = {f["topic"]: f for f in by_nps["touchpoints"][0]["key_experiences"]}[
         "logistics_delivery"]
@@ -165,6 +172,7 @@ BAD = [
     ("/v1/scores", {"limit": "0"}, "limit"),
     ("/v1/drivers", {"impact_metric": "ces"}, "impact_metric"),
     ("/v1/drivers", {"importance": "gut"}, "importance"),
+    ("/v1/drivers", {"stage": "after"}, "stage"),
     ("/v1/feedback", {"page_size": "0"}, "page_size"),
     ("/v1/feedback", {"page_size": "500"}, "page_size"),
     ("/v1/feedback", {"page_size": "ten"}, "page_size"),

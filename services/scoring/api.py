@@ -60,7 +60,7 @@ LIMIT %(limit)s
 _TOTALS_SQL = f"""
 SELECT touchpoint AS tp, {", ".join(f"sum({c}) AS {c}_total" for c in SCORE_COUNTS)}
 FROM cem_scores FINAL
-WHERE window_seconds = %(seconds)s AND channel = '' AND stage = ''
+WHERE window_seconds = %(seconds)s AND channel = %(channel)s AND stage = %(stage)s
   AND window_start >= %(lo)s AND window_start < %(hi)s {{touchpoint}}
 GROUP BY tp
 """
@@ -68,7 +68,7 @@ GROUP BY tp
 _TOPIC_TOTALS_SQL = f"""
 SELECT touchpoint AS tp, topic AS tid, {", ".join(f"sum({c}) AS {c}_total" for c in TOPIC_COUNTS)}
 FROM topic_scores FINAL
-WHERE window_seconds = %(seconds)s AND channel = '' AND stage = ''
+WHERE window_seconds = %(seconds)s AND channel = %(channel)s AND stage = %(stage)s
   AND window_start >= %(lo)s AND window_start < %(hi)s {{touchpoint}}
 GROUP BY tp, tid
 """
@@ -211,6 +211,11 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
     @router.get("/drivers", summary="Key experiences (importance x gap) and topic impact")
     async def drivers(
         touchpoint: Annotated[str | None, Query(description="Touchpoint (default: all).")] = None,
+        channel: Annotated[str | None, Query(description=(
+            "Only this channel's feedback (default: all channels)."))] = None,
+        stage: Annotated[str | None, Query(description=(
+            "Only this journey stage: 售前, 售中, 售后 or unknown (default: all stages)."))
+        ] = None,
         from_: FromParam = None,
         to: ToParam = None,
         impact_metric: Annotated[str | None, Query(description=(
@@ -221,15 +226,18 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
             "or nps (default sentiment)."))] = None,
     ) -> dict[str, Any]:
         """Per touchpoint, its topics ranked worst first by importance x gap, each with the
-        impact of its feedback on the touchpoint's score. Default range: the last 7 days."""
+        impact of its feedback on the touchpoint's score, over all its feedback or one
+        channel's or stage's. Default range: the last 7 days."""
         metric = _choice("impact_metric", impact_metric, IMPACT_METRICS, "mean_sentiment")
         basis = _choice("importance", importance, ("sentiment", "nps"), "sentiment")
+        stage_value = _choice("stage", stage, STAGES, ALL)
         start, end = _range(from_, to, timedelta(days=7))
         seconds = max(s for s in levels.values()
                       if s == base_seconds or (int(start.timestamp()) % s == 0
                                                and int(end.timestamp()) % s == 0))
         where, params = _touchpoint_filter(touchpoint)
-        params = {**params, "seconds": seconds, "lo": start, "hi": end}
+        params = {**params, "seconds": seconds, "lo": start, "hi": end,
+                  "channel": channel or ALL, "stage": stage_value}
         totals = {r["tp"]: {k.removesuffix("_total"): v for k, v in r.items()}
                   for r in await store.query(_TOTALS_SQL.format(touchpoint=where), params)}
         topics: dict[str, list[dict[str, Any]]] = {}
@@ -237,6 +245,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
             topics.setdefault(row["tp"], []).append(
                 {"topic": row["tid"], **{k.removesuffix("_total"): v for k, v in row.items()}})
         return {"from": start, "to": end, "window": window_label(seconds),
+                "channel": channel or ALL, "stage": stage_value,
                 "impact_metric": metric, "importance_basis": basis,
                 "touchpoints": [
                     {"touchpoint": tp, "volume": int(total["volume"]),
