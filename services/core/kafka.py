@@ -156,7 +156,7 @@ class BatchConsumer:
                 log.warning("batch failed, retrying", topic=self._topic, records=len(records),
                             error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 10.0)
 
 
 def dead_letter(stage: str, topic: str, partition: int, offset: int, value: bytes | None,
