@@ -7,6 +7,10 @@ them); none asserts a timing beyond a generous bound that only catches a stall.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +19,7 @@ import httpx
 import pytest
 from kafka import KafkaProducer
 
-from services.core.broker import LocalBroker
+from services.core.broker import LocalBroker, free_port
 from services.core.events import RawFeedback, stable_event_id
 from services.core.kafka import create_topics
 from services.core.local_clickhouse import LocalClickHouse
@@ -127,3 +131,75 @@ def test_store_outage_pauses_the_sink_and_loses_nothing(broker: LocalBroker, set
         run(scenario())
     finally:
         server.stop()
+
+
+def _metric_total(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{"))
+
+
+def test_two_nlp_workers_split_partitions_and_one_takes_over_after_kill(
+        broker: LocalBroker, settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"topic_partitions": 4})
+    create_topics(settings, broker.bootstrap)
+    raw_topic, enriched_topic = settings.topic("feedback.raw"), settings.topic("feedback.enriched")
+    ports = [free_port(), free_port()]
+    env = {**os.environ, "VOC_KAFKA_BOOTSTRAP": broker.bootstrap,
+           "VOC_TOPIC_PREFIX": settings.topic_prefix, "VOC_GROUP_PREFIX": settings.group_prefix,
+           "VOC_DATA_DIR": str(tmp_path), "VOC_LOG_FORMAT": "json"}
+    voc = str(Path(sys.executable).with_name("voc"))
+    log = tmp_path / "nlp.log"
+    with open(log, "ab") as out:
+        workers = [subprocess.Popen([voc, "nlp"], env={**env, "VOC_OPS_PORT": str(port)},
+                                    stdout=out, stderr=subprocess.STDOUT) for port in ports]
+
+    def spread(events: list[RawFeedback]) -> list[RawFeedback]:
+        return [e.model_copy(update={"touchpoint": f"tp{i % 12}"}) for i, e in enumerate(events)]
+
+    async def enriched_ids() -> set[str]:
+        messages = await asyncio.to_thread(read_topic, broker.bootstrap, enriched_topic)
+        return {m["event_id"] for _, m in messages}
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            async def both_ready() -> bool:
+                try:
+                    answers = [await client.get(f"http://127.0.0.1:{p}/readyz") for p in ports]
+                except httpx.HTTPError:
+                    return False
+                return all(a.status_code == 200 for a in answers)
+            await eventually(both_ready, 90, "two NLP workers ready")
+            await asyncio.to_thread(produce, broker.bootstrap, raw_topic, spread(raw_events(400, "split")))
+
+            async def first_done() -> bool:
+                return len(await enriched_ids()) == 400
+            await eventually(first_done, 120, "400 events enriched by two workers")
+            shares = [_metric_total((await client.get(f"http://127.0.0.1:{p}/metrics/")).text,
+                                    "voc_events_in_total") for p in ports]
+            assert all(share > 0 for share in shares), f"both workers must consume: {shares}"
+            print(f"events per worker before the kill: {shares}")
+
+        workers[0].kill()
+        killed_at = time.monotonic()
+        await asyncio.to_thread(produce, broker.bootstrap, raw_topic,
+                                spread(raw_events(400, "split", start=400)))
+
+        async def taken_over() -> bool:
+            return len(await enriched_ids()) == 800
+        await eventually(taken_over, 120, "the survivor to enrich the killed worker's partitions")
+        print(f"survivor took over and caught up {time.monotonic() - killed_at:.1f}s after kill -9")
+
+    try:
+        run(scenario())
+    except BaseException:
+        print(log.read_text()[-10000:])
+        raise
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                worker.kill()
