@@ -247,9 +247,10 @@ def test_kill_9_of_nlp_and_scoring_mid_stream_loses_and_doubles_nothing(
             async def nlp_mid_stream() -> bool:
                 return await nlp_out() >= 2_000
             await eventually(nlp_mid_stream, 120, "the NLP worker to be mid-stream")
+            seen = await nlp_out()
             processes["nlp"].kill()
             processes["nlp"].wait()
-            print(f"killed nlp after {await nlp_out():.0f} enriched")
+            print(f"killed nlp after about {seen:.0f} enriched")
             processes["nlp"] = start("nlp")
 
             async def scoring_mid_stream() -> bool:
