@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import structlog
 from aiokafka import ConsumerRecord
+from prometheus_client import Counter
 
 from services.core.events import EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
@@ -36,6 +37,12 @@ from services.scoring.rows import Record, score_event, score_record, topic_recor
 from services.scoring.windows import feedback_row, score_row, window_start
 
 log = structlog.get_logger(__name__)
+
+TOO_LATE = Counter("voc_scoring_too_late_total",
+                   "Events stored but not scored because their window was already final.",
+                   ["touchpoint"])
+DUPLICATES = Counter("voc_scoring_duplicates_total",
+                     "Re-delivered events the scoring stage skipped (already stored).")
 
 WindowKey = tuple[str, int]
 """(touchpoint, window start as epoch seconds)."""
@@ -83,6 +90,7 @@ class Scorer:
         )
         self.stored += len(fresh)
         self.duplicates += len(events) - len(fresh)
+        DUPLICATES.inc(len(events) - len(fresh))
         if time.monotonic() - self._last_report >= 10:
             self._last_report = time.monotonic()
             log.info("scoring progress", events_stored=self.stored,
@@ -131,6 +139,8 @@ class Scorer:
         if late:
             self.too_late += len(late)
             dropped = [e for e in fresh if e.event_id in late]
+            for event in dropped:
+                TOO_LATE.labels(touchpoint=event.touchpoint).inc()
             log.warning("events too late for their window: stored, not scored",
                         count=len(late), total_too_late=self.too_late,
                         allowed_lateness_s=self.lateness_s,
