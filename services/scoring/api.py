@@ -195,7 +195,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
         counts and its expectation gaps; with it, the value, the responses it rests on, the
         target and the gap. Default range: the last 24 hours."""
         chosen = _choice("metric", metric, SCORE_METRICS, "")
-        label = _choice("window", window, tuple(levels), "1h" if "1h" in levels else "")
+        label = _choice("window", window, tuple(levels), "1h")
         stage_value = _choice("stage", stage, STAGES, ALL)
         size = _parse("limit", limit, int, 1000, f"use 1-{SCORE_ROWS_MAX}")
         if not 1 <= size <= SCORE_ROWS_MAX:
