@@ -99,3 +99,12 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
         return Taxonomy(TaxonomySpec.model_validate(yaml.safe_load(raw)))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ValueError(f"cannot load taxonomy {source}: {exc}") from exc
+
+
+def dataset_ids(spec: TaxonomySpec) -> dict[str, str]:
+    """Labels a labelled data set may use for each topic (its id or its name), mapped to the id.
+
+    Public corpora label aspects either in Chinese (价格) or with ASCII ids; a taxonomy written
+    for such a corpus uses the corpus label as ``name`` or as ``id``, so both are accepted.
+    """
+    return {**{t.name: t.id for t in spec.topics}, **{t.id: t.id for t in spec.topics}}
