@@ -137,7 +137,10 @@ class AspectTagger:
     margin reaches ``thresholds``. Combined with keywords, a topic is predicted when the margin
     plus ``keyword_weights`` (if a keyword of the topic matched) reaches ``fused_thresholds``.
     ``support`` is the number of positive training examples per topic, kept in the artifact so
-    that a loaded model knows which topics it may decide.
+    that a loaded model knows which topics it may decide. ``at_least_one`` is set when every
+    training text carried a topic (true of the public aspect corpora, whose rows were selected
+    because they discuss an aspect): the combined decision then never leaves a text untagged
+    but falls back to the learned topic closest to its fused threshold.
     """
 
     name = "char-ngram-ovr-logreg"
@@ -155,6 +158,7 @@ class AspectTagger:
         support: Mapping[str, int],
         max_n: int,
         max_chars: int,
+        at_least_one: bool = False,
         version: str = MODEL_VERSION,
     ) -> None:
         self.topics = list(topics)
@@ -168,6 +172,7 @@ class AspectTagger:
         self.support = {t: int(support.get(t, 0)) for t in self.topics}
         self.max_n = max_n
         self.max_chars = max_chars
+        self.at_least_one = at_least_one
         self.version = version
         self._index = NgramIndex(self.vocabulary, max_n, max_chars)
 
@@ -207,6 +212,9 @@ class AspectTagger:
             hits = np.array([t in keyword_set for t in self.topics], dtype=bool)
             fused = row + self.keyword_weights * hits >= self.fused_thresholds
             decided = np.where(learned, fused, hits)
+            if self.at_least_one and not decided.any() and not keyword_set and learned.any():
+                gap = np.where(learned, row + self.keyword_weights * hits - self.fused_thresholds, -np.inf)
+                decided[int(gap.argmax())] = True
             kept = {t for t, d in zip(self.topics, decided, strict=True) if d}
             kept |= {t for t in keyword_set if t not in index}
             result.append(sorted(kept))
@@ -238,6 +246,7 @@ class AspectTagger:
             "keyword_weights": self.keyword_weights.tolist(),
             "fused_thresholds": self.fused_thresholds.tolist(),
             "support": self.support,
+            "at_least_one": self.at_least_one,
             "n_features": len(self.vocabulary),
         }
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -263,6 +272,7 @@ class AspectTagger:
             support=params["support"],
             max_n=params["max_n"],
             max_chars=params["max_chars"],
+            at_least_one=params["at_least_one"],
             version=params["version"],
         )
 
@@ -384,6 +394,7 @@ def train_tagger(
         support=support,
         max_n=max_n,
         max_chars=max_chars,
+        at_least_one=bool(y.any(axis=1).all()),
     )
 
 
