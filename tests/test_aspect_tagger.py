@@ -83,6 +83,17 @@ def test_rare_and_unknown_topics_are_left_to_keywords() -> None:
     assert tagger.combine(["包装很好"], [[]]) == [["packaging"]]
 
 
+def test_untagged_text_gets_its_closest_topic_only_when_training_texts_always_had_one() -> None:
+    texts = ["物流很快"] * 40 + ["包装很好"] * 40
+    topic_sets = [["logistics"]] * 40 + [["packaging"]] * 40
+    always = train_tagger(texts, topic_sets, min_df=1)
+    assert always.at_least_one
+    assert len(always.combine(["你好"], [[]])[0]) == 1
+    sometimes = train_tagger([*texts, "你好"], [*topic_sets, []], min_df=1)
+    assert not sometimes.at_least_one
+    assert sometimes.combine(["你好"], [[]]) == [[]]
+
+
 def test_f1_scores_micro_and_macro() -> None:
     scores = f1_scores([["a"], ["a", "b"], []], [["a"], ["a"], ["b"]])
     assert scores["per_topic_f1"] == {"a": 1.0, "b": 0.0}
@@ -132,3 +143,23 @@ def test_tagger_for_another_taxonomy_is_refused(tmp_path: Path) -> None:
     path.write_text("tagger: tagger\ntopics:\n  - {id: logistics, name: 物流, keywords: [物流]}\n", encoding="utf-8")
     with pytest.raises(ValueError, match="packaging"):
         load_taxonomy(path)
+
+
+def test_vectorised_margins_match_the_reference_features(
+        trained: tuple[str, Taxonomy, AspectTagger, list[AspectExample]]) -> None:
+    from services.nlp.sentiment_model import char_ngrams
+
+    _, _, tagger, test = trained
+    texts = [e.text for e in test[:20]] + ["", "😀"]
+    column = {gram: j for j, gram in enumerate(tagger.vocabulary)}
+    expected = np.tile(tagger.intercepts, (len(texts), 1))
+    for i, text in enumerate(texts):
+        counts: dict[int, int] = {}
+        for gram in char_ngrams(text, tagger.max_n, tagger.max_chars):
+            if gram in column:
+                counts[column[gram]] = counts.get(column[gram], 0) + 1
+        if counts:
+            cols = np.array(list(counts))
+            v = (1 + np.log(np.array(list(counts.values()), dtype=float))) * tagger.idf[cols]
+            expected[i] += (v / np.linalg.norm(v)) @ tagger.weights[cols]
+    np.testing.assert_allclose(tagger.decision_function(texts), expected, atol=1e-9)

@@ -186,9 +186,11 @@ class AspectTagger:
         rows, cols, tfidf = self._index.tfidf(list(texts), self.idf)
         norm = np.sqrt(np.bincount(rows, weights=tfidf * tfidf, minlength=n))
         values = tfidf / norm[rows]
-        contributions = values[:, None] * self.weights[cols]
-        scores = np.column_stack([np.bincount(rows, weights=contributions[:, k], minlength=n)
-                                  for k in range(len(self.topics))]).reshape(n, len(self.topics))
+        scores = np.zeros((n, len(self.topics)))
+        if len(rows):
+            # rows come sorted from the index, so each text's n-grams are one contiguous run.
+            present, starts = np.unique(rows, return_index=True)
+            scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
