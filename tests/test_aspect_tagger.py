@@ -89,6 +89,7 @@ def test_untagged_text_gets_its_closest_topic_only_when_training_texts_always_ha
     always = train_tagger(texts, topic_sets, min_df=1)
     assert always.at_least_one
     assert len(always.combine(["你好"], [[]])[0]) == 1
+    assert always.combine(["  "], [[]]) == [[]]
     sometimes = train_tagger([*texts, "你好"], [*topic_sets, []], min_df=1)
     assert not sometimes.at_least_one
     assert sometimes.combine(["你好"], [[]]) == [[]]

@@ -209,12 +209,12 @@ class AspectTagger:
         index = {t: k for k, t in enumerate(self.topics)}
         learned = np.array([self.support[t] >= min_examples for t in self.topics], dtype=bool)
         result = []
-        for row, tags in zip(margins, keyword_tags, strict=True):
+        for text, row, tags in zip(texts, margins, keyword_tags, strict=True):
             keyword_set = set(tags)
             hits = np.array([t in keyword_set for t in self.topics], dtype=bool)
             fused = row + self.keyword_weights * hits >= self.fused_thresholds
             decided = np.where(learned, fused, hits)
-            if self.at_least_one and not decided.any() and not keyword_set and learned.any():
+            if self.at_least_one and text.strip() and not decided.any() and not keyword_set and learned.any():
                 gap = np.where(learned, row + self.keyword_weights * hits - self.fused_thresholds, -np.inf)
                 decided[int(gap.argmax())] = True
             kept = {t for t, d in zip(self.topics, decided, strict=True) if d}
