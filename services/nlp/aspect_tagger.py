@@ -177,7 +177,11 @@ class AspectTagger:
         self._index = NgramIndex(self.vocabulary, max_n, max_chars)
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
-        """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram.
+        """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
+        return self._margins(texts)[0]
+
+    def _margins(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Margins and a has-any-known-n-gram mask per text.
 
         Features are the sublinear TF-IDF rows of the training vectorizer, L2-normalised, looked
         up for the whole batch at once by the same vectorised index as the sentiment model.
@@ -191,7 +195,7 @@ class AspectTagger:
             # rows come sorted from the index, so each text's n-grams are one contiguous run.
             present, starts = np.unique(rows, return_index=True)
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
-        return scores + self.intercepts
+        return scores + self.intercepts, norm > 0
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Topic ids per text, in the tagger's topic order."""
@@ -203,22 +207,24 @@ class AspectTagger:
         """Topic ids per text from the model and the keyword matches of each text together.
 
         Topics with at least ``min_examples`` training positives are decided by the fused
-        margin; all other topics, including ones the model never saw, by the keywords alone.
+        margin; all other topics, including ones the model never saw, by the keywords alone. A
+        text with no n-gram the model knows (blank, emoji only) gives the model no evidence, so
+        only its keywords count.
         """
-        margins = self.decision_function(texts)
+        margins, has_evidence = self._margins(texts)
         index = {t: k for k, t in enumerate(self.topics)}
         learned = np.array([self.support[t] >= min_examples for t in self.topics], dtype=bool)
         result = []
-        for text, row, tags in zip(texts, margins, keyword_tags, strict=True):
+        for row, evidence, tags in zip(margins, has_evidence, keyword_tags, strict=True):
             keyword_set = set(tags)
             hits = np.array([t in keyword_set for t in self.topics], dtype=bool)
             fused = row + self.keyword_weights * hits >= self.fused_thresholds
-            decided = np.where(learned, fused, hits)
-            if self.at_least_one and text.strip() and not decided.any() and not keyword_set and learned.any():
-                gap = np.where(learned, row + self.keyword_weights * hits - self.fused_thresholds, -np.inf)
-                decided[int(gap.argmax())] = True
+            decided = np.where(learned & evidence, fused, hits)
             kept = {t for t, d in zip(self.topics, decided, strict=True) if d}
             kept |= {t for t in keyword_set if t not in index}
+            if self.at_least_one and evidence and not kept and learned.any():
+                gap = np.where(learned, row + self.keyword_weights * hits - self.fused_thresholds, -np.inf)
+                kept.add(self.topics[int(gap.argmax())])
             result.append(sorted(kept))
         return result
 
