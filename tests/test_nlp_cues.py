@@ -69,6 +69,9 @@ def test_custom_urgency_file_and_clear_errors(tmp_path: Path) -> None:
     ("收到了", "neutral", [], "other"),
     ("请问12315电话是多少", "neutral", ["escalation_threat"], "complaint"),
     ("如何注销账号？", "negative", ["churn_intent"], "inquiry"),
+    ("这家店哪里都好", "positive", [], "praise"),
+    ("好的，谢谢", "positive", [], "other"),
+    ("我的订单号是20261123001", "negative", [], "other"),
 ])
 def test_intent_rules(text: str, label: str, flags: list[str], intent: str) -> None:
     assert intent_of(text, label, flags) == intent  # type: ignore[arg-type]
