@@ -79,6 +79,7 @@ def evaluate(name: str, data_dir: Path) -> dict[str, Any]:
         "holdout_rows": len(test),
         "target_micro_f1": target,
         "train_seconds": round(train_s, 1),
+        "max_n": tagger.max_n,
         "support": tagger.support,
         "keywords": f1_scores(gold, keyword) | {"msgs_per_s": round(keyword_rate)},
         "model": f1_scores(gold, model) | {"msgs_per_s": round(model_rate)},
@@ -92,10 +93,11 @@ def print_report(r: dict[str, Any]) -> None:
     """A readable table per dataset: the three variants, then per-topic F1."""
     met = "met" if r["combined"]["micro_f1"] >= r["target_micro_f1"] else "NOT met"
     print(f"\n{r['dataset']}: train {r['train_rows']} rows, inner hold-out {r['holdout_rows']} rows, "
-          f"trained in {r['train_seconds']} s; target micro-F1 >= {r['target_micro_f1']} ({met})")
+          f"trained in {r['train_seconds']} s (char 1-{r['max_n']}-grams chosen out of fold); "
+          f"target micro-F1 >= {r['target_micro_f1']} ({met})")
     print(f"  {'variant':10} {'micro-F1':>9} {'macro-F1':>9} {'msgs/s':>8}")
     for variant in ("keywords", "model", "combined"):
-        print(f"  {variant:10} {r[variant]['micro_f1']:9.3f} {r[variant]['macro_f1']:9.3f} "
+        print(f"  {variant:10} {r[variant]['micro_f1']:9.4f} {r[variant]['macro_f1']:9.4f} "
               f"{r[variant]['msgs_per_s']:8d}")
     print(f"  {'topic':42} {'support':>7} {'keywords':>8} {'model':>6} {'combined':>8}")
     for topic in r["support"]:

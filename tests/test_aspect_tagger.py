@@ -28,7 +28,7 @@ DATA = Path(__file__).parent / "data"
 TAXONOMIES = Path(__file__).parent.parent / "services" / "nlp" / "taxonomies"
 
 # dataset: (keywords-only micro-F1 floor, combined micro-F1 floor) on the sample's inner hold-out
-FLOORS = {"makeup": (0.83, 0.85), "car": (0.83, 0.84)}  # measured 0.845/0.868, 0.846/0.859
+FLOORS = {"makeup": (0.83, 0.85), "car": (0.83, 0.85)}  # measured 0.845/0.867, 0.846/0.862
 
 
 def split(name: str) -> tuple[Taxonomy, list[AspectExample], list[AspectExample]]:
