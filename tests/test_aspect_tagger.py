@@ -164,3 +164,23 @@ def test_vectorised_margins_match_the_reference_features(
             v = (1 + np.log(np.array(list(counts.values()), dtype=float))) * tagger.idf[cols]
             expected[i] += (v / np.linalg.norm(v)) @ tagger.weights[cols]
     np.testing.assert_allclose(tagger.decision_function(texts), expected, atol=1e-9)
+
+
+def test_train_topics_command_writes_a_tagger_the_taxonomy_can_name(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    out = tmp_path / "makeup_tagger"
+    result = CliRunner().invoke(main, [
+        "nlp", "train-topics", "--taxonomy", str(TAXONOMIES / "makeup.yaml"),
+        "--data", str(DATA / "aspect_makeup_sample.jsonl"), "--out", str(out), "--holdout", "0.2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["holdout_rows"] > 0 and report["holdout_combined"]["micro_f1"] > 0.8
+    yaml_path = tmp_path / "makeup.yaml"
+    yaml_path.write_text((TAXONOMIES / "makeup.yaml").read_text(encoding="utf-8") + "tagger: makeup_tagger\n",
+                         encoding="utf-8")
+    assert load_taxonomy(yaml_path).tagger is not None

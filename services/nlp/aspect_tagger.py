@@ -2,10 +2,10 @@
 
 Keyword lists are transparent and editable but miss paraphrases (held-out micro-F1 about 0.75
 on the public aspect corpora), while a linear model over character n-grams learns them from
-labelled examples. The model here is one logistic regression per topic over the same
-sublinear TF-IDF character 1-4 grams as the sentiment model (no word segmentation, so no
-jieba cost), with a per-topic decision threshold chosen on out-of-fold scores of the training
-part: a fixed 0.5 cut under-predicts rare topics and over-predicts near-universal ones.
+labelled examples. The model here is one logistic regression per topic over sublinear TF-IDF
+character n-grams, normalised as for the sentiment model (no word segmentation, so no jieba
+cost), with a per-topic decision threshold chosen on out-of-fold scores of the training part:
+a fixed 0.5 cut under-predicts rare topics and over-predicts near-universal ones.
 
 Prediction is numpy only and the artifact is plain arrays (``.npz``) plus JSON, as for the
 sentiment model, so shipping a tagger never depends on scikit-learn or on pickles.
