@@ -1,0 +1,97 @@
+"""Text normalisation shared by ingest and the NLP stage: the text that analysis sees.
+
+The original text is always kept on the event; ``analysis_text`` is derived from it so that
+models trained on simplified Chinese plain prose are not thrown off by traditional characters,
+URLs, @mentions, hashtag markup or emoji. Ingest fills it per channel; the NLP stage derives
+it (with the same functions) for events that direct producers wrote to the raw topic.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from functools import cache
+
+import opencc
+
+_URL = re.compile(r"(?:https?://|www\.|t\.cn/)[^\s\u3000-\u303f\u4e00-\u9fff\uff00-\uffef<>\"']+",
+                  re.IGNORECASE)
+# A handle runs until whitespace or punctuation; Weibo ends a mention with a space or colon.
+_MENTION = re.compile(r"@([0-9A-Za-z_\-\u4e00-\u9fff]{1,30})")
+# Weibo/WeChat topics are #话题#; Douyin/Xiaohongshu write #话题 up to a space.
+_TOPIC_PAIRED = re.compile(r"#([^#\s]{1,64})#")
+_TOPIC_OPEN = re.compile(r"#([0-9A-Za-z_\u4e00-\u9fff]{1,64})")
+# Platform emoticon codes such as [怒] or [哈哈]: the word inside carries the sentiment.
+_EMOTICON = re.compile(r"\[([\u4e00-\u9fff]{1,4})[A-Za-z]?\]")
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF"
+                    "\uFE0F\u200D\U000E0020-\U000E007F]+")
+_SPACES = re.compile(r"[ \t\u3000]+")
+
+# The emoji customers use to say how they feel, as the word a Chinese model understands.
+# Others carry little sentiment and are dropped from the analysed text.
+EMOJI_WORDS = {
+    "😡": "愤怒", "😠": "生气", "🤬": "愤怒", "😤": "生气", "😭": "大哭", "😢": "难过",
+    "😞": "失望", "😔": "失望", "💔": "伤心", "👎": "差评", "🙄": "无语", "😓": "无奈",
+    "😂": "笑哭", "👍": "赞", "😊": "开心", "😄": "开心", "😀": "开心", "🥰": "喜欢",
+    "😍": "喜欢", "❤": "喜欢", "👏": "赞", "🙏": "感谢", "💯": "满分", "🤮": "恶心",
+}
+
+
+@cache
+def _converter() -> tuple[opencc.OpenCC, threading.Lock]:
+    return opencc.OpenCC("t2s"), threading.Lock()
+
+
+def to_simplified(text: str) -> str:
+    """Traditional Chinese (incl. HK/TW forms) converted to simplified; other text unchanged."""
+    converter, lock = _converter()
+    with lock:
+        return converter.convert(text)
+
+
+@dataclass(frozen=True)
+class SocialText:
+    """A post's text made fit for analysis, with the markup it contained listed."""
+
+    analysis: str
+    mentions: list[str] = field(default_factory=list)
+    hashtags: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    emoji: list[str] = field(default_factory=list)
+
+
+def _emoji_words(match: re.Match[str]) -> str:
+    words = dict.fromkeys(EMOJI_WORDS[char] for char in match[0] if char in EMOJI_WORDS)
+    return f" {'，'.join(words)} " if words else " "
+
+
+def normalize_social(text: str) -> SocialText:
+    """Social markup normalised: URLs and @mentions dropped, #topics# and [emoticons] kept as
+    words, feeling emoji turned into words; the analysed text is simplified Chinese."""
+    urls = _URL.findall(text)
+    stripped = _URL.sub(" ", text)
+    mentions = _MENTION.findall(stripped)
+    stripped = _MENTION.sub(" ", stripped)
+    hashtags = _TOPIC_PAIRED.findall(stripped)
+    stripped = _TOPIC_PAIRED.sub(lambda m: f" {m[1]} ", stripped)
+    hashtags += _TOPIC_OPEN.findall(stripped)
+    stripped = _TOPIC_OPEN.sub(lambda m: f" {m[1]} ", stripped)
+    emoji = [c for run in _EMOJI.findall(stripped) for c in run if c not in "\ufe0f\u200d"]
+    stripped = _EMOJI.sub(_emoji_words, stripped)
+    stripped = _EMOTICON.sub(lambda m: m[1], stripped)
+    return SocialText(analysis=to_simplified(tidy(stripped)), mentions=mentions,
+                      hashtags=hashtags, urls=urls, emoji=emoji)
+
+
+def tidy(text: str) -> str:
+    """Runs of spaces collapsed and blank lines dropped, so spans stay compact."""
+    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def analysis_text(text: str, channel: str) -> str:
+    """The text the NLP stage analyses for a plain event of ``channel``."""
+    if channel == "social":
+        return normalize_social(text).analysis
+    return to_simplified(tidy(text))
