@@ -8,12 +8,16 @@ it (with the same functions) for events that direct producers wrote to the raw t
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from dataclasses import dataclass, field
 from functools import cache
 
 import opencc
+
+from services.core.events import RawFeedback
+from services.core.pii import redact, redact_optional
 
 _URL = re.compile(r"(?:https?://|www\.|t\.cn/)[^\s\u3000-\u303f\u4e00-\u9fff\uff00-\uffef<>\"']+",
                   re.IGNORECASE)
@@ -95,3 +99,51 @@ def analysis_text(text: str, channel: str) -> str:
     if channel == "social":
         return normalize_social(text).analysis
     return to_simplified(tidy(text))
+
+
+def pseudonym(value: str) -> str:
+    """A stable stand-in for an id that embeds personal data (a Message-ID holds an address).
+
+    Equal ids map to equal pseudonyms, so threads still link and re-sends still deduplicate.
+    """
+    if value.startswith("h:"):
+        return value
+    return "h:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+
+
+def _pseudonym_optional(value: str | None) -> str | None:
+    return None if value is None else pseudonym(value)
+
+
+def prepare_raw(event: RawFeedback) -> RawFeedback:
+    """The event as it may travel on: PII redacted everywhere, ``analysis_text`` filled.
+
+    Ingest builds every event through this; the NLP stage applies it again to whatever it
+    reads, because direct producers write to the raw topic without passing ingest. It is
+    idempotent, so events from ingest come out unchanged.
+    """
+    text = redact(event.text)
+    update: dict[str, object] = {
+        "text": text,
+        "analysis_text": (redact(event.analysis_text) if event.analysis_text
+                          else analysis_text(text, event.channel) or text),
+        "customer_id": redact_optional(event.customer_id),
+        "metadata": {key: redact(value) for key, value in event.metadata.items()},
+    }
+    if event.email is not None:
+        mail = event.email
+        update["email"] = mail.model_copy(update={
+            "message_id": _pseudonym_optional(mail.message_id),
+            "in_reply_to": _pseudonym_optional(mail.in_reply_to),
+            "references": [pseudonym(r) for r in mail.references],
+            "thread_id": _pseudonym_optional(mail.thread_id),
+            "subject": redact(mail.subject),
+            "attachments": [redact(name) for name in mail.attachments],
+        })
+    if event.social is not None:
+        post = event.social
+        update["social"] = post.model_copy(update={
+            "author": redact_optional(post.author), "url": redact_optional(post.url),
+            "urls": [redact(u) for u in post.urls],
+        })
+    return event.model_copy(update=update)

@@ -1,29 +1,56 @@
-"""The ingest HTTP API: validates feedback and writes it to the raw topic.
+"""The ingest HTTP API: validates feedback per channel and writes it to the raw topic.
 
 A 202 means the broker acknowledged the write (acks=all), never less: a caller that got 202
 can forget the event. The key is the touchpoint, so one touchpoint's events stay in order on
-one partition. Ids are stable per ``source`` + ``external_id``, so a retried POST is
-deduplicated downstream.
+one partition. Ids are stable per ``source`` + the channel's own message id, so a re-sent
+message keeps its id: ingest answers a recent re-send as a duplicate without writing it again,
+and the sinks drop any that get through (after a restart, or from another ingest copy).
+
+Nothing leaves here unredacted: every event is built through ``prepare_raw``, and request
+bodies are never logged.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, AsyncIterator
 
 import structlog
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.events import Channel, MetaValue, RawFeedback, SourceName, stable_event_id, utc_now
 from services.core.kafka import Producer
+from services.core.normalize import prepare_raw
 from services.core.settings import Settings
+from services.ingest.auth import HEADER, ApiKeys
+from services.ingest.call_transcript import CallIn
+from services.ingest.channels import (
+    EmailJsonIn,
+    SocialBatchIn,
+    SurveyBatchIn,
+    call_event,
+    email_event,
+    parsed_from_json,
+    social_event,
+    survey_event,
+)
+from services.ingest.email_message import UndecodableEmail, parse_rfc822
 
 log = structlog.get_logger(__name__)
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
+SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+SourcePath = Annotated[str, Path(min_length=1, max_length=64, pattern=SOURCE_PATTERN,
+                                 description="The sending system; its API key must match.")]
 
 
 class FeedbackIn(BaseModel):
@@ -66,64 +93,260 @@ class BatchIn(BaseModel):
 
 
 class Accepted(BaseModel):
-    """Events the broker acknowledged, by id in request order."""
+    """Events the broker acknowledged, by id in request order.
+
+    ``duplicates`` counts items that were sent before (same source and message id): they are
+    accepted but not written again.
+    """
 
     accepted: int
+    duplicates: int = 0
     event_ids: list[str]
 
 
 def to_raw(item: FeedbackIn) -> RawFeedback:
-    """The raw-topic event of one accepted item."""
+    """The raw-topic event of one generic item."""
     received = utc_now()
-    return RawFeedback(
+    return prepare_raw(RawFeedback(
         event_id=stable_event_id(item.source, item.external_id),
         source=item.source, external_id=item.external_id, channel=item.channel,
         touchpoint=item.touchpoint, text=item.text,
         occurred_at=item.occurred_at or received, received_at=received,
         customer_id=item.customer_id, metadata=item.metadata,
-    )
+    ))
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, also when no Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(status_code=413, content={"detail": (
+            f"the request body is larger than {self.limit} bytes (VOC_INGEST_MAX_BODY_BYTES); "
+            "split the batch or send the transcript in parts")})
+        await response({"type": "http"}, _nothing, send)
+
+
+class _TooLarge(Exception):
+    """Raised inside the app when a streamed body passes the limit."""
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class Recent:
+    """Event ids written lately, oldest forgotten first, to answer re-sends as duplicates."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return True
+        return False
+
+    def add(self, event_ids: list[str]) -> None:
+        if not self.size:
+            return
+        for event_id in event_ids:
+            self._ids[event_id] = None
+            self._ids.move_to_end(event_id)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
+def _validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
+    """A pydantic error of a body parsed by hand, reported like FastAPI's own (with paths)."""
+    return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])}
+                                   for e in exc.errors(include_url=False)])
 
 
 def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     """The ingest API, producing to the raw topic of ``bootstrap``."""
     producer = Producer(bootstrap, client_id=settings.group("ingest"))
     topic = settings.topic("feedback.raw")
+    keys = ApiKeys.load(settings.ingest_api_keys_file) if settings.ingest_api_keys_file else None
+    recent = Recent(settings.ingest_dedupe_window)
+    registry = CollectorRegistry()
+    written = Counter("voc_ingest_events_total", "Events written to the raw topic",
+                      ["source", "channel"], registry=registry)
+    duplicates = Counter("voc_ingest_duplicates_total", "Re-sent events answered as duplicates "
+                         "and not written again", ["source", "channel"], registry=registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if keys is None:
+            log.warning("ingest API keys are off: any client can post for any source; set "
+                        "VOC_INGEST_API_KEYS_FILE outside a local demo")
         await producer.start()
         try:
             yield
         finally:
             await producer.stop()
 
-    app = FastAPI(title="Tingjian (听见) ingest API", version="1", lifespan=lifespan,
-                  description="Accepts customer feedback into the VoC pipeline.")
+    app = FastAPI(title="Tingjian (听见) ingest API", version="2", lifespan=lifespan,
+                  description="Accepts customer feedback from surveys, calls, email and social "
+                  "posts into the VoC pipeline. Send each source's key in X-API-Key.")
+    app.add_middleware(BodyLimit, limit=settings.ingest_max_body_bytes)
 
-    async def publish(items: list[FeedbackIn]) -> Accepted:
-        events = [to_raw(item) for item in items]
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with field paths; bytes that are not UTF-8 get a message saying so."""
+        errors = []
+        for error in exc.errors():
+            error = {k: v for k, v in error.items() if k != "ctx" or isinstance(v, dict)}
+            if isinstance(error.get("input"), bytes):
+                error["input"] = None
+                error["msg"] = "the body is not valid UTF-8 JSON: send UTF-8"
+            errors.append(error)
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(
+            errors, custom_encoder={bytes: lambda b: None, ValueError: str})})
+
+    def authorize(sources: set[str], key: str | None) -> None:
+        if keys is not None:
+            keys.check(key, sources)
+
+    ApiKey = Annotated[str | None, Header(alias=HEADER, description="The source's API key.")]
+
+    async def publish(events: list[RawFeedback]) -> Accepted:
+        fresh: list[RawFeedback] = []
+        repeated: list[RawFeedback] = []
+        batch_ids: set[str] = set()
+        for event in events:
+            if event.event_id in recent or event.event_id in batch_ids:
+                repeated.append(event)
+            else:
+                fresh.append(event)
+                batch_ids.add(event.event_id)
         try:
-            await producer.send_many(topic, [(e.touchpoint.encode(), e.to_bytes()) for e in events])
+            await producer.send_many(topic, [(e.touchpoint.encode(), e.to_bytes()) for e in fresh])
         except KafkaError as exc:
-            log.error("broker write failed", topic=topic, events=len(events), error=str(exc))
+            log.error("broker write failed", topic=topic, events=len(fresh), error=str(exc))
             raise HTTPException(status_code=503, headers={"Retry-After": "5"},
                                 detail="the message broker did not acknowledge the write; "
                                        "nothing was accepted, retry later") from exc
-        return Accepted(accepted=len(events), event_ids=[e.event_id for e in events])
+        recent.add([e.event_id for e in fresh])
+        for event in fresh:
+            written.labels(event.source, event.channel).inc()
+        for event in repeated:
+            duplicates.labels(event.source, event.channel).inc()
+        if repeated:
+            log.info("duplicates not written again", events=len(repeated),
+                     sources=sorted({e.source for e in repeated}))
+        return Accepted(accepted=len(events), duplicates=len(repeated),
+                        event_ids=[e.event_id for e in events])
 
     @app.post("/v1/feedback", status_code=202, response_model=Accepted,
-              summary="Accept one piece of feedback")
-    async def post_one(item: FeedbackIn) -> Accepted:
-        return await publish([item])
+              summary="Accept one piece of feedback (generic shape)")
+    async def post_one(item: FeedbackIn, key: ApiKey = None) -> Accepted:
+        authorize({item.source}, key)
+        return await publish([to_raw(item)])
 
     @app.post("/v1/feedback/batch", status_code=202, response_model=Accepted,
-              summary="Accept up to VOC_INGEST_BATCH_MAX pieces of feedback")
-    async def post_batch(batch: BatchIn) -> Accepted:
-        if len(batch.events) > settings.ingest_batch_max:
+              summary="Accept up to VOC_INGEST_BATCH_MAX pieces of feedback (generic shape)")
+    async def post_batch(batch: BatchIn, key: ApiKey = None) -> Accepted:
+        authorize({item.source for item in batch.events}, key)
+        check_batch(len(batch.events))
+        return await publish([to_raw(item) for item in batch.events])
+
+    def check_batch(size: int) -> None:
+        if size > settings.ingest_batch_max:
             raise HTTPException(status_code=413, detail=(
-                f"batch has {len(batch.events)} events; the limit is "
-                f"{settings.ingest_batch_max} (VOC_INGEST_BATCH_MAX): split it"))
-        return await publish(batch.events)
+                f"batch has {size} items; the limit is {settings.ingest_batch_max} "
+                "(VOC_INGEST_BATCH_MAX): split it"))
+
+    @app.post("/v1/sources/{source}/surveys", status_code=202, response_model=Accepted,
+              summary="Survey and web-form answers: text, NPS/CSAT/CES, stage, segment")
+    async def post_surveys(source: SourcePath, batch: SurveyBatchIn,
+                           key: ApiKey = None) -> Accepted:
+        authorize({source}, key)
+        check_batch(len(batch.responses))
+        return await publish([survey_event(source, item) for item in batch.responses])
+
+    @app.post("/v1/sources/{source}/calls", status_code=202, response_model=Accepted,
+              summary="One contact-center call transcript (up to 2 hours)")
+    async def post_call(source: SourcePath, call: CallIn, key: ApiKey = None) -> Accepted:
+        authorize({source}, key)
+        return await publish([call_event(source, call)])
+
+    @app.post("/v1/sources/{source}/social", status_code=202, response_model=Accepted,
+              summary="Social posts and comments (weibo, wechat, douyin, xiaohongshu, other)")
+    async def post_social(source: SourcePath, batch: SocialBatchIn,
+                          key: ApiKey = None) -> Accepted:
+        authorize({source}, key)
+        check_batch(len(batch.posts))
+        return await publish([social_event(source, item) for item in batch.posts])
+
+    email_body = {"requestBody": {"required": True, "content": {
+        "message/rfc822": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": EmailJsonIn.model_json_schema()},
+    }}}
+
+    @app.post("/v1/sources/{source}/emails", status_code=202, response_model=Accepted,
+              summary="One email: raw RFC 822 (message/rfc822) or its JSON form",
+              openapi_extra=email_body)
+    async def post_email(
+        request: Request, source: SourcePath, key: ApiKey = None,
+        touchpoint: Annotated[str, Query(min_length=1, max_length=128)] = "email",
+        customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> Accepted:
+        authorize({source}, key)
+        raw = await request.body()
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "message/rfc822":
+            try:
+                parsed = parse_rfc822(raw)
+            except UndecodableEmail as exc:
+                raise HTTPException(status_code=422, detail=[{
+                    "loc": ["body"], "type": "undecodable", "msg": str(exc)}]) from exc
+            return await publish([email_event(source, parsed, raw, touchpoint=touchpoint,
+                                              customer_id=customer_id)])
+        if kind != "application/json":
+            raise HTTPException(status_code=415, detail=(
+                f"content-type {kind or '(none)'} is not accepted here: send message/rfc822 "
+                "or application/json"))
+        try:
+            item = EmailJsonIn.model_validate_json(raw)
+        except ValidationError as exc:
+            raise _validation_error(exc, ("body",)) from exc
+        return await publish([email_event(
+            source, parsed_from_json(item), raw, touchpoint=item.touchpoint,
+            customer_id=item.customer_id or customer_id, stage=item.stage,
+            segment=item.segment, metadata=item.metadata)])
+
+    @app.get("/metrics", summary="Prometheus metrics: events written, duplicates")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -199,7 +199,7 @@ class ParsedEmail:
     sent_at: datetime | None
     body: str
     new_text: str
-    charset: str
+    charset: str | None
     attachments: list[str] = field(default_factory=list)
 
     @property
