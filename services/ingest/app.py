@@ -35,7 +35,10 @@ from services.ingest.auth import HEADER, ApiKeys
 from services.ingest.call_transcript import CallIn
 from services.ingest.channels import (
     EmailJsonIn,
+    Ratings,
+    Segment,
     SocialBatchIn,
+    Stage,
     SurveyBatchIn,
     call_event,
     email_event,
@@ -74,6 +77,9 @@ class FeedbackIn(BaseModel):
         default=None, description="When the customer gave it (RFC 3339 with offset); "
         "default: time of receipt.")
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    stage: Stage | None = Field(default=None, description="售前, 售中 or 售后.")
+    segment: Segment | None = Field(default=None, description="Customer segment, e.g. VIP.")
+    ratings: Ratings = Field(default_factory=Ratings)
     metadata: Annotated[dict[str, MetaValue], Field(max_length=64)] = Field(default_factory=dict)
 
     @field_validator("occurred_at")
@@ -112,7 +118,8 @@ def to_raw(item: FeedbackIn) -> RawFeedback:
         source=item.source, external_id=item.external_id, channel=item.channel,
         touchpoint=item.touchpoint, text=item.text,
         occurred_at=item.occurred_at or received, received_at=received,
-        customer_id=item.customer_id, metadata=item.metadata,
+        customer_id=item.customer_id, stage=item.stage, segment=item.segment,
+        ratings=item.ratings.model_dump(), metadata=item.metadata,
     ))
 
 

@@ -66,7 +66,8 @@ class CallIn(BaseModel):
     ended_at: datetime
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     stage: Literal["售前", "售中", "售后"] | None = None
-    segment: Annotated[str, StringConstraints(max_length=64)] | None = None
+    segment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                              max_length=64)] | None = None
     transfers: Annotated[int, Field(ge=0, le=100)] | None = Field(
         default=None, description="Transfers as the telephony platform counted them; "
         "derived from the turns when absent.")

@@ -34,6 +34,7 @@ Touchpoint = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Metadata = Annotated[dict[str, MetaValue], Field(max_length=64)]
+Segment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -65,7 +66,7 @@ class SurveyResponseIn(BaseModel):
     text: Text
     ratings: Ratings = Field(default_factory=Ratings)
     stage: Stage | None = None
-    segment: Annotated[str, StringConstraints(max_length=64)] | None = None
+    segment: Segment | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     submitted_at: datetime | None = None
     metadata: Metadata = Field(default_factory=dict)
@@ -143,7 +144,7 @@ class EmailJsonIn(BaseModel):
                            Field(max_length=200)] = Field(default_factory=list)
     touchpoint: Touchpoint = "email"
     stage: Stage | None = None
-    segment: Annotated[str, StringConstraints(max_length=64)] | None = None
+    segment: Segment | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     sent_at: datetime | None = None
     metadata: Metadata = Field(default_factory=dict)
