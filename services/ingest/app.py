@@ -19,7 +19,7 @@ from typing import Annotated, AsyncIterator
 
 import structlog
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -52,6 +52,8 @@ log = structlog.get_logger(__name__)
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+ApiKey = Annotated[str | None, Header(alias=HEADER, description="The source's API key; "
+                                    "required when VOC_INGEST_API_KEYS_FILE is set.")]
 SourcePath = Annotated[str, Path(min_length=1, max_length=64, pattern=SOURCE_PATTERN,
                                  description="The sending system; its API key must match.")]
 
@@ -123,8 +125,14 @@ def to_raw(item: FeedbackIn) -> RawFeedback:
     ))
 
 
-class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with 413, also when no Content-Length is sent."""
+class BodyGuard:
+    """Refuse bodies over ``limit`` bytes with 413 (also without Content-Length), and JSON
+    bodies that are not UTF-8 with a 422 that says so.
+
+    The body is read here, up to the limit, and handed on from memory: a body that turns out
+    too large while streaming is refused before any route starts parsing it, and undecodable
+    bytes get a clear answer rather than the framework's generic "error parsing the body".
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -136,37 +144,60 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
+            await self._too_large(scope, send)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._too_large(scope, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind == b"application/json":
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                await _not_utf8(exc, scope, send)
+                return
+        message = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, _replay([message], then=receive), send)
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._too_large(send)
-
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, scope: Scope, send: Send) -> None:
         response = JSONResponse(status_code=413, content={"detail": (
             f"the request body is larger than {self.limit} bytes (VOC_INGEST_MAX_BODY_BYTES); "
             "split the batch or send the transcript in parts")})
-        await response({"type": "http"}, _nothing, send)
+        await response(scope, _replay([]), send)
 
 
-class _TooLarge(Exception):
-    """Raised inside the app when a streamed body passes the limit."""
+async def _not_utf8(exc: UnicodeDecodeError, scope: Scope, send: Send) -> None:
+    response = JSONResponse(status_code=422, content={"detail": [{
+        "loc": ["body"], "type": "not_utf8",
+        "msg": f"the JSON body is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+               f"{exc.start}); encode it as UTF-8, e.g. iconv -f GBK -t UTF-8"}]})
+    await response(scope, _replay([]), send)
 
 
-async def _nothing() -> Message:
-    return {"type": "http.disconnect"}
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A receive callable that returns ``messages`` first, then defers to ``then``."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 class Recent:
@@ -224,26 +255,18 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     app = FastAPI(title="Tingjian (听见) ingest API", version="2", lifespan=lifespan,
                   description="Accepts customer feedback from surveys, calls, email and social "
                   "posts into the VoC pipeline. Send each source's key in X-API-Key.")
-    app.add_middleware(BodyLimit, limit=settings.ingest_max_body_bytes)
+    app.add_middleware(BodyGuard, limit=settings.ingest_max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        """422 with field paths; bytes that are not UTF-8 get a message saying so."""
-        errors = []
-        for error in exc.errors():
-            error = {k: v for k, v in error.items() if k != "ctx" or isinstance(v, dict)}
-            if isinstance(error.get("input"), bytes):
-                error["input"] = None
-                error["msg"] = "the body is not valid UTF-8 JSON: send UTF-8"
-            errors.append(error)
+        """422 with field paths, also for bodies parsed by hand (whose errors carry the
+        exception objects of custom validators)."""
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(
-            errors, custom_encoder={bytes: lambda b: None, ValueError: str})})
+            exc.errors(), custom_encoder={Exception: str, bytes: lambda b: None})})
 
     def authorize(sources: set[str], key: str | None) -> None:
         if keys is not None:
             keys.check(key, sources)
-
-    ApiKey = Annotated[str | None, Header(alias=HEADER, description="The source's API key.")]
 
     async def publish(events: list[RawFeedback]) -> Accepted:
         fresh: list[RawFeedback] = []

@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from services.core.events import (
     CallFacts,
@@ -151,12 +158,11 @@ class EmailJsonIn(BaseModel):
 
     _offset = field_validator("sent_at")(lambda cls, v: _aware(v, "sent_at"))
 
-    @field_validator("html")
-    @classmethod
-    def _some_body(cls, value: str | None, info) -> str | None:  # noqa: ANN001
-        if value is None and not (info.data.get("text") or "").strip():
+    @model_validator(mode="after")
+    def _some_body(self) -> EmailJsonIn:
+        if not (self.text or "").strip() and not (self.html or "").strip():
             raise ValueError("send the body as text or html")
-        return value
+        return self
 
 
 def _strip_brackets(value: str | None) -> str | None:
