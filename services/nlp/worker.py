@@ -33,7 +33,7 @@ def build_analyzer(settings: Settings) -> Analyzer:
                     settings.neutral_band)
 
 
-def enrich(analyzer: Analyzer, events: list[RawFeedback]) -> list[EnrichedFeedback]:
+def analyse_events(analyzer: Analyzer, events: list[RawFeedback]) -> list[EnrichedFeedback]:
     """Analyse each event's ``analysis_text`` (simplified, markup-free, customer-only) while
     the enriched event keeps the original text; calls also get their tone trend."""
     views = [e.model_copy(update={"text": e.analysis_text or e.text}) for e in events]
@@ -90,7 +90,7 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
                     pending.append(await dlq.send(key=key, value=value))
                 else:
                     valid.append(prepare_raw(parsed))
-            results = await asyncio.to_thread(enrich, analyzer, valid)
+            results = await asyncio.to_thread(analyse_events, analyzer, valid)
             for item in results:
                 pending.append(await enriched_topic.send(key=item.touchpoint.encode(),
                                                          value=item.to_bytes()))
