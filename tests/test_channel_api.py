@@ -4,6 +4,8 @@ and normalised feedback.raw.v2 events out; keys, limits, bad input and duplicate
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import httpx
@@ -252,3 +254,45 @@ def test_duplicates_are_counted_not_written_twice(broker: LocalBroker,
 
     run(scenario())
     assert len(raw_events(broker, settings)) == 5
+
+
+def readme_curls() -> list[str]:
+    """Every `curl -X POST` example in the README, continuation lines joined."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands, current = [], ""
+    for block in re.findall(r"```\n(.*?)```", readme, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("curl -X POST"):
+                if current:
+                    commands.append(current)
+                current = line
+            elif current and not line.startswith(("KEY=", "echo ")):
+                current += "\n" + line
+        if current:
+            commands.append(current)
+            current = ""
+    return commands
+
+
+def test_every_readme_example_is_accepted(broker: LocalBroker, settings: Settings) -> None:
+    commands = readme_curls()
+    assert len(commands) >= 6
+    create_topics(settings, broker.bootstrap)
+
+    async def scenario() -> None:
+        async with running(settings, ["ingest"], broker.bootstrap) as url, \
+                httpx.AsyncClient(timeout=30) as client:
+            for command in commands:
+                words = shlex.split(command.replace("\\\n", " "))
+                target = words[words.index("-X") + 2].replace("http://127.0.0.1:8000", url)
+                headers = dict(h.split(": ", 1) for i, h in enumerate(words)
+                               if i and words[i - 1] == "-H")
+                if "-d" in words:
+                    body = words[words.index("-d") + 1].encode()
+                else:
+                    path = words[words.index("--data-binary") + 1].removeprefix("@")
+                    body = (Path(__file__).resolve().parents[1] / path).read_bytes()
+                answer = await client.post(target, content=body, headers=headers)
+                assert answer.status_code == 202, (command[:80], answer.text)
+
+    run(scenario())
