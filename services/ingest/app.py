@@ -22,14 +22,15 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.events import Channel, MetaValue, RawFeedback, SourceName, stable_event_id, utc_now
 from services.core.kafka import Producer
 from services.core.normalize import prepare_raw
+from services.core.ops import ops_routes
 from services.core.settings import Settings
 from services.ingest.auth import HEADER, ApiKeys
 from services.ingest.call_transcript import CallIn
@@ -49,6 +50,11 @@ from services.ingest.channels import (
 from services.ingest.email_message import UndecodableEmail, parse_rfc822
 
 log = structlog.get_logger(__name__)
+
+WRITTEN = Counter("voc_ingest_events_total", "Events ingest wrote to the raw topic.",
+                  ["source", "channel"])
+DUPLICATES = Counter("voc_ingest_duplicates_total", "Re-sent events ingest answered as "
+                     "duplicates and did not write again.", ["source", "channel"])
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -235,11 +241,6 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     topic = settings.topic("feedback.raw")
     keys = ApiKeys.load(settings.ingest_api_keys_file) if settings.ingest_api_keys_file else None
     recent = Recent(settings.ingest_dedupe_window)
-    registry = CollectorRegistry()
-    written = Counter("voc_ingest_events_total", "Events written to the raw topic",
-                      ["source", "channel"], registry=registry)
-    duplicates = Counter("voc_ingest_duplicates_total", "Re-sent events answered as duplicates "
-                         "and not written again", ["source", "channel"], registry=registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -287,9 +288,9 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
                                        "nothing was accepted, retry later") from exc
         recent.add([e.event_id for e in fresh])
         for event in fresh:
-            written.labels(event.source, event.channel).inc()
+            WRITTEN.labels(event.source, event.channel).inc()
         for event in repeated:
-            duplicates.labels(event.source, event.channel).inc()
+            DUPLICATES.labels(event.source, event.channel).inc()
         if repeated:
             log.info("duplicates not written again", events=len(repeated),
                      sources=sorted({e.source for e in repeated}))
@@ -374,12 +375,5 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             customer_id=item.customer_id or customer_id, stage=item.stage,
             segment=item.segment, metadata=item.metadata)])
 
-    @app.get("/metrics", summary="Prometheus metrics: events written, duplicates")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.router.routes.extend(ops_routes())
     return app
