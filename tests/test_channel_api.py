@@ -184,11 +184,13 @@ def test_limits_bad_input_and_undecodable_bytes(broker: LocalBroker, settings: S
             assert streamed.status_code == 413
 
             survey["responses"][0]["ratings"]["nps"] = 11
+            survey["responses"][1]["submitted_at"] = "2026-11-23T09:20:31"
             survey["responses"][2]["stage"] = "售后服务"
             bad = await client.post("/v1/sources/survey-tool/surveys", json=survey)
             assert bad.status_code == 422
             locs = [e["loc"] for e in bad.json()["detail"]]
             assert ["body", "responses", 0, "ratings", "nps"] in locs
+            assert ["body", "responses", 1, "submitted_at"] in locs
             assert ["body", "responses", 2, "stage"] in locs
 
             turn = {"speaker": "robot", "start_ms": 0, "end_ms": 1, "text": "喂"}
@@ -205,6 +207,8 @@ def test_limits_bad_input_and_undecodable_bytes(broker: LocalBroker, settings: S
             mail = await client.post("/v1/sources/m/emails", json={"subject": "无正文"})
             assert mail.status_code == 422
             assert mail.json()["detail"][0]["loc"][0] == "body"
+            markup = await client.post("/v1/sources/m/emails", json={"html": "<p> </p>"})
+            assert markup.status_code == 422 and "no text" in markup.text
 
             gbk_json = json.dumps({"events": [{"source": "a", "channel": "app", "touchpoint": "t",
                                                "text": "配送太慢"}]}, ensure_ascii=False)

@@ -133,3 +133,10 @@ def test_keys_file_is_checked_when_loaded(tmp_path: Path) -> None:
         ApiKeys.load(plain)
     with pytest.raises(ValueError, match="cannot read"):
         ApiKeys.load(tmp_path / "missing.yaml")
+
+
+def test_prepare_refuses_an_event_that_redaction_pushes_past_a_limit() -> None:
+    full = RawFeedback(event_id="e", source="s", channel="web", touchpoint="t", text="好",
+                       occurred_at=NOW, received_at=NOW, metadata={"m": "x" * 1017 + " a@b.cn"})
+    with pytest.raises(ValueError, match="1024"):
+        prepare_raw(full)

@@ -120,7 +120,8 @@ def prepare_raw(event: RawFeedback) -> RawFeedback:
 
     Ingest builds every event through this; the NLP stage applies it again to whatever it
     reads, because direct producers write to the raw topic without passing ingest. It is
-    idempotent, so events from ingest come out unchanged.
+    idempotent, so events from ingest come out unchanged. Raises ``ValidationError`` when the
+    redacted event breaks a limit.
     """
     text = redact(event.text)
     update: dict[str, object] = {
@@ -146,4 +147,6 @@ def prepare_raw(event: RawFeedback) -> RawFeedback:
             "author": redact_optional(post.author), "url": redact_optional(post.url),
             "urls": [redact(u) for u in post.urls],
         })
-    return event.model_copy(update=update)
+    # Re-validated: a placeholder can be longer than what it replaced (a@b.cn -> <EMAIL>), and
+    # nothing may leave this step that the next stage would refuse.
+    return type(event).model_validate(event.model_copy(update=update).model_dump())

@@ -7,7 +7,8 @@ message keeps its id: ingest answers a recent re-send as a duplicate without wri
 and the sinks drop any that get through (after a restart, or from another ingest copy).
 
 Nothing leaves here unredacted: every event is built through ``prepare_raw``, and request
-bodies are never logged.
+bodies are never logged. ``/metrics`` counts written and duplicate events per source and
+channel, next to the process-wide pipeline metrics.
 """
 
 from __future__ import annotations
@@ -265,6 +266,14 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(
             exc.errors(), custom_encoder={Exception: str, bytes: lambda b: None})})
 
+    @app.exception_handler(ValidationError)
+    async def unbuildable(_: Request, exc: ValidationError) -> JSONResponse:
+        """Input that passed its channel shape but makes no valid event (say, a value that
+        grew past a limit) is still the caller's input: 422 naming the event field, not 500."""
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(
+            [{**e, "loc": ["event", *e["loc"]]} for e in exc.errors(include_url=False)],
+            custom_encoder={Exception: str, bytes: lambda b: None})})
+
     def authorize(sources: set[str], key: str | None) -> None:
         if keys is not None:
             keys.check(key, sources)
@@ -354,26 +363,27 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
         authorize({source}, key)
         raw = await request.body()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind == "message/rfc822":
-            try:
-                parsed = parse_rfc822(raw)
-            except UndecodableEmail as exc:
-                raise HTTPException(status_code=422, detail=[{
-                    "loc": ["body"], "type": "undecodable", "msg": str(exc)}]) from exc
-            return await publish([email_event(source, parsed, raw, touchpoint=touchpoint,
-                                              customer_id=customer_id)])
-        if kind != "application/json":
+        if kind not in ("message/rfc822", "application/json"):
             raise HTTPException(status_code=415, detail=(
                 f"content-type {kind or '(none)'} is not accepted here: send message/rfc822 "
                 "or application/json"))
         try:
-            item = EmailJsonIn.model_validate_json(raw)
+            if kind == "message/rfc822":
+                event = email_event(source, parse_rfc822(raw), raw, touchpoint=touchpoint,
+                                    customer_id=customer_id)
+            else:
+                item = EmailJsonIn.model_validate_json(raw)
+                event = email_event(source, parsed_from_json(item), raw,
+                                    touchpoint=item.touchpoint,
+                                    customer_id=item.customer_id or customer_id,
+                                    stage=item.stage, segment=item.segment,
+                                    metadata=item.metadata)
         except ValidationError as exc:
             raise _validation_error(exc, ("body",)) from exc
-        return await publish([email_event(
-            source, parsed_from_json(item), raw, touchpoint=item.touchpoint,
-            customer_id=item.customer_id or customer_id, stage=item.stage,
-            segment=item.segment, metadata=item.metadata)])
+        except UndecodableEmail as exc:
+            raise HTTPException(status_code=422, detail=[{
+                "loc": ["body"], "type": "undecodable", "msg": str(exc)}]) from exc
+        return await publish([event])
 
     app.router.routes.extend(ops_routes())
     return app

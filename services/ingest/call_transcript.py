@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 MAX_CALL_MS = 2 * 60 * 60 * 1000
 # A pause of this length is silence worth counting; from HOLD_MS on it is treated as a hold
@@ -62,8 +61,8 @@ class CallIn(BaseModel):
     queue: Annotated[str, StringConstraints(max_length=128)] | None = None
     touchpoint: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                                  max_length=128)] = "hotline"
-    started_at: datetime
-    ended_at: datetime
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     stage: Literal["售前", "售中", "售后"] | None = None
     segment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
@@ -77,9 +76,6 @@ class CallIn(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CallIn:
-        for name in ("started_at", "ended_at"):
-            if getattr(self, name).tzinfo is None:
-                raise ValueError(f"{name} needs a UTC offset, e.g. 2026-11-23T10:00:00+08:00")
         length_ms = (self.ended_at - self.started_at).total_seconds() * 1000
         if length_ms < 0:
             raise ValueError("ended_at is before started_at")

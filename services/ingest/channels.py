@@ -8,17 +8,9 @@ channel's own message id, so a re-sent message keeps its id.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from services.core.events import (
     CallFacts,
@@ -34,7 +26,13 @@ from services.core.events import (
 from services.core.normalize import normalize_social, prepare_raw, pseudonym, to_simplified, tidy
 from services.core.pii import redact
 from services.ingest.call_transcript import CallIn, call_facts, customer_text, transcript_text
-from services.ingest.email_message import ParsedEmail, content_id, html_to_text, strip_history
+from services.ingest.email_message import (
+    ParsedEmail,
+    UndecodableEmail,
+    content_id,
+    html_to_text,
+    strip_history,
+)
 
 Stage = Literal["售前", "售中", "售后"]
 Touchpoint = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
@@ -42,12 +40,6 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Metadata = Annotated[dict[str, MetaValue], Field(max_length=64)]
 Segment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-
-
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError(f"{name} needs a UTC offset, e.g. 2026-11-23T12:00:00+08:00")
-    return value
 
 
 class Ratings(BaseModel):
@@ -75,10 +67,10 @@ class SurveyResponseIn(BaseModel):
     stage: Stage | None = None
     segment: Segment | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    submitted_at: datetime | None = None
+    submitted_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with offset; default: time of receipt.")
     metadata: Metadata = Field(default_factory=dict)
 
-    _offset = field_validator("submitted_at")(lambda cls, v: _aware(v, "submitted_at"))
 
 
 class SurveyBatchIn(BaseModel):
@@ -112,10 +104,10 @@ class SocialPostIn(BaseModel):
     comments: Annotated[int, Field(ge=0)] | None = None
     stage: Stage | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    posted_at: datetime | None = None
+    posted_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with offset; default: time of receipt.")
     metadata: Metadata = Field(default_factory=dict)
 
-    _offset = field_validator("posted_at")(lambda cls, v: _aware(v, "posted_at"))
 
 
 class SocialBatchIn(BaseModel):
@@ -153,10 +145,10 @@ class EmailJsonIn(BaseModel):
     stage: Stage | None = None
     segment: Segment | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    sent_at: datetime | None = None
+    sent_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with offset; default: time of receipt.")
     metadata: Metadata = Field(default_factory=dict)
 
-    _offset = field_validator("sent_at")(lambda cls, v: _aware(v, "sent_at"))
 
     @model_validator(mode="after")
     def _some_body(self) -> EmailJsonIn:
@@ -235,7 +227,7 @@ def email_event(source: str, parsed: ParsedEmail, raw: bytes, *, touchpoint: str
     analysed = to_simplified(f"{subject}\n{new_text}" if subject else new_text)
     return prepare_raw(RawFeedback(
         event_id=stable_event_id(source, external), source=source, external_id=external,
-        channel="email", touchpoint=touchpoint, text=body or subject or "(empty)",
+        channel="email", touchpoint=touchpoint, text=body,
         analysis_text=analysed, occurred_at=parsed.sent_at or received, received_at=received,
         customer_id=customer_id, metadata=metadata or {}, stage=stage, segment=segment,
         email=EmailFacts(
@@ -250,6 +242,8 @@ def parsed_from_json(item: EmailJsonIn) -> ParsedEmail:
     """The JSON form of an email, in the shape the RFC 822 parser produces."""
     body = item.text if item.text and item.text.strip() else html_to_text(item.html or "")
     body = "\n".join(body.splitlines()).strip()
+    if not body:
+        raise UndecodableEmail("the email body has no text to analyse")
     return ParsedEmail(
         message_id=item.message_id, in_reply_to=item.in_reply_to, references=item.references,
         subject=item.subject, sent_at=item.sent_at, body=body, new_text=strip_history(body),

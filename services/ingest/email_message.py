@@ -239,6 +239,8 @@ def parse_rfc822(raw: bytes) -> ParsedEmail:
     else:
         raise UndecodableEmail("the message has no text/plain or text/html body to analyse")
     body = "\n".join(body.splitlines()).strip()
+    if not body:
+        raise UndecodableEmail("the message body is empty: there is no text to analyse")
     try:
         sent = message["Date"].datetime if message["Date"] else None
     except (AttributeError, TypeError, ValueError):

@@ -13,6 +13,7 @@ import time
 
 import faust
 import structlog
+from pydantic import ValidationError
 
 from services.core.events import EnrichedFeedback, RawFeedback
 from services.core.kafka import MAX_MESSAGE_BYTES, dead_letter, parse_or_reason
@@ -86,6 +87,11 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
             for event in batch:
                 message = event.message
                 parsed, reason = parse_or_reason(RawFeedback, message.value)
+                if parsed is not None:
+                    try:
+                        parsed = prepare_raw(parsed)
+                    except ValidationError as exc:
+                        parsed, reason = None, f"invalid once PII is redacted: {exc}"
                 if parsed is None:
                     # Direct producers bypass ingest: their bytes and the validation message
                     # (which quotes the input) may hold PII, so both are redacted.
@@ -94,7 +100,7 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
                                              redact(reason or "invalid"))
                     pending.append(await dlq.send(key=key, value=value))
                 else:
-                    valid.append(prepare_raw(parsed))
+                    valid.append(parsed)
             results = await asyncio.to_thread(analyse_events, analyzer, valid)
             for item in results:
                 pending.append(await enriched_topic.send(key=item.touchpoint.encode(),
