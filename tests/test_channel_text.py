@@ -8,15 +8,16 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from services.core.normalize import analysis_text, normalize_social, to_simplified
+from services.core.normalize import analysis_text, normalize_social, strip_history, to_simplified
 from services.ingest.call_transcript import CallIn, call_facts, customer_text, transcript_text
 from services.ingest.email_message import (
     UndecodableEmail,
     decode_text,
     html_to_text,
     parse_rfc822,
-    strip_history,
 )
 
 DATA = Path(__file__).parent / "data" / "channels"
@@ -77,6 +78,20 @@ def test_html_only_quoted_printable_with_blockquote_reply() -> None:
     assert "一直闪退" in parsed.new_text
     assert "卸载" not in parsed.new_text and "wrote" not in parsed.new_text
     assert "p {margin" not in parsed.body
+
+
+def test_direct_producer_emails_get_their_history_cut_too() -> None:
+    body = "退款還沒到賬\n\n-----原始邮件-----\n发件人: 客服\n您好，已处理"
+    assert analysis_text(body, "email") == "退款还没到账"
+
+
+@given(st.binary(max_size=600), st.sampled_from([None, "utf-8", "gbk", "big5", "x-unknown"]))
+def test_any_bytes_parse_or_fail_with_a_clear_reason(payload: bytes, charset: str | None) -> None:
+    header = f"Content-Type: text/plain; charset={charset}\r\n" if charset else ""
+    try:
+        parse_rfc822(f"Subject: x\r\n{header}\r\n".encode() + payload)
+    except UndecodableEmail as exc:
+        assert "body" in str(exc)
 
 
 def test_a_forward_with_no_comment_keeps_the_forwarded_text() -> None:

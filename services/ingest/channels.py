@@ -23,7 +23,14 @@ from services.core.events import (
     stable_event_id,
     utc_now,
 )
-from services.core.normalize import normalize_social, prepare_raw, pseudonym, to_simplified, tidy
+from services.core.normalize import (
+    normalize_social,
+    prepare_raw,
+    pseudonym,
+    strip_history,
+    tidy,
+    to_simplified,
+)
 from services.core.pii import redact
 from services.ingest.call_transcript import CallIn, call_facts, customer_text, transcript_text
 from services.ingest.email_message import (
@@ -31,7 +38,6 @@ from services.ingest.email_message import (
     UndecodableEmail,
     content_id,
     html_to_text,
-    strip_history,
 )
 
 Stage = Literal["售前", "售中", "售后"]

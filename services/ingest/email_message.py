@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from functools import cache
 from html.parser import HTMLParser
 
-from services.core.normalize import to_simplified
+from services.core.normalize import strip_history, to_simplified
 
 # Charsets tried on every body besides the declared one, most common first.
 _FALLBACKS = ("utf-8", "gb18030", "big5")
@@ -131,45 +131,6 @@ def html_to_text(html: str) -> str:
     parser.close()
     lines = (line.replace("\xa0", " ").strip() for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)
-
-
-# A reply or forward header: everything from here down is earlier mail.
-_HISTORY = re.compile(
-    r"^(?:On\b.{0,300}\bwrote:?"
-    r"|在\s?.{0,120}[写寫]道[:：]?"
-    r"|-{2,}\s*(?:Original Message|Forwarded message|原始邮件|原始郵件|转发邮件|轉寄郵件"
-    r"|转发的邮件|轉發的郵件|转发邮件信息|Begin forwarded message)\s*-*"
-    r"|Begin forwarded message:?"
-    r"|_{10,}"
-    r"|(?:From|发件人|發件人|寄件者)\s*[:：].*)$",
-    re.IGNORECASE)
-# A signature or client footer: everything from here down is not the customer's message.
-_SIGNATURE = re.compile(
-    r"^(?:--\s?|—{2,}|此致|Sent from my .*|发自我的.*|發自我的.*|从我的.*发送|來自我的.*"
-    r"|发自.{0,12}邮箱.*|Get Outlook for .*)$",
-    re.IGNORECASE)
-
-
-def strip_history(text: str) -> str:
-    """The new part of a message: no quoted lines, earlier mail or signature.
-
-    A message that is nothing but a forward keeps the forwarded text (minus quote marks):
-    then that is what the customer is sending us.
-    """
-    kept: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if _HISTORY.match(stripped) or _SIGNATURE.match(stripped):
-            break
-        if stripped.startswith(">"):
-            continue
-        kept.append(line)
-    new = "\n".join(kept).strip()
-    if new:
-        return new
-    unquoted = (re.sub(r"^(?:>\s?)+", "", line.strip()) for line in text.splitlines())
-    return "\n".join(line for line in unquoted
-                     if line and not _HISTORY.match(line)).strip()
 
 
 def _recover_header(value: str) -> str:
