@@ -187,5 +187,10 @@ def scenario_in(store_url: str, broker: LocalBroker, settings: Settings) -> None
         assert "13600002222" not in json.dumps(enriched, ensure_ascii=False)
 
 
-def test_channels_end_to_end(broker: LocalBroker, settings: Settings, store_url: str) -> None:
+def test_channels_end_to_end(broker: LocalBroker, settings: Settings, store_url: str,
+                             capfd: pytest.CaptureFixture[str]) -> None:
     scenario_in(store_url, broker, settings)
+    logs = "".join(capfd.readouterr())
+    assert "dead-lettered" in logs, "the logs were captured"
+    for value in RAW_PII + ["13600002222"]:
+        assert value not in logs, f"{value} leaked into the logs"
