@@ -9,7 +9,6 @@ import shlex
 from pathlib import Path
 
 import httpx
-import pytest
 from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -19,7 +19,6 @@ from services.core.events import (
     RawFeedback,
     SocialFacts,
     SocialPlatform,
-    SourceName,
     stable_event_id,
     utc_now,
 )
