@@ -43,6 +43,15 @@ def test_social_markup_is_normalised_for_analysis_and_listed() -> None:
     assert "优选商城配送延误" in social.analysis and social.analysis.endswith("怒")
 
 
+def test_weibo_reply_leads_and_repost_chains_are_not_the_author_speaking() -> None:
+    reply = normalize_social("回覆@優選商城官方: 已經收到了，態度不錯")
+    assert reply.analysis == "已经收到了，态度不错" and reply.mentions == ["優選商城官方"]
+    repost = normalize_social("同款问题，太坑了//@小王: 买的耳机一周就坏了 #避雷#")
+    assert repost.analysis == "同款问题，太坑了" and repost.hashtags == []
+    only_forward = normalize_social("//@小王: 买的耳机一周就坏了")
+    assert only_forward.analysis == "买的耳机一周就坏了"
+
+
 def test_douyin_style_open_hashtags() -> None:
     social = normalize_social("踩雷了 #避雷 #退货难 质量太差👎")
     assert social.hashtags == ["避雷", "退货难"]

@@ -30,6 +30,7 @@ _TOPIC_OPEN = re.compile(r"#([0-9A-Za-z_\u4e00-\u9fff]{1,64})")
 _EMOTICON = re.compile(r"\[([\u4e00-\u9fff]{1,4})[A-Za-z]?\]")
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF"
                     "\uFE0F\u200D\U000E0020-\U000E007F]+")
+_REPLY_LEAD = re.compile(r"^\s*(?:回复|回覆|回復|//)\s*@[^\s:：]{1,30}\s*[:：]\s*")
 _SPACES = re.compile(r"[ \t\u3000]+")
 
 # The emoji customers use to say how they feel, as the word a Chinese model understands.
@@ -72,11 +73,17 @@ def _emoji_words(match: re.Match[str]) -> str:
 
 def normalize_social(text: str) -> SocialText:
     """Social markup normalised: URLs and @mentions dropped, #topics# and [emoticons] kept as
-    words, feeling emoji turned into words; the analysed text is simplified Chinese."""
+    words, feeling emoji turned into words; the analysed text is simplified Chinese.
+
+    A Weibo repost ("my comment//@someone: their post") is analysed by its own comment only,
+    and the "回复@someone:" lead of a reply is dropped: neither is the author's own voice.
+    """
+    own, _, _ = text.partition("//@")
+    text = own if own.strip() else text
     urls = _URL.findall(text)
     stripped = _URL.sub(" ", text)
     mentions = _MENTION.findall(stripped)
-    stripped = _MENTION.sub(" ", stripped)
+    stripped = _MENTION.sub(" ", _REPLY_LEAD.sub("", stripped))
     hashtags = _TOPIC_PAIRED.findall(stripped)
     stripped = _TOPIC_PAIRED.sub(lambda m: f" {m[1]} ", stripped)
     hashtags += _TOPIC_OPEN.findall(stripped)
