@@ -11,6 +11,7 @@ variant runs each service as its own ``voc`` process (as a deployment does).
 from __future__ import annotations
 
 import asyncio
+import random
 import os
 import signal
 import subprocess
@@ -55,7 +56,7 @@ def feedback_events() -> list[dict]:
                 "touchpoint": touchpoint, "text": texts[i % len(texts)],
                 "occurred_at": (now - timedelta(minutes=i % 4, seconds=i % 7)).isoformat(),
             })
-    events.sort(key=lambda e: e["external_id"][-1])
+    random.Random(7).shuffle(events)
     return events
 
 
