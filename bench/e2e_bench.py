@@ -413,6 +413,7 @@ def alert_latencies(plan: Plan, sent: Sent, rows: dict[int, dict[str, Any]],
         latencies.append(math.inf if got is None else got - sent.due_abs[breaching])
     return {"bursts": len(plan.bursts), "breaching_bursts": len(latencies),
             "burst_events_not_labelled_negative": mislabelled, "rule": rule.id,
+            "latencies_s": [None if math.isinf(v) else round(v, 4) for v in latencies],
             **percentiles(latencies)}
 
 
@@ -532,13 +533,19 @@ def _breakdown(plan: Plan, sent: Sent, rows: dict[int, dict[str, Any]]) -> dict[
 # The pipeline under test
 
 
-def _voc(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def voc_command(*args: str) -> list[str]:
+    """The ``voc`` CLI next to this interpreter (the venv's), or the same CLI via -c."""
     binary = Path(sys.executable).with_name("voc")
-    command = [str(binary), *args] if binary.exists() else [sys.executable, "-m", "services.cli",
-                                                             *args]
+    if binary.exists():
+        return [str(binary), *args]
+    return [sys.executable, "-c", "from services.cli import main; main()", *args]
+
+
+def _voc(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=REPO_ROOT, preexec_fn=die_with_parent)
+        return subprocess.Popen(voc_command(*args), env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                preexec_fn=die_with_parent)
 
 
 def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -609,7 +616,7 @@ async def separate_processes(args: argparse.Namespace, broker: LocalBroker, ch: 
     env = env_for(broker.bootstrap, prefix, port, {"VOC_CLICKHOUSE_URL": ch.url})
     log = work / "services.log"
     for admin in (("topics", "create"), ("db", "migrate")):
-        done = subprocess.run([str(Path(sys.executable).with_name("voc")), *admin], env=env,
+        done = subprocess.run(voc_command(*admin), env=env,
                               capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"voc {' '.join(admin)} failed: {done.stderr[-2000:]}")
