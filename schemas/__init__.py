@@ -19,7 +19,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 @cache
 def topic_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of one payload version, e.g. ``feedback.raw.v1``."""
+    """The JSON Schema of one payload version, e.g. ``feedback.raw.v2``."""
     path = resources.files(__name__).joinpath("topics", f"{name}.json")
     if not path.is_file():
         known = ", ".join(topic_schema_names())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -17,7 +18,10 @@ from services.core.events import (
     RawFeedback,
     Score,
     Sentiment,
+    AspectSentiment,
+    Ratings,
     TopicTag,
+    UrgencyFlag,
     stable_event_id,
 )
 
@@ -25,12 +29,16 @@ NOW = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 
 RAW = RawFeedback(event_id="e1", source="app-cn", external_id="x1", channel="app",
                   touchpoint="delivery", text="配送太慢了", occurred_at=NOW, received_at=NOW,
-                  customer_id="c1", metadata={"city": "上海"})
+                  customer_id="c1", stage="售后", segment="VIP", ratings=Ratings(nps=3, csat=None, ces=6),
+                  metadata={"city": "上海"})
 ENRICHED = EnrichedFeedback(
     **RAW.model_dump(exclude={"schema_"}),
     sentiment=Sentiment(score=-0.9, label="negative", model="m-1"),
-    topics=[TopicTag(id="logistics_delivery", name="物流/配送", evidence=[(0, 2)])],
-    tokens=["配送", "太慢", "了"], enriched_at=NOW)
+    topics=[TopicTag(id="logistics_delivery", name="物流/配送",
+                     sentiment=AspectSentiment(score=-0.8, label="negative"), evidence=[(0, 2)])],
+    intent="complaint",
+    urgency=[UrgencyFlag(flag="escalation_threat", term="12315", evidence=[(5, 10)])],
+    keywords=["配送", "太慢"], tokens=["配送", "太慢", "了"], enriched_at=NOW)
 SCORE = Score(touchpoint="delivery", window_start=NOW, window_end=NOW, window_seconds=60,
               volume=3, positive_count=1, neutral_count=0, negative_count=2,
               mean_sentiment=-0.2, negative_share=2 / 3, computed_at=NOW)
@@ -40,7 +48,7 @@ ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", severity="crit
 LETTER = DeadLetter(stage="nlp", topic="t", partition=0, offset=5, reason="bad",
                     original_base64="", failed_at=NOW)
 
-CASES = [("feedback.raw.v1", RawFeedback, RAW), ("feedback.enriched.v1", EnrichedFeedback, ENRICHED),
+CASES = [("feedback.raw.v2", RawFeedback, RAW), ("feedback.enriched.v2", EnrichedFeedback, ENRICHED),
          ("score.v1", Score, SCORE), ("alert.v1", Alert, ALERT), ("deadletter.v1", DeadLetter, LETTER)]
 
 
@@ -81,7 +89,7 @@ def test_model_and_schema_reject_the_same_bad_input(name: str, model: type, samp
     if breakage == "extra_field":
         document["unexpected"] = 1
     elif breakage == "wrong_schema":
-        document["schema"] = name.replace("v1", "v9")
+        document["schema"] = name.rsplit(".", 1)[0] + ".v9"
     else:
         document.pop(sorted(schemas.topic_schema(name)["required"])[-1])
     assert list(validator(name).iter_errors(document))
@@ -94,7 +102,7 @@ def test_raw_rejects_out_of_range_values_like_the_schema() -> None:
     for field, value in [("channel", "fax"), ("text", ""), ("source", "has space"),
                          ("occurred_at", "yesterday")]:
         broken = {**document, field: value}
-        assert list(validator("feedback.raw.v1").iter_errors(broken)), field
+        assert list(validator("feedback.raw.v2").iter_errors(broken)), field
         with pytest.raises(ValidationError):
             RawFeedback.model_validate(broken)
 
@@ -116,4 +124,6 @@ def test_migrations_are_ordered_and_idempotent_statements() -> None:
     assert [m.version for m in found] == sorted(m.version for m in found)
     for migration in found:
         for statement in migration.statements:
-            assert "IF NOT EXISTS" in statement.upper(), (migration.name, statement[:60])
+            idempotent = "IF NOT EXISTS" in statement.upper() or re.match(
+                r"ALTER TABLE \w+ ADD COLUMN \w+ ", statement)
+            assert idempotent, (migration.name, statement[:60])

@@ -40,7 +40,7 @@ def test_accepts_after_broker_ack_with_stable_ids(broker: LocalBroker, settings:
     assert key == b"delivery"
     assert first["text"] == "配送太慢了"
     assert first["occurred_at"] == "2026-11-23T04:00:00Z"
-    assert first["schema"] == "feedback.raw.v1"
+    assert first["schema"] == "feedback.raw.v2"
 
 
 @pytest.mark.parametrize(("body", "status", "where"), [

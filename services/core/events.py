@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "other"]
 SentimentLabel = Literal["negative", "neutral", "positive"]
+Stage = Literal["售前", "售中", "售后"]
+Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
+UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
 Severity = Literal["info", "warning", "critical"]
 Metric = Literal["negative_share", "mean_sentiment", "volume"]
 Operator = Literal[">", ">=", "<", "<="]
@@ -62,10 +65,22 @@ class _Wire(BaseModel):
         return self.model_dump_json(by_alias=True).encode("utf-8")
 
 
-class RawFeedback(_Wire):
-    """``feedback.raw.v1``."""
+Span = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+"""[start, end) character offsets into an event's text."""
 
-    schema_: Literal["feedback.raw.v1"] = Field(default="feedback.raw.v1", alias="schema")
+
+class Ratings(_Wire):
+    """Survey ratings that came with the feedback; None where not asked or not answered."""
+
+    nps: Annotated[int, Field(ge=0, le=10)] | None = None
+    csat: Annotated[int, Field(ge=1, le=5)] | None = None
+    ces: Annotated[int, Field(ge=1, le=7)] | None = None
+
+
+class RawFeedback(_Wire):
+    """``feedback.raw.v2``."""
+
+    schema_: Literal["feedback.raw.v2"] = Field(default="feedback.raw.v2", alias="schema")
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     source: SourceName
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
@@ -75,6 +90,9 @@ class RawFeedback(_Wire):
     occurred_at: datetime
     received_at: datetime
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    stage: Stage | None = None
+    segment: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    ratings: Ratings = Field(default_factory=Ratings)
     metadata: Annotated[dict[str, MetaValue], Field(max_length=64)] = Field(default_factory=dict)
 
 
@@ -87,22 +105,41 @@ class Sentiment(_Wire):
     model: Annotated[str, StringConstraints(min_length=1)]
 
 
+class AspectSentiment(_Wire):
+    """Polarity of the clauses that mention one topic."""
+
+    score: Annotated[float, Field(ge=-1, le=1)]
+    label: SentimentLabel
+
+
 class TopicTag(_Wire):
-    """One taxonomy topic found in a text, with the spans that triggered it."""
+    """One taxonomy topic found in a text, its own polarity and the spans that triggered it."""
 
     id: Annotated[str, StringConstraints(min_length=1)]
     name: Annotated[str, StringConstraints(min_length=1)]
-    evidence: Annotated[list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]], Field(min_length=1)]
+    sentiment: AspectSentiment
+    evidence: Annotated[list[Span], Field(min_length=1)]
+
+
+class UrgencyFlag(_Wire):
+    """A cue that the feedback needs attention now, with where it was found."""
+
+    flag: UrgencyFlagName
+    term: Annotated[str, StringConstraints(min_length=1)]
+    evidence: Annotated[list[Span], Field(min_length=1)]
 
 
 class EnrichedFeedback(RawFeedback):
-    """``feedback.enriched.v1``: the raw event plus the NLP stage's findings."""
+    """``feedback.enriched.v2``: the raw event plus the NLP stage's findings."""
 
-    schema_: Literal["feedback.enriched.v1"] = Field(  # type: ignore[assignment]
-        default="feedback.enriched.v1", alias="schema"
+    schema_: Literal["feedback.enriched.v2"] = Field(  # type: ignore[assignment]
+        default="feedback.enriched.v2", alias="schema"
     )
     sentiment: Sentiment
     topics: list[TopicTag]
+    intent: Intent
+    urgency: list[UrgencyFlag]
+    keywords: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(max_length=20)]
     tokens: list[str]
     enriched_at: datetime
 

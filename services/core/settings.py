@@ -48,6 +48,7 @@ class Settings(BaseSettings):
         default=0.2, ge=0, lt=1, description="|score| below this is labelled neutral."
     )
     taxonomy_path: Path | None = Field(default=None, description="Topic taxonomy YAML.")
+    urgency_path: Path | None = Field(default=None, description="Urgency cue YAML.")
 
     sink_batch_size: int = Field(default=1000, ge=1, description="Rows per store insert.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Max wait to fill a batch.")

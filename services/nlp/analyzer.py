@@ -1,18 +1,34 @@
-"""The NLP stage's work on a batch of raw events: tokens, sentiment, topics.
+"""The NLP stage's work on a batch of raw events: tokens, sentiment, topics, intent, urgency.
 
 It is plain synchronous code over whole batches: the models vectorise over many texts at once,
-and the stream processor runs it off the event loop.
+and the stream processor runs it off the event loop. Aspect-level polarity scores the clauses
+that hold each topic's evidence, all clauses of a batch in the same model call as the texts, so
+a mixed review ("菜很好吃，但是配送太慢") gives food a positive and delivery a negative tag.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
 import jieba
 
-from services.core.events import EnrichedFeedback, RawFeedback, Sentiment, SentimentLabel, utc_now
-from services.nlp.taxonomy import Taxonomy
+from services.core.events import (
+    AspectSentiment,
+    EnrichedFeedback,
+    RawFeedback,
+    Sentiment,
+    SentimentLabel,
+    Span,
+    TopicTag,
+    utc_now,
+)
+from services.nlp.cues import UrgencyCues, intent_of
+from services.nlp.keywords import KeywordExtractor
+from services.nlp.taxonomy import Taxonomy, TopicMatch
+
+_CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n]+")
 
 
 class SentimentModel(Protocol):
@@ -46,32 +62,72 @@ def load_sentiment(backend: str) -> SentimentModel:
     raise ValueError(f"VOC_SENTIMENT_BACKEND={backend!r} is not a known backend")
 
 
-class Analyzer:
-    """Enriches raw events with tokens, sentiment and taxonomy topics."""
+def clause_of(text: str, clauses: list[Span], position: int) -> Span:
+    """The clause holding ``position``; the whole text when it sits on punctuation."""
+    for start, end in clauses:
+        if start <= position < end:
+            return (start, end)
+    return (0, len(text))
 
-    def __init__(self, sentiment: SentimentModel, taxonomy: Taxonomy, neutral_band: float) -> None:
+
+class Analyzer:
+    """Enriches raw events with tokens, sentiment, aspect topics, intent, urgency and keywords."""
+
+    def __init__(self, sentiment: SentimentModel, taxonomy: Taxonomy, urgency: UrgencyCues,
+                 neutral_band: float) -> None:
         self.sentiment = sentiment
         self.taxonomy = taxonomy
+        self.urgency = urgency
         self.neutral_band = neutral_band
         self.model_id = f"{sentiment.name}-{sentiment.version}"
         jieba.setLogLevel(30)
         jieba.initialize()
+        self.keywords = KeywordExtractor()
 
     def analyze(self, events: Sequence[RawFeedback]) -> list[EnrichedFeedback]:
         """One enriched event per input event, in the same order."""
         if not events:
             return []
-        scores = self.sentiment.predict([e.text for e in events])
+        matches = [self.taxonomy.tag(e.text) for e in events]
+        clause_spans = [self._topic_clauses(e.text, m) for e, m in zip(events, matches, strict=True)]
+        clause_texts = sorted({e.text[a:b] for e, per_topic in zip(events, clause_spans, strict=True)
+                               for spans in per_topic for a, b in spans})
+        scores = self._predict([e.text for e in events] + clause_texts)
+        clause_score = dict(zip(clause_texts, scores[len(events):], strict=True))
         now = utc_now()
         enriched = []
-        for event, score in zip(events, scores, strict=True):
-            clipped = max(-1.0, min(1.0, float(score)))
+        for event, score, found, per_topic in zip(events, scores[: len(events)], matches,
+                                                  clause_spans, strict=True):
+            label = label_for(score, self.neutral_band)
+            topics = [self._topic_tag(event.text, match, spans, clause_score)
+                      for match, spans in zip(found, per_topic, strict=True)]
+            urgency = self.urgency.find(event.text)
+            tokens = jieba.lcut(event.text, HMM=False)
             enriched.append(EnrichedFeedback(
                 **event.model_dump(exclude={"schema_"}),
-                sentiment=Sentiment(score=clipped, label=label_for(clipped, self.neutral_band),
-                                    model=self.model_id),
-                topics=self.taxonomy.tag(event.text),
-                tokens=jieba.lcut(event.text, HMM=False),
+                sentiment=Sentiment(score=score, label=label, model=self.model_id),
+                topics=topics,
+                intent=intent_of(event.text, label, bool(urgency)),
+                urgency=urgency,
+                keywords=self.keywords.extract(tokens),
+                tokens=tokens,
                 enriched_at=now,
             ))
         return enriched
+
+    def _predict(self, texts: list[str]) -> list[float]:
+        return [max(-1.0, min(1.0, float(s))) for s in self.sentiment.predict(texts)]
+
+    @staticmethod
+    def _topic_clauses(text: str, found: list[TopicMatch]) -> list[list[Span]]:
+        """Per topic, the distinct clauses holding its evidence, in text order."""
+        clauses = [m.span() for m in _CLAUSE.finditer(text)]
+        return [sorted({clause_of(text, clauses, start) for start, _ in match.evidence})
+                for match in found]
+
+    def _topic_tag(self, text: str, match: TopicMatch, spans: list[Span],
+                   clause_score: dict[str, float]) -> TopicTag:
+        score = sum(clause_score[text[a:b]] for a, b in spans) / len(spans)
+        return TopicTag(id=match.id, name=match.name,
+                        sentiment=AspectSentiment(score=score, label=label_for(score, self.neutral_band)),
+                        evidence=match.evidence)

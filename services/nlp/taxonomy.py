@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.core.events import TopicTag
+from services.core.events import Span
 
 
 class TopicSpec(BaseModel):
@@ -28,6 +28,15 @@ class TopicSpec(BaseModel):
     synonyms: list[str] = Field(default_factory=list)
     parent: str | None = None
     stage: str | None = Field(default=None, pattern="^(售前|售中|售后)$")
+
+
+@dataclass(frozen=True)
+class TopicMatch:
+    """A topic found in a text, before its own sentiment is known."""
+
+    id: str
+    name: str
+    evidence: list[Span]
 
 
 class TaxonomySpec(BaseModel):
@@ -70,7 +79,7 @@ class Taxonomy:
         phrases = sorted(self._topics_of, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(p) for p in phrases))
 
-    def tag(self, text: str) -> list[TopicTag]:
+    def tag(self, text: str) -> list[TopicMatch]:
         """Topics found in ``text``, each with its [start, end) character spans."""
         spans: dict[str, list[tuple[int, int]]] = {}
         names: dict[str, str] = {}
@@ -78,7 +87,7 @@ class Taxonomy:
             for topic in self._topics_of[match.group()]:
                 spans.setdefault(topic.id, []).append(match.span())
                 names[topic.id] = topic.name
-        return [TopicTag(id=tid, name=names[tid], evidence=sp) for tid, sp in spans.items()]
+        return [TopicMatch(id=tid, name=names[tid], evidence=sp) for tid, sp in spans.items()]
 
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:

@@ -17,6 +17,7 @@ from services.core.events import RawFeedback
 from services.core.kafka import dead_letter, parse_or_reason
 from services.core.settings import Settings
 from services.nlp.analyzer import Analyzer, load_sentiment
+from services.nlp.cues import load_urgency
 from services.nlp.taxonomy import load_taxonomy
 
 log = structlog.get_logger(__name__)
@@ -25,17 +26,25 @@ log = structlog.get_logger(__name__)
 def build_analyzer(settings: Settings) -> Analyzer:
     """The analyzer configured by settings (model and taxonomy load here, once)."""
     return Analyzer(load_sentiment(settings.sentiment_backend),
-                    load_taxonomy(settings.taxonomy_path), settings.neutral_band)
+                    load_taxonomy(settings.taxonomy_path), load_urgency(settings.urgency_path),
+                    settings.neutral_band)
 
 
 def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.App:
-    """A faust app whose one agent turns raw events into enriched events."""
+    """A faust app whose one agent turns raw events into enriched events.
+
+    faust keeps its table state under ``datadir`` (default: the working directory), so it is
+    placed under ``VOC_DATA_DIR`` with everything else the pipeline writes.
+    """
+    datadir = settings.data_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group("nlp"),
         broker=f"kafka://{bootstrap}",
         store="memory://",
         web_enabled=False,
         autodiscover=False,
+        datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",

@@ -1,0 +1,96 @@
+"""Intent, urgency flags, keywords and aspect-level sentiment of the analyzer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.core.events import RawFeedback
+from services.nlp.analyzer import Analyzer, load_sentiment
+from services.nlp.cues import intent_of, load_urgency
+from services.nlp.keywords import KeywordExtractor
+from services.nlp.taxonomy import load_taxonomy
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(load_sentiment("default"), load_taxonomy(), load_urgency(), neutral_band=0.2)
+
+
+def raw(text: str) -> RawFeedback:
+    return RawFeedback(event_id=text[:8], source="t", channel="web", touchpoint="tp", text=text,
+                       occurred_at=NOW, received_at=NOW)
+
+
+@pytest.mark.parametrize(("text", "flag", "term"), [
+    ("再不处理我就打12315投诉你们", "escalation_threat", "12315"),
+    ("我已经联系了消协", "escalation_threat", "消协"),
+    ("不给说法就找媒体曝光", "escalation_threat", "媒体曝光"),
+    ("我会请律师起诉", "escalation_threat", "律师"),
+    ("马上给我销户", "churn_intent", "销户"),
+    ("这家店再也不买了", "churn_intent", "再也不买了"),
+    ("这是我第三次打电话了", "repeat_contact", "第三次打电话"),
+    ("孩子吃了以后食物中毒住院", "safety", "食物中毒"),
+    ("充电的时候突然冒烟", "safety", "冒烟"),
+])
+def test_urgency_flags_carry_the_matched_term_and_span(text: str, flag: str, term: str) -> None:
+    found = [u for u in load_urgency().find(text) if u.flag == flag and term in u.term]
+    assert found, load_urgency().find(text)
+    start, end = found[0].evidence[0]
+    assert text[start:end] == found[0].term
+
+
+def test_calm_feedback_raises_no_urgency() -> None:
+    assert load_urgency().find("东西不错，物流也快，下次还来") == []
+
+
+def test_custom_urgency_file_and_clear_errors(tmp_path: Path) -> None:
+    path = tmp_path / "u.yaml"
+    path.write_text("flags:\n  safety: ['电池鼓包']\n", encoding="utf-8")
+    assert [u.flag for u in load_urgency(path).find("手机电池鼓包了")] == ["safety"]
+    path.write_text("flags:\n  safety: ['(unclosed']\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a valid regex"):
+        load_urgency(path)
+    path.write_text("flags:\n  panic: ['x']\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=str(path)):
+        load_urgency(path)
+
+
+@pytest.mark.parametrize(("text", "label", "urgent", "intent"), [
+    ("为什么还没发货？", "negative", False, "complaint"),
+    ("请问什么时候发货？", "negative", False, "inquiry"),
+    ("质量很差，用了两天就坏", "negative", False, "complaint"),
+    ("建议增加夜间配送时段", "neutral", False, "suggestion"),
+    ("服务很好，点赞", "positive", False, "praise"),
+    ("收到了", "neutral", False, "other"),
+    ("请问12315电话是多少", "neutral", True, "complaint"),
+])
+def test_intent_rules(text: str, label: str, urgent: bool, intent: str) -> None:
+    assert intent_of(text, label, urgent) == intent  # type: ignore[arg-type]
+
+
+def test_keywords_rank_salient_words_and_skip_stop_words() -> None:
+    words = KeywordExtractor(top_k=3).extract(["快递", "太慢", "了", "，", "快递", "的", "客服"])
+    assert words[0] == "快递"
+    assert "了" not in words and "的" not in words and len(words) == 3
+
+
+def test_mixed_review_gets_opposite_aspect_polarities(analyzer: Analyzer) -> None:
+    text = "客服态度非常好，很耐心，但是快递太慢了，等了一个星期"
+    [event] = analyzer.analyze([raw(text)])
+    tags = {t.id: t for t in event.topics}
+    assert tags["service_attitude"].sentiment.label == "positive"
+    assert tags["logistics_delivery"].sentiment.label == "negative"
+    assert event.keywords and all(k in text for k in event.keywords)
+
+
+def test_analyzer_fills_intent_and_urgency(analyzer: Analyzer) -> None:
+    angry, question = analyzer.analyze([raw("第三次打电话了还没人处理，再不退款我就投诉到12315"),
+                                        raw("请问会员积分怎么兑换？")])
+    assert angry.intent == "complaint"
+    assert {u.flag for u in angry.urgency} == {"repeat_contact", "escalation_threat"}
+    assert question.intent == "inquiry" and question.urgency == []
