@@ -47,6 +47,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/nlp_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --limit-snownlp 2000 --json build/bench/nlp.json
 	if [ -f bench/topics_eval.py ]; then $(BIN)/python bench/topics_eval.py --json build/bench/topics.json; fi
 	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
+	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
 	$(BIN)/python bench/report.py --dir build/bench --out docs/benchmarks.md --command "make bench"
 

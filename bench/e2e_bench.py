@@ -613,7 +613,8 @@ async def separate_processes(args: argparse.Namespace, broker: LocalBroker, ch: 
     """Every plan against one ``voc`` process per service on clickhouse-server."""
     prefix = f"bench{int(time.time())}"
     port = free_port()
-    env = env_for(broker.bootstrap, prefix, port, {"VOC_CLICKHOUSE_URL": ch.url})
+    env = env_for(broker.bootstrap, prefix, port, {"VOC_CLICKHOUSE_URL": ch.url,
+                                                   "VOC_DATA_DIR": str(work / "services")})
     log = work / "services.log"
     for admin in (("topics", "create"), ("db", "migrate")):
         done = subprocess.run(voc_command(*admin), env=env,

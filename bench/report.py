@@ -29,7 +29,7 @@ TARGET_SCORE_RATE = 1000.0
 TARGET_ALERT_P95_S = 5.0
 PIPELINE_STAGES = ("ingest", "nlp", "scoring", "alerting")
 
-KNOWN = {"nlp.json", "e2e.json", "sink.json", "bench.json"}
+KNOWN = {"nlp.json", "e2e.json", "sink.json", "profile.json", "bench.json"}
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -182,6 +182,30 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
     return lines
 
 
+def profile_section(profile: dict[str, Any]) -> list[str]:
+    """Why the limiting stage is slow: its per-event CPU by step and by library."""
+    lines = ["## Stage profile (one process, one core, no broker or store)", "",
+             f"{profile['events']:,} events in batches of {profile['batch_size']} through the same "
+             f"code the services run (model `{profile['model']}`).", "",
+             "| stage | step | µs per event |", "|---|---|---:|"]
+    for stage, steps in profile["us_per_event"].items():
+        for step, us in steps.items():
+            lines.append(f"| {stage} | {step} | {us:,.1f} |")
+    lines += ["", "Single-core ceiling of the stage's own Python work: " + ", ".join(
+        f"{stage} {rate:,.0f} events/s" for stage, rate in
+        profile["single_core_events_per_s"].items()) + ".", "",
+        "Share of the analyzer's self time by library (cProfile): " + ", ".join(
+            f"{name} {share:.0%}" for name, share in
+            profile["analyze_self_share_by_package"].items()) + ". Builtins (`max`, "
+        "`dict.get`, generator steps) are mostly called from jieba's DAG search.", "",
+        "| function | calls | self µs/event | cumulative µs/event |", "|---|---:|---:|---:|"]
+    for row in profile["analyze_top_functions_by_self_time"]:
+        lines.append(f"| `{row['function']}` | {row['calls']:,} | {row['self_us_per_event']:,.1f} "
+                     f"| {row['cumulative_us_per_event']:,.1f} |")
+    lines.append("")
+    return lines
+
+
 def memory_section(e2e: dict[str, Any]) -> list[str]:
     sep = e2e["separate"]
     lines = ["## Memory (peak RSS, VmHWM)", "",
@@ -278,6 +302,7 @@ def render(out_dir: Path, command: str) -> tuple[str, dict[str, Any]]:
     nlp = _load(out_dir / "nlp.json")
     e2e = _load(out_dir / "e2e.json")
     sink = _load(out_dir / "sink.json")
+    profile = _load(out_dir / "profile.json")
     extra = {p.name: json.loads(p.read_text(encoding="utf-8"))
              for p in sorted(out_dir.glob("*.json")) if p.name not in KNOWN}
     machine = (e2e or sink or {}).get("machine", {})
@@ -310,6 +335,8 @@ def render(out_dir: Path, command: str) -> tuple[str, dict[str, Any]]:
         lines += e2e_section(e2e)
     if sink:
         lines += sink_section(sink)
+    if profile:
+        lines += profile_section(profile)
     if e2e:
         lines += memory_section(e2e)
     for name, payload in extra.items():
@@ -321,10 +348,11 @@ def render(out_dir: Path, command: str) -> tuple[str, dict[str, Any]]:
         config = e2e["config"]
         lines.append(DEFINITIONS.format(tick_ms=1000 * config["tick"], **config))
         lines += ["## Commands the last `make bench` ran", ""]
-        lines += [f"    {part['command']}" for part in (e2e, sink) if part and "command" in part]
+        lines += [f"    {part['command']}" for part in (sink, profile, e2e)
+                  if part and "command" in part]
         lines.append("")
     combined = {"command": command, "date": now, "machine": machine, "nlp": nlp, "e2e": e2e,
-                "sink": sink, **{k.removesuffix(".json"): v for k, v in extra.items()}}
+                "sink": sink, "profile": profile, **{k.removesuffix(".json"): v for k, v in extra.items()}}
     return "\n".join(lines), combined
 
 

@@ -54,6 +54,11 @@ def test_nlp_and_sink_bench_then_report(tmp_path: Path) -> None:
          "--json", str(tmp_path / "nlp.json"))
     _run("sink_bench.py", "--data", str(SAMPLE), "--batch-sizes", "10,50", "--rows", "100",
          "--json", str(tmp_path / "sink.json"))
+    _run("stage_profile.py", "--data", str(data), "--events", "100",
+         "--json", str(tmp_path / "profile.json"))
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    assert all(rate > 0 for rate in profile["single_core_events_per_s"].values())
+    assert profile["analyze_top_functions_by_self_time"]
     sink = json.loads((tmp_path / "sink.json").read_text())
     assert {(r["backend"], r["batch_size"]) for r in sink["results"]} == {
         ("chdb", 10), ("clickhouse-server", 10), ("chdb", 50), ("clickhouse-server", 50)}
@@ -63,7 +68,8 @@ def test_nlp_and_sink_bench_then_report(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
     _run("report.py", "--dir", str(tmp_path), "--out", str(out))
     text = out.read_text()
-    for heading in ("# Benchmarks", "## Machine", "## Headline ratios", "## NLP", "## Sink"):
+    for heading in ("# Benchmarks", "## Machine", "## Headline ratios", "## NLP", "## Sink",
+                    "## Stage profile"):
         assert heading in text
     assert "clickhouse-server / chdb" in text and "default model / SnowNLP" in text
     combined = json.loads((tmp_path / "bench.json").read_text())
