@@ -40,7 +40,7 @@ train: $(STAMP)
 
 ## bench: every benchmark, then docs/benchmarks.md (raw figures in build/bench/); ~10 minutes
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
-BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 20 --allout-events 30000
+BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps
 	mkdir -p build/bench
 	rm -f build/bench/*.json

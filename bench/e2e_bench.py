@@ -19,7 +19,7 @@ Latency definitions (seconds from the event's due time):
                  negative-share rule).
 An event never seen before the drain deadline counts as infinitely late.
 
-    python bench/e2e_bench.py --rates 500,1000,2000 --duration 20 --allout-events 30000
+    python bench/e2e_bench.py --rates 500,1000,2000 --duration 10 --allout-events 15000
 """
 
 from __future__ import annotations
@@ -608,67 +608,85 @@ def env_for(bootstrap: str, prefix: str, port: int, extra: dict[str, str]) -> di
     return env
 
 
-async def separate_processes(args: argparse.Namespace, broker: LocalBroker, ch: LocalClickHouse,
+async def separate_processes(args: argparse.Namespace, ch: LocalClickHouse,
                              texts: tuple[list[str], list[str]], work: Path) -> dict[str, Any]:
-    """Every plan against one ``voc`` process per service on clickhouse-server."""
-    prefix = f"bench{int(time.time())}"
-    port = free_port()
-    env = env_for(broker.bootstrap, prefix, port, {"VOC_CLICKHOUSE_URL": ch.url,
-                                                   "VOC_DATA_DIR": str(work / "services")})
-    log = work / "services.log"
-    for admin in (("topics", "create"), ("db", "migrate")):
-        done = subprocess.run(voc_command(*admin), env=env,
-                              capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
-        if done.returncode != 0:
-            raise RuntimeError(f"voc {' '.join(admin)} failed: {done.stderr[-2000:]}")
-    processes = {name: _voc(name, env=env, log=log) for name in SERVICES}
-    tap = None
+    """Every plan against one ``voc`` process per service on clickhouse-server.
+
+    Each run gets a fresh broker, fresh topics and freshly started services (one shared
+    ClickHouse database): the memory-only broker's cost grows with what it holds, and peak RSS
+    should belong to one run, so runs must not inherit each other's state.
+    """
+    plans = []
+    seed = 1
+    for path in args.paths:
+        for rate in args.rates:
+            seed += 1
+            plans.append(build_plan(f"{path}-{rate:g}", path, rate, int(rate * args.duration),
+                                    texts, args.bursts, args.burst_len, seed))
+    for path in args.paths:
+        seed += 1
+        plans.append(build_plan(f"{path}-allout", path, None, args.allout_events, texts,
+                                args.bursts, args.burst_len, seed))
     store = await open_store(ch.url)
     try:
-        api = f"http://127.0.0.1:{port}"
-        await _healthy(api, 90, processes, log)
-        tap = TopicTap(broker.bootstrap, [f"{prefix}.scores", f"{prefix}.alerts"])
-        warm = await warm_up(api, store, tap, texts, "", args.warmup_timeout)
-        print(f"  pipeline warm after {warm:.1f}s", flush=True)
-        procs = Processes({**{name: p.pid for name, p in processes.items()},
-                           "clickhouse-server": ch._proc.pid, "broker (tansu)": broker._proc.pid,
-                           "load generator (this)": os.getpid()})
-        runs = []
-        seed = 1
-        for path in args.paths:
-            for rate in args.rates:
-                seed += 1
-                plan = build_plan(f"{path}-{rate:g}", path, rate, int(rate * args.duration),
-                                  texts, args.bursts, args.burst_len, seed)
-                runs.append(await run_one(plan, api=api, bootstrap=broker.bootstrap,
-                                          raw_topic=f"{prefix}.feedback.raw", store=store,
-                                          tap=tap, procs=procs, args=args))
-        rss_reset = procs.reset_rss()
-        for path in args.paths:
-            seed += 1
-            plan = build_plan(f"{path}-allout", path, None, args.allout_events, texts,
-                              args.bursts, args.burst_len, seed)
-            runs.append(await run_one(plan, api=api, bootstrap=broker.bootstrap,
-                                      raw_topic=f"{prefix}.feedback.raw", store=store, tap=tap,
-                                      procs=procs, args=args))
-        return {"mode": "one process per service, clickhouse-server",
-                "clickhouse_server_version": await store.version(),
-                "warm_up_s": round(warm, 1), "runs": runs,
-                "peak_rss_mb": procs.rss(),
-                "peak_rss_scope": "all-out runs only" if rss_reset
-                else "whole bench (the kernel refused to reset VmHWM)"}
+        runs = [await _isolated_run(plan, args, ch, store, texts, work) for plan in plans]
+        version = await store.version()
     finally:
-        if tap is not None:
-            tap.close()
         await store.close()
-        _stop(processes)
+    return {"mode": "one process per service, clickhouse-server",
+            "clickhouse_server_version": version, "runs": runs}
 
 
-async def embedded(args: argparse.Namespace, broker: LocalBroker,
-                   texts: tuple[list[str], list[str]], work: Path) -> dict[str, Any]:
+async def _isolated_run(plan: Plan, args: argparse.Namespace, ch: LocalClickHouse, store: Store,
+                        texts: tuple[list[str], list[str]], work: Path) -> dict[str, Any]:
+    prefix = f"b{int(time.time())}{plan.name.replace('-', '')}"
+    port = free_port()
+    log = work / f"{plan.name}.log"
+    with LocalBroker(log_path=work / f"{plan.name}.broker.log") as broker:
+        env = env_for(broker.bootstrap, prefix, port, {
+            "VOC_CLICKHOUSE_URL": ch.url, "VOC_DATA_DIR": str(work / plan.name)})
+        for admin in (("topics", "create"), ("db", "migrate")):
+            done = subprocess.run(voc_command(*admin), env=env, capture_output=True, text=True,
+                                  timeout=120, cwd=REPO_ROOT)
+            if done.returncode != 0:
+                raise RuntimeError(f"voc {' '.join(admin)} failed: {done.stderr[-2000:]}")
+        processes = {name: _voc(name, env=env, log=log) for name in SERVICES}
+        tap = None
+        try:
+            api = f"http://127.0.0.1:{port}"
+            await _healthy(api, 90, processes, log)
+            tap = TopicTap(broker.bootstrap, [f"{prefix}.scores", f"{prefix}.alerts"])
+            warm = await warm_up(api, store, tap, texts, f"{plan.name}.", args.warmup_timeout)
+            procs = Processes({**{name: p.pid for name, p in processes.items()},
+                               "clickhouse-server": ch._proc.pid,
+                               "broker (tansu)": broker._proc.pid,
+                               "load generator (this)": os.getpid()})
+            rss_reset = procs.reset_rss()
+            result = await run_one(plan, api=api, bootstrap=broker.bootstrap,
+                                   raw_topic=f"{prefix}.feedback.raw", store=store, tap=tap,
+                                   procs=procs, args=args)
+            result["warm_up_s"] = round(warm, 1)
+            result["peak_rss_mb"] = procs.rss()
+            result["peak_rss_scope"] = ("this run (VmHWM reset after warm-up)" if rss_reset
+                                        else "process lifetime (VmHWM reset refused)")
+            return result
+        finally:
+            if tap is not None:
+                tap.close()
+            _stop(processes)
+
+
+async def embedded(args: argparse.Namespace, texts: tuple[list[str], list[str]],
+                   work: Path) -> dict[str, Any]:
     """``voc up --no-demo`` (one process, chdb) under the HTTP all-out run: its sustained rate
     (every event counted in a window score, which scoring publishes only after the insert) and
     its peak RSS. chdb locks its directory, so completion is read from the scores topic."""
+    with LocalBroker(log_path=work / "embedded.broker.log") as broker:
+        return await _embedded_on(broker, args, texts, work)
+
+
+async def _embedded_on(broker: LocalBroker, args: argparse.Namespace,
+                       texts: tuple[list[str], list[str]], work: Path) -> dict[str, Any]:
     prefix = f"emb{int(time.time())}"
     port = free_port()
     env = env_for(broker.bootstrap, prefix, port, {"VOC_DATA_DIR": str(work / "embedded")})
@@ -710,10 +728,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     texts = load_texts(args.data, 20000, args.seed)
     with tempfile.TemporaryDirectory(prefix="voc-bench-") as tmp:
         work = Path(tmp)
-        with LocalBroker(log_path=work / "broker.log") as broker:
-            with LocalClickHouse(work / "clickhouse") as ch:
-                separate = await separate_processes(args, broker, ch, texts, work)
-            emb = await embedded(args, broker, texts, work) if args.embedded else None
+        with LocalClickHouse(work / "clickhouse") as ch:
+            separate = await separate_processes(args, ch, texts, work)
+        emb = await embedded(args, texts, work) if args.embedded else None
     return {"separate": separate, "embedded": emb}
 
 
@@ -724,8 +741,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="labelled CSV the feedback texts come from")
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",") if x],
                         default=[500.0, 1000.0, 2000.0], help="fixed offered rates, events/s")
-    parser.add_argument("--duration", type=float, default=20, help="seconds per fixed-rate run")
-    parser.add_argument("--allout-events", type=int, default=30000,
+    parser.add_argument("--duration", type=float, default=10, help="seconds per fixed-rate run")
+    parser.add_argument("--allout-events", type=int, default=15000,
                         help="events in each all-out run")
     parser.add_argument("--paths", type=lambda s: [x for x in s.split(",") if x],
                         default=["http", "kafka"], help="http, kafka or both")

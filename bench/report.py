@@ -135,8 +135,9 @@ def e2e_section(e2e: dict[str, Any]) -> list[str]:
     sep = e2e["separate"]
     runs = sep["runs"]
     lines = ["## End to end", "",
-             f"Mode: {sep['mode']} (ClickHouse {sep['clickhouse_server_version']}); the load "
-             "generator runs on the same 2 cores. Fixed-rate runs last "
+             f"Mode: {sep['mode']} (ClickHouse {sep['clickhouse_server_version']}); each run "
+             "starts a fresh broker, fresh topics and fresh service processes, warmed up with "
+             "200 events before the clock starts; the load generator runs on the same 2 cores. Fixed-rate runs last "
              f"{e2e['config']['duration']:g} s each; all-out runs send "
              f"{e2e['config']['allout_events']:,} events as fast as the path accepts them.", "",
              "Latency in seconds from each event's due time (see *Definitions*): "
@@ -207,14 +208,19 @@ def profile_section(profile: dict[str, Any]) -> list[str]:
 
 
 def memory_section(e2e: dict[str, Any]) -> list[str]:
-    sep = e2e["separate"]
+    runs = [r for r in e2e["separate"]["runs"] if r["offered_rate"] is None] or \
+        e2e["separate"]["runs"][-1:]
+    names = list(runs[0]["peak_rss_mb"])
     lines = ["## Memory (peak RSS, VmHWM)", "",
-             f"One process per service, scope: {sep['peak_rss_scope']}.", "",
-             "| process | peak RSS MiB |", "|---|---:|"]
-    for name, mb in sep["peak_rss_mb"].items():
-        lines.append(f"| {name} | {mb:,.0f} |")
-    services = sum(sep["peak_rss_mb"].get(s, 0) for s in PIPELINE_STAGES)
-    lines.append(f"| **four services together** | **{services:,.0f}** |")
+             f"One process per service; scope: {runs[0]['peak_rss_scope']}.", "",
+             "| process | " + " | ".join(r["name"] for r in runs) + " |",
+             "|---|" + "---:|" * len(runs)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(f"{r['peak_rss_mb'][name]:,.0f}" for r in runs)
+                     + " |")
+    lines.append("| **four services together** | " + " | ".join(
+        f"**{sum(r['peak_rss_mb'].get(s, 0) for s in PIPELINE_STAGES):,.0f}**" for r in runs)
+        + " |")
     emb = e2e.get("embedded")
     if emb:
         lines += ["", f"Embedded (`{emb['mode']}`), HTTP all-out run of {emb['events']:,} "

@@ -91,9 +91,9 @@ def test_e2e_bench_tiny_run_and_report(tmp_path: Path) -> None:
             assert latency["missing"] == 0 and latency["p99"] > 0, (run["name"], latency)
         assert all(v["events_per_s"] > 0 for v in run["stages"].values())
         assert run["cpu_s"]["nlp"] > 0 and run["cpu_s"]["scoring"] > 0
+        assert all(mb > 0 for mb in run["peak_rss_mb"].values())
     fixed = runs["http-100"]["alerts"]
     assert fixed["bursts"] == 1 and fixed["n"] == 1 and fixed["p95"] > 0
-    assert all(mb > 0 for mb in e2e["separate"]["peak_rss_mb"].values())
     embedded = e2e["embedded"]
     assert embedded["scored"] == embedded["events"] and embedded["peak_rss_mb"] > 0
 
