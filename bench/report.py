@@ -72,12 +72,13 @@ def targets(e2e: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
                                    f"{TARGET_SCORE_RATE:,.0f} events/s",
                          "run": run["name"], "measured": f"{fmt(p99, 3)} s",
                          "met": p99 is not None and p99 <= TARGET_SCORE_P99_S})
-    pooled = [v for r in fixed for v in r["alerts"].get("latencies_s", [])]
-    p95 = _nearest_rank(pooled, 95)
-    rows.append({"target": f"alert event p95 ≤ {TARGET_ALERT_P95_S:g} s after the breaching event",
-                 "run": f"all fixed-rate runs ({len(pooled)} bursts)",
-                 "measured": f"{fmt(p95, 3)} s",
-                 "met": bool(pooled) and p95 is not None and p95 <= TARGET_ALERT_P95_S})
+    for run in fixed:
+        samples = run["alerts"].get("latencies_s", [])
+        p95 = _nearest_rank(samples, 95)
+        rows.append({"target": f"alert event p95 ≤ {TARGET_ALERT_P95_S:g} s after the breaching "
+                               "event", "run": f"{run['name']} ({len(samples)} bursts)",
+                     "measured": f"{fmt(p95, 3)} s",
+                     "met": bool(samples) and p95 is not None and p95 <= TARGET_ALERT_P95_S})
     return rows, bottleneck_notes(allout)
 
 
