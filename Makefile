@@ -45,7 +45,9 @@ bench: $(STAMP) system-deps
 	mkdir -p build/bench
 	rm -f build/bench/*.json
 	$(BIN)/python bench/nlp_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --limit-snownlp 2000 --json build/bench/nlp.json
-	if [ -f bench/topics_eval.py ]; then $(BIN)/python bench/topics_eval.py --json build/bench/topics.json; fi
+	$(BIN)/python bench/topics_eval.py --data-dir $(SHARED)/data/nlp --json build/bench/topics.json
+	$(BIN)/python bench/scoring_bench.py --batches 10 --batch-size 1000
+	$(BIN)/python bench/channels_bench.py
 	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
 	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
