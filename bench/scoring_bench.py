@@ -5,7 +5,10 @@ topics, ratings on half of them), an in-order stream over ``--minutes`` of event
 covers the b-th slice, so each batch touches a few base windows per touchpoint), on the real store
 (chdb, or a ClickHouse server via ``--store``) and a real local broker, and prints events per
 second and batch latency percentiles. A second pass re-delivers every batch, which is the
-replay cost after a crash.
+replay cost after a crash. The machine's cores are shared, so wall time moves with whatever else
+runs; ``cpu_ms_per_event`` is the steadier figure: CPU of this process (the scorer, and chdb,
+which runs inside it) plus its child processes (the local broker and, with ``--store
+local-server``, the clickhouse-server).
 
     python bench/scoring_bench.py --batches 20 --batch-size 1000
     python bench/scoring_bench.py --store local-server   # starts a clickhouse-server here
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -87,6 +91,18 @@ def as_records(values: list[bytes]) -> list[ConsumerRecord]:
             for i, v in enumerate(values)]
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its child processes still running (a local server)."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
@@ -112,12 +128,17 @@ async def bench(args: argparse.Namespace) -> dict:
                       "batch_size": args.batch_size, "event_minutes": args.minutes}
             for name in ("first_delivery", "redelivery"):
                 latencies = []
+                cpu_before = cpu_seconds()
                 for batch in batches:
                     began = time.perf_counter()
                     await scorer.handle(as_records(batch))
                     latencies.append(time.perf_counter() - began)
+                cpu = cpu_seconds() - cpu_before
+                events = len(batches) * args.batch_size
                 result[name] = {
-                    "events_per_s": round(len(batches) * args.batch_size / sum(latencies)),
+                    "events_per_s": round(events / sum(latencies)),
+                    "cpu_ms_per_event": round(1000 * cpu / events, 3),
+                    "events_per_cpu_s": round(events / cpu),
                     "batch_p50_s": percentile(latencies, 0.5),
                     "batch_p95_s": percentile(latencies, 0.95),
                     "batch_mean_s": round(statistics.mean(latencies), 4)}

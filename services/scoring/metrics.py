@@ -89,21 +89,15 @@ WHERE touchpoint IN %(touchpoints)s AND occurred_at >= %(lo)s AND occurred_at < 
   AND intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s IN %(epochs)s
   AND too_late = 0"""
 
-_ROW_WINDOWS = """
-WHERE touchpoint IN %(touchpoints)s AND window_seconds = %(finer)s
-  AND window_start >= %(lo)s AND window_start < %(hi)s
-  AND intDiv(toUInt32(window_start), %(seconds)s) * %(seconds)s IN %(epochs)s"""
 
-
-def _aggregates(counts: Mapping[str, str], rollup: bool) -> str:
-    return ",\n    ".join(f"{f'sum({name})' if rollup else expr} AS agg_{name}"
-                          for name, expr in counts.items())
+def _aggregates(counts: Mapping[str, str]) -> str:
+    return ",\n    ".join(f"{expr} AS agg_{name}" for name, expr in counts.items())
 
 
 SCORES_FROM_EVENTS_SQL = f"""
 SELECT touchpoint AS tp, {_CUBE}, dims.1 AS ch, dims.2 AS st,
     intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS window_epoch,
-    {_aggregates(SCORE_COUNTS, rollup=False)}
+    {_aggregates(SCORE_COUNTS)}
 FROM feedback FINAL
 {_EVENT_WINDOWS}
 GROUP BY tp, dims, window_epoch
@@ -112,7 +106,7 @@ GROUP BY tp, dims, window_epoch
 TOPICS_FROM_EVENTS_SQL = f"""
 SELECT touchpoint AS tp, {_CUBE}, dims.1 AS ch, dims.2 AS st, topic_id AS tid,
     intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS window_epoch,
-    {_aggregates(TOPIC_COUNTS, rollup=False)}
+    {_aggregates(TOPIC_COUNTS)}
 FROM feedback FINAL
 ARRAY JOIN topics AS topic_id, topic_sentiments AS topic_sentiment
 {_EVENT_WINDOWS}
@@ -120,23 +114,46 @@ ARRAY JOIN topics AS topic_id, topic_sentiments AS topic_sentiment
 GROUP BY tp, dims, tid, window_epoch
 """
 
-SCORES_ROLLUP_SQL = f"""
-SELECT touchpoint AS tp, channel AS ch, stage AS st,
-    intDiv(toUInt32(window_start), %(seconds)s) * %(seconds)s AS window_epoch,
-    {_aggregates(SCORE_COUNTS, rollup=True)}
-FROM cem_scores FINAL
-{_ROW_WINDOWS}
-GROUP BY tp, ch, st, window_epoch
+SCORE_DIMS = ("tp", "ch", "st")
+TOPIC_DIMS = ("tp", "ch", "st", "tid")
+"""Key columns (besides the window) of the rows the two queries below return."""
+
+
+def _levels_sql(from_events: str, table: str, dims: str, counts: Mapping[str, str]) -> str:
+    """One query for everything a batch's recomputation reads from one score table.
+
+    The touched base windows aggregated from ``feedback`` (``fresh = 1``) and, UNION ALL, for
+    every touched coarser window (level ``lvl``), the sum of the stored finer rows inside it
+    whose own window the batch did not touch (``fresh = 0``). The scorer adds the recomputed
+    finer rows to those sums level by level in memory: one round trip instead of a SELECT and
+    an INSERT per level, and no level waits for the finer level to be written first. Casts keep
+    the two halves' types identical, which 18.16's UNION ALL requires.
+    """
+    names = ", ".join(f"agg_{name}" for name in counts)
+    sums = ", ".join(f"sum({name}) AS agg_{name}" for name in counts)
+    return f"""
+SELECT toUInt8(1) AS fresh, toUInt32(%(seconds)s) AS lvl, {dims},
+    toUInt32(window_epoch) AS epoch, {names}
+FROM ({from_events})
+UNION ALL
+SELECT toUInt8(0) AS fresh,
+    toUInt32(arrayElement(%(coarser_array)s, indexOf(%(finer_array)s, window_seconds))) AS lvl,
+    {_STORED_DIMS[table]}, toUInt32(intDiv(toUInt32(window_start), lvl) * lvl) AS epoch, {sums}
+FROM {table} FINAL
+WHERE touchpoint IN %(touchpoints)s AND window_seconds IN %(finer_levels)s
+  AND window_start >= %(finer_lo)s AND window_start <= %(finer_hi)s
+  AND (window_seconds, touchpoint, toUInt32(window_start)) IN %(finer_windows)s
+GROUP BY lvl, {dims}, epoch
 """
 
-TOPICS_ROLLUP_SQL = f"""
-SELECT touchpoint AS tp, channel AS ch, stage AS st, topic AS tid,
-    intDiv(toUInt32(window_start), %(seconds)s) * %(seconds)s AS window_epoch,
-    {_aggregates(TOPIC_COUNTS, rollup=True)}
-FROM topic_scores FINAL
-{_ROW_WINDOWS}
-GROUP BY tp, ch, st, tid, window_epoch
-"""
+
+_STORED_DIMS = {"cem_scores": "touchpoint AS tp, channel AS ch, stage AS st",
+                "topic_scores": "touchpoint AS tp, channel AS ch, stage AS st, topic AS tid"}
+
+SCORE_LEVELS_SQL = _levels_sql(SCORES_FROM_EVENTS_SQL, "cem_scores", ", ".join(SCORE_DIMS),
+                               SCORE_COUNTS)
+TOPIC_LEVELS_SQL = _levels_sql(TOPICS_FROM_EVENTS_SQL, "topic_scores", ", ".join(TOPIC_DIMS),
+                               TOPIC_COUNTS)
 
 
 def _ratio(numerator: float, denominator: float, scale: float = 1.0) -> float | None:

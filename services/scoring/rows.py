@@ -6,6 +6,8 @@ expectation gaps of each row, so both are unit-tested without a store.
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,10 +34,37 @@ def _counts(row: Mapping[str, Any], names: Iterable[str]) -> Record:
             else int(row[f"agg_{name}"]) for name in names}
 
 
+def agg_row(record: Mapping[str, Any], dims: Iterable[str], names: Iterable[str]) -> Record:
+    """A stored (or about to be stored) row in the shape the SQL returns: dims, epoch, agg_*."""
+    columns = {"tp": "touchpoint", "ch": "channel", "st": "stage", "tid": "topic"}
+    return {**{dim: record[columns[dim]] for dim in dims},
+            "epoch": int(record["window_start"].timestamp()),
+            **{f"agg_{name}": record[name] for name in names}}
+
+
+def rollup(finer: Iterable[Mapping[str, Any]], dims: tuple[str, ...], names: Iterable[str],
+           seconds: int) -> list[Record]:
+    """Sum finer rows (shape of ``agg_row``) into windows of ``seconds``.
+
+    Float sums use ``math.fsum``, which is exact whatever order the rows come in, so a window
+    recomputed from the same rows always stores the same figure.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in finer:
+        epoch = int(row["epoch"])
+        groups[(*(row[d] for d in dims), epoch - epoch % seconds)].append(row)
+    out = []
+    for key, rows in groups.items():
+        sums: Record = {f"agg_{name}": (math.fsum if name in _FLOAT_COUNTS else sum)(
+            r[f"agg_{name}"] for r in rows) for name in names}
+        out.append({**dict(zip(dims, key[:-1])), "epoch": key[-1], **sums})
+    return out
+
+
 def _key(row: Mapping[str, Any], seconds: int) -> Record:
     return {"touchpoint": row["tp"], "channel": row["ch"], "stage": row["st"],
             "window_seconds": seconds,
-            "window_start": datetime.fromtimestamp(int(row["window_epoch"]), UTC)}
+            "window_start": datetime.fromtimestamp(int(row["epoch"]), UTC)}
 
 
 def score_record(row: Mapping[str, Any], seconds: int, expectations: Expectations,

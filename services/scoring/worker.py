@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 import structlog
@@ -23,17 +23,26 @@ from prometheus_client import Counter
 from services.core.events import EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
-from services.core.store import Store
+from services.core.store import Row, Store
 from services.scoring.expectations import Expectations, load_expectations
 from services.scoring.metrics import (
     ALL,
-    SCORES_FROM_EVENTS_SQL,
-    SCORES_ROLLUP_SQL,
-    TOPICS_FROM_EVENTS_SQL,
-    TOPICS_ROLLUP_SQL,
+    SCORE_COUNTS,
+    SCORE_DIMS,
+    SCORE_LEVELS_SQL,
+    TOPIC_COUNTS,
+    TOPIC_DIMS,
+    TOPIC_LEVELS_SQL,
     granularities,
 )
-from services.scoring.rows import Record, score_event, score_record, topic_record
+from services.scoring.rows import (
+    Record,
+    agg_row,
+    rollup,
+    score_event,
+    score_record,
+    topic_record,
+)
 from services.scoring.windows import feedback_row, score_row, window_start
 
 log = structlog.get_logger(__name__)
@@ -77,12 +86,13 @@ class Scorer:
             events.setdefault(event.event_id, event)
         if not events:
             return
-        fresh = await self._unstored(list(events.values()))
+        fresh, stored_late = await self._unstored(list(events.values()))
         late = await self._classify_late(fresh)
         now_ms = int(time.time() * 1000)
         await self.store.insert("feedback", [
             {**feedback_row(e, now_ms), "too_late": int(e.event_id in late)} for e in fresh])
-        on_time = [e for e in events.values() if e.event_id not in late]
+        on_time = [e for e in events.values()
+                   if e.event_id not in late and e.event_id not in stored_late]
         scores = await self._recompute(on_time) if on_time else []
         await self.producer.send_many(
             self.settings.topic("scores"),
@@ -97,10 +107,13 @@ class Scorer:
                      duplicates_skipped=self.duplicates, too_late=self.too_late,
                      base_scores_in_last_batch=len(scores))
 
-    async def _unstored(self, events: list[EnrichedFeedback]) -> list[EnrichedFeedback]:
-        """The events whose id is not in the store yet (lookup narrowed by the sort key)."""
+    async def _unstored(self, events: list[EnrichedFeedback],
+                        ) -> tuple[list[EnrichedFeedback], set[str]]:
+        """The events whose id is not in the store yet (lookup narrowed by the sort key), and
+        the ids of stored ones flagged too late: a re-delivery of those touches no window, so
+        every window a batch recomputes has at least one event that counts in it."""
         rows = await self.store.query(
-            "SELECT DISTINCT event_id FROM feedback WHERE touchpoint IN %(touchpoints)s "
+            "SELECT DISTINCT event_id, too_late FROM feedback WHERE touchpoint IN %(touchpoints)s "
             "AND occurred_at >= %(lo)s AND occurred_at <= %(hi)s AND event_id IN %(ids)s",
             {
                 "touchpoints": tuple({e.touchpoint for e in events}),
@@ -110,7 +123,8 @@ class Scorer:
             },
         )
         stored = {row["event_id"] for row in rows}
-        return [e for e in events if e.event_id not in stored]
+        return ([e for e in events if e.event_id not in stored],
+                {row["event_id"] for row in rows if row["too_late"]})
 
     async def _classify_late(self, fresh: list[EnrichedFeedback]) -> set[str]:
         """Ids of new events whose base window is already final.
@@ -155,42 +169,75 @@ class Scorer:
         return self._last_version
 
     async def _recompute(self, events: list[EnrichedFeedback]) -> list[Score]:
-        """Fresh figures of every window (all levels) the batch touched; base-window events."""
+        """Fresh figures of every window (all levels) the batch touched; base-window events.
+
+        Two queries read everything (one per score table, see ``SCORE_LEVELS_SQL``), the
+        coarser levels are summed here, and each table gets all levels in one insert.
+        """
         base = self.levels[0]
-        keys = {(e.touchpoint, _epoch(window_start(e.occurred_at, base))) for e in events}
-        version = self._version()
-        scores, topics = await self._level(keys, base, None, version)
-        finer = base
+        touched = [{(e.touchpoint, _epoch(window_start(e.occurred_at, base))) for e in events}]
         for seconds in self.levels[1:]:
-            keys = {(tp, epoch - epoch % seconds) for tp, epoch in keys}
-            await self._level(keys, seconds, finer, version)
-            finer = seconds
-        published = self._events(scores, topics)
+            touched.append({(tp, epoch - epoch % seconds) for tp, epoch in touched[0]})
+        params = self._params(touched)
+        version = self._version()
+        score_rows, topic_rows = (await self.store.query(SCORE_LEVELS_SQL, params),
+                                  await self.store.query(TOPIC_LEVELS_SQL, params))
+        scores = self._levels(score_rows, SCORE_DIMS, SCORE_COUNTS, touched,
+                              lambda row, s: score_record(row, s, self.expectations, version))
+        topics = self._levels(topic_rows, TOPIC_DIMS, TOPIC_COUNTS, touched,
+                              lambda row, s: topic_record(row, s, version))
+        await self.store.insert("cem_scores", [r for level in scores for r in level])
+        await self.store.insert("topic_scores", [r for level in topics for r in level])
+        published = self._events(scores[0], topics[0])
         # The legacy per-touchpoint table keeps the alerting stage's reads working unchanged.
         await self.store.insert("scores", [score_row(s, version) for s in published
                                            if s.channel == ALL and s.stage == ALL])
         return published
 
-    async def _level(self, keys: set[WindowKey], seconds: int, finer: int | None,
-                     version: int) -> tuple[list[Record], list[Record]]:
-        """Recompute and store one level's windows: from events (base) or the finer level."""
-        epochs = sorted({epoch for _, epoch in keys})
-        params = {"seconds": seconds, "finer": finer,
-                  "touchpoints": tuple(sorted({tp for tp, _ in keys})),
-                  "lo": datetime.fromtimestamp(epochs[0], UTC),
-                  "hi": datetime.fromtimestamp(epochs[-1] + seconds, UTC),
-                  "epochs": tuple(epochs)}
-        score_sql, topic_sql = ((SCORES_FROM_EVENTS_SQL, TOPICS_FROM_EVENTS_SQL) if finer is None
-                                else (SCORES_ROLLUP_SQL, TOPICS_ROLLUP_SQL))
-        scores = [score_record(row, seconds, self.expectations, version)
-                  for row in await self.store.query(score_sql, params)
-                  if (row["tp"], int(row["window_epoch"])) in keys]
-        topics = [topic_record(row, seconds, version)
-                  for row in await self.store.query(topic_sql, params)
-                  if (row["tp"], int(row["window_epoch"])) in keys]
-        await self.store.insert("cem_scores", scores)
-        await self.store.insert("topic_scores", topics)
-        return scores, topics
+    def _params(self, touched: list[set[WindowKey]]) -> dict:
+        """Query parameters: the touched base windows, and the untouched finer windows inside
+        each touched coarser window (the stored rows its rollup sums)."""
+        epochs = sorted({epoch for _, epoch in touched[0]})
+        base = self.levels[0]
+        # (0, '', 0) matches no row; it keeps the set non-empty when a batch touched every
+        # finer window of its coarser ones.
+        finer_windows = ((0, "", 0), *(
+            (finer, tp, epoch + offset)
+            for finer, seconds, finer_keys, keys in zip(self.levels, self.levels[1:], touched,
+                                                        touched[1:])
+            for tp, epoch in sorted(keys) for offset in range(0, seconds, finer)
+            if (tp, epoch + offset) not in finer_keys))
+        starts = [epoch for _, _, epoch in finer_windows[1:]] or [epochs[0]]
+        return {"seconds": base, "touchpoints": tuple(sorted({tp for tp, _ in touched[0]})),
+                "lo": datetime.fromtimestamp(epochs[0], UTC),
+                "hi": datetime.fromtimestamp(epochs[-1] + base, UTC),
+                "epochs": tuple(epochs), "finer_levels": self.levels[:-1],
+                "finer_array": list(self.levels[:-1]), "coarser_array": list(self.levels[1:]),
+                "finer_lo": datetime.fromtimestamp(min(starts), UTC),
+                "finer_hi": datetime.fromtimestamp(max(starts), UTC),
+                "finer_windows": finer_windows}
+
+    def _levels(self, rows: list[Row], dims: tuple[str, ...], names: Mapping[str, str],
+                touched: list[set[WindowKey]],
+                record: Callable[[Row, int], Record]) -> list[list[Record]]:
+        """Records of every touched window, base level first.
+
+        A coarser window is the sum of the finer windows just recomputed and the SQL's sum of
+        the stored finer windows this batch did not touch.
+        """
+        stored: dict[int, list[Row]] = defaultdict(list)
+        fresh = []
+        for row in rows:
+            if not row["fresh"]:
+                stored[int(row["lvl"])].append(row)
+            elif (row["tp"], int(row["epoch"])) in touched[0]:
+                fresh.append(record(row, self.levels[0]))
+        levels = [fresh]
+        for seconds, keys in zip(self.levels[1:], touched[1:]):
+            inputs = [*stored[seconds], *(agg_row(rec, dims, names) for rec in levels[-1])]
+            levels.append([record(row, seconds) for row in rollup(inputs, dims, names, seconds)
+                           if (row["tp"], row["epoch"]) in keys])
+        return levels
 
     @staticmethod
     def _events(scores: Iterable[Record], topics: Iterable[Record]) -> list[Score]:
