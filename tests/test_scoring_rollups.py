@@ -16,6 +16,7 @@ import pytest
 from services.core.broker import LocalBroker
 from services.core.events import EnrichedFeedback
 from services.core.settings import Settings
+from services.scoring.rows import rollup
 from tests.conftest import run
 from tests.scoring_fixtures import T0, event, records, scoring_rig
 
@@ -99,3 +100,17 @@ def test_rollups_equal_direct_counts_under_shuffled_duplicated_batches(
             assert row[name] == counts[name], (key, name)
         assert row["sentiment_sum"] == pytest.approx(counts["sentiment_sum"], abs=1e-6), key
         assert row["ces_sum"] == pytest.approx(counts["ces_sum"]), key
+
+
+def test_in_memory_rollup_sums_finer_rows_per_coarse_window_in_any_order() -> None:
+    rng = random.Random(3)
+    finer = [{"tp": tp, "epoch": epoch, "agg_volume": volume, "agg_sentiment_sum": total}
+             for tp, epoch, volume, total in [("a", 0, 2, 0.1), ("a", 60, 1, 0.2),
+                                              ("a", 300, 5, -0.3), ("b", 120, 1, 0.7),
+                                              ("a", 240, 3, 1e-9)]]
+    expected = {("a", 0): (6, 0.300000001), ("a", 300): (5, -0.3), ("b", 0): (1, 0.7)}
+    for _ in range(5):
+        rng.shuffle(finer)
+        summed = {(r["tp"], r["epoch"]): (r["agg_volume"], r["agg_sentiment_sum"])
+                  for r in rollup(finer, ("tp",), ("volume", "sentiment_sum"), 300)}
+        assert summed == expected

@@ -47,17 +47,25 @@ def rollup(finer: Iterable[Mapping[str, Any]], dims: tuple[str, ...], names: Ite
     """Sum finer rows (shape of ``agg_row``) into windows of ``seconds``.
 
     Float sums use ``math.fsum``, which is exact whatever order the rows come in, so a window
-    recomputed from the same rows always stores the same figure.
+    recomputed from the same rows always stores the same figure. Runs once per level and
+    table on every batch, hence the single-row shortcut (most coarse windows get one or two).
     """
+    columns = [f"agg_{name}" for name in names]
+    floats = [f"agg_{name}" for name in names if name in _FLOAT_COUNTS]
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for row in finer:
         epoch = int(row["epoch"])
         groups[(*(row[d] for d in dims), epoch - epoch % seconds)].append(row)
     out = []
     for key, rows in groups.items():
-        sums: Record = {f"agg_{name}": (math.fsum if name in _FLOAT_COUNTS else sum)(
-            r[f"agg_{name}"] for r in rows) for name in names}
-        out.append({**dict(zip(dims, key[:-1])), "epoch": key[-1], **sums})
+        summed: Record = dict(zip(dims, key[:-1]))
+        summed["epoch"] = key[-1]
+        if len(rows) == 1:
+            summed.update((column, rows[0][column]) for column in columns)
+        else:
+            summed.update((column, sum(r[column] for r in rows)) for column in columns)
+            summed.update((column, math.fsum(r[column] for r in rows)) for column in floats)
+        out.append(summed)
     return out
 
 
