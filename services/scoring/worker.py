@@ -1,10 +1,12 @@
 """The scoring stage: enriched events -> ``feedback`` rows -> CEM window scores -> ``scores`` topic.
 
 Each batch is handled as: store the events that are not stored yet (flagging those too late for
-their window), recompute every base window the batch touched from the stored rows with one
-GROUP BY, then each coarser window (5m, 1h, 1d) from the freshly written finer rows with one
-GROUP BY per level, store the rows, publish the base-window scores, then (in the consumer)
-commit. Figures are always recomputed from stored, deduplicated rows, never incremented, so a
+their window), then one query per score table reads the touched base windows aggregated from the
+stored events and, for every touched coarser window (5m, 1h, 1d), the sums of the stored finer
+windows the batch did not touch; the coarser levels are summed in memory from those, every
+level of a table goes in one insert, the base-window scores are published, then (in the
+consumer) commit. Seven store round trips per batch, however many levels. Figures are always
+recomputed from stored, deduplicated rows, never incremented, so a
 re-delivered event changes no figure and a crash at any point converges on replay.
 """
 
