@@ -12,15 +12,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from services.core.store import Row, Store, StoreUrl, columns_of
 
 
 def _json_value(value: Any) -> Any:
+    """orjson's fallback for what it does not write itself (datetimes, by passthrough)."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: attach a timezone")
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return value
+    raise TypeError(f"cannot store a {type(value).__name__} value ({value!r}) in chdb")
 
 
 def _from_json(value: Any, ch_type: str) -> Any:
@@ -66,13 +69,14 @@ class ChdbStore(Store):
         ]
 
     def _insert(self, table: str, rows: Sequence[Row]) -> None:
+        # Positional rows (JSONCompactEachRow) written by orjson cost about half of keyed rows
+        # written by json.dumps, which matters because the scoring stage inserts every batch.
         columns = columns_of(rows)
-        body = "\n".join(
-            json.dumps({k: _json_value(v) for k, v in row.items()}, ensure_ascii=False)
-            for row in rows
-        )
+        body = b"\n".join(orjson.dumps(list(row.values()), default=_json_value,
+                                        option=orjson.OPT_PASSTHROUGH_DATETIME) for row in rows)
         names = ", ".join(f"`{c}`" for c in columns)
-        self._session.query(f"INSERT INTO `{table}` ({names}) FORMAT JSONEachRow\n{body}")
+        self._session.query(
+            f"INSERT INTO `{table}` ({names}) FORMAT JSONCompactEachRow\n{body.decode()}")
 
     def _close(self) -> None:
         self._session.close()
