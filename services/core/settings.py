@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     jieba_user_dict: Path | None = Field(
         default=None, description="Extra jieba user dictionary, loaded after the shipped one.")
 
-    sink_batch_size: int = Field(default=1000, ge=1, description="Rows per store insert.")
+    sink_batch_size: int = Field(default=5000, ge=1, description="Most records per sink batch.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Max wait to fill a batch.")
     window_seconds: int = Field(
         default=60, ge=1, description="Base score window; must divide 300 so 5m/1h/1d roll up.")
