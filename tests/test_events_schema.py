@@ -42,14 +42,18 @@ ENRICHED = EnrichedFeedback(
 SCORE = Score(touchpoint="delivery", window_start=NOW, window_end=NOW, window_seconds=60,
               volume=3, positive_count=1, neutral_count=0, negative_count=2,
               mean_sentiment=-0.2, negative_share=2 / 3, computed_at=NOW)
-ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", severity="critical",
-              touchpoint="delivery", metric="negative_share", operator=">", threshold=0.4,
-              value=0.8, volume=30, window_start=NOW, window_end=NOW, fired_at=NOW, message="m")
+ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", rule_type="threshold",
+              severity="critical", status="firing", touchpoint="delivery", channel=None,
+              stage=None, topic=None, metric="negative_share", operator=">", threshold=0.4,
+              value=0.8, baseline=None, volume=30, window_start=NOW, window_end=NOW,
+              fired_at=NOW, resolved_at=None, emitted_at=NOW, team="ops", owner=None,
+              notify=["dingtalk"], open_case=True, event_ids=[], latest_received_at=NOW,
+              message="m")
 LETTER = DeadLetter(stage="nlp", topic="t", partition=0, offset=5, reason="bad",
                     original_base64="", failed_at=NOW)
 
 CASES = [("feedback.raw.v2", RawFeedback, RAW), ("feedback.enriched.v2", EnrichedFeedback, ENRICHED),
-         ("score.v1", Score, SCORE), ("alert.v1", Alert, ALERT), ("deadletter.v1", DeadLetter, LETTER)]
+         ("score.v1", Score, SCORE), ("alert.v2", Alert, ALERT), ("deadletter.v1", DeadLetter, LETTER)]
 
 
 def validator(name: str) -> Draft202012Validator:

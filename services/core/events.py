@@ -18,8 +18,9 @@ Stage = Literal["售前", "售中", "售后"]
 Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
 UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
 Severity = Literal["info", "warning", "critical"]
-Metric = Literal["negative_share", "mean_sentiment", "volume"]
 Operator = Literal[">", ">=", "<", "<="]
+RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "event"]
+AlertStatus = Literal["firing", "resolved"]
 
 SourceName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -163,25 +164,37 @@ class Score(_Wire):
 
 
 class Alert(_Wire):
-    """``alert.v1``."""
+    """``alert.v2``: one lifecycle event (firing, then resolved) of one alert."""
 
-    schema_: Literal["alert.v1"] = Field(default="alert.v1", alias="schema")
+    schema_: Literal["alert.v2"] = Field(default="alert.v2", alias="schema")
     alert_id: Annotated[str, StringConstraints(min_length=1)]
     dedupe_key: Annotated[str, StringConstraints(min_length=1)]
     rule_id: Annotated[str, StringConstraints(min_length=1)]
+    rule_type: RuleType
     severity: Severity
-    status: Literal["firing"] = "firing"
+    status: AlertStatus
     touchpoint: Touchpoint
-    metric: Metric
-    operator: Operator
-    threshold: float
+    channel: str | None
+    stage: str | None
+    topic: str | None
+    metric: Annotated[str, StringConstraints(min_length=1)]
+    operator: Operator | None
+    threshold: float | None
     value: float
+    baseline: float | None
     volume: Annotated[int, Field(ge=0)]
     window_start: datetime
     window_end: datetime
     fired_at: datetime
+    resolved_at: datetime | None
+    emitted_at: datetime
+    team: str | None
+    owner: str | None
+    notify: list[str]
+    open_case: bool
+    event_ids: list[str]
+    latest_received_at: datetime | None
     message: str
-
 
 
 class DeadLetter(_Wire):

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     window_seconds: int = Field(default=60, ge=1, description="Tumbling score window length.")
 
     alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
+    alert_rules_poll_s: float = Field(
+        default=2.0, gt=0, description="How often the rules file is checked for changes.")
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
+    webhook_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles per attempt (max 60 s).")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Per-request timeout.")
 
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="Time services get to flush and commit on stop.")
