@@ -175,3 +175,17 @@ def db_migrate() -> None:
 
     applied = asyncio.run(apply())
     click.echo(f"applied migrations: {applied}" if applied else "schema is up to date")
+
+
+@db.command("cluster-ddl")
+@click.option("--cluster", required=True, help="Cluster name from the servers' remote_servers.")
+@click.option("--database", default="voc", show_default=True, help="Database to create.")
+def db_cluster_ddl(cluster: str, database: str) -> None:
+    """Print the schema for a ClickHouse cluster (ReplicatedMergeTree + Distributed)."""
+    from services.core.cluster_ddl import ClusterDDLError, cluster_ddl
+
+    try:
+        statements = cluster_ddl(cluster, database)
+    except ClusterDDLError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(";\n\n".join(statements) + ";")

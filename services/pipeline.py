@@ -15,6 +15,7 @@ import structlog
 import uvicorn
 
 from services.core.migrations import migrate
+from services.core.ops import READINESS, ops_app
 from services.core.settings import Settings
 from services.core.store import Store, open_store
 
@@ -35,21 +36,34 @@ async def _serve_ingest(settings: Settings, bootstrap: str, stop: asyncio.Event,
                         on_listening: Callable[[str], None]) -> None:
     from services.ingest.app import create_app
 
-    config = uvicorn.Config(create_app(settings, bootstrap), host=settings.http_host,
-                            port=settings.http_port, log_config=None, access_log=False)
+    app = create_app(settings, bootstrap)
+    READINESS.set("ingest", True)
+    try:
+        await _serve(app, settings.http_host, settings.http_port, "ingest API", stop, on_listening)
+    finally:
+        READINESS.forget("ingest")
+
+
+async def _serve(app: object, host: str, port: int, what: str, stop: asyncio.Event,
+                 on_listening: Callable[[str], None]) -> None:
+    """Serve an ASGI app until ``stop`` is set; reports its URL once listening."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)  # type: ignore[arg-type]
     server = _QuietServer(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
             await serving
-            raise RuntimeError(f"ingest API could not listen on "
-                               f"{settings.http_host}:{settings.http_port}")
+            raise RuntimeError(f"{what} could not listen on {host}:{port}")
         await asyncio.sleep(0.05)
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
-    on_listening(f"http://{host}:{port}")
+    bound_host, bound_port = server.servers[0].sockets[0].getsockname()[:2]
+    on_listening(f"http://{bound_host}:{bound_port}")
     await stop.wait()
     server.should_exit = True
     await serving
+
+
+def _log_ops_url(url: str) -> None:
+    log.info("ops endpoints listening", metrics=f"{url}/metrics", ready=f"{url}/readyz")
 
 
 async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
@@ -73,6 +87,9 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
         coroutines = []
         if "ingest" in names:
             coroutines.append(_serve_ingest(settings, bootstrap, stop, on_listening))
+        elif settings.ops_port is not None:
+            coroutines.append(_serve(ops_app(), settings.http_host, settings.ops_port,
+                                     "ops server", stop, _log_ops_url))
         if "nlp" in names:
             from services.nlp import worker as nlp
 

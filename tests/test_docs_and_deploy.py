@@ -37,3 +37,70 @@ def test_compose_uses_only_real_settings_and_pinned_images() -> None:
     assert [c for c in (compose["services"][s].get("command") for s in
                         ("ingest", "nlp", "scoring", "alerting"))] == \
         [["ingest"], ["nlp"], ["scoring"], ["alerting"]]
+
+
+def k8s_documents() -> list[dict]:
+    folder = ROOT / "deploy" / "k8s"
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    documents = []
+    for name in kustomization["resources"]:
+        documents += [d for d in yaml.safe_load_all((folder / name).read_text()) if d]
+    return documents
+
+
+def test_k8s_one_deployment_per_service_with_probes_resources_and_real_settings() -> None:
+    known = {f"VOC_{name.upper()}" for name in Settings.model_fields}
+    documents = k8s_documents()
+    config = next(d for d in documents if d["kind"] == "ConfigMap")
+    assert set(config["data"]) <= known, set(config["data"]) - known
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    assert set(deployments) == {"voc-ingest", "voc-nlp", "voc-scoring", "voc-alerting"}
+    for name, deployment in deployments.items():
+        spec = deployment["spec"]
+        assert spec["selector"]["matchLabels"].items() <= \
+            spec["template"]["metadata"]["labels"].items(), name
+        [container] = spec["template"]["spec"]["containers"]
+        assert container["args"] == [name.removeprefix("voc-")]
+        image = container["image"]
+        assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image tag"
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert set(env) <= known, f"{name}: {set(env) - known} are not settings"
+        port = container["ports"][0]["containerPort"]
+        expected_port = env.get("VOC_HTTP_PORT") if name == "voc-ingest" else env.get("VOC_OPS_PORT")
+        assert str(port) == expected_port, f"{name}: probes must hit the port the process serves"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert {"requests", "limits"} <= set(container["resources"])
+        assert {"configMapRef", "secretRef"} <= {k for ref in container["envFrom"] for k in ref}
+
+
+def test_keda_scales_on_the_real_consumer_groups_and_topics() -> None:
+    documents = k8s_documents()
+    config = next(d for d in documents if d["kind"] == "ConfigMap")["data"]
+    settings = Settings(topic_prefix=config["VOC_TOPIC_PREFIX"], group_prefix=config["VOC_GROUP_PREFIX"])
+    deployments = {d["metadata"]["name"] for d in documents if d["kind"] == "Deployment"}
+    inputs = {"nlp": "feedback.raw", "scoring": "feedback.enriched"}
+    scaled = [d for d in documents if d["kind"] == "ScaledObject"]
+    assert {d["spec"]["scaleTargetRef"]["name"] for d in scaled} == {"voc-nlp", "voc-scoring"}
+    for document in scaled:
+        target = document["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments
+        service = target.removeprefix("voc-")
+        [trigger] = document["spec"]["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == settings.group(service)
+        assert trigger["metadata"]["topic"] == settings.topic(inputs[service])
+        assert trigger["metadata"]["bootstrapServers"] == config["VOC_KAFKA_BOOTSTRAP"]
+        assert document["spec"]["maxReplicaCount"] <= int(config["VOC_TOPIC_PARTITIONS"])
+
+
+def test_compose_prometheus_scrapes_the_ports_services_serve() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yaml").read_text())
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    ops_port = int(compose["x-voc-env"]["VOC_OPS_PORT"])
+    targets = {name: sd["port"] for sd in scrape["scrape_configs"][0]["dns_sd_configs"]
+               for name in sd["names"]}
+    assert targets == {"ingest": 8000, "nlp": ops_port, "scoring": ops_port, "alerting": ops_port}
+    for service in ("prometheus", "grafana"):
+        image = compose["services"][service]["image"]
+        assert ":" in image and not image.endswith(":latest")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,15 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from services.core.events import DeadLetter, utc_now
+from services.core.ops import (
+    BATCH_RETRIES,
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENTS_IN,
+    EVENTS_OUT,
+    READINESS,
+)
 from services.core.settings import TOPICS, Settings
 
 log = structlog.get_logger(__name__)
@@ -73,6 +83,7 @@ class Producer:
         futures = [await self._producer.send(topic, value=value, key=key)
                    for key, value in messages]
         await asyncio.gather(*futures)
+        EVENTS_OUT.labels(topic).inc(len(messages))
 
 
 Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
@@ -95,6 +106,7 @@ class BatchConsumer:
             heartbeat_interval_ms=3000,
         )
         self._topic = topic
+        self._group = group
         self._handler = handler
         self._wait_ms = int(wait_s * 1000)
         self._max = max_records
@@ -102,7 +114,8 @@ class BatchConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, handle, commit until ``stop`` is set; then commit what was handled and leave."""
         await self._consumer.start()
-        log.info("consumer started", topic=self._topic, group=self._consumer._group_id)
+        READINESS.set(self._group, True)
+        log.info("consumer started", topic=self._topic, group=self._group)
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(timeout_ms=self._wait_ms,
@@ -110,24 +123,40 @@ class BatchConsumer:
                 records = [r for part in batches.values() for r in part]
                 if not records:
                     continue
+                EVENTS_IN.labels(self._group).inc(len(records))
+                started = time.perf_counter()
                 await self._handle_until_done(records, stop)
                 await self._consumer.commit()
+                BATCH_SECONDS.labels(self._group).observe(time.perf_counter() - started)
+                self._report_lag(batches)
         finally:
+            READINESS.forget(self._group)
             await self._consumer.stop()
+
+    def _report_lag(self, batches: dict[Any, list[ConsumerRecord]]) -> None:
+        """Lag per partition just handled: high watermark minus the next offset to read."""
+        for tp, part in batches.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and part:
+                CONSUMER_LAG.labels(self._group, str(tp.partition)).set(
+                    max(0, highwater - part[-1].offset - 1))
 
     async def _handle_until_done(self, records: list[ConsumerRecord], stop: asyncio.Event) -> None:
         delay = 0.5
         while True:
             try:
                 await self._handler(records)
+                READINESS.set(self._group, True)
                 return
             except Exception as exc:
                 if stop.is_set():
                     raise
+                BATCH_RETRIES.labels(self._group).inc()
+                READINESS.set(self._group, False)
                 log.warning("batch failed, retrying", topic=self._topic, records=len(records),
                             error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 10.0)
 
 
 def dead_letter(stage: str, topic: str, partition: int, offset: int, value: bytes | None,
@@ -137,6 +166,7 @@ def dead_letter(stage: str, topic: str, partition: int, offset: int, value: byte
         stage=stage, topic=topic, partition=partition, offset=offset, reason=reason[:2000],
         original_base64=base64.b64encode(value or b"").decode("ascii"), failed_at=utc_now(),
     )
+    DEAD_LETTERS.labels(stage).inc()
     log.warning("dead-lettered", stage=stage, topic=topic, partition=partition, offset=offset,
                 reason=reason[:300])
     return f"{topic}:{partition}:{offset}".encode(), letter.to_bytes()

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
 
     http_host: str = Field(default="127.0.0.1", description="Ingest API bind address.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Ingest API port (0: any).")
+    ops_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Port for /metrics, /healthz, /readyz in processes without the API (unset: off).",
+    )
     ingest_batch_max: int = Field(default=1000, ge=1, description="Max events per batch POST.")
 
     nlp_batch_size: int = Field(default=256, ge=1, description="Events per NLP batch.")

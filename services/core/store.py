@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from clickhouse_driver.util.escape import escape_params
 
+from services.core.ops import SINK_ROWS
+
 Row = dict[str, Any]
 
 _UTC_CONTEXT = SimpleNamespace(server_info=SimpleNamespace(get_timezone=lambda: "UTC"))
@@ -115,6 +117,7 @@ class Store(ABC):
         """Insert rows (dicts with the same keys) in one batch; datetimes must be aware."""
         if rows:
             await self._call(self._checked_insert, table, rows)
+            SINK_ROWS.labels(table).observe(len(rows))
 
     async def version(self) -> str:
         """Server version string, for logs and version-dependent SQL."""

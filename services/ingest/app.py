@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from services.core.events import Channel, MetaValue, RawFeedback, SourceName, stable_event_id, utc_now
 from services.core.kafka import Producer
+from services.core.ops import ops_routes
 from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -125,8 +126,5 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
                 f"{settings.ingest_batch_max} (VOC_INGEST_BATCH_MAX): split it"))
         return await publish(batch.events)
 
-    @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.router.routes.extend(ops_routes())
     return app

@@ -9,12 +9,14 @@ batch's offsets only then, so a crash re-delivers rather than loses.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import faust
 import structlog
 
 from services.core.events import RawFeedback
 from services.core.kafka import dead_letter, parse_or_reason
+from services.core.ops import BATCH_SECONDS, EVENTS_IN, EVENTS_OUT, READINESS
 from services.core.settings import Settings
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
@@ -38,8 +40,9 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
     """
     datadir = settings.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
+    group = settings.group("nlp")
     app = faust.App(
-        settings.group("nlp"),
+        group,
         broker=f"kafka://{bootstrap}",
         store="memory://",
         web_enabled=False,
@@ -62,6 +65,8 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
     async def enrich(stream: faust.Stream) -> None:
         async for batch in stream.take_events(settings.nlp_batch_size,
                                               within=settings.nlp_batch_wait_s):
+            started = time.perf_counter()
+            EVENTS_IN.labels(group).inc(len(batch))
             valid: list[RawFeedback] = []
             pending = []
             for event in batch:
@@ -78,6 +83,8 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
                 pending.append(await enriched_topic.send(key=item.touchpoint.encode(),
                                                          value=item.to_bytes()))
             await asyncio.gather(*pending)
+            EVENTS_OUT.labels(enriched_topic.get_topic_name()).inc(len(results))
+            BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
             log.debug("nlp batch", events=len(batch), enriched=len(results))
 
     return app
@@ -88,9 +95,11 @@ async def run(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
     analyzer = await asyncio.to_thread(build_analyzer, settings)
     app = build_app(settings, bootstrap, analyzer)
     await app.start()
+    READINESS.set(settings.group("nlp"), True)
     log.info("nlp stage started", model=analyzer.model_id, group=settings.group("nlp"))
     try:
         await stop.wait()
     finally:
+        READINESS.forget(settings.group("nlp"))
         await app.stop()
         log.info("nlp stage stopped")

@@ -1,0 +1,77 @@
+"""Operational surface of every process: Prometheus metrics, liveness and readiness.
+
+The metrics are defined once here so every service reports the same names and labels, and a
+dashboard or KEDA trigger works the same whichever process runs a stage. Readiness is a small
+registry that components flip when they can do their work (consumer joined its group, producer
+connected), so ``/readyz`` answers "can this process make progress now", while ``/healthz``
+only says the process is alive.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram, make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+EVENTS_IN = Counter("voc_events_in_total", "Records consumed by a stage.", ["stage"])
+EVENTS_OUT = Counter("voc_events_out_total", "Messages a stage produced and the broker acknowledged.",
+                     ["topic"])
+DEAD_LETTERS = Counter("voc_dead_letters_total", "Records sent to the dead-letter topic.",
+                       ["stage"])
+BATCH_SECONDS = Histogram("voc_batch_seconds", "Time to handle one consumed batch, retries included.",
+                          ["stage"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+BATCH_RETRIES = Counter("voc_batch_retries_total",
+                        "Batches retried because a dependency (store, broker) failed.", ["stage"])
+CONSUMER_LAG = Gauge("voc_consumer_lag", "Records behind the partition's high watermark.",
+                     ["stage", "partition"])
+SINK_ROWS = Histogram("voc_sink_batch_rows", "Rows per store insert.", ["table"],
+                      buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000))
+
+
+class Readiness:
+    """Which components of this process can currently do their work."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, bool] = {}
+
+    def set(self, component: str, ready: bool) -> None:
+        with self._lock:
+            self._state[component] = ready
+
+    def forget(self, component: str) -> None:
+        with self._lock:
+            self._state.pop(component, None)
+
+    def report(self) -> tuple[bool, dict[str, bool]]:
+        """(all ready, per component); a process with no components yet is not ready."""
+        with self._lock:
+            state = dict(self._state)
+        return bool(state) and all(state.values()), state
+
+
+READINESS = Readiness()
+
+
+async def healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(_: Request) -> JSONResponse:
+    ready, components = READINESS.report()
+    return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
+
+
+def ops_routes() -> list[Route | Mount]:
+    """``/healthz``, ``/readyz`` and ``/metrics``, for the API app or a stand-alone ops server."""
+    return [Route("/healthz", healthz), Route("/readyz", readyz),
+            Mount("/metrics", make_asgi_app())]
+
+
+def ops_app() -> Starlette:
+    """The stand-alone ops server of processes that serve no API (``VOC_OPS_PORT``)."""
+    return Starlette(routes=ops_routes())
