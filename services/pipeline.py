@@ -33,10 +33,14 @@ class _QuietServer(uvicorn.Server):
 
 
 async def _serve_ingest(settings: Settings, bootstrap: str, stop: asyncio.Event,
-                        on_listening: Callable[[str], None]) -> None:
+                        on_listening: Callable[[str], None], store: Store | None) -> None:
     from services.ingest.app import create_app
 
     app = create_app(settings, bootstrap)
+    if store is not None:
+        from services.alerting.api import mount_cases
+
+        mount_cases(app, settings, bootstrap, store)
     READINESS.set("ingest", True)
     try:
         await _serve(app, settings.http_host, settings.http_port, "ingest API", stop, on_listening)
@@ -86,7 +90,7 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
             await migrate(store)
         coroutines = []
         if "ingest" in names:
-            coroutines.append(_serve_ingest(settings, bootstrap, stop, on_listening))
+            coroutines.append(_serve_ingest(settings, bootstrap, stop, on_listening, store))
         elif settings.ops_port is not None:
             coroutines.append(_serve(ops_app(), settings.http_host, settings.ops_port,
                                      "ops server", stop, _log_ops_url))

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 import schemas
 from services.core.events import (
     Alert,
+    CaseEvent,
     DeadLetter,
     EnrichedFeedback,
     RawFeedback,
@@ -49,11 +50,17 @@ ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", rule_type="thr
               fired_at=NOW, resolved_at=None, emitted_at=NOW, team="ops", owner=None,
               notify=["dingtalk"], open_case=True, event_ids=[], latest_received_at=NOW,
               message="m")
+CASE = CaseEvent(event_id="ce", case_id="c", seq=1, action="opened", status="open", at=NOW,
+                 actor="alerting", comment=None, severity="critical", team="ops", assignee=None,
+                 escalation_level=0, touchpoint="delivery", rule_id="r", alert_ids=["a"],
+                 feedback_event_ids=[], opened_at=NOW, acknowledged_at=None, resolved_at=None,
+                 closed_at=None, ack_due_at=NOW, resolve_due_at=NOW, followup_outcome=None,
+                 followup_rating=None)
 LETTER = DeadLetter(stage="nlp", topic="t", partition=0, offset=5, reason="bad",
                     original_base64="", failed_at=NOW)
 
 CASES = [("feedback.raw.v2", RawFeedback, RAW), ("feedback.enriched.v2", EnrichedFeedback, ENRICHED),
-         ("score.v1", Score, SCORE), ("alert.v2", Alert, ALERT), ("deadletter.v1", DeadLetter, LETTER)]
+         ("score.v1", Score, SCORE), ("alert.v2", Alert, ALERT), ("case.v1", CaseEvent, CASE), ("deadletter.v1", DeadLetter, LETTER)]
 
 
 def validator(name: str) -> Draft202012Validator:

@@ -11,7 +11,7 @@ An alert event is published first and recorded second: if the process dies in be
 re-delivered input re-emits the same deterministic ``alert_id`` rather than losing it. The
 lifecycle state is rebuilt from the ``alerts`` table on start, so a restart neither re-pages
 anyone nor forgets an open alert. Alerts that ask for it then open cases, and webhooks
-deliver them, each from the alerts topic in their own consumer group (see delivery.py).
+deliver them, each from the alerts topic in their own consumer group (cases.py, delivery.py).
 """
 
 from __future__ import annotations
@@ -315,6 +315,7 @@ async def _poll_rules(rules: RulesFile, every_s: float, stop: asyncio.Event) -> 
 
 async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event) -> None:
     """Run the alerting stage until ``stop`` is set."""
+    from services.alerting.cases import run_cases
     from services.alerting.delivery import run_delivery
 
     rules = RulesFile(settings.alert_rules_path)
@@ -333,6 +334,7 @@ async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Ev
                                wait_s=settings.sink_batch_wait_s)
         await asyncio.gather(scores.run(stop), events.run(stop),
                              _poll_rules(rules, settings.alert_rules_poll_s, stop),
-                             run_delivery(settings, bootstrap, store, producer, rules, stop))
+                             run_delivery(settings, bootstrap, store, producer, rules, stop),
+                             run_cases(settings, bootstrap, store, producer, rules, stop))
     finally:
         await producer.stop()

@@ -197,6 +197,41 @@ class Alert(_Wire):
     message: str
 
 
+CaseStatus = Literal["open", "acknowledged", "in_progress", "resolved", "closed"]
+CaseAction = Literal["opened", "acknowledged", "assigned", "started", "commented", "escalated",
+                     "resolved", "closed", "reopened", "followed_up"]
+
+
+class CaseEvent(_Wire):
+    """``case.v1``: one transition of a case, carrying the whole case as it is afterwards."""
+
+    schema_: Literal["case.v1"] = Field(default="case.v1", alias="schema")
+    event_id: Annotated[str, StringConstraints(min_length=1)]
+    case_id: Annotated[str, StringConstraints(min_length=1)]
+    seq: Annotated[int, Field(ge=1)]
+    action: CaseAction
+    status: CaseStatus
+    at: datetime
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    comment: Annotated[str, StringConstraints(max_length=4000)] | None
+    severity: Severity
+    team: str | None
+    assignee: str | None
+    escalation_level: Annotated[int, Field(ge=0)]
+    touchpoint: Touchpoint
+    rule_id: str
+    alert_ids: list[str]
+    feedback_event_ids: list[str]
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    ack_due_at: datetime
+    resolve_due_at: datetime
+    followup_outcome: Literal["reached", "unreachable", "declined"] | None
+    followup_rating: Annotated[int, Field(ge=1, le=5)] | None
+
+
 class DeadLetter(_Wire):
     """``deadletter.v1``."""
 
