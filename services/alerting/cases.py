@@ -17,7 +17,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -168,8 +168,23 @@ def case_row(event: CaseEvent, inserted_ms: int) -> dict[str, Any]:
     return row
 
 
+_TIMES = {"at", "opened_at", "acknowledged_at", "resolved_at", "closed_at", "ack_due_at",
+          "resolve_due_at"}
+
+
+def _utc(value: Any) -> Any:
+    """Nullable DateTime columns come back as naive text from chdb and naive values from the
+    server driver; both are UTC."""
+    if isinstance(value, str):
+        value = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
 def event_from_row(row: dict[str, Any]) -> CaseEvent:
-    fields = {k: v for k, v in row.items() if k in CaseEvent.model_fields}
+    fields = {k: _utc(v) if k in _TIMES else v for k, v in row.items()
+              if k in CaseEvent.model_fields}
     for name in ("comment", "team", "assignee", "followup_outcome"):
         fields[name] = fields[name] or None
     return CaseEvent.model_validate(fields)
