@@ -42,6 +42,7 @@ train: $(STAMP)
 bench: $(STAMP)
 	mkdir -p build/bench
 	$(BIN)/python bench/nlp_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/nlp.json
+	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json
 
 clean:
 	rm -rf $(VENV) build .voc

@@ -411,3 +411,24 @@ def test_event_rules_need_every_condition() -> None:
     r = event_rule(match={"urgency": ["churn_intent"], "intents": ["complaint"]})
     assert event_alert(r, enriched(), None, T0) is None
     assert event_alert(r, enriched(urgency=("churn_intent",)), None, T0) is not None
+
+
+# --- hot reload -------------------------------------------------------------------------------
+
+def test_rules_file_reloads_on_change_and_keeps_the_old_rules_on_a_broken_edit(
+        tmp_path: Path) -> None:
+    import os
+
+    from services.alerting.worker import RulesFile
+
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - {id: a, type: event, match: {segments: [VIP]}}\n")
+    rules = RulesFile(path)
+    assert not rules.reload_if_changed(), "unchanged file"
+    path.write_text("rules:\n  - {id: b, type: event, match: {segments: [VIP]}}\n")
+    os.utime(path, (1, 1))
+    assert rules.reload_if_changed() and [r.id for r in rules.rules.rules] == ["b"]
+    path.write_text("rules:\n  - {id: c, type: threshold, metric: nope}\n")
+    os.utime(path, (2, 2))
+    assert not rules.reload_if_changed() and [r.id for r in rules.rules.rules] == ["b"]
+    assert not RulesFile(None).reload_if_changed(), "the built-in file never changes"

@@ -49,7 +49,7 @@ from services.alerting.rules import (
     load_rules,
 )
 from services.core.events import Alert, EnrichedFeedback, Score, utc_now
-from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
+from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter, parse_or_reason
 from services.core.settings import Settings
 from services.core.store import Store
 
@@ -186,10 +186,12 @@ class AlertEvaluator:
 
     async def handle_events(self, records: list[ConsumerRecord]) -> None:
         rules = self.rules.event_rules()
-        events = await parse_or_dead_letter(EnrichedFeedback, records, "alerting", self.producer,
-                                            self.settings)
-        if not rules or not events:
+        if not rules:
             return
+        # Invalid records are skipped, not dead-lettered: the scoring stage consumes the same
+        # topic and already dead-letters them, once.
+        events = [e for e, _ in (parse_or_reason(EnrichedFeedback, r.value) for r in records)
+                  if e is not None]
         now = utc_now()
         alerts = []
         for event in events:
