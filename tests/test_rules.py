@@ -432,3 +432,38 @@ def test_rules_file_reloads_on_change_and_keeps_the_old_rules_on_a_broken_edit(
     os.utime(path, (2, 2))
     assert not rules.reload_if_changed() and [r.id for r in rules.rules.rules] == ["b"]
     assert not RulesFile(None).reload_if_changed(), "the built-in file never changes"
+
+
+def test_the_documented_complete_rules_file_loads_and_uses_every_option(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "alerting.md").read_text("utf-8")
+    block = re.search(r"### A complete file with every option\n\n```yaml\n(.*?)```", docs,
+                      re.DOTALL)[1]
+    for name in ("DINGTALK_SECRET", "FEISHU_SECRET", "AUDIT_WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, "x")
+    path = tmp_path / "rules.yaml"
+    path.write_text(block, encoding="utf-8")
+    loaded = load_rules(path)
+    assert {r.type for r in loaded.rules} == {"threshold", "rate_of_change", "anomaly",
+                                              "topic_spike", "event"}
+    import yaml
+
+    def keys(node: object) -> set[str]:
+        if isinstance(node, dict):
+            return set(node) | {k for v in node.values() for k in keys(v)}
+        if isinstance(node, list):
+            return {k for v in node for k in keys(v)}
+        return set()
+
+    documented = keys(yaml.safe_load(block)) | set(re.findall(r"#\s*([a-z_]+):", block))
+    for model in (rules_module.ThresholdRule, rules_module.RateOfChangeRule,
+                  rules_module.AnomalyRule, rules_module.TopicSpikeRule, rules_module.EventRule,
+                  rules_module.Scope, rules_module.Route, rules_module.EventMatch,
+                  rules_module.Webhook, rules_module.Sla):
+        missing = set(model.model_fields) - documented
+        assert not missing, f"{model.__name__} options missing from docs/alerting.md: {missing}"
+    assert {f.format for f in loaded.webhooks.values()} == {"generic", "dingtalk", "wecom",
+                                                            "feishu"}
+    assert set(loaded.sla) == {"critical", "warning", "info"}
