@@ -128,3 +128,24 @@ def test_alert_to_escalated_case_to_resolution_and_follow_up(
         assert feedback["metadata"]["case_id"] == case_id
 
     run(main())
+
+
+def test_voc_up_serves_the_cases_api_next_to_ingest(broker: LocalBroker, settings: Settings,
+                                                     tmp_path: Path) -> None:
+    """With a store in the process (as in ``voc up``), the API process also serves /v1/cases."""
+    create_topics(settings, broker.bootstrap)
+
+    async def main() -> None:
+        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
+        try:
+            async with running(settings, ("ingest",), broker.bootstrap, store=store) as url:
+                async with httpx.AsyncClient(base_url=url) as client:
+                    assert (await client.get("/v1/cases")).json() == []
+                    missing = await client.post("/v1/cases/nope/ack", json={"actor": "x"})
+                    assert missing.status_code == 404
+                    metrics = await client.get("/v1/cases/metrics")
+                    assert metrics.status_code == 200 and metrics.json() == []
+        finally:
+            await store.close()
+
+    run(main())

@@ -24,7 +24,7 @@ from services.alerting.engine import (
     step,
 )
 from services.alerting.rules import RateOfChangeRule, RuleSet, TopicSpikeRule
-from services.alerting.worker import _span
+from services.alerting.worker import history_span
 from services.core.events import Alert, EnrichedFeedback
 from services.core.store import Store
 from services.scoring.windows import window_start
@@ -132,7 +132,7 @@ async def backtest(store: Store, rules: RuleSet, start: datetime, end: datetime,
     alerts: list[Alert] = []
     metric_rules = rules.metric_rules()
     if metric_rules and ends:
-        span = timedelta(seconds=max(_span(r) for r in metric_rules))
+        span = timedelta(seconds=max(history_span(r) for r in metric_rules))
         rows = await store.query(_SCORES_SQL, {"seconds": window_seconds, "lo": start - span,
                                                "hi": end})
         if any(isinstance(r, RateOfChangeRule) and r.compare_to == "last_week"

@@ -208,7 +208,7 @@ class AlertEvaluator:
         rules = self.rules.metric_rules()
         if not rules:
             return []
-        span = max(_span(rule) for rule in rules)
+        span = max(history_span(rule) for rule in rules)
         rows = await self._score_rows(newest, span, timedelta(0))
         if any(isinstance(r, RateOfChangeRule) and r.compare_to == "last_week" for r in rules):
             rows += await self._score_rows(newest, max(r.lookback_s for r in rules), WEEK)
@@ -298,7 +298,7 @@ class AlertEvaluator:
                         latency_summary=self.latency.summary() if latency_ms else None)
 
 
-def _span(rule: MetricRule) -> int:
+def history_span(rule: MetricRule) -> int:
     """Seconds of score history a rule reads before its evaluation point."""
     if isinstance(rule, AnomalyRule):
         return rule.lookback_s + rule.baseline_s
