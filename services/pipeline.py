@@ -32,15 +32,11 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_ingest(settings: Settings, bootstrap: str, stop: asyncio.Event,
-                        on_listening: Callable[[str], None], store: Store | None) -> None:
-    from services.ingest.app import create_app
+async def _serve_ingest(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event,
+                        on_listening: Callable[[str], None]) -> None:
+    from services.api import create_app
 
-    app = create_app(settings, bootstrap)
-    if store is not None:
-        from services.alerting.api import mount_cases
-
-        mount_cases(app, settings, bootstrap, store)
+    app = create_app(settings, bootstrap, store)
     READINESS.set("ingest", True)
     try:
         await _serve(app, settings.http_host, settings.http_port, "ingest API", stop, on_listening)
@@ -76,13 +72,14 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
     """Run the named services until ``stop`` is set or one of them fails.
 
     A failing service stops the others (a half-running pipeline would silently pile up lag)
-    and its exception propagates. ``store`` is opened from settings when not given.
+    and its exception propagates. ``store`` is opened from settings when not given (the API
+    of ``ingest`` serves the query routes from it).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
         raise ValueError(f"unknown services {unknown}; choose from {list(SERVICES)}")
     own_store = False
-    if store is None and {"scoring", "alerting"} & set(names):
+    if store is None and {"ingest", "scoring", "alerting"} & set(names):
         store = await open_store(settings.store_url)
         own_store = True
     try:
@@ -90,7 +87,7 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
             await migrate(store)
         coroutines = []
         if "ingest" in names:
-            coroutines.append(_serve_ingest(settings, bootstrap, stop, on_listening, store))
+            coroutines.append(_serve_ingest(settings, bootstrap, store, stop, on_listening))
         elif settings.ops_port is not None:
             coroutines.append(_serve(ops_app(), settings.http_host, settings.ops_port,
                                      "ops server", stop, _log_ops_url))

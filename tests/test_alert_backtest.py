@@ -15,14 +15,13 @@ from services.alerting.rules import load_rules
 from services.core.events import (
     AspectSentiment,
     EnrichedFeedback,
-    Score,
     Sentiment,
     TopicTag,
     UrgencyFlag,
 )
 from services.core.migrations import migrate
 from services.core.store import Store, open_store
-from services.scoring.windows import feedback_row, score_row
+from services.scoring.windows import feedback_row
 from tests.conftest import run
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -37,12 +36,13 @@ rules:
 """
 
 
-def score(minute: int, negatives: int, volume: int = 20) -> Score:
-    start = T0 + timedelta(minutes=minute)
-    return Score(touchpoint="delivery", window_start=start, window_end=start + timedelta(minutes=1),
-                 window_seconds=60, volume=volume, positive_count=volume - negatives,
-                 neutral_count=0, negative_count=negatives, mean_sentiment=0.0,
-                 negative_share=negatives / volume, computed_at=start)
+def score(minute: int, negatives: int, volume: int = 20) -> dict:
+    """A ``cem_scores`` row of the all-channel, all-stage slice (other columns default)."""
+    return {"touchpoint": "delivery", "channel": "", "stage": "", "window_seconds": 60,
+            "window_start": T0 + timedelta(minutes=minute), "volume": volume,
+            "positive_count": volume - negatives, "neutral_count": 0,
+            "negative_count": negatives, "mean_sentiment": 0.0,
+            "negative_share": negatives / volume, "computed_ms": 1}
 
 
 def feedback(n: int, minute: float, *, refund: bool = False, threat: bool = False) -> EnrichedFeedback:
@@ -61,7 +61,7 @@ def feedback(n: int, minute: float, *, refund: bool = False, threat: bool = Fals
 async def seed(store: Store) -> None:
     await migrate(store)
     shares = [2] * 10 + [14] * 5 + [2] * 15
-    await store.insert("scores", [score_row(score(m, n), 1) for m, n in enumerate(shares)])
+    await store.insert("cem_scores", [score(m, n) for m, n in enumerate(shares)])
     events = [feedback(i, 1 + i * 0.2) for i in range(20)]              # minutes 1-5: no topic
     events += [feedback(100 + i, 6 + i * 0.4, refund=True) for i in range(2)]
     events += [feedback(200 + i, 11 + i * 0.2, refund=True) for i in range(12)]

@@ -120,6 +120,7 @@ def test_bad_rules_files_name_the_problem(tmp_path: Path, body: str, message: st
 
 
 def test_channel_scope_needs_scores_split_by_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """score.v1 was not split by channel; the check follows whatever the schema says."""
     monkeypatch.setattr(rules_module, "score_has_dimension", lambda name: False)
     with pytest.raises(ValueError, match="scope by channel"):
         rule(scope={"channels": ["app"]})
@@ -140,27 +141,52 @@ def test_aggregate_sums_counts_and_weights_means_inside_the_lookback() -> None:
     assert aggregate([], at(0), at(5)).metric("mean_sentiment") is None
 
 
-def test_unscoped_rules_read_total_rows_and_scoped_rules_the_split_rows() -> None:
+def test_scope_takes_one_slice_of_the_score_cube() -> None:
     unscoped = rule().scope
     v1_row = window(0, 1, 1)
     total = window(0, 1, 1, channel="", stage="")
-    split = window(0, 1, 1, channel="app", stage="售后")
+    app_all_stages = window(0, 1, 1, channel="app", stage="")
+    app_after_sales = window(0, 1, 1, channel="app", stage="售后")
+    all_channels_presales = window(0, 1, 1, channel="", stage="售前")
     assert in_scope(unscoped, v1_row) and in_scope(unscoped, total)
-    assert not in_scope(unscoped, split)
-    scoped = rules_module.Scope(channels=["app"])
-    assert in_scope(scoped, split) and not in_scope(scoped, total)
-    assert not in_scope(scoped, window(0, 1, 1, channel="call", stage=""))
+    assert not any(in_scope(unscoped, r) for r in (app_all_stages, app_after_sales,
+                                                   all_channels_presales))
+    by_channel = rules_module.Scope(channels=["app"])
+    assert [in_scope(by_channel, r) for r in (total, app_all_stages, app_after_sales)] == [
+        False, True, False]
+    assert not in_scope(by_channel, window(0, 1, 1, channel="call", stage=""))
     by_stage = rules_module.Scope(stages=["售前"])
-    assert not in_scope(by_stage, split)
+    assert in_scope(by_stage, all_channels_presales) and not in_scope(by_stage, app_after_sales)
+    both = rules_module.Scope(channels=["app"], stages=["售后"])
+    assert in_scope(both, app_after_sales) and not in_scope(both, app_all_stages)
 
 
-def test_scoped_rule_sums_the_matching_split_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("scope", "value", "volume"), [
+    ({"channels": ["app"]}, 9 / 20, 20),
+    ({"channels": ["app", "call"]}, 19 / 30, 30),
+    ({"channels": ["app"], "stages": ["售后"]}, 9 / 10, 10),
+    ({"stages": ["售后"]}, 12 / 40, 40),
+])
+def test_scoped_rules_sum_their_slice(monkeypatch: pytest.MonkeyPatch, scope: dict,
+                                      value: float, volume: int) -> None:
     monkeypatch.setattr(rules_module, "score_has_dimension", lambda name: True)
-    scoped = rule(scope={"channels": ["app"]}, min_volume=1)
-    rows = [window(0, 10, 9, channel="app", stage="售后"), window(0, 10, 0, channel="app", stage=""),
-            window(0, 100, 0, channel="", stage=""), window(0, 10, 10, channel="call", stage="")]
+    scoped = rule(scope=scope, min_volume=1)
+    rows = [window(0, 100, 10, channel="", stage=""), window(0, 40, 12, channel="", stage="售后"),
+            window(0, 20, 9, channel="app", stage=""), window(0, 10, 9, channel="app", stage="售后"),
+            window(0, 10, 10, channel="call", stage="")]
     m = measure_metric(scoped, rows, at(1))
-    assert m.value == pytest.approx(9 / 20) and m.volume == 20 and m.breached
+    assert m.value == pytest.approx(value) and m.volume == volume
+
+
+def test_survey_figures_are_weighted_by_their_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    kinds = {**rules_module.score_metrics(), "nps": "number", "nps_responses": "integer"}
+    monkeypatch.setattr("services.alerting.engine.score_metrics", lambda: kinds)
+    rows = [window(0, 100, 0, nps=50.0, nps_responses=2), window(1, 10, 0, nps=-20.0,
+                                                                nps_responses=8),
+            window(2, 50, 0, nps=None, nps_responses=0)]
+    figures = aggregate(rows, at(0), at(3))
+    assert figures.metric("nps") == pytest.approx((50 * 2 - 20 * 8) / 10)
+    assert figures.metric("nps_responses") == 10 and figures.volume == 160
 
 
 # --- measurements -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from services.core.store import Store
 from services.scoring.windows import window_start
 
 _SCORES_SQL = """
-SELECT * FROM scores FINAL
+SELECT * FROM cem_scores FINAL
 WHERE window_seconds = %(seconds)s AND window_start >= %(lo)s AND window_start < %(hi)s
 """
 _TOPIC_SQL = """

@@ -37,7 +37,8 @@ Row = Mapping[str, Any]
 @dataclass(frozen=True)
 class Figures:
     """Score rows aggregated over ``[start, end)``: counts summed, per-event figures averaged
-    weighted by volume (which reproduces shares and means exactly)."""
+    weighted by what they are a share or mean of (volume, or their responses), which
+    reproduces shares, means, NPS and CSAT exactly."""
 
     start: datetime
     end: datetime
@@ -51,20 +52,23 @@ class Figures:
 def in_scope(scope: Scope, row: Row) -> bool:
     """Whether a score row feeds a rule of this scope.
 
-    Unscoped rules read the per-touchpoint total rows (channel '' and stage ''; every score.v1
-    row is one). Rules scoped by channel or stage read the split rows that match.
+    Score rows form a cube: ``channel = ''`` is "all channels" and ``stage = ''`` "all stages"
+    (every score.v1 row is both). A rule takes, per dimension, the '' rows when unscoped and
+    the rows of its listed values otherwise, so the rows it sums are disjoint and nothing is
+    counted twice.
     """
     channel, stage = row.get("channel") or "", row.get("stage") or ""
-    if not scope.channels and not scope.stages:
-        return channel == "" and stage == ""
-    if channel == "":
-        return False
-    return ((not scope.channels or channel in scope.channels)
-            and (not scope.stages or stage in scope.stages))
+    channel_ok = channel in scope.channels if scope.channels else channel == ""
+    stage_ok = stage in scope.stages if scope.stages else stage == ""
+    return channel_ok and stage_ok
 
 
 def aggregate(rows: Iterable[Row], start: datetime, end: datetime) -> Figures:
-    """Figures of the rows whose window lies wholly inside ``[start, end)``."""
+    """Figures of the rows whose window lies wholly inside ``[start, end)``.
+
+    A per-event figure that has a ``<name>_responses`` count (nps, csat, ces) is weighted by
+    it, since only responding events make the figure; the others are weighted by volume.
+    """
     kinds = score_metrics()
     volume = 0
     sums: dict[str, float] = {}
@@ -79,7 +83,12 @@ def aggregate(rows: Iterable[Row], start: datetime, end: datetime) -> Figures:
             value = row.get(name)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
-            weight = 1 if kind == "integer" else row_volume
+            if kind == "integer":
+                weight = 1
+            elif f"{name}_responses" in kinds:
+                weight = int(row.get(f"{name}_responses") or 0)
+            else:
+                weight = row_volume
             sums[name] = sums.get(name, 0.0) + float(value) * weight
             weights[name] = weights.get(name, 0.0) + weight
     values: dict[str, float | None] = {}

@@ -56,10 +56,11 @@ from services.core.store import Store
 log = structlog.get_logger(__name__)
 
 _WINDOWS_SQL = """
-SELECT * FROM scores FINAL
+SELECT * FROM cem_scores FINAL
 WHERE window_seconds = %(seconds)s AND touchpoint IN %(touchpoints)s
   AND window_start >= %(lo)s AND window_start < %(hi)s
 """
+_TOTALS_ONLY = " AND channel = '' AND stage = ''"
 
 _TOPIC_SQL = """
 SELECT touchpoint,
@@ -209,9 +210,11 @@ class AlertEvaluator:
         if not rules:
             return []
         span = max(history_span(rule) for rule in rules)
-        rows = await self._score_rows(newest, span, timedelta(0))
+        totals_only = not any(r.scope.channels or r.scope.stages for r in rules)
+        rows = await self._score_rows(newest, span, timedelta(0), totals_only)
         if any(isinstance(r, RateOfChangeRule) and r.compare_to == "last_week" for r in rules):
-            rows += await self._score_rows(newest, max(r.lookback_s for r in rules), WEEK)
+            rows += await self._score_rows(newest, max(r.lookback_s for r in rules), WEEK,
+                                           totals_only)
         by_touchpoint: dict[str, list[dict]] = {}
         for row in rows:
             by_touchpoint.setdefault(row["touchpoint"], []).append(row)
@@ -223,10 +226,13 @@ class AlertEvaluator:
                     out += await self._step(rule, touchpoint, m, end)
         return out
 
-    async def _score_rows(self, newest: dict[str, datetime], span_s: int,
-                          shift: timedelta) -> list[dict]:
+    async def _score_rows(self, newest: dict[str, datetime], span_s: int, shift: timedelta,
+                          totals_only: bool) -> list[dict]:
+        """Score rows of the touchpoints; only the all-channel, all-stage rows when no rule is
+        scoped by channel or stage (one row per window instead of the whole cube)."""
         ends = list(newest.values())
-        return await self.store.query(_WINDOWS_SQL, {
+        sql = _WINDOWS_SQL + (_TOTALS_ONLY if totals_only else "")
+        return await self.store.query(sql, {
             "seconds": self.settings.window_seconds, "touchpoints": tuple(newest),
             "lo": min(ends) - shift - timedelta(seconds=span_s), "hi": max(ends) - shift})
 
