@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.core.http import harden
 from services.core.settings import Settings
 from services.core.store import Store
 
@@ -17,6 +18,7 @@ def create_app(settings: Settings, bootstrap: str, store: Store) -> FastAPI:
     from services.ingest.app import create_app as create_ingest_app
 
     app = create_ingest_app(settings, bootstrap)
+    harden(app, rate_limit=settings.api_rate_limit or None, cors_origins=settings.cors_origins)
     app.title = "Tingjian (听见) API"
     app.description = ("Accepts customer feedback into the VoC pipeline and serves the "
                        "experience scores, key drivers and stored feedback, and runs the cases workflow.")

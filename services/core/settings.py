@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         "of them, for rotation). Unset: the API accepts requests without keys.")
     ingest_max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
+    api_rate_limit: str | None = Field(
+        default="50/second", description="Write requests allowed per API key (or client "
+        "address), e.g. 50/second or 1000/minute; empty: no limit.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser "
+        '(JSON list, e.g. ["https://voc.example.com"]); empty: CORS off.')
     ingest_dedupe_window: int = Field(
         default=100_000, ge=0, description="Recent event ids ingest remembers to answer "
         "re-sends as duplicates without writing them again (0: off).")
@@ -107,6 +113,20 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError(f"VOC_LOG_LEVEL={value!r}: use DEBUG, INFO, WARNING or ERROR")
         return upper
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _parsable_rate(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"VOC_API_RATE_LIMIT={value!r}: use e.g. 50/second or "
+                             f"1000/minute ({exc})") from exc
+        return value
 
     def topic(self, name: str) -> str:
         """Full topic name, so a deployment can share one Kafka cluster between pipelines."""
