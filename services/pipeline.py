@@ -32,11 +32,14 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_ingest(settings: Settings, bootstrap: str, stop: asyncio.Event,
+async def _serve_ingest(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event,
                         on_listening: Callable[[str], None]) -> None:
     from services.ingest.app import create_app
+    from services.web.feed import LiveFeed
+    from services.web.router import build_router
 
     app = create_app(settings, bootstrap)
+    app.include_router(build_router(LiveFeed(store, settings.window_seconds)))
     READINESS.set("ingest", True)
     try:
         await _serve(app, settings.http_host, settings.http_port, "ingest API", stop, on_listening)
@@ -47,7 +50,9 @@ async def _serve_ingest(settings: Settings, bootstrap: str, stop: asyncio.Event,
 async def _serve(app: object, host: str, port: int, what: str, stop: asyncio.Event,
                  on_listening: Callable[[str], None]) -> None:
     """Serve an ASGI app until ``stop`` is set; reports its URL once listening."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)  # type: ignore[arg-type]
+    # Open dashboard streams never end by themselves: give them a moment, then close them.
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,  # type: ignore[arg-type]
+                            timeout_graceful_shutdown=2)
     server = _QuietServer(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -72,13 +77,14 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
     """Run the named services until ``stop`` is set or one of them fails.
 
     A failing service stops the others (a half-running pipeline would silently pile up lag)
-    and its exception propagates. ``store`` is opened from settings when not given.
+    and its exception propagates. ``store`` is opened from settings when not given (the API
+    of ``ingest`` serves the dashboard's feed from it).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
         raise ValueError(f"unknown services {unknown}; choose from {list(SERVICES)}")
     own_store = False
-    if store is None and {"scoring", "alerting"} & set(names):
+    if store is None and {"ingest", "scoring", "alerting"} & set(names):
         store = await open_store(settings.store_url)
         own_store = True
     try:
@@ -86,7 +92,7 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
             await migrate(store)
         coroutines = []
         if "ingest" in names:
-            coroutines.append(_serve_ingest(settings, bootstrap, stop, on_listening))
+            coroutines.append(_serve_ingest(settings, bootstrap, store, stop, on_listening))
         elif settings.ops_port is not None:
             coroutines.append(_serve(ops_app(), settings.http_host, settings.ops_port,
                                      "ops server", stop, _log_ops_url))
