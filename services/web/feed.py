@@ -168,26 +168,28 @@ class LiveFeed:
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     async def _start_cursors(self) -> None:
-        """Start at the newest rows already stored: pages get older ones from the snapshot."""
+        """Start at the rows already stored (pages get those from the snapshot): the newest
+        stamps, and every row within the look-back marked as sent."""
         stamps = await self.store.query(
             "SELECT (SELECT max(computed_ms) FROM scores) AS s, "
             "(SELECT max(inserted_ms) FROM alerts) AS a")
         self._scores.since_ms = int(stamps[0]["s"] or 0)
         self._alerts.since_ms = int(stamps[0]["a"] or 0)
+        await self.poll_once(publish=False)
 
-    async def poll_once(self) -> None:
+    async def poll_once(self, *, publish: bool = True) -> None:
         """Read rows newer than the cursors and publish them (one message per kind)."""
         scores = await self.store.query(_NEW_SCORES_SQL, {
             "seconds": self.window_seconds,
             "since": max(0, self._scores.since_ms - self.overlap_ms)})
         fresh_scores = self._scores.fresh(scores, "computed_ms",
                                           ("touchpoint", "window_start"), self.overlap_ms)
-        if fresh_scores:
+        if fresh_scores and publish:
             self._publish({"type": "scores", "rows": [score_out(r) for r in fresh_scores]})
         alerts = await self.store.query(_NEW_ALERTS_SQL, {
             "since": max(0, self._alerts.since_ms - self.overlap_ms)})
         fresh_alerts = self._alerts.fresh(alerts, "inserted_ms", ("alert_id",), self.overlap_ms)
-        if fresh_alerts:
+        if fresh_alerts and publish:
             self._publish({"type": "alerts", "rows": [alert_out(r) for r in fresh_alerts]})
 
     def _publish(self, message: Mapping[str, Any]) -> None:

@@ -1,0 +1,125 @@
+"""The dashboard's push feed on both store backends: what a page gets on connect and after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+from services.core.migrations import migrate
+from services.core.store import Store, open_store
+from services.web.feed import SNAPSHOT_WINDOWS, LiveFeed
+from services.web.router import sse
+from tests.conftest import run
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def score(touchpoint: str, minute: int, computed_ms: int, volume: int = 10,
+          negative: int = 2) -> dict:
+    return {"touchpoint": touchpoint, "window_seconds": 60,
+            "window_start": T0 + timedelta(minutes=minute), "volume": volume,
+            "positive_count": volume - negative, "neutral_count": 0, "negative_count": negative,
+            "mean_sentiment": 0.1, "negative_share": negative / volume, "computed_ms": computed_ms}
+
+
+def alert(alert_id: str, inserted_ms: int) -> dict:
+    return {"alert_id": alert_id, "dedupe_key": "r:delivery", "rule_id": "r",
+            "severity": "critical", "status": "firing", "touchpoint": "delivery",
+            "metric": "negative_share", "operator": ">", "threshold": 0.4, "value": 0.8,
+            "volume": 30, "window_start": T0, "window_end": T0 + timedelta(minutes=5),
+            "fired_at": T0 + timedelta(minutes=5), "message": "负面占比过高",
+            "inserted_ms": inserted_ms}
+
+
+async def next_message(queue: asyncio.Queue, timeout_s: float = 10) -> dict:
+    return await asyncio.wait_for(queue.get(), timeout_s)
+
+
+async def quiet(queue: asyncio.Queue, feed: LiveFeed) -> None:
+    """Two more polls pass and nothing was published."""
+    for _ in range(2):
+        await feed.poll_once()
+    assert queue.empty(), queue.get_nowait()
+
+
+def test_snapshot_then_each_new_row_once_with_one_poller(store_url: str) -> None:
+    async def scenario() -> None:
+        store: Store = await open_store(store_url)
+        try:
+            await migrate(store)
+            now_ms = int(time.time() * 1000)
+            old = [score("delivery", m, now_ms - 60_000) for m in range(SNAPSHOT_WINDOWS + 5)]
+            await store.insert("scores", old + [score("delivery", 3, now_ms - 30_000, 20, 15)])
+            await store.insert("alerts", [alert("a-old", now_ms - 60_000)])
+            feed = LiveFeed(store, 60, interval_s=0.2)
+
+            snapshot = await feed.snapshot()
+            windows = [r["window_start"] for r in snapshot["scores"]]
+            assert len(windows) == SNAPSHOT_WINDOWS, "only the newest windows are sent"
+            assert windows[-1] == T0 + timedelta(minutes=SNAPSHOT_WINDOWS + 4)
+            assert [a["alert_id"] for a in snapshot["alerts"]] == ["a-old"]
+
+            first, second = feed.subscribe(), feed.subscribe()
+            assert feed.subscribers == 2
+            poller = feed._task
+            await asyncio.sleep(0.5)
+            assert first.empty(), "rows stored before connecting come from the snapshot only"
+
+            await store.insert("scores", [score("delivery", 70, now_ms + 1000, 8, 6)])
+            pushed = await next_message(first)
+            assert pushed == await next_message(second)
+            assert pushed["type"] == "scores"
+            assert [(r["touchpoint"], r["window_start"], r["negative_count"])
+                    for r in pushed["rows"]] == [("delivery", T0 + timedelta(minutes=70), 6)]
+            assert feed._task is poller, "one poller however many pages listen"
+
+            # Written later, stamped earlier (another scorer's clock): still pushed, once.
+            await store.insert("scores", [score("hotline", 70, now_ms + 500)])
+            late = await next_message(first)
+            assert [r["touchpoint"] for r in late["rows"]] == ["hotline"]
+            await store.insert("scores", [score("hotline", 70, now_ms + 500)])
+            await store.insert("alerts", [alert("a-new", now_ms + 2000)])
+            fired = await next_message(first)
+            assert fired["type"] == "alerts"
+            assert [a["alert_id"] for a in fired["rows"]] == ["a-new"]
+            assert [(await next_message(second))["type"] for _ in range(2)] == ["scores", "alerts"]
+            await quiet(first, feed)
+
+            await feed.unsubscribe(first)
+            assert feed._task is poller and not poller.done()
+            await feed.unsubscribe(second)
+            assert feed._task is None and poller.done(), "nobody listens: polling stops"
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_page_that_stops_reading_is_told_to_resync(store_url: str) -> None:
+    async def scenario() -> None:
+        store = await open_store(store_url)
+        try:
+            await migrate(store)
+            feed = LiveFeed(store, 60, queue_size=2)
+            queue = feed.subscribe()
+            await asyncio.sleep(0.3)
+            now_ms = int(time.time() * 1000)
+            for i in range(4):
+                await store.insert("scores", [score("delivery", i, now_ms + 1000 * (i + 1))])
+                await feed.poll_once()
+            assert [queue.get_nowait()["type"] for _ in range(queue.qsize())][0] == "resync"
+            await feed.unsubscribe(queue)
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_sse_frames_carry_utf8_json_with_iso_times() -> None:
+    frame = sse("scores", {"rows": [{"touchpoint": "配送", "window_start": T0}]})
+    head, data, end = frame.split("\n", 2)
+    assert head == "event: scores" and end == "\n"
+    assert json.loads(data.removeprefix("data: ")) == {
+        "rows": [{"touchpoint": "配送", "window_start": "2026-11-23T10:00:00+00:00"}]}
