@@ -267,7 +267,7 @@ function renderDetail(view, touchpoint) {
     sessionStorage.setItem('tingjian.window', win);
     loadTrends();
   } }, Object.keys(RANGES).map((w) => h('option', { value: w, selected: w === win }, w)));
-  const trendNote = h('div', {});
+  const trendNote = h('div', { id: 'trend-note' });
   const boxes = { sentiment: h('div', { class: 'chart', id: 'trend-sentiment' }),
     nps: h('div', { class: 'chart', id: 'trend-nps' }),
     volume: h('div', { class: 'chart', id: 'trend-volume' }) };
