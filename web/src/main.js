@@ -302,7 +302,7 @@ function renderDetail(view, touchpoint) {
     const line = (name, values, color) => ({
       animation: false, tooltip: { trigger: 'axis' }, grid: { left: 45, right: 10, top: 10, bottom: 30 },
       xAxis: { type: 'category', data: x }, yAxis: { type: 'value', scale: true },
-      series: [{ name, type: 'line', data: values, showSymbol: false, connectNulls: true, color }],
+      series: [{ name, type: 'line', data: values, symbolSize: 4, connectNulls: true, color }],
     });
     trend.sentiment.setOption(line(t('mean_sentiment'), rows.map((r) => r.mean_sentiment), '#3b6fb6'), true);
     trend.nps.setOption(line(t('nps'), rows.map((r) => r.nps ?? null), '#8c564b'), true);
@@ -406,7 +406,7 @@ function renderAlerts(view) {
     }, h('td', {}, formatTime(a.fired_at)), h('td', {}, t(`sev_${a.severity}`)),
     h('td', {}, h('a', { href: `#/touchpoint/${encodeURIComponent(a.touchpoint)}` }, a.touchpoint)),
     h('td', {}, a.rule_id), h('td', {}, `${a.metric} ${a.operator} ${fmt.num(a.threshold)}: ${fmt.num(a.value)}`),
-    h('td', {}, t(`status_${a.status}`)), h('td', {}, a.message))));
+    h('td', {}, t(`status_${a.status}`)), h('td', { class: 'wrap' }, a.message))));
   };
   draw();
   return live.onChange((kind) => { if (kind !== 'scores') draw(); });
