@@ -14,6 +14,7 @@ export class LiveState {
     this.windowSeconds = 60;
     this.scores = new Map();
     this.alerts = new Map();
+    this.cases = new Map();
     this.listeners = new Set();
     this.updatesByTouchpoint = new Map();
   }
@@ -67,6 +68,18 @@ export class LiveState {
     const touched = new Set();
     for (const row of rows) if (this.putAlert(row)) touched.add(row.touchpoint);
     if (touched.size) this.emit('alerts', touched);
+  }
+
+  // Cases carry their whole state in every transition; the highest seq is the current one.
+  applyCases(rows) {
+    let changed = false;
+    for (const row of rows) {
+      const old = this.cases.get(row.case_id);
+      if (old && old.seq >= row.seq) continue;
+      this.cases.set(row.case_id, row);
+      changed = true;
+    }
+    if (changed) this.emit('cases', new Set(rows.map((r) => r.touchpoint)));
   }
 
   touchpoints() {

@@ -79,6 +79,7 @@ function connect() {
   });
   source.addEventListener('scores', (e) => live.applyScores(JSON.parse(e.data).rows));
   source.addEventListener('alerts', (e) => live.applyAlerts(JSON.parse(e.data).rows));
+  source.addEventListener('cases', (e) => live.applyCases(JSON.parse(e.data).rows));
   source.addEventListener('resync', () => { source.close(); connect(); });
   source.onerror = () => {
     status.dataset.state = 'offline';
@@ -392,24 +393,127 @@ function renderDetail(view, touchpoint) {
 
 // ---------- Alerts and cases
 
+const ACTOR_KEY = 'tingjian.actor';
+
+function duration(ms) {
+  const total = Math.round(Math.abs(ms) / 1000);
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const seconds = total % 60;
+  const pad = (n) => String(n).padStart(2, '0');
+  return hours ? `${hours}:${pad(minutes)}:${pad(seconds)}` : `${minutes}:${pad(seconds)}`;
+}
+
+// The SLA clock counts down to the deadline of the step the case waits for.
+function slaClock(c) {
+  const due = c.status === 'open' ? c.ack_due_at
+    : ['acknowledged', 'in_progress'].includes(c.status) ? c.resolve_due_at : null;
+  if (!due) return { text: '–', over: false };
+  const left = Date.parse(due) - Date.now();
+  return { text: left >= 0 ? t('sla_left', duration(left)) : t('sla_over', duration(left)), over: left < 0 };
+}
+
+async function caseAction(caseId, action, body) {
+  const response = await fetch(`/v1/cases/${encodeURIComponent(caseId)}/${action}`, {
+    method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: JSON.stringify({ actor: localStorage.getItem(ACTOR_KEY) || 'dashboard', ...body }),
+  });
+  const payload = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(typeof payload.detail === 'string' ? payload.detail : response.statusText);
+  return payload;
+}
+
+function caseRow(c, onError) {
+  const clock = slaClock(c);
+  const assignee = h('input', { type: 'text', name: 'assignee', class: 'assignee', size: 8, value: c.assignee ?? '',
+    'aria-label': `${t('assignee')} ${c.case_id}` });
+  const run = (action, body = {}) => async () => {
+    try {
+      live.applyCases([await caseAction(c.case_id, action, body)]);
+    } catch (error) {
+      onError(t('action_failed', error.message));
+    }
+  };
+  const open = !['resolved', 'closed'].includes(c.status);
+  return h('tr', { 'data-case-id': c.case_id, 'data-case-state': c.status, class: `sev-${c.severity}` },
+    h('td', {}, formatTime(c.opened_at)), h('td', {}, t(`sev_${c.severity}`)),
+    h('td', {}, c.touchpoint), h('td', {}, c.rule_id),
+    h('td', { class: 'case-state' }, t(`case_${c.status}`)),
+    h('td', { class: `sla${clock.over ? ' sla-over' : ''}`, 'data-due': c.status }, clock.text),
+    h('td', {}, h('div', { class: 'case-actions' },
+      c.status === 'open' ? h('button', { type: 'button', class: 'ack', onclick: run('ack') }, t('acknowledge')) : null,
+      open ? assignee : c.assignee ?? '',
+      open ? h('button', { type: 'button', class: 'assign',
+        onclick: () => run('assign', { assignee: assignee.value.trim() || 'dashboard' })() }, t('assign')) : null,
+      open ? h('button', { type: 'button', class: 'resolve', onclick: run('resolve') }, t('resolve')) : null)));
+}
+
 function renderAlerts(view) {
   const feed = h('tbody', { id: 'alert-feed' });
-  view.append(h('h2', { class: 'section' }, t('alerts_feed')),
+  const cases = h('tbody', { id: 'cases' });
+  const note = h('p', { class: 'muted', id: 'cases-note', role: 'status' });
+  const actor = h('input', { type: 'text', id: 'actor', size: 12,
+    value: localStorage.getItem(ACTOR_KEY) || '',
+    onchange: (e) => localStorage.setItem(ACTOR_KEY, e.target.value.trim()) });
+  view.append(
+    h('h2', { class: 'section' }, t('cases')),
+    h('label', { class: 'control' }, `${t('actor')} `, actor), note,
+    h('div', { class: 'scroll' }, h('table', { class: 'grid' },
+      h('thead', {}, h('tr', {}, [t('opened_at'), t('severity'), t('touchpoint'), t('rule'),
+        t('status'), t('sla'), ''].map((c) => h('th', { scope: 'col' }, c)))),
+      cases)),
+    h('h2', { class: 'section' }, t('alerts_feed')),
     h('div', { class: 'scroll' }, h('table', { class: 'grid' },
       h('thead', {}, h('tr', {}, [t('fired_at'), t('severity'), t('touchpoint'), t('rule'),
         t('value'), t('status'), t('message')].map((c) => h('th', { scope: 'col' }, c)))),
       feed)));
-  const draw = () => {
+  const drawAlerts = () => {
     const rows = [...live.alerts.values()].sort((a, b) => Date.parse(b.fired_at) - Date.parse(a.fired_at));
     feed.replaceChildren(...rows.map((a) => h('tr', {
       class: `sev-${a.severity}`, 'data-alert-id': a.alert_id, 'data-status': a.status,
     }, h('td', {}, formatTime(a.fired_at)), h('td', {}, t(`sev_${a.severity}`)),
     h('td', {}, h('a', { href: `#/touchpoint/${encodeURIComponent(a.touchpoint)}` }, a.touchpoint)),
-    h('td', {}, a.rule_id), h('td', {}, `${a.metric} ${a.operator} ${fmt.num(a.threshold)}: ${fmt.num(a.value)}`),
+    h('td', {}, a.rule_id), h('td', {}, `${a.metric} ${a.operator ?? ''} ${fmt.num(a.threshold)}: ${fmt.num(a.value)}`),
     h('td', {}, t(`status_${a.status}`)), h('td', { class: 'wrap' }, a.message))));
   };
-  draw();
-  return live.onChange((kind) => { if (kind !== 'scores') draw(); });
+  const drawCases = () => {
+    // Redraws keep what someone is typing and where the keyboard focus is.
+    const typed = new Map([...cases.querySelectorAll('tr[data-case-id] input')]
+      .map((input) => [input.closest('tr').dataset.caseId, input.value]));
+    const active = document.activeElement;
+    const activeCase = cases.contains(active) ? active.closest('tr').dataset.caseId : null;
+    const activeKind = activeCase ? (active.className || active.tagName.toLowerCase()) : null;
+    const rows = [...live.cases.values()].sort((a, b) => Date.parse(b.opened_at) - Date.parse(a.opened_at));
+    cases.replaceChildren(...(rows.length ? rows.map((c) => caseRow(c, (m) => { note.textContent = m; }))
+      : [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, t('no_cases')))]));
+    for (const [caseId, value] of typed) {
+      const input = cases.querySelector(`tr[data-case-id="${CSS.escape(caseId)}"] input`);
+      if (input) input.value = value;
+    }
+    if (activeCase) {
+      const row = cases.querySelector(`tr[data-case-id="${CSS.escape(activeCase)}"]`);
+      (row?.querySelector(`.${CSS.escape(activeKind)}`) ?? row?.querySelector('button, input'))?.focus();
+    }
+  };
+  drawAlerts();
+  drawCases();
+  getJson('/v1/cases?limit=200').then((rows) => live.applyCases(rows)).catch((error) => {
+    note.textContent = [404, 405].includes(error.status) ? t('cases_missing') : error.message;
+  });
+  const tick = setInterval(() => {
+    for (const row of cases.querySelectorAll('tr[data-case-id]')) {
+      const c = live.cases.get(row.dataset.caseId);
+      const clock = slaClock(c);
+      const cell = row.querySelector('.sla');
+      cell.textContent = clock.text;
+      cell.classList.toggle('sla-over', clock.over);
+    }
+  }, 1000);
+  const off = live.onChange((kind) => {
+    if (kind === 'cases' || kind === 'snapshot') drawCases();
+    if (kind !== 'scores' && kind !== 'cases') drawAlerts();
+  });
+  return () => { off(); clearInterval(tick); };
 }
 
 // ---------- shell
