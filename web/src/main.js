@@ -294,9 +294,9 @@ function renderDetail(view, touchpoint) {
   let fetched = [];
 
   function drawTrends() {
-    const byStart = new Map(fetched.map((r) => [r.window_start, r]));
+    const byStart = new Map(fetched.map((r) => [Date.parse(r.window_start), r]));
     if (win === windowLabel(live.windowSeconds)) {
-      for (const r of live.series(touchpoint)) byStart.set(r.window_start, r);
+      for (const r of live.series(touchpoint)) byStart.set(Date.parse(r.window_start), r);
     }
     const rows = [...byStart.values()].sort((a, b) => Date.parse(a.window_start) - Date.parse(b.window_start));
     const x = rows.map((r) => formatTime(r.window_start));
@@ -349,7 +349,7 @@ function renderDetail(view, touchpoint) {
           h('td', {}, fmt.num(k.mean_topic_sentiment)), h('td', {}, fmt.num(k.importance, 1)),
           h('td', {}, fmt.num(k.expectation, 1)),
           h('td', { class: k.gap < 0 ? 'neg' : '' }, fmt.signed(k.gap, 1)),
-          h('td', {}, fmt.signed(k.impact, 3))))))
+          h('td', {}, fmt.signed(k.impact?.impact, 3))))))
         : h('p', { class: 'muted' }, t('no_rows')));
     } catch (error) {
       apiNote(driversBox, '/v1/drivers', error);
@@ -358,7 +358,7 @@ function renderDetail(view, touchpoint) {
 
   async function loadVerbatims() {
     try {
-      const body = await getJson(`/v1/feedback?touchpoint=${encodeURIComponent(touchpoint)}&page_size=20`);
+      const body = await getJson(`/v1/feedback?touchpoint=${encodeURIComponent(touchpoint)}&page_size=12`);
       verbatimBox.replaceChildren(...(body.items.length ? body.items.map((item) => h('li', {
         class: `verbatim s-${item.sentiment.label}`,
       }, h('p', { class: 'text' }, highlighted(item.text, item.topics)),
