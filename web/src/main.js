@@ -186,7 +186,7 @@ function renderJourney(view) {
     sessionStorage.setItem('tingjian.journey', metric);
     draw();
   } }, JOURNEY_METRICS.map((m) => h('option', { value: m, selected: m === metric }, t(m))));
-  const empty = h('p', { class: 'muted', hidden: true }, t('journey_empty'));
+  const empty = h('p', { class: 'muted', id: 'journey-empty', hidden: true }, t('journey_empty'));
   const box = h('div', { class: 'chart heat', id: 'journey-chart' });
   view.append(h('h2', { class: 'section' }, t('journey_title')),
     h('label', { class: 'control' }, `${t('journey_metric')} `, select), empty, box);
@@ -200,7 +200,7 @@ function renderJourney(view) {
         const s = live.summary(tp, stage);
         const value = s[metric];
         if (value === null || !s.volume) continue;
-        data.push([x, y, Number(value.toFixed(3))]);
+        data.push([x, y, Number(value.toFixed(metric === 'negative_share' ? 3 : metric === 'volume' ? 0 : 1))]);
         max = Math.max(max, Math.abs(value));
       }
     }
@@ -217,7 +217,8 @@ function renderJourney(view) {
         min: range[0], max: range[1], calculable: true, orient: 'horizontal', left: 'center', bottom: 0,
         inRange: { color: lowIsGood ? ['#1a9850', '#fee08b', '#d73027'] : ['#d73027', '#fee08b', '#1a9850'] },
       },
-      series: [{ type: 'heatmap', data, label: { show: true } }],
+      series: [{ type: 'heatmap', data, label: { show: true,
+        formatter: (p) => (metric === 'negative_share' ? fmt.pct(p.value[2]) : String(p.value[2])) } }],
     }, true);
   }
   draw();
