@@ -13,7 +13,7 @@ from services.web.feed import SNAPSHOT_WINDOWS, LiveFeed
 from services.web.router import sse
 from tests.conftest import run
 
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
 
 
 def score(touchpoint: str, minute: int, computed_ms: int, volume: int = 10,
@@ -50,15 +50,15 @@ def test_snapshot_then_each_new_row_once_with_one_poller(store_url: str) -> None
         try:
             await migrate(store)
             now_ms = int(time.time() * 1000)
-            old = [score("delivery", m, now_ms - 60_000) for m in range(SNAPSHOT_WINDOWS + 5)]
-            await store.insert("scores", old + [score("delivery", 3, now_ms - 30_000, 20, 15)])
+            old = [score("delivery", m - 70, now_ms - 60_000) for m in range(SNAPSHOT_WINDOWS + 5)]
+            await store.insert("scores", old + [score("delivery", -67, now_ms - 30_000, 20, 15)])
             await store.insert("alerts", [alert("a-old", now_ms - 60_000)])
             feed = LiveFeed(store, 60, interval_s=0.2)
 
             snapshot = await feed.snapshot()
             windows = [r["window_start"] for r in snapshot["scores"]]
             assert len(windows) == SNAPSHOT_WINDOWS, "only the newest windows are sent"
-            assert windows[-1] == T0 + timedelta(minutes=SNAPSHOT_WINDOWS + 4)
+            assert windows[-1] == T0 + timedelta(minutes=SNAPSHOT_WINDOWS + 4 - 70)
             assert [a["alert_id"] for a in snapshot["alerts"]] == ["a-old"]
 
             first, second = feed.subscribe(), feed.subscribe()
@@ -122,4 +122,4 @@ def test_sse_frames_carry_utf8_json_with_iso_times() -> None:
     head, data, end = frame.split("\n", 2)
     assert head == "event: scores" and end == "\n"
     assert json.loads(data.removeprefix("data: ")) == {
-        "rows": [{"touchpoint": "配送", "window_start": "2026-11-23T10:00:00+00:00"}]}
+        "rows": [{"touchpoint": "配送", "window_start": T0.isoformat()}]}

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from services.core.events import utc_now
 from services.core.store import Row, Store
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,10 @@ SNAPSHOT_WINDOWS = 60
 """Base windows per touchpoint sent on connect: enough for the tiles' sparklines."""
 
 SNAPSHOT_ALERTS = 200
+
+LIVE_HORIZON = timedelta(days=1)
+"""Score rows for windows older than this are not pushed (a reload shows them): it bounds what
+each poll scans to the newest partitions."""
 
 _SCORE_COLUMNS = ("touchpoint, window_seconds, window_start, volume, positive_count, "
                   "neutral_count, negative_count, mean_sentiment, negative_share, computed_ms")
@@ -43,7 +48,8 @@ _ALERT_COLUMNS = ("alert_id, dedupe_key, rule_id, severity, status, touchpoint, 
 
 _NEW_SCORES_SQL = f"""
 SELECT {_SCORE_COLUMNS} FROM scores
-WHERE window_seconds = %(seconds)s AND computed_ms > %(since)s
+WHERE window_seconds = %(seconds)s AND window_start >= %(horizon)s
+  AND computed_ms > %(since)s
 ORDER BY computed_ms
 """
 
@@ -180,7 +186,7 @@ class LiveFeed:
     async def poll_once(self, *, publish: bool = True) -> None:
         """Read rows newer than the cursors and publish them (one message per kind)."""
         scores = await self.store.query(_NEW_SCORES_SQL, {
-            "seconds": self.window_seconds,
+            "seconds": self.window_seconds, "horizon": utc_now() - LIVE_HORIZON,
             "since": max(0, self._scores.since_ms - self.overlap_ms)})
         fresh_scores = self._scores.fresh(scores, "computed_ms",
                                           ("touchpoint", "window_start"), self.overlap_ms)
