@@ -41,7 +41,10 @@ const fmt = {
     : `${v >= 0 ? '+' : ''}${Number(v).toFixed(digits)}`),
 };
 
-function chart(el) {
+// Charts are pictures to a screen reader: each gets a role and a name.
+function chart(el, label) {
+  el.setAttribute('role', 'img');
+  el.setAttribute('aria-label', label);
   const instance = echarts.init(el, null, { renderer: 'canvas' });
   charts.set(el, instance);
   return instance;
@@ -190,7 +193,7 @@ function renderJourney(view) {
   const box = h('div', { class: 'chart heat', id: 'journey-chart' });
   view.append(h('h2', { class: 'section' }, t('journey_title')),
     h('label', { class: 'control' }, `${t('journey_metric')} `, select), empty, box);
-  const heat = chart(box);
+  const heat = chart(box, t('journey_title'));
   function draw() {
     const touchpoints = live.touchpoints();
     const data = [];
@@ -290,8 +293,8 @@ function renderDetail(view, touchpoint) {
       h('section', {}, h('h3', {}, t('key_experiences')), driversBox)),
     h('section', {}, h('h3', {}, t('verbatims')), verbatimBox));
   if (!touchpoint) return () => {};
-  const trend = Object.fromEntries(Object.entries(boxes).map(([k, el]) => [k, chart(el)]));
-  const topicsChart = chart(topicsBox);
+  const trend = Object.fromEntries(Object.entries(boxes).map(([k, el]) => [k, chart(el, t(`trend_${k}`))]));
+  const topicsChart = chart(topicsBox, t('topics'));
   let fetched = [];
 
   function drawTrends() {
