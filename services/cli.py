@@ -89,7 +89,8 @@ def _single(name: str) -> None:
 
 @main.command()
 def ingest() -> None:
-    """Run the ingest HTTP API (VOC_HTTP_HOST, VOC_HTTP_PORT) against VOC_KAFKA_BOOTSTRAP."""
+    """Run the HTTP API (VOC_HTTP_HOST, VOC_HTTP_PORT): ingest into VOC_KAFKA_BOOTSTRAP and the
+    query routes (/v1/scores, /v1/drivers, ...) over VOC_CLICKHOUSE_URL."""
     _single("ingest")
 
 

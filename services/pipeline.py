@@ -34,12 +34,9 @@ class _QuietServer(uvicorn.Server):
 
 async def _serve_ingest(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event,
                         on_listening: Callable[[str], None]) -> None:
-    from services.ingest.app import create_app
-    from services.web.feed import LiveFeed
-    from services.web.router import build_router
+    from services.api import create_app
 
-    app = create_app(settings, bootstrap)
-    app.include_router(build_router(LiveFeed(store, settings.window_seconds)))
+    app = create_app(settings, bootstrap, store)
     READINESS.set("ingest", True)
     try:
         await _serve(app, settings.http_host, settings.http_port, "ingest API", stop, on_listening)
@@ -78,7 +75,7 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
 
     A failing service stops the others (a half-running pipeline would silently pile up lag)
     and its exception propagates. ``store`` is opened from settings when not given (the API
-    of ``ingest`` serves the dashboard's feed from it).
+    of ``ingest`` serves the query routes from it).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:

@@ -20,8 +20,11 @@ from services.core.events import (
     Sentiment,
     AspectSentiment,
     Ratings,
+    ExpectationGap,
+    TopicFigure,
     TopicTag,
     UrgencyFlag,
+    UrgentCounts,
     stable_event_id,
 )
 
@@ -39,9 +42,17 @@ ENRICHED = EnrichedFeedback(
     intent="complaint",
     urgency=[UrgencyFlag(flag="escalation_threat", term="12315", evidence=[(5, 10)])],
     keywords=["配送", "太慢"], tokens=["配送", "太慢", "了"], enriched_at=NOW)
-SCORE = Score(touchpoint="delivery", window_start=NOW, window_end=NOW, window_seconds=60,
-              volume=3, positive_count=1, neutral_count=0, negative_count=2,
-              mean_sentiment=-0.2, negative_share=2 / 3, computed_at=NOW)
+SCORE = Score(touchpoint="delivery", channel="", stage="", window="1m", window_start=NOW,
+              window_end=NOW, window_seconds=60, volume=3, positive_count=1, neutral_count=0,
+              negative_count=2, mean_sentiment=-0.2, net_sentiment=-100 / 3,
+              negative_share=2 / 3, nps=-50.0, nps_responses=2, nps_promoters=0,
+              nps_detractors=1, csat=None, csat_responses=0, csat_satisfied=0, ces=4.0,
+              ces_responses=1, complaint_count=2, complaint_rate=2 / 3, urgent_count=1,
+              urgent_flags=UrgentCounts(escalation_threat=1, churn_intent=0, repeat_contact=0,
+                                        safety=0),
+              topics=[TopicFigure(topic="logistics_delivery", mentions=2, mean_sentiment=-0.5)],
+              expectations=[ExpectationGap(metric="nps", value=-50.0, target=30.0, gap=-80.0)],
+              computed_at=NOW)
 ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", severity="critical",
               touchpoint="delivery", metric="negative_share", operator=">", threshold=0.4,
               value=0.8, volume=30, window_start=NOW, window_end=NOW, fired_at=NOW, message="m")
@@ -49,7 +60,7 @@ LETTER = DeadLetter(stage="nlp", topic="t", partition=0, offset=5, reason="bad",
                     original_base64="", failed_at=NOW)
 
 CASES = [("feedback.raw.v2", RawFeedback, RAW), ("feedback.enriched.v2", EnrichedFeedback, ENRICHED),
-         ("score.v1", Score, SCORE), ("alert.v1", Alert, ALERT), ("deadletter.v1", DeadLetter, LETTER)]
+         ("score.v2", Score, SCORE), ("alert.v1", Alert, ALERT), ("deadletter.v1", DeadLetter, LETTER)]
 
 
 def validator(name: str) -> Draft202012Validator:

@@ -26,7 +26,7 @@ from services.core.local_clickhouse import LocalClickHouse
 from services.core.ops import READINESS
 from services.core.settings import Settings
 from services.core.store import open_store
-from tests.conftest import run
+from tests.conftest import run, with_database
 from tests.pipeline_harness import eventually, group_lag, read_topic, running
 
 pytestmark = pytest.mark.slow
@@ -203,3 +203,91 @@ def test_two_nlp_workers_split_partitions_and_one_takes_over_after_kill(
                 worker.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def test_kill_9_of_nlp_and_scoring_mid_stream_loses_and_doubles_nothing(
+        broker: LocalBroker, clickhouse_server: str, settings: Settings, tmp_path: Path) -> None:
+    """10,000 events; kill -9 the NLP worker, later the scoring worker, restart each: ClickHouse
+    ends with exactly 10,000 distinct events and every window equals a recomputation."""
+    from tests.test_e2e_pipeline import check_scores_match_rows
+
+    create_topics(settings, broker.bootstrap)
+    url = with_database(clickhouse_server, f"crash_{settings.topic_prefix}")
+    nlp_port = free_port()
+    env = {**os.environ, "VOC_KAFKA_BOOTSTRAP": broker.bootstrap, "VOC_CLICKHOUSE_URL": url,
+           "VOC_TOPIC_PREFIX": settings.topic_prefix, "VOC_GROUP_PREFIX": settings.group_prefix,
+           "VOC_DATA_DIR": str(tmp_path), "VOC_LOG_FORMAT": "json"}
+    voc = str(Path(sys.executable).with_name("voc"))
+    log = tmp_path / "services.log"
+    assert subprocess.run([voc, "db", "migrate"], env=env, capture_output=True, timeout=120).returncode == 0
+    produce(broker.bootstrap, settings.topic("feedback.raw"), raw_events(10_000, "crash"))
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        extra = {"VOC_OPS_PORT": str(nlp_port)} if name == "nlp" else {}
+        with open(log, "ab") as out:
+            return subprocess.Popen([voc, name], env={**env, **extra}, stdout=out,
+                                    stderr=subprocess.STDOUT)
+
+    processes = {"nlp": start("nlp"), "scoring": start("scoring")}
+
+    async def scenario() -> None:
+        store = await open_store(url)
+        try:
+            async def stored() -> int:
+                return (await store.query("SELECT uniqExact(event_id) AS n FROM feedback"))[0]["n"]
+
+            async def nlp_out() -> float:
+                try:
+                    async with httpx.AsyncClient(timeout=2) as client:
+                        text = (await client.get(f"http://127.0.0.1:{nlp_port}/metrics/")).text
+                except httpx.HTTPError:
+                    return 0.0
+                return _metric_total(text, "voc_events_out_total")
+
+            async def nlp_mid_stream() -> bool:
+                return await nlp_out() >= 2_000
+            await eventually(nlp_mid_stream, 120, "the NLP worker to be mid-stream")
+            seen = await nlp_out()
+            processes["nlp"].kill()
+            processes["nlp"].wait()
+            print(f"killed nlp after about {seen:.0f} enriched")
+            processes["nlp"] = start("nlp")
+
+            async def scoring_mid_stream() -> bool:
+                return await stored() >= 4_000
+            await eventually(scoring_mid_stream, 180, "the scoring worker to be mid-stream")
+            processes["scoring"].kill()
+            processes["scoring"].wait()
+            print(f"killed scoring after {await stored()} events stored")
+            processes["scoring"] = start("scoring")
+
+            async def complete() -> bool:
+                if await stored() < 10_000:
+                    return False
+                lags = await asyncio.to_thread(lambda: [
+                    group_lag(broker.bootstrap, settings.group("nlp"), settings.topic("feedback.raw")),
+                    group_lag(broker.bootstrap, settings.group("scoring"),
+                              settings.topic("feedback.enriched"))])
+                return lags == [0, 0]
+            await eventually(complete, 300, "all 10,000 events stored and both groups caught up")
+            rows = await store.query(
+                "SELECT count() AS n, uniqExact(event_id) AS ids FROM feedback FINAL")
+            assert rows == [{"n": 10_000, "ids": 10_000}]
+            await check_scores_match_rows(store, settings.window_seconds)
+        finally:
+            await store.close()
+
+    try:
+        run(scenario())
+    except BaseException:
+        print(log.read_text()[-20000:])
+        raise
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()

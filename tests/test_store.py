@@ -9,7 +9,7 @@ import pytest
 import schemas
 from services.core.migrations import migrate
 from services.core.store import StoreError, open_store
-from services.scoring.windows import WINDOW_SQL
+from services.scoring.metrics import SCORES_FROM_EVENTS_SQL
 from tests.conftest import run
 
 T0 = datetime(2026, 11, 23, 10, 0, 30, tzinfo=UTC)
@@ -58,14 +58,16 @@ def test_round_trip_escaping_and_window_sql(store_url: str) -> None:
                 "SELECT event_id, text, occurred_at FROM feedback FINAL WHERE text = %(t)s",
                 {"t": hostile})
             assert found == [{"event_id": "e1", "text": hostile, "occurred_at": T0.replace(microsecond=0)}]
-            windows = await store.query(WINDOW_SQL, {
+            minute = int(T0.timestamp()) // 60 * 60
+            windows = await store.query(SCORES_FROM_EVENTS_SQL, {
                 "seconds": 60, "touchpoints": ("tp",), "lo": T0 - timedelta(minutes=5),
-                "hi": T0 + timedelta(minutes=5)})
-            by_start = {w["window_epoch"]: w for w in windows}
-            first = by_start[int(T0.timestamp()) // 60 * 60]
-            assert (first["volume"], first["negative_count"], first["positive_count"]) == (2, 1, 1)
-            assert first["mean_sentiment"] == pytest.approx(-0.1)
-            assert sum(w["volume"] for w in windows) == 3
+                "hi": T0 + timedelta(minutes=5), "epochs": (minute, minute + 60)})
+            whole = {w["window_epoch"]: w for w in windows if w["ch"] == w["st"] == ""}
+            first = whole[minute]
+            assert (first["agg_volume"], first["agg_negative_count"],
+                    first["agg_positive_count"]) == (2, 1, 1)
+            assert first["agg_sentiment_sum"] == pytest.approx(-0.2)
+            assert sum(w["agg_volume"] for w in whole.values()) == 3
         finally:
             await store.close()
 

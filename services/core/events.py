@@ -144,11 +144,41 @@ class EnrichedFeedback(RawFeedback):
     enriched_at: datetime
 
 
-class Score(_Wire):
-    """``score.v1``."""
+class UrgentCounts(_Wire):
+    """Events of a window carrying each urgency flag."""
 
-    schema_: Literal["score.v1"] = Field(default="score.v1", alias="schema")
+    escalation_threat: Annotated[int, Field(ge=0)]
+    churn_intent: Annotated[int, Field(ge=0)]
+    repeat_contact: Annotated[int, Field(ge=0)]
+    safety: Annotated[int, Field(ge=0)]
+
+
+class TopicFigure(_Wire):
+    """One topic's figures within a score row."""
+
+    topic: Annotated[str, StringConstraints(min_length=1)]
+    mentions: Annotated[int, Field(ge=1)]
+    mean_sentiment: Annotated[float, Field(ge=-1, le=1)]
+
+
+class ExpectationGap(_Wire):
+    """A metric's value against its expectation target; gap < 0 means worse than expected."""
+
+    metric: Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat", "ces",
+                    "complaint_rate"]
+    value: float
+    target: float
+    gap: float
+
+
+class Score(_Wire):
+    """``score.v2``."""
+
+    schema_: Literal["score.v2"] = Field(default="score.v2", alias="schema")
     touchpoint: Touchpoint
+    channel: Annotated[str, StringConstraints(max_length=32)]
+    stage: Literal["", "售前", "售中", "售后", "unknown"]
+    window: Annotated[str, StringConstraints(pattern=r"^[0-9]+[smhd]$")]
     window_start: datetime
     window_end: datetime
     window_seconds: Annotated[int, Field(ge=1)]
@@ -157,7 +187,23 @@ class Score(_Wire):
     neutral_count: Annotated[int, Field(ge=0)]
     negative_count: Annotated[int, Field(ge=0)]
     mean_sentiment: Annotated[float, Field(ge=-1, le=1)]
+    net_sentiment: Annotated[float, Field(ge=-100, le=100)]
     negative_share: Annotated[float, Field(ge=0, le=1)]
+    nps: Annotated[float, Field(ge=-100, le=100)] | None
+    nps_responses: Annotated[int, Field(ge=0)]
+    nps_promoters: Annotated[int, Field(ge=0)]
+    nps_detractors: Annotated[int, Field(ge=0)]
+    csat: Annotated[float, Field(ge=0, le=100)] | None
+    csat_responses: Annotated[int, Field(ge=0)]
+    csat_satisfied: Annotated[int, Field(ge=0)]
+    ces: Annotated[float, Field(ge=1, le=7)] | None
+    ces_responses: Annotated[int, Field(ge=0)]
+    complaint_count: Annotated[int, Field(ge=0)]
+    complaint_rate: Annotated[float, Field(ge=0, le=1)]
+    urgent_count: Annotated[int, Field(ge=0)]
+    urgent_flags: UrgentCounts
+    topics: list[TopicFigure]
+    expectations: list[ExpectationGap]
     computed_at: datetime
 
 

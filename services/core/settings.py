@@ -56,7 +56,12 @@ class Settings(BaseSettings):
 
     sink_batch_size: int = Field(default=1000, ge=1, description="Rows per store insert.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Max wait to fill a batch.")
-    window_seconds: int = Field(default=60, ge=1, description="Tumbling score window length.")
+    window_seconds: int = Field(
+        default=60, ge=1, description="Base score window; must divide 300 so 5m/1h/1d roll up.")
+    allowed_lateness_s: int = Field(
+        default=3600, ge=0, description="How far behind a touchpoint's newest event time a "
+        "window still accepts events; later ones are stored but flagged too late.")
+    expectations_path: Path | None = Field(default=None, description="Expectation targets YAML.")
 
     alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
 
@@ -67,6 +72,14 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field(default="console", description="Log format.")
 
     demo_rate: float = Field(default=8.0, gt=0, description="Demo feed events per second.")
+
+    @field_validator("window_seconds")
+    @classmethod
+    def _rolls_up(cls, value: int) -> int:
+        if 300 % value:
+            raise ValueError(f"VOC_WINDOW_SECONDS={value}: use a divisor of 300 (e.g. 60) so "
+                             "windows roll up exactly into 5 minutes, 1 hour and 1 day")
+        return value
 
     @field_validator("log_level")
     @classmethod

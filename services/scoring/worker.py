@@ -1,45 +1,73 @@
-"""The scoring stage: enriched events -> ``feedback`` rows -> window scores -> ``scores`` topic.
+"""The scoring stage: enriched events -> ``feedback`` rows -> CEM window scores -> ``scores`` topic.
 
-Each batch is handled as: store the events that are not stored yet, recompute every window the
-batch touched from the stored rows, store the new window rows, publish them, then (in the
-consumer) commit. Recomputing from stored, deduplicated rows is what makes the stage
-idempotent: a re-delivered event changes no figure, and a crash at any point converges.
+Each batch is handled as: store the events that are not stored yet (flagging those too late for
+their window), recompute every base window the batch touched from the stored rows with one
+GROUP BY, then each coarser window (5m, 1h, 1d) from the freshly written finer rows with one
+GROUP BY per level, store the rows, publish the base-window scores, then (in the consumer)
+commit. Figures are always recomputed from stored, deduplicated rows, never incremented, so a
+re-delivered event changes no figure and a crash at any point converges on replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import structlog
 from aiokafka import ConsumerRecord
+from prometheus_client import Counter
 
 from services.core.events import EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
 from services.core.store import Store
-from services.scoring.windows import (
-    WINDOW_SQL,
-    affected_windows,
-    feedback_row,
-    score_from_counts,
-    score_row,
+from services.scoring.expectations import Expectations, load_expectations
+from services.scoring.metrics import (
+    ALL,
+    SCORES_FROM_EVENTS_SQL,
+    SCORES_ROLLUP_SQL,
+    TOPICS_FROM_EVENTS_SQL,
+    TOPICS_ROLLUP_SQL,
+    granularities,
 )
+from services.scoring.rows import Record, score_event, score_record, topic_record
+from services.scoring.windows import feedback_row, score_row, window_start
 
 log = structlog.get_logger(__name__)
+
+TOO_LATE = Counter("voc_scoring_too_late_total",
+                   "Events stored but not scored because their window was already final.",
+                   ["touchpoint"])
+DUPLICATES = Counter("voc_scoring_duplicates_total",
+                     "Re-delivered events the scoring stage skipped (already stored).")
+
+WindowKey = tuple[str, int]
+"""(touchpoint, window start as epoch seconds)."""
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
 
 
 class Scorer:
     """Handles batches of enriched-topic records."""
 
-    def __init__(self, settings: Settings, store: Store, producer: Producer) -> None:
+    def __init__(self, settings: Settings, store: Store, producer: Producer,
+                 expectations: Expectations) -> None:
         self.settings = settings
         self.store = store
         self.producer = producer
-        self.seconds = settings.window_seconds
+        self.expectations = expectations
+        self.levels = granularities(settings.window_seconds)
+        self.lateness_s = settings.allowed_lateness_s
+        self.newest: dict[str, int] = {}
         self.stored = 0
         self.duplicates = 0
+        self.too_late = 0
+        self._last_version = 0
         self._last_report = 0.0
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
@@ -50,20 +78,24 @@ class Scorer:
         if not events:
             return
         fresh = await self._unstored(list(events.values()))
+        late = await self._classify_late(fresh)
         now_ms = int(time.time() * 1000)
-        await self.store.insert("feedback", [feedback_row(e, now_ms) for e in fresh])
-        scores = await self._recompute(list(events.values()))
-        await self.store.insert("scores", [score_row(s, now_ms) for s in scores])
+        await self.store.insert("feedback", [
+            {**feedback_row(e, now_ms), "too_late": int(e.event_id in late)} for e in fresh])
+        on_time = [e for e in events.values() if e.event_id not in late]
+        scores = await self._recompute(on_time) if on_time else []
         await self.producer.send_many(
             self.settings.topic("scores"),
             [(s.touchpoint.encode(), s.to_bytes()) for s in scores],
         )
         self.stored += len(fresh)
         self.duplicates += len(events) - len(fresh)
+        DUPLICATES.inc(len(events) - len(fresh))
         if time.monotonic() - self._last_report >= 10:
             self._last_report = time.monotonic()
             log.info("scoring progress", events_stored=self.stored,
-                     duplicates_skipped=self.duplicates, windows_in_last_batch=len(scores))
+                     duplicates_skipped=self.duplicates, too_late=self.too_late,
+                     base_scores_in_last_batch=len(scores))
 
     async def _unstored(self, events: list[EnrichedFeedback]) -> list[EnrichedFeedback]:
         """The events whose id is not in the store yet (lookup narrowed by the sort key)."""
@@ -80,27 +112,104 @@ class Scorer:
         stored = {row["event_id"] for row in rows}
         return [e for e in events if e.event_id not in stored]
 
+    async def _classify_late(self, fresh: list[EnrichedFeedback]) -> set[str]:
+        """Ids of new events whose base window is already final.
+
+        A window [s, e) of a touchpoint is final once the newest event time stored for that
+        touchpoint before this batch is at least e + allowed lateness. The newest time is read
+        from the store the first time a touchpoint is seen, so a restarted scorer judges
+        exactly as the one before it did.
+        """
+        if not fresh:
+            return set()
+        unknown = tuple({e.touchpoint for e in fresh} - self.newest.keys())
+        if unknown:
+            rows = await self.store.query(
+                "SELECT touchpoint, toUInt32(max(occurred_at)) AS newest FROM feedback "
+                "WHERE touchpoint IN %(touchpoints)s GROUP BY touchpoint",
+                {"touchpoints": unknown})
+            self.newest.update({row["touchpoint"]: int(row["newest"]) for row in rows})
+        seconds = self.levels[0]
+        late = {e.event_id for e in fresh if e.touchpoint in self.newest
+                and _epoch(window_start(e.occurred_at, seconds)) + seconds + self.lateness_s
+                <= self.newest[e.touchpoint]}
+        for event in fresh:
+            self.newest[event.touchpoint] = max(self.newest.get(event.touchpoint, 0),
+                                                _epoch(event.occurred_at))
+        if late:
+            self.too_late += len(late)
+            dropped = [e for e in fresh if e.event_id in late]
+            for event in dropped:
+                TOO_LATE.labels(touchpoint=event.touchpoint).inc()
+            log.warning("events too late for their window: stored, not scored",
+                        count=len(late), total_too_late=self.too_late,
+                        allowed_lateness_s=self.lateness_s,
+                        touchpoints=sorted({e.touchpoint for e in dropped}),
+                        event_ids=sorted(late)[:10],
+                        oldest=min(e.occurred_at for e in dropped).isoformat())
+        return late
+
+    def _version(self) -> int:
+        """Strictly increasing row version, so this batch's rows win over any earlier ones."""
+        self._last_version = max(int(time.time() * 1000), self._last_version + 1)
+        return self._last_version
+
     async def _recompute(self, events: list[EnrichedFeedback]) -> list[Score]:
-        """Fresh scores of every window the batch touched, from all stored rows."""
-        windows = affected_windows(events, self.seconds)
-        starts = [start for _, start in windows]
-        rows = await self.store.query(WINDOW_SQL, {
-            "seconds": self.seconds,
-            "touchpoints": tuple({tp for tp, _ in windows}),
-            "lo": min(starts),
-            "hi": max(starts) + timedelta(seconds=self.seconds),
-        })
+        """Fresh figures of every window (all levels) the batch touched; base-window events."""
+        base = self.levels[0]
+        keys = {(e.touchpoint, _epoch(window_start(e.occurred_at, base))) for e in events}
+        version = self._version()
+        scores, topics = await self._level(keys, base, None, version)
+        finer = base
+        for seconds in self.levels[1:]:
+            keys = {(tp, epoch - epoch % seconds) for tp, epoch in keys}
+            await self._level(keys, seconds, finer, version)
+            finer = seconds
+        published = self._events(scores, topics)
+        # The legacy per-touchpoint table keeps the alerting stage's reads working unchanged.
+        await self.store.insert("scores", [score_row(s, version) for s in published
+                                           if s.channel == ALL and s.stage == ALL])
+        return published
+
+    async def _level(self, keys: set[WindowKey], seconds: int, finer: int | None,
+                     version: int) -> tuple[list[Record], list[Record]]:
+        """Recompute and store one level's windows: from events (base) or the finer level."""
+        epochs = sorted({epoch for _, epoch in keys})
+        params = {"seconds": seconds, "finer": finer,
+                  "touchpoints": tuple(sorted({tp for tp, _ in keys})),
+                  "lo": datetime.fromtimestamp(epochs[0], UTC),
+                  "hi": datetime.fromtimestamp(epochs[-1] + seconds, UTC),
+                  "epochs": tuple(epochs)}
+        score_sql, topic_sql = ((SCORES_FROM_EVENTS_SQL, TOPICS_FROM_EVENTS_SQL) if finer is None
+                                else (SCORES_ROLLUP_SQL, TOPICS_ROLLUP_SQL))
+        scores = [score_record(row, seconds, self.expectations, version)
+                  for row in await self.store.query(score_sql, params)
+                  if (row["tp"], int(row["window_epoch"])) in keys]
+        topics = [topic_record(row, seconds, version)
+                  for row in await self.store.query(topic_sql, params)
+                  if (row["tp"], int(row["window_epoch"])) in keys]
+        await self.store.insert("cem_scores", scores)
+        await self.store.insert("topic_scores", topics)
+        return scores, topics
+
+    @staticmethod
+    def _events(scores: Iterable[Record], topics: Iterable[Record]) -> list[Score]:
+        by_row: dict[tuple, list[Record]] = defaultdict(list)
+        for topic in topics:
+            by_row[(topic["touchpoint"], topic["channel"], topic["stage"],
+                    topic["window_start"])].append(topic)
         computed_at = utc_now()
-        scores = [score_from_counts(row, self.seconds, computed_at) for row in rows]
-        return [s for s in scores if (s.touchpoint, s.window_start) in windows]
+        return [score_event(s, by_row[(s["touchpoint"], s["channel"], s["stage"],
+                                       s["window_start"])], computed_at) for s in scores]
 
 
 async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event) -> None:
     """Run the scoring stage until ``stop`` is set."""
+    expectations = load_expectations(settings.expectations_path)
     producer = Producer(bootstrap, client_id=settings.group("scoring"))
     await producer.start()
     try:
-        scorer = Scorer(settings, store, producer)
+        scorer = Scorer(settings, store, producer, expectations)
         consumer = BatchConsumer(bootstrap, settings.topic("feedback.enriched"),
                                  settings.group("scoring"), scorer.handle,
                                  max_records=settings.sink_batch_size,

@@ -1,0 +1,122 @@
+"""Key experiences (importance x gap) and topic impact, as pure functions of stored counts.
+
+CEM practice ranks a touchpoint's factors by importance x (experience - expectation): a very
+important factor that falls short matters most. Factors here are the taxonomy topics; the
+figures come from ``cem_scores`` / ``topic_scores`` counts summed over the asked period, so
+this module does arithmetic only and is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from services.scoring.metrics import derive_scores
+
+ImpactMetric = Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat",
+                       "complaint_rate"]
+IMPACT_METRICS: tuple[str, ...] = ImpactMetric.__args__  # type: ignore[attr-defined]
+
+ImportanceBasis = Literal["sentiment", "nps"]
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor of a touchpoint, ready to rank."""
+
+    topic: str
+    importance: float
+    gap: float
+    importance_source: str = "config"
+    experience: float | None = None
+    expectation: float | None = None
+    mentions: int = 0
+    mean_topic_sentiment: float | None = None
+    importance_sample: Mapping[str, int] | None = None
+    impact: Mapping[str, Any] | None = None
+
+    @property
+    def weighted(self) -> float:
+        """Importance x gap: the more negative, the more urgent the factor."""
+        return round(self.importance * self.gap, 10)
+
+
+def rank_key_experiences(factors: Iterable[Factor]) -> list[Factor]:
+    """Factors worst first (most negative importance x gap); ties by larger importance."""
+    return sorted(factors, key=lambda f: (f.weighted, -f.importance, f.topic))
+
+
+def experience_0_10(mean_topic_sentiment: float) -> float:
+    """A topic's experience on the 0-10 scale the expectations file uses."""
+    return round(5.0 * (mean_topic_sentiment + 1.0), 10)
+
+
+def _as_score_counts(row: Mapping[str, Any], volume_key: str) -> dict[str, Any]:
+    """Counts shaped for ``derive_scores`` (CES is not tracked per topic)."""
+    return {
+        "volume": int(row[volume_key]),
+        "positive_count": int(row["positive_count"]),
+        "negative_count": int(row["negative_count"]),
+        "sentiment_sum": float(row["sentiment_sum"]),
+        "nps_responses": int(row["nps_responses"]),
+        "nps_promoters": int(row["nps_promoters"]),
+        "nps_detractors": int(row["nps_detractors"]),
+        "csat_responses": int(row["csat_responses"]),
+        "csat_satisfied": int(row["csat_satisfied"]),
+        "ces_sum": 0.0,
+        "ces_responses": 0,
+        "complaint_count": int(row["complaint_count"]),
+    }
+
+
+def _without(total: Mapping[str, Any], topic: Mapping[str, Any]) -> dict[str, Any]:
+    whole = _as_score_counts(total, "volume")
+    part = _as_score_counts(topic, "mentions")
+    return {k: whole[k] - part[k] for k in whole}
+
+
+def _metric(counts: Mapping[str, Any], metric: str) -> float | None:
+    if int(counts["volume"]) == 0:
+        return None
+    return derive_scores(counts)[metric]
+
+
+def impact(metric: str, total: Mapping[str, Any], topic: Mapping[str, Any]) -> dict[str, Any]:
+    """Overall score, score without the topic's events, and their difference.
+
+    ``total`` holds the touchpoint's score counts, ``topic`` the same counts over the events
+    that mention the topic (``mentions`` as their volume). Impact is ``overall - without``:
+    positive when the topic lifts the score, negative when it drags it down; None when either
+    side has no responses for the metric.
+    """
+    overall = _metric(_as_score_counts(total, "volume"), metric)
+    without = _metric(_without(total, topic), metric)
+    value = None if overall is None or without is None else round(overall - without, 10)
+    return {"metric": metric, "overall": overall, "without_topic": without, "impact": value}
+
+
+def derived_importance(total: Mapping[str, Any], topic: Mapping[str, Any],
+                       basis: ImportanceBasis) -> tuple[float | None, dict[str, int]]:
+    """Importance 0-10 from how far the topic's presence moves sentiment or NPS.
+
+    ``sentiment``: 5 x |mean sentiment with the topic - without it| (the difference spans
+    0-2). ``nps``: |NPS with - NPS without| / 20 (the difference spans 0-200 points). The
+    sample sizes are returned alongside so thin evidence is visible; None when one side is
+    empty.
+    """
+    with_counts = _as_score_counts(topic, "mentions")
+    without_counts = _without(total, topic)
+    if basis == "nps":
+        sample = {"with_topic": with_counts["nps_responses"],
+                  "without_topic": without_counts["nps_responses"]}
+        with_value, without_value = (_metric(with_counts, "nps"), _metric(without_counts, "nps"))
+        scale = 1 / 20
+    else:
+        sample = {"with_topic": with_counts["volume"], "without_topic": without_counts["volume"]}
+        with_value = _metric(with_counts, "mean_sentiment")
+        without_value = _metric(without_counts, "mean_sentiment")
+        scale = 5.0
+    if with_value is None or without_value is None:
+        return None, sample
+    return round(min(10.0, scale * abs(with_value - without_value)), 10), sample

@@ -1,0 +1,189 @@
+"""The CEM metrics: what is counted per window, how ratios derive from counts, and the SQL.
+
+Every metric is stored as additive counts (or sums) plus the ratio derived from them, so a
+coarser window is the exact sum of the finer windows inside it, and any window can be
+recomputed from stored rows at any time with the same result. ``docs/metrics.md`` defines each
+figure; this module is that definition in code.
+
+The SQL text here is built once at import from the constant tables below (never from input);
+values always travel as ``%(name)s`` parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+ALL = ""
+"""channel / stage value of the rows that cover all channels / all stages."""
+
+UNKNOWN_STAGE = "unknown"
+"""stage value of the rows that count events that carried no journey stage."""
+
+STAGES = ("售前", "售中", "售后", UNKNOWN_STAGE)
+
+URGENT_FLAGS = ("escalation_threat", "churn_intent", "repeat_contact", "safety")
+
+ROLLUP_SECONDS = (300, 3600, 86400)
+"""Windows above the base window; each divides the next so rollups chain exactly."""
+
+_LABELS = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
+
+
+def window_label(seconds: int) -> str:
+    """``1m``, ``5m``, ``1h``, ``1d`` (the query API's names), else ``<n>s``."""
+    return _LABELS.get(seconds, f"{seconds}s")
+
+
+def granularities(base_seconds: int) -> tuple[int, ...]:
+    """The base window followed by the rollup windows coarser than it."""
+    return (base_seconds, *(s for s in ROLLUP_SECONDS if s > base_seconds))
+
+
+# Additive columns of a score row: name -> aggregate over ``feedback`` rows.
+SCORE_COUNTS: dict[str, str] = {
+    "volume": "count()",
+    "positive_count": "countIf(sentiment_label = 'positive')",
+    "neutral_count": "countIf(sentiment_label = 'neutral')",
+    "negative_count": "countIf(sentiment_label = 'negative')",
+    "sentiment_sum": "sum(sentiment)",
+    "nps_responses": "countIf(isNotNull(nps))",
+    "nps_promoters": "countIf(ifNull(nps, 0) >= 9)",
+    "nps_detractors": "countIf(ifNull(nps, 10) <= 6)",
+    "csat_responses": "countIf(isNotNull(csat))",
+    "csat_satisfied": "countIf(ifNull(csat, 0) >= 4)",
+    "ces_responses": "countIf(isNotNull(ces))",
+    "ces_sum": "toFloat64(sum(ifNull(ces, 0)))",
+    "complaint_count": "countIf(intent = 'complaint')",
+    "urgent_count": "countIf(notEmpty(urgent_flags))",
+    **{f"{flag}_count": f"countIf(has(urgent_flags, '{flag}'))" for flag in URGENT_FLAGS},
+}
+
+# Additive columns of a topic row (over the events that mention the topic).
+TOPIC_COUNTS: dict[str, str] = {
+    "mentions": "count()",
+    "topic_sentiment_sum": "sum(topic_sentiment)",
+    "sentiment_sum": "sum(sentiment)",
+    "positive_count": "countIf(sentiment_label = 'positive')",
+    "negative_count": "countIf(sentiment_label = 'negative')",
+    "nps_responses": "countIf(isNotNull(nps))",
+    "nps_promoters": "countIf(ifNull(nps, 0) >= 9)",
+    "nps_detractors": "countIf(ifNull(nps, 10) <= 6)",
+    "csat_responses": "countIf(isNotNull(csat))",
+    "csat_satisfied": "countIf(ifNull(csat, 0) >= 4)",
+    "complaint_count": "countIf(intent = 'complaint')",
+}
+
+# Each event counts in four rows: its channel x its stage, its channel x all stages, all
+# channels x its stage, all x all (a CUBE; 18.16 has no WITH CUBE). Aliases differ from column
+# names because ClickHouse aliases are query-global.
+_CUBE = (
+    "arrayJoin([(channel, if(stage = '', 'unknown', stage)), (channel, ''), "
+    "('', if(stage = '', 'unknown', stage)), ('', '')]) AS dims"
+)
+
+# Only windows the batch touched are recomputed: the PK range narrows the scan, the epoch list
+# keeps untouched windows out of the aggregation.
+_EVENT_WINDOWS = """
+WHERE touchpoint IN %(touchpoints)s AND occurred_at >= %(lo)s AND occurred_at < %(hi)s
+  AND intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s IN %(epochs)s
+  AND too_late = 0"""
+
+_ROW_WINDOWS = """
+WHERE touchpoint IN %(touchpoints)s AND window_seconds = %(finer)s
+  AND window_start >= %(lo)s AND window_start < %(hi)s
+  AND intDiv(toUInt32(window_start), %(seconds)s) * %(seconds)s IN %(epochs)s"""
+
+
+def _aggregates(counts: Mapping[str, str], rollup: bool) -> str:
+    return ",\n    ".join(f"{f'sum({name})' if rollup else expr} AS agg_{name}"
+                          for name, expr in counts.items())
+
+
+SCORES_FROM_EVENTS_SQL = f"""
+SELECT touchpoint AS tp, {_CUBE}, dims.1 AS ch, dims.2 AS st,
+    intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS window_epoch,
+    {_aggregates(SCORE_COUNTS, rollup=False)}
+FROM feedback FINAL
+{_EVENT_WINDOWS}
+GROUP BY tp, dims, window_epoch
+"""
+
+TOPICS_FROM_EVENTS_SQL = f"""
+SELECT touchpoint AS tp, {_CUBE}, dims.1 AS ch, dims.2 AS st, topic_id AS tid,
+    intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS window_epoch,
+    {_aggregates(TOPIC_COUNTS, rollup=False)}
+FROM feedback FINAL
+ARRAY JOIN topics AS topic_id, topic_sentiments AS topic_sentiment
+{_EVENT_WINDOWS}
+  AND length(topics) = length(topic_sentiments)
+GROUP BY tp, dims, tid, window_epoch
+"""
+
+SCORES_ROLLUP_SQL = f"""
+SELECT touchpoint AS tp, channel AS ch, stage AS st,
+    intDiv(toUInt32(window_start), %(seconds)s) * %(seconds)s AS window_epoch,
+    {_aggregates(SCORE_COUNTS, rollup=True)}
+FROM cem_scores FINAL
+{_ROW_WINDOWS}
+GROUP BY tp, ch, st, window_epoch
+"""
+
+TOPICS_ROLLUP_SQL = f"""
+SELECT touchpoint AS tp, channel AS ch, stage AS st, topic AS tid,
+    intDiv(toUInt32(window_start), %(seconds)s) * %(seconds)s AS window_epoch,
+    {_aggregates(TOPIC_COUNTS, rollup=True)}
+FROM topic_scores FINAL
+{_ROW_WINDOWS}
+GROUP BY tp, ch, st, tid, window_epoch
+"""
+
+
+def _ratio(numerator: float, denominator: float, scale: float = 1.0) -> float | None:
+    return None if denominator == 0 else round(scale * numerator / denominator, 10)
+
+
+def derive_scores(counts: Mapping[str, Any]) -> dict[str, Any]:
+    """Ratios of one score row from its counts (exact definitions: docs/metrics.md)."""
+    volume = int(counts["volume"])
+    positives, negatives = int(counts["positive_count"]), int(counts["negative_count"])
+    mean = _ratio(float(counts["sentiment_sum"]), volume) or 0.0
+    return {
+        "mean_sentiment": max(-1.0, min(1.0, mean)),
+        "net_sentiment": _ratio(positives - negatives, volume, 100) or 0.0,
+        "negative_share": _ratio(negatives, volume) or 0.0,
+        "nps": _ratio(int(counts["nps_promoters"]) - int(counts["nps_detractors"]),
+                      int(counts["nps_responses"]), 100),
+        "csat": _ratio(int(counts["csat_satisfied"]), int(counts["csat_responses"]), 100),
+        "ces": _ratio(float(counts["ces_sum"]), int(counts["ces_responses"])),
+        "complaint_rate": _ratio(int(counts["complaint_count"]), volume) or 0.0,
+    }
+
+
+def mean_topic_sentiment(counts: Mapping[str, Any]) -> float:
+    """Mean aspect sentiment of a topic row."""
+    mean = _ratio(float(counts["topic_sentiment_sum"]), int(counts["mentions"])) or 0.0
+    return max(-1.0, min(1.0, mean))
+
+
+SCORE_METRICS = ("volume", "mean_sentiment", "net_sentiment", "negative_share", "nps", "csat",
+                 "ces", "complaint_rate", "urgent_count")
+"""Metrics the query API serves by name."""
+
+RESPONSES_OF = {"nps": "nps_responses", "csat": "csat_responses", "ces": "ces_responses"}
+"""The response count that qualifies a survey metric (others are qualified by volume)."""
+
+LOWER_IS_BETTER = frozenset({"negative_share", "ces", "complaint_rate"})
+"""Metrics whose gap is target - value, so a negative gap always means "below expectation"."""
+
+GAP_METRICS = ("mean_sentiment", "net_sentiment", "negative_share", "nps", "csat", "ces",
+               "complaint_rate")
+"""Metrics an expectation target can be set for."""
+
+
+def gap(metric: str, value: float | None, target: float) -> float | None:
+    """Experience minus expectation, signed so that negative is always worse than expected."""
+    if value is None:
+        return None
+    raw = target - value if metric in LOWER_IS_BETTER else value - target
+    return round(raw, 10)

@@ -1,0 +1,82 @@
+"""From aggregated SQL rows to ``cem_scores`` / ``topic_scores`` rows and ``score.v2`` events.
+
+Pure functions: the SQL in ``metrics`` sums the counts, this module derives the ratios and the
+expectation gaps of each row, so both are unit-tested without a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.core.events import ExpectationGap, Score, TopicFigure, UrgentCounts
+from services.scoring.expectations import Expectations
+from services.scoring.metrics import (
+    SCORE_COUNTS,
+    TOPIC_COUNTS,
+    URGENT_FLAGS,
+    derive_scores,
+    gap,
+    mean_topic_sentiment,
+    window_label,
+)
+
+Record = dict[str, Any]
+_FLOAT_COUNTS = {"sentiment_sum", "ces_sum", "topic_sentiment_sum"}
+
+
+def _counts(row: Mapping[str, Any], names: Iterable[str]) -> Record:
+    # Sums are rounded so that a recomputation in another order stores the same figure.
+    return {name: round(float(row[f"agg_{name}"]), 9) if name in _FLOAT_COUNTS
+            else int(row[f"agg_{name}"]) for name in names}
+
+
+def _key(row: Mapping[str, Any], seconds: int) -> Record:
+    return {"touchpoint": row["tp"], "channel": row["ch"], "stage": row["st"],
+            "window_seconds": seconds,
+            "window_start": datetime.fromtimestamp(int(row["window_epoch"]), UTC)}
+
+
+def score_record(row: Mapping[str, Any], seconds: int, expectations: Expectations,
+                 computed_ms: int) -> Record:
+    """The ``cem_scores`` row of one aggregated window, with its expectation gaps."""
+    counts = _counts(row, SCORE_COUNTS)
+    derived = derive_scores(counts)
+    gaps = [(metric, target, gap(metric, derived[metric], target))
+            for metric, target in expectations.targets(row["tp"]).items()
+            if derived[metric] is not None]
+    return {**_key(row, seconds), **counts, **derived,
+            "gap_metrics": [g[0] for g in gaps], "gap_targets": [float(g[1]) for g in gaps],
+            "gaps": [g[2] for g in gaps], "computed_ms": computed_ms}
+
+
+def topic_record(row: Mapping[str, Any], seconds: int, computed_ms: int) -> Record:
+    """The ``topic_scores`` row of one topic in one aggregated window."""
+    counts = _counts(row, TOPIC_COUNTS)
+    return {**_key(row, seconds), "topic": row["tid"], **counts,
+            "mean_topic_sentiment": mean_topic_sentiment(counts), "computed_ms": computed_ms}
+
+
+def score_event(record: Mapping[str, Any], topics: Iterable[Mapping[str, Any]],
+                computed_at: datetime) -> Score:
+    """The ``score.v2`` event of a ``cem_scores`` row and the topic rows of the same window."""
+    seconds = int(record["window_seconds"])
+    return Score(
+        touchpoint=record["touchpoint"], channel=record["channel"], stage=record["stage"],
+        window=window_label(seconds), window_start=record["window_start"],
+        window_end=record["window_start"] + timedelta(seconds=seconds), window_seconds=seconds,
+        **{name: record[name] for name in (
+            "volume", "positive_count", "neutral_count", "negative_count", "mean_sentiment",
+            "net_sentiment", "negative_share", "nps", "nps_responses", "nps_promoters",
+            "nps_detractors", "csat", "csat_responses", "csat_satisfied", "ces",
+            "ces_responses", "complaint_count", "complaint_rate", "urgent_count")},
+        urgent_flags=UrgentCounts(**{flag: record[f"{flag}_count"] for flag in URGENT_FLAGS}),
+        topics=sorted((TopicFigure(topic=t["topic"], mentions=t["mentions"],
+                                   mean_sentiment=t["mean_topic_sentiment"]) for t in topics),
+                      key=lambda t: (-t.mentions, t.topic)),
+        expectations=[ExpectationGap(metric=m, value=record[m], target=t, gap=g)
+                      for m, t, g in zip(record["gap_metrics"], record["gap_targets"],
+                                         record["gaps"])],
+        computed_at=computed_at,
+    )
