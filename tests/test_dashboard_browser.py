@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from services.core.broker import LocalBroker
-from services.core.kafka import create_topics
+from services.core.events import Ratings, RawFeedback, stable_event_id, utc_now
+from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
 from services.core.store import Store, open_store
 from services.pipeline import SERVICES
@@ -44,6 +45,26 @@ def events(touchpoint: str, count: int, negative_every: int, tag: str) -> list[d
         "text": (NEGATIVE if i % negative_every == 0 else POSITIVE)[i % 4],
         "occurred_at": (now - timedelta(seconds=i % 90)).isoformat(),
     } for i in range(count)]
+
+
+async def produce_journey(settings: Settings, bootstrap: str) -> None:
+    """Rated survey answers at each journey stage, produced straight to the raw topic (the
+    documented path for systems that write to Kafka themselves)."""
+    now = utc_now()
+    events = [RawFeedback(
+        event_id=stable_event_id("journey", f"{touchpoint}-{stage}-{i}"), source="journey",
+        external_id=f"{touchpoint}-{stage}-{i}", channel="survey", touchpoint=touchpoint,
+        text=POSITIVE[i] if i < 2 else NEGATIVE[i], occurred_at=now - timedelta(seconds=i),
+        received_at=now, stage=stage, ratings=Ratings(nps=10 if i < 2 else 3, csat=5 - i))
+        for touchpoint in ("app_checkout", "delivery", "hotline")
+        for stage in ("售前", "售中", "售后") for i in range(3)]
+    producer = Producer(bootstrap, client_id="browser-test")
+    await producer.start()
+    try:
+        await producer.send_many(settings.topic("feedback.raw"),
+                                 [(e.touchpoint.encode(), e.to_bytes()) for e in events])
+    finally:
+        await producer.stop()
 
 
 async def post(api: str, batch: list[dict]) -> None:
@@ -93,6 +114,7 @@ def test_dashboard_updates_live_and_shows_the_alert(
                     browser() as chromium:
                 for touchpoint in ("app_checkout", "delivery", "hotline"):
                     await post(api, events(touchpoint, 12, 6, "warmup"))
+                await produce_journey(settings, broker.bootstrap)
                 await eventually(lambda: _has_scores(store), 90, "the first score rows")
 
                 page = await chromium.new_page(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
@@ -125,13 +147,15 @@ def test_dashboard_updates_live_and_shows_the_alert(
                 assert await page.evaluate("window.__sameDocument === true"), "page was reloaded"
                 experience = await page.inner_text('.tile[data-touchpoint="delivery"] .big')
                 assert float(experience) < 5, "a wave of complaints must pull the score down"
+                figures = await page.inner_text('.tile[data-touchpoint="hotline"] dl')
+                assert "NPS" in figures and "CSAT" in figures, "rated touchpoints show NPS / CSAT"
 
                 alert = '#firing li[data-alert-id]'
                 await page.wait_for_selector(alert, timeout=60000)
                 assert "delivery" in await page.inner_text(alert)
                 assert await page.get_attribute('.tile[data-touchpoint="delivery"]', "class") \
-                    == "tile gap-none firing"
-                assert await stored(store, "SELECT count() AS n FROM alerts FINAL") == 1
+                    == "tile gap-bad firing", "far below its sentiment target, and alerting"
+                assert "-0." in await page.inner_text('.tile[data-touchpoint="delivery"] .gap')
                 lags = await page.evaluate("window.__lags")
                 print(f"\npush latency, score row computed -> page notified (ms): {lags}")
                 await shoot(page, "overview")
@@ -142,6 +166,7 @@ def test_dashboard_updates_live_and_shows_the_alert(
 
                 await page.click('nav a[data-route="journey"]')
                 await page.wait_for_selector("#journey-chart canvas")
+                await page.wait_for_selector("#journey-empty[hidden]", state="attached")
                 await shoot(page, "journey")
 
                 await page.goto(f"{api}/dashboard/#/overview")
@@ -152,6 +177,9 @@ def test_dashboard_updates_live_and_shows_the_alert(
                 assert await page.evaluate("location.hash") == "#/touchpoint/delivery"
                 await page.wait_for_function(
                     "() => Number(document.querySelector('#trend-note').dataset.rows) > 0")
+                mark = await page.wait_for_selector("#verbatims mark.ev-negative")
+                assert await mark.inner_text() in "".join(NEGATIVE), "evidence is a span of the text"
+                await page.wait_for_selector("#drivers table tbody tr")
                 await shoot(page, "touchpoint")
 
                 await check_keyboard_and_language(page)
@@ -164,7 +192,7 @@ def test_dashboard_updates_live_and_shows_the_alert(
 
 
 async def _has_scores(store: Store) -> bool:
-    return await stored(store, "SELECT count() AS n FROM scores") > 0
+    return await stored(store, "SELECT count() AS n FROM cem_scores") > 0
 
 
 async def check_keyboard_and_language(page: object) -> None:

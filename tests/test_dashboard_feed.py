@@ -17,11 +17,13 @@ T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
 
 
 def score(touchpoint: str, minute: int, computed_ms: int, volume: int = 10,
-          negative: int = 2) -> dict:
-    return {"touchpoint": touchpoint, "window_seconds": 60,
+          negative: int = 2, stage: str = "", channel: str = "") -> dict:
+    return {"touchpoint": touchpoint, "channel": channel, "stage": stage, "window_seconds": 60,
             "window_start": T0 + timedelta(minutes=minute), "volume": volume,
             "positive_count": volume - negative, "neutral_count": 0, "negative_count": negative,
-            "mean_sentiment": 0.1, "negative_share": negative / volume, "computed_ms": computed_ms}
+            "mean_sentiment": 0.1, "negative_share": negative / volume,
+            "gap_metrics": ["mean_sentiment"], "gap_targets": [0.3], "gaps": [-0.2],
+            "computed_ms": computed_ms}
 
 
 def alert(alert_id: str, inserted_ms: int) -> dict:
@@ -51,7 +53,7 @@ def test_snapshot_then_each_new_row_once_with_one_poller(store_url: str) -> None
             await migrate(store)
             now_ms = int(time.time() * 1000)
             old = [score("delivery", m - 70, now_ms - 60_000) for m in range(SNAPSHOT_WINDOWS + 5)]
-            await store.insert("scores", old + [score("delivery", -67, now_ms - 30_000, 20, 15)])
+            await store.insert("cem_scores", old + [score("delivery", -67, now_ms - 30_000, 20, 15)])
             await store.insert("alerts", [alert("a-old", now_ms - 60_000)])
             feed = LiveFeed(store, 60, interval_s=0.2)
 
@@ -67,24 +69,34 @@ def test_snapshot_then_each_new_row_once_with_one_poller(store_url: str) -> None
             await asyncio.sleep(0.5)
             assert first.empty(), "rows stored before connecting come from the snapshot only"
 
-            await store.insert("scores", [score("delivery", 70, now_ms + 1000, 8, 6)])
+            await store.insert("cem_scores", [score("delivery", 70, now_ms + 1000, 8, 6)])
             pushed = await next_message(first)
             assert pushed == await next_message(second)
             assert pushed["type"] == "scores"
             assert [(r["touchpoint"], r["window_start"], r["negative_count"])
                     for r in pushed["rows"]] == [("delivery", T0 + timedelta(minutes=70), 6)]
+            assert pushed["rows"][0]["expectations"] == [
+                {"metric": "mean_sentiment", "target": 0.3, "gap": -0.2}]
             assert feed._task is poller, "one poller however many pages listen"
 
             # Written later, stamped earlier (another scorer's clock): still pushed, once.
-            await store.insert("scores", [score("hotline", 70, now_ms + 500)])
+            await store.insert("cem_scores", [score("hotline", 70, now_ms + 500)])
             late = await next_message(first)
             assert [r["touchpoint"] for r in late["rows"]] == ["hotline"]
-            await store.insert("scores", [score("hotline", 70, now_ms + 500)])
+            await store.insert("cem_scores", [score("hotline", 70, now_ms + 500)])
+            # A journey stage's row is pushed; a single channel's row is not (the page shows
+            # touchpoints over all channels).
+            await store.insert("cem_scores", [score("hotline", 70, now_ms + 600, stage="售后"),
+                                              score("hotline", 70, now_ms + 600, channel="app")])
+            staged = await next_message(first)
+            assert [(r["touchpoint"], r["stage"], r["channel"]) for r in staged["rows"]] == [
+                ("hotline", "售后", "")]
             await store.insert("alerts", [alert("a-new", now_ms + 2000)])
             fired = await next_message(first)
             assert fired["type"] == "alerts"
             assert [a["alert_id"] for a in fired["rows"]] == ["a-new"]
-            assert [(await next_message(second))["type"] for _ in range(2)] == ["scores", "alerts"]
+            kinds = [(await next_message(second))["type"] for _ in range(3)]
+            assert kinds == ["scores", "scores", "alerts"]
             await quiet(first, feed)
 
             await feed.unsubscribe(first)
@@ -107,7 +119,7 @@ def test_a_page_that_stops_reading_is_told_to_resync(store_url: str) -> None:
             await asyncio.sleep(0.3)
             now_ms = int(time.time() * 1000)
             for i in range(4):
-                await store.insert("scores", [score("delivery", i, now_ms + 1000 * (i + 1))])
+                await store.insert("cem_scores", [score("delivery", i, now_ms + 1000 * (i + 1))])
                 await feed.poll_once()
             assert [queue.get_nowait()["type"] for _ in range(queue.qsize())][0] == "resync"
             await feed.unsubscribe(queue)

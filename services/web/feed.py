@@ -39,24 +39,29 @@ LIVE_HORIZON = timedelta(days=1)
 """Score rows for windows older than this are not pushed (a reload shows them): it bounds what
 each poll scans to the newest partitions."""
 
-_SCORE_COLUMNS = ("touchpoint, window_seconds, window_start, volume, positive_count, "
-                  "neutral_count, negative_count, mean_sentiment, negative_share, computed_ms")
+_SCORE_COLUMNS = ("touchpoint, channel, stage, window_seconds, window_start, volume, "
+                  "positive_count, neutral_count, negative_count, mean_sentiment, net_sentiment, "
+                  "negative_share, nps_responses, nps_promoters, nps_detractors, nps, "
+                  "csat_responses, csat_satisfied, csat, ces, complaint_rate, gap_metrics, "
+                  "gap_targets, gaps, computed_ms")
 
 _ALERT_COLUMNS = ("alert_id, dedupe_key, rule_id, severity, status, touchpoint, metric, operator, "
                   "threshold, value, volume, window_start, window_end, fired_at, message, "
                   "inserted_ms")
 
+# Base-window rows over all channels: per touchpoint, all stages together (stage '') for the
+# tiles and each journey stage for the journey map.
 _NEW_SCORES_SQL = f"""
-SELECT {_SCORE_COLUMNS} FROM scores
-WHERE window_seconds = %(seconds)s AND window_start >= %(horizon)s
+SELECT {_SCORE_COLUMNS} FROM cem_scores
+WHERE window_seconds = %(seconds)s AND channel = '' AND window_start >= %(horizon)s
   AND computed_ms > %(since)s
 ORDER BY computed_ms
 """
 
 _SNAPSHOT_SCORES_SQL = f"""
-SELECT {_SCORE_COLUMNS} FROM scores FINAL
-WHERE window_seconds = %(seconds)s AND window_start >= %(lo)s
-ORDER BY touchpoint, window_start
+SELECT {_SCORE_COLUMNS} FROM cem_scores FINAL
+WHERE window_seconds = %(seconds)s AND channel = '' AND window_start >= %(lo)s
+ORDER BY touchpoint, stage, window_start
 """
 
 _NEW_ALERTS_SQL = f"""
@@ -73,20 +78,12 @@ LIMIT %(limit)s
 
 
 def score_out(row: Row) -> dict[str, Any]:
-    """A score row as the page reads it: one window of one touchpoint (all stages/channels)."""
-    return {
-        "touchpoint": row["touchpoint"], "stage": "", "channel": "",
-        "window_seconds": int(row["window_seconds"]), "window_start": row["window_start"],
-        "volume": int(row["volume"]), "positive_count": int(row["positive_count"]),
-        "neutral_count": int(row["neutral_count"]), "negative_count": int(row["negative_count"]),
-        "mean_sentiment": row["mean_sentiment"], "negative_share": row["negative_share"],
-        "expectations": [], "computed_ms": int(row["computed_ms"]),
-    }
-
-
-def alert_out(row: Row) -> dict[str, Any]:
-    """An alert row as the page reads it."""
-    return {**row, "volume": int(row["volume"]), "inserted_ms": int(row["inserted_ms"])}
+    """A score row as the page reads it: one window of one touchpoint and journey stage, with
+    the counts that let the page sum windows exactly and the expectation gaps."""
+    out = {k: v for k, v in row.items() if k not in ("gap_metrics", "gap_targets", "gaps")}
+    out["expectations"] = [{"metric": m, "target": t, "gap": g} for m, t, g in
+                           zip(row["gap_metrics"], row["gap_targets"], row["gaps"])]
+    return out
 
 
 @dataclass
@@ -129,7 +126,7 @@ class LiveFeed:
     async def snapshot(self) -> dict[str, Any]:
         """What a newly connected page starts from: recent windows and the latest alerts."""
         newest = await self.store.query(
-            "SELECT max(window_start) AS w FROM scores WHERE window_seconds = %(seconds)s",
+            "SELECT max(window_start) AS w FROM cem_scores WHERE window_seconds = %(seconds)s",
             {"seconds": self.window_seconds})
         scores: list[Row] = []
         if newest and newest[0]["w"] is not None and newest[0]["w"].timestamp() > 0:
@@ -140,7 +137,7 @@ class LiveFeed:
         alerts = await self.store.query(_SNAPSHOT_ALERTS_SQL, {"limit": SNAPSHOT_ALERTS})
         return {"window_seconds": self.window_seconds,
                 "scores": [score_out(r) for r in scores],
-                "alerts": [alert_out(r) for r in alerts]}
+                "alerts": alerts}
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         """A queue of change messages; starts the shared poller for the first subscriber."""
@@ -177,7 +174,7 @@ class LiveFeed:
         """Start at the rows already stored (pages get those from the snapshot): the newest
         stamps, and every row within the look-back marked as sent."""
         stamps = await self.store.query(
-            "SELECT (SELECT max(computed_ms) FROM scores) AS s, "
+            "SELECT (SELECT max(computed_ms) FROM cem_scores) AS s, "
             "(SELECT max(inserted_ms) FROM alerts) AS a")
         self._scores.since_ms = int(stamps[0]["s"] or 0)
         self._alerts.since_ms = int(stamps[0]["a"] or 0)
@@ -189,14 +186,15 @@ class LiveFeed:
             "seconds": self.window_seconds, "horizon": utc_now() - LIVE_HORIZON,
             "since": max(0, self._scores.since_ms - self.overlap_ms)})
         fresh_scores = self._scores.fresh(scores, "computed_ms",
-                                          ("touchpoint", "window_start"), self.overlap_ms)
+                                          ("touchpoint", "stage", "window_start"),
+                                          self.overlap_ms)
         if fresh_scores and publish:
             self._publish({"type": "scores", "rows": [score_out(r) for r in fresh_scores]})
         alerts = await self.store.query(_NEW_ALERTS_SQL, {
             "since": max(0, self._alerts.since_ms - self.overlap_ms)})
         fresh_alerts = self._alerts.fresh(alerts, "inserted_ms", ("alert_id",), self.overlap_ms)
         if fresh_alerts and publish:
-            self._publish({"type": "alerts", "rows": [alert_out(r) for r in fresh_alerts]})
+            self._publish({"type": "alerts", "rows": fresh_alerts})
 
     def _publish(self, message: Mapping[str, Any]) -> None:
         for queue in list(self._subscribers):
