@@ -215,7 +215,7 @@ function renderJourney(view) {
       tooltip: { formatter: (p) => `${STAGES[p.value[1]]} · ${touchpoints[p.value[0]]}: ${p.value[2]}` },
       grid: { left: 70, right: 20, top: 10, bottom: 80 },
       xAxis: { type: 'category', data: touchpoints, splitArea: { show: true } },
-      yAxis: { type: 'category', data: STAGES.map((s) => t(`stage_${s}`)), splitArea: { show: true } },
+      yAxis: { type: 'category', inverse: true, data: STAGES.map((s) => t(`stage_${s}`)), splitArea: { show: true } },
       visualMap: {
         min: range[0], max: range[1], calculable: true, orient: 'horizontal', left: 'center', bottom: 0,
         inRange: { color: lowIsGood ? ['#1a9850', '#fee08b', '#d73027'] : ['#d73027', '#fee08b', '#1a9850'] },
