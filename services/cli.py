@@ -124,6 +124,28 @@ def nlp_train(data: str, out: str | None, holdout: float, seed: int) -> None:
                           indent=2, ensure_ascii=False))
 
 
+@nlp.command("train-topics")
+@click.option("--taxonomy", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Taxonomy YAML whose topics (ids or names) label the data.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), required=True,
+              help='Labelled JSONL, one {"text": ..., "aspects": [...]} per line.')
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Artifact folder; name it as `tagger:` in the taxonomy YAML to use it.")
+@click.option("--holdout", type=float, default=0.0, show_default=True,
+              help="Share of rows held out (stratified) to report micro/macro-F1 on.")
+@click.option("--seed", type=int, default=42, show_default=True)
+def nlp_train_topics(taxonomy: str, data: str, out: str, holdout: float, seed: int) -> None:
+    """Train a learned topic tagger for a taxonomy (needs the `train` extra)."""
+    import json
+    from pathlib import Path
+
+    from services.nlp.taxonomy import train_topics
+
+    click.echo(f"training topics of {taxonomy} on {data} -> {out}", err=True)
+    report = train_topics(Path(taxonomy), Path(data), Path(out), holdout=holdout, seed=seed)
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+
+
 @main.command()
 def scoring() -> None:
     """Run the scoring stage (enriched topic -> ClickHouse -> scores topic)."""

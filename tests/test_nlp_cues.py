@@ -60,17 +60,21 @@ def test_custom_urgency_file_and_clear_errors(tmp_path: Path) -> None:
         load_urgency(path)
 
 
-@pytest.mark.parametrize(("text", "label", "urgent", "intent"), [
-    ("为什么还没发货？", "negative", False, "complaint"),
-    ("请问什么时候发货？", "negative", False, "inquiry"),
-    ("质量很差，用了两天就坏", "negative", False, "complaint"),
-    ("建议增加夜间配送时段", "neutral", False, "suggestion"),
-    ("服务很好，点赞", "positive", False, "praise"),
-    ("收到了", "neutral", False, "other"),
-    ("请问12315电话是多少", "neutral", True, "complaint"),
+@pytest.mark.parametrize(("text", "label", "flags", "intent"), [
+    ("为什么还没发货？", "negative", [], "complaint"),
+    ("请问什么时候发货？", "negative", [], "inquiry"),
+    ("质量很差，用了两天就坏", "negative", [], "complaint"),
+    ("建议增加夜间配送时段", "neutral", [], "suggestion"),
+    ("服务很好，点赞", "positive", [], "praise"),
+    ("收到了", "neutral", [], "other"),
+    ("请问12315电话是多少", "neutral", ["escalation_threat"], "complaint"),
+    ("如何注销账号？", "negative", ["churn_intent"], "inquiry"),
+    ("这家店哪里都好", "positive", [], "praise"),
+    ("好的，谢谢", "positive", [], "other"),
+    ("我的订单号是20261123001", "negative", [], "other"),
 ])
-def test_intent_rules(text: str, label: str, urgent: bool, intent: str) -> None:
-    assert intent_of(text, label, urgent) == intent  # type: ignore[arg-type]
+def test_intent_rules(text: str, label: str, flags: list[str], intent: str) -> None:
+    assert intent_of(text, label, flags) == intent  # type: ignore[arg-type]
 
 
 def test_keywords_rank_salient_words_and_skip_stop_words() -> None:
@@ -94,3 +98,23 @@ def test_analyzer_fills_intent_and_urgency(analyzer: Analyzer) -> None:
     assert angry.intent == "complaint"
     assert {u.flag for u in angry.urgency} == {"repeat_contact", "escalation_threat"}
     assert question.intent == "inquiry" and question.urgency == []
+
+
+def test_domain_dictionary_keeps_contact_center_words_whole(analyzer: Analyzer) -> None:
+    [event] = analyzer.analyze([raw("APP闪退了，快递员也联系不上，我要打12315找消协")])
+    assert {"闪退", "快递员", "12315", "消协"} <= set(event.tokens)
+
+
+def test_deployment_user_dictionary_extends_jieba(tmp_path: Path) -> None:
+    import jieba
+
+    from services.nlp.analyzer import load_user_dicts
+
+    text = "星耀卡积分到账了"
+    assert "星耀卡" not in jieba.lcut(text, HMM=False)
+    extra = tmp_path / "dict.txt"
+    extra.write_text("星耀卡 100 n\n", encoding="utf-8")
+    load_user_dicts(extra)
+    assert "星耀卡" in jieba.lcut(text, HMM=False)
+    with pytest.raises(ValueError, match="VOC_JIEBA_USER_DICT"):
+        load_user_dicts(tmp_path / "missing.txt")

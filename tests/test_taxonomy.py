@@ -46,3 +46,25 @@ def test_bad_taxonomy_is_refused_with_the_reason(tmp_path: Path, body: str, mess
     path.write_text(body)
     with pytest.raises(ValueError, match=message):
         load_taxonomy(path)
+
+
+@pytest.mark.parametrize(("text", "topic"), [
+    ("电话一直打不通，转人工也没人接", "service_attitude"),
+    ("包裹显示已签收但是我没收到", "logistics_delivery"),
+    ("会员自动续费乱扣费", "price_fees"),
+    ("登不上去，APP白屏", "account_app_system"),
+    ("申请退款一个星期了还没退", "waiting_time"),
+    ("坏了要返厂检测，三包期内能换吗", "after_sales_returns"),
+    ("吃完拉肚子，怀疑变质了", "product_quality"),
+])
+def test_default_taxonomy_covers_contact_center_language(text: str, topic: str) -> None:
+    assert topic in {m.id for m in load_taxonomy().tag(text)}
+
+
+@pytest.mark.parametrize(("text", "topic"), [
+    ("希望贵司能开通微信支付", "price_fees"),
+    ("麻烦了", "convenience_process"),
+    ("我的订单号是20261123001", "logistics_delivery"),
+])
+def test_default_taxonomy_avoids_polite_and_id_false_positives(text: str, topic: str) -> None:
+    assert topic not in {m.id for m in load_taxonomy().tag(text)}

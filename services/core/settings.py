@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     )
     taxonomy_path: Path | None = Field(default=None, description="Topic taxonomy YAML.")
     urgency_path: Path | None = Field(default=None, description="Urgency cue YAML.")
+    jieba_user_dict: Path | None = Field(
+        default=None, description="Extra jieba user dictionary, loaded after the shipped one.")
 
     sink_batch_size: int = Field(default=1000, ge=1, description="Rows per store insert.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Max wait to fill a batch.")

@@ -4,12 +4,18 @@ It is plain synchronous code over whole batches: the models vectorise over many 
 and the stream processor runs it off the event loop. Aspect-level polarity scores the clauses
 that hold each topic's evidence, all clauses of a batch in the same model call as the texts, so
 a mixed review ("菜很好吃，但是配送太慢") gives food a positive and delivery a negative tag.
+
+Questions, suggestions and acknowledgements without grievance cues are not evaluative, but the
+review-trained sentiment model has no neutral class and scores them strongly (see
+:data:`services.nlp.cues.NON_EVALUATIVE_DAMPING`): their event and aspect scores are damped
+towards neutral so that "请问什么时候发货？" does not count as negative feedback.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 from typing import Protocol
 
 import jieba
@@ -24,11 +30,9 @@ from services.core.events import (
     TopicTag,
     utc_now,
 )
-from services.nlp.cues import UrgencyCues, intent_of
+from services.nlp.cues import NON_EVALUATIVE_DAMPING, UrgencyCues, intent_of, is_evaluative
 from services.nlp.keywords import KeywordExtractor
-from services.nlp.taxonomy import Taxonomy, TopicMatch
-
-_CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n]+")
+from services.nlp.taxonomy import CLAUSE, Taxonomy, TopicMatch
 
 
 class SentimentModel(Protocol):
@@ -70,11 +74,28 @@ def clause_of(text: str, clauses: list[Span], position: int) -> Span:
     return (0, len(text))
 
 
+def load_user_dicts(extra: Path | None = None) -> None:
+    """Load the shipped domain dictionary into jieba, then a deployment's own (``VOC_JIEBA_USER_DICT``).
+
+    jieba's default dictionary splits contact-center words (12315, 消协, 闪退, 快递员) or does
+    not know them, which degrades tokens and keywords. jieba keeps one global dictionary, so
+    loading again is harmless: a word's entry is simply overwritten.
+    """
+    shipped = resources.files(__package__).joinpath("user_dict.txt")
+    with resources.as_file(shipped) as path:
+        jieba.load_userdict(str(path))
+    if extra is not None:
+        if not extra.is_file():
+            raise ValueError(f"VOC_JIEBA_USER_DICT={extra} is not a file; point it at a jieba "
+                             "user dictionary (one `word [freq] [tag]` per line)")
+        jieba.load_userdict(str(extra))
+
+
 class Analyzer:
     """Enriches raw events with tokens, sentiment, aspect topics, intent, urgency and keywords."""
 
     def __init__(self, sentiment: SentimentModel, taxonomy: Taxonomy, urgency: UrgencyCues,
-                 neutral_band: float) -> None:
+                 neutral_band: float, user_dict: Path | None = None) -> None:
         self.sentiment = sentiment
         self.taxonomy = taxonomy
         self.urgency = urgency
@@ -82,13 +103,14 @@ class Analyzer:
         self.model_id = f"{sentiment.name}-{sentiment.version}"
         jieba.setLogLevel(30)
         jieba.initialize()
+        load_user_dicts(user_dict)
         self.keywords = KeywordExtractor()
 
     def analyze(self, events: Sequence[RawFeedback]) -> list[EnrichedFeedback]:
         """One enriched event per input event, in the same order."""
         if not events:
             return []
-        matches = [self.taxonomy.tag(e.text) for e in events]
+        matches = self.taxonomy.tag_many([e.text for e in events])
         clause_spans = [self._topic_clauses(e.text, m) for e, m in zip(events, matches, strict=True)]
         clause_texts = sorted({e.text[a:b] for e, per_topic in zip(events, clause_spans, strict=True)
                                for spans in per_topic for a, b in spans})
@@ -98,16 +120,19 @@ class Analyzer:
         enriched = []
         for event, score, found, per_topic in zip(events, scores[: len(events)], matches,
                                                   clause_spans, strict=True):
-            label = label_for(score, self.neutral_band)
-            topics = [self._topic_tag(event.text, match, spans, clause_score)
-                      for match, spans in zip(found, per_topic, strict=True)]
             urgency = self.urgency.find(event.text)
+            intent = intent_of(event.text, label_for(score, self.neutral_band), [u.flag for u in urgency])
+            damping = 1.0 if is_evaluative(intent) else NON_EVALUATIVE_DAMPING
+            score *= damping
+            topics = [self._topic_tag(event.text, match, spans, clause_score, damping)
+                      for match, spans in zip(found, per_topic, strict=True)]
             tokens = jieba.lcut(event.text, HMM=False)
             enriched.append(EnrichedFeedback(
                 **event.model_dump(exclude={"schema_"}),
-                sentiment=Sentiment(score=score, label=label, model=self.model_id),
+                sentiment=Sentiment(score=score, label=label_for(score, self.neutral_band),
+                                    model=self.model_id),
                 topics=topics,
-                intent=intent_of(event.text, label, bool(urgency)),
+                intent=intent,
                 urgency=urgency,
                 keywords=self.keywords.extract(tokens),
                 tokens=tokens,
@@ -121,13 +146,13 @@ class Analyzer:
     @staticmethod
     def _topic_clauses(text: str, found: list[TopicMatch]) -> list[list[Span]]:
         """Per topic, the distinct clauses holding its evidence, in text order."""
-        clauses = [m.span() for m in _CLAUSE.finditer(text)]
+        clauses = [m.span() for m in CLAUSE.finditer(text)]
         return [sorted({clause_of(text, clauses, start) for start, _ in match.evidence})
                 for match in found]
 
     def _topic_tag(self, text: str, match: TopicMatch, spans: list[Span],
-                   clause_score: dict[str, float]) -> TopicTag:
-        score = sum(clause_score[text[a:b]] for a, b in spans) / len(spans)
+                   clause_score: dict[str, float], damping: float) -> TopicTag:
+        score = damping * sum(clause_score[text[a:b]] for a, b in spans) / len(spans)
         return TopicTag(id=match.id, name=match.name,
                         sentiment=AspectSentiment(score=score, label=label_for(score, self.neutral_band)),
                         evidence=match.evidence)

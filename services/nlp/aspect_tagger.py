@@ -2,17 +2,22 @@
 
 Keyword lists are transparent and editable but miss paraphrases (held-out micro-F1 about 0.75
 on the public aspect corpora), while a linear model over character n-grams learns them from
-labelled examples. The model here is one logistic regression per topic over the same
-sublinear TF-IDF character 1-4 grams as the sentiment model (no word segmentation, so no
-jieba cost), with a per-topic decision threshold chosen on out-of-fold scores of the training
-part: a fixed 0.5 cut under-predicts rare topics and over-predicts near-universal ones.
+labelled examples. The model here is one logistic regression per topic over sublinear TF-IDF
+character n-grams, normalised as for the sentiment model (no word segmentation, so no jieba
+cost), with a per-topic decision threshold chosen on out-of-fold scores of the training part:
+a fixed 0.5 cut under-predicts rare topics and over-predicts near-universal ones.
 
 Prediction is numpy only and the artifact is plain arrays (``.npz``) plus JSON, as for the
 sentiment model, so shipping a tagger never depends on scikit-learn or on pickles.
 scikit-learn is needed only by :func:`train_tagger`.
 
-A model learns nothing reliable from a handful of examples, so :func:`combine` lets the
-keyword taxonomy decide every topic whose training support is below ``MIN_EXAMPLES``.
+Keywords and the model are combined per topic by late fusion: a keyword hit adds a per-topic
+weight to the model's margin, and the weight and the fused threshold are chosen together on the
+same out-of-fold scores (weight 0 means the model alone decides; a large weight means a keyword
+hit alone suffices). A model learns nothing reliable from a handful of examples, so
+:meth:`AspectTagger.combine` lets the keyword taxonomy alone decide every topic whose training
+support is below ``MIN_EXAMPLES``, and every topic the model does not know (added to the YAML
+after training).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from services.nlp.sentiment_model import char_ngrams
+from services.nlp.sentiment_model import NgramIndex, char_ngrams
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
@@ -34,7 +39,7 @@ MODEL_VERSION = "1.0.0"
 
 MIN_EXAMPLES = 30
 """Topics with fewer positive training examples than this are decided by keywords in
-:func:`combine`. Below about 30 examples the out-of-fold threshold is set from two or three
+:meth:`AspectTagger.combine`. Below about 30 examples the out-of-fold threshold is set from two or three
 positives per fold and the model's figures swing widely; on the makeup corpus this covers
 尺寸 (size) and 新鲜度 (freshness), whose keyword lists are nearly exact."""
 
@@ -117,32 +122,25 @@ def f1_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterable[str]])
     return {"micro_f1": micro, "macro_f1": macro, "per_topic_f1": per_topic}
 
 
-def combine(
-    keyword_tags: Iterable[str],
-    model_tags: Iterable[str],
-    support: Mapping[str, int],
-    min_examples: int = MIN_EXAMPLES,
-) -> list[str]:
-    """Merge the keyword and model topic ids of one text.
+KEYWORD_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 100.0)
+"""Candidate margin bonuses of a keyword hit, tried per topic on out-of-fold scores."""
 
-    A topic the model was trained on with at least ``min_examples`` positives is decided by
-    the model alone; any other topic (rare, or unknown to the model, such as one added to the
-    YAML after training) is decided by the keywords alone. Each topic therefore has exactly one
-    owner, and editing the YAML still works for the topics the model cannot learn.
-    """
-    def learned(topic: str) -> bool:
-        return support.get(topic, 0) >= min_examples
-
-    kept = {t for t in model_tags if learned(t)} | {t for t in keyword_tags if not learned(t)}
-    return sorted(kept)
+KEYWORDS_ONLY = (1e6, 5e5)
+"""Bonus and threshold that make a keyword hit the whole decision (margins stay far below
+5e5), the last candidate of the fusion: on some topics the hand-written list beats the model."""
 
 
 class AspectTagger:
     """One linear decision per topic over sublinear TF-IDF character n-grams, L2-normalised.
 
-    ``weights`` has one column per topic; a topic is predicted when its margin reaches its
-    threshold. ``support`` is the number of positive training examples per topic, kept in the
-    artifact so that :func:`combine` can be applied to a loaded model.
+    ``weights`` has one column per topic; on its own the model predicts a topic when its
+    margin reaches ``thresholds``. Combined with keywords, a topic is predicted when the margin
+    plus ``keyword_weights`` (if a keyword of the topic matched) reaches ``fused_thresholds``.
+    ``support`` is the number of positive training examples per topic, kept in the artifact so
+    that a loaded model knows which topics it may decide. ``at_least_one`` is set when every
+    training text carried a topic (true of the public aspect corpora, whose rows were selected
+    because they discuss an aspect): the combined decision then never leaves a text untagged
+    but falls back to the learned topic closest to its fused threshold.
     """
 
     name = "char-ngram-ovr-logreg"
@@ -155,9 +153,12 @@ class AspectTagger:
         weights: np.ndarray,
         intercepts: np.ndarray,
         thresholds: np.ndarray,
+        keyword_weights: np.ndarray,
+        fused_thresholds: np.ndarray,
         support: Mapping[str, int],
         max_n: int,
         max_chars: int,
+        at_least_one: bool = False,
         version: str = MODEL_VERSION,
     ) -> None:
         self.topics = list(topics)
@@ -166,50 +167,66 @@ class AspectTagger:
         self.weights = np.asarray(weights, dtype=np.float64).reshape(len(self.vocabulary), len(self.topics))
         self.intercepts = np.asarray(intercepts, dtype=np.float64)
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.keyword_weights = np.asarray(keyword_weights, dtype=np.float64)
+        self.fused_thresholds = np.asarray(fused_thresholds, dtype=np.float64)
         self.support = {t: int(support.get(t, 0)) for t in self.topics}
         self.max_n = max_n
         self.max_chars = max_chars
+        self.at_least_one = at_least_one
         self.version = version
-        self._column = {gram: j for j, gram in enumerate(self.vocabulary)}
-
-    def _features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sparse TF-IDF rows as (row, column, value) triples, identical to the training features.
-
-        A dict look-up per n-gram is simple and, at the pipeline's message sizes, not the
-        bottleneck; n-grams outside the vocabulary are dropped, exactly as the vectorizer does.
-        """
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[float] = []
-        for i, text in enumerate(texts):
-            counts: dict[int, int] = {}
-            for gram in char_ngrams(text, self.max_n, self.max_chars):
-                j = self._column.get(gram)
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            if not counts:
-                continue
-            c = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-            tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
-            v = tf * self.idf[c]
-            v /= np.sqrt(v @ v)
-            rows.extend([i] * len(c))
-            cols.extend(c.tolist())
-            vals.extend(v.tolist())
-        return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(vals)
+        self._index = NgramIndex(self.vocabulary, max_n, max_chars)
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
-        rows, cols, vals = self._features(texts)
-        scores = np.tile(self.intercepts, (len(texts), 1))
-        for k in range(len(self.topics)):
-            scores[:, k] += np.bincount(rows, weights=vals * self.weights[cols, k], minlength=len(texts))
-        return scores
+        return self._margins(texts)[0]
+
+    def _margins(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Margins and a has-any-known-n-gram mask per text.
+
+        Features are the sublinear TF-IDF rows of the training vectorizer, L2-normalised, looked
+        up for the whole batch at once by the same vectorised index as the sentiment model.
+        """
+        n = len(texts)
+        rows, cols, tfidf = self._index.tfidf(list(texts), self.idf)
+        norm = np.sqrt(np.bincount(rows, weights=tfidf * tfidf, minlength=n))
+        values = tfidf / norm[rows]
+        scores = np.zeros((n, len(self.topics)))
+        if len(rows):
+            # rows come sorted from the index, so each text's n-grams are one contiguous run.
+            present, starts = np.unique(rows, return_index=True)
+            scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
+        return scores + self.intercepts, norm > 0
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Topic ids per text, in the tagger's topic order."""
         hits = self.decision_function(texts) >= self.thresholds
         return [[t for t, h in zip(self.topics, row, strict=True) if h] for row in hits]
+
+    def combine(self, texts: Sequence[str], keyword_tags: Sequence[Iterable[str]],
+                min_examples: int = MIN_EXAMPLES) -> list[list[str]]:
+        """Topic ids per text from the model and the keyword matches of each text together.
+
+        Topics with at least ``min_examples`` training positives are decided by the fused
+        margin; all other topics, including ones the model never saw, by the keywords alone. A
+        text with no n-gram the model knows (blank, emoji only) gives the model no evidence, so
+        only its keywords count.
+        """
+        margins, has_evidence = self._margins(texts)
+        index = {t: k for k, t in enumerate(self.topics)}
+        learned = np.array([self.support[t] >= min_examples for t in self.topics], dtype=bool)
+        result = []
+        for row, evidence, tags in zip(margins, has_evidence, keyword_tags, strict=True):
+            keyword_set = set(tags)
+            hits = np.array([t in keyword_set for t in self.topics], dtype=bool)
+            fused = row + self.keyword_weights * hits >= self.fused_thresholds
+            decided = np.where(learned & evidence, fused, hits)
+            kept = {t for t, d in zip(self.topics, decided, strict=True) if d}
+            kept |= {t for t in keyword_set if t not in index}
+            if self.at_least_one and evidence and not kept and learned.any():
+                gap = np.where(learned, row + self.keyword_weights * hits - self.fused_thresholds, -np.inf)
+                kept.add(self.topics[int(gap.argmax())])
+            result.append(sorted(kept))
+        return result
 
     def save(self, out_dir: str | Path) -> None:
         """Write the arrays compressed (float32) and the feature parameters as JSON.
@@ -234,7 +251,10 @@ class AspectTagger:
             "topics": self.topics,
             "intercepts": self.intercepts.tolist(),
             "thresholds": self.thresholds.tolist(),
+            "keyword_weights": self.keyword_weights.tolist(),
+            "fused_thresholds": self.fused_thresholds.tolist(),
             "support": self.support,
+            "at_least_one": self.at_least_one,
             "n_features": len(self.vocabulary),
         }
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -255,9 +275,12 @@ class AspectTagger:
             weights=weights,
             intercepts=np.array(params["intercepts"]),
             thresholds=np.array(params["thresholds"]),
+            keyword_weights=np.array(params["keyword_weights"]),
+            fused_thresholds=np.array(params["fused_thresholds"]),
             support=params["support"],
             max_n=params["max_n"],
             max_chars=params["max_chars"],
+            at_least_one=params["at_least_one"],
             version=params["version"],
         )
 
@@ -281,23 +304,51 @@ def _best_threshold(scores: np.ndarray, y: np.ndarray) -> float:
     return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1.0)
 
 
+def _fusion(scores: np.ndarray, hits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The keyword bonus and fused threshold that maximise one topic's out-of-fold F1.
+
+    Ties go to the smaller bonus (the candidates are tried in increasing order), so keywords
+    change the model's decisions only where that measurably helps.
+    """
+    best = (-1.0, 0.0, 0.0)
+    for weight in KEYWORD_WEIGHTS:
+        fused = scores + weight * hits
+        threshold = _best_threshold(fused, y)
+        predicted = fused >= threshold
+        denominator = predicted.sum() + y.sum()
+        f1 = 2 * (predicted & y).sum() / denominator if denominator else 0.0
+        if f1 > best[0] + 1e-9:
+            best = (f1, weight, threshold)
+    denominator = hits.sum() + y.sum()
+    if denominator and 2 * (hits & y).sum() / denominator > best[0] + 1e-9:
+        return KEYWORDS_ONLY
+    return best[1], best[2]
+
+
 def train_tagger(
     texts: Sequence[str],
     topic_sets: Sequence[Iterable[str]],
     topics: Sequence[str] | None = None,
+    keyword_sets: Sequence[Iterable[str]] | None = None,
     c: float = 10.0,
-    max_n: int = 4,
+    max_ns: Sequence[int] = (2, 3),
     min_df: int = 2,
     max_chars: int = 4000,
     folds: int = 3,
     seed: int = 42,
 ) -> AspectTagger:
-    """Fit one logistic regression per topic and tune its decision threshold by CV.
+    """Fit one logistic regression per topic and tune thresholds and n-gram length by CV.
 
     Thresholds come from ``folds``-fold out-of-fold margins of the training texts only, so an
-    evaluation on a separate hold-out is not tuned on that hold-out. Topics without any positive
-    example get an infinite threshold (never predicted) but are still listed, so their support
-    of 0 hands them to the keywords in :func:`combine`.
+    evaluation on a separate hold-out is not tuned on that hold-out. ``keyword_sets`` are the
+    taxonomy's keyword matches of each text; with them the keyword bonus and fused threshold of
+    each topic are tuned on the same out-of-fold margins (without them the fused decision is the
+    model's own). Topics without any positive example get an infinite threshold (never
+    predicted) but are still listed, so their support of 0 hands them to the keywords.
+
+    The longest character n-gram is the one of ``max_ns`` whose out-of-fold combined decisions
+    reach the best micro-F1: short forum posts with a sparse label set (the car corpus) do
+    better with 1-2-grams, where 3-grams mostly add noise, while other corpora prefer 1-3-grams.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -306,53 +357,77 @@ def train_tagger(
     sets = [set(s) for s in topic_sets]
     topic_list = list(topics) if topics is not None else sorted(set().union(*sets))
     y = np.array([[t in s for t in topic_list] for s in sets], dtype=bool).reshape(len(sets), len(topic_list))
-    vectorizer = TfidfVectorizer(
-        analyzer=lambda t: char_ngrams(t, max_n, max_chars), sublinear_tf=True, min_df=min_df
-    )
-    x = vectorizer.fit_transform(list(texts))
-    splits = list(KFold(folds, shuffle=True, random_state=seed).split(x))
-
-    def fit(rows: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-        target = y[rows, k]
-        if target.all() or not target.any():
-            # A constant label: a model cannot be fitted, the intercept alone says it all.
-            return np.zeros(x.shape[1]), (10.0 if target.all() else -10.0)
-        model = LogisticRegression(C=c, max_iter=2000).fit(x[rows], target)
-        return model.coef_.ravel(), float(model.intercept_[0])
-
-    weights = np.zeros((x.shape[1], len(topic_list)))
-    intercepts = np.zeros(len(topic_list))
-    thresholds = np.zeros(len(topic_list))
-    for k in range(len(topic_list)):
-        oof = np.zeros(len(sets))
-        for fit_idx, val_idx in splits:
-            w, b = fit(fit_idx, k)
-            oof[val_idx] = x[val_idx] @ w + b
-        thresholds[k] = _best_threshold(oof, y[:, k])
-        weights[:, k], intercepts[k] = fit(np.arange(len(sets)), k)
-
-    vocabulary = [""] * len(vectorizer.vocabulary_)
-    for gram, j in vectorizer.vocabulary_.items():
-        vocabulary[j] = gram
+    keyword_hits = np.array([[t in set(s) for t in topic_list] for s in keyword_sets], dtype=bool).reshape(
+        len(sets), len(topic_list)) if keyword_sets is not None else np.zeros_like(y)
     support = {t: int(y[:, k].sum()) for k, t in enumerate(topic_list)}
-    return AspectTagger(
-        topics=topic_list,
-        vocabulary=vocabulary,
-        idf=vectorizer.idf_,
-        weights=weights,
-        intercepts=intercepts,
-        thresholds=thresholds,
-        support=support,
-        max_n=max_n,
-        max_chars=max_chars,
-    )
+    learned = np.array([support[t] >= MIN_EXAMPLES for t in topic_list], dtype=bool)
+    splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(sets))))
+
+    best: tuple[float, AspectTagger] | None = None
+    for max_n in max_ns:
+        vectorizer = TfidfVectorizer(
+            analyzer=lambda t, n=max_n: char_ngrams(t, n, max_chars), sublinear_tf=True, min_df=min_df
+        )
+        x = vectorizer.fit_transform(list(texts))
+
+        def fit(rows: np.ndarray, k: int, x: Any = x) -> tuple[np.ndarray, float]:
+            target = y[rows, k]
+            if target.all() or not target.any():
+                # A constant label: a model cannot be fitted, the intercept alone says it all.
+                return np.zeros(x.shape[1]), (10.0 if target.all() else -10.0)
+            model = LogisticRegression(C=c, max_iter=2000).fit(x[rows], target)
+            return model.coef_.ravel(), float(model.intercept_[0])
+
+        weights = np.zeros((x.shape[1], len(topic_list)))
+        intercepts = np.zeros(len(topic_list))
+        thresholds = np.zeros(len(topic_list))
+        keyword_weights = np.zeros(len(topic_list))
+        fused_thresholds = np.zeros(len(topic_list))
+        oof_decisions = np.zeros_like(y)
+        for k in range(len(topic_list)):
+            oof = np.zeros(len(sets))
+            for fit_idx, val_idx in splits:
+                w, b = fit(fit_idx, k)
+                oof[val_idx] = x[val_idx] @ w + b
+            thresholds[k] = _best_threshold(oof, y[:, k])
+            if keyword_sets is None:
+                fused_thresholds[k] = thresholds[k]
+            else:
+                keyword_weights[k], fused_thresholds[k] = _fusion(oof, keyword_hits[:, k], y[:, k])
+            fused = oof + keyword_weights[k] * keyword_hits[:, k] >= fused_thresholds[k]
+            oof_decisions[:, k] = fused if learned[k] else keyword_hits[:, k]
+            weights[:, k], intercepts[k] = fit(np.arange(len(sets)), k)
+        tp = (oof_decisions & y).sum()
+        micro = 2 * tp / (oof_decisions.sum() + y.sum()) if y.any() or oof_decisions.any() else 0.0
+
+        vocabulary = [""] * len(vectorizer.vocabulary_)
+        for gram, j in vectorizer.vocabulary_.items():
+            vocabulary[j] = gram
+        tagger = AspectTagger(
+            topics=topic_list,
+            vocabulary=vocabulary,
+            idf=vectorizer.idf_,
+            weights=weights,
+            intercepts=intercepts,
+            thresholds=thresholds,
+            keyword_weights=keyword_weights,
+            fused_thresholds=fused_thresholds,
+            support=support,
+            max_n=max_n,
+            max_chars=max_chars,
+            at_least_one=bool(y.any(axis=1).all()),
+        )
+        if best is None or micro > best[0] + 1e-9:
+            best = (float(micro), tagger)
+    if best is None:
+        raise ValueError("max_ns is empty: give at least one n-gram length")
+    return best[1]
 
 
 __all__ = [
     "MIN_EXAMPLES",
     "AspectExample",
     "AspectTagger",
-    "combine",
     "f1_scores",
     "holdout_mask",
     "read_aspect_examples",

@@ -53,6 +53,78 @@ def char_ngrams(text: str, max_n: int = 4, max_chars: int = 4000) -> list[str]:
     return [t[i : i + n] for n in range(1, max_n + 1) for i in range(length - n + 1)]
 
 
+class NgramIndex:
+    """Vectorised look-up of a fixed n-gram vocabulary in a batch of texts.
+
+    Shared by the sentiment model and the aspect tagger, so both compute exactly the features
+    of :func:`char_ngrams` without a Python-level loop per n-gram.
+    """
+
+    def __init__(self, vocabulary: list[str], max_n: int, max_chars: int) -> None:
+        """Encode every n-gram as an integer so that look-ups are one vectorised searchsorted.
+
+        A dict of half a million strings costs a cache miss per n-gram; instead each known
+        character gets an id 1..K and an n-gram becomes its base-(K+1) number. No known n-gram
+        has a zero digit, so keys are unique across lengths, and any window touching an unknown
+        character (id 0, which includes the batch separator NUL) is simply dropped.
+        """
+        self.max_n = max_n
+        self.max_chars = max_chars
+        chars = sorted({ch for gram in vocabulary for ch in gram})
+        self._base = len(chars) + 1
+        if self._base**max_n >= 2**63:
+            raise ValueError("alphabet too large to encode n-grams in int64")
+        self._char_ids = np.zeros(0x110000, dtype=np.int64)
+        for i, ch in enumerate(chars, start=1):
+            self._char_ids[ord(ch)] = i
+        self._char_ids[0] = 0
+        char_id = {ch: i for i, ch in enumerate(chars, start=1)}
+        keys = np.empty(len(vocabulary), dtype=np.int64)
+        for j, gram in enumerate(vocabulary):
+            key = 0
+            for ch in gram:
+                key = key * self._base + char_id[ch]
+            keys[j] = key
+        self._order = np.argsort(keys)
+        self._sorted_keys = keys[self._order]
+
+    def tfidf(self, texts: list[str], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unnormalised sublinear TF-IDF of the batch as (row, vocabulary column, value) triples.
+
+        The texts are joined with NUL separators into one code-point array, so n-gram
+        extraction, look-up, counting and weighting are a few numpy passes. Callers normalise
+        (the sentiment model only needs the norm, the tagger the normalised rows).
+        """
+        n = len(texts)
+        parts = [normalise(t)[: self.max_chars] for t in texts]
+        joined = "\0".join(parts)
+        codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+        ids = self._char_ids[codes]
+        row_of_pos = np.repeat(np.arange(n, dtype=np.int64), [len(p) + 1 for p in parts])[: len(ids)]
+        zeros = np.concatenate(([0], np.cumsum(ids == 0)))
+        all_rows: list[np.ndarray] = []
+        all_cols: list[np.ndarray] = []
+        key = np.zeros(len(ids), dtype=np.int64)
+        for size in range(1, self.max_n + 1):
+            m = len(ids) - size + 1
+            if m <= 0:
+                break
+            key = key[:m] * self._base + ids[size - 1 : size - 1 + m]
+            valid = zeros[size : size + m] == zeros[:m]
+            pos = np.searchsorted(self._sorted_keys, key[valid])
+            pos[pos == len(self._sorted_keys)] = 0
+            hit = self._sorted_keys[pos] == key[valid]
+            all_rows.append(row_of_pos[:m][valid][hit])
+            all_cols.append(pos[hit])
+        rows_flat = np.concatenate(all_rows) if all_rows else np.zeros(0, dtype=np.int64)
+        cols_flat = np.concatenate(all_cols) if all_cols else np.zeros(0, dtype=np.int64)
+        size_v = max(len(self._sorted_keys), 1)
+        pairs, counts = np.unique(rows_flat * size_v + cols_flat, return_counts=True)
+        rows, sorted_cols = np.divmod(pairs, size_v)
+        cols = self._order[sorted_cols]
+        return rows, cols, (1.0 + np.log(counts)) * idf[cols]
+
+
 @dataclass(frozen=True)
 class Example:
     """One labelled row of the sentiment CSV."""
@@ -143,71 +215,13 @@ class CharNgramSentiment:
         self.platt_b = float(platt_b)
         self.max_n = max_n
         self.max_chars = max_chars
-        self._build_index()
-
-    def _build_index(self) -> None:
-        """Encode every n-gram as an integer so that look-ups are one vectorised searchsorted.
-
-        A dict of half a million strings costs a cache miss per n-gram; instead each known
-        character gets an id 1..K and an n-gram becomes its base-(K+1) number. No known n-gram
-        has a zero digit, so keys are unique across lengths, and any window touching an unknown
-        character (id 0, which includes the batch separator NUL) is simply dropped.
-        """
-        chars = sorted({ch for gram in self.vocabulary for ch in gram})
-        self._base = len(chars) + 1
-        if self._base**self.max_n >= 2**63:
-            raise ValueError("alphabet too large to encode n-grams in int64")
-        self._char_ids = np.zeros(0x110000, dtype=np.int64)
-        for i, ch in enumerate(chars, start=1):
-            self._char_ids[ord(ch)] = i
-        self._char_ids[0] = 0
-        char_id = {ch: i for i, ch in enumerate(chars, start=1)}
-        keys = np.empty(len(self.vocabulary), dtype=np.int64)
-        for j, gram in enumerate(self.vocabulary):
-            key = 0
-            for ch in gram:
-                key = key * self._base + char_id[ch]
-            keys[j] = key
-        order = np.argsort(keys)
-        self._sorted_keys = keys[order]
-        self._sorted_idf = self.idf[order]
-        self._sorted_weights = self.weights[order]
+        self._index = NgramIndex(vocabulary, max_n, max_chars)
 
     def _margins(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Linear margins and a has-any-known-n-gram mask, over the whole batch at once.
-
-        The texts are joined with NUL separators into one code-point array, so n-gram
-        extraction, look-up, counting, TF-IDF and normalisation are a few numpy passes; this
-        gives the same features as :func:`char_ngrams` without a Python-level loop per n-gram.
-        """
+        """Linear margins and a has-any-known-n-gram mask, over the whole batch at once."""
         n = len(texts)
-        parts = [normalise(t)[: self.max_chars] for t in texts]
-        joined = "\0".join(parts)
-        codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-        ids = self._char_ids[codes]
-        row_of_pos = np.repeat(np.arange(n, dtype=np.int64), [len(p) + 1 for p in parts])[: len(ids)]
-        zeros = np.concatenate(([0], np.cumsum(ids == 0)))
-        all_rows: list[np.ndarray] = []
-        all_cols: list[np.ndarray] = []
-        key = np.zeros(len(ids), dtype=np.int64)
-        for size in range(1, self.max_n + 1):
-            m = len(ids) - size + 1
-            if m <= 0:
-                break
-            key = key[:m] * self._base + ids[size - 1 : size - 1 + m]
-            valid = zeros[size : size + m] == zeros[:m]
-            pos = np.searchsorted(self._sorted_keys, key[valid])
-            pos[pos == len(self._sorted_keys)] = 0
-            hit = self._sorted_keys[pos] == key[valid]
-            all_rows.append(row_of_pos[:m][valid][hit])
-            all_cols.append(pos[hit])
-        rows_flat = np.concatenate(all_rows) if all_rows else np.zeros(0, dtype=np.int64)
-        cols_flat = np.concatenate(all_cols) if all_cols else np.zeros(0, dtype=np.int64)
-        size_v = len(self._sorted_keys)
-        pairs, counts = np.unique(rows_flat * size_v + cols_flat, return_counts=True)
-        rows, cols = np.divmod(pairs, size_v)
-        tfidf = (1.0 + np.log(counts)) * self._sorted_idf[cols]
-        dot = np.bincount(rows, weights=tfidf * self._sorted_weights[cols], minlength=n)
+        rows, cols, tfidf = self._index.tfidf(texts, self.idf)
+        dot = np.bincount(rows, weights=tfidf * self.weights[cols], minlength=n)
         norm = np.sqrt(np.bincount(rows, weights=tfidf * tfidf, minlength=n))
         return np.divide(dot, norm, out=np.zeros(n), where=norm > 0) + self.intercept, norm > 0
 

@@ -1,20 +1,34 @@
-"""Topic tagging from an editable YAML taxonomy, with evidence spans.
+"""Topic tagging from an editable YAML taxonomy, with evidence spans, optionally with a learned tagger.
 
 Matching is one compiled alternation over every keyword (longest first), so a text is scanned
 once however many topics the taxonomy has, and overlapping keywords resolve to the longest.
+
+A taxonomy may name a learned tagger artifact (``tagger:``, a folder written by
+``voc nlp train-topics``, relative to the YAML file). Keyword matches and the model's margins
+are then combined per topic (:meth:`AspectTagger.combine`). A topic kept with a keyword match
+keeps its keyword spans as evidence; a topic the model found without any keyword gets as
+evidence the clause (split at ，。！？；) on which the model alone scores that topic highest,
+since a linear model over n-grams has no single span to point at and the clause is what the
+aspect's own sentiment is computed from.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.core.events import Span
+from services.nlp.aspect_tagger import AspectTagger
+
+CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n]+")
+"""A clause: a run of text between sentence or clause punctuation."""
 
 
 class TopicSpec(BaseModel):
@@ -45,6 +59,8 @@ class TaxonomySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = 1
+    tagger: str | None = Field(
+        default=None, description="Folder of a learned tagger artifact, relative to this file.")
     topics: list[TopicSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -64,16 +80,20 @@ class Taxonomy:
     """A loaded taxonomy that tags texts."""
 
     spec: TaxonomySpec
+    tagger: AspectTagger | None = None
     _pattern: re.Pattern[str] = field(init=False)
     _topics_of: dict[str, list[TopicSpec]] = field(init=False)
+    _chain: dict[str, list[TopicSpec]] = field(init=False)
 
     def __post_init__(self) -> None:
         by_id = {t.id: t for t in self.spec.topics}
         self._topics_of = {}
+        self._chain = {}
         for topic in self.spec.topics:
             chain = [topic]
             while chain[-1].parent:
                 chain.append(by_id[chain[-1].parent])
+            self._chain[topic.id] = chain
             for phrase in {*topic.keywords, *topic.synonyms}:
                 self._topics_of.setdefault(phrase, []).extend(chain)
         phrases = sorted(self._topics_of, key=len, reverse=True)
@@ -89,13 +109,107 @@ class Taxonomy:
                 names[topic.id] = topic.name
         return [TopicMatch(id=tid, name=names[tid], evidence=sp) for tid, sp in spans.items()]
 
+    def tag_many(self, texts: Sequence[str]) -> list[list[TopicMatch]]:
+        """Topics of each text: keyword matches alone, or combined with the learned tagger.
+
+        The model runs once over the batch, and once more over the clauses of only those texts
+        that got a topic from the model without a keyword, to place that topic's evidence.
+        """
+        keyword = [self.tag(t) for t in texts]
+        if self.tagger is None:
+            return keyword
+        decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword])
+        result: list[list[TopicMatch]] = []
+        pending: list[tuple[int, str]] = []
+        for i, (found, ids) in enumerate(zip(keyword, decided, strict=True)):
+            kept = {m.id: m for m in found if m.id in ids}
+            result.append(list(kept.values()))
+            pending.extend((i, tid) for tid in ids if tid not in kept)
+        if pending:
+            self._place_model_topics(self.tagger, texts, pending, result)
+        return result
+
+    def _place_model_topics(self, tagger: AspectTagger, texts: Sequence[str],
+                            pending: list[tuple[int, str]], result: list[list[TopicMatch]]) -> None:
+        """Append model-only topics (and their parents) with their best clause as evidence."""
+        clauses = {i: [m.span() for m in CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
+                   for i, _ in pending}
+        order = sorted(clauses)
+        flat = [texts[i][a:b] for i in order for a, b in clauses[i]]
+        margins = tagger.decision_function(flat)
+        first: dict[int, int] = {}
+        offset = 0
+        for i in order:
+            first[i] = offset
+            offset += len(clauses[i])
+        column = {t: k for k, t in enumerate(tagger.topics)}
+        for i, tid in pending:
+            block = margins[first[i]: first[i] + len(clauses[i]), column[tid]]
+            span = clauses[i][int(block.argmax())]
+            present = {m.id for m in result[i]}
+            for topic in self._chain[tid]:
+                if topic.id not in present:
+                    result[i].append(TopicMatch(id=topic.id, name=topic.name, evidence=[span]))
+                    present.add(topic.id)
+
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
-    """Load and validate a taxonomy file (the shipped default when ``path`` is None)."""
+    """Load and validate a taxonomy file (the shipped default when ``path`` is None).
+
+    A tagger named by the file must list only topics of the taxonomy: a model trained for
+    another taxonomy would otherwise tag ids no one can resolve.
+    """
     source = str(path) if path else "the built-in taxonomy.yaml"
     try:
         raw = (path.read_text(encoding="utf-8") if path
                else resources.files(__package__).joinpath("taxonomy.yaml").read_text("utf-8"))
-        return Taxonomy(TaxonomySpec.model_validate(yaml.safe_load(raw)))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        spec = TaxonomySpec.model_validate(yaml.safe_load(raw))
+        tagger = None
+        if spec.tagger:
+            base = path.parent if path else Path(str(resources.files(__package__)))
+            tagger = AspectTagger.load(base / spec.tagger)
+            unknown = sorted(set(tagger.topics) - {t.id for t in spec.topics})
+            if unknown:
+                raise ValueError(f"tagger {spec.tagger} knows topics {unknown} that the taxonomy lacks; "
+                                 "retrain it with `voc nlp train-topics` for this taxonomy")
+        return Taxonomy(spec, tagger)
+    except (OSError, KeyError, yaml.YAMLError, ValidationError, ValueError) as exc:
         raise ValueError(f"cannot load taxonomy {source}: {exc}") from exc
+
+
+def dataset_ids(spec: TaxonomySpec) -> dict[str, str]:
+    """Labels a labelled data set may use for each topic (its id or its name), mapped to the id.
+
+    Public corpora label aspects either in Chinese (价格) or with ASCII ids; a taxonomy written
+    for such a corpus uses the corpus label as ``name`` or as ``id``, so both are accepted.
+    """
+    return {**{t.name: t.id for t in spec.topics}, **{t.id: t.id for t in spec.topics}}
+
+
+def train_topics(taxonomy_path: Path, data_path: Path, out_dir: Path, holdout: float = 0.0,
+                 seed: int = 42) -> dict[str, Any]:
+    """Train a learned tagger for a taxonomy from labelled JSONL and save it to ``out_dir``.
+
+    Rows are ``{"text", "aspects": [...]}`` with aspects named by topic id or name (see
+    :func:`dataset_ids`). The taxonomy's own keyword matches are the fusion input, so the saved
+    tagger belongs to that taxonomy: point its ``tagger:`` at ``out_dir`` to use it. With
+    ``holdout`` > 0 a stratified share of rows is kept out of training and scored, and the
+    saved model is the one trained without it, so the figures describe what is shipped.
+    """
+    from services.nlp.aspect_tagger import f1_scores, holdout_mask, read_aspect_examples, train_tagger
+
+    taxonomy = load_taxonomy(taxonomy_path)
+    examples = read_aspect_examples(data_path, dataset_ids(taxonomy.spec))
+    mask = holdout_mask(examples, holdout, seed) if holdout > 0 else [False] * len(examples)
+    train = [ex for ex, held in zip(examples, mask, strict=True) if not held]
+    test = [ex for ex, held in zip(examples, mask, strict=True) if held]
+    tagger = train_tagger([ex.text for ex in train], [ex.topics for ex in train],
+                          topics=[t.id for t in taxonomy.spec.topics],
+                          keyword_sets=[[m.id for m in taxonomy.tag(ex.text)] for ex in train], seed=seed)
+    tagger.save(out_dir)
+    report: dict[str, Any] = {"train_rows": len(train), "holdout_rows": len(test), "support": tagger.support}
+    if test:
+        texts = [ex.text for ex in test]
+        report["holdout_combined"] = f1_scores(
+            [ex.topics for ex in test], tagger.combine(texts, [[m.id for m in taxonomy.tag(t)] for t in texts]))
+    return report

@@ -29,7 +29,7 @@ def build_analyzer(settings: Settings) -> Analyzer:
     """The analyzer configured by settings (model and taxonomy load here, once)."""
     return Analyzer(load_sentiment(settings.sentiment_backend),
                     load_taxonomy(settings.taxonomy_path), load_urgency(settings.urgency_path),
-                    settings.neutral_band)
+                    settings.neutral_band, settings.jieba_user_dict)
 
 
 def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.App:

@@ -1,0 +1,186 @@
+"""Guards for topic tagging quality and the learned tagger's plumbing.
+
+The samples are 500 rows each of the makeup and car DEV files (never the restaurant corpus,
+whose licence forbids redistribution, and never held-out data). Each test trains on the
+sample's inner training part and scores its inner hold-out, so the thresholds (just below the
+measured figures) guard the keyword lists, the trainer, the fusion and the numpy prediction
+together; the full-size figures come from bench/topics_eval.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.nlp.aspect_tagger import (
+    AspectExample,
+    AspectTagger,
+    f1_scores,
+    holdout_mask,
+    read_aspect_examples,
+    train_tagger,
+)
+from services.nlp.taxonomy import Taxonomy, dataset_ids, load_taxonomy
+
+DATA = Path(__file__).parent / "data"
+TAXONOMIES = Path(__file__).parent.parent / "services" / "nlp" / "taxonomies"
+
+# dataset: (keywords-only micro-F1 floor, combined micro-F1 floor) on the sample's inner hold-out
+FLOORS = {"makeup": (0.83, 0.85), "car": (0.83, 0.85)}  # measured 0.845/0.867, 0.846/0.862
+
+
+def split(name: str) -> tuple[Taxonomy, list[AspectExample], list[AspectExample]]:
+    taxonomy = load_taxonomy(TAXONOMIES / f"{name}.yaml")
+    examples = read_aspect_examples(DATA / f"aspect_{name}_sample.jsonl", dataset_ids(taxonomy.spec))
+    mask = holdout_mask(examples)
+    return (taxonomy, [e for e, h in zip(examples, mask, strict=True) if not h],
+            [e for e, h in zip(examples, mask, strict=True) if h])
+
+
+def keyword_ids(taxonomy: Taxonomy, texts: list[str]) -> list[list[str]]:
+    return [[m.id for m in taxonomy.tag(t)] for t in texts]
+
+
+@pytest.fixture(scope="module", params=sorted(FLOORS))
+def trained(request: pytest.FixtureRequest) -> tuple[str, Taxonomy, AspectTagger, list[AspectExample]]:
+    taxonomy, train, test = split(request.param)
+    texts = [e.text for e in train]
+    tagger = train_tagger(texts, [e.topics for e in train], topics=[t.id for t in taxonomy.spec.topics],
+                          keyword_sets=keyword_ids(taxonomy, texts))
+    return request.param, taxonomy, tagger, test
+
+
+def test_topic_f1_does_not_regress(trained: tuple[str, Taxonomy, AspectTagger, list[AspectExample]]) -> None:
+    name, taxonomy, tagger, test = trained
+    texts = [e.text for e in test]
+    gold = [e.topics for e in test]
+    keywords = f1_scores(gold, keyword_ids(taxonomy, texts))
+    combined = f1_scores(gold, tagger.combine(texts, keyword_ids(taxonomy, texts)))
+    keyword_floor, combined_floor = FLOORS[name]
+    assert keywords["micro_f1"] >= keyword_floor, keywords
+    assert combined["micro_f1"] >= combined_floor, combined
+    assert combined["micro_f1"] > keywords["micro_f1"]
+
+
+def test_saved_tagger_predicts_the_same(trained: tuple[str, Taxonomy, AspectTagger, list[AspectExample]],
+                                        tmp_path: Path) -> None:
+    _, taxonomy, tagger, test = trained
+    tagger.save(tmp_path)
+    loaded = AspectTagger.load(tmp_path)
+    texts = [e.text for e in test]
+    np.testing.assert_allclose(loaded.decision_function(texts), tagger.decision_function(texts), atol=1e-3)
+    assert loaded.combine(texts, keyword_ids(taxonomy, texts)) == tagger.combine(texts, keyword_ids(taxonomy, texts))
+
+
+def test_rare_and_unknown_topics_are_left_to_keywords() -> None:
+    texts = ["物流很快"] * 40 + ["包装很好"] * 40
+    topic_sets = [["logistics"]] * 40 + [["packaging"]] * 39 + [["packaging", "size"]]
+    tagger = train_tagger(texts, topic_sets, topics=["logistics", "packaging", "size"], min_df=1)
+    assert tagger.support["size"] == 1
+    assert tagger.combine(["包装很好"], [["size", "new_topic"]]) == [["new_topic", "packaging", "size"]]
+    assert tagger.combine(["包装很好"], [[]]) == [["packaging"]]
+
+
+def test_untagged_text_gets_its_closest_topic_only_when_training_texts_always_had_one() -> None:
+    texts = ["物流很快"] * 40 + ["包装很好"] * 40
+    topic_sets = [["logistics"]] * 40 + [["packaging"]] * 40
+    always = train_tagger(texts, topic_sets, min_df=1)
+    assert always.at_least_one
+    assert len(always.combine(["你好"], [[]])[0]) == 1
+    assert always.combine(["  "], [[]]) == [[]]
+    sometimes = train_tagger([*texts, "你好"], [*topic_sets, []], min_df=1)
+    assert not sometimes.at_least_one
+    assert sometimes.combine(["你好"], [[]]) == [[]]
+
+
+def test_f1_scores_micro_and_macro() -> None:
+    scores = f1_scores([["a"], ["a", "b"], []], [["a"], ["a"], ["b"]])
+    assert scores["per_topic_f1"] == {"a": 1.0, "b": 0.0}
+    assert scores["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert scores["macro_f1"] == pytest.approx(0.5)
+
+
+def test_unknown_dataset_aspect_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "1", "text": "x", "aspects": ["火星"]}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="火星"):
+        read_aspect_examples(path, {"价格": "price"})
+
+
+def test_taxonomy_naming_a_tagger_combines_it_with_keywords(
+        trained: tuple[str, Taxonomy, AspectTagger, list[AspectExample]], tmp_path: Path) -> None:
+    name, _, tagger, test = trained
+    tagger.save(tmp_path / "tagger")
+    yaml_path = tmp_path / "taxonomy.yaml"
+    yaml_path.write_text((TAXONOMIES / f"{name}.yaml").read_text(encoding="utf-8") + "tagger: tagger\n",
+                         encoding="utf-8")
+    taxonomy = load_taxonomy(yaml_path)
+    assert taxonomy.tagger is not None
+    texts = [e.text for e in test]
+    tagged = taxonomy.tag_many(texts)
+    expected = tagger.combine(texts, keyword_ids(taxonomy, texts))
+    assert [sorted(m.id for m in found) for found in tagged] == expected
+    model_only = 0
+    for text, found in zip(texts, tagged, strict=True):
+        keyword = {m.id: m.evidence for m in taxonomy.tag(text)}
+        for match in found:
+            assert match.evidence and all(0 <= a < b <= len(text) for a, b in match.evidence)
+            if match.id in keyword:
+                assert match.evidence == keyword[match.id]
+            else:
+                model_only += 1
+                [(a, b)] = match.evidence
+                assert not any(ch in "，。！？；,.!?;" for ch in text[a:b])
+    assert model_only > 0
+
+
+def test_tagger_for_another_taxonomy_is_refused(tmp_path: Path) -> None:
+    tagger = train_tagger(["物流很快"] * 5 + ["包装很好"] * 5, [["logistics"]] * 5 + [["packaging"]] * 5,
+                          min_df=1, folds=2)
+    tagger.save(tmp_path / "tagger")
+    path = tmp_path / "t.yaml"
+    path.write_text("tagger: tagger\ntopics:\n  - {id: logistics, name: 物流, keywords: [物流]}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="packaging"):
+        load_taxonomy(path)
+
+
+def test_vectorised_margins_match_the_reference_features(
+        trained: tuple[str, Taxonomy, AspectTagger, list[AspectExample]]) -> None:
+    from services.nlp.sentiment_model import char_ngrams
+
+    _, _, tagger, test = trained
+    texts = [e.text for e in test[:20]] + ["", "😀"]
+    column = {gram: j for j, gram in enumerate(tagger.vocabulary)}
+    expected = np.tile(tagger.intercepts, (len(texts), 1))
+    for i, text in enumerate(texts):
+        counts: dict[int, int] = {}
+        for gram in char_ngrams(text, tagger.max_n, tagger.max_chars):
+            if gram in column:
+                counts[column[gram]] = counts.get(column[gram], 0) + 1
+        if counts:
+            cols = np.array(list(counts))
+            v = (1 + np.log(np.array(list(counts.values()), dtype=float))) * tagger.idf[cols]
+            expected[i] += (v / np.linalg.norm(v)) @ tagger.weights[cols]
+    np.testing.assert_allclose(tagger.decision_function(texts), expected, atol=1e-9)
+
+
+def test_train_topics_command_writes_a_tagger_the_taxonomy_can_name(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    out = tmp_path / "makeup_tagger"
+    result = CliRunner().invoke(main, [
+        "nlp", "train-topics", "--taxonomy", str(TAXONOMIES / "makeup.yaml"),
+        "--data", str(DATA / "aspect_makeup_sample.jsonl"), "--out", str(out), "--holdout", "0.2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["holdout_rows"] > 0 and report["holdout_combined"]["micro_f1"] > 0.8
+    yaml_path = tmp_path / "makeup.yaml"
+    yaml_path.write_text((TAXONOMIES / "makeup.yaml").read_text(encoding="utf-8") + "tagger: makeup_tagger\n",
+                         encoding="utf-8")
+    assert load_taxonomy(yaml_path).tagger is not None
