@@ -220,7 +220,12 @@ async def check_phone_width(chromium: object, api: str) -> None:
     phone = await chromium.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
     await phone.goto(f"{api}/dashboard/")
     await phone.wait_for_selector(".tile")
-    assert await phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     await shoot(phone, "overview-phone")
+    for view in ("overview", "journey", "touchpoint/delivery", "alerts"):
+        await phone.goto(f"{api}/dashboard/#/{view}")
+        await phone.wait_for_timeout(800)
+        assert await phone.evaluate(
+            "document.documentElement.scrollWidth <= window.innerWidth"), f"{view} overflows"
+    await shoot(phone, "touchpoint-phone")
     await phone.close()
 

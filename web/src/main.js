@@ -277,7 +277,7 @@ function renderDetail(view, touchpoint) {
     nps: h('div', { class: 'chart', id: 'trend-nps' }),
     volume: h('div', { class: 'chart', id: 'trend-volume' }) };
   const topicsBox = h('div', { class: 'chart', id: 'topics-chart' });
-  const driversBox = h('div', { id: 'drivers' });
+  const driversBox = h('div', { id: 'drivers', class: 'scroll' });
   const verbatimBox = h('ul', { class: 'verbatims', id: 'verbatims' });
   view.append(
     h('div', { class: 'controls' },
