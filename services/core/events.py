@@ -69,6 +69,76 @@ Span = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
 """[start, end) character offsets into an event's text."""
 
 
+# Texts go up to a 2-hour call transcript (1 MB of JSON is about 300,000 hanzi).
+MAX_TEXT = 1_000_000
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+Count = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class CallFacts(_Wire):
+    """Call-level facts of a contact-center call (``call`` on raw and enriched events)."""
+
+    call_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    agent_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    queue: Annotated[str, StringConstraints(max_length=128)] | None = None
+    started_at: datetime
+    ended_at: datetime
+    duration_s: Seconds
+    turns: Count
+    silence_s: Seconds
+    hold_count: Count
+    hold_s: Seconds
+    longest_gap_s: Seconds
+    transfers: Count
+    customer_spans: list[tuple[Count, Count, Count]] = Field(
+        default_factory=list, description="[start, end) of each customer turn in "
+        "analysis_text, and the turn's start in ms from the call start.")
+
+
+class EmailFacts(_Wire):
+    """Threading and envelope facts of an email; ids are pseudonymised (they embed addresses)."""
+
+    message_id: ShortText | None = None
+    in_reply_to: ShortText | None = None
+    references: Annotated[list[ShortText], Field(max_length=200)] = Field(default_factory=list)
+    thread_id: ShortText | None = None
+    subject: ShortText = ""
+    charset: Annotated[str, StringConstraints(max_length=64)] | None = None
+    attachments: Annotated[list[ShortText], Field(max_length=200)] = Field(default_factory=list)
+
+
+SocialPlatform = Literal["weibo", "wechat", "douyin", "xiaohongshu", "other"]
+
+
+class SocialFacts(_Wire):
+    """A social post's place in its thread, its reach, and the markup taken out for analysis."""
+
+    platform: SocialPlatform
+    post_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    author: ShortText | None = None
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    parent_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    root_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    followers: Count | None = None
+    likes: Count | None = None
+    reposts: Count | None = None
+    comments: Count | None = None
+    mentions: list[ShortText] = Field(default_factory=list)
+    hashtags: list[ShortText] = Field(default_factory=list)
+    urls: list[Annotated[str, StringConstraints(max_length=2048)]] = Field(default_factory=list)
+    emoji: list[ShortText] = Field(default_factory=list)
+
+
+class CallTone(_Wire):
+    """The customer's sentiment in the first and last third of a call, and which way it went."""
+
+    first: Annotated[float, Field(ge=-1, le=1)]
+    last: Annotated[float, Field(ge=-1, le=1)]
+    change: Annotated[float, Field(ge=-2, le=2)]
+    trend: Literal["improved", "worsened", "steady"]
+
+
 class Ratings(_Wire):
     """Survey ratings that came with the feedback; None where not asked or not answered."""
 
@@ -86,7 +156,7 @@ class RawFeedback(_Wire):
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     channel: Channel
     touchpoint: Touchpoint
-    text: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
     occurred_at: datetime
     received_at: datetime
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
@@ -94,6 +164,10 @@ class RawFeedback(_Wire):
     segment: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     ratings: Ratings = Field(default_factory=Ratings)
     metadata: Annotated[dict[str, MetaValue], Field(max_length=64)] = Field(default_factory=dict)
+    analysis_text: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
+    call: CallFacts | None = None
+    email: EmailFacts | None = None
+    social: SocialFacts | None = None
 
 
 
@@ -142,6 +216,7 @@ class EnrichedFeedback(RawFeedback):
     keywords: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(max_length=20)]
     tokens: list[str]
     enriched_at: datetime
+    call_tone: CallTone | None = None
 
 
 class UrgentCounts(_Wire):

@@ -35,6 +35,11 @@ from services.core.settings import TOPICS, Settings
 
 log = structlog.get_logger(__name__)
 
+# Largest message a stage writes or must be able to read. A 2-hour, 1 MB call transcript
+# becomes a raw event with the transcript and the customer's text (~2 MB) and an enriched
+# event with tokens on top; the clients' 1 MB defaults would refuse those.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
 
 def create_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:
     """Create every pipeline topic that does not exist yet; returns the ones created."""
@@ -66,6 +71,7 @@ class Producer:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, client_id=client_id, acks="all",
             enable_idempotence=False, linger_ms=5, request_timeout_ms=15000,
+            max_request_size=MAX_MESSAGE_BYTES,
         )
 
     async def start(self) -> None:
@@ -103,7 +109,7 @@ class BatchConsumer:
             topic, bootstrap_servers=bootstrap, group_id=group, client_id=group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max_records, session_timeout_ms=10000,
-            heartbeat_interval_ms=3000,
+            heartbeat_interval_ms=3000, max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         )
         self._topic = topic
         self._group = group

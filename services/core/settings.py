@@ -41,6 +41,14 @@ class Settings(BaseSettings):
         description="Port for /metrics, /healthz, /readyz in processes without the API (unset: off).",
     )
     ingest_batch_max: int = Field(default=1000, ge=1, description="Max events per batch POST.")
+    ingest_api_keys_file: Path | None = Field(
+        default=None, description="YAML mapping source -> sha256 hex of its API key (or a list "
+        "of them, for rotation). Unset: the API accepts requests without keys.")
+    ingest_max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
+    ingest_dedupe_window: int = Field(
+        default=100_000, ge=0, description="Recent event ids ingest remembers to answer "
+        "re-sends as duplicates without writing them again (0: off).")
 
     nlp_batch_size: int = Field(default=256, ge=1, description="Events per NLP batch.")
     nlp_batch_wait_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")

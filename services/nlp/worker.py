@@ -13,12 +13,16 @@ import time
 
 import faust
 import structlog
+from pydantic import ValidationError
 
-from services.core.events import RawFeedback
-from services.core.kafka import dead_letter, parse_or_reason
+from services.core.events import EnrichedFeedback, RawFeedback
+from services.core.kafka import MAX_MESSAGE_BYTES, dead_letter, parse_or_reason
+from services.core.normalize import prepare_raw
 from services.core.ops import BATCH_SECONDS, EVENTS_IN, EVENTS_OUT, READINESS
+from services.core.pii import redact, redact_bytes
 from services.core.settings import Settings
 from services.nlp.analyzer import Analyzer, load_sentiment
+from services.nlp.call_tone import call_tones
 from services.nlp.cues import load_urgency
 from services.nlp.taxonomy import load_taxonomy
 
@@ -30,6 +34,15 @@ def build_analyzer(settings: Settings) -> Analyzer:
     return Analyzer(load_sentiment(settings.sentiment_backend),
                     load_taxonomy(settings.taxonomy_path), load_urgency(settings.urgency_path),
                     settings.neutral_band, settings.jieba_user_dict)
+
+
+def analyse_events(analyzer: Analyzer, events: list[RawFeedback]) -> list[EnrichedFeedback]:
+    """Analyse each event's ``analysis_text`` (simplified, markup-free, customer-only) while
+    the enriched event keeps the original text; calls also get their tone trend."""
+    views = [e.model_copy(update={"text": e.analysis_text or e.text}) for e in events]
+    tones = call_tones(events, analyzer.sentiment.predict)
+    return [item.model_copy(update={"text": event.text, "call_tone": tone})
+            for item, event, tone in zip(analyzer.analyze(views), events, tones, strict=True)]
 
 
 def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.App:
@@ -52,6 +65,8 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )
@@ -72,13 +87,21 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
             for event in batch:
                 message = event.message
                 parsed, reason = parse_or_reason(RawFeedback, message.value)
+                if parsed is not None:
+                    try:
+                        parsed = prepare_raw(parsed)
+                    except ValidationError as exc:
+                        parsed, reason = None, f"invalid once PII is redacted: {exc}"
                 if parsed is None:
+                    # Direct producers bypass ingest: their bytes and the validation message
+                    # (which quotes the input) may hold PII, so both are redacted.
                     key, value = dead_letter("nlp", message.topic, message.partition,
-                                             message.offset, message.value, reason or "invalid")
+                                             message.offset, redact_bytes(message.value or b""),
+                                             redact(reason or "invalid"))
                     pending.append(await dlq.send(key=key, value=value))
                 else:
                     valid.append(parsed)
-            results = await asyncio.to_thread(analyzer.analyze, valid)
+            results = await asyncio.to_thread(analyse_events, analyzer, valid)
             for item in results:
                 pending.append(await enriched_topic.send(key=item.touchpoint.encode(),
                                                          value=item.to_bytes()))

@@ -47,6 +47,30 @@ def feedback_row(event: EnrichedFeedback, inserted_ms: int) -> dict[str, Any]:
         "metadata": json.dumps(event.metadata, ensure_ascii=False),
         "enriched_json": event.model_dump_json(by_alias=True),
         "inserted_ms": inserted_ms,
+        **channel_columns(event),
+    }
+
+
+def channel_columns(event: EnrichedFeedback) -> dict[str, Any]:
+    """The channel-fact columns (migration 0005); empty or NULL for other channels."""
+    call, mail, post, tone = event.call, event.email, event.social, event.call_tone
+    return {
+        "analysis_text": event.analysis_text or "",
+        "thread_id": (mail and mail.thread_id) or (post and post.root_id) or "",
+        "parent_id": (mail and mail.in_reply_to) or (post and post.parent_id) or "",
+        "call_duration_s": call.duration_s if call else None,
+        "call_silence_s": call.silence_s if call else None,
+        "call_hold_s": call.hold_s if call else None,
+        "call_hold_count": call.hold_count if call else None,
+        "call_transfers": call.transfers if call else None,
+        "call_tone": tone.trend if tone else "",
+        "call_tone_change": tone.change if tone else None,
+        "social_platform": post.platform if post else "",
+        "social_followers": post.followers if post else None,
+        "social_likes": post.likes if post else None,
+        "social_reposts": post.reposts if post else None,
+        "hashtags": list(post.hashtags) if post else [],
+        "attachments": list(mail.attachments) if mail else [],
     }
 
 

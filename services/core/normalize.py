@@ -1,0 +1,200 @@
+"""Text normalisation shared by ingest and the NLP stage: the text that analysis sees.
+
+The original text is always kept on the event; ``analysis_text`` is derived from it so that
+models trained on simplified Chinese plain prose are not thrown off by traditional characters,
+URLs, @mentions, hashtag markup or emoji. Ingest fills it per channel; the NLP stage derives
+it (with the same functions) for events that direct producers wrote to the raw topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+from functools import cache
+
+import opencc
+
+from services.core.events import RawFeedback
+from services.core.pii import redact, redact_optional
+
+_URL = re.compile(r"(?:https?://|www\.|t\.cn/)[^\s\u3000-\u303f\u4e00-\u9fff\uff00-\uffef<>\"']+",
+                  re.IGNORECASE)
+# A handle runs until whitespace or punctuation; Weibo ends a mention with a space or colon.
+_MENTION = re.compile(r"@([0-9A-Za-z_\-\u4e00-\u9fff]{1,30})")
+# Weibo/WeChat topics are #话题#; Douyin/Xiaohongshu write #话题 up to a space.
+_TOPIC_PAIRED = re.compile(r"#([^#\s]{1,64})#")
+_TOPIC_OPEN = re.compile(r"#([0-9A-Za-z_\u4e00-\u9fff]{1,64})")
+# Platform emoticon codes such as [怒] or [哈哈]: the word inside carries the sentiment.
+_EMOTICON = re.compile(r"\[([\u4e00-\u9fff]{1,4})[A-Za-z]?\]")
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF"
+                    "\uFE0F\u200D\U000E0020-\U000E007F]+")
+_REPLY_LEAD = re.compile(r"^\s*(?:回复|回覆|回復|//)\s*@[^\s:：]{1,30}\s*[:：]\s*")
+_SPACES = re.compile(r"[ \t\u3000]+")
+
+# The emoji customers use to say how they feel, as the word a Chinese model understands.
+# Others carry little sentiment and are dropped from the analysed text.
+EMOJI_WORDS = {
+    "😡": "愤怒", "😠": "生气", "🤬": "愤怒", "😤": "生气", "😭": "大哭", "😢": "难过",
+    "😞": "失望", "😔": "失望", "💔": "伤心", "👎": "差评", "🙄": "无语", "😓": "无奈",
+    "😂": "笑哭", "👍": "赞", "😊": "开心", "😄": "开心", "😀": "开心", "🥰": "喜欢",
+    "😍": "喜欢", "❤": "喜欢", "👏": "赞", "🙏": "感谢", "💯": "满分", "🤮": "恶心",
+}
+
+
+@cache
+def _converter() -> tuple[opencc.OpenCC, threading.Lock]:
+    return opencc.OpenCC("t2s"), threading.Lock()
+
+
+def to_simplified(text: str) -> str:
+    """Traditional Chinese (incl. HK/TW forms) converted to simplified; other text unchanged."""
+    converter, lock = _converter()
+    with lock:
+        return converter.convert(text)
+
+
+@dataclass(frozen=True)
+class SocialText:
+    """A post's text made fit for analysis, with the markup it contained listed."""
+
+    analysis: str
+    mentions: list[str] = field(default_factory=list)
+    hashtags: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    emoji: list[str] = field(default_factory=list)
+
+
+def _emoji_words(match: re.Match[str]) -> str:
+    words = dict.fromkeys(EMOJI_WORDS[char] for char in match[0] if char in EMOJI_WORDS)
+    return f" {'，'.join(words)} " if words else " "
+
+
+def normalize_social(text: str) -> SocialText:
+    """Social markup normalised: URLs and @mentions dropped, #topics# and [emoticons] kept as
+    words, feeling emoji turned into words; the analysed text is simplified Chinese.
+
+    A Weibo repost ("my comment//@someone: their post") is analysed by its own comment only,
+    and the "回复@someone:" lead of a reply is dropped: neither is the author's own voice.
+    """
+    own, _, _ = text.partition("//@")
+    text = own if own.strip() else text
+    urls = _URL.findall(text)
+    stripped = _URL.sub(" ", text)
+    mentions = _MENTION.findall(stripped)
+    stripped = _MENTION.sub(" ", _REPLY_LEAD.sub("", stripped))
+    hashtags = _TOPIC_PAIRED.findall(stripped)
+    stripped = _TOPIC_PAIRED.sub(lambda m: f" {m[1]} ", stripped)
+    hashtags += _TOPIC_OPEN.findall(stripped)
+    stripped = _TOPIC_OPEN.sub(lambda m: f" {m[1]} ", stripped)
+    emoji = [c for run in _EMOJI.findall(stripped) for c in run if c not in "\ufe0f\u200d"]
+    stripped = _EMOJI.sub(_emoji_words, stripped)
+    stripped = _EMOTICON.sub(lambda m: m[1], stripped)
+    return SocialText(analysis=to_simplified(tidy(stripped)), mentions=mentions,
+                      hashtags=hashtags, urls=urls, emoji=emoji)
+
+
+def tidy(text: str) -> str:
+    """Runs of spaces collapsed and blank lines dropped, so spans stay compact."""
+    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+# A reply or forward header: everything from here down is earlier mail.
+_HISTORY = re.compile(
+    r"^(?:On\b.{0,300}\bwrote:?"
+    r"|在\s?.{0,120}[写寫]道[:：]?"
+    r"|-{2,}\s*(?:Original Message|Forwarded message|原始邮件|原始郵件|转发邮件|轉寄郵件"
+    r"|转发的邮件|轉發的郵件|转发邮件信息|Begin forwarded message)\s*-*"
+    r"|Begin forwarded message:?"
+    r"|_{10,}"
+    r"|(?:From|发件人|發件人|寄件者)\s*[:：].*)$",
+    re.IGNORECASE)
+# A signature or client footer: everything from here down is not the customer's message.
+_SIGNATURE = re.compile(
+    r"^(?:--\s?|—{2,}|此致|Sent from my .*|发自我的.*|發自我的.*|从我的.*发送|來自我的.*"
+    r"|发自.{0,12}邮箱.*|Get Outlook for .*)$",
+    re.IGNORECASE)
+
+
+def strip_history(text: str) -> str:
+    """The new part of a message: no quoted lines, earlier mail or signature.
+
+    A message that is nothing but a forward keeps the forwarded text (minus quote marks):
+    then that is what the customer is sending us.
+    """
+    kept: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if _HISTORY.match(stripped) or _SIGNATURE.match(stripped):
+            break
+        if stripped.startswith(">"):
+            continue
+        kept.append(line)
+    new = "\n".join(kept).strip()
+    if new:
+        return new
+    unquoted = (re.sub(r"^(?:>\s?)+", "", line.strip()) for line in text.splitlines())
+    return "\n".join(line for line in unquoted
+                     if line and not _HISTORY.match(line)).strip()
+
+
+def analysis_text(text: str, channel: str) -> str:
+    """The text the NLP stage analyses for an event of ``channel`` that came without one."""
+    if channel == "social":
+        return normalize_social(text).analysis
+    if channel == "email":
+        text = strip_history(text)
+    return to_simplified(tidy(text))
+
+
+def pseudonym(value: str) -> str:
+    """A stable stand-in for an id that embeds personal data (a Message-ID holds an address).
+
+    Equal ids map to equal pseudonyms, so threads still link and re-sends still deduplicate.
+    """
+    if value.startswith("h:"):
+        return value
+    return "h:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+
+
+def _pseudonym_optional(value: str | None) -> str | None:
+    return None if value is None else pseudonym(value)
+
+
+def prepare_raw(event: RawFeedback) -> RawFeedback:
+    """The event as it may travel on: PII redacted everywhere, ``analysis_text`` filled.
+
+    Ingest builds every event through this; the NLP stage applies it again to whatever it
+    reads, because direct producers write to the raw topic without passing ingest. It is
+    idempotent, so events from ingest come out unchanged. Raises ``ValidationError`` when the
+    redacted event breaks a limit.
+    """
+    text = redact(event.text)
+    update: dict[str, object] = {
+        "text": text,
+        "analysis_text": (redact(event.analysis_text) if event.analysis_text
+                          else analysis_text(text, event.channel) or text),
+        "customer_id": redact_optional(event.customer_id),
+        "metadata": {key: redact(value) for key, value in event.metadata.items()},
+    }
+    if event.email is not None:
+        mail = event.email
+        update["email"] = mail.model_copy(update={
+            "message_id": _pseudonym_optional(mail.message_id),
+            "in_reply_to": _pseudonym_optional(mail.in_reply_to),
+            "references": [pseudonym(r) for r in mail.references],
+            "thread_id": _pseudonym_optional(mail.thread_id),
+            "subject": redact(mail.subject),
+            "attachments": [redact(name) for name in mail.attachments],
+        })
+    if event.social is not None:
+        post = event.social
+        update["social"] = post.model_copy(update={
+            "author": redact_optional(post.author), "url": redact_optional(post.url),
+            "urls": [redact(u) for u in post.urls],
+        })
+    # Re-validated: a placeholder can be longer than what it replaced (a@b.cn -> <EMAIL>), and
+    # nothing may leave this step that the next stage would refuse.
+    return type(event).model_validate(event.model_copy(update=update).model_dump())

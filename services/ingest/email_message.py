@@ -1,0 +1,225 @@
+"""Customer emails as mail systems deliver them: RFC 822 bytes, or the same facts as JSON.
+
+Chinese mail is still often GBK, GB2312, GB18030 or Big5, and the declared charset is not
+always the one used (a Big5 body labelled gb2312 decodes without error into nonsense). So a
+body is decoded with every plausible charset and the reading whose characters are common
+Chinese characters wins, the declared charset breaking ties. Replies, forwarded history and
+signatures are cut from the analysed text, because they would make the customer's new
+message carry the sentiment of the whole thread.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from functools import cache
+from html.parser import HTMLParser
+
+from services.core.normalize import strip_history, to_simplified
+
+# Charsets tried on every body besides the declared one, most common first.
+_FALLBACKS = ("utf-8", "gb18030", "big5")
+# GB2312/GBK are subsets of GB18030; decoding with the superset accepts what mailers really send.
+_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
+              "euc-cn": "gb18030", "big5-hkscs": "big5hkscs", "us-ascii": "utf-8",
+              "ascii": "utf-8"}
+# Below this share of common characters no reading is believed; the message is refused.
+_MIN_PLAUSIBLE = 0.5
+
+
+class UndecodableEmail(ValueError):
+    """The message's text could not be decoded as any charset Chinese mail uses."""
+
+
+@cache
+def _common_hanzi() -> frozenset[str]:
+    """The 3,755 level-1 characters of GB 2312, the standard list of everyday hanzi."""
+    chars = set()
+    for row in range(0xB0, 0xD8):
+        for col in range(0xA1, 0xFF):
+            try:
+                chars.add(bytes((row, col)).decode("gb2312"))
+            except UnicodeDecodeError:
+                continue
+    return frozenset(chars)
+
+
+def plausibility(text: str) -> float:
+    """Share of the letters outside ASCII that are everyday hanzi (1.0 for no such letters).
+
+    Measured on the simplified form so a correct Big5 (traditional) reading scores as well as
+    a GBK one; a wrong reading yields rare hanzi, kana and symbols and scores low.
+    """
+    letters = [c for c in to_simplified(text) if ord(c) > 0x7F
+               and unicodedata.category(c)[0] not in "PZC"]
+    if not letters:
+        return 1.0
+    common = _common_hanzi()
+    return sum(c in common for c in letters) / len(letters)
+
+
+def decode_text(payload: bytes, declared: str | None) -> tuple[str, str]:
+    """(text, charset used) of a body part; the declared charset wins only when plausible."""
+    candidates: list[str] = []
+    if declared:
+        candidates.append(_SUPERSETS.get(declared.lower(), declared.lower()))
+    candidates += [c for c in _FALLBACKS if c not in candidates]
+    best: tuple[float, str, str] | None = None
+    for charset in candidates:
+        try:
+            text = payload.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        score = plausibility(text)
+        if best is None or score > best[0]:
+            best = (score, text, charset)
+    if best is None or best[0] < _MIN_PLAUSIBLE:
+        raise UndecodableEmail(
+            f"the body is not text in {declared or 'an undeclared charset'} nor in any of "
+            f"{', '.join(_FALLBACKS)}; send UTF-8 or declare the real charset")
+    return best[1], best[2]
+
+
+class _HtmlText(HTMLParser):
+    """HTML to plain text: block elements become line breaks, quotes get '> ' prefixes."""
+
+    _BLOCKS = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "table", "hr"}
+    _SKIP = {"script", "style", "head", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+        self._quote = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skip += 1
+        elif tag == "blockquote":
+            self._quote += 1
+            self.parts.append("\n")
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag == "blockquote":
+            self._quote = max(0, self._quote - 1)
+            self.parts.append("\n")
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        if self._quote:
+            data = "\n".join("> " + line for line in data.splitlines() if line.strip())
+        self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Readable text of an HTML body (quoted blocks marked as quotes)."""
+    parser = _HtmlText()
+    parser.feed(html)
+    parser.close()
+    lines = (line.replace("\xa0", " ").strip() for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _recover_header(value: str) -> str:
+    """Raw 8-bit header bytes (no RFC 2047 encoding) come back as surrogates: decode them."""
+    if not any("\udc80" <= c <= "\udcff" for c in value):
+        return value
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        return decode_text(raw, None)[0]
+    except UndecodableEmail:
+        return raw.decode("utf-8", "replace")
+
+
+def _ids(value: object) -> list[str]:
+    return re.findall(r"<([^<>\s]+)>", str(value or "")) or (
+        [str(value).strip()] if value and str(value).strip() else [])
+
+
+@dataclass(frozen=True)
+class ParsedEmail:
+    """What the pipeline keeps of one email (no addresses, no attachment contents)."""
+
+    message_id: str | None
+    in_reply_to: str | None
+    references: list[str]
+    subject: str
+    sent_at: datetime | None
+    body: str
+    new_text: str
+    charset: str | None
+    attachments: list[str] = field(default_factory=list)
+
+    @property
+    def thread_id(self) -> str | None:
+        """The first message of the thread: References' root, else the parent, else itself."""
+        if self.references:
+            return self.references[0]
+        return self.in_reply_to or self.message_id
+
+
+def parse_rfc822(raw: bytes) -> ParsedEmail:
+    """Parse one RFC 822 message; raises ``UndecodableEmail`` when no body text is readable."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    attachments: list[str] = []
+    plain: tuple[bytes, str | None] | None = None
+    html: tuple[bytes, str | None] | None = None
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        filename = part.get_filename()
+        if filename or part.get_content_disposition() == "attachment":
+            attachments.append(_recover_header(filename or "(unnamed)"))
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        if part.get_content_type() == "text/plain" and plain is None:
+            plain = (payload, part.get_content_charset())
+        elif part.get_content_type() == "text/html" and html is None:
+            html = (payload, part.get_content_charset())
+    if plain is not None:
+        body, charset = decode_text(*plain)
+    elif html is not None:
+        markup, charset = decode_text(*html)
+        body = html_to_text(markup)
+    else:
+        raise UndecodableEmail("the message has no text/plain or text/html body to analyse")
+    body = "\n".join(body.splitlines()).strip()
+    if not body:
+        raise UndecodableEmail("the message body is empty: there is no text to analyse")
+    try:
+        sent = message["Date"].datetime if message["Date"] else None
+    except (AttributeError, TypeError, ValueError):
+        sent = None
+    if sent is not None and sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)
+    message_ids = _ids(message["Message-ID"])
+    parents = _ids(message["In-Reply-To"])
+    return ParsedEmail(
+        message_id=message_ids[0] if message_ids else None,
+        in_reply_to=parents[0] if parents else None,
+        references=_ids(message["References"]),
+        subject=_recover_header(str(message["Subject"] or "")).strip(),
+        sent_at=sent, body=body, new_text=strip_history(body), charset=charset,
+        attachments=attachments,
+    )
+
+
+def content_id(raw: bytes) -> str:
+    """A stable id for a message without Message-ID, so a re-sent copy still deduplicates."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()

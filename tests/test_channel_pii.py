@@ -1,0 +1,124 @@
+"""PII redaction: realistic strings, and properties over generated 身份证 and card numbers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.core.pii import (
+    BANK_CARD,
+    EMAIL,
+    ID_CARD,
+    PHONE,
+    id_card_valid,
+    luhn_valid,
+    redact,
+    redact_bytes,
+    redact_counted,
+)
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def with_check_digit(first17: str) -> str:
+    return first17 + "10X98765432"[sum(int(d) * w for d, w in zip(first17, _WEIGHTS)) % 11]
+
+
+def with_luhn_digit(body: str) -> str:
+    return next(body + str(d) for d in range(10) if luhn_valid(body + str(d)))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("我的手机是13812345678，麻烦回电", "我的手机是<PHONE>，麻烦回电"),
+    ("联系电话：+86 139-1234-5678", "联系电话：<PHONE>"),
+    ("拨打 0086 15900001111 找我", "拨打 <PHONE> 找我"),
+    ("座机021-68881234转8021，工作日在", "座机<PHONE>，工作日在"),
+    ("(0755)23456789 或 010 87654321", "<PHONE> 或 <PHONE>"),
+    ("身份证号11010519491231002X，请核实", "身份证号<ID_CARD>，请核实"),
+    ("身份证 11010519491231002x", "身份证 <ID_CARD>"),
+    ("卡号 6222 0212 3456 7890 128 扣款两次", "卡号 <BANK_CARD> 扣款两次"),
+    ("信用卡4111111111111111被盗刷", "信用卡<BANK_CARD>被盗刷"),
+    ("请发到 zhang.wei+shop@163.com 或 li_na@example.com.cn", "请发到 <EMAIL> 或 <EMAIL>"),
+])
+def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "订单号2026111800123已经一周了",        # 13-digit order number
+    "运单号 SF1402938475612 一直没更新",     # courier waybill
+    "110105194912310021 这个号码校验位不对",  # 18 digits, wrong check digit
+    "6222021234567890127 不过 Luhn",          # 19 digits failing Luhn
+    "客服热线400-820-8820打不通",             # company hotline, not personal data
+    "等了12315分钟",                          # short numbers
+    "2026-11-23 10:00 下单",                  # dates and times
+])
+def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_counts_and_idempotence() -> None:
+    text = "手机13812345678，邮箱a@b.cn，身份证11010519491231002X，卡4111111111111111"
+    once, counts = redact_counted(text)
+    assert counts == {PHONE: 1, EMAIL: 1, ID_CARD: 1, BANK_CARD: 1}
+    assert redact(once) == once
+
+
+def test_undecodable_bytes_are_redacted_too() -> None:
+    raw = "手机13812345678".encode("gbk") + b"\xff\xfe"
+    cleaned = redact_bytes(raw)
+    assert b"13812345678" not in cleaned and b"<PHONE>" in cleaned
+    assert cleaned.endswith(b"\xff\xfe")
+
+
+def test_id_card_checks_birth_date() -> None:
+    assert id_card_valid("11010519491231002X")
+    assert not id_card_valid(with_check_digit("11010519491331002"))  # month 13
+
+
+region = st.sampled_from(["110105", "310115", "440305", "510104", "330106"])
+birth = st.dates(min_value=date(1930, 1, 1), max_value=date(2020, 12, 31))
+sequence = st.integers(0, 999)
+padding = st.sampled_from(["", "我的身份证是", "证件号：", "Customer ID card "])
+tail = st.sampled_from(["", "，谢谢", "。请尽快处理", " ok"])
+
+
+@given(region, birth, sequence, padding, tail)
+def test_any_valid_id_card_is_redacted(r: str, b: date, s: int, before: str, after: str) -> None:
+    number = with_check_digit(f"{r}{b:%Y%m%d}{s:03d}")
+    cleaned = redact(before + number + after)
+    assert cleaned == before + ID_CARD + after
+
+
+@given(region, birth, sequence)
+def test_a_wrong_check_digit_is_never_called_an_id_card(r: str, b: date, s: int) -> None:
+    good = with_check_digit(f"{r}{b:%Y%m%d}{s:03d}")
+    wrong = good[:17] + next(c for c in "0123456789X" if c != good[17])
+    assert ID_CARD not in redact(f"号码{wrong}")
+
+
+@given(st.sampled_from(["622202", "621700", "436742", "402674", "625807"]),
+       st.integers(min_value=16, max_value=19), st.randoms(use_true_random=False),
+       st.booleans())
+def test_any_luhn_valid_card_is_redacted(bin_: str, length: int, rnd, grouped: bool) -> None:  # noqa: ANN001
+    body = bin_ + "".join(str(rnd.randint(0, 9)) for _ in range(length - len(bin_) - 1))
+    number = with_luhn_digit(body)
+    if id_card_valid(number):
+        return
+    shown = " ".join(number[i:i + 4] for i in range(0, len(number), 4)) if grouped else number
+    cleaned = redact(f"银行卡{shown}被扣款")
+    assert cleaned == f"银行卡{BANK_CARD}被扣款"
+
+
+@given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
+def test_any_mobile_number_is_redacted(number: str) -> None:
+    assert redact(f"请打{number}联系我") == f"请打{PHONE}联系我"
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_redaction_is_idempotent_on_any_text(text: str) -> None:
+    once = redact(text)
+    assert redact(once) == once
