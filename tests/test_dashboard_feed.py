@@ -6,10 +6,18 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from services.core.broker import free_port
 from services.core.migrations import migrate
 from services.core.store import Store, open_store
 from services.web.feed import SNAPSHOT_WINDOWS, LiveFeed
+from services.web import router as web_router
 from services.web.router import sse
 from tests.conftest import run
 
@@ -135,3 +143,52 @@ def test_sse_frames_carry_utf8_json_with_iso_times() -> None:
     assert head == "event: scores" and end == "\n"
     assert json.loads(data.removeprefix("data: ")) == {
         "rows": [{"touchpoint": "配送", "window_start": T0.isoformat()}]}
+
+
+def test_stream_over_http_snapshot_then_pushes_and_poller_stops_when_page_leaves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web_router, "HEARTBEAT_S", 0.2)
+
+    async def scenario() -> None:
+        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
+        await migrate(store)
+        feed = LiveFeed(store, 60, interval_s=0.2)
+        app = FastAPI()
+        app.include_router(web_router.build_router(feed))
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, port=port, log_config=None,
+                                               timeout_graceful_shutdown=1))
+        serving = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                page = await client.get("/dashboard/")
+                assert page.status_code == 200 and "/dashboard/assets/app-" in page.text
+                events: list[tuple[str, dict]] = []
+                async with client.stream("GET", "/v1/stream") as response:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    name = ""
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: "):
+                            name = line.removeprefix("event: ")
+                        elif line.startswith("data: "):
+                            events.append((name, json.loads(line.removeprefix("data: "))))
+                            if name == "snapshot":
+                                await store.insert("cem_scores", [score(
+                                    "delivery", 1, int(time.time() * 1000) + 1000)])
+                            else:
+                                break
+                assert [n for n, _ in events] == ["snapshot", "scores"]
+                assert events[0][1]["scores"] == [] and events[1][1]["rows"][0]["volume"] == 10
+                for _ in range(50):
+                    if feed.subscribers == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                assert feed.subscribers == 0 and feed._task is None, "page left: polling stops"
+        finally:
+            server.should_exit = True
+            await serving
+            await store.close()
+
+    run(scenario())
