@@ -47,10 +47,20 @@ test-fast: $(STAMP) system-deps
 train: $(STAMP)
 	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 
-## bench: the benchmarks (figures printed and written to build/bench/)
-bench: $(STAMP)
+## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; ~10-13 minutes
+## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
+BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
+bench: $(STAMP) system-deps
 	mkdir -p build/bench
-	$(BIN)/python bench/nlp_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/nlp.json
+	rm -f build/bench/*.json
+	$(BIN)/python bench/nlp_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --limit-snownlp 2000 --json build/bench/nlp.json
+	$(BIN)/python bench/topics_eval.py --data-dir $(SHARED)/data/nlp --json build/bench/topics.json
+	$(BIN)/python bench/scoring_bench.py --batches 10 --batch-size 1000
+	$(BIN)/python bench/channels_bench.py
+	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
+	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
+	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
+	$(BIN)/python bench/report.py --dir build/bench --out docs/benchmarks.md --command "make bench"
 
 clean:
 	rm -rf $(VENV) build .voc
