@@ -57,6 +57,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/topics_eval.py --data-dir $(SHARED)/data/nlp --json build/bench/topics.json
 	$(BIN)/python bench/scoring_bench.py --batches 10 --batch-size 1000
 	$(BIN)/python bench/channels_bench.py
+	$(BIN)/python bench/dashboard_push.py --rounds 20
 	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
 	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json

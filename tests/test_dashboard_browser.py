@@ -8,6 +8,9 @@ build/screenshots/ (the README's copies in docs/screenshots/ are refreshed from 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -229,3 +232,14 @@ async def check_phone_width(chromium: object, api: str) -> None:
     await shoot(phone, "touchpoint-phone")
     await phone.close()
 
+
+def test_push_bench_runs() -> None:
+    """bench/dashboard_push.py keeps working (a tiny run; its figures are not asserted)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "bench" / "dashboard_push.py"),
+                           "--rounds", "2"], cwd=root, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines[-2:]] == ["push_ms", "end_to_end_ms"]
+    assert all("n=2 " in line for line in lines[-2:])
