@@ -230,7 +230,13 @@ function renderJourney(view) {
 
 // ---------- Touchpoint detail
 
-const RANGES = { '1m': 2 * 3600, '5m': 12 * 3600, '1h': 7 * 86400, '1d': 90 * 86400 };
+// How far back each window's trend reaches; the base window (VOC_WINDOW_SECONDS) gets 2 hours.
+const RANGES = { '5m': 12 * 3600, '1h': 7 * 86400, '1d': 90 * 86400 };
+
+function windowChoices() {
+  const base = windowLabel(live.windowSeconds);
+  return [base, ...Object.keys(RANGES).filter((w) => w !== base)];
+}
 
 function apiNote(el, path, error) {
   el.replaceChildren(h('p', { class: 'muted' }, [404, 405].includes(error.status) ? t('api_missing', path)
@@ -263,6 +269,7 @@ function renderDetail(view, touchpoint) {
   const names = live.touchpoints();
   if (!touchpoint && names.length) touchpoint = names[0];
   let win = sessionStorage.getItem('tingjian.window') || windowLabel(live.windowSeconds);
+  if (!windowChoices().includes(win)) win = windowLabel(live.windowSeconds);
   const picker = h('select', { id: 'touchpoint-picker', onchange: (e) => {
     location.hash = `#/touchpoint/${encodeURIComponent(e.target.value)}`;
   } }, (names.includes(touchpoint) || !touchpoint ? names : [touchpoint, ...names])
@@ -271,7 +278,7 @@ function renderDetail(view, touchpoint) {
     win = e.target.value;
     sessionStorage.setItem('tingjian.window', win);
     loadTrends();
-  } }, Object.keys(RANGES).map((w) => h('option', { value: w, selected: w === win }, w)));
+  } }, windowChoices().map((w) => h('option', { value: w, selected: w === win }, w)));
   const trendNote = h('div', { id: 'trend-note' });
   const boxes = { sentiment: h('div', { class: 'chart', id: 'trend-sentiment' }),
     nps: h('div', { class: 'chart', id: 'trend-nps' }),
@@ -318,7 +325,7 @@ function renderDetail(view, touchpoint) {
 
   async function loadTrends() {
     const to = new Date();
-    const from = new Date(to.getTime() - RANGES[win] * 1000);
+    const from = new Date(to.getTime() - (RANGES[win] ?? 2 * 3600) * 1000);
     const path = `/v1/scores?touchpoint=${encodeURIComponent(touchpoint)}&window=${win}`
       + `&from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`;
     try {
