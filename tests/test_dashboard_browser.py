@@ -1,9 +1,11 @@
 """The dashboard in a real browser on a running pipeline (real broker, chdb, all four services).
 
-Debian's Chromium runs headless through Playwright. The page is opened once and never
-reloaded while feedback is posted over HTTP: the delivery tile must change, the alert must
-appear on the page, and the views must render. Screenshots of every view go to
-build/screenshots/ (the README's copies in docs/screenshots/ are refreshed from there by hand).
+Debian's Chromium runs headless through Playwright. The page is opened once and is not
+reloaded while feedback is posted over HTTP (and rated survey answers per journey stage are
+produced straight to the raw topic): the delivery tile must change, the alert must appear, and
+every view must render, at desktop and phone width, by keyboard and in both languages.
+Screenshots of every view go to build/screenshots/ (not committed; the README's pictures in
+docs/screenshots/ come from a longer demo run).
 """
 
 from __future__ import annotations
