@@ -14,6 +14,9 @@ echarts.use([BarChart, HeatmapChart, LineChart, GridComponent, LegendComponent,
   TooltipComponent, VisualMapComponent, CanvasRenderer]);
 
 const live = new LiveState();
+// Topic id -> display name (e.g. logistics_delivery -> 物流/配送), learnt from the verbatims.
+const topicNames = new Map();
+const topicName = (id) => topicNames.get(id) ?? id;
 const charts = new Map();
 let teardown = () => {};
 
@@ -345,7 +348,7 @@ function renderDetail(view, touchpoint) {
       const byMentions = [...items].sort((a, b) => a.mentions - b.mentions);
       topicsChart.setOption({
         animation: false, tooltip: { trigger: 'axis' }, grid: { left: 140, right: 20, top: 10, bottom: 30 },
-        xAxis: { type: 'value' }, yAxis: { type: 'category', data: byMentions.map((k) => k.topic) },
+        xAxis: { type: 'value' }, yAxis: { type: 'category', data: byMentions.map((k) => topicName(k.topic)) },
         series: [{ type: 'bar', name: t('mentions'), data: byMentions.map((k) => ({
           value: k.mentions,
           itemStyle: { color: k.mean_topic_sentiment <= -0.2 ? '#d73027'
@@ -356,7 +359,8 @@ function renderDetail(view, touchpoint) {
         h('thead', {}, h('tr', {}, [t('rank'), t('topic'), t('mentions'), t('topic_sentiment'),
           t('importance'), t('expectation'), t('gap'), t('impact')].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, items.map((k) => h('tr', {},
-          h('td', {}, k.rank ?? '–'), h('th', { scope: 'row' }, k.topic), h('td', {}, k.mentions),
+          h('td', {}, k.rank ?? '–'), h('th', { scope: 'row', title: k.topic }, topicName(k.topic)),
+          h('td', {}, k.mentions),
           h('td', {}, fmt.num(k.mean_topic_sentiment)), h('td', {}, fmt.num(k.importance, 1)),
           h('td', {}, fmt.num(k.expectation, 1)),
           h('td', { class: k.gap < 0 ? 'neg' : '' }, fmt.signed(k.gap, 1)),
@@ -370,6 +374,9 @@ function renderDetail(view, touchpoint) {
   async function loadVerbatims() {
     try {
       const body = await getJson(`/v1/feedback?touchpoint=${encodeURIComponent(touchpoint)}&page_size=12`);
+      for (const item of body.items) {
+        for (const topic of item.topics) if (topic.name) topicNames.set(topic.id, topic.name);
+      }
       verbatimBox.replaceChildren(...(body.items.length ? body.items.map((item) => h('li', {
         class: `verbatim s-${item.sentiment.label}`,
       }, h('p', { class: 'text' }, highlighted(item.text, item.topics)),
@@ -383,8 +390,7 @@ function renderDetail(view, touchpoint) {
   }
 
   loadTrends();
-  loadDrivers();
-  loadVerbatims();
+  loadVerbatims().then(loadDrivers);
   let refresh = null;
   const off = live.onChange((kind, touched) => {
     if (!touched?.has(touchpoint)) return;
@@ -394,8 +400,7 @@ function renderDetail(view, touchpoint) {
       refresh = setTimeout(() => {
         refresh = null;
         if (win !== windowLabel(live.windowSeconds)) loadTrends();
-        loadDrivers();
-        loadVerbatims();
+        loadVerbatims().then(loadDrivers);
       }, 5000);
     }
   });
