@@ -60,6 +60,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/dashboard_push.py --rounds 20
 	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
 	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
+	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
 	$(BIN)/python bench/report.py --dir build/bench --out docs/benchmarks.md --command "make bench"
 

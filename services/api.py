@@ -19,8 +19,11 @@ def create_app(settings: Settings, bootstrap: str, store: Store) -> FastAPI:
     app = create_ingest_app(settings, bootstrap)
     app.title = "Tingjian (听见) API"
     app.description = ("Accepts customer feedback into the VoC pipeline and serves the "
-                       "experience scores, key drivers and stored feedback.")
+                       "experience scores, key drivers and stored feedback, and runs the cases workflow.")
     include(app, settings, store)
+    from services.alerting.api import mount_cases
+
+    mount_cases(app, settings, bootstrap, store)
     return app
 
 

@@ -18,8 +18,9 @@ Stage = Literal["售前", "售中", "售后"]
 Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
 UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
 Severity = Literal["info", "warning", "critical"]
-Metric = Literal["negative_share", "mean_sentiment", "volume"]
 Operator = Literal[">", ">=", "<", "<="]
+RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "event"]
+AlertStatus = Literal["firing", "resolved"]
 
 SourceName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -284,25 +285,72 @@ class Score(_Wire):
 
 
 class Alert(_Wire):
-    """``alert.v1``."""
+    """``alert.v2``: one lifecycle event (firing, then resolved) of one alert."""
 
-    schema_: Literal["alert.v1"] = Field(default="alert.v1", alias="schema")
+    schema_: Literal["alert.v2"] = Field(default="alert.v2", alias="schema")
     alert_id: Annotated[str, StringConstraints(min_length=1)]
     dedupe_key: Annotated[str, StringConstraints(min_length=1)]
     rule_id: Annotated[str, StringConstraints(min_length=1)]
+    rule_type: RuleType
     severity: Severity
-    status: Literal["firing"] = "firing"
+    status: AlertStatus
     touchpoint: Touchpoint
-    metric: Metric
-    operator: Operator
-    threshold: float
+    channel: str | None
+    stage: str | None
+    topic: str | None
+    metric: Annotated[str, StringConstraints(min_length=1)]
+    operator: Operator | None
+    threshold: float | None
     value: float
+    baseline: float | None
     volume: Annotated[int, Field(ge=0)]
     window_start: datetime
     window_end: datetime
     fired_at: datetime
+    resolved_at: datetime | None
+    emitted_at: datetime
+    team: str | None
+    owner: str | None
+    notify: list[str]
+    open_case: bool
+    event_ids: list[str]
+    latest_received_at: datetime | None
     message: str
 
+
+CaseStatus = Literal["open", "acknowledged", "in_progress", "resolved", "closed"]
+CaseAction = Literal["opened", "acknowledged", "assigned", "started", "commented", "escalated",
+                     "resolved", "closed", "reopened", "followed_up"]
+
+
+class CaseEvent(_Wire):
+    """``case.v1``: one transition of a case, carrying the whole case as it is afterwards."""
+
+    schema_: Literal["case.v1"] = Field(default="case.v1", alias="schema")
+    event_id: Annotated[str, StringConstraints(min_length=1)]
+    case_id: Annotated[str, StringConstraints(min_length=1)]
+    seq: Annotated[int, Field(ge=1)]
+    action: CaseAction
+    status: CaseStatus
+    at: datetime
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    comment: Annotated[str, StringConstraints(max_length=4000)] | None
+    severity: Severity
+    team: str | None
+    assignee: str | None
+    escalation_level: Annotated[int, Field(ge=0)]
+    touchpoint: Touchpoint
+    rule_id: str
+    alert_ids: list[str]
+    feedback_event_ids: list[str]
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    ack_due_at: datetime
+    resolve_due_at: datetime
+    followup_outcome: Literal["reached", "unreachable", "declined"] | None
+    followup_rating: Annotated[int, Field(ge=1, le=5)] | None
 
 
 class DeadLetter(_Wire):

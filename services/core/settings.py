@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     expectations_path: Path | None = Field(default=None, description="Expectation targets YAML.")
 
     alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
+    alert_rules_poll_s: float = Field(
+        default=2.0, gt=0, description="How often the rules file is checked for changes.")
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
+    webhook_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles per attempt (max 60 s).")
+    case_sla_check_s: float = Field(
+        default=15.0, gt=0, description="How often open cases are checked against their SLA.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Per-request timeout.")
 
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="Time services get to flush and commit on stop.")
@@ -118,7 +127,7 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap or "127.0.0.1:9092"
 
 
-TOPICS = ("feedback.raw", "feedback.enriched", "scores", "alerts", "deadletter")
+TOPICS = ("feedback.raw", "feedback.enriched", "scores", "alerts", "cases", "deadletter")
 
 
 def load_settings(**overrides: object) -> Settings:
