@@ -41,6 +41,21 @@ NEGATIVE = ["配送太慢了，等了两个小时饭都凉了，非常失望", "
             "包裹被压坏了，东西都碎了，骑手态度还很差", "送错地址还不承认，服务太烂了，非常气愤"]
 
 
+RULES = """
+rules:
+  - id: negative-share-high
+    type: threshold
+    description: 负面反馈占比过高
+    metric: negative_share
+    operator: ">"
+    threshold: 0.4
+    lookback_s: 300
+    min_volume: 20
+    severity: critical
+    route: {team: delivery-ops, open_case: true}
+"""
+
+
 def events(touchpoint: str, count: int, negative_every: int, tag: str) -> list[dict]:
     """``count`` events over the last two minutes; every ``negative_every``-th is negative."""
     now = datetime.now(UTC)
@@ -111,6 +126,9 @@ async def shoot(page: object, name: str) -> None:
 def test_dashboard_updates_live_and_shows_the_alert(
         broker: LocalBroker, settings: Settings, tmp_path: Path) -> None:
     create_topics(settings, broker.bootstrap)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    settings = settings.model_copy(update={"alert_rules_path": rules})
 
     async def main() -> None:
         store = await open_store(f"chdb://{tmp_path / 'chdb'}")
@@ -167,6 +185,24 @@ def test_dashboard_updates_live_and_shows_the_alert(
 
                 await page.click('nav a[data-route="alerts"]')
                 await page.wait_for_selector('#alert-feed tr[data-status="firing"]')
+                case = 'tr[data-case-id][data-case-state="open"]'
+                await page.wait_for_selector(case, timeout=30000)
+                case_id = await page.get_attribute(case, "data-case-id")
+                assert "剩余" in await page.inner_text(f'tr[data-case-id="{case_id}"] .sla')
+                await page.fill("#actor", "值班-王")
+                await page.dispatch_event("#actor", "change")
+                await page.click(f'tr[data-case-id="{case_id}"] button.ack')
+                await page.wait_for_selector(
+                    f'tr[data-case-id="{case_id}"][data-case-state="acknowledged"]', timeout=15000)
+                await eventually(lambda: _case_is(store, case_id, "actor", "值班-王"), 15,
+                                 "the acknowledgement to be stored with its actor")
+                await page.fill(f'tr[data-case-id="{case_id}"] input.assignee', "李雷")
+                await page.click(f'tr[data-case-id="{case_id}"] button.assign')
+                await eventually(lambda: _case_is(store, case_id, "assignee", "李雷"), 15,
+                                 "the assignment to be stored")
+                assert await page.get_attribute(
+                    f'tr[data-case-id="{case_id}"] input.assignee', "value") == "李雷"
+                assert await page.evaluate("window.__sameDocument === true"), "page was reloaded"
                 await shoot(page, "alerts")
 
                 await page.click('nav a[data-route="journey"]')
@@ -198,6 +234,13 @@ def test_dashboard_updates_live_and_shows_the_alert(
 
 async def _has_scores(store: Store) -> bool:
     return await stored(store, "SELECT count() AS n FROM cem_scores") > 0
+
+
+async def _case_is(store: Store, case_id: str, column: str, value: str) -> bool:
+    rows = await store.query(
+        "SELECT assignee, actor, status FROM case_events FINAL WHERE case_id = %(id)s "
+        "ORDER BY seq DESC LIMIT 1", {"id": case_id})
+    return bool(rows) and rows[0][column] == value
 
 
 async def check_keyboard_and_language(page: object) -> None:

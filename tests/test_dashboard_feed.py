@@ -43,6 +43,18 @@ def alert(alert_id: str, inserted_ms: int) -> dict:
             "inserted_ms": inserted_ms}
 
 
+def case_event(case_id: str, seq: int, status: str, inserted_ms: int) -> dict:
+    return {"case_id": case_id, "seq": seq, "event_id": f"{case_id}-{seq}",
+            "action": "opened" if seq == 1 else "acknowledged", "status": status,
+            "at": T0, "actor": "alerting", "comment": "", "severity": "critical", "team": "ops",
+            "assignee": "", "escalation_level": 0, "touchpoint": "delivery", "rule_id": "r",
+            "alert_ids": ["a-new"], "feedback_event_ids": [], "opened_at": T0,
+            "acknowledged_at": T0 if seq > 1 else None, "resolved_at": None, "closed_at": None,
+            "ack_due_at": T0 + timedelta(minutes=15), "resolve_due_at": T0 + timedelta(hours=4),
+            "followup_outcome": "", "followup_rating": None, "ack_seconds": None,
+            "resolve_seconds": None, "inserted_ms": inserted_ms}
+
+
 async def next_message(queue: asyncio.Queue, timeout_s: float = 10) -> dict:
     return await asyncio.wait_for(queue.get(), timeout_s)
 
@@ -103,8 +115,21 @@ def test_snapshot_then_each_new_row_once_with_one_poller(store_url: str) -> None
             fired = await next_message(first)
             assert fired["type"] == "alerts"
             assert [a["alert_id"] for a in fired["rows"]] == ["a-new"]
-            kinds = [(await next_message(second))["type"] for _ in range(3)]
-            assert kinds == ["scores", "scores", "alerts"]
+            await store.insert("case_events", [case_event("c1", 1, "open", now_ms + 2100)])
+            await store.insert("case_events", [case_event("c1", 2, "acknowledged", now_ms + 2200)])
+            opened = await next_message(first)
+            if len(opened["rows"]) == 1:
+                opened["rows"] += (await next_message(first))["rows"]
+            assert opened["type"] == "cases"
+            assert [(c["case_id"], c["seq"], c["status"], c["assignee"], c["schema"])
+                    for c in opened["rows"]] == [("c1", 1, "open", None, "case.v1"),
+                                                 ("c1", 2, "acknowledged", None, "case.v1")]
+            assert opened["rows"][0]["ack_due_at"] == \
+                (T0 + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
+            kinds = []
+            while not second.empty() or len(kinds) < 4:
+                kinds.append((await next_message(second))["type"])
+            assert kinds[:3] == ["scores", "scores", "alerts"] and set(kinds[3:]) == {"cases"}
             await quiet(first, feed)
 
             await feed.unsubscribe(first)

@@ -5,7 +5,8 @@ so a pushed row is always one a reload would show, and polling works the same on
 a ClickHouse server. (Seeking a Kafka consumer to the end is also unreliable on the local
 broker, which answers ListOffsets(latest) wrongly.)
 
-Rows are found by their write stamp (``computed_ms`` of score rows, ``inserted_ms`` of alerts)
+Rows are found by their write stamp (``computed_ms`` of score rows, ``inserted_ms`` of alerts
+and case transitions)
 being newer than the newest stamp seen. Stamps come from the writer's wall clock and a row can
 land slightly after a newer-stamped one, so every poll looks back ``overlap_ms`` further and
 drops rows already sent; clients merge by key, so a rare repeat is harmless anyway.
@@ -25,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from services.alerting.cases import event_from_row
 from services.core.events import utc_now
 from services.core.store import Row, Store
 
@@ -45,9 +47,9 @@ _SCORE_COLUMNS = ("touchpoint, channel, stage, window_seconds, window_start, vol
                   "csat_responses, csat_satisfied, csat, ces, complaint_rate, gap_metrics, "
                   "gap_targets, gaps, computed_ms")
 
-_ALERT_COLUMNS = ("alert_id, dedupe_key, rule_id, severity, status, touchpoint, metric, operator, "
-                  "threshold, value, volume, window_start, window_end, fired_at, message, "
-                  "inserted_ms")
+_ALERT_COLUMNS = ("alert_id, dedupe_key, rule_id, rule_type, severity, status, touchpoint, "
+                  "channel, stage, topic, metric, operator, threshold, value, baseline, volume, "
+                  "window_start, window_end, fired_at, team, owner, message, inserted_ms")
 
 # Base-window rows over all channels: per touchpoint, all stages together (stage '') for the
 # tiles and each journey stage for the journey map.
@@ -76,6 +78,12 @@ ORDER BY fired_at DESC
 LIMIT %(limit)s
 """
 
+_NEW_CASE_EVENTS_SQL = """
+SELECT * FROM case_events
+WHERE inserted_ms > %(since)s
+ORDER BY inserted_ms, case_id, seq
+"""
+
 
 def score_out(row: Row) -> dict[str, Any]:
     """A score row as the page reads it: one window of one touchpoint and journey stage, with
@@ -84,6 +92,12 @@ def score_out(row: Row) -> dict[str, Any]:
     out["expectations"] = [{"metric": m, "target": t, "gap": g} for m, t, g in
                            zip(row["gap_metrics"], row["gap_targets"], row["gaps"])]
     return out
+
+
+def case_out(row: Row) -> dict[str, Any]:
+    """A case transition as ``case.v1``, the shape the cases API answers with."""
+    return event_from_row(row).model_dump(mode="json", by_alias=True) | {
+        "inserted_ms": int(row["inserted_ms"])}
 
 
 @dataclass
@@ -122,6 +136,7 @@ class LiveFeed:
         self._task: asyncio.Task[None] | None = None
         self._scores = _Cursor()
         self._alerts = _Cursor()
+        self._cases = _Cursor()
 
     async def snapshot(self) -> dict[str, Any]:
         """What a newly connected page starts from: recent windows and the latest alerts."""
@@ -175,9 +190,11 @@ class LiveFeed:
         stamps, and every row within the look-back marked as sent."""
         stamps = await self.store.query(
             "SELECT (SELECT max(computed_ms) FROM cem_scores) AS s, "
-            "(SELECT max(inserted_ms) FROM alerts) AS a")
+            "(SELECT max(inserted_ms) FROM alerts) AS a, "
+            "(SELECT max(inserted_ms) FROM case_events) AS c")
         self._scores.since_ms = int(stamps[0]["s"] or 0)
         self._alerts.since_ms = int(stamps[0]["a"] or 0)
+        self._cases.since_ms = int(stamps[0]["c"] or 0)
         await self.poll_once(publish=False)
 
     async def poll_once(self, *, publish: bool = True) -> None:
@@ -195,6 +212,12 @@ class LiveFeed:
         fresh_alerts = self._alerts.fresh(alerts, "inserted_ms", ("alert_id",), self.overlap_ms)
         if fresh_alerts and publish:
             self._publish({"type": "alerts", "rows": fresh_alerts})
+        cases = await self.store.query(_NEW_CASE_EVENTS_SQL, {
+            "since": max(0, self._cases.since_ms - self.overlap_ms)})
+        fresh_cases = self._cases.fresh(cases, "inserted_ms", ("case_id", "seq"),
+                                        self.overlap_ms)
+        if fresh_cases and publish:
+            self._publish({"type": "cases", "rows": [case_out(r) for r in fresh_cases]})
 
     def _publish(self, message: Mapping[str, Any]) -> None:
         for queue in list(self._subscribers):

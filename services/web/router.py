@@ -73,12 +73,13 @@ def build_router(feed: LiveFeed) -> APIRouter:
         return FileResponse(STATIC / name,
                             headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
-    @router.get("/v1/stream", tags=["dashboard"], summary="Live score rows and alerts (SSE)",
+    @router.get("/v1/stream", tags=["dashboard"],
+                summary="Live score rows, alerts and case transitions (SSE)",
                 response_class=StreamingResponse)
     async def stream(request: Request) -> StreamingResponse:
         """Server-sent events. First `snapshot` (recent base-window score rows per
-        touchpoint and the latest alerts), then `scores` and `alerts` with each newly stored
-        row, within about a second of it landing. `resync` asks the client to reconnect (it
+        touchpoint and the latest alerts), then `scores`, `alerts` and `cases` (case.v1) with
+        each newly stored row, within about a second of it landing. `resync` asks the client to reconnect (it
         fell behind). A comment line every 15 s keeps proxies from closing the stream."""
         async def events() -> AsyncIterator[str]:
             queue = feed.subscribe()
