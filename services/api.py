@@ -30,9 +30,12 @@ def create_app(settings: Settings, bootstrap: str, store: Store) -> FastAPI:
 
 
 def include(app: FastAPI, settings: Settings, store: Store) -> None:
-    """Mount every service's query router on ``app``."""
+    """Mount every service's query router on ``app``, and the dashboard."""
     from services.scoring.api import build_router
     from services.scoring.expectations import load_expectations
+    from services.web.feed import LiveFeed
+    from services.web.router import build_router as build_dashboard
 
     app.include_router(build_router(store, load_expectations(settings.expectations_path),
                                     settings.window_seconds))
+    app.include_router(build_dashboard(LiveFeed(store, settings.window_seconds)))
