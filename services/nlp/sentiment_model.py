@@ -97,7 +97,7 @@ class NgramIndex:
         self._shift = np.uint64(64 - bits)
         self._slot_mask = (1 << bits) - 1
         self._slot_keys = np.full(1 << bits, -1, dtype=np.int64)
-        self._slot_ranks = np.zeros(1 << bits, dtype=np.int64)
+        self._slot_ranks = np.zeros(1 << bits, dtype=np.int32)
         pending = np.arange(len(sorted_keys))
         home = self._home_slots(sorted_keys)
         self._max_probe = 0
