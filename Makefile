@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
-.PHONY: run test test-fast train bench system-deps clean
+.PHONY: run test test-fast train bench assets system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -19,12 +19,21 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/voc up --demo
 
-## system-deps: Debian packages the tests need (clickhouse-server), installed when missing
+## system-deps: Debian packages the tests need, installed when missing: clickhouse-server, and
+## chromium with a CJK font for the dashboard's browser tests
 system-deps:
-	@if ! command -v clickhouse-server >/dev/null; then \
-	  echo "installing clickhouse-server (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null; \
+	@missing=""; \
+	command -v clickhouse-server >/dev/null || missing="$$missing clickhouse-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing="$$missing fonts-wqy-microhei"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing (Debian):$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+## assets: rebuild the dashboard (web/ -> services/web/static/, committed); needs Node and npm
+assets:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 ## test: everything the tests need, then the whole suite (slow end-to-end tests included)
 test: $(STAMP) system-deps
@@ -48,8 +57,10 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/topics_eval.py --data-dir $(SHARED)/data/nlp --json build/bench/topics.json
 	$(BIN)/python bench/scoring_bench.py --batches 10 --batch-size 1000
 	$(BIN)/python bench/channels_bench.py
+	$(BIN)/python bench/dashboard_push.py --rounds 20
 	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
 	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
+	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
 	$(BIN)/python bench/report.py --dir build/bench --out docs/benchmarks.md --command "make bench"
 

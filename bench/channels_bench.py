@@ -22,7 +22,7 @@ from services.core.settings import load_settings  # noqa: E402
 from services.ingest.call_transcript import CallIn  # noqa: E402
 from services.ingest.channels import SurveyBatchIn, call_event, survey_event  # noqa: E402
 from services.ingest.email_message import parse_rfc822  # noqa: E402
-from services.nlp.worker import analyse_events, build_analyzer  # noqa: E402
+from services.nlp.worker import build_analyzer  # noqa: E402
 from tests.test_channel_e2e import long_call  # noqa: E402
 
 DATA = REPO_ROOT / "tests" / "data" / "channels"
@@ -59,7 +59,7 @@ def main() -> None:
     ingest_s = time.perf_counter() - started
     analyzer = build_analyzer(load_settings())
     started = time.perf_counter()
-    enriched = analyse_events(analyzer, [prepare_raw(event)])[0]
+    enriched = analyzer.analyze([prepare_raw(event)])[0]
     nlp_s = time.perf_counter() - started
     print(f"2-hour transcript: body {len(body) / 1e6:.2f} MB, {event.call.turns} turns; "
           f"ingest {ingest_s * 1000:.0f} ms; raw event {len(event.to_bytes()) / 1e6:.2f} MB; "

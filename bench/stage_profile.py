@@ -1,9 +1,12 @@
 """Where one event's CPU goes inside the NLP and scoring stages, in one process on one core.
 
 The end-to-end bench says which stage limits the pipeline; this says why. It times the same
-steps the services run per event (parse the wire JSON, analyze, serialize, map to a table row)
-and runs cProfile over the analyzer to list the functions that take the time. No broker and
-no store: the stage's own Python work only.
+steps the services run per event (parse the wire JSON, redact and derive the analysis text,
+analyze, serialize, map to a table row) and runs cProfile over the analyzer to list the
+functions that take the time. No broker and no store: the stage's own Python work only.
+
+Each step is timed in CPU time of this process (``time.process_time``), not wall time, because
+the machine's cores are shared with other work; the figure is the median of ``--repeat`` runs.
 
     python bench/stage_profile.py --events 2000
 """
@@ -18,6 +21,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import pstats  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -30,13 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO_ROOT, write_json  # noqa: E402
 from bench.e2e_bench import load_texts  # noqa: E402
 from services.core.events import EnrichedFeedback, RawFeedback, stable_event_id  # noqa: E402
+from services.core.normalize import prepare_raw  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402
 
 
-def per_event_us(fn: Callable[[], Any], events: int) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, round(1e6 * (time.perf_counter() - start) / events, 1)
+def per_event_us(fn: Callable[[], Any], events: int, repeat: int) -> tuple[Any, float]:
+    """fn's output and its median CPU microseconds per event over ``repeat`` runs."""
+    spent = []
+    for _ in range(repeat):
+        start = time.process_time()
+        out = fn()
+        spent.append(time.process_time() - start)
+    return out, round(1e6 * statistics.median(spent) / events, 1)
 
 
 def package_of(file: str) -> str:
@@ -56,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=256, help="the NLP stage's batch size")
     parser.add_argument("--top", type=int, default=12, help="functions listed from cProfile")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per step; the median is kept")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "build/bench/profile.json")
     args = parser.parse_args(argv)
     if not args.data.exists():
@@ -84,15 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     steps: dict[str, dict[str, float]] = {"nlp": {}, "scoring": {}}
-    raw, steps["nlp"]["parse raw JSON"] = per_event_us(
-        lambda: [RawFeedback.model_validate_json(w) for w in wire], n)
-    enriched, steps["nlp"]["analyze (all NLP)"] = per_event_us(lambda: analyze_all(raw), n)
+    r = args.repeat
+    parsed_raw, steps["nlp"]["parse raw JSON"] = per_event_us(
+        lambda: [RawFeedback.model_validate_json(w) for w in wire], n, r)
+    raw, steps["nlp"]["redact PII, analysis text"] = per_event_us(
+        lambda: [prepare_raw(e) for e in parsed_raw], n, r)
+    enriched, steps["nlp"]["analyze (all NLP)"] = per_event_us(lambda: analyze_all(raw), n, r)
     out, steps["nlp"]["serialize enriched JSON"] = per_event_us(
-        lambda: [e.to_bytes() for e in enriched], n)
+        lambda: [e.to_bytes() for e in enriched], n, r)
     parsed, steps["scoring"]["parse enriched JSON"] = per_event_us(
-        lambda: [EnrichedFeedback.model_validate_json(b) for b in out], n)
+        lambda: [EnrichedFeedback.model_validate_json(b) for b in out], n, r)
     _, steps["scoring"]["map to feedback row"] = per_event_us(
-        lambda: [feedback_row(e, 0) for e in parsed], n)
+        lambda: [feedback_row(e, 0) for e in parsed], n, r)
     for stage in steps.values():
         stage["total"] = round(sum(stage.values()), 1)
 
@@ -115,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": "python bench/stage_profile.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "events": n, "batch_size": args.batch_size, "model": analyzer.model_id,
+        "timing": f"CPU time (time.process_time), median of {args.repeat} runs",
         "us_per_event": steps,
         "single_core_events_per_s": {k: round(1e6 / v["total"], 0) for k, v in steps.items()},
         "analyze_self_share_by_package": {k: round(v / total, 3) for k, v in sorted(

@@ -10,6 +10,7 @@ import asyncio
 import shutil
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import click
 import structlog
@@ -152,10 +153,54 @@ def scoring() -> None:
     _single("scoring")
 
 
-@main.command()
-def alerting() -> None:
-    """Run the alerting stage (scores topic -> rules -> alerts topic and table)."""
-    _single("alerting")
+@main.group(invoke_without_command=True)
+@click.pass_context
+def alerting(ctx: click.Context) -> None:
+    """Run the alerting stage (scores and enriched topics -> rules -> alerts, cases, webhooks)."""
+    if ctx.invoked_subcommand is None:
+        _single("alerting")
+
+
+@alerting.command("backtest")
+@click.option("--rules", "rules_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Rules YAML to try.")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z",
+                                                      "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+              required=True, help="Start (event time; UTC unless an offset is given).")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z",
+                                                  "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+              required=True, help="End (event time; UTC unless an offset is given).")
+@click.option("--json", "as_json", is_flag=True, help="One alert.v2 JSON document per line.")
+def alerting_backtest(rules_path: str, start: datetime, end: datetime, as_json: bool) -> None:
+    """Replay stored history (VOC_CLICKHOUSE_URL) and print what the rules would have fired."""
+    from pathlib import Path
+
+    from services.alerting.backtest import backtest, report
+    from services.alerting.rules import load_rules
+    from services.core.store import open_store
+
+    settings = _settings()
+    try:
+        rules = load_rules(Path(rules_path))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+    if end <= start:
+        raise click.ClickException(f"--to {end.isoformat()} must be after --from {start.isoformat()}")
+
+    async def run() -> list:
+        store = await open_store(settings.store_url)
+        try:
+            return await backtest(store, rules, start, end, settings.window_seconds)
+        finally:
+            await store.close()
+
+    alerts = asyncio.run(run())
+    if as_json:
+        for alert in alerts:
+            click.echo(alert.to_bytes().decode("utf-8"))
+    else:
+        click.echo(report(alerts))
 
 
 @main.group()

@@ -60,6 +60,7 @@ async def _announce_and_feed(settings: Settings, api_url: asyncio.Future[str],
         "",
         "  Tingjian (听见) is running.",
         f"  API:        {url}   (OpenAPI docs: {url}/docs)",
+        f"  Dashboard:  {url}/dashboard/",
         f"  Store:      {settings.store_url}",
         f"  Topics:     {settings.topic('feedback.raw')} -> {settings.topic('feedback.enriched')}"
         f" -> {settings.topic('scores')} -> {settings.topic('alerts')}",

@@ -47,7 +47,9 @@ async def _serve_ingest(settings: Settings, bootstrap: str, store: Store, stop: 
 async def _serve(app: object, host: str, port: int, what: str, stop: asyncio.Event,
                  on_listening: Callable[[str], None]) -> None:
     """Serve an ASGI app until ``stop`` is set; reports its URL once listening."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)  # type: ignore[arg-type]
+    # Open dashboard streams never end by themselves: give them a moment, then close them.
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,  # type: ignore[arg-type]
+                            timeout_graceful_shutdown=2)
     server = _QuietServer(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:

@@ -24,7 +24,10 @@ pytestmark = pytest.mark.slow
 POISON = [b"{not json", b'{"schema": "feedback.raw.v9"}', b"\xff\xfe\x00bad utf-8",
           RawFeedback(event_id="x", source="s", channel="web", touchpoint="t", text="ok",
                       occurred_at=datetime.now(UTC), received_at=datetime.now(UTC))
-          .to_bytes().replace(b'"web"', b'"fax"')]
+          .to_bytes().replace(b'"web"', b'"fax"'),
+          RawFeedback(event_id="big", source="s", channel="web", touchpoint="t", text="ok",
+                      occurred_at=datetime.now(UTC), received_at=datetime.now(UTC))
+          .to_bytes().replace(b'"touchpoint":"t"', b'"touchpoint":"' + b"x" * 5000 + b'"')]
 
 
 def test_poison_is_dead_lettered_and_good_records_flow(broker: LocalBroker, settings: Settings,
@@ -61,3 +64,5 @@ def test_poison_is_dead_lettered_and_good_records_flow(broker: LocalBroker, sett
     assert sorted(base64.b64decode(v["original_base64"]) for v in letters) == sorted(POISON)
     assert all(v["stage"] == "nlp" and v["reason"] for v in letters)
     assert any("channel" in v["reason"] for v in letters)
+    assert any("touchpoint" in v["reason"] and "128" in v["reason"] for v in letters), \
+        "an oversized value is dead-lettered with the limit it broke"

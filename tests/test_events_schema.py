@@ -13,6 +13,7 @@ from pydantic import ValidationError
 import schemas
 from services.core.events import (
     Alert,
+    CaseEvent,
     DeadLetter,
     EnrichedFeedback,
     RawFeedback,
@@ -53,14 +54,25 @@ SCORE = Score(touchpoint="delivery", channel="", stage="", window="1m", window_s
               topics=[TopicFigure(topic="logistics_delivery", mentions=2, mean_sentiment=-0.5)],
               expectations=[ExpectationGap(metric="nps", value=-50.0, target=30.0, gap=-80.0)],
               computed_at=NOW)
-ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", severity="critical",
-              touchpoint="delivery", metric="negative_share", operator=">", threshold=0.4,
-              value=0.8, volume=30, window_start=NOW, window_end=NOW, fired_at=NOW, message="m")
+ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", rule_type="threshold",
+              severity="critical", status="firing", touchpoint="delivery", channel=None,
+              stage=None, topic=None, metric="negative_share", operator=">", threshold=0.4,
+              value=0.8, baseline=None, volume=30, window_start=NOW, window_end=NOW,
+              fired_at=NOW, resolved_at=None, emitted_at=NOW, team="ops", owner=None,
+              notify=["dingtalk"], open_case=True, event_ids=[], latest_received_at=NOW,
+              message="m")
+CASE = CaseEvent(event_id="ce", case_id="c", seq=1, action="opened", status="open", at=NOW,
+                 actor="alerting", comment=None, severity="critical", team="ops", assignee=None,
+                 escalation_level=0, touchpoint="delivery", rule_id="r", alert_ids=["a"],
+                 feedback_event_ids=[], opened_at=NOW, acknowledged_at=None, resolved_at=None,
+                 closed_at=None, ack_due_at=NOW, resolve_due_at=NOW, followup_outcome=None,
+                 followup_rating=None)
 LETTER = DeadLetter(stage="nlp", topic="t", partition=0, offset=5, reason="bad",
                     original_base64="", failed_at=NOW)
 
 CASES = [("feedback.raw.v2", RawFeedback, RAW), ("feedback.enriched.v2", EnrichedFeedback, ENRICHED),
-         ("score.v2", Score, SCORE), ("alert.v1", Alert, ALERT), ("deadletter.v1", DeadLetter, LETTER)]
+         ("score.v2", Score, SCORE), ("alert.v2", Alert, ALERT), ("case.v1", CaseEvent, CASE),
+         ("deadletter.v1", DeadLetter, LETTER)]
 
 
 def validator(name: str) -> Draft202012Validator:

@@ -105,16 +105,35 @@ def test_domain_dictionary_keeps_contact_center_words_whole(analyzer: Analyzer) 
     assert {"闪退", "快递员", "12315", "消协"} <= set(event.tokens)
 
 
-def test_deployment_user_dictionary_extends_jieba(tmp_path: Path) -> None:
-    import jieba
-
-    from services.nlp.analyzer import load_user_dicts
+def test_deployment_user_dictionary_extends_segmentation(tmp_path: Path) -> None:
+    from services.nlp.segmenter import Segmenter
 
     text = "星耀卡积分到账了"
-    assert "星耀卡" not in jieba.lcut(text, HMM=False)
+    assert "星耀卡" not in Segmenter().cut(text)
     extra = tmp_path / "dict.txt"
-    extra.write_text("星耀卡 100 n\n", encoding="utf-8")
-    load_user_dicts(extra)
-    assert "星耀卡" in jieba.lcut(text, HMM=False)
+    extra.write_text("\ufeff星耀卡 100 n\n\n尊享会员\n", encoding="utf-8")
+    deployment = Segmenter(extra)
+    assert "星耀卡" in deployment.cut(text)
+    assert "尊享会员" in deployment.cut("我是尊享会员"), "a word without frequency is kept whole, as in jieba"
+    assert "星耀卡" not in Segmenter().cut(text), "a deployment's words stay in its own segmenter"
     with pytest.raises(ValueError, match="VOC_JIEBA_USER_DICT"):
-        load_user_dicts(tmp_path / "missing.txt")
+        Segmenter(tmp_path / "missing.txt")
+    (tmp_path / "gbk.txt").write_bytes("星耀卡 100 n\n".encode("gbk"))
+    with pytest.raises(ValueError, match="VOC_JIEBA_USER_DICT=.*UTF-8"):
+        Segmenter(tmp_path / "gbk.txt")
+
+
+def test_segmentation_matches_jieba() -> None:
+    """rjieba runs jieba's algorithm on jieba's dictionary: same words, incl. our user dictionary."""
+    import jieba
+
+    from services.nlp.segmenter import Segmenter
+
+    jieba.setLogLevel(30)
+    reference = jieba.Tokenizer()
+    reference.load_userdict(str(Path(__file__).parent.parent / "services/nlp/user_dict.txt"))
+    texts = ["APP闪退了，快递员也联系不上，我要打12315找消协", "菜很好吃，但是配送太慢！！",
+             "iPhone13 Pro 128G 买了3天就坏了 a.b@qq.com", "第三次打电话了还没人处理\n再不退款我就投诉",
+             "   ", "😡😡 气死了#物流太慢#", "房间很干净，服务员态度也很好，下次还来。"]
+    segmenter = Segmenter()
+    assert [segmenter.cut(t) for t in texts] == [reference.lcut(t, HMM=False) for t in texts]

@@ -157,8 +157,10 @@ async def check_feedback(client: httpx.AsyncClient) -> None:
     assert page["total"] == 5 and [i["event_id"] for i in page["items"]] == ["e1"]
     item = (await get(client, "/v1/feedback", q="12315", **day))["items"][0]
     assert item["ratings"] == {"nps": 3, "csat": 2, "ces": 6}
-    assert item["topics"] == [{"id": "logistics_delivery", "sentiment": -0.8},
-                              {"id": "waiting_time", "sentiment": -0.7}]
+    assert item["topics"] == [
+        {"id": "logistics_delivery", "name": "logistics_delivery", "sentiment": -0.8,
+         "evidence": [[0, 1]]},
+        {"id": "waiting_time", "name": "waiting_time", "sentiment": -0.7, "evidence": [[0, 1]]}]
     assert item["urgent_flags"] == ["escalation_threat"] and item["scored"] is True
 
 

@@ -1,66 +1,279 @@
-"""Alert rules: loading the YAML file and deciding, without I/O, whether a rule is breached.
+"""The alert rules file: typed rule models, their validation, and loading.
 
-The decision is a pure function of the window rows and the last fire time, so the rule logic
-is unit-tested exhaustively and the worker only fetches data and publishes.
+Everything an ops team tunes lives in one YAML file (see docs/alerting.md for a complete one).
+It is validated on load so a typo is an error naming the rule and field, never a rule that
+silently never fires. Metric names are checked against the newest ``score.v*`` schema's numeric
+properties, so the same rules work on whatever figures the scoring stage publishes.
 """
 
 from __future__ import annotations
 
-import operator
-import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import os
+from collections.abc import Mapping
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.core.events import Alert, Metric, Operator, Severity
+import schemas
+from services.core.events import Channel, Operator, Severity, Stage, UrgencyFlagName
 
-_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-_ALERT_NAMESPACE = uuid.UUID("3b0f1d8a-94c3-4f1e-8b59-2f4a4b7de6a1")
+RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)]
+_NOT_METRICS = {"window_seconds"}
 
 
-class Rule(BaseModel):
-    """One rule of the rules file; see the comments in the shipped rules.yaml."""
+@cache
+def score_schema_name() -> str:
+    """The newest score payload version in schemas/topics (the figures rules may use)."""
+    names = [n for n in schemas.topic_schema_names() if n.startswith("score.v")]
+    return max(names, key=lambda n: int(n.rsplit("v", 1)[1]))
 
+
+@cache
+def score_metrics() -> Mapping[str, Literal["integer", "number"]]:
+    """Numeric properties of the score schema: integers are counts (summed over a lookback),
+    numbers are per-event figures (volume-weighted means over a lookback)."""
+    found: dict[str, Literal["integer", "number"]] = {}
+    for name, spec in schemas.topic_schema(score_schema_name())["properties"].items():
+        kinds = spec.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if name in _NOT_METRICS:
+            continue
+        if "integer" in kinds:
+            found[name] = "integer"
+        elif "number" in kinds:
+            found[name] = "number"
+    return found
+
+
+def score_has_dimension(name: str) -> bool:
+    """Whether score rows are split by ``name`` (channel, stage): score.v2 is, score.v1 not."""
+    return name in schemas.topic_schema(score_schema_name())["properties"]
+
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+
+class Scope(_Strict):
+    """Which data a rule looks at; an empty list or a missing key means all."""
+
+    touchpoints: list[str] | None = None
+    channels: list[Channel] | None = None
+    stages: list[Stage] | None = None
+    topics: list[str] | None = None
+
+    def has_touchpoint(self, touchpoint: str) -> bool:
+        return not self.touchpoints or touchpoint in self.touchpoints
+
+
+class Route(_Strict):
+    """Who owns an alert and where it goes besides the alerts topic."""
+
+    team: str | None = None
+    owner: str | None = None
+    notify: list[str] = Field(default_factory=list, description="webhook names")
+    open_case: bool = False
+
+
+class _RuleBase(_Strict):
+    id: RuleId
     description: str = ""
-    metric: Metric
-    operator: Operator
-    threshold: float
+    severity: Severity = "warning"
+    scope: Scope = Field(default_factory=Scope)
+    route: Route = Field(default_factory=Route)
+    cooldown_s: int = Field(default=1800, ge=0)
+
+
+class _MetricRule(_RuleBase):
+    """A rule over a score metric aggregated across ``lookback_s`` of event time."""
+
+    metric: str
     lookback_s: int = Field(ge=1)
     min_volume: int = Field(default=1, ge=1)
-    cooldown_s: int = Field(default=1800, ge=0)
-    severity: Severity = "warning"
-    touchpoints: list[str] | None = None
-
-    def applies_to(self, touchpoint: str) -> bool:
-        return self.touchpoints is None or touchpoint in self.touchpoints
-
-    def dedupe_key(self, touchpoint: str) -> str:
-        return f"{self.id}:{touchpoint}"
-
-
-class RuleSet(BaseModel):
-    """The rules file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rules: list[Rule] = Field(min_length=1)
+    resolve_after_s: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> RuleSet:
+    def _known_metric_and_scope(self) -> _MetricRule:
+        metrics = score_metrics()
+        if self.metric not in metrics:
+            raise ValueError(f"metric {self.metric!r} is not a numeric field of "
+                             f"{score_schema_name()}; choose from {sorted(metrics)}")
+        for dimension, wanted in (("channel", self.scope.channels), ("stage", self.scope.stages)):
+            if wanted and not score_has_dimension(dimension):
+                raise ValueError(f"scope by {dimension} needs scores split by {dimension}, "
+                                 f"which {score_schema_name()} is not; drop scope.{dimension}s")
+        if self.scope.topics:
+            raise ValueError("scope.topics applies to topic_spike and event rules only")
+        return self
+
+
+class _Compared(_Strict):
+    operator: Operator
+    threshold: float
+    clear_threshold: float | None = Field(
+        default=None, description="hysteresis: resolve only once the value is past this "
+        "(default: the threshold itself)")
+
+    @model_validator(mode="after")
+    def _clear_on_the_healthy_side(self) -> _Compared:
+        clear = self.clear_threshold
+        if clear is not None:
+            upward = self.operator in (">", ">=")
+            if (upward and clear > self.threshold) or (not upward and clear < self.threshold):
+                raise ValueError(f"clear_threshold {clear} must be on the healthy side of "
+                                 f"threshold {self.threshold} for operator {self.operator!r}")
+        return self
+
+
+class ThresholdRule(_MetricRule, _Compared):
+    """Metric over the lookback compared with a fixed threshold."""
+
+    type: Literal["threshold"]
+
+
+class RateOfChangeRule(_MetricRule, _Compared):
+    """Metric over the lookback against the previous lookback or the same time last week."""
+
+    type: Literal["rate_of_change"]
+    compare_to: Literal["previous", "last_week"] = "previous"
+    change: Literal["ratio", "delta"] = "ratio"
+
+
+class AnomalyRule(_MetricRule):
+    """Metric over the lookback against a rolling baseline of earlier lookback-sized buckets."""
+
+    type: Literal["anomaly"]
+    method: Literal["zscore", "ewma"] = "zscore"
+    direction: Literal["up", "down", "both"] = "both"
+    sensitivity: float = Field(default=3.0, gt=0, description="deviations that fire")
+    clear_sensitivity: float | None = Field(default=None, gt=0)
+    baseline_s: int = Field(default=3600, ge=1)
+    min_baseline_points: int = Field(default=5, ge=2)
+    alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA smoothing factor")
+
+    @model_validator(mode="after")
+    def _baseline_holds_buckets(self) -> AnomalyRule:
+        if self.baseline_s < self.lookback_s * self.min_baseline_points:
+            raise ValueError(f"baseline_s {self.baseline_s} holds fewer than "
+                             f"min_baseline_points={self.min_baseline_points} buckets of "
+                             f"lookback_s={self.lookback_s}")
+        if self.clear_sensitivity is not None and self.clear_sensitivity > self.sensitivity:
+            raise ValueError("clear_sensitivity must not exceed sensitivity")
+        return self
+
+
+class TopicSpikeRule(_RuleBase):
+    """A topic's count or share in the lookback against the previous lookback."""
+
+    type: Literal["topic_spike"]
+    topic: str = Field(min_length=1, description="taxonomy topic id")
+    measure: Literal["count", "share"] = "count"
+    factor: float = Field(gt=1, description="fire when current / previous reaches this")
+    clear_factor: float | None = Field(default=None, ge=1)
+    lookback_s: int = Field(ge=1)
+    min_count: int = Field(default=5, ge=1)
+    resolve_after_s: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _scope(self) -> TopicSpikeRule:
+        if self.scope.topics:
+            raise ValueError("topic_spike rules name their topic in `topic`, not scope.topics")
+        if self.clear_factor is not None and self.clear_factor > self.factor:
+            raise ValueError("clear_factor must not exceed factor")
+        return self
+
+
+class EventMatch(_Strict):
+    """Conditions on one enriched event; all given ones must hold."""
+
+    urgency: list[UrgencyFlagName] | None = None
+    segments: list[str] | None = None
+    sentiment_at_most: float | None = Field(default=None, ge=-1, le=1)
+    intents: list[Literal["complaint", "inquiry", "praise", "suggestion", "other"]] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> EventMatch:
+        if not any(v is not None for v in
+                   (self.urgency, self.segments, self.sentiment_at_most, self.intents)):
+            raise ValueError("an event rule needs at least one condition under `match`")
+        return self
+
+
+class EventRule(_RuleBase):
+    """Fires on a single enriched event (urgent flags, a VIP strongly negative, ...)."""
+
+    type: Literal["event"]
+    match: EventMatch
+    dedupe_by: Literal["customer", "event", "touchpoint"] = "customer"
+    cooldown_s: int = Field(default=3600, ge=0)
+
+
+AnyRule = Annotated[ThresholdRule | RateOfChangeRule | AnomalyRule | TopicSpikeRule | EventRule,
+                    Field(discriminator="type")]
+MetricRule = ThresholdRule | RateOfChangeRule | AnomalyRule
+
+
+class Webhook(_Strict):
+    """A delivery target; the secret is read from an environment variable, never the file."""
+
+    url: str = Field(pattern=r"^https?://")
+    format: Literal["generic", "dingtalk", "wecom", "feishu"] = "generic"
+    secret_env: str | None = None
+    statuses: list[Literal["firing", "resolved"]] = Field(
+        default_factory=lambda: ["firing", "resolved"])
+
+    def secret(self) -> str | None:
+        """The signing secret; missing variables are caught when the file loads."""
+        return os.environ.get(self.secret_env) if self.secret_env else None
+
+
+class Sla(_Strict):
+    """Case deadlines of one severity and who it escalates to, level by level."""
+
+    ack_minutes: float = Field(gt=0)
+    resolve_hours: float = Field(gt=0)
+    escalation: list[str] = Field(default_factory=list, description="teams, level 1, 2, ...")
+
+
+class RuleSet(_Strict):
+    """The rules file."""
+
+    rules: list[AnyRule] = Field(min_length=1)
+    webhooks: dict[str, Webhook] = Field(default_factory=dict)
+    sla: dict[Severity, Sla] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleSet:
         ids = [r.id for r in self.rules]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"duplicate rule ids: {duplicates}")
+        for rule in self.rules:
+            unknown = sorted(set(rule.route.notify) - set(self.webhooks))
+            if unknown:
+                raise ValueError(f"rule {rule.id!r} notifies unknown webhooks {unknown}; "
+                                 f"define them under `webhooks`")
+        for name, hook in self.webhooks.items():
+            if hook.secret_env and hook.secret_env not in os.environ:
+                raise ValueError(f"webhook {name!r}: environment variable {hook.secret_env} "
+                                 "(secret_env) is not set")
         return self
+
+    def metric_rules(self) -> list[MetricRule]:
+        return [r for r in self.rules if isinstance(r, MetricRule)]
+
+    def topic_rules(self) -> list[TopicSpikeRule]:
+        return [r for r in self.rules if isinstance(r, TopicSpikeRule)]
+
+    def event_rules(self) -> list[EventRule]:
+        return [r for r in self.rules if isinstance(r, EventRule)]
+
+    def by_id(self, rule_id: str) -> AnyRule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
 
 
 def load_rules(path: Path | None = None) -> RuleSet:
@@ -72,68 +285,3 @@ def load_rules(path: Path | None = None) -> RuleSet:
         return RuleSet.model_validate(yaml.safe_load(raw))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ValueError(f"cannot load alert rules from {source}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class Lookback:
-    """A touchpoint's figures summed over a rule's lookback."""
-
-    start: datetime
-    end: datetime
-    volume: int
-    negative_count: int
-    sentiment_sum: float
-
-    def metric(self, name: str) -> float:
-        if name == "volume":
-            return float(self.volume)
-        if self.volume == 0:
-            return 0.0
-        if name == "negative_share":
-            return self.negative_count / self.volume
-        return self.sentiment_sum / self.volume
-
-
-def lookback(rule: Rule, windows: Iterable[Mapping[str, Any]], end: datetime) -> Lookback:
-    """Sum window rows (``window_start``, ``window_seconds``, ``volume``, ``negative_count``,
-    ``mean_sentiment``) that lie wholly inside ``[end - lookback_s, end)``."""
-    start = end - timedelta(seconds=rule.lookback_s)
-    volume = negatives = 0
-    sentiment = 0.0
-    for row in windows:
-        w_start = row["window_start"]
-        if w_start >= start and w_start + timedelta(seconds=int(row["window_seconds"])) <= end:
-            volume += int(row["volume"])
-            negatives += int(row["negative_count"])
-            sentiment += float(row["mean_sentiment"]) * int(row["volume"])
-    return Lookback(start, end, volume, negatives, sentiment)
-
-
-def evaluate(rule: Rule, touchpoint: str, figures: Lookback, last_fired_end: datetime | None,
-             fired_at: datetime) -> Alert | None:
-    """The alert to fire, or None when the rule holds, the sample is thin, or it cools down."""
-    if not rule.applies_to(touchpoint) or figures.volume < rule.min_volume:
-        return None
-    value = figures.metric(rule.metric)
-    if not _COMPARE[rule.operator](value, rule.threshold):
-        return None
-    if last_fired_end is not None and figures.end < last_fired_end + timedelta(seconds=rule.cooldown_s):
-        return None
-    key = rule.dedupe_key(touchpoint)
-    return Alert(
-        alert_id=str(uuid.uuid5(_ALERT_NAMESPACE, f"{key}@{figures.end.isoformat()}")),
-        dedupe_key=key,
-        rule_id=rule.id,
-        severity=rule.severity,
-        touchpoint=touchpoint,
-        metric=rule.metric,
-        operator=rule.operator,
-        threshold=rule.threshold,
-        value=value,
-        volume=figures.volume,
-        window_start=figures.start,
-        window_end=figures.end,
-        fired_at=fired_at,
-        message=(f"{touchpoint}: {rule.metric} {value:.3f} {rule.operator} {rule.threshold} "
-                 f"over {rule.lookback_s}s ({figures.volume} events). {rule.description}").strip(),
-    )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -18,14 +19,17 @@ Stage = Literal["售前", "售中", "售后"]
 Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
 UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
 Severity = Literal["info", "warning", "critical"]
-Metric = Literal["negative_share", "mean_sentiment", "volume"]
 Operator = Literal[">", ">=", "<", "<="]
+RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "event"]
+AlertStatus = Literal["firing", "resolved"]
 
 SourceName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 Touchpoint = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 MetaValue = Annotated[str, StringConstraints(max_length=1024)]
+
+_set_attribute = object.__setattr__  # pydantic's own way past a frozen model's __setattr__
 
 _EVENT_NAMESPACE = uuid.UUID("8f4b7c8e-5d1a-4c47-9a57-7c1f0e2d9b10")
 
@@ -63,6 +67,37 @@ class _Wire(BaseModel):
     def to_bytes(self) -> bytes:
         """JSON bytes as written to the topic."""
         return self.model_dump_json(by_alias=True).encode("utf-8")
+
+
+W = TypeVar("W", bound=BaseModel)
+
+
+@cache
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(model.model_fields)
+
+
+def trusted(model: type[W], /, **fields: Any) -> W:
+    """A ``model`` instance from values that are already valid, without validating them again.
+
+    For hot paths that assemble an event from validated parts (the NLP stage builds each
+    enriched event from its validated raw event and its own findings): validation runs a
+    Python validator per field and costs more than the analysis itself. Unlike
+    ``model_construct`` there is no per-field loop either, so every field must be given, by
+    its field name (not its alias), as a valid value; nested models must be model instances.
+    The caller's tests must validate its output against the schema file, because nothing here
+    checks it.
+    """
+    names = _field_names(model)
+    if fields.keys() != names:
+        raise TypeError(f"trusted({model.__name__}) needs exactly its fields; missing "
+                        f"{sorted(names - fields.keys())}, unknown {sorted(fields.keys() - names)}")
+    instance = model.__new__(model)
+    _set_attribute(instance, "__dict__", fields)
+    _set_attribute(instance, "__pydantic_fields_set__", set(fields))
+    _set_attribute(instance, "__pydantic_extra__", None)
+    _set_attribute(instance, "__pydantic_private__", None)
+    return instance
 
 
 Span = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
@@ -284,25 +319,72 @@ class Score(_Wire):
 
 
 class Alert(_Wire):
-    """``alert.v1``."""
+    """``alert.v2``: one lifecycle event (firing, then resolved) of one alert."""
 
-    schema_: Literal["alert.v1"] = Field(default="alert.v1", alias="schema")
+    schema_: Literal["alert.v2"] = Field(default="alert.v2", alias="schema")
     alert_id: Annotated[str, StringConstraints(min_length=1)]
     dedupe_key: Annotated[str, StringConstraints(min_length=1)]
     rule_id: Annotated[str, StringConstraints(min_length=1)]
+    rule_type: RuleType
     severity: Severity
-    status: Literal["firing"] = "firing"
+    status: AlertStatus
     touchpoint: Touchpoint
-    metric: Metric
-    operator: Operator
-    threshold: float
+    channel: str | None
+    stage: str | None
+    topic: str | None
+    metric: Annotated[str, StringConstraints(min_length=1)]
+    operator: Operator | None
+    threshold: float | None
     value: float
+    baseline: float | None
     volume: Annotated[int, Field(ge=0)]
     window_start: datetime
     window_end: datetime
     fired_at: datetime
+    resolved_at: datetime | None
+    emitted_at: datetime
+    team: str | None
+    owner: str | None
+    notify: list[str]
+    open_case: bool
+    event_ids: list[str]
+    latest_received_at: datetime | None
     message: str
 
+
+CaseStatus = Literal["open", "acknowledged", "in_progress", "resolved", "closed"]
+CaseAction = Literal["opened", "acknowledged", "assigned", "started", "commented", "escalated",
+                     "resolved", "closed", "reopened", "followed_up"]
+
+
+class CaseEvent(_Wire):
+    """``case.v1``: one transition of a case, carrying the whole case as it is afterwards."""
+
+    schema_: Literal["case.v1"] = Field(default="case.v1", alias="schema")
+    event_id: Annotated[str, StringConstraints(min_length=1)]
+    case_id: Annotated[str, StringConstraints(min_length=1)]
+    seq: Annotated[int, Field(ge=1)]
+    action: CaseAction
+    status: CaseStatus
+    at: datetime
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    comment: Annotated[str, StringConstraints(max_length=4000)] | None
+    severity: Severity
+    team: str | None
+    assignee: str | None
+    escalation_level: Annotated[int, Field(ge=0)]
+    touchpoint: Touchpoint
+    rule_id: str
+    alert_ids: list[str]
+    feedback_event_ids: list[str]
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    ack_due_at: datetime
+    resolve_due_at: datetime
+    followup_outcome: Literal["reached", "unreachable", "declined"] | None
+    followup_rating: Annotated[int, Field(ge=1, le=5)] | None
 
 
 class DeadLetter(_Wire):

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         "of them, for rotation). Unset: the API accepts requests without keys.")
     ingest_max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
+    api_rate_limit: str | None = Field(
+        default="50/second", description="Write requests allowed per API key (or client "
+        "address), e.g. 50/second or 1000/minute; empty: no limit.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser "
+        '(JSON list, e.g. ["https://voc.example.com"]); empty: CORS off.')
     ingest_dedupe_window: int = Field(
         default=100_000, ge=0, description="Recent event ids ingest remembers to answer "
         "re-sends as duplicates without writing them again (0: off).")
@@ -74,6 +80,15 @@ class Settings(BaseSettings):
     expectations_path: Path | None = Field(default=None, description="Expectation targets YAML.")
 
     alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
+    alert_rules_poll_s: float = Field(
+        default=2.0, gt=0, description="How often the rules file is checked for changes.")
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
+    webhook_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles per attempt (max 60 s).")
+    case_sla_check_s: float = Field(
+        default=15.0, gt=0, description="How often open cases are checked against their SLA.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Per-request timeout.")
 
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="Time services get to flush and commit on stop.")
@@ -99,6 +114,20 @@ class Settings(BaseSettings):
             raise ValueError(f"VOC_LOG_LEVEL={value!r}: use DEBUG, INFO, WARNING or ERROR")
         return upper
 
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _parsable_rate(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"VOC_API_RATE_LIMIT={value!r}: use e.g. 50/second or "
+                             f"1000/minute ({exc})") from exc
+        return value
+
     def topic(self, name: str) -> str:
         """Full topic name, so a deployment can share one Kafka cluster between pipelines."""
         return f"{self.topic_prefix}.{name}"
@@ -118,7 +147,7 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap or "127.0.0.1:9092"
 
 
-TOPICS = ("feedback.raw", "feedback.enriched", "scores", "alerts", "deadletter")
+TOPICS = ("feedback.raw", "feedback.enriched", "scores", "alerts", "cases", "deadletter")
 
 
 def load_settings(**overrides: object) -> Settings:

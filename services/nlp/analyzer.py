@@ -14,11 +14,8 @@ towards neutral so that "请问什么时候发货？" does not count as negative
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Protocol
-
-import jieba
 
 from services.core.events import (
     AspectSentiment,
@@ -28,10 +25,13 @@ from services.core.events import (
     SentimentLabel,
     Span,
     TopicTag,
+    trusted,
     utc_now,
 )
+from services.nlp.call_tone import call_tones
 from services.nlp.cues import NON_EVALUATIVE_DAMPING, UrgencyCues, intent_of, is_evaluative
 from services.nlp.keywords import KeywordExtractor
+from services.nlp.segmenter import Segmenter
 from services.nlp.taxonomy import CLAUSE, Taxonomy, TopicMatch
 
 
@@ -74,25 +74,18 @@ def clause_of(text: str, clauses: list[Span], position: int) -> Span:
     return (0, len(text))
 
 
-def load_user_dicts(extra: Path | None = None) -> None:
-    """Load the shipped domain dictionary into jieba, then a deployment's own (``VOC_JIEBA_USER_DICT``).
-
-    jieba's default dictionary splits contact-center words (12315, 消协, 闪退, 快递员) or does
-    not know them, which degrades tokens and keywords. jieba keeps one global dictionary, so
-    loading again is harmless: a word's entry is simply overwritten.
-    """
-    shipped = resources.files(__package__).joinpath("user_dict.txt")
-    with resources.as_file(shipped) as path:
-        jieba.load_userdict(str(path))
-    if extra is not None:
-        if not extra.is_file():
-            raise ValueError(f"VOC_JIEBA_USER_DICT={extra} is not a file; point it at a jieba "
-                             "user dictionary (one `word [freq] [tag]` per line)")
-        jieba.load_userdict(str(extra))
-
-
 class Analyzer:
-    """Enriches raw events with tokens, sentiment, aspect topics, intent, urgency and keywords."""
+    """Enriches raw events with tokens, sentiment, aspect topics, intent, urgency and keywords.
+
+    Each event's ``analysis_text`` (simplified, markup-free, customer-only) is what is analysed
+    when present, while the enriched event keeps the original text; evidence spans point into
+    the analysed text. Call events also get the trend of the customer's tone.
+
+    The enriched events are assembled without validating them again (see
+    :func:`services.core.events.trusted`): every part comes from a validated raw event or from
+    this code, whose output is checked against the schema file by the tests, and re-validating
+    cost more CPU per event than all of the analysis did once segmentation moved to Rust.
+    """
 
     def __init__(self, sentiment: SentimentModel, taxonomy: Taxonomy, urgency: UrgencyCues,
                  neutral_band: float, user_dict: Path | None = None) -> None:
@@ -101,43 +94,52 @@ class Analyzer:
         self.urgency = urgency
         self.neutral_band = neutral_band
         self.model_id = f"{sentiment.name}-{sentiment.version}"
-        jieba.setLogLevel(30)
-        jieba.initialize()
-        load_user_dicts(user_dict)
+        self.segmenter = Segmenter(user_dict)
         self.keywords = KeywordExtractor()
 
     def analyze(self, events: Sequence[RawFeedback]) -> list[EnrichedFeedback]:
-        """One enriched event per input event, in the same order."""
+        """One enriched event per input event, in the same order.
+
+        The texts and their topic clauses are scored in one model call, because the models
+        vectorise over the whole batch.
+        """
         if not events:
             return []
-        matches = self.taxonomy.tag_many([e.text for e in events])
-        clause_spans = [self._topic_clauses(e.text, m) for e, m in zip(events, matches, strict=True)]
-        clause_texts = sorted({e.text[a:b] for e, per_topic in zip(events, clause_spans, strict=True)
+        texts = [e.analysis_text or e.text for e in events]
+        matches = self.taxonomy.tag_many(texts)
+        clause_spans = [self._topic_clauses(text, found) if found else []
+                        for text, found in zip(texts, matches, strict=True)]
+        clause_texts = sorted({text[a:b] for text, per_topic in zip(texts, clause_spans, strict=True)
                                for spans in per_topic for a, b in spans})
-        scores = self._predict([e.text for e in events] + clause_texts)
-        clause_score = dict(zip(clause_texts, scores[len(events):], strict=True))
+        scores = self._predict(texts + clause_texts)
+        clause_score = dict(zip(clause_texts, scores[len(texts):], strict=True))
+        tones = call_tones(events, self.sentiment.predict)
+        band = self.neutral_band
         now = utc_now()
         enriched = []
-        for event, score, found, per_topic in zip(events, scores[: len(events)], matches,
-                                                  clause_spans, strict=True):
-            urgency = self.urgency.find(event.text)
-            intent = intent_of(event.text, label_for(score, self.neutral_band), [u.flag for u in urgency])
+        for event, text, score, found, per_topic, tone in zip(
+                events, texts, scores[: len(texts)], matches, clause_spans, tones, strict=True):
+            urgency = self.urgency.find(text)
+            intent = intent_of(text, label_for(score, band), [u.flag for u in urgency])
             damping = 1.0 if is_evaluative(intent) else NON_EVALUATIVE_DAMPING
             score *= damping
-            topics = [self._topic_tag(event.text, match, spans, clause_score, damping)
+            topics = [self._topic_tag(text, match, spans, clause_score, damping)
                       for match, spans in zip(found, per_topic, strict=True)]
-            tokens = jieba.lcut(event.text, HMM=False)
-            enriched.append(EnrichedFeedback(
-                **event.model_dump(exclude={"schema_"}),
-                sentiment=Sentiment(score=score, label=label_for(score, self.neutral_band),
-                                    model=self.model_id),
+            tokens = self.segmenter.cut(text)
+            fields = event.__dict__.copy()
+            fields.update(
+                schema_="feedback.enriched.v2",
+                sentiment=trusted(Sentiment, score=score, label=label_for(score, band),
+                                  model=self.model_id),
                 topics=topics,
                 intent=intent,
                 urgency=urgency,
                 keywords=self.keywords.extract(tokens),
                 tokens=tokens,
                 enriched_at=now,
-            ))
+                call_tone=tone,
+            )
+            enriched.append(trusted(EnrichedFeedback, **fields))
         return enriched
 
     def _predict(self, texts: list[str]) -> list[float]:
@@ -153,6 +155,7 @@ class Analyzer:
     def _topic_tag(self, text: str, match: TopicMatch, spans: list[Span],
                    clause_score: dict[str, float], damping: float) -> TopicTag:
         score = damping * sum(clause_score[text[a:b]] for a, b in spans) / len(spans)
-        return TopicTag(id=match.id, name=match.name,
-                        sentiment=AspectSentiment(score=score, label=label_for(score, self.neutral_band)),
-                        evidence=match.evidence)
+        return trusted(TopicTag, id=match.id, name=match.name,
+                       sentiment=trusted(AspectSentiment, score=score,
+                                         label=label_for(score, self.neutral_band)),
+                       evidence=match.evidence)

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.core.events import Intent, SentimentLabel, UrgencyFlag, UrgencyFlagName
+from services.core.events import Intent, SentimentLabel, UrgencyFlag, UrgencyFlagName, trusted
 
 
 class UrgencySpec(BaseModel):
@@ -58,7 +58,7 @@ class UrgencyCues:
             for match in pattern.finditer(text):
                 if match.end() > match.start():
                     spans.setdefault(match.group(), []).append(match.span())
-            found.extend(UrgencyFlag(flag=flag, term=term, evidence=sp) for term, sp in spans.items())
+            found.extend(trusted(UrgencyFlag, flag=flag, term=term, evidence=sp) for term, sp in spans.items())
         return found
 
 

@@ -17,18 +17,41 @@ _WORDLIKE = re.compile(r"[\u4e00-\u9fffA-Za-z]")
 
 
 class KeywordExtractor:
-    """TF-IDF ranking of an event's tokens against jieba's bundled IDF table."""
+    """TF-IDF ranking of an event's tokens against jieba's bundled IDF table.
+
+    A token counts when it has at least two characters, a letter or hanzi, and is not a stop
+    word (compared lower-cased). Whether each word of the IDF table counts is decided once
+    here, so the per-event work is a dictionary look-up per distinct token; only tokens the
+    table lacks (numbers, codes, new words) are checked one by one, and they get the median IDF.
+    """
 
     def __init__(self, top_k: int = 5) -> None:
         tfidf = jieba.analyse.TFIDF()
-        self.idf: dict[str, float] = tfidf.idf_freq
         self.median_idf: float = tfidf.median_idf
         self.stop_words: set[str] = set(tfidf.stop_words)
         self.top_k = top_k
+        self._weight: dict[str, float] = {}
+        self._ignored: set[str] = set()
+        for word, idf in tfidf.idf_freq.items():
+            if self._counts(word):
+                self._weight[word] = idf
+            else:
+                self._ignored.add(word)
+
+    def _counts(self, token: str) -> bool:
+        return (len(token) >= 2 and _WORDLIKE.search(token) is not None
+                and token.lower() not in self.stop_words)
 
     def extract(self, tokens: Sequence[str]) -> list[str]:
         """The ``top_k`` most salient words, best first (ties broken alphabetically)."""
-        counts = Counter(t for t in tokens
-                         if len(t) >= 2 and _WORDLIKE.search(t) and t.lower() not in self.stop_words)
-        ranked = sorted(counts, key=lambda w: (-counts[w] * self.idf.get(w, self.median_idf), w))
-        return ranked[: self.top_k]
+        weight, ignored = self._weight, self._ignored
+        ranked = []
+        for word, count in Counter(tokens).items():
+            idf = weight.get(word)
+            if idf is None:
+                if word in ignored or not self._counts(word):
+                    continue
+                idf = self.median_idf
+            ranked.append((-count * idf, word))
+        ranked.sort()
+        return [word for _, word in ranked[: self.top_k]]

@@ -15,14 +15,13 @@ import faust
 import structlog
 from pydantic import ValidationError
 
-from services.core.events import EnrichedFeedback, RawFeedback
+from services.core.events import RawFeedback
 from services.core.kafka import MAX_MESSAGE_BYTES, dead_letter, parse_or_reason
 from services.core.normalize import prepare_raw
 from services.core.ops import BATCH_SECONDS, EVENTS_IN, EVENTS_OUT, READINESS
 from services.core.pii import redact, redact_bytes
 from services.core.settings import Settings
 from services.nlp.analyzer import Analyzer, load_sentiment
-from services.nlp.call_tone import call_tones
 from services.nlp.cues import load_urgency
 from services.nlp.taxonomy import load_taxonomy
 
@@ -34,15 +33,6 @@ def build_analyzer(settings: Settings) -> Analyzer:
     return Analyzer(load_sentiment(settings.sentiment_backend),
                     load_taxonomy(settings.taxonomy_path), load_urgency(settings.urgency_path),
                     settings.neutral_band, settings.jieba_user_dict)
-
-
-def analyse_events(analyzer: Analyzer, events: list[RawFeedback]) -> list[EnrichedFeedback]:
-    """Analyse each event's ``analysis_text`` (simplified, markup-free, customer-only) while
-    the enriched event keeps the original text; calls also get their tone trend."""
-    views = [e.model_copy(update={"text": e.analysis_text or e.text}) for e in events]
-    tones = call_tones(events, analyzer.sentiment.predict)
-    return [item.model_copy(update={"text": event.text, "call_tone": tone})
-            for item, event, tone in zip(analyzer.analyze(views), events, tones, strict=True)]
 
 
 def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.App:
@@ -101,7 +91,7 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
                     pending.append(await dlq.send(key=key, value=value))
                 else:
                     valid.append(parsed)
-            results = await asyncio.to_thread(analyse_events, analyzer, valid)
+            results = await asyncio.to_thread(analyzer.analyze, valid)
             for item in results:
                 pending.append(await enriched_topic.send(key=item.touchpoint.encode(),
                                                          value=item.to_bytes()))

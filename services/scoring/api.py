@@ -8,6 +8,7 @@ fragments, and every value travels as a ``%(name)s`` parameter.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -97,7 +98,7 @@ _FEEDBACK_FILTERS = {
 
 _FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, text, "
                      "sentiment, sentiment_label, intent, topics, topic_sentiments, "
-                     "urgent_flags, keywords, nps, csat, ces, too_late")
+                     "urgent_flags, keywords, nps, csat, ces, too_late, enriched_json")
 
 
 def _bad(parameter: str, message: str) -> HTTPException:
@@ -334,12 +335,21 @@ def _feedback_out(row: dict[str, Any]) -> dict[str, Any]:
         "stage": row["stage"] or None, "segment": row["segment"] or None, "text": row["text"],
         "sentiment": {"score": row["sentiment"], "label": row["sentiment_label"]},
         "intent": row["intent"],
-        "topics": [{"id": t, "sentiment": s}
-                   for t, s in zip(row["topics"], row["topic_sentiments"])],
+        "topics": _topics_out(row),
         "urgent_flags": row["urgent_flags"], "keywords": row["keywords"],
         "ratings": {"nps": row["nps"], "csat": row["csat"], "ces": row["ces"]},
         "scored": not row["too_late"],
     }
+
+
+def _topics_out(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each topic with its aspect sentiment and, from the stored enriched event, its name and
+    evidence spans ([start, end) character offsets), so a reader can highlight where the text
+    talks about the topic."""
+    enriched = {t["id"]: t for t in json.loads(row["enriched_json"] or "{}").get("topics", [])}
+    return [{"id": t, "name": enriched.get(t, {}).get("name"), "sentiment": s,
+             "evidence": enriched.get(t, {}).get("evidence", [])}
+            for t, s in zip(row["topics"], row["topic_sentiments"])]
 
 
 def _key_experiences(touchpoint: str, total: dict[str, Any], topics: list[dict[str, Any]],

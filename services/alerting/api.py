@@ -1,0 +1,179 @@
+"""HTTP routes for cases: list, read, acknowledge, assign, start, comment, resolve, close,
+reopen, follow up, and MTTA / MTTR per team and touchpoint.
+
+Every state change goes through CaseService, so it becomes a case.v1 event on the cases topic
+and a row in ``case_events``. A transition the case's status forbids answers 409 naming the
+actions allowed now; an unknown case answers 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, FastAPI, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from services.alerting.cases import CaseError, CaseNotFound, CaseService
+from services.core.events import CaseEvent, CaseStatus, utc_now
+from services.core.kafka import Producer
+from services.core.settings import Settings
+from services.core.store import Store
+
+Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Comment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: Actor = Field(description="Who acts (user name); recorded on the case event.")
+    comment: Comment | None = None
+
+
+class AssignIn(_In):
+    assignee: Actor
+    team: Actor | None = Field(default=None, description="Move the case to this team as well.")
+
+
+class CommentIn(_In):
+    comment: Comment
+
+
+class FollowUpIn(_In):
+    outcome: Literal["reached", "unreachable", "declined"]
+    rating: Annotated[int, Field(ge=1, le=5)] | None = Field(
+        default=None, description="Customer's rating of the resolution (CSAT, 1-5).")
+    customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+class FollowUpOut(BaseModel):
+    case: CaseEvent
+    feedback_event_id: str
+
+
+class CaseDetail(BaseModel):
+    case: CaseEvent
+    history: list[CaseEvent]
+
+
+class TeamMetrics(BaseModel):
+    team: str
+    touchpoint: str
+    cases: int
+    unresolved: int
+    mtta_s: float | None = Field(description="Mean time to acknowledge, seconds.")
+    mttr_s: float | None = Field(description="Mean time to resolve, seconds.")
+    max_escalation_level: int
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or value != value else float(value)
+
+
+def create_router(service: CaseService) -> APIRouter:
+    """The cases API over one CaseService (its store and producer)."""
+    router = APIRouter(prefix="/v1/cases", tags=["cases"])
+
+    async def act(case_id: str, action: str, body: _In, **changes: Any) -> CaseEvent:
+        try:
+            return await service.act(case_id, action, body.actor,  # type: ignore[arg-type]
+                                     comment=body.comment, **changes)
+        except CaseNotFound as exc:
+            raise HTTPException(404, f"no case {case_id}") from exc
+        except CaseError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except KafkaError as exc:
+            raise HTTPException(503, "the message broker did not acknowledge the case event; "
+                                     "nothing changed, retry", headers={"Retry-After": "5"}) from exc
+
+    @router.get("", response_model=list[CaseEvent], summary="List cases (current state)")
+    async def list_cases(status: CaseStatus | None = None, team: str | None = None,
+                         touchpoint: str | None = None,
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[CaseEvent]:
+        return await service.list(status=status, team=team, touchpoint=touchpoint, limit=limit)
+
+    @router.get("/metrics", response_model=list[TeamMetrics],
+                summary="MTTA and MTTR per team and touchpoint")
+    async def metrics(days: Annotated[float, Query(gt=0, le=3660)] = 30) -> list[TeamMetrics]:
+        rows = await service.metrics(utc_now() - timedelta(days=days))
+        return [TeamMetrics(team=r["team"], touchpoint=r["touchpoint"], cases=r["cases"],
+                            unresolved=r["unresolved"], mtta_s=_number(r["mtta_s"]),
+                            mttr_s=_number(r["mttr_s"]),
+                            max_escalation_level=r["max_escalation_level"]) for r in rows]
+
+    @router.get("/{case_id}", response_model=CaseDetail, summary="A case and its history")
+    async def get_case(case_id: str) -> CaseDetail:
+        try:
+            history = await service.history(case_id)
+        except CaseNotFound as exc:
+            raise HTTPException(404, f"no case {case_id}") from exc
+        return CaseDetail(case=history[-1], history=history)
+
+    @router.post("/{case_id}/ack", response_model=CaseEvent, summary="Acknowledge")
+    async def ack(case_id: str, body: _In) -> CaseEvent:
+        return await act(case_id, "acknowledged", body)
+
+    @router.post("/{case_id}/assign", response_model=CaseEvent, summary="Assign")
+    async def assign(case_id: str, body: AssignIn) -> CaseEvent:
+        changes: dict[str, Any] = {"assignee": body.assignee}
+        if body.team:
+            changes["team"] = body.team
+        return await act(case_id, "assigned", body, **changes)
+
+    @router.post("/{case_id}/start", response_model=CaseEvent, summary="Start work")
+    async def start(case_id: str, body: _In) -> CaseEvent:
+        return await act(case_id, "started", body)
+
+    @router.post("/{case_id}/comment", response_model=CaseEvent, summary="Comment")
+    async def comment(case_id: str, body: CommentIn) -> CaseEvent:
+        return await act(case_id, "commented", body)
+
+    @router.post("/{case_id}/resolve", response_model=CaseEvent, summary="Resolve")
+    async def resolve(case_id: str, body: _In) -> CaseEvent:
+        return await act(case_id, "resolved", body)
+
+    @router.post("/{case_id}/close", response_model=CaseEvent, summary="Close")
+    async def close(case_id: str, body: _In) -> CaseEvent:
+        return await act(case_id, "closed", body)
+
+    @router.post("/{case_id}/reopen", response_model=CaseEvent, summary="Reopen")
+    async def reopen(case_id: str, body: _In) -> CaseEvent:
+        return await act(case_id, "reopened", body)
+
+    @router.post("/{case_id}/follow-up", response_model=FollowUpOut,
+                 summary="Record the customer callback; the rating flows back as feedback")
+    async def follow_up(case_id: str, body: FollowUpIn) -> FollowUpOut:
+        try:
+            event, feedback = await service.follow_up(case_id, body.actor, body.outcome,
+                                                      body.rating, body.comment, body.customer_id)
+        except CaseNotFound as exc:
+            raise HTTPException(404, f"no case {case_id}") from exc
+        except CaseError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return FollowUpOut(case=event, feedback_event_id=feedback.event_id)
+
+    return router
+
+
+
+def mount_cases(app: FastAPI, settings: Settings, bootstrap: str, store: Store) -> None:
+    """Add the cases routes to an app that runs next to a store (``voc up``), with a producer
+    started and stopped with the app."""
+    producer = Producer(bootstrap, client_id=settings.group("cases-api"))
+    app.include_router(create_router(CaseService(settings, store, producer)))
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
+        await producer.start()
+        try:
+            async with inner(application) as state:
+                yield state
+        finally:
+            await producer.stop()
+
+    app.router.lifespan_context = lifespan

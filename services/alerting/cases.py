@@ -1,0 +1,345 @@
+"""Cases: the closed loop from an alert to a resolved, followed-up customer problem.
+
+A case moves open -> acknowledged -> in_progress -> resolved -> closed (reopen allowed), with
+assignment, comments, SLA escalations and a customer follow-up on the way. Every transition is
+a ``case.v1`` event on the cases topic (first) and an append-only row in ``case_events``
+(second); each carries the whole case afterwards, so the newest row is the current state and
+MTTA / MTTR are plain aggregates. The transition rules are pure (``transition``); the service
+around them only reads the current row and writes the next one.
+
+Writers are not serialised across processes: two people acting on one case at the same instant
+can both succeed, and the later row (higher seq, or the later insert of an equal seq) wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRecord
+
+from services.alerting.rules import RuleSet, Sla
+from services.core.events import (
+    Alert,
+    CaseAction,
+    CaseEvent,
+    CaseStatus,
+    Ratings,
+    RawFeedback,
+    stable_event_id,
+    utc_now,
+)
+from services.core.kafka import BatchConsumer, Producer, parse_or_reason
+from services.core.settings import Settings
+from services.core.store import Store
+
+log = structlog.get_logger(__name__)
+
+_CASE_NAMESPACE = uuid.UUID("5d2e8a61-0c3b-4d7e-9f41-6a2b8c9d0e13")
+DEFAULT_SLA = {"critical": Sla(ack_minutes=15, resolve_hours=4),
+               "warning": Sla(ack_minutes=60, resolve_hours=24),
+               "info": Sla(ack_minutes=240, resolve_hours=72)}
+
+# action -> (statuses it is allowed from, status afterwards; None keeps the status)
+_MOVES: dict[str, tuple[frozenset[str], CaseStatus | None]] = {
+    "acknowledged": (frozenset({"open"}), "acknowledged"),
+    "started": (frozenset({"open", "acknowledged"}), "in_progress"),
+    "resolved": (frozenset({"open", "acknowledged", "in_progress"}), "resolved"),
+    "closed": (frozenset({"resolved"}), "closed"),
+    "reopened": (frozenset({"resolved", "closed"}), "open"),
+    "assigned": (frozenset({"open", "acknowledged", "in_progress", "resolved"}), None),
+    "commented": (frozenset({"open", "acknowledged", "in_progress", "resolved", "closed"}), None),
+    "escalated": (frozenset({"open", "acknowledged", "in_progress"}), None),
+    "followed_up": (frozenset({"resolved", "closed"}), None),
+}
+
+
+class CaseError(ValueError):
+    """A transition the case's current status does not allow (HTTP 409)."""
+
+
+class CaseNotFound(KeyError):
+    """No case with that id (HTTP 404)."""
+
+
+def allowed_actions(status: str) -> list[str]:
+    return sorted(a for a, (sources, _) in _MOVES.items() if status in sources)
+
+
+def sla_for(rules: RuleSet, severity: str) -> Sla:
+    return rules.sla.get(severity, DEFAULT_SLA[severity])  # type: ignore[index]
+
+
+def case_id_for(alert_id: str) -> str:
+    """One case per alert, so a re-delivered alert never opens a second one."""
+    return str(uuid.uuid5(_CASE_NAMESPACE, alert_id))
+
+
+def _event_id(case_id: str, seq: int) -> str:
+    return str(uuid.uuid5(_CASE_NAMESPACE, f"{case_id}#{seq}"))
+
+
+def open_case(alert: Alert, sla: Sla, now: datetime) -> CaseEvent:
+    """The first event of the case an alert opens."""
+    case_id = case_id_for(alert.alert_id)
+    return CaseEvent(
+        event_id=_event_id(case_id, 1), case_id=case_id, seq=1, action="opened", status="open",
+        at=now, actor="alerting", comment=alert.message[:4000], severity=alert.severity,
+        team=alert.team, assignee=alert.owner, escalation_level=0, touchpoint=alert.touchpoint,
+        rule_id=alert.rule_id, alert_ids=[alert.alert_id], feedback_event_ids=alert.event_ids,
+        opened_at=now, acknowledged_at=None, resolved_at=None, closed_at=None,
+        ack_due_at=now + timedelta(minutes=sla.ack_minutes),
+        resolve_due_at=now + timedelta(hours=sla.resolve_hours),
+        followup_outcome=None, followup_rating=None)
+
+
+def transition(case: CaseEvent, action: CaseAction, actor: str, now: datetime,
+               **changes: Any) -> CaseEvent:
+    """The next event of ``case``; raises CaseError when the current status forbids it."""
+    if action not in _MOVES:
+        raise CaseError(f"{action!r} is not a case action; use one of {sorted(_MOVES)}")
+    sources, target = _MOVES[action]
+    if case.status not in sources:
+        raise CaseError(f"case {case.case_id} is {case.status}: cannot {action}; allowed now: "
+                        f"{allowed_actions(case.status)}")
+    update: dict[str, Any] = {"seq": case.seq + 1, "event_id": _event_id(case.case_id, case.seq + 1),
+                              "action": action, "actor": actor, "at": now,
+                              "comment": changes.pop("comment", None)}
+    if target is not None:
+        update["status"] = target
+    if action == "acknowledged" or (action in ("started", "resolved")
+                                    and case.acknowledged_at is None):
+        update["acknowledged_at"] = case.acknowledged_at or now
+    if action == "resolved":
+        update["resolved_at"] = now
+    if action == "closed":
+        update["closed_at"] = now
+    if action == "reopened":
+        update.update(resolved_at=None, closed_at=None)
+    update.update(changes)
+    return case.model_copy(update=update)
+
+
+def escalation(case: CaseEvent, sla: Sla, now: datetime) -> CaseEvent | None:
+    """The escalation event due for ``case`` at ``now``, if any.
+
+    An unacknowledged case past ``ack_due_at``, or an unresolved one past ``resolve_due_at``,
+    moves one level up: the owning team becomes the SLA chain's next team (if there is one)
+    and the missed deadline is re-armed, so it escalates again if the next level is silent too.
+    Escalation stops at the end of the chain (after one level when there is no chain).
+    """
+    if case.status not in ("open", "acknowledged", "in_progress"):
+        return None
+    if case.escalation_level >= max(1, len(sla.escalation)):
+        return None
+    ack_missed = case.status == "open" and now >= case.ack_due_at
+    resolve_missed = now >= case.resolve_due_at
+    if not (ack_missed or resolve_missed):
+        return None
+    level = case.escalation_level + 1
+    team = sla.escalation[level - 1] if len(sla.escalation) >= level else case.team
+    what = "acknowledge" if ack_missed else "resolve"
+    changes: dict[str, Any] = {"escalation_level": level, "team": team,
+                               "comment": f"{what} SLA missed; escalated to level {level}"
+                                          + (f" ({team})" if team else "")}
+    if ack_missed:
+        changes["ack_due_at"] = now + timedelta(minutes=sla.ack_minutes)
+    if resolve_missed:
+        changes["resolve_due_at"] = now + timedelta(hours=sla.resolve_hours)
+    return transition(case, "escalated", "sla", now, **changes)
+
+
+def case_row(event: CaseEvent, inserted_ms: int) -> dict[str, Any]:
+    """The ``case_events`` row of a case event."""
+    row = event.model_dump(exclude={"schema_"})
+    for name in ("comment", "team", "assignee", "followup_outcome"):
+        row[name] = row[name] or ""
+    ack = event.acknowledged_at
+    resolved = event.resolved_at
+    row.update(
+        ack_seconds=(ack - event.opened_at).total_seconds() if ack else None,
+        resolve_seconds=(resolved - event.opened_at).total_seconds() if resolved else None,
+        inserted_ms=inserted_ms)
+    return row
+
+
+_TIMES = {"at", "opened_at", "acknowledged_at", "resolved_at", "closed_at", "ack_due_at",
+          "resolve_due_at"}
+
+
+def _utc(value: Any) -> Any:
+    """Nullable DateTime columns come back as naive text from chdb and naive values from the
+    server driver; both are UTC."""
+    if isinstance(value, str):
+        value = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def event_from_row(row: dict[str, Any]) -> CaseEvent:
+    fields = {k: _utc(v) if k in _TIMES else v for k, v in row.items()
+              if k in CaseEvent.model_fields}
+    for name in ("comment", "team", "assignee", "followup_outcome"):
+        fields[name] = fields[name] or None
+    return CaseEvent.model_validate(fields)
+
+
+def followup_feedback(case: CaseEvent, outcome: str, rating: int | None, text: str | None,
+                      customer_id: str | None, now: datetime) -> RawFeedback:
+    """The follow-up as feedback (channel survey, rating as CSAT), so the loop closes in the
+    data too: the callback's rating flows through NLP and scoring like any other feedback."""
+    external_id = f"case-{case.case_id}-followup-{case.seq + 1}"
+    return RawFeedback(
+        event_id=stable_event_id("tingjian-cases", external_id), source="tingjian-cases",
+        external_id=external_id, channel="survey", touchpoint=case.touchpoint,
+        text=text or f"回访结果: {outcome}" + (f", 评分 {rating}" if rating else ""),
+        occurred_at=now, received_at=now, customer_id=customer_id, stage="售后",
+        ratings=Ratings(csat=rating),
+        metadata={"case_id": case.case_id, "followup_outcome": outcome, "rule_id": case.rule_id})
+
+
+_CURRENT_SQL = """
+SELECT * FROM case_events FINAL {where}
+ORDER BY case_id, seq DESC LIMIT 1 BY case_id
+"""
+
+METRICS_SQL = """
+SELECT team, touchpoint, count() AS cases,
+       countIf(status IN ('open', 'acknowledged', 'in_progress')) AS unresolved,
+       avg(ack_seconds) AS mtta_s, avg(resolve_seconds) AS mttr_s,
+       max(escalation_level) AS max_escalation_level
+FROM (
+    SELECT * FROM case_events FINAL WHERE opened_at >= %(since)s
+    ORDER BY case_id, seq DESC LIMIT 1 BY case_id
+)
+GROUP BY team, touchpoint
+ORDER BY team, touchpoint
+"""
+
+
+@dataclass
+class CaseService:
+    """Reads current cases and writes transitions (topic first, then the table)."""
+
+    settings: Settings
+    store: Store
+    producer: Producer
+
+    async def current(self, case_id: str) -> CaseEvent:
+        rows = await self.store.query(_CURRENT_SQL.format(where="WHERE case_id = %(id)s"),
+                                      {"id": case_id})
+        if not rows:
+            raise CaseNotFound(case_id)
+        return event_from_row(rows[0])
+
+    async def history(self, case_id: str) -> list[CaseEvent]:
+        rows = await self.store.query(
+            "SELECT * FROM case_events FINAL WHERE case_id = %(id)s ORDER BY seq", {"id": case_id})
+        if not rows:
+            raise CaseNotFound(case_id)
+        return [event_from_row(r) for r in rows]
+
+    async def list(self, *, status: str | None = None, team: str | None = None,
+                   touchpoint: str | None = None, limit: int = 100) -> list[CaseEvent]:
+        rows = await self.store.query(_CURRENT_SQL.format(where=""))
+        cases = [event_from_row(r) for r in rows]
+        cases = [c for c in cases if (status is None or c.status == status)
+                 and (team is None or c.team == team)
+                 and (touchpoint is None or c.touchpoint == touchpoint)]
+        return sorted(cases, key=lambda c: c.opened_at, reverse=True)[:limit]
+
+    async def metrics(self, since: datetime) -> list[dict[str, Any]]:
+        return await self.store.query(METRICS_SQL, {"since": since})
+
+    async def write(self, events: list[CaseEvent]) -> None:
+        if not events:
+            return
+        await self.producer.send_many(self.settings.topic("cases"),
+                                      [(e.case_id.encode(), e.to_bytes()) for e in events])
+        inserted_ms = int(time.time() * 1000)
+        await self.store.insert("case_events", [case_row(e, inserted_ms) for e in events])
+        for event in events:
+            log.info("case " + event.action, case_id=event.case_id, status=event.status,
+                     team=event.team, actor=event.actor, level=event.escalation_level)
+
+    async def act(self, case_id: str, action: CaseAction, actor: str, **changes: Any) -> CaseEvent:
+        event = transition(await self.current(case_id), action, actor, utc_now(), **changes)
+        await self.write([event])
+        return event
+
+    async def follow_up(self, case_id: str, actor: str, outcome: str, rating: int | None,
+                        text: str | None, customer_id: str | None) -> tuple[CaseEvent, RawFeedback]:
+        """Record the callback on the case and produce it as feedback to the raw topic."""
+        case = await self.current(case_id)
+        now = utc_now()
+        event = transition(case, "followed_up", actor, now, comment=text,
+                           followup_outcome=outcome, followup_rating=rating)
+        feedback = followup_feedback(case, outcome, rating, text, customer_id, now)
+        await self.producer.send_many(self.settings.topic("feedback.raw"),
+                                      [(feedback.touchpoint.encode(), feedback.to_bytes())])
+        await self.write([event])
+        return event, feedback
+
+
+class CaseOpener:
+    """Opens a case for every firing alert that asks for one (alerts topic, own group)."""
+
+    def __init__(self, service: CaseService, rules: Any) -> None:
+        self.service = service
+        self.rules_file = rules
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        alerts = [a for a, _ in (parse_or_reason(Alert, r.value) for r in records)
+                  if a is not None and a.open_case and a.status == "firing"]
+        if not alerts:
+            return
+        ids = tuple(case_id_for(a.alert_id) for a in alerts)
+        existing = {r["case_id"] for r in await self.service.store.query(
+            "SELECT DISTINCT case_id FROM case_events WHERE case_id IN %(ids)s", {"ids": ids})}
+        now = utc_now()
+        fresh = {case_id_for(a.alert_id): open_case(a, sla_for(self.rules_file.rules, a.severity),
+                                                    now)
+                 for a in alerts if case_id_for(a.alert_id) not in existing}
+        await self.service.write(list(fresh.values()))
+
+
+async def escalate_due(service: CaseService, rules: RuleSet, now: datetime) -> list[CaseEvent]:
+    """Escalate every unresolved case whose SLA deadline has passed."""
+    rows = await service.store.query(_CURRENT_SQL.format(where=""))
+    due = []
+    for row in rows:
+        case = event_from_row(row)
+        if case.status in ("open", "acknowledged", "in_progress"):
+            event = escalation(case, sla_for(rules, case.severity), now)
+            if event is not None:
+                due.append(event)
+    await service.write(due)
+    return due
+
+
+async def run_cases(settings: Settings, bootstrap: str, store: Store, producer: Producer,
+                    rules: Any, stop: asyncio.Event) -> None:
+    """Open cases from alerts and check SLAs every ``case_sla_check_s`` until ``stop``."""
+    service = CaseService(settings, store, producer)
+    opener = CaseOpener(service, rules)
+    consumer = BatchConsumer(bootstrap, settings.topic("alerts"), settings.group("alerting-cases"),
+                             opener.handle, max_records=settings.sink_batch_size,
+                             wait_s=settings.sink_batch_wait_s)
+
+    async def sla_loop() -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=settings.case_sla_check_s)
+            except TimeoutError:
+                try:
+                    await escalate_due(service, rules.rules, utc_now())
+                except Exception as exc:  # the store may be briefly down; the next tick retries
+                    log.warning("SLA check failed; retrying next tick", error=str(exc))
+
+    await asyncio.gather(consumer.run(stop), sla_loop())

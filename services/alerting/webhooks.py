@@ -1,0 +1,159 @@
+"""Webhook delivery of alert events: message formats, signatures, retries, dead letters.
+
+Formats: ``generic`` posts the alert.v2 document itself; ``dingtalk``, ``wecom`` (企业微信) and
+``feishu`` post the markdown/text message their group robots accept. Whenever a secret is set,
+every request carries ``X-Tingjian-Timestamp`` and ``X-Tingjian-Signature: sha256=<hex>``, the
+HMAC-SHA256 of ``<timestamp>.<body>``, so receivers can check origin and freshness; DingTalk
+and Feishu robots additionally get their own "加签" signature, which they verify themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import quote_plus
+
+import httpx
+import structlog
+
+from services.alerting.rules import Webhook
+from services.core.events import Alert
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Tingjian-Signature"
+TIMESTAMP_HEADER = "X-Tingjian-Timestamp"
+_ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value receivers recompute to verify a request."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """Receiver side of :func:`sign` (constant-time comparison)."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def _lines(alert: Alert) -> list[str]:
+    state = "告警" if alert.status == "firing" else "已恢复"
+    return [
+        f"{_ICON[alert.severity]} [{state}] {alert.rule_id} ({alert.severity})",
+        f"触点 touchpoint: {alert.touchpoint}"
+        + (f" / {alert.channel}" if alert.channel else "") + (f" / {alert.stage}" if alert.stage else ""),
+        f"{alert.metric} = {alert.value:.3f}"
+        + (f" (threshold {alert.operator or ''} {alert.threshold})" if alert.threshold is not None else ""),
+        f"负责 owner: {alert.team or '-'} / {alert.owner or '-'}",
+        alert.message,
+        f"alert_id: {alert.alert_id}",
+    ]
+
+
+def _robot_sign(secret: str, timestamp: str) -> str:
+    """DingTalk and Feishu 加签: base64 HMAC-SHA256 of "<timestamp>\\n<secret>"."""
+    text = f"{timestamp}\n{secret}".encode()
+    return base64.b64encode(hmac.new(secret.encode(), text, hashlib.sha256).digest()).decode()
+
+
+def _feishu_sign(secret: str, timestamp: str) -> str:
+    """Feishu keys the HMAC with "<timestamp>\\n<secret>" over an empty message."""
+    key = f"{timestamp}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def build_request(hook: Webhook, alert: Alert, now: float | None = None) -> Request:
+    """The HTTP request delivering ``alert`` to ``hook`` (pure, so every format is testable)."""
+    now = time.time() if now is None else now
+    secret = hook.secret()
+    url = hook.url
+    title = f"[{alert.status}] {alert.rule_id} {alert.touchpoint}"
+    if hook.format == "generic":
+        payload: dict = json.loads(alert.to_bytes())
+    elif hook.format == "dingtalk":
+        payload = {"msgtype": "markdown",
+                   "markdown": {"title": title, "text": "\n\n".join(_lines(alert))}}
+        if secret:
+            millis = str(int(now * 1000))
+            separator = "&" if "?" in url else "?"
+            url += f"{separator}timestamp={millis}&sign={quote_plus(_robot_sign(secret, millis))}"
+    elif hook.format == "wecom":
+        payload = {"msgtype": "markdown", "markdown": {"content": "\n".join(_lines(alert))}}
+    else:
+        payload = {"msg_type": "text", "content": {"text": "\n".join(_lines(alert))}}
+        if secret:
+            seconds = str(int(now))
+            payload = {"timestamp": seconds, "sign": _feishu_sign(secret, seconds), **payload}
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    headers = {"content-type": "application/json; charset=utf-8"}
+    if secret:
+        stamp = str(int(now))
+        headers[TIMESTAMP_HEADER] = stamp
+        headers[SIGNATURE_HEADER] = sign(secret, stamp, body)
+    return Request(url, body, headers)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a delivery ended; ``delivered`` False means it is dead-lettered."""
+
+    delivered: bool
+    attempts: int
+    status_code: int | None
+    error: str
+
+
+def _robot_error(hook: Webhook, response: httpx.Response) -> str:
+    """Robots answer HTTP 200 with an error code in the body when they reject a message."""
+    if hook.format == "generic":
+        return ""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    code = body.get("errcode", body.get("code", 0)) if isinstance(body, dict) else 0
+    return f"robot error {code}: {body.get('errmsg') or body.get('msg')}" if code else ""
+
+
+async def deliver(client: httpx.AsyncClient, hook: Webhook, alert: Alert, *, max_attempts: int,
+                  backoff_s: float) -> Outcome:
+    """POST with retries and exponential backoff (base ``backoff_s``, doubling, at most 60 s).
+
+    Connection errors, timeouts, 429 and 5xx are retried; other 4xx are final at once, since
+    repeating a rejected request cannot succeed. Each attempt is re-signed (fresh timestamp).
+    """
+    status: int | None = None
+    error = ""
+    for attempt in range(1, max_attempts + 1):
+        request = build_request(hook, alert)
+        try:
+            response = await client.post(request.url, content=request.body,
+                                         headers=request.headers)
+            status = response.status_code
+            error = _robot_error(hook, response) if response.is_success else \
+                f"HTTP {status}: {response.text[:200]}"
+            if not error:
+                return Outcome(True, attempt, status, "")
+            if 400 <= status < 500 and status != 429:
+                return Outcome(False, attempt, status, error)
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if attempt < max_attempts:
+            delay = min(backoff_s * 2 ** (attempt - 1), 60.0)
+            log.info("webhook attempt failed, retrying", url=hook.url, attempt=attempt,
+                     error=error, retry_in_s=delay, alert_id=alert.alert_id)
+            await asyncio.sleep(delay)
+    return Outcome(False, max_attempts, status, error)

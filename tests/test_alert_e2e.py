@@ -1,0 +1,199 @@
+"""Alerting end to end on the real broker and both store backends: scoring and alerting run as
+in ``voc up``, fed enriched events (so the sentiment of each event is known exactly).
+
+- a negative surge fires exactly one alert (plus exactly one per single-event trigger), whose
+  latency (emitted_at - newest breaching event's received_at) is printed;
+- a metric flapping across the threshold every minute pages once with flap control, while the
+  same data under a rule without it pages again and again (so the test can fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+import schemas
+from services.core.broker import LocalBroker
+from services.core.events import (
+    AspectSentiment,
+    EnrichedFeedback,
+    Sentiment,
+    TopicTag,
+    UrgencyFlag,
+    utc_now,
+)
+from services.core.kafka import Producer, create_topics
+from services.core.migrations import migrate
+from services.core.settings import Settings
+from services.core.store import open_store
+from services.scoring.windows import window_start
+from tests.conftest import run
+from tests.pipeline_harness import eventually, read_topic, running
+
+pytestmark = pytest.mark.slow
+
+VALIDATOR = Draft202012Validator(schemas.topic_schema("alert.v2"),
+                                 format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def event(n: str, touchpoint: str, negative: bool, occurred_at: datetime, *,
+          urgency: str | None = None, segment: str | None = None,
+          customer: str | None = None) -> EnrichedFeedback:
+    score = -0.8 if negative else 0.7
+    label = "negative" if negative else "positive"
+    now = utc_now()
+    return EnrichedFeedback(
+        event_id=f"{touchpoint}-{n}", source="test", channel="app", touchpoint=touchpoint,
+        text="配送太慢了，我要打12315投诉" if negative else "配送很快，很满意",
+        occurred_at=occurred_at, received_at=now, customer_id=customer, segment=segment,
+        sentiment=Sentiment(score=score, label=label, model="test"),
+        topics=[TopicTag(id="logistics_delivery", name="物流/配送",
+                         sentiment=AspectSentiment(score=score, label=label),
+                         evidence=[(0, 2)])],
+        intent="complaint" if negative else "praise",
+        urgency=[UrgencyFlag(flag=urgency, term="12315", evidence=[(8, 13)])] if urgency else [],
+        keywords=[], tokens=[], enriched_at=now)
+
+
+async def produce(producer: Producer, settings: Settings, events: list[EnrichedFeedback]) -> None:
+    await producer.send_many(settings.topic("feedback.enriched"),
+                             [(e.touchpoint.encode(), e.to_bytes()) for e in events])
+
+
+def alerts_on_topic(settings: Settings, bootstrap: str) -> list[dict]:
+    return [value for _, value in read_topic(bootstrap, settings.topic("alerts"))]
+
+
+def tuned(settings: Settings, tmp_path: Path, rules: str) -> Settings:
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules, encoding="utf-8")
+    return settings.model_copy(update={"alert_rules_path": path, "sink_batch_wait_s": 0.2})
+
+
+SURGE_RULES = """
+rules:
+  - {id: negative-share-high, type: threshold, metric: negative_share, operator: ">",
+     threshold: 0.4, clear_threshold: 0.3, resolve_after_s: 120, lookback_s: 300,
+     min_volume: 20, cooldown_s: 1800, severity: critical,
+     route: {team: delivery-ops, open_case: true}}
+  - {id: escalation-threat, type: event, match: {urgency: [escalation_threat]},
+     severity: critical}
+  - {id: vip-strongly-negative, type: event, match: {segments: [VIP], sentiment_at_most: -0.6}}
+"""
+
+
+def test_negative_surge_fires_exactly_one_alert(broker: LocalBroker, store_url: str,
+                                                settings: Settings, tmp_path: Path) -> None:
+    settings = tuned(settings, tmp_path, SURGE_RULES)
+    create_topics(settings, broker.bootstrap)
+
+    async def main() -> None:
+        store = await open_store(store_url)
+        await migrate(store)
+        producer = Producer(broker.bootstrap, client_id="test")
+        await producer.start()
+        try:
+            async with running(settings, ("scoring", "alerting"), broker.bootstrap, store=store):
+                now = utc_now()
+                healthy = [event(f"h{i}", tp, i % 10 == 0, now - timedelta(seconds=i % 50))
+                           for tp in ("delivery", "hotline") for i in range(60)]
+                urgent = [event(f"u{i}", "hotline", True, now, urgency="escalation_threat",
+                                customer="c-angry") for i in range(3)]
+                vip = [event(f"v{i}", "app_checkout", True, now, segment="VIP", customer="c-vip")
+                       for i in range(2)]
+                await produce(producer, settings, healthy + urgent + vip)
+                await asyncio.sleep(3)
+                for burst in range(10):
+                    await produce(producer, settings, [
+                        event(f"s{burst}-{i}", "delivery", True, utc_now()) for i in range(20)])
+                    await asyncio.sleep(0.3)
+
+                async def surge_alerted() -> bool:
+                    rows = await store.query("SELECT count() AS n FROM feedback")
+                    alerts = await store.query("SELECT rule_id FROM alerts FINAL")
+                    return rows[0]["n"] >= 325 and "negative-share-high" in {
+                        a["rule_id"] for a in alerts}
+
+                await eventually(surge_alerted, 90, "325 stored events and the surge alert")
+                await asyncio.sleep(3)
+            alerts = await asyncio.to_thread(alerts_on_topic, settings, broker.bootstrap)
+            stored = await store.query(
+                "SELECT rule_id, touchpoint, status, latency_ms FROM alerts FINAL ORDER BY rule_id")
+        finally:
+            await producer.stop()
+            await store.close()
+        assert sorted((a["rule_id"], a["touchpoint"], a["status"]) for a in alerts) == [
+            ("escalation-threat", "hotline", "firing"),
+            ("negative-share-high", "delivery", "firing"),
+            ("vip-strongly-negative", "app_checkout", "firing")]
+        for alert in alerts:
+            VALIDATOR.validate(alert)
+        surge = next(a for a in alerts if a["rule_id"] == "negative-share-high")
+        assert surge["team"] == "delivery-ops" and surge["open_case"] is True
+        assert surge["value"] > 0.4 and surge["volume"] >= 20
+        latency = (datetime.fromisoformat(surge["emitted_at"])
+                   - datetime.fromisoformat(surge["latest_received_at"])).total_seconds()
+        print(f"surge alert latency {latency:.2f}s (received_at has second precision)")
+        assert [(r["rule_id"], r["status"]) for r in stored] == [
+            ("escalation-threat", "firing"), ("negative-share-high", "firing"),
+            ("vip-strongly-negative", "firing")]
+        assert all(r["latency_ms"] is not None for r in stored)
+
+    run(main())
+
+
+FLAP_RULES = """
+rules:
+  - {id: tuned, type: threshold, metric: negative_share, operator: ">", threshold: 0.4,
+     clear_threshold: 0.3, resolve_after_s: 120, lookback_s: 60, min_volume: 20,
+     cooldown_s: 1800}
+  - {id: untuned, type: threshold, metric: negative_share, operator: ">", threshold: 0.4,
+     lookback_s: 60, min_volume: 20, cooldown_s: 0}
+"""
+
+
+def test_flapping_metric_does_not_spam(broker: LocalBroker, store_url: str, settings: Settings,
+                                       tmp_path: Path) -> None:
+    settings = tuned(settings, tmp_path, FLAP_RULES)
+    create_topics(settings, broker.bootstrap)
+    minutes = 12
+    start = window_start(datetime.now(UTC), 60) - timedelta(minutes=minutes + 1)
+
+    async def main() -> None:
+        store = await open_store(store_url)
+        await migrate(store)
+        producer = Producer(broker.bootstrap, client_id="test")
+        await producer.start()
+        try:
+            async with running(settings, ("scoring", "alerting"), broker.bootstrap, store=store):
+                for minute in range(minutes):
+                    share = 0.5 if minute % 2 == 0 else 0.2
+                    moment = start + timedelta(minutes=minute, seconds=10)
+                    await produce(producer, settings, [
+                        event(f"m{minute}-{i}", "delivery", i < share * 40, moment)
+                        for i in range(40)])
+
+                    async def scored(moment: datetime = moment) -> bool:
+                        rows = await store.query(
+                            "SELECT volume FROM scores FINAL WHERE touchpoint = 'delivery' "
+                            "AND window_start = %(w)s", {"w": window_start(moment, 60)})
+                        return bool(rows) and rows[0]["volume"] == 40
+
+                    await eventually(scored, 30, f"minute {minute} to be scored")
+                    await asyncio.sleep(1.0)
+            alerts = await asyncio.to_thread(alerts_on_topic, settings, broker.bootstrap)
+        finally:
+            await producer.stop()
+            await store.close()
+        by_rule = {rule: [a["status"] for a in alerts if a["rule_id"] == rule]
+                   for rule in ("tuned", "untuned")}
+        print(json.dumps(by_rule))
+        assert by_rule["tuned"] == ["firing"]
+        assert by_rule["untuned"].count("firing") >= 3, "the control rule should have flapped"
+
+    run(main())

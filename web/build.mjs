@@ -1,0 +1,57 @@
+// Builds the dashboard into services/web/static/ (or the directory given as the argument).
+// Output names carry a hash of their content and manifest.json records the package version and
+// a hash of every build input, so the Python side and tests can tell which sources a committed
+// bundle came from (tests/test_dashboard_assets.py computes the same source hash).
+import { build } from 'esbuild';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = resolve(process.argv[2] ?? join(here, '..', 'services', 'web', 'static'));
+const pkg = JSON.parse(readFileSync(join(here, 'package.json'), 'utf8'));
+
+function sourceHash() {
+  const files = ['build.mjs', 'package.json', 'package-lock.json',
+    ...readdirSync(join(here, 'src')).sort().map((f) => `src/${f}`)];
+  const hash = createHash('sha256');
+  for (const file of files) {
+    hash.update(`${file}\n`);
+    hash.update(readFileSync(join(here, file)));
+    hash.update('\n');
+  }
+  return hash.digest('hex');
+}
+
+async function bundle(entry) {
+  const result = await build({
+    entryPoints: [join(here, 'src', entry)], bundle: true, minify: true, write: false,
+    format: 'iife', target: ['es2020'], charset: 'utf8', legalComments: 'eof',
+    logLevel: 'warning', absWorkingDir: here,
+  });
+  return result.outputFiles[0].contents;
+}
+
+function named(base, ext, contents) {
+  const digest = createHash('sha256').update(contents).digest('hex').slice(0, 12);
+  return `${base}-${digest}.${ext}`;
+}
+
+const js = await bundle('main.js');
+const css = await bundle('style.css');
+const files = { 'app.js': named('app', 'js', js), 'app.css': named('app', 'css', css) };
+mkdirSync(out, { recursive: true });
+for (const old of readdirSync(out)) {
+  if (/^app-[0-9a-f]{12}\.(js|css)$/.test(old)) rmSync(join(out, old));
+}
+writeFileSync(join(out, files['app.js']), js);
+writeFileSync(join(out, files['app.css']), css);
+let html = readFileSync(join(here, 'src', 'index.html'), 'utf8');
+for (const [key, value] of Object.entries({ ...files, version: pkg.version })) {
+  html = html.replaceAll(`{{${key}}}`, value);
+}
+writeFileSync(join(out, 'index.html'), html);
+const manifest = { version: pkg.version, source_sha256: sourceHash(), files };
+writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+console.log(`dashboard ${pkg.version} built into ${out}: ${files['app.js']} (${js.length} B), ${files['app.css']} (${css.length} B)`);
