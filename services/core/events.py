@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "other"]
 SentimentLabel = Literal["negative", "neutral", "positive"]
@@ -34,6 +34,17 @@ _set_attribute = object.__setattr__  # pydantic's own way past a frozen model's 
 _EVENT_NAMESPACE = uuid.UUID("8f4b7c8e-5d1a-4c47-9a57-7c1f0e2d9b10")
 
 
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps need a timezone, e.g. 2026-11-23T10:00:00+08:00")
+    return value.astimezone(UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_to_utc)]
+"""A timestamp that must carry a zone and is held in UTC, so nothing mixes naive and aware
+times. A type rather than a model-wide validator, so only timestamp fields pay for the check."""
+
+
 def utc_now() -> datetime:
     """Wall-clock now, always timezone-aware so nothing mixes naive and aware times."""
     return datetime.now(UTC)
@@ -54,15 +65,6 @@ class _Wire(BaseModel):
     """Base of every payload: unknown fields are errors, as in the schemas."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _aware_times(cls, value: object) -> object:
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("timestamps need a timezone, e.g. 2026-11-23T10:00:00+08:00")
-            return value.astimezone(UTC)
-        return value
 
     def to_bytes(self) -> bytes:
         """JSON bytes as written to the topic."""
@@ -117,8 +119,8 @@ class CallFacts(_Wire):
     call_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     agent_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     queue: Annotated[str, StringConstraints(max_length=128)] | None = None
-    started_at: datetime
-    ended_at: datetime
+    started_at: UtcTime
+    ended_at: UtcTime
     duration_s: Seconds
     turns: Count
     silence_s: Seconds
@@ -192,8 +194,8 @@ class RawFeedback(_Wire):
     channel: Channel
     touchpoint: Touchpoint
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
-    occurred_at: datetime
-    received_at: datetime
+    occurred_at: UtcTime
+    received_at: UtcTime
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     stage: Stage | None = None
     segment: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
@@ -250,7 +252,7 @@ class EnrichedFeedback(RawFeedback):
     urgency: list[UrgencyFlag]
     keywords: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(max_length=20)]
     tokens: list[str]
-    enriched_at: datetime
+    enriched_at: UtcTime
     call_tone: CallTone | None = None
 
 
@@ -289,8 +291,8 @@ class Score(_Wire):
     channel: Annotated[str, StringConstraints(max_length=32)]
     stage: Literal["", "售前", "售中", "售后", "unknown"]
     window: Annotated[str, StringConstraints(pattern=r"^[0-9]+[smhd]$")]
-    window_start: datetime
-    window_end: datetime
+    window_start: UtcTime
+    window_end: UtcTime
     window_seconds: Annotated[int, Field(ge=1)]
     volume: Annotated[int, Field(ge=1)]
     positive_count: Annotated[int, Field(ge=0)]
@@ -314,7 +316,7 @@ class Score(_Wire):
     urgent_flags: UrgentCounts
     topics: list[TopicFigure]
     expectations: list[ExpectationGap]
-    computed_at: datetime
+    computed_at: UtcTime
 
 
 
@@ -338,17 +340,17 @@ class Alert(_Wire):
     value: float
     baseline: float | None
     volume: Annotated[int, Field(ge=0)]
-    window_start: datetime
-    window_end: datetime
-    fired_at: datetime
-    resolved_at: datetime | None
-    emitted_at: datetime
+    window_start: UtcTime
+    window_end: UtcTime
+    fired_at: UtcTime
+    resolved_at: UtcTime | None
+    emitted_at: UtcTime
     team: str | None
     owner: str | None
     notify: list[str]
     open_case: bool
     event_ids: list[str]
-    latest_received_at: datetime | None
+    latest_received_at: UtcTime | None
     message: str
 
 
@@ -366,7 +368,7 @@ class CaseEvent(_Wire):
     seq: Annotated[int, Field(ge=1)]
     action: CaseAction
     status: CaseStatus
-    at: datetime
+    at: UtcTime
     actor: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     comment: Annotated[str, StringConstraints(max_length=4000)] | None
     severity: Severity
@@ -377,12 +379,12 @@ class CaseEvent(_Wire):
     rule_id: str
     alert_ids: list[str]
     feedback_event_ids: list[str]
-    opened_at: datetime
-    acknowledged_at: datetime | None
-    resolved_at: datetime | None
-    closed_at: datetime | None
-    ack_due_at: datetime
-    resolve_due_at: datetime
+    opened_at: UtcTime
+    acknowledged_at: UtcTime | None
+    resolved_at: UtcTime | None
+    closed_at: UtcTime | None
+    ack_due_at: UtcTime
+    resolve_due_at: UtcTime
     followup_outcome: Literal["reached", "unreachable", "declined"] | None
     followup_rating: Annotated[int, Field(ge=1, le=5)] | None
 
@@ -397,5 +399,5 @@ class DeadLetter(_Wire):
     offset: Annotated[int, Field(ge=0)]
     reason: Annotated[str, StringConstraints(min_length=1)]
     original_base64: str
-    failed_at: datetime
+    failed_at: UtcTime
 
