@@ -381,7 +381,7 @@ def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, 
         lines += memory_section(e2e)
     for name, payload in extra.items():
         lines += [f"## {name}", ""]
-        if name == "topics" and isinstance(payload, list):
+        if name.removesuffix(".json") == "topics" and isinstance(payload, list):
             lines += topics_section(payload)
         elif isinstance(payload, dict) and isinstance(payload.get("markdown"), str):
             lines.append(payload["markdown"])
