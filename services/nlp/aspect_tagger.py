@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from services.nlp.sentiment_model import NgramIndex, char_ngrams
+from services.nlp.sentiment_model import NgramIndex, char_ngrams, read_arrays, write_arrays
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
@@ -229,19 +229,10 @@ class AspectTagger:
         return result
 
     def save(self, out_dir: str | Path) -> None:
-        """Write the arrays compressed (float32) and the feature parameters as JSON.
-
-        The vocabulary is stored newline-separated, which is safe because :func:`normalise`
-        collapses every whitespace run to a single space.
-        """
+        """Write the arrays (:func:`write_arrays`) and the feature parameters as JSON."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            out / ARTIFACT_WEIGHTS,
-            vocabulary=np.frombuffer("\n".join(self.vocabulary).encode("utf-8"), dtype=np.uint8),
-            idf=self.idf.astype(np.float32),
-            weights=self.weights.astype(np.float32),
-        )
+        write_arrays(out / ARTIFACT_WEIGHTS, self.vocabulary, self.idf, self.weights)
         params = {
             "name": self.name,
             "version": self.version,
@@ -264,10 +255,7 @@ class AspectTagger:
         """Read an artifact written by :meth:`save` (a path or an importlib.resources folder)."""
         folder = Path(directory) if isinstance(directory, str) else directory
         params = json.loads((folder / ARTIFACT_PARAMS).read_text(encoding="utf-8"))
-        with (folder / ARTIFACT_WEIGHTS).open("rb") as fh, np.load(fh) as arrays:
-            vocabulary = arrays["vocabulary"].tobytes().decode("utf-8").split("\n")
-            idf = arrays["idf"]
-            weights = arrays["weights"]
+        vocabulary, idf, weights = read_arrays(folder / ARTIFACT_WEIGHTS)
         return cls(
             topics=params["topics"],
             vocabulary=vocabulary,

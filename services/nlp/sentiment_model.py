@@ -15,6 +15,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
@@ -230,6 +231,29 @@ def accuracy_report(examples: list[Example], scores: list[float]) -> dict[str, A
     return report
 
 
+def write_arrays(path: Path, vocabulary: Sequence[str], idf: np.ndarray,
+                 weights: np.ndarray) -> None:
+    """The arrays of a char n-gram model as one compressed ``.npz`` (float32).
+
+    The vocabulary is stored newline-separated, which is safe because :func:`normalise`
+    collapses every whitespace run to a single space. Shared by every model built on these
+    features, so a shipped artifact never depends on pickles or scikit-learn.
+    """
+    np.savez_compressed(
+        path,
+        vocabulary=np.frombuffer("\n".join(vocabulary).encode("utf-8"), dtype=np.uint8),
+        idf=idf.astype(np.float32),
+        weights=weights.astype(np.float32),
+    )
+
+
+def read_arrays(path: Path | Traversable) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(vocabulary, idf, weights) as written by :func:`write_arrays`."""
+    with path.open("rb") as fh, np.load(fh) as arrays:
+        return (arrays["vocabulary"].tobytes().decode("utf-8").split("\n"),
+                arrays["idf"], arrays["weights"])
+
+
 class CharNgramSentiment:
     """TF-IDF over character 1-4 grams with a linear decision and a Platt-calibrated score.
 
@@ -290,13 +314,7 @@ class CharNgramSentiment:
         """Write the weights as compressed arrays and the feature parameters as JSON."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        vocab_bytes = "\n".join(self.vocabulary).encode("utf-8")
-        np.savez_compressed(
-            out / ARTIFACT_WEIGHTS,
-            vocabulary=np.frombuffer(vocab_bytes, dtype=np.uint8),
-            idf=self.idf.astype(np.float32),
-            weights=self.weights.astype(np.float32),
-        )
+        write_arrays(out / ARTIFACT_WEIGHTS, self.vocabulary, self.idf, self.weights)
         params = {
             "name": self.name,
             "version": self.version,
@@ -315,10 +333,7 @@ class CharNgramSentiment:
         """Read an artifact written by :meth:`save` (a path or an importlib.resources folder)."""
         folder = Path(directory) if isinstance(directory, str) else directory
         params = json.loads((folder / ARTIFACT_PARAMS).read_text(encoding="utf-8"))
-        with (folder / ARTIFACT_WEIGHTS).open("rb") as fh, np.load(fh) as arrays:
-            vocabulary = arrays["vocabulary"].tobytes().decode("utf-8").split("\n")
-            idf = arrays["idf"]
-            weights = arrays["weights"]
+        vocabulary, idf, weights = read_arrays(folder / ARTIFACT_WEIGHTS)
         return cls(
             vocabulary=vocabulary,
             idf=idf,
