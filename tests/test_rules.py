@@ -110,6 +110,13 @@ def test_metrics_come_from_the_score_schema() -> None:
     ("rules:\n  - {id: a, type: event, match: {segments: [VIP]}, unknown_option: 1}",
      "unknown_option"),
     ("rules: [", "cannot load"),
+    ("rules:\n  - {id: a, type: event, match: {segments: [VIP]}}\n"
+     "teams:\n  ops: {notify: [nope]}", "team 'ops' notifies unknown webhooks"),
+    ("rules:\n  - {id: a, type: event, match: {segments: [VIP]}}\n"
+     "teams:\n  ops: {case_actions: [paged]}", "paged"),
+    ("rules:\n  - {id: a, type: event, match: {segments: [VIP]}}\n"
+     "sla:\n  critical: {ack_minutes: 5, resolve_hours: 1, escalation: [ops-l2, ops-l3]}\n"
+     "teams:\n  ops-l2: {}", r"sla.critical.escalation names teams \['ops-l3'\]"),
 ])
 def test_bad_rules_files_name_the_problem(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "rules.yaml"
@@ -487,7 +494,7 @@ def test_the_documented_complete_rules_file_loads_and_uses_every_option(
     for model in (rules_module.ThresholdRule, rules_module.RateOfChangeRule,
                   rules_module.AnomalyRule, rules_module.TopicSpikeRule, rules_module.EventRule,
                   rules_module.Scope, rules_module.Route, rules_module.EventMatch,
-                  rules_module.Webhook, rules_module.Sla):
+                  rules_module.Webhook, rules_module.Sla, rules_module.Team):
         missing = set(model.model_fields) - documented
         assert not missing, f"{model.__name__} options missing from docs/alerting.md: {missing}"
     assert {f.format for f in loaded.webhooks.values()} == {"generic", "dingtalk", "wecom",

@@ -1,5 +1,6 @@
 """Webhook delivery against a real local HTTP receiver: signatures, robot formats, retries with
-backoff, and dead letters (topic record + ``alert_deliveries`` row) on final failure."""
+backoff, and dead letters (topic record + ``alert_deliveries`` / ``case_deliveries`` row) on
+final failure, for alerts and for case transitions paging the team that owns the case."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import hmac
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -17,8 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from services.alerting.delivery import WebhookDispatcher
-from services.alerting.rules import Webhook
+from services.alerting.cases import escalation, open_case, transition
+from services.alerting.delivery import CaseNotifier, WebhookDispatcher
+from services.alerting.rules import Sla, Webhook
 from services.alerting.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -28,7 +30,7 @@ from services.alerting.webhooks import (
 )
 from services.alerting.worker import RulesFile
 from services.core.broker import LocalBroker, free_port
-from services.core.events import Alert
+from services.core.events import Alert, CaseEvent
 from services.core.kafka import Producer, create_topics
 from services.core.migrations import migrate
 from services.core.settings import Settings
@@ -240,3 +242,104 @@ async def _consume(bootstrap: str, topic: str, count: int) -> list:
         return records
     finally:
         await consumer.stop()
+
+
+# --- case transitions: the team owning the case is paged ---------------------------------------
+
+def case_events() -> list[CaseEvent]:
+    """A case an alert opened (team ops-l1), escalated twice by its SLA, then acknowledged."""
+    sla = Sla(ack_minutes=10, resolve_hours=2, escalation=["ops-l2", "ops-lead"])
+    opened = open_case(ALERT.model_copy(update={"team": "ops-l1", "rule_id": "neg"}), sla, NOW)
+    first = escalation(opened, sla, NOW + timedelta(minutes=10))
+    second = escalation(first, sla, NOW + timedelta(minutes=20))
+    acked = transition(second, "acknowledged", "李四", NOW + timedelta(minutes=21))
+    return [opened, first, second, acked]
+
+
+def test_case_messages_in_every_format(secret_env: str) -> None:
+    escalated = case_events()[1]
+    generic = build_request(Webhook(url="http://x/g", secret_env=secret_env), escalated)
+    assert json.loads(generic.body) == json.loads(escalated.to_bytes())
+    assert json.loads(generic.body)["schema"] == "case.v1"
+    assert verify(SECRET, generic.headers[TIMESTAMP_HEADER], generic.body,
+                  generic.headers[SIGNATURE_HEADER])
+    texts = {
+        "dingtalk": lambda b: b["markdown"]["text"], "wecom": lambda b: b["markdown"]["content"],
+        "feishu": lambda b: b["content"]["text"]}
+    for format_, text in texts.items():
+        body = json.loads(build_request(Webhook(url="http://x/r", format=format_),
+                                        escalated).body)
+        message = text(body)
+        assert "案件升级 escalated" in message and "ops-l2" in message, format_
+        assert "acknowledge SLA missed; escalated to level 1" in message
+        assert "ack due: 2026-11-23 10:20 UTC" in message and escalated.case_id in message
+    dingtalk = json.loads(build_request(Webhook(url="http://x/d", format="dingtalk"),
+                                        escalated).body)
+    assert dingtalk["markdown"]["title"] == "[escalated] case neg delivery"
+
+
+def test_case_notifier_pages_the_team_owning_the_case(
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path,
+        secret_env: str) -> None:
+    """Through the cases topic: the opened case pages its team except where the alert already
+    went; each escalation pages the next level (signed, retried); a level whose webhook keeps
+    failing is dead-lettered (topic record + ``case_deliveries`` row); an acknowledgement pages
+    nobody by default."""
+    create_topics(settings, broker.bootstrap)
+    events = case_events()
+    with Receiver([200]) as room, Receiver([200]) as l1, Receiver([503, 200]) as l2, \
+            Receiver([500]) as lead:
+        rules_path = tmp_path / "rules.yaml"
+        rules_path.write_text(
+            "rules:\n  - {id: neg, type: event, match: {segments: [VIP]}, "
+            "route: {team: ops-l1, notify: [room], open_case: true}}\n"
+            "webhooks:\n"
+            f"  room: {{url: '{room.url}'}}\n"
+            f"  l1: {{url: '{l1.url}', format: dingtalk}}\n"
+            f"  l2: {{url: '{l2.url}', secret_env: {secret_env}}}\n"
+            f"  lead: {{url: '{lead.url}', format: feishu}}\n"
+            "sla:\n  critical: {ack_minutes: 10, resolve_hours: 2, escalation: [ops-l2, ops-lead]}\n"
+            "teams:\n  ops-l1: {notify: [room, l1]}\n  ops-l2: {notify: [l2]}\n"
+            "  ops-lead: {notify: [lead]}\n")
+        settings = settings.model_copy(update={"webhook_max_attempts": 3,
+                                               "webhook_backoff_s": 0.01})
+
+        async def main() -> tuple[list, list]:
+            store = await open_store(store_url)
+            await migrate(store)
+            producer = Producer(broker.bootstrap, client_id="test")
+            await producer.start()
+            try:
+                await producer.send_many(settings.topic("cases"),
+                                         [(e.case_id.encode(), e.to_bytes()) for e in events])
+                records = await _consume(broker.bootstrap, settings.topic("cases"), len(events))
+                async with httpx.AsyncClient(timeout=2) as client:
+                    notifier = CaseNotifier(settings, store, producer, RulesFile(rules_path),
+                                            client)
+                    await notifier.handle(records)
+                rows = await store.query(
+                    "SELECT seq, action, team, webhook, outcome, attempts, http_status "
+                    "FROM case_deliveries FINAL ORDER BY seq, webhook")
+                letters = read_topic(broker.bootstrap, settings.topic("deadletter"))
+                return rows, letters
+            finally:
+                await producer.stop()
+                await store.close()
+
+        rows, letters = run(main())
+    assert [(r["seq"], r["action"], r["team"], r["webhook"], r["outcome"], r["attempts"],
+             r["http_status"]) for r in rows] == [
+        (1, "opened", "ops-l1", "l1", "delivered", 1, 200),
+        (2, "escalated", "ops-l2", "l2", "delivered", 2, 200),
+        (3, "escalated", "ops-lead", "lead", "dead_letter", 3, 500)]
+    assert not room.requests, "the room already got the firing alert"
+    assert "新案件" in json.loads(l1.requests[0][2])["markdown"]["text"]
+    assert len(l2.requests) == 2
+    for _, headers, body in l2.requests:
+        assert verify(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+        assert json.loads(body) == json.loads(events[1].to_bytes())
+    assert len(lead.requests) == 3
+    [(_, letter)] = letters
+    assert letter["stage"] == "alerting" and letter["topic"] == settings.topic("cases")
+    assert "webhook lead failed after 3 attempts" in letter["reason"]
+    assert base64.b64decode(letter["original_base64"]) == events[2].to_bytes()

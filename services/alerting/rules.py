@@ -19,7 +19,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import schemas
-from services.core.events import Channel, Operator, Severity, Stage, UrgencyFlagName
+from services.core.events import (
+    CaseAction,
+    Channel,
+    Operator,
+    Severity,
+    Stage,
+    UrgencyFlagName,
+)
 
 RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)]
 _NOT_METRICS = {"window_seconds"}
@@ -239,12 +246,23 @@ class Sla(_Strict):
     escalation: list[str] = Field(default_factory=list, description="teams, level 1, 2, ...")
 
 
+class Team(_Strict):
+    """Where a team is paged about its cases: an SLA escalation must reach the team it moves
+    the case to, which the rule that fired (``route.notify``) does not know about."""
+
+    notify: list[str] = Field(default_factory=list, description="webhook names")
+    case_actions: list[CaseAction] = Field(
+        default_factory=lambda: ["opened", "escalated"],
+        description="case transitions that page the case's team (after the transition)")
+
+
 class RuleSet(_Strict):
     """The rules file."""
 
     rules: list[AnyRule] = Field(min_length=1)
     webhooks: dict[str, Webhook] = Field(default_factory=dict)
     sla: dict[Severity, Sla] = Field(default_factory=dict)
+    teams: dict[str, Team] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:
@@ -261,6 +279,19 @@ class RuleSet(_Strict):
             if hook.secret_env and hook.secret_env not in os.environ:
                 raise ValueError(f"webhook {name!r}: environment variable {hook.secret_env} "
                                  "(secret_env) is not set")
+        for name, team in self.teams.items():
+            unknown = sorted(set(team.notify) - set(self.webhooks))
+            if unknown:
+                raise ValueError(f"team {name!r} notifies unknown webhooks {unknown}; "
+                                 f"define them under `webhooks`")
+        if self.teams:
+            for severity, sla in self.sla.items():
+                missing = [t for t in sla.escalation if t not in self.teams]
+                if missing:
+                    raise ValueError(
+                        f"sla.{severity}.escalation names teams {missing} that are not under "
+                        "`teams`, so nobody would be paged at that level; define them there "
+                        "(with `notify: []` to page nobody on purpose)")
         return self
 
     def metric_rules(self) -> list[MetricRule]:

@@ -1,7 +1,8 @@
-"""Webhook delivery of alert events: message formats, signatures, retries, dead letters.
+"""Webhook delivery of alert and case events: message formats, signatures, retries.
 
-Formats: ``generic`` posts the alert.v2 document itself; ``dingtalk``, ``wecom`` (企业微信) and
-``feishu`` post the markdown/text message their group robots accept. Whenever a secret is set,
+Formats: ``generic`` posts the event document itself (alert.v2 or case.v1, told apart by its
+``schema`` field); ``dingtalk``, ``wecom`` (企业微信) and ``feishu`` post the markdown/text
+message their group robots accept. Whenever a secret is set,
 every request carries ``X-Tingjian-Timestamp`` and ``X-Tingjian-Signature: sha256=<hex>``, the
 HMAC-SHA256 of ``<timestamp>.<body>``, so receivers can check origin and freshness; DingTalk
 and Feishu robots additionally get their own "加签" signature, which they verify themselves.
@@ -22,7 +23,7 @@ import httpx
 import structlog
 
 from services.alerting.rules import Webhook
-from services.core.events import Alert
+from services.core.events import Alert, CaseEvent
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +43,13 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-def _lines(alert: Alert) -> list[str]:
+_CASE_ACTION = {"opened": "新案件", "escalated": "案件升级", "reopened": "案件重开",
+                "acknowledged": "已确认", "assigned": "已分派", "started": "处理中",
+                "commented": "新备注", "resolved": "已解决", "closed": "已关闭",
+                "followed_up": "已回访"}
+
+
+def _alert_lines(alert: Alert) -> list[str]:
     state = "告警" if alert.status == "firing" else "已恢复"
     return [
         f"{_ICON[alert.severity]} [{state}] {alert.rule_id} ({alert.severity})",
@@ -54,6 +61,36 @@ def _lines(alert: Alert) -> list[str]:
         alert.message,
         f"alert_id: {alert.alert_id}",
     ]
+
+
+def _case_lines(case: CaseEvent) -> list[str]:
+    """What the paged team needs first: what happened, who owns it now, and by when."""
+    lines = [
+        f"{_ICON[case.severity]} [{_CASE_ACTION[case.action]} {case.action}] 案件 case "
+        f"{case.rule_id} ({case.severity})",
+        f"触点 touchpoint: {case.touchpoint}",
+        f"状态 status: {case.status}, 升级 escalation level {case.escalation_level}",
+        f"负责 owner: {case.team or '-'} / {case.assignee or '-'}",
+    ]
+    if case.status == "open":
+        lines.append(f"确认期限 ack due: {case.ack_due_at:%Y-%m-%d %H:%M} UTC")
+    elif case.status in ("acknowledged", "in_progress"):
+        lines.append(f"解决期限 resolve due: {case.resolve_due_at:%Y-%m-%d %H:%M} UTC")
+    if case.comment:
+        lines.append(case.comment)
+    lines.append(f"case_id: {case.case_id}")
+    return lines
+
+
+def _title_and_lines(event: Alert | CaseEvent) -> tuple[str, list[str]]:
+    if isinstance(event, Alert):
+        return f"[{event.status}] {event.rule_id} {event.touchpoint}", _alert_lines(event)
+    return f"[{event.action}] case {event.rule_id} {event.touchpoint}", _case_lines(event)
+
+
+def event_ref(event: Alert | CaseEvent) -> str:
+    """The id receivers dedupe on (with the alert status), and logs name."""
+    return event.alert_id if isinstance(event, Alert) else event.event_id
 
 
 def _robot_sign(secret: str, timestamp: str) -> str:
@@ -75,25 +112,25 @@ class Request:
     headers: dict[str, str]
 
 
-def build_request(hook: Webhook, alert: Alert, now: float | None = None) -> Request:
-    """The HTTP request delivering ``alert`` to ``hook`` (pure, so every format is testable)."""
+def build_request(hook: Webhook, event: Alert | CaseEvent, now: float | None = None) -> Request:
+    """The HTTP request delivering ``event`` to ``hook`` (pure, so every format is testable)."""
     now = time.time() if now is None else now
     secret = hook.secret()
     url = hook.url
-    title = f"[{alert.status}] {alert.rule_id} {alert.touchpoint}"
+    title, lines = _title_and_lines(event)
     if hook.format == "generic":
-        payload: dict = json.loads(alert.to_bytes())
+        payload: dict = json.loads(event.to_bytes())
     elif hook.format == "dingtalk":
         payload = {"msgtype": "markdown",
-                   "markdown": {"title": title, "text": "\n\n".join(_lines(alert))}}
+                   "markdown": {"title": title, "text": "\n\n".join(lines)}}
         if secret:
             millis = str(int(now * 1000))
             separator = "&" if "?" in url else "?"
             url += f"{separator}timestamp={millis}&sign={quote_plus(_robot_sign(secret, millis))}"
     elif hook.format == "wecom":
-        payload = {"msgtype": "markdown", "markdown": {"content": "\n".join(_lines(alert))}}
+        payload = {"msgtype": "markdown", "markdown": {"content": "\n".join(lines)}}
     else:
-        payload = {"msg_type": "text", "content": {"text": "\n".join(_lines(alert))}}
+        payload = {"msg_type": "text", "content": {"text": "\n".join(lines)}}
         if secret:
             seconds = str(int(now))
             payload = {"timestamp": seconds, "sign": _feishu_sign(secret, seconds), **payload}
@@ -128,8 +165,8 @@ def _robot_error(hook: Webhook, response: httpx.Response) -> str:
     return f"robot error {code}: {body.get('errmsg') or body.get('msg')}" if code else ""
 
 
-async def deliver(client: httpx.AsyncClient, hook: Webhook, alert: Alert, *, max_attempts: int,
-                  backoff_s: float) -> Outcome:
+async def deliver(client: httpx.AsyncClient, hook: Webhook, event: Alert | CaseEvent, *,
+                  max_attempts: int, backoff_s: float) -> Outcome:
     """POST with retries and exponential backoff (base ``backoff_s``, doubling, at most 60 s).
 
     Connection errors, timeouts, 429 and 5xx are retried; other 4xx are final at once, since
@@ -138,7 +175,7 @@ async def deliver(client: httpx.AsyncClient, hook: Webhook, alert: Alert, *, max
     status: int | None = None
     error = ""
     for attempt in range(1, max_attempts + 1):
-        request = build_request(hook, alert)
+        request = build_request(hook, event)
         try:
             response = await client.post(request.url, content=request.body,
                                          headers=request.headers)
@@ -154,6 +191,6 @@ async def deliver(client: httpx.AsyncClient, hook: Webhook, alert: Alert, *, max
         if attempt < max_attempts:
             delay = min(backoff_s * 2 ** (attempt - 1), 60.0)
             log.info("webhook attempt failed, retrying", url=hook.url, attempt=attempt,
-                     error=error, retry_in_s=delay, alert_id=alert.alert_id)
+                     error=error, retry_in_s=delay, ref=event_ref(event))
             await asyncio.sleep(delay)
     return Outcome(False, max_attempts, status, error)
