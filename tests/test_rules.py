@@ -474,7 +474,7 @@ def test_the_documented_complete_rules_file_loads_and_uses_every_option(
     docs = (Path(__file__).resolve().parents[1] / "docs" / "alerting.md").read_text("utf-8")
     block = re.search(r"### A complete file with every option\n\n```yaml\n(.*?)```", docs,
                       re.DOTALL)[1]
-    for name in ("DINGTALK_SECRET", "FEISHU_SECRET", "AUDIT_WEBHOOK_SECRET"):
+    for name in ("DINGTALK_SECRET", "DINGTALK_L2_SECRET", "FEISHU_SECRET", "AUDIT_WEBHOOK_SECRET"):
         monkeypatch.setenv(name, "x")
     path = tmp_path / "rules.yaml"
     path.write_text(block, encoding="utf-8")
@@ -500,3 +500,4 @@ def test_the_documented_complete_rules_file_loads_and_uses_every_option(
     assert {f.format for f in loaded.webhooks.values()} == {"generic", "dingtalk", "wecom",
                                                             "feishu"}
     assert set(loaded.sla) == {"critical", "warning", "info"}
+    assert set(loaded.teams["ops-l2"].case_actions) == {"opened", "escalated", "reopened"}
