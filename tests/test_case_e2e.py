@@ -1,14 +1,16 @@
 """Cases end to end on the real broker and both store backends.
 
-The alerting stage runs (as in ``voc up``); an urgent event's alert opens a case; nobody
-acknowledges it, so it escalates after its SLA to the next team; then ack, comment, resolve and
-follow-up through the HTTP API produce case events, case rows, MTTA/MTTR figures, and the
-follow-up as survey feedback on the raw topic.
+The alerting stage runs (as in ``voc up``); an urgent event's alert opens a case, which pages
+its team's webhook; nobody acknowledges it, so it escalates after its SLA to the next team,
+whose webhook (a local HTTP receiver) is paged, signed, and so on up the chain; then ack,
+comment, resolve and follow-up through the HTTP API produce case events, case rows, MTTA/MTTR
+figures, and the follow-up as survey feedback on the raw topic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from jsonschema import Draft202012Validator
 import schemas
 from services.alerting.api import create_router
 from services.alerting.cases import CaseService
+from services.alerting.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from services.core.broker import LocalBroker
 from services.core.events import EnrichedFeedback, Sentiment, UrgencyFlag, utc_now
 from services.core.kafka import Producer, create_topics
@@ -27,15 +30,24 @@ from services.core.settings import Settings
 from services.core.store import open_store
 from tests.conftest import run
 from tests.pipeline_harness import eventually, read_topic, running
+from tests.test_webhooks import SECRET, Receiver
 
 pytestmark = pytest.mark.slow
 
 RULES = """
 rules:
-  - {id: escalation-threat, type: event, match: {urgency: [escalation_threat]},
-     severity: critical, route: {team: hotline-l1, owner: 张三, open_case: true}}
+  - {{id: escalation-threat, type: event, match: {{urgency: [escalation_threat]}},
+     severity: critical, route: {{team: hotline-l1, owner: 张三, open_case: true}}}}
 sla:
-  critical: {ack_minutes: 0.03, resolve_hours: 1, escalation: [hotline-l2, hotline-lead]}
+  critical: {{ack_minutes: 0.03, resolve_hours: 1, escalation: [hotline-l2, hotline-lead]}}
+webhooks:
+  l1: {{url: '{l1}', format: wecom}}
+  l2: {{url: '{l2}', secret_env: {secret_env}}}
+  lead: {{url: '{lead}', format: dingtalk}}
+teams:
+  hotline-l1: {{notify: [l1]}}
+  hotline-l2: {{notify: [l2]}}
+  hotline-lead: {{notify: [lead]}}
 """
 
 
@@ -51,14 +63,38 @@ def urgent_event() -> EnrichedFeedback:
 
 
 def test_alert_to_escalated_case_to_resolution_and_follow_up(
-        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_L2_SECRET", SECRET)
+    with Receiver([200]) as l1, Receiver([502, 200]) as l2, Receiver([200]) as lead:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(RULES.format(l1=l1.url, l2=l2.url, lead=lead.url,
+                                      secret_env="TEST_L2_SECRET"), encoding="utf-8")
+        deliveries = _lifecycle(broker, store_url, settings, rules)
+    assert [(d["action"], d["team"], d["webhook"], d["outcome"]) for d in deliveries] == [
+        ("opened", "hotline-l1", "l1", "delivered"),
+        ("escalated", "hotline-l2", "l2", "delivered"),
+        ("escalated", "hotline-lead", "lead", "delivered")]
+    assert deliveries[1]["attempts"] == 2, "the level-2 receiver failed once: retried"
+    [(_, _, opened)] = l1.requests
+    assert "新案件" in json.loads(opened)["markdown"]["content"]
+    for _, headers, body in l2.requests:
+        assert verify(SECRET, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
+    paged = json.loads(l2.requests[-1][2])
+    assert (paged["schema"], paged["action"], paged["team"], paged["escalation_level"]) == (
+        "case.v1", "escalated", "hotline-l2", 1)
+    [(_, _, top)] = lead.requests
+    assert "escalated to level 2 (hotline-lead)" in json.loads(top)["markdown"]["text"]
+
+
+def _lifecycle(broker: LocalBroker, store_url: str, settings: Settings,
+               rules: Path) -> list[dict]:
+    """Runs the case from the urgent event to its follow-up; returns the case deliveries."""
     settings = settings.model_copy(update={"alert_rules_path": rules, "case_sla_check_s": 0.5,
-                                           "sink_batch_wait_s": 0.2})
+                                           "sink_batch_wait_s": 0.2, "webhook_backoff_s": 0.1})
     create_topics(settings, broker.bootstrap)
 
-    async def main() -> None:
+    async def main() -> list[dict]:
         store = await open_store(store_url)
         await migrate(store)
         producer = Producer(broker.bootstrap, client_id="test")
@@ -97,9 +133,18 @@ def test_alert_to_escalated_case_to_resolution_and_follow_up(
                                        json={"actor": "x"})).status_code == 404
                 detail = (await api.get(f"/v1/cases/{case_id}")).json()
                 metrics = (await api.get("/v1/cases/metrics")).json()
+
+                async def paged() -> bool:
+                    rows = await store.query("SELECT count() AS n FROM case_deliveries FINAL")
+                    return rows[0]["n"] >= 3
+
+                await eventually(paged, 30, "the opened case and both escalations to be paged")
             case_events = read_topic(broker.bootstrap, settings.topic("cases"))
             raw = read_topic(broker.bootstrap, settings.topic("feedback.raw"))
             rows = await store.query("SELECT action FROM case_events FINAL ORDER BY seq")
+            deliveries = await store.query(
+                "SELECT action, team, webhook, outcome, attempts FROM case_deliveries FINAL "
+                "ORDER BY seq")
         finally:
             await api.aclose()
             await producer.stop()
@@ -126,8 +171,9 @@ def test_alert_to_escalated_case_to_resolution_and_follow_up(
         assert (feedback["channel"], feedback["ratings"]["csat"], feedback["text"]) == (
             "survey", 4, "退款已到账，客户满意")
         assert feedback["metadata"]["case_id"] == case_id
+        return deliveries
 
-    run(main())
+    return run(main())
 
 
 def test_voc_up_serves_the_cases_api_next_to_ingest(broker: LocalBroker, settings: Settings,
