@@ -126,6 +126,55 @@ def test_bad_rules_files_name_the_problem(tmp_path: Path, body: str, message: st
     assert str(path) in str(info.value)
 
 
+VALID_RULES = """\
+rules:
+  - id: fine
+    type: event
+    match: {segments: [VIP]}
+  - id: typo
+    type: threshold
+    metric: negative_share
+    operator: ">"
+    threshold: 0.4
+    lookback_s: 300
+    route: {team: ops, notify: []}
+  - id: wrong-side
+    type: threshold
+    metric: negative_share
+    operator: ">"
+    threshold: 0.4
+    clear_threshold: 0.3
+    lookback_s: 300
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("notify: []", "notfy: [room]",
+     ":11: rule 'typo' (rules[1]), field route.notfy: Extra inputs are not permitted"),
+    ("notify: []", "notify: [room]", ":11: rule 'typo' (rules[1]), field route.notify: rule "
+                                     "'typo' notifies unknown webhooks ['room']"),
+    ("clear_threshold: 0.3", "clear_threshold: 0.5", ":17: rule 'wrong-side' (rules[2]), field "
+     "clear_threshold: clear_threshold 0.5 must be on the healthy side"),
+    ('operator: ">"', "operator: '!'", ":8: rule 'typo' (rules[1]), field operator: Input "
+                                       "should be '>', '>=', '<' or '<=' (got '!')"),
+    ("    metric: negative_share\n", "", ":5: rule 'typo' (rules[1]), field metric: Field "
+                                       "required"),
+    ("type: event", "type: evnt", ":3: rule 'fine' (rules[0]), field type: Input tag 'evnt'"),
+    ("id: fine", "id: typo", ":5: rule 'typo' (rules[1]), field id: duplicate rule id 'typo'"),
+    ("match: {segments: [VIP]}", "match: {segments: [VIP]", ":5:3: not valid YAML"),
+    (VALID_RULES, "", ": file: the file is empty; it needs a `rules:` list"),
+])
+def test_errors_name_the_file_line_rule_and_field(tmp_path: Path, old: str, new: str,
+                                                  expected: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(VALID_RULES)
+    assert [r.id for r in load_rules(path).rules] == ["fine", "typo", "wrong-side"]
+    path.write_text(VALID_RULES.replace(old, new, 1))
+    with pytest.raises(ValueError) as info:
+        load_rules(path)
+    assert f"{path}{expected}" in str(info.value)
+
+
 def test_channel_scope_needs_scores_split_by_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     """score.v1 was not split by channel; the check follows whatever the schema says."""
     monkeypatch.setattr(rules_module, "score_has_dimension", lambda name: False)

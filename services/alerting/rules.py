@@ -1,8 +1,8 @@
 """The alert rules file: typed rule models, their validation, and loading.
 
 Everything an ops team tunes lives in one YAML file (see docs/alerting.md for a complete one).
-It is validated on load so a typo is an error naming the rule and field, never a rule that
-silently never fires. Metric names are checked against the newest ``score.v*`` schema's numeric
+It is validated on load so a typo is an error naming the file, line, rule and field, never a
+rule that silently never fires. Metric names are checked against the newest ``score.v*`` schema's numeric
 properties, so the same rules work on whatever figures the scoring stage publishes.
 """
 
@@ -61,6 +61,15 @@ def score_has_dimension(name: str) -> bool:
     return name in schemas.topic_schema(score_schema_name())["properties"]
 
 
+class Problem(ValueError):
+    """A validation error that knows which field (relative to the model raising it) is wrong,
+    so the loader can point at its line; pydantic keeps the exception in the error's ctx."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,14 +116,16 @@ class _MetricRule(_RuleBase):
     def _known_metric_and_scope(self) -> _MetricRule:
         metrics = score_metrics()
         if self.metric not in metrics:
-            raise ValueError(f"metric {self.metric!r} is not a numeric field of "
-                             f"{score_schema_name()}; choose from {sorted(metrics)}")
+            raise Problem(("metric",), f"metric {self.metric!r} is not a numeric field of "
+                          f"{score_schema_name()}; choose from {sorted(metrics)}")
         for dimension, wanted in (("channel", self.scope.channels), ("stage", self.scope.stages)):
             if wanted and not score_has_dimension(dimension):
-                raise ValueError(f"scope by {dimension} needs scores split by {dimension}, "
-                                 f"which {score_schema_name()} is not; drop scope.{dimension}s")
+                raise Problem(("scope", f"{dimension}s"),
+                              f"scope by {dimension} needs scores split by {dimension}, which "
+                              f"{score_schema_name()} is not; drop scope.{dimension}s")
         if self.scope.topics:
-            raise ValueError("scope.topics applies to topic_spike and event rules only")
+            raise Problem(("scope", "topics"),
+                          "scope.topics applies to topic_spike and event rules only")
         return self
 
 
@@ -131,8 +142,9 @@ class _Compared(_Strict):
         if clear is not None:
             upward = self.operator in (">", ">=")
             if (upward and clear > self.threshold) or (not upward and clear < self.threshold):
-                raise ValueError(f"clear_threshold {clear} must be on the healthy side of "
-                                 f"threshold {self.threshold} for operator {self.operator!r}")
+                raise Problem(("clear_threshold",),
+                              f"clear_threshold {clear} must be on the healthy side of "
+                              f"threshold {self.threshold} for operator {self.operator!r}")
         return self
 
 
@@ -165,11 +177,11 @@ class AnomalyRule(_MetricRule):
     @model_validator(mode="after")
     def _baseline_holds_buckets(self) -> AnomalyRule:
         if self.baseline_s < self.lookback_s * self.min_baseline_points:
-            raise ValueError(f"baseline_s {self.baseline_s} holds fewer than "
-                             f"min_baseline_points={self.min_baseline_points} buckets of "
-                             f"lookback_s={self.lookback_s}")
+            raise Problem(("baseline_s",), f"baseline_s {self.baseline_s} holds fewer than "
+                          f"min_baseline_points={self.min_baseline_points} buckets of "
+                          f"lookback_s={self.lookback_s}")
         if self.clear_sensitivity is not None and self.clear_sensitivity > self.sensitivity:
-            raise ValueError("clear_sensitivity must not exceed sensitivity")
+            raise Problem(("clear_sensitivity",), "clear_sensitivity must not exceed sensitivity")
         return self
 
 
@@ -188,9 +200,10 @@ class TopicSpikeRule(_RuleBase):
     @model_validator(mode="after")
     def _scope(self) -> TopicSpikeRule:
         if self.scope.topics:
-            raise ValueError("topic_spike rules name their topic in `topic`, not scope.topics")
+            raise Problem(("scope", "topics"),
+                          "topic_spike rules name their topic in `topic`, not scope.topics")
         if self.clear_factor is not None and self.clear_factor > self.factor:
-            raise ValueError("clear_factor must not exceed factor")
+            raise Problem(("clear_factor",), "clear_factor must not exceed factor")
         return self
 
 
@@ -267,28 +280,32 @@ class RuleSet(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:
         ids = [r.id for r in self.rules]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate rule ids: {duplicates}")
-        for rule in self.rules:
+        for index, rule_id in enumerate(ids):
+            if rule_id in ids[:index]:
+                raise Problem(("rules", index, "id"), f"duplicate rule id {rule_id!r}")
+        for index, rule in enumerate(self.rules):
             unknown = sorted(set(rule.route.notify) - set(self.webhooks))
             if unknown:
-                raise ValueError(f"rule {rule.id!r} notifies unknown webhooks {unknown}; "
-                                 f"define them under `webhooks`")
+                raise Problem(("rules", index, "route", "notify"),
+                              f"rule {rule.id!r} notifies unknown webhooks {unknown}; "
+                              f"define them under `webhooks`")
         for name, hook in self.webhooks.items():
             if hook.secret_env and hook.secret_env not in os.environ:
-                raise ValueError(f"webhook {name!r}: environment variable {hook.secret_env} "
-                                 "(secret_env) is not set")
+                raise Problem(("webhooks", name, "secret_env"),
+                              f"webhook {name!r}: environment variable {hook.secret_env} "
+                              "(secret_env) is not set")
         for name, team in self.teams.items():
             unknown = sorted(set(team.notify) - set(self.webhooks))
             if unknown:
-                raise ValueError(f"team {name!r} notifies unknown webhooks {unknown}; "
-                                 f"define them under `webhooks`")
+                raise Problem(("teams", name, "notify"),
+                              f"team {name!r} notifies unknown webhooks {unknown}; "
+                              f"define them under `webhooks`")
         if self.teams:
             for severity, sla in self.sla.items():
                 missing = [t for t in sla.escalation if t not in self.teams]
                 if missing:
-                    raise ValueError(
+                    raise Problem(
+                        ("sla", severity, "escalation"),
                         f"sla.{severity}.escalation names teams {missing} that are not under "
                         "`teams`, so nobody would be paged at that level; define them there "
                         "(with `notify: []` to page nobody on purpose)")
@@ -308,11 +325,75 @@ class RuleSet(_Strict):
 
 
 def load_rules(path: Path | None = None) -> RuleSet:
-    """Load and validate a rules file (the shipped default when ``path`` is None)."""
+    """Load and validate a rules file (the shipped default when ``path`` is None).
+
+    Every error is one line ``<file>:<line>: <rule and field>: <what is wrong>``, so an edit
+    that does not load points at the line to fix.
+    """
     source = str(path) if path else "the built-in rules.yaml"
+    failed = f"cannot load alert rules from {source}"
     try:
         raw = (path.read_text(encoding="utf-8") if path
                else resources.files(__package__).joinpath("rules.yaml").read_text("utf-8"))
-        return RuleSet.model_validate(yaml.safe_load(raw))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(f"cannot load alert rules from {source}: {exc}") from exc
+        tree = yaml.compose(raw, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(raw)
+    except OSError as exc:
+        raise ValueError(f"{failed}: {exc}") from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ValueError(f"{failed}: {where}: not valid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{failed}: not valid YAML: {exc}") from exc
+    try:
+        return RuleSet.model_validate(document)
+    except ValidationError as exc:
+        lines = [_describe(error, tree, source) for error in exc.errors()]
+        raise ValueError(f"{failed}:\n" + "\n".join(f"  {line}" for line in lines)) from exc
+
+
+def _describe(error: Mapping, tree: yaml.Node | None, source: str) -> str:
+    """One validation error as ``<file>:<line>: <rule and field>: <message>``."""
+    loc = list(error["loc"])
+    if len(loc) > 2 and loc[0] == "rules" and isinstance(loc[1], int) and loc[2] in _RULE_TYPES:
+        del loc[2]  # the union tag pydantic inserts; the file has `type:` instead
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc.append("type")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, Problem):
+        loc += cause.loc
+    node = tree
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node = child
+    where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
+    message = str(cause) if cause is not None else error["msg"]
+    value = error.get("input")
+    if not loc and error["type"] == "model_type":
+        message = ("the file is empty" if value is None else "the top level is not a mapping")
+        message += "; it needs a `rules:` list (and optionally webhooks, sla, teams)"
+    elif cause is None and error["type"] != "missing" and not isinstance(value, (dict, list)):
+        message += f" (got {value!r})"
+    subject = []
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rule_id = _child(_child(_child(tree, "rules"), loc[1]), "id")
+        name = rule_id.value if isinstance(rule_id, yaml.ScalarNode) else "?"
+        subject.append(f"rule {name!r} (rules[{loc[1]}])")
+        loc = loc[2:]
+    if loc:
+        subject.append("field " + ".".join(str(p) for p in loc))
+    return f"{where}: {', '.join(subject) or 'file'}: {message}"
+
+
+_RULE_TYPES = {"threshold", "rate_of_change", "anomaly", "topic_spike", "event"}
+
+
+def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+    """The value node under a mapping key or at a sequence index, if the file has it."""
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if k.value == str(part)), None)
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
