@@ -343,3 +343,13 @@ def test_case_notifier_pages_the_team_owning_the_case(
     assert letter["stage"] == "alerting" and letter["topic"] == settings.topic("cases")
     assert "webhook lead failed after 3 attempts" in letter["reason"]
     assert base64.b64decode(letter["original_base64"]) == events[2].to_bytes()
+
+
+def test_logs_never_show_the_robot_token_in_the_url() -> None:
+    from structlog.testing import capture_logs
+
+    with Receiver([500]) as robot, capture_logs() as logs:
+        outcome = send(Webhook(url=robot.url + "?access_token=TOKEN-123"), attempts=3)
+    assert not outcome.delivered and len(logs) == 2
+    assert all(entry["url"] == robot.url for entry in logs)
+    assert "TOKEN-123" not in repr(logs)

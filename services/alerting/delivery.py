@@ -22,7 +22,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from services.alerting.rules import RuleSet, Webhook
-from services.alerting.webhooks import Outcome, deliver, event_ref
+from services.alerting.webhooks import Outcome, deliver, event_ref, public_url
 from services.core.events import Alert, CaseEvent, utc_now
 from services.core.kafka import BatchConsumer, Producer, dead_letter, parse_or_reason
 from services.core.settings import Settings
@@ -91,7 +91,7 @@ class WebhookDispatcher:
         rows = []
         for job, outcome in zip(jobs, outcomes):
             rows.append({
-                **self.row(job.event), "webhook": job.name, "url": job.hook.url.split("?")[0],
+                **self.row(job.event), "webhook": job.name, "url": public_url(job.hook.url),
                 "format": job.hook.format,
                 "outcome": "delivered" if outcome.delivered else "dead_letter",
                 "attempts": outcome.attempts, "http_status": outcome.status_code or 0,

@@ -88,6 +88,11 @@ def _title_and_lines(event: Alert | CaseEvent) -> tuple[str, list[str]]:
     return f"[{event.action}] case {event.rule_id} {event.touchpoint}", _case_lines(event)
 
 
+def public_url(url: str) -> str:
+    """The URL without its query, for logs and tables: robots put their token there."""
+    return url.split("?", 1)[0]
+
+
 def event_ref(event: Alert | CaseEvent) -> str:
     """The id receivers dedupe on (with the alert status), and logs name."""
     return event.alert_id if isinstance(event, Alert) else event.event_id
@@ -190,7 +195,7 @@ async def deliver(client: httpx.AsyncClient, hook: Webhook, event: Alert | CaseE
             error = f"{type(exc).__name__}: {exc}"
         if attempt < max_attempts:
             delay = min(backoff_s * 2 ** (attempt - 1), 60.0)
-            log.info("webhook attempt failed, retrying", url=hook.url, attempt=attempt,
-                     error=error, retry_in_s=delay, ref=event_ref(event))
+            log.info("webhook attempt failed, retrying", url=public_url(hook.url),
+                     attempt=attempt, error=error, retry_in_s=delay, ref=event_ref(event))
             await asyncio.sleep(delay)
     return Outcome(False, max_attempts, status, error)
