@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -387,7 +387,9 @@ def _describe(error: Mapping, tree: yaml.Node | None, source: str) -> str:
     return f"{where}: {', '.join(subject) or 'file'}: {message}"
 
 
-_RULE_TYPES = {"threshold", "rate_of_change", "anomaly", "topic_spike", "event"}
+_RULE_TYPES = {get_args(model.model_fields["type"].annotation)[0]
+               for model in (ThresholdRule, RateOfChangeRule, AnomalyRule, TopicSpikeRule,
+                             EventRule)}
 
 
 def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
