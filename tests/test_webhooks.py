@@ -30,7 +30,7 @@ from services.alerting.webhooks import (
 )
 from services.alerting.worker import RulesFile
 from services.core.broker import LocalBroker, free_port
-from services.core.events import Alert, CaseEvent
+from services.core.events import Alert, CaseEvent, utc_now
 from services.core.kafka import Producer, create_topics
 from services.core.migrations import migrate
 from services.core.settings import Settings
@@ -246,13 +246,14 @@ async def _consume(bootstrap: str, topic: str, count: int) -> list:
 
 # --- case transitions: the team owning the case is paged ---------------------------------------
 
-def case_events() -> list[CaseEvent]:
+def case_events(start: datetime = NOW, alert_id: str = "a-1") -> list[CaseEvent]:
     """A case an alert opened (team ops-l1), escalated twice by its SLA, then acknowledged."""
     sla = Sla(ack_minutes=10, resolve_hours=2, escalation=["ops-l2", "ops-lead"])
-    opened = open_case(ALERT.model_copy(update={"team": "ops-l1", "rule_id": "neg"}), sla, NOW)
-    first = escalation(opened, sla, NOW + timedelta(minutes=10))
-    second = escalation(first, sla, NOW + timedelta(minutes=20))
-    acked = transition(second, "acknowledged", "李四", NOW + timedelta(minutes=21))
+    opened = open_case(ALERT.model_copy(update={"team": "ops-l1", "rule_id": "neg",
+                                                "alert_id": alert_id}), sla, start)
+    first = escalation(opened, sla, start + timedelta(minutes=10))
+    second = escalation(first, sla, start + timedelta(minutes=20))
+    acked = transition(second, "acknowledged", "李四", start + timedelta(minutes=21))
     return [opened, first, second, acked]
 
 
@@ -284,9 +285,10 @@ def test_case_notifier_pages_the_team_owning_the_case(
     """Through the cases topic: the opened case pages its team except where the alert already
     went; each escalation pages the next level (signed, retried); a level whose webhook keeps
     failing is dead-lettered (topic record + ``case_deliveries`` row); an acknowledgement pages
-    nobody by default."""
+    nobody by default, and neither does last month's escalation of another case."""
     create_topics(settings, broker.bootstrap)
-    events = case_events()
+    events = case_events(utc_now() - timedelta(minutes=21))
+    stale = case_events(utc_now() - timedelta(days=30), alert_id="a-old")[1]
     with Receiver([200]) as room, Receiver([200]) as l1, Receiver([503, 200]) as l2, \
             Receiver([500]) as lead:
         rules_path = tmp_path / "rules.yaml"
@@ -302,7 +304,8 @@ def test_case_notifier_pages_the_team_owning_the_case(
             "teams:\n  ops-l1: {notify: [room, l1]}\n  ops-l2: {notify: [l2]}\n"
             "  ops-lead: {notify: [lead]}\n")
         settings = settings.model_copy(update={"webhook_max_attempts": 3,
-                                               "webhook_backoff_s": 0.01})
+                                               "webhook_backoff_s": 0.01,
+                                               "case_page_max_age_s": 3600})
 
         async def main() -> tuple[list, list]:
             store = await open_store(store_url)
@@ -310,16 +313,17 @@ def test_case_notifier_pages_the_team_owning_the_case(
             producer = Producer(broker.bootstrap, client_id="test")
             await producer.start()
             try:
-                await producer.send_many(settings.topic("cases"),
-                                         [(e.case_id.encode(), e.to_bytes()) for e in events])
-                records = await _consume(broker.bootstrap, settings.topic("cases"), len(events))
+                await producer.send_many(settings.topic("cases"), [
+                    (e.case_id.encode(), e.to_bytes()) for e in [stale, *events]])
+                records = await _consume(broker.bootstrap, settings.topic("cases"),
+                                         len(events) + 1)
                 async with httpx.AsyncClient(timeout=2) as client:
                     notifier = CaseNotifier(settings, store, producer, RulesFile(rules_path),
                                             client)
                     await notifier.handle(records)
                 rows = await store.query(
-                    "SELECT seq, action, team, webhook, outcome, attempts, http_status "
-                    "FROM case_deliveries FINAL ORDER BY seq, webhook")
+                    "SELECT event_id, seq, action, team, webhook, outcome, attempts, "
+                    "http_status FROM case_deliveries FINAL ORDER BY seq, webhook")
                 letters = read_topic(broker.bootstrap, settings.topic("deadletter"))
                 return rows, letters
             finally:
@@ -327,6 +331,7 @@ def test_case_notifier_pages_the_team_owning_the_case(
                 await store.close()
 
         rows, letters = run(main())
+    assert {r["event_id"] for r in rows} == {e.event_id for e in events[:3]}
     assert [(r["seq"], r["action"], r["team"], r["webhook"], r["outcome"], r["attempts"],
              r["http_status"]) for r in rows] == [
         (1, "opened", "ops-l1", "l1", "delivered", 1, 200),

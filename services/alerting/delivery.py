@@ -117,17 +117,25 @@ class CaseNotifier(WebhookDispatcher):
     """Handles batches of cases-topic records: pages the team owning each case afterwards.
 
     A case an alert opened skips the webhooks that already got that alert's firing event (its
-    rule's ``route.notify``), so one problem does not page the same room twice.
+    rule's ``route.notify``), so one problem does not page the same room twice. Events older
+    than ``case_page_max_age_s`` are skipped: the group starts at the topic's beginning, and
+    paging a team about last month's escalation helps nobody.
     """
 
     table = "case_deliveries"
 
     def jobs(self, records: list[ConsumerRecord], rules: RuleSet) -> list[Job]:
         jobs = []
+        now = utc_now()
         for record in records:
             case, _ = parse_or_reason(CaseEvent, record.value)
             if case is None:
                 continue  # the case service wrote it; a foreign record is not ours
+            age_s = (now - case.at).total_seconds()
+            if age_s > self.settings.case_page_max_age_s:
+                log.info("case event too old to page anyone", case_id=case.case_id,
+                         action=case.action, age_s=round(age_s))
+                continue
             team = rules.teams.get(case.team) if case.team else None
             if team is None:
                 if case.action == "escalated":

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     case_sla_check_s: float = Field(
         default=15.0, gt=0, description="How often open cases are checked against their SLA.")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Per-request timeout.")
+    case_page_max_age_s: float = Field(
+        default=900.0, gt=0, description="Case events older than this page nobody, so a new "
+        "consumer group reading the cases topic from its start does not page its history.")
 
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="Time services get to flush and commit on stop.")
