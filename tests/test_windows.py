@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.scoring.metrics import derive_scores, gap, granularities, window_label
+from services.core.cem_metrics import derive_scores
+from services.scoring.metrics import gap, granularities, window_label
 from services.scoring.windows import window_start
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import TypeAdapter, ValidationError
 
+from services.core.cem_metrics import mean_topic_sentiment
 from services.core.events import Intent, SentimentLabel, utc_now
 from services.core.store import Store
 from services.scoring.drivers import (
@@ -35,7 +36,6 @@ from services.scoring.metrics import (
     TOPIC_COUNTS,
     URGENT_FLAGS,
     granularities,
-    mean_topic_sentiment,
     window_label,
 )
 

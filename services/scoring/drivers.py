@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from services.scoring.metrics import derive_scores
+from services.core.cem_metrics import derive_scores, score_counts
 
 ImpactMetric = Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat",
                        "complaint_rate"]
@@ -52,27 +52,9 @@ def experience_0_10(mean_topic_sentiment: float) -> float:
     return round(5.0 * (mean_topic_sentiment + 1.0), 10)
 
 
-def _as_score_counts(row: Mapping[str, Any], volume_key: str) -> dict[str, Any]:
-    """Counts shaped for ``derive_scores`` (CES is not tracked per topic)."""
-    return {
-        "volume": int(row[volume_key]),
-        "positive_count": int(row["positive_count"]),
-        "negative_count": int(row["negative_count"]),
-        "sentiment_sum": float(row["sentiment_sum"]),
-        "nps_responses": int(row["nps_responses"]),
-        "nps_promoters": int(row["nps_promoters"]),
-        "nps_detractors": int(row["nps_detractors"]),
-        "csat_responses": int(row["csat_responses"]),
-        "csat_satisfied": int(row["csat_satisfied"]),
-        "ces_sum": 0.0,
-        "ces_responses": 0,
-        "complaint_count": int(row["complaint_count"]),
-    }
-
-
 def _without(total: Mapping[str, Any], topic: Mapping[str, Any]) -> dict[str, Any]:
-    whole = _as_score_counts(total, "volume")
-    part = _as_score_counts(topic, "mentions")
+    whole = score_counts(total, "volume")
+    part = score_counts(topic, "mentions")
     return {k: whole[k] - part[k] for k in whole}
 
 
@@ -90,7 +72,7 @@ def impact(metric: str, total: Mapping[str, Any], topic: Mapping[str, Any]) -> d
     positive when the topic lifts the score, negative when it drags it down; None when either
     side has no responses for the metric.
     """
-    overall = _metric(_as_score_counts(total, "volume"), metric)
+    overall = _metric(score_counts(total, "volume"), metric)
     without = _metric(_without(total, topic), metric)
     value = None if overall is None or without is None else round(overall - without, 10)
     return {"metric": metric, "overall": overall, "without_topic": without, "impact": value}
@@ -105,7 +87,7 @@ def derived_importance(total: Mapping[str, Any], topic: Mapping[str, Any],
     sample sizes are returned alongside so thin evidence is visible; None when one side is
     empty.
     """
-    with_counts = _as_score_counts(topic, "mentions")
+    with_counts = score_counts(topic, "mentions")
     without_counts = _without(total, topic)
     if basis == "nps":
         sample = {"with_topic": with_counts["nps_responses"],

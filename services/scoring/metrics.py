@@ -12,7 +12,6 @@ values always travel as ``%(name)s`` parameters.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 ALL = ""
 """channel / stage value of the rows that cover all channels / all stages."""
@@ -154,33 +153,6 @@ SCORE_LEVELS_SQL = _levels_sql(SCORES_FROM_EVENTS_SQL, "cem_scores", ", ".join(S
                                SCORE_COUNTS)
 TOPIC_LEVELS_SQL = _levels_sql(TOPICS_FROM_EVENTS_SQL, "topic_scores", ", ".join(TOPIC_DIMS),
                                TOPIC_COUNTS)
-
-
-def _ratio(numerator: float, denominator: float, scale: float = 1.0) -> float | None:
-    return None if denominator == 0 else round(scale * numerator / denominator, 10)
-
-
-def derive_scores(counts: Mapping[str, Any]) -> dict[str, Any]:
-    """Ratios of one score row from its counts (exact definitions: docs/metrics.md)."""
-    volume = int(counts["volume"])
-    positives, negatives = int(counts["positive_count"]), int(counts["negative_count"])
-    mean = _ratio(float(counts["sentiment_sum"]), volume) or 0.0
-    return {
-        "mean_sentiment": max(-1.0, min(1.0, mean)),
-        "net_sentiment": _ratio(positives - negatives, volume, 100) or 0.0,
-        "negative_share": _ratio(negatives, volume) or 0.0,
-        "nps": _ratio(int(counts["nps_promoters"]) - int(counts["nps_detractors"]),
-                      int(counts["nps_responses"]), 100),
-        "csat": _ratio(int(counts["csat_satisfied"]), int(counts["csat_responses"]), 100),
-        "ces": _ratio(float(counts["ces_sum"]), int(counts["ces_responses"])),
-        "complaint_rate": _ratio(int(counts["complaint_count"]), volume) or 0.0,
-    }
-
-
-def mean_topic_sentiment(counts: Mapping[str, Any]) -> float:
-    """Mean aspect sentiment of a topic row."""
-    mean = _ratio(float(counts["topic_sentiment_sum"]), int(counts["mentions"])) or 0.0
-    return max(-1.0, min(1.0, mean))
 
 
 SCORE_METRICS = ("volume", "mean_sentiment", "net_sentiment", "negative_share", "nps", "csat",

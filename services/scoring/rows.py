@@ -12,15 +12,14 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.core.cem_metrics import derive_scores, mean_topic_sentiment
 from services.core.events import ExpectationGap, Score, TopicFigure, UrgentCounts
 from services.scoring.expectations import Expectations
 from services.scoring.metrics import (
     SCORE_COUNTS,
     TOPIC_COUNTS,
     URGENT_FLAGS,
-    derive_scores,
     gap,
-    mean_topic_sentiment,
     window_label,
 )
 
