@@ -15,6 +15,7 @@ import schemas
 from services.alerting import rules as rules_module
 from services.alerting.engine import (
     KeyState,
+    topic_row,
     TopicCounts,
     aggregate,
     baseline_z,
@@ -26,7 +27,8 @@ from services.alerting.engine import (
     measure_topic,
     step,
 )
-from services.alerting.rules import AnomalyRule, RuleSet, load_rules
+from services.alerting.rules import AnomalyRule, RuleSet, load_rules, topic_metrics
+from services.core.cem_metrics import TOPIC_SCORE_METRICS, derive_scores, score_counts
 from services.core.events import (
     AspectSentiment,
     EnrichedFeedback,
@@ -100,8 +102,11 @@ def test_metrics_come_from_the_score_schema() -> None:
      "min_baseline_points"),
     ("rules:\n  - {id: a, type: event, match: {}}", "at least one condition"),
     ("rules:\n  - {id: a, type: event, match: {urgency: [on_fire]}}", "on_fire"),
-    ("rules:\n  - {id: a, type: threshold, metric: volume, operator: '>', threshold: 1,"
-     " lookback_s: 60, scope: {topics: [x]}}", "topic_spike and event"),
+    ("rules:\n  - {id: a, type: threshold, metric: urgent_count, operator: '>', threshold: 1,"
+     " lookback_s: 60, scope: {topics: [x]}}", "'urgent_count' is not kept per topic.*"
+     "'negative_share'"),
+    ("rules:\n  - {id: a, type: anomaly, metric: ces, lookback_s: 60, scope: {topics: [x]}}",
+     "'ces' is not kept per topic"),
     ("rules:\n  - {id: a, type: event, match: {segments: [VIP]}, route: {notify: [nope]}}",
      "unknown webhooks"),
     ("rules:\n  - {id: a, type: event, match: {segments: [VIP]}}\nwebhooks:\n"
@@ -175,6 +180,33 @@ def test_errors_name_the_file_line_rule_and_field(tmp_path: Path, old: str, new:
     assert f"{path}{expected}" in str(info.value)
 
 
+def test_topic_scoped_metric_errors_name_the_line_and_the_allowed_metrics(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    body = ("rules:\n  - id: fine\n    type: event\n    match: {segments: [VIP]}\n"
+            "  - id: logistics-negative\n    type: threshold\n    metric: negative_share\n"
+            "    operator: '>'\n    threshold: 0.4\n    lookback_s: 900\n"
+            "    scope: {topics: [logistics_delivery]}\n")
+    path.write_text(body)
+    assert load_rules(path).rules[1].scope.topics == ["logistics_delivery"]
+    path.write_text(body.replace("metric: negative_share", "metric: urgent_count"))
+    with pytest.raises(ValueError) as info:
+        load_rules(path)
+    assert (f"{path}:7: rule 'logistics-negative' (rules[1]), field metric: metric "
+            "'urgent_count' is not kept per topic, so a rule with scope.topics cannot use it; "
+            f"with topics choose from {list(topic_metrics())}") in str(info.value)
+
+
+def test_topic_metrics_are_score_metrics_a_topic_row_yields() -> None:
+    allowed = topic_metrics()
+    assert set(allowed) <= set(rules_module.score_metrics())
+    assert {"volume", "negative_share", "mean_sentiment", "net_sentiment", "nps", "csat",
+            "complaint_rate", "complaint_count"} <= set(allowed)
+    assert not {"ces", "ces_responses", "urgent_count", "neutral_count"} & set(allowed)
+    assert set(TOPIC_SCORE_METRICS) - set(allowed) == set(), "every derivable figure is a metric"
+    shaped = topic_row(topic_window(0, "t", 10, 4, nps_responses=2, csat_responses=1))
+    assert all(shaped[name] is not None for name in allowed)
+
+
 def test_channel_scope_needs_scores_split_by_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     """score.v1 was not split by channel; the check follows whatever the schema says."""
     monkeypatch.setattr(rules_module, "score_has_dimension", lambda name: False)
@@ -243,6 +275,81 @@ def test_survey_figures_are_weighted_by_their_responses(monkeypatch: pytest.Monk
     figures = aggregate(rows, at(0), at(3))
     assert figures.metric("nps") == pytest.approx((50 * 2 - 20 * 8) / 10)
     assert figures.metric("nps_responses") == 10 and figures.volume == 160
+
+
+def topic_window(minute: float, topic: str, mentions: int, negatives: int,
+                 channel: str = "", stage: str = "", **extra: object) -> dict:
+    """A stored ``topic_scores`` row (counts only, as scoring writes them)."""
+    return {"touchpoint": "delivery", "channel": channel, "stage": stage, "topic": topic,
+            "window_seconds": 60, "window_start": T0 + timedelta(minutes=minute),
+            "mentions": mentions, "topic_sentiment_sum": -0.5 * negatives,
+            "mean_topic_sentiment": 0.0, "sentiment_sum": -0.8 * negatives + 0.5 * (
+                mentions - negatives), "positive_count": mentions - negatives,
+            "negative_count": negatives, "nps_responses": 0, "nps_promoters": 0,
+            "nps_detractors": 0, "csat_responses": 0, "csat_satisfied": 0,
+            "complaint_count": negatives, "computed_ms": 1, **extra}
+
+
+def test_topic_rows_derive_figures_as_scoring_does() -> None:
+    stored = topic_window(0, "logistics_delivery", 20, 9, nps_responses=4, nps_promoters=1,
+                          nps_detractors=3, csat_responses=5, csat_satisfied=2)
+    shaped = topic_row(stored)
+    counts = score_counts(stored, "mentions")
+    derived = derive_scores(counts)
+    assert shaped["volume"] == 20 and shaped["negative_count"] == 9
+    for name in ("negative_share", "mean_sentiment", "net_sentiment", "nps", "csat",
+                 "complaint_rate"):
+        assert shaped[name] == derived[name]
+    assert (shaped["negative_share"], shaped["nps"], shaped["csat"]) == (0.45, -50.0, 40.0)
+    assert shaped["topic"] == "logistics_delivery" and "ces" not in shaped
+
+
+def test_topic_scope_takes_the_topic_rows_and_sums_several_topics() -> None:
+    rows = [window(0, 100, 10, channel="", stage=""),
+            topic_row(topic_window(0, "logistics_delivery", 20, 12)),
+            topic_row(topic_window(0, "logistics_speed", 10, 8)),
+            topic_row(topic_window(0, "after_sales_returns", 30, 1)),
+            topic_row(topic_window(0, "logistics_delivery", 5, 5, channel="app"))]
+    unscoped = rule(min_volume=1)
+    m = measure_metric(unscoped, rows, at(1))
+    assert (m.value, m.volume) == (0.1, 100), "topic rows never feed an unscoped rule"
+    one = rule(min_volume=1, scope={"topics": ["logistics_delivery"]})
+    m = measure_metric(one, rows, at(1))
+    assert (m.value, m.volume) == (pytest.approx(12 / 20), 20)
+    assert m.breached
+    several = rule(min_volume=1, scope={"topics": ["logistics_delivery", "logistics_speed"]})
+    m = measure_metric(several, rows, at(1))
+    assert (m.value, m.volume) == (pytest.approx(20 / 30), 30)
+    by_channel = rule(min_volume=1, scope={"topics": ["logistics_delivery"], "channels": ["app"]})
+    assert measure_metric(by_channel, rows, at(1)).value == 1.0
+    assert measure_metric(rule(min_volume=1, scope={"topics": ["after_sales_returns"]}), rows,
+                          at(1)).breached is False
+
+
+def test_topic_scoped_min_volume_counts_mentions() -> None:
+    scoped = rule(min_volume=20, scope={"topics": ["logistics_delivery"]})
+    rows = [window(0, 500, 400), topic_row(topic_window(0, "logistics_delivery", 19, 19))]
+    assert measure_metric(scoped, rows, at(1)) is None, "19 mentions, however many events"
+    rows.append(topic_row(topic_window(1, "logistics_delivery", 1, 1)))
+    m = measure_metric(scoped, rows, at(2))
+    assert (m.volume, m.value) == (20, 1.0)
+
+
+def test_topic_scoped_rate_of_change_and_its_alert() -> None:
+    doubled = rule(type="rate_of_change", metric="complaint_rate", operator=">=", threshold=2,
+                   lookback_s=120, min_volume=5, compare_to="previous",
+                   scope={"topics": ["after_sales_returns"]})
+    rows = [topic_row(topic_window(m, "after_sales_returns", 10, n))
+            for m, n in ((0, 1), (1, 2), (2, 3), (3, 4))]
+    rows += [window(m, 100, 0) for m in range(4)]
+    m = measure_metric(doubled, rows, at(4))
+    assert m.value == pytest.approx((7 / 20) / (3 / 20)) and m.breached
+    state, transition = step(KeyState(), m, at(4), cooldown_s=0, resolve_after_s=0, key="k",
+                             now=T0)
+    alert = lifecycle_alert(doubled, "delivery", state, transition, m, T0)
+    assert alert.topic == "after_sales_returns" and alert.metric == "complaint_rate_ratio"
+    assert "over 20 mentions of after_sales_returns" in alert.message
+    ALERT_SCHEMA.validate(json.loads(alert.to_bytes()))
 
 
 # --- measurements -----------------------------------------------------------------------------

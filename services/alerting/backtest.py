@@ -22,6 +22,7 @@ from services.alerting.engine import (
     measure_topic,
     metric_key,
     step,
+    topic_row,
 )
 from services.alerting.rules import RateOfChangeRule, RuleSet, TopicSpikeRule
 from services.alerting.worker import history_span
@@ -32,6 +33,11 @@ from services.scoring.windows import window_start
 _SCORES_SQL = """
 SELECT * FROM cem_scores FINAL
 WHERE window_seconds = %(seconds)s AND window_start >= %(lo)s AND window_start < %(hi)s
+"""
+_TOPIC_SCORES_SQL = """
+SELECT * FROM topic_scores FINAL
+WHERE window_seconds = %(seconds)s AND topic IN %(topics)s
+  AND window_start >= %(lo)s AND window_start < %(hi)s
 """
 _TOPIC_SQL = """
 SELECT touchpoint, channel, stage, intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS w,
@@ -58,7 +64,10 @@ def window_ends(start: datetime, end: datetime, seconds: int) -> list[datetime]:
 
 def replay_figures(rules: RuleSet, score_rows: Sequence[dict], topic_rows: dict[str, list[dict]],
                    ends: Sequence[datetime]) -> list[Alert]:
-    """Lifecycle events of the figure and topic rules, evaluated at each of ``ends``."""
+    """Lifecycle events of the figure and topic rules, evaluated at each of ``ends``.
+
+    ``score_rows`` holds the score rows and, for figure rules scoped by topic, the topic rows
+    as ``engine.topic_row`` shapes them (each rule picks its own slice, engine.in_scope)."""
     by_touchpoint: dict[str, list[dict]] = {}
     for row in score_rows:
         by_touchpoint.setdefault(row["touchpoint"], []).append(row)
@@ -133,12 +142,18 @@ async def backtest(store: Store, rules: RuleSet, start: datetime, end: datetime,
     metric_rules = rules.metric_rules()
     if metric_rules and ends:
         span = timedelta(seconds=max(history_span(r) for r in metric_rules))
-        rows = await store.query(_SCORES_SQL, {"seconds": window_seconds, "lo": start - span,
-                                               "hi": end})
+        periods = [(start - span, end)]
         if any(isinstance(r, RateOfChangeRule) and r.compare_to == "last_week"
                for r in metric_rules):
-            rows += await store.query(_SCORES_SQL, {"seconds": window_seconds,
-                                                    "lo": start - span - WEEK, "hi": end - WEEK})
+            periods.append((start - span - WEEK, end - WEEK))
+        topics = tuple(sorted({t for r in metric_rules for t in r.scope.topics or ()}))
+        rows = []
+        for lo, hi in periods:
+            params = {"seconds": window_seconds, "lo": lo, "hi": hi}
+            rows += await store.query(_SCORES_SQL, params)
+            if topics:
+                stored = await store.query(_TOPIC_SCORES_SQL, {**params, "topics": topics})
+                rows += [topic_row(r) for r in stored]
         alerts += replay_figures(rules, rows, {}, ends)
     for rule in rules.topic_rules():
         rows = await store.query(_TOPIC_SQL, {

@@ -27,6 +27,7 @@ from services.alerting.rules import (
     TopicSpikeRule,
     score_metrics,
 )
+from services.core.cem_metrics import topic_score_figures
 from services.core.events import Alert, EnrichedFeedback
 
 _ALERT_NAMESPACE = uuid.UUID("3b0f1d8a-94c3-4f1e-8b59-2f4a4b7de6a1")
@@ -55,12 +56,25 @@ def in_scope(scope: Scope, row: Row) -> bool:
     Score rows form a cube: ``channel = ''`` is "all channels" and ``stage = ''`` "all stages"
     (every score.v1 row is both). A rule takes, per dimension, the '' rows when unscoped and
     the rows of its listed values otherwise, so the rows it sums are disjoint and nothing is
-    counted twice.
+    counted twice. Topic rows (``topic_row``) are a further dimension whose '' is the score
+    row itself; a rule scoped by several topics sums their rows, i.e. counts mentions.
     """
     channel, stage = row.get("channel") or "", row.get("stage") or ""
     channel_ok = channel in scope.channels if scope.channels else channel == ""
     stage_ok = stage in scope.stages if scope.stages else stage == ""
-    return channel_ok and stage_ok
+    topic = row.get("topic") or ""
+    topic_ok = topic in scope.topics if scope.topics else topic == ""
+    return channel_ok and stage_ok and topic_ok
+
+
+def topic_row(row: Row) -> dict[str, Any]:
+    """A ``topic_scores`` row as a score row of the events mentioning its topic (volume =
+    mentions, ratios derived from its counts as scoring derives them), so topic-scoped rules
+    go through the same aggregation and measurement as every figure rule."""
+    figures = topic_score_figures(row)
+    return {"touchpoint": row["touchpoint"], "channel": row["channel"], "stage": row["stage"],
+            "topic": row["topic"], "window_start": row["window_start"],
+            "window_seconds": row["window_seconds"], **figures}
 
 
 def aggregate(rows: Iterable[Row], start: datetime, end: datetime) -> Figures:
@@ -311,19 +325,24 @@ def lifecycle_alert(rule: MetricRule | TopicSpikeRule, touchpoint: str, state: K
     status = "firing" if transition == "fire" else "resolved"
     key = metric_key(rule.id, touchpoint)
     scope = rule.scope
+    topic, counted = None, "events"
+    if isinstance(rule, TopicSpikeRule):
+        topic = rule.topic
+    elif scope.topics:
+        topic, counted = ",".join(scope.topics), f"mentions of {','.join(scope.topics)}"
     return Alert(
         alert_id=state.alert_id or alert_id_for(key, m.end), dedupe_key=key, rule_id=rule.id,
         rule_type=rule.type, severity=rule.severity, status=status, touchpoint=touchpoint,
         channel=",".join(scope.channels) if scope.channels else None,
         stage=",".join(scope.stages) if scope.stages else None,
-        topic=rule.topic if isinstance(rule, TopicSpikeRule) else None,
+        topic=topic,
         metric=metric, operator=operator, threshold=threshold, value=m.value,
         baseline=m.baseline, volume=m.volume, window_start=m.start, window_end=m.end,
         fired_at=state.fired_at or now, resolved_at=now if status == "resolved" else None,
         emitted_at=now, team=rule.route.team, owner=rule.route.owner,
         notify=rule.route.notify, open_case=rule.route.open_case and status == "firing",
         event_ids=[], latest_received_at=latest_received_at,
-        message=(f"[{status}] {touchpoint}: {what} over {m.volume} events. "
+        message=(f"[{status}] {touchpoint}: {what} over {m.volume} {counted}. "
                  f"{rule.description}").strip(),
     )
 

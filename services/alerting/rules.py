@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import schemas
+from services.core.cem_metrics import TOPIC_SCORE_METRICS
 from services.core.events import (
     CaseAction,
     Channel,
@@ -54,6 +55,12 @@ def score_metrics() -> Mapping[str, Literal["integer", "number"]]:
         elif "number" in kinds:
             found[name] = "number"
     return found
+
+
+def topic_metrics() -> tuple[str, ...]:
+    """Metrics a rule scoped by topic may use: the score metrics a ``topic_scores`` row yields
+    (``volume`` being the topic's mentions)."""
+    return tuple(m for m in TOPIC_SCORE_METRICS if m in score_metrics())
 
 
 def score_has_dimension(name: str) -> bool:
@@ -105,7 +112,12 @@ class _RuleBase(_Strict):
 
 
 class _MetricRule(_RuleBase):
-    """A rule over a score metric aggregated across ``lookback_s`` of event time."""
+    """A rule over a score metric aggregated across ``lookback_s`` of event time.
+
+    With ``scope.topics`` the figure is over the events mentioning those topics (the
+    ``topic_scores`` rows of the topics, summed: an event naming two of them counts twice), so
+    only metrics derivable from a topic row's counts are allowed.
+    """
 
     metric: str
     lookback_s: int = Field(ge=1)
@@ -124,8 +136,11 @@ class _MetricRule(_RuleBase):
                               f"scope by {dimension} needs scores split by {dimension}, which "
                               f"{score_schema_name()} is not; drop scope.{dimension}s")
         if self.scope.topics:
-            raise Problem(("scope", "topics"),
-                          "scope.topics applies to topic_spike and event rules only")
+            allowed = topic_metrics()
+            if self.metric not in allowed:
+                raise Problem(("metric",), f"metric {self.metric!r} is not kept per topic, so "
+                              f"a rule with scope.topics cannot use it; with topics choose from "
+                              f"{list(allowed)} (from the topic_scores counts)")
         return self
 
 

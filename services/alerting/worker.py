@@ -3,7 +3,7 @@
 Two consumers feed one set of rules:
 - score updates (``scores`` topic): for each touchpoint in a batch, every figure rule is
   measured over its lookback ending at the touchpoint's newest updated window, from the stored
-  window rows, and topic-spike rules from the stored feedback rows; each rule and touchpoint
+  window rows (``topic_scores`` rows for rules scoped by topic), and topic-spike rules from the stored feedback rows; each rule and touchpoint
   (the dedupe key) then steps through its lifecycle (engine.step).
 - enriched events (``feedback.enriched``, its own consumer group): single-event rules.
 
@@ -39,6 +39,7 @@ from services.alerting.engine import (
     measure_topic,
     metric_key,
     step,
+    topic_row,
 )
 from services.alerting.rules import (
     MetricRule,
@@ -58,6 +59,11 @@ log = structlog.get_logger(__name__)
 _WINDOWS_SQL = """
 SELECT * FROM cem_scores FINAL
 WHERE window_seconds = %(seconds)s AND touchpoint IN %(touchpoints)s
+  AND window_start >= %(lo)s AND window_start < %(hi)s
+"""
+_TOPIC_WINDOWS_SQL = """
+SELECT * FROM topic_scores FINAL
+WHERE window_seconds = %(seconds)s AND touchpoint IN %(touchpoints)s AND topic IN %(topics)s
   AND window_start >= %(lo)s AND window_start < %(hi)s
 """
 _TOTALS_ONLY = " AND channel = '' AND stage = ''"
@@ -210,11 +216,9 @@ class AlertEvaluator:
         if not rules:
             return []
         span = max(history_span(rule) for rule in rules)
-        totals_only = not any(r.scope.channels or r.scope.stages for r in rules)
-        rows = await self._score_rows(newest, span, timedelta(0), totals_only)
+        rows = await self._score_rows(rules, newest, span, timedelta(0))
         if any(isinstance(r, RateOfChangeRule) and r.compare_to == "last_week" for r in rules):
-            rows += await self._score_rows(newest, max(r.lookback_s for r in rules), WEEK,
-                                           totals_only)
+            rows += await self._score_rows(rules, newest, max(r.lookback_s for r in rules), WEEK)
         by_touchpoint: dict[str, list[dict]] = {}
         for row in rows:
             by_touchpoint.setdefault(row["touchpoint"], []).append(row)
@@ -226,15 +230,26 @@ class AlertEvaluator:
                     out += await self._step(rule, touchpoint, m, end)
         return out
 
-    async def _score_rows(self, newest: dict[str, datetime], span_s: int, shift: timedelta,
-                          totals_only: bool) -> list[dict]:
-        """Score rows of the touchpoints; only the all-channel, all-stage rows when no rule is
-        scoped by channel or stage (one row per window instead of the whole cube)."""
+    async def _score_rows(self, rules: list[MetricRule], newest: dict[str, datetime],
+                          span_s: int, shift: timedelta) -> list[dict]:
+        """Score rows of the touchpoints, plus the topic rows (as score rows, engine.topic_row)
+        of the topics rules are scoped by; only the all-channel, all-stage rows of a table when
+        no rule reading it is scoped by channel or stage (one row per window instead of the
+        whole cube)."""
         ends = list(newest.values())
-        sql = _WINDOWS_SQL + (_TOTALS_ONLY if totals_only else "")
-        return await self.store.query(sql, {
-            "seconds": self.settings.window_seconds, "touchpoints": tuple(newest),
-            "lo": min(ends) - shift - timedelta(seconds=span_s), "hi": max(ends) - shift})
+        params = {"seconds": self.settings.window_seconds, "touchpoints": tuple(newest),
+                  "lo": min(ends) - shift - timedelta(seconds=span_s), "hi": max(ends) - shift}
+        rows: list[dict] = []
+        plain = [r for r in rules if not r.scope.topics]
+        if plain:
+            rows += await self.store.query(_WINDOWS_SQL + _slices(plain), params)
+        topical = [r for r in rules if r.scope.topics]
+        if topical:
+            topics = tuple(sorted({t for r in topical for t in r.scope.topics or ()}))
+            stored = await self.store.query(_TOPIC_WINDOWS_SQL + _slices(topical),
+                                            {**params, "topics": topics})
+            rows += [topic_row(r) for r in stored]
+        return rows
 
     async def _topic_alerts(self, newest: dict[str, datetime]) -> list[tuple[Alert, datetime]]:
         out = []
@@ -302,6 +317,11 @@ class AlertEvaluator:
                         metric=alert.metric, value=round(alert.value, 3), volume=alert.volume,
                         alert_id=alert.alert_id, latency_ms=latency_ms,
                         latency_summary=self.latency.summary() if latency_ms else None)
+
+
+def _slices(rules: list[MetricRule]) -> str:
+    """The filter to the all-channel, all-stage rows, unless a rule is scoped by either."""
+    return "" if any(r.scope.channels or r.scope.stages for r in rules) else _TOTALS_ONLY
 
 
 def history_span(rule: MetricRule) -> int:
