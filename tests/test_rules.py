@@ -637,6 +637,8 @@ def test_the_documented_complete_rules_file_loads_and_uses_every_option(
     loaded = load_rules(path)
     assert {r.type for r in loaded.rules} == {"threshold", "rate_of_change", "anomaly",
                                               "topic_spike", "event"}
+    assert {r.type for r in loaded.metric_rules() if r.scope.topics} >= {
+        "threshold", "rate_of_change"}, "figure rules scoped by topic are documented"
     import yaml
 
     def keys(node: object) -> set[str]:
