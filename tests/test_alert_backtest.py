@@ -128,3 +128,65 @@ def test_backtest_command(tmp_path: Path) -> None:
     bad = subprocess.run([*args[:5], "--from", "2026-11-20", "--to", "2026-11-19"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "must be after" in bad.stderr
+
+
+TOPIC_RULES = """
+rules:
+  - {id: logistics-negative, type: threshold, metric: negative_share, operator: ">",
+     threshold: 0.4, clear_threshold: 0.3, lookback_s: 300, min_volume: 20, cooldown_s: 1800,
+     scope: {topics: [logistics_delivery]}}
+  - {id: returns-negative, type: threshold, metric: negative_share, operator: ">",
+     threshold: 0.4, lookback_s: 300, min_volume: 20, cooldown_s: 1800,
+     scope: {topics: [after_sales_returns]}}
+  - {id: returns-complaints-vs-last-week, type: rate_of_change, metric: complaint_rate,
+     compare_to: last_week, operator: ">=", threshold: 2, lookback_s: 300, min_volume: 20,
+     scope: {topics: [after_sales_returns]}}
+  - {id: all-negative, type: threshold, metric: negative_share, operator: ">", threshold: 0.4,
+     lookback_s: 300, min_volume: 20}
+"""
+
+
+def topic_score(topic: str, minute: int, negatives: int, mentions: int = 10,
+                complaints: int = 0) -> dict:
+    """A ``topic_scores`` row of the all-channel, all-stage slice (other columns default)."""
+    return {"touchpoint": "delivery", "channel": "", "stage": "", "topic": topic,
+            "window_seconds": 60, "window_start": T0 + timedelta(minutes=minute),
+            "mentions": mentions, "negative_count": negatives,
+            "positive_count": mentions - negatives, "sentiment_sum": -0.5 * negatives,
+            "complaint_count": complaints, "computed_ms": 1}
+
+
+def test_backtest_replays_topic_scoped_figure_rules(store_url: str, tmp_path: Path) -> None:
+    """Logistics mentions turn negative from minute 10 to 14 while the touchpoint's overall
+    share stays low: only the logistics rule fires (and resolves). The returns complaint rate
+    doubles against the same minutes last week (the rule reads last week's topic rows)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(TOPIC_RULES)
+    logistics = [1] * 10 + [8] * 5 + [1] * 15
+
+    async def main() -> list:
+        store = await open_store(store_url)
+        try:
+            await migrate(store)
+            await store.insert("cem_scores", [score(m, 10, volume=100) for m in range(30)])
+            rows = [topic_score("logistics_delivery", m, n) for m, n in enumerate(logistics)]
+            rows += [topic_score("after_sales_returns", m, 1, complaints=4) for m in range(30)]
+            last_week = [{**topic_score("after_sales_returns", m, 1, complaints=2),
+                          "window_start": T0 + timedelta(minutes=m, days=-7)} for m in range(30)]
+            await store.insert("topic_scores", rows + last_week)
+            return await backtest(store, load_rules(path), T0, T0 + timedelta(minutes=30), 60)
+        finally:
+            await store.close()
+
+    alerts = run(main())
+    summary = [(a.rule_id, a.status, a.window_end - T0) for a in alerts]
+    assert [s for s in summary if s[0] == "logistics-negative"] == [
+        ("logistics-negative", "firing", timedelta(minutes=13)),
+        ("logistics-negative", "resolved", timedelta(minutes=19))], \
+        "5-minute share 26/50 > 0.4 at minute 13 (19/50 at 12); 12/50 < 0.3 at 19 (19/50 at 18)"
+    fired = next(a for a in alerts if a.rule_id == "logistics-negative")
+    assert fired.topic == "logistics_delivery" and fired.volume == 50
+    assert "mentions of logistics_delivery" in fired.message
+    assert [s[:2] for s in summary if s[0] == "returns-complaints-vs-last-week"] == [
+        ("returns-complaints-vs-last-week", "firing")]
+    assert not [s for s in summary if s[0] in ("returns-negative", "all-negative")]
