@@ -4,7 +4,10 @@ in ``voc up``, fed enriched events (so the sentiment of each event is known exac
 - a negative surge fires exactly one alert (plus exactly one per single-event trigger), whose
   latency (emitted_at - newest breaching event's received_at) is printed;
 - a metric flapping across the threshold every minute pages once with flap control, while the
-  same data under a rule without it pages again and again (so the test can fail).
+  same data under a rule without it pages again and again (so the test can fail);
+- a negative surge mentioning one topic fires the rule scoped to that topic once, while a
+  same-volume surge on another topic (at another touchpoint) does not, though it fires the
+  unscoped control rule there.
 """
 
 from __future__ import annotations
@@ -41,9 +44,12 @@ VALIDATOR = Draft202012Validator(schemas.topic_schema("alert.v2"),
                                  format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
+TOPIC_NAMES = {"logistics_delivery": "物流/配送", "after_sales_returns": "售后/退换"}
+
+
 def event(n: str, touchpoint: str, negative: bool, occurred_at: datetime, *,
           urgency: str | None = None, segment: str | None = None,
-          customer: str | None = None) -> EnrichedFeedback:
+          customer: str | None = None, topic: str = "logistics_delivery") -> EnrichedFeedback:
     score = -0.8 if negative else 0.7
     label = "negative" if negative else "positive"
     now = utc_now()
@@ -52,7 +58,7 @@ def event(n: str, touchpoint: str, negative: bool, occurred_at: datetime, *,
         text="配送太慢了，我要打12315投诉" if negative else "配送很快，很满意",
         occurred_at=occurred_at, received_at=now, customer_id=customer, segment=segment,
         sentiment=Sentiment(score=score, label=label, model="test"),
-        topics=[TopicTag(id="logistics_delivery", name="物流/配送",
+        topics=[TopicTag(id=topic, name=TOPIC_NAMES[topic],
                          sentiment=AspectSentiment(score=score, label=label),
                          evidence=[(0, 2)])],
         intent="complaint" if negative else "praise",
@@ -195,5 +201,76 @@ def test_flapping_metric_does_not_spam(broker: LocalBroker, store_url: str, sett
         print(json.dumps(by_rule))
         assert by_rule["tuned"] == ["firing"]
         assert by_rule["untuned"].count("firing") >= 3, "the control rule should have flapped"
+
+    run(main())
+
+
+TOPIC_RULES = """
+rules:
+  - {id: logistics-negative, type: threshold, metric: negative_share, operator: ">",
+     threshold: 0.4, clear_threshold: 0.3, lookback_s: 300, min_volume: 20, cooldown_s: 1800,
+     severity: critical, scope: {topics: [logistics_delivery]},
+     route: {team: delivery-ops, open_case: true}}
+  - {id: all-negative, type: threshold, metric: negative_share, operator: ">", threshold: 0.4,
+     lookback_s: 300, min_volume: 20, cooldown_s: 1800}
+"""
+
+
+def test_topic_surge_fires_only_the_rule_scoped_to_its_topic(
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path) -> None:
+    settings = tuned(settings, tmp_path, TOPIC_RULES)
+    create_topics(settings, broker.bootstrap)
+    surge_topic = {"delivery": "logistics_delivery", "hotline": "after_sales_returns"}
+
+    async def main() -> None:
+        store = await open_store(store_url)
+        await migrate(store)
+        producer = Producer(broker.bootstrap, client_id="test")
+        await producer.start()
+        try:
+            async with running(settings, ("scoring", "alerting"), broker.bootstrap, store=store):
+                now = utc_now()
+                # Both topics at both touchpoints, 20 % negative each: enough mentions of
+                # logistics at the hotline for the scoped rule to decide there (and not fire).
+                await produce(producer, settings, [
+                    event(f"h{i}", tp, i % 10 in (0, 1), now - timedelta(seconds=i % 50),
+                          topic="logistics_delivery" if i % 2 == 0 else "after_sales_returns")
+                    for tp in surge_topic for i in range(60)])
+                await asyncio.sleep(3)
+                for burst in range(10):
+                    await produce(producer, settings, [
+                        event(f"s{burst}-{i}", tp, True, utc_now(), topic=topic)
+                        for tp, topic in surge_topic.items() for i in range(20)])
+                    await asyncio.sleep(0.3)
+
+                async def both_alerted() -> bool:
+                    rows = await store.query("SELECT count() AS n FROM feedback")
+                    alerts = await store.query("SELECT rule_id, touchpoint FROM alerts FINAL")
+                    return rows[0]["n"] >= 520 and {("logistics-negative", "delivery"),
+                                                    ("all-negative", "hotline")} <= {
+                        (a["rule_id"], a["touchpoint"]) for a in alerts}
+
+                await eventually(both_alerted, 90, "520 stored events and both surge alerts")
+                await asyncio.sleep(3)
+            alerts = await asyncio.to_thread(alerts_on_topic, settings, broker.bootstrap)
+            stored = await store.query(
+                "SELECT topic, mentions, negative_count FROM topic_scores FINAL "
+                "WHERE touchpoint = 'hotline' AND channel = '' AND stage = '' "
+                "AND window_seconds = %(s)s", {"s": settings.window_seconds})
+        finally:
+            await producer.stop()
+            await store.close()
+        assert sorted((a["rule_id"], a["touchpoint"], a["status"]) for a in alerts) == [
+            ("all-negative", "delivery", "firing"), ("all-negative", "hotline", "firing"),
+            ("logistics-negative", "delivery", "firing")]
+        for alert in alerts:
+            VALIDATOR.validate(alert)
+        scoped = next(a for a in alerts if a["rule_id"] == "logistics-negative")
+        assert scoped["topic"] == "logistics_delivery" and scoped["open_case"] is True
+        assert scoped["value"] > 0.4 and scoped["volume"] >= 20
+        assert "mentions of logistics_delivery" in scoped["message"]
+        hotline_logistics = [r for r in stored if r["topic"] == "logistics_delivery"]
+        assert sum(r["mentions"] for r in hotline_logistics) >= 20, \
+            "the scoped rule had enough mentions at the hotline to decide, and did not fire"
 
     run(main())
