@@ -620,6 +620,14 @@ def test_rules_file_reloads_on_change_and_keeps_the_old_rules_on_a_broken_edit(
     path.write_text("rules:\n  - {id: c, type: threshold, metric: nope}\n")
     os.utime(path, (2, 2))
     assert not rules.reload_if_changed() and [r.id for r in rules.rules.rules] == ["b"]
+    topical = ("rules:\n  - {id: t, type: threshold, metric: negative_share, operator: '>',"
+               " threshold: 0.4, lookback_s: 900, scope: {topics: [logistics_delivery]}}\n")
+    path.write_text(topical.replace("negative_share", "ces"))
+    os.utime(path, (3, 3))
+    assert not rules.reload_if_changed() and [r.id for r in rules.rules.rules] == ["b"]
+    path.write_text(topical)
+    os.utime(path, (4, 4))
+    assert rules.reload_if_changed() and rules.rules.rules[0].scope.topics == ["logistics_delivery"]
     assert not RulesFile(None).reload_if_changed(), "the built-in file never changes"
 
 
