@@ -15,6 +15,7 @@ from typing import Any
 from services.core.events import ExpectationGap, Score, TopicFigure, UrgentCounts
 from services.scoring.expectations import Expectations
 from services.scoring.metrics import (
+    ALL,
     SCORE_COUNTS,
     TOPIC_COUNTS,
     URGENT_FLAGS,
@@ -50,12 +51,32 @@ def rollup(finer: Iterable[Mapping[str, Any]], dims: tuple[str, ...], names: Ite
     recomputed from the same rows always stores the same figure. Runs once per level and
     table on every batch, hence the single-row shortcut (most coarse windows get one or two).
     """
-    columns = [f"agg_{name}" for name in names]
-    floats = [f"agg_{name}" for name in names if name in _FLOAT_COUNTS]
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for row in finer:
         epoch = int(row["epoch"])
         groups[(*(row[d] for d in dims), epoch - epoch % seconds)].append(row)
+    return _summed(groups, dims, names)
+
+
+def cube(cells: Iterable[Mapping[str, Any]], dims: tuple[str, ...],
+         names: Iterable[str]) -> list[Record]:
+    """From rows per channel x stage cell (dims ``tp, ch, st``, then any others, e.g. a
+    topic), the four rows each cell counts in: its channel x its stage, its channel x all
+    stages, all channels x its stage, and all x all."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in cells:
+        tp, channel, stage = row["tp"], row["ch"], row["st"]
+        rest = (*(row[d] for d in dims[3:]), int(row["epoch"]))
+        for key in ((tp, channel, stage), (tp, channel, ALL), (tp, ALL, stage), (tp, ALL, ALL)):
+            groups[(*key, *rest)].append(row)
+    return _summed(groups, dims, names)
+
+
+def _summed(groups: Mapping[tuple, list[Mapping[str, Any]]], dims: tuple[str, ...],
+            names: Iterable[str]) -> list[Record]:
+    """One row per group key (dims, then the epoch) with the group's counts summed."""
+    columns = [f"agg_{name}" for name in names]
+    floats = [f"agg_{name}" for name in names if name in _FLOAT_COUNTS]
     out = []
     for key, rows in groups.items():
         summed: Record = dict(zip(dims, key[:-1]))

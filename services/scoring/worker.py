@@ -39,6 +39,7 @@ from services.scoring.metrics import (
 from services.scoring.rows import (
     Record,
     agg_row,
+    cube,
     rollup,
     score_event,
     score_record,
@@ -219,17 +220,18 @@ class Scorer:
                 record: Callable[[Row, int], Record]) -> list[list[Record]]:
         """Records of every touched window, base level first.
 
-        A coarser window is the sum of the finer windows just recomputed and the SQL's sum of
+        A base window's rows are the cube of its channel x stage cells the SQL aggregated. A
+        coarser window is the sum of the finer windows just recomputed and the SQL's sum of
         the stored finer windows this batch did not touch.
         """
         stored: dict[int, list[Row]] = defaultdict(list)
-        fresh = []
+        cells = []
         for row in rows:
             if not row["fresh"]:
                 stored[int(row["lvl"])].append(row)
             elif (row["tp"], int(row["epoch"])) in touched[0]:
-                fresh.append(record(row, self.levels[0]))
-        levels = [fresh]
+                cells.append(row)
+        levels = [[record(row, self.levels[0]) for row in cube(cells, dims, names)]]
         for seconds, keys in zip(self.levels[1:], touched[1:]):
             inputs = [*stored[seconds], *(agg_row(rec, dims, names) for rec in levels[-1])]
             levels.append([record(row, seconds) for row in rollup(inputs, dims, names, seconds)
