@@ -419,7 +419,9 @@ def alert_latencies(plan: Plan, sent: Sent, rows: dict[int, dict[str, Any]],
 
 def stage_rates(n: int, sent: Sent, rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Per stage: events/s between its first and last output, and how long it finished after
-    the stage before it (a long tail means a queue built up in front of that stage)."""
+    the stage before it (a long tail means a queue built up in front of that stage). A stage
+    that wrote everything at one instant (scoring fills batches for a second, so a small run
+    can be one batch) is timed from the previous stage's first output instead."""
     def span(values: list[float]) -> tuple[float, float]:
         finite = [v for v in values if not math.isnan(v) and not math.isinf(v)]
         return (min(finite), max(finite)) if finite else (math.nan, math.nan)
@@ -430,14 +432,15 @@ def stage_rates(n: int, sent: Sent, rows: dict[int, dict[str, Any]]) -> dict[str
         "scoring sink (inserted_ms)": span([r["inserted"] for r in rows.values()]),
     }
     out: dict[str, Any] = {}
-    previous_end = span(sent.due_abs)[1]
+    previous_start, previous_end = sent.first_send, span(sent.due_abs)[1]
     for name, (lo, hi) in stages.items():
         count = n if name.startswith("ingest") else len(rows)
+        start = lo if hi > lo else previous_start
         out[name] = {
-            "events_per_s": round(count / (hi - lo), 1) if hi > lo else None,
+            "events_per_s": round(count / (hi - start), 1) if hi > start else None,
             "finished_after_previous_s": round(hi - previous_end, 3),
         }
-        previous_end = hi
+        previous_start, previous_end = lo, hi
     return out
 
 

@@ -175,8 +175,7 @@ async def snapshot(store: Store) -> dict[str, list[dict]]:
     out = {}
     for table, key in (("cem_scores", "touchpoint, window_seconds, channel, stage, window_start"),
                        ("topic_scores", "touchpoint, window_seconds, channel, stage, topic, "
-                                        "window_start"),
-                       ("scores", "touchpoint, window_seconds, window_start")):
+                                        "window_start")):
         rows = await store.query(f"SELECT * FROM {table} FINAL ORDER BY {key}")
         out[table] = [{k: v for k, v in r.items() if k != "computed_ms"} for r in rows]
     out["feedback"] = await store.query(

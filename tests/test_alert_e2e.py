@@ -186,7 +186,8 @@ def test_flapping_metric_does_not_spam(broker: LocalBroker, store_url: str, sett
 
                     async def scored(moment: datetime = moment) -> bool:
                         rows = await store.query(
-                            "SELECT volume FROM scores FINAL WHERE touchpoint = 'delivery' "
+                            "SELECT volume FROM cem_scores FINAL WHERE touchpoint = 'delivery' "
+                            "AND window_seconds = 60 AND channel = '' AND stage = '' "
                             "AND window_start = %(w)s", {"w": window_start(moment, 60)})
                         return bool(rows) and rows[0]["volume"] == 40
 

@@ -82,7 +82,8 @@ async def snapshot(store: Store) -> dict:
     rows = await store.query("SELECT count() AS n, uniqExact(event_id) AS ids FROM feedback")
     scores = await store.query(
         "SELECT touchpoint, window_start, volume, positive_count, neutral_count, negative_count,"
-        " mean_sentiment, negative_share FROM scores FINAL ORDER BY touchpoint, window_start")
+        " mean_sentiment, negative_share FROM cem_scores FINAL WHERE window_seconds = 60"
+        " AND channel = '' AND stage = '' ORDER BY touchpoint, window_start")
     alerts = await store.query("SELECT alert_id, touchpoint, rule_id FROM alerts FINAL")
     return {"rows": rows[0], "scores": scores, "alerts": alerts}
 
@@ -98,7 +99,9 @@ async def check_scores_match_rows(store: Store, window_seconds: int) -> None:
         expected[key]["volume"] += 1
         expected[key][row["sentiment_label"]] += 1
         expected[key]["sum"] += row["sentiment"]
-    scores = await store.query("SELECT * FROM scores FINAL")
+    scores = await store.query(
+        "SELECT * FROM cem_scores FINAL WHERE window_seconds = %(seconds)s AND channel = '' "
+        "AND stage = ''", {"seconds": window_seconds})
     actual = {(s["touchpoint"], int(s["window_start"].timestamp())): s for s in scores}
     assert set(actual) == set(expected)
     for key, want in expected.items():

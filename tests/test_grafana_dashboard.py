@@ -63,7 +63,8 @@ def test_every_query_uses_the_provisioned_clickhouse_source() -> None:
 
 def test_panels_cover_the_core_views() -> None:
     sql = {p["title"]: " ".join(t["rawSql"] for t in p["targets"]) for p in DASHBOARD["panels"]}
-    needed = {"mean_sentiment": "scores", "negative_share": "scores", "volume": "scores",
+    needed = {"mean_sentiment": "cem_scores", "negative_share": "cem_scores",
+              "volume": "cem_scores",
               "nps": "cem_scores", "csat": "cem_scores", "fired_at": "alerts",
               "resolve_due_at": "case_events"}
     for column, table in needed.items():

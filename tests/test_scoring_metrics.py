@@ -91,9 +91,11 @@ def test_every_metric_matches_the_hand_computation(store_url: str, settings: Set
                     assert topics[topic][1] == pytest.approx(mean)
             topics = await topic_figures(store, 60)
             assert {t: (m, pytest.approx(s)) for t, (m, s) in topics.items()} == MINUTE_TOPICS
-            legacy = await store.query("SELECT * FROM scores FINAL ORDER BY window_start")
-            assert [(r["window_seconds"], r["volume"], r["negative_count"]) for r in legacy] \
-                == [(60, 4, 2), (60, 1, 0)], "the alerting stage's table keeps all x all rows"
+            totals = await store.query(
+                "SELECT * FROM cem_scores FINAL WHERE window_seconds = 60 AND channel = '' "
+                "AND stage = '' ORDER BY window_start")
+            assert [(r["volume"], r["negative_count"]) for r in totals] == [(4, 2), (1, 0)], \
+                "the all x all rows the alerting stage reads"
 
     run(scenario())
     published = [v for _, v in read_topic(broker.bootstrap, settings.topic("scores"))]

@@ -16,7 +16,7 @@ import pytest
 from services.core.broker import LocalBroker
 from services.core.events import EnrichedFeedback
 from services.core.settings import Settings
-from services.scoring.rows import rollup
+from services.scoring.rows import cube, rollup
 from tests.conftest import run
 from tests.scoring_fixtures import T0, event, records, scoring_rig
 
@@ -114,3 +114,24 @@ def test_in_memory_rollup_sums_finer_rows_per_coarse_window_in_any_order() -> No
         summed = {(r["tp"], r["epoch"]): (r["agg_volume"], r["agg_sentiment_sum"])
                   for r in rollup(finer, ("tp",), ("volume", "sentiment_sum"), 300)}
         assert summed == expected
+
+
+def test_cube_adds_the_all_channel_and_all_stage_rows_of_each_cell() -> None:
+    cells = [{"tp": "a", "ch": "app", "st": "售前", "tid": "t", "epoch": 60, "agg_mentions": 2,
+              "agg_topic_sentiment_sum": 0.5},
+             {"tp": "a", "ch": "web", "st": "售前", "tid": "t", "epoch": 60, "agg_mentions": 1,
+              "agg_topic_sentiment_sum": -0.25},
+             {"tp": "a", "ch": "web", "st": "unknown", "tid": "t", "epoch": 60,
+              "agg_mentions": 4, "agg_topic_sentiment_sum": 1.0},
+             {"tp": "a", "ch": "web", "st": "unknown", "tid": "u", "epoch": 60,
+              "agg_mentions": 1, "agg_topic_sentiment_sum": 0.0}]
+    rows = cube(cells, ("tp", "ch", "st", "tid"), ("mentions", "topic_sentiment_sum"))
+    got = {(r["ch"], r["st"], r["tid"]): (r["agg_mentions"], r["agg_topic_sentiment_sum"])
+           for r in rows}
+    assert got == {("app", "售前", "t"): (2, 0.5), ("web", "售前", "t"): (1, -0.25),
+                   ("web", "unknown", "t"): (4, 1.0), ("app", "", "t"): (2, 0.5),
+                   ("web", "", "t"): (5, 0.75), ("", "售前", "t"): (3, 0.25),
+                   ("", "unknown", "t"): (4, 1.0), ("", "", "t"): (7, 1.25),
+                   ("web", "unknown", "u"): (1, 0.0), ("web", "", "u"): (1, 0.0),
+                   ("", "unknown", "u"): (1, 0.0), ("", "", "u"): (1, 0.0)}
+    assert {(r["tp"], r["epoch"]) for r in rows} == {("a", 60)}

@@ -62,7 +62,8 @@ def test_round_trip_escaping_and_window_sql(store_url: str) -> None:
             windows = await store.query(SCORES_FROM_EVENTS_SQL, {
                 "seconds": 60, "touchpoints": ("tp",), "lo": T0 - timedelta(minutes=5),
                 "hi": T0 + timedelta(minutes=5), "epochs": (minute, minute + 60)})
-            whole = {w["window_epoch"]: w for w in windows if w["ch"] == w["st"] == ""}
+            assert {(w["ch"], w["st"]) for w in windows} == {("web", "unknown")}
+            whole = {w["window_epoch"]: w for w in windows}
             first = whole[minute]
             assert (first["agg_volume"], first["agg_negative_count"],
                     first["agg_positive_count"]) == (2, 1, 1)

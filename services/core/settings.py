@@ -71,7 +71,10 @@ class Settings(BaseSettings):
         default=None, description="Extra jieba user dictionary, loaded after the shipped one.")
 
     sink_batch_size: int = Field(default=5000, ge=1, description="Most records per sink batch.")
-    sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Max wait to fill a batch.")
+    sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest poll wait.")
+    scoring_batch_fill_s: float = Field(
+        default=1.0, ge=0, description="How long scoring keeps reading after a batch's first "
+        "record: its cost is mostly per batch, so fewer, larger batches cost less per event.")
     window_seconds: int = Field(
         default=60, ge=1, description="Base score window; must divide 300 so 5m/1h/1d roll up.")
     allowed_lateness_s: int = Field(

@@ -10,12 +10,14 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from services.core.cem_metrics import derive_scores, mean_topic_sentiment
 from services.core.events import ExpectationGap, Score, TopicFigure, UrgentCounts
 from services.scoring.expectations import Expectations
 from services.scoring.metrics import (
+    ALL,
     SCORE_COUNTS,
     TOPIC_COUNTS,
     URGENT_FLAGS,
@@ -27,10 +29,19 @@ Record = dict[str, Any]
 _FLOAT_COUNTS = {"sentiment_sum", "ces_sum", "topic_sentiment_sum"}
 
 
-def _counts(row: Mapping[str, Any], names: Iterable[str]) -> Record:
+def _fields(names: Iterable[str]) -> tuple[tuple[str, str, bool], ...]:
+    return tuple((name, f"agg_{name}", name in _FLOAT_COUNTS) for name in names)
+
+
+_SCORE_FIELDS = _fields(SCORE_COUNTS)
+_TOPIC_FIELDS = _fields(TOPIC_COUNTS)
+
+
+def _counts(row: Mapping[str, Any], fields: tuple[tuple[str, str, bool], ...]) -> Record:
     # Sums are rounded so that a recomputation in another order stores the same figure.
-    return {name: round(float(row[f"agg_{name}"]), 9) if name in _FLOAT_COUNTS
-            else int(row[f"agg_{name}"]) for name in names}
+    # Runs for every row of every level on each batch, hence the precomputed field table.
+    return {name: round(float(row[column]), 9) if floating else int(row[column])
+            for name, column, floating in fields}
 
 
 def agg_row(record: Mapping[str, Any], dims: Iterable[str], names: Iterable[str]) -> Record:
@@ -49,12 +60,32 @@ def rollup(finer: Iterable[Mapping[str, Any]], dims: tuple[str, ...], names: Ite
     recomputed from the same rows always stores the same figure. Runs once per level and
     table on every batch, hence the single-row shortcut (most coarse windows get one or two).
     """
-    columns = [f"agg_{name}" for name in names]
-    floats = [f"agg_{name}" for name in names if name in _FLOAT_COUNTS]
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for row in finer:
         epoch = int(row["epoch"])
         groups[(*(row[d] for d in dims), epoch - epoch % seconds)].append(row)
+    return _summed(groups, dims, names)
+
+
+def cube(cells: Iterable[Mapping[str, Any]], dims: tuple[str, ...],
+         names: Iterable[str]) -> list[Record]:
+    """From rows per channel x stage cell (dims ``tp, ch, st``, then any others, e.g. a
+    topic), the four rows each cell counts in: its channel x its stage, its channel x all
+    stages, all channels x its stage, and all x all."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in cells:
+        tp, channel, stage = row["tp"], row["ch"], row["st"]
+        rest = (*(row[d] for d in dims[3:]), int(row["epoch"]))
+        for key in ((tp, channel, stage), (tp, channel, ALL), (tp, ALL, stage), (tp, ALL, ALL)):
+            groups[(*key, *rest)].append(row)
+    return _summed(groups, dims, names)
+
+
+def _summed(groups: Mapping[tuple, list[Mapping[str, Any]]], dims: tuple[str, ...],
+            names: Iterable[str]) -> list[Record]:
+    """One row per group key (dims, then the epoch) with the group's counts summed."""
+    columns = [f"agg_{name}" for name in names]
+    floats = [f"agg_{name}" for name in names if name in _FLOAT_COUNTS]
     out = []
     for key, rows in groups.items():
         summed: Record = dict(zip(dims, key[:-1]))
@@ -71,13 +102,19 @@ def rollup(finer: Iterable[Mapping[str, Any]], dims: tuple[str, ...], names: Ite
 def _key(row: Mapping[str, Any], seconds: int) -> Record:
     return {"touchpoint": row["tp"], "channel": row["ch"], "stage": row["st"],
             "window_seconds": seconds,
-            "window_start": datetime.fromtimestamp(int(row["epoch"]), UTC)}
+            "window_start": _start(int(row["epoch"]))}
+
+
+@lru_cache(maxsize=4096)
+def _start(epoch: int) -> datetime:
+    """A window's start; a batch builds thousands of rows over a handful of windows."""
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def score_record(row: Mapping[str, Any], seconds: int, expectations: Expectations,
                  computed_ms: int) -> Record:
     """The ``cem_scores`` row of one aggregated window, with its expectation gaps."""
-    counts = _counts(row, SCORE_COUNTS)
+    counts = _counts(row, _SCORE_FIELDS)
     derived = derive_scores(counts)
     gaps = [(metric, target, gap(metric, derived[metric], target))
             for metric, target in expectations.targets(row["tp"]).items()
@@ -89,7 +126,7 @@ def score_record(row: Mapping[str, Any], seconds: int, expectations: Expectation
 
 def topic_record(row: Mapping[str, Any], seconds: int, computed_ms: int) -> Record:
     """The ``topic_scores`` row of one topic in one aggregated window."""
-    counts = _counts(row, TOPIC_COUNTS)
+    counts = _counts(row, _TOPIC_FIELDS)
     return {**_key(row, seconds), "topic": row["tid"], **counts,
             "mean_topic_sentiment": mean_topic_sentiment(counts), "computed_ms": computed_ms}
 

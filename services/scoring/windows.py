@@ -1,4 +1,4 @@
-"""Event-time tumbling windows and the stored rows of an event and of a legacy window score.
+"""Event-time tumbling windows and the stored row of an event.
 
 Kept free of I/O so the arithmetic is unit-tested on its own.
 """
@@ -9,7 +9,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from services.core.events import EnrichedFeedback, Score
+from services.core.events import EnrichedFeedback
 
 
 def window_start(moment: datetime, seconds: int) -> datetime:
@@ -73,18 +73,3 @@ def channel_columns(event: EnrichedFeedback) -> dict[str, Any]:
         "attachments": list(mail.attachments) if mail else [],
     }
 
-
-def score_row(score: Score, computed_ms: int) -> dict[str, Any]:
-    """The ``scores`` table row of a window score."""
-    return {
-        "touchpoint": score.touchpoint,
-        "window_seconds": score.window_seconds,
-        "window_start": score.window_start,
-        "volume": score.volume,
-        "positive_count": score.positive_count,
-        "neutral_count": score.neutral_count,
-        "negative_count": score.negative_count,
-        "mean_sentiment": score.mean_sentiment,
-        "negative_share": score.negative_share,
-        "computed_ms": computed_ms,
-    }

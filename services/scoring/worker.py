@@ -5,7 +5,7 @@ their window), then one query per score table reads the touched base windows agg
 stored events and, for every touched coarser window (5m, 1h, 1d), the sums of the stored finer
 windows the batch did not touch; the coarser levels are summed in memory from those, every
 level of a table goes in one insert, the base-window scores are published, then (in the
-consumer) commit. Seven store round trips per batch, however many levels. Figures are always
+consumer) commit. Six store round trips per batch, however many levels. Figures are always
 recomputed from stored, deduplicated rows, never incremented, so a
 re-delivered event changes no figure and a crash at any point converges on replay.
 """
@@ -28,7 +28,6 @@ from services.core.settings import Settings
 from services.core.store import Row, Store
 from services.scoring.expectations import Expectations, load_expectations
 from services.scoring.metrics import (
-    ALL,
     SCORE_COUNTS,
     SCORE_DIMS,
     SCORE_LEVELS_SQL,
@@ -40,12 +39,13 @@ from services.scoring.metrics import (
 from services.scoring.rows import (
     Record,
     agg_row,
+    cube,
     rollup,
     score_event,
     score_record,
     topic_record,
 )
-from services.scoring.windows import feedback_row, score_row, window_start
+from services.scoring.windows import feedback_row, window_start
 
 log = structlog.get_logger(__name__)
 
@@ -190,11 +190,7 @@ class Scorer:
                               lambda row, s: topic_record(row, s, version))
         await self.store.insert("cem_scores", [r for level in scores for r in level])
         await self.store.insert("topic_scores", [r for level in topics for r in level])
-        published = self._events(scores[0], topics[0])
-        # The legacy per-touchpoint table keeps the alerting stage's reads working unchanged.
-        await self.store.insert("scores", [score_row(s, version) for s in published
-                                           if s.channel == ALL and s.stage == ALL])
-        return published
+        return self._events(scores[0], topics[0])
 
     def _params(self, touched: list[set[WindowKey]]) -> dict:
         """Query parameters: the touched base windows, and the untouched finer windows inside
@@ -224,17 +220,18 @@ class Scorer:
                 record: Callable[[Row, int], Record]) -> list[list[Record]]:
         """Records of every touched window, base level first.
 
-        A coarser window is the sum of the finer windows just recomputed and the SQL's sum of
+        A base window's rows are the cube of its channel x stage cells the SQL aggregated. A
+        coarser window is the sum of the finer windows just recomputed and the SQL's sum of
         the stored finer windows this batch did not touch.
         """
         stored: dict[int, list[Row]] = defaultdict(list)
-        fresh = []
+        cells = []
         for row in rows:
             if not row["fresh"]:
                 stored[int(row["lvl"])].append(row)
             elif (row["tp"], int(row["epoch"])) in touched[0]:
-                fresh.append(record(row, self.levels[0]))
-        levels = [fresh]
+                cells.append(row)
+        levels = [[record(row, self.levels[0]) for row in cube(cells, dims, names)]]
         for seconds, keys in zip(self.levels[1:], touched[1:]):
             inputs = [*stored[seconds], *(agg_row(rec, dims, names) for rec in levels[-1])]
             levels.append([record(row, seconds) for row in rollup(inputs, dims, names, seconds)
@@ -262,7 +259,8 @@ async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Ev
         consumer = BatchConsumer(bootstrap, settings.topic("feedback.enriched"),
                                  settings.group("scoring"), scorer.handle,
                                  max_records=settings.sink_batch_size,
-                                 wait_s=settings.sink_batch_wait_s)
+                                 wait_s=settings.sink_batch_wait_s,
+                                 fill_s=settings.scoring_batch_fill_s)
         await consumer.run(stop)
     finally:
         await producer.stop()
