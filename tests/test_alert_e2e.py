@@ -34,7 +34,7 @@ from services.core.kafka import Producer, create_topics
 from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import open_store
-from services.scoring.windows import window_start
+from services.core.cem_metrics import window_start
 from tests.conftest import run
 from tests.pipeline_harness import eventually, read_topic, running
 

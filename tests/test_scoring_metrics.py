@@ -16,7 +16,7 @@ from services.api import create_app
 from services.core.broker import LocalBroker
 from services.core.settings import Settings
 from services.core.store import Store
-from services.scoring.windows import window_start
+from services.core.cem_metrics import window_start
 from tests.conftest import run
 from tests.pipeline_harness import read_topic
 from tests.scoring_fixtures import (

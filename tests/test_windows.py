@@ -8,7 +8,7 @@ import pytest
 
 from services.core.cem_metrics import derive_scores
 from services.scoring.metrics import gap, granularities, window_label
-from services.scoring.windows import window_start
+from services.core.cem_metrics import window_start
 
 
 def test_window_start_aligns_to_utc_epoch_multiples() -> None:

@@ -28,7 +28,7 @@ from services.alerting.rules import RateOfChangeRule, RuleSet, TopicSpikeRule
 from services.alerting.worker import history_span
 from services.core.events import Alert, EnrichedFeedback
 from services.core.store import Store
-from services.scoring.windows import window_start
+from services.core.cem_metrics import window_start
 
 _SCORES_SQL = """
 SELECT * FROM cem_scores FINAL

@@ -10,7 +10,14 @@ Exact definitions: docs/metrics.md.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
+
+
+def window_start(moment: datetime, seconds: int) -> datetime:
+    """Start of the tumbling window of ``seconds`` that contains ``moment`` (UTC-aligned)."""
+    epoch = int(moment.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
 
 
 def ratio(numerator: float, denominator: float, scale: float = 1.0) -> float | None:

@@ -1,21 +1,15 @@
-"""Event-time tumbling windows and the stored row of an event.
+"""The stored ``feedback`` row of an enriched event.
 
-Kept free of I/O so the arithmetic is unit-tested on its own.
+Kept free of I/O so the mapping is unit-tested on its own; the window arithmetic every stage
+shares is ``window_start`` in services/core/cem_metrics.py.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from services.core.events import EnrichedFeedback
-
-
-def window_start(moment: datetime, seconds: int) -> datetime:
-    """Start of the tumbling window of ``seconds`` that contains ``moment`` (UTC-aligned)."""
-    epoch = int(moment.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
 
 
 def feedback_row(event: EnrichedFeedback, inserted_ms: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
+from services.core.cem_metrics import window_start
 from services.core.events import EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
@@ -45,7 +46,7 @@ from services.scoring.rows import (
     score_record,
     topic_record,
 )
-from services.scoring.windows import feedback_row, window_start
+from services.scoring.windows import feedback_row
 
 log = structlog.get_logger(__name__)
 
