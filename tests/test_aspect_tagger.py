@@ -19,8 +19,10 @@ from services.nlp.aspect_tagger import (
     AspectTagger,
     f1_scores,
     holdout_mask,
+    WORD_JOIN,
     read_aspect_examples,
     train_tagger,
+    word_ngrams,
 )
 from services.nlp.taxonomy import Taxonomy, dataset_ids, load_taxonomy
 
@@ -146,24 +148,75 @@ def test_tagger_for_another_taxonomy_is_refused(tmp_path: Path) -> None:
         load_taxonomy(path)
 
 
-def test_vectorised_margins_match_the_reference_features(
-        trained: tuple[str, Taxonomy, AspectTagger, list[AspectExample]]) -> None:
-    from services.nlp.sentiment_model import char_ngrams
+def reference_margins(tagger: AspectTagger, texts: list[str]) -> np.ndarray:
+    """Margins computed the slow, obvious way: count each text's n-grams, TF-IDF, L2, dot product."""
+    from services.nlp.segmenter import Segmenter
+    from services.nlp.sentiment_model import char_ngrams, normalise
 
-    _, _, tagger, test = trained
-    texts = [e.text for e in test[:20]] + ["", "😀"]
-    column = {gram: j for j, gram in enumerate(tagger.vocabulary)}
+    segmenter = Segmenter()
+    char_column = {gram: j for j, gram in enumerate(tagger.vocabulary[: tagger.n_char])}
+    word_column = {gram: tagger.n_char + j for j, gram in enumerate(tagger.vocabulary[tagger.n_char:])}
     expected = np.tile(tagger.intercepts, (len(texts), 1))
     for i, text in enumerate(texts):
+        columns = [char_column[g] for g in char_ngrams(text, tagger.max_n, tagger.max_chars) if g in char_column]
+        if tagger.word_n:
+            words = segmenter.cut(normalise(text)[: tagger.max_chars])
+            columns += [word_column[g] for g in word_ngrams(words, tagger.word_n) if g in word_column]
         counts: dict[int, int] = {}
-        for gram in char_ngrams(text, tagger.max_n, tagger.max_chars):
-            if gram in column:
-                counts[column[gram]] = counts.get(column[gram], 0) + 1
+        for j in columns:
+            counts[j] = counts.get(j, 0) + 1
         if counts:
             cols = np.array(list(counts))
             v = (1 + np.log(np.array(list(counts.values()), dtype=float))) * tagger.idf[cols]
             expected[i] += (v / np.linalg.norm(v)) @ tagger.weights[cols]
-    np.testing.assert_allclose(tagger.decision_function(texts), expected, atol=1e-9)
+    return expected
+
+
+def test_vectorised_margins_match_the_reference_features(
+        trained: tuple[str, Taxonomy, AspectTagger, list[AspectExample]]) -> None:
+    _, _, tagger, test = trained
+    texts = [e.text for e in test[:20]] + ["", "😀", "Hello  World 后排空间"]
+    np.testing.assert_allclose(tagger.decision_function(texts), reference_margins(tagger, texts), atol=1e-9)
+
+
+def test_word_ngrams_join_consecutive_words_and_skip_whitespace() -> None:
+    assert word_ngrams(["后排", " ", "空间", "大"], 2) == ["后排", "空间", "大", f"后排{WORD_JOIN}空间", f"空间{WORD_JOIN}大"]
+    assert word_ngrams(["后排", "空间"], 1) == ["后排", "空间"]
+    assert word_ngrams([], 2) == []
+
+
+@pytest.mark.parametrize("word_n", [0, 1, 2])
+def test_word_features_are_looked_up_apart_from_char_ngrams(word_n: int, tmp_path: Path) -> None:
+    # 空间 is both a char 2-gram and a word: the two features must keep their own weights.
+    texts = ["后排空间很大", "空间宽敞", "动力很足", "加速动力强"] * 10
+    topic_sets = [["space"], ["space"], ["power"], ["power"]] * 10
+    tagger = train_tagger(texts, topic_sets, min_df=1, max_ns=(2,), word_ns=(word_n,), folds=2)
+    assert tagger.word_n == word_n
+    words = tagger.vocabulary[tagger.n_char:]
+    assert ("空间" in words) == (word_n > 0) and "空间" in tagger.vocabulary[: tagger.n_char]
+    assert any(WORD_JOIN in w for w in words) == (word_n == 2)
+    probe = ["后排空间", "动力", "空间动力", "", "未见过的字"]
+    np.testing.assert_allclose(tagger.decision_function(probe), reference_margins(tagger, probe), atol=1e-9)
+    tagger.save(tmp_path)
+    loaded = AspectTagger.load(tmp_path)
+    assert (loaded.word_n, loaded.n_char) == (tagger.word_n, tagger.n_char)
+    np.testing.assert_allclose(loaded.decision_function(probe), tagger.decision_function(probe), atol=1e-5)
+
+
+def test_artifact_of_version_1_0_without_word_fields_loads_as_char_only(tmp_path: Path) -> None:
+    import json
+
+    tagger = train_tagger(["物流很快", "包装很好"] * 10, [["logistics"], ["packaging"]] * 10,
+                          min_df=1, max_ns=(2,), word_ns=(0,), folds=2)
+    tagger.save(tmp_path)
+    params_path = tmp_path / "aspect_tagger.json"
+    params = json.loads(params_path.read_text(encoding="utf-8"))
+    del params["word_n"], params["n_char"]
+    params_path.write_text(json.dumps(params), encoding="utf-8")
+    loaded = AspectTagger.load(tmp_path)
+    assert loaded.word_n == 0 and loaded.n_char == len(loaded.vocabulary)
+    np.testing.assert_allclose(loaded.decision_function(["物流很快"]), tagger.decision_function(["物流很快"]),
+                               atol=1e-5)
 
 
 def test_train_topics_command_writes_a_tagger_the_taxonomy_can_name(tmp_path: Path) -> None:

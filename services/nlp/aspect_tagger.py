@@ -31,11 +31,19 @@ from typing import Any
 
 import numpy as np
 
-from services.nlp.sentiment_model import NgramIndex, char_ngrams, read_arrays, write_arrays
+from services.nlp.segmenter import Segmenter
+from services.nlp.sentiment_model import NgramIndex, char_ngrams, normalise, read_arrays, write_arrays
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"
+
+WORD_JOIN = "\t"
+"""Joins the words of a word n-gram: :func:`normalise` turns tabs into spaces, so no word holds one."""
+
+_WORD_MARK = "\n"
+"""Marks word n-grams among char n-grams while scikit-learn builds the joint vocabulary (no
+normalised text holds a newline); it is stripped before anything is saved."""
 
 MIN_EXAMPLES = 30
 """Topics with fewer positive training examples than this are decided by keywords in
@@ -72,6 +80,17 @@ def read_aspect_examples(path: str | Path, id_of: Mapping[str, str]) -> list[Asp
             topics = tuple(sorted({id_of[a] for a in row["aspects"]}))
             examples.append(AspectExample(id=row["id"], text=row["text"], topics=topics))
     return examples
+
+
+def word_ngrams(words: Sequence[str], max_n: int) -> list[str]:
+    """Word 1..max_n-grams of a segmented, normalised text, whitespace tokens dropped.
+
+    Words add what char n-grams of length 1-3 cannot see: which characters belong together
+    (空间 the word, not 空 + 间 across a word boundary) and two-word phrases longer than 3
+    characters (后排 空间). Training and prediction both call this one function.
+    """
+    kept = [w for w in words if not w.isspace()]
+    return [WORD_JOIN.join(kept[i : i + n]) for n in range(1, max_n + 1) for i in range(len(kept) - n + 1)]
 
 
 def holdout_mask(examples: Sequence[AspectExample], holdout: float = 0.2, seed: int = 42) -> np.ndarray:
@@ -131,16 +150,19 @@ KEYWORDS_ONLY = (1e6, 5e5)
 
 
 class AspectTagger:
-    """One linear decision per topic over sublinear TF-IDF character n-grams, L2-normalised.
+    """One linear decision per topic over sublinear TF-IDF char and word n-grams, L2-normalised.
 
-    ``weights`` has one column per topic; on its own the model predicts a topic when its
-    margin reaches ``thresholds``. Combined with keywords, a topic is predicted when the margin
-    plus ``keyword_weights`` (if a keyword of the topic matched) reaches ``fused_thresholds``.
-    ``support`` is the number of positive training examples per topic, kept in the artifact so
-    that a loaded model knows which topics it may decide. ``at_least_one`` is set when every
-    training text carried a topic (true of the public aspect corpora, whose rows were selected
-    because they discuss an aspect): the combined decision then never leaves a text untagged
-    but falls back to the learned topic closest to its fused threshold.
+    ``vocabulary`` holds the ``n_char`` char n-grams first, then the word n-grams (words joined
+    by :data:`WORD_JOIN`; none when ``word_n`` is 0). Both kinds share one TF-IDF row and one
+    L2 norm, as in training. ``weights`` has one column per topic; on its own the model predicts
+    a topic when its margin reaches ``thresholds``. Combined with keywords, a topic is predicted
+    when the margin plus ``keyword_weights`` (if a keyword of the topic matched) reaches
+    ``fused_thresholds``. ``support`` is the number of positive training examples per topic,
+    kept in the artifact so that a loaded model knows which topics it may decide.
+    ``at_least_one`` is set when every training text carried a topic (true of the public aspect
+    corpora, whose rows were selected because they discuss an aspect): the combined decision
+    then never leaves a text untagged but falls back to the learned topic closest to its fused
+    threshold.
     """
 
     name = "char-ngram-ovr-logreg"
@@ -160,6 +182,8 @@ class AspectTagger:
         max_chars: int,
         at_least_one: bool = False,
         version: str = MODEL_VERSION,
+        word_n: int = 0,
+        n_char: int | None = None,
     ) -> None:
         self.topics = list(topics)
         self.vocabulary = list(vocabulary)
@@ -174,25 +198,55 @@ class AspectTagger:
         self.max_chars = max_chars
         self.at_least_one = at_least_one
         self.version = version
-        self._index = NgramIndex(self.vocabulary, max_n, max_chars)
+        self.word_n = word_n
+        self.n_char = len(self.vocabulary) if n_char is None else n_char
+        self._index = NgramIndex(self.vocabulary[: self.n_char], max_n, max_chars)
+        self._word_column = {g: self.n_char + j for j, g in enumerate(self.vocabulary[self.n_char:])}
+        # Segmentation is the tagger's own (shipped dictionary only), so prediction sees the same
+        # words as training whatever user dictionary a deployment loads for its tokens.
+        self._segmenter = Segmenter() if word_n else None
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
         return self._margins(texts)[0]
 
+    def _word_tfidf(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value) triples."""
+        assert self._segmenter is not None
+        rows: list[int] = []
+        cols: list[int] = []
+        column = self._word_column
+        for i, text in enumerate(texts):
+            words = self._segmenter.cut(normalise(text)[: self.max_chars])
+            found = [j for j in map(column.get, word_ngrams(words, self.word_n)) if j is not None]
+            rows.extend([i] * len(found))
+            cols.extend(found)
+        size = len(self.vocabulary)
+        pairs, counts = np.unique(np.array(rows, dtype=np.int64) * size + np.array(cols, dtype=np.int64),
+                                  return_counts=True)
+        r, c = np.divmod(pairs, size)
+        return r, c, (1.0 + np.log(counts)) * self.idf[c]
+
     def _margins(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Margins and a has-any-known-n-gram mask per text.
 
         Features are the sublinear TF-IDF rows of the training vectorizer, L2-normalised, looked
-        up for the whole batch at once by the same vectorised index as the sentiment model.
+        up for the whole batch at once: char n-grams by the same vectorised index as the
+        sentiment model, word n-grams by a dictionary over the segmenter's words.
         """
         n = len(texts)
         rows, cols, tfidf = self._index.tfidf(list(texts), self.idf)
+        if self.word_n:
+            word_rows, word_cols, word_tfidf = self._word_tfidf(texts)
+            order = np.argsort(np.concatenate((rows, word_rows)), kind="stable")
+            rows = np.concatenate((rows, word_rows))[order]
+            cols = np.concatenate((cols, word_cols))[order]
+            tfidf = np.concatenate((tfidf, word_tfidf))[order]
         norm = np.sqrt(np.bincount(rows, weights=tfidf * tfidf, minlength=n))
         values = tfidf / norm[rows]
         scores = np.zeros((n, len(self.topics)))
         if len(rows):
-            # rows come sorted from the index, so each text's n-grams are one contiguous run.
+            # rows are sorted, so each text's n-grams are one contiguous run.
             present, starts = np.unique(rows, return_index=True)
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts, norm > 0
@@ -236,8 +290,11 @@ class AspectTagger:
         params = {
             "name": self.name,
             "version": self.version,
-            "features": "tfidf(sublinear_tf, l2) over char n-grams of normalise(text)",
+            "features": "tfidf(sublinear_tf, l2) over char 1..max_n-grams and word 1..word_n-grams "
+                        "(rjieba, shipped dictionary) of normalise(text)",
             "max_n": self.max_n,
+            "word_n": self.word_n,
+            "n_char": self.n_char,
             "max_chars": self.max_chars,
             "topics": self.topics,
             "intercepts": self.intercepts.tolist(),
@@ -270,6 +327,8 @@ class AspectTagger:
             max_chars=params["max_chars"],
             at_least_one=params["at_least_one"],
             version=params["version"],
+            word_n=params.get("word_n", 0),
+            n_char=params.get("n_char"),
         )
 
 
@@ -320,6 +379,7 @@ def train_tagger(
     keyword_sets: Sequence[Iterable[str]] | None = None,
     c: float = 10.0,
     max_ns: Sequence[int] = (2, 3),
+    word_ns: Sequence[int] = (0,),
     min_df: int = 2,
     max_chars: int = 4000,
     folds: int = 3,
@@ -351,12 +411,30 @@ def train_tagger(
     learned = np.array([support[t] >= MIN_EXAMPLES for t in topic_list], dtype=bool)
     splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(sets))))
 
+    words_of: dict[str, list[str]] = {}
+    if any(word_ns):
+        segmenter = Segmenter()
+        words_of = {t: segmenter.cut(normalise(t)[:max_chars]) for t in set(texts)}
+
+    def analyzer(text: str, max_n: int, word_n: int) -> list[str]:
+        grams = char_ngrams(text, max_n, max_chars)
+        if word_n:
+            grams += [_WORD_MARK + g for g in word_ngrams(words_of[text], word_n)]
+        return grams
+
     best: tuple[float, AspectTagger] | None = None
-    for max_n in max_ns:
-        vectorizer = TfidfVectorizer(
-            analyzer=lambda t, n=max_n: char_ngrams(t, n, max_chars), sublinear_tf=True, min_df=min_df
-        )
+    for max_n, word_n in [(m, w) for m in max_ns for w in word_ns]:
+        vectorizer = TfidfVectorizer(analyzer=lambda t, m=max_n, w=word_n: analyzer(t, m, w),
+                                     sublinear_tf=True, min_df=min_df)
         x = vectorizer.fit_transform(list(texts))
+        grams = [""] * len(vectorizer.vocabulary_)
+        for gram, j in vectorizer.vocabulary_.items():
+            grams[j] = gram
+        # Char n-grams first, then word n-grams: the layout AspectTagger reads.
+        layout = np.argsort([g.startswith(_WORD_MARK) for g in grams], kind="stable")
+        x = x[:, layout]
+        vocabulary = [grams[j].removeprefix(_WORD_MARK) for j in layout]
+        n_char = sum(not grams[j].startswith(_WORD_MARK) for j in layout)
 
         def fit(rows: np.ndarray, k: int, x: Any = x) -> tuple[np.ndarray, float]:
             target = y[rows, k]
@@ -388,13 +466,10 @@ def train_tagger(
         tp = (oof_decisions & y).sum()
         micro = 2 * tp / (oof_decisions.sum() + y.sum()) if y.any() or oof_decisions.any() else 0.0
 
-        vocabulary = [""] * len(vectorizer.vocabulary_)
-        for gram, j in vectorizer.vocabulary_.items():
-            vocabulary[j] = gram
         tagger = AspectTagger(
             topics=topic_list,
             vocabulary=vocabulary,
-            idf=vectorizer.idf_,
+            idf=vectorizer.idf_[layout],
             weights=weights,
             intercepts=intercepts,
             thresholds=thresholds,
@@ -404,20 +479,24 @@ def train_tagger(
             max_n=max_n,
             max_chars=max_chars,
             at_least_one=bool(y.any(axis=1).all()),
+            word_n=word_n,
+            n_char=n_char,
         )
         if best is None or micro > best[0] + 1e-9:
             best = (float(micro), tagger)
     if best is None:
-        raise ValueError("max_ns is empty: give at least one n-gram length")
+        raise ValueError("max_ns or word_ns is empty: give at least one n-gram length of each")
     return best[1]
 
 
 __all__ = [
     "MIN_EXAMPLES",
+    "WORD_JOIN",
     "AspectExample",
     "AspectTagger",
     "f1_scores",
     "holdout_mask",
     "read_aspect_examples",
     "train_tagger",
+    "word_ngrams",
 ]
