@@ -332,42 +332,57 @@ class AspectTagger:
         )
 
 
-def _best_threshold(scores: np.ndarray, y: np.ndarray) -> float:
-    """The margin cut that maximises F1 of one topic on out-of-fold scores.
+Counts = tuple[int, int, int]
+"""(true positives, false positives, false negatives) of the other topics' decisions."""
 
-    Candidates are midpoints between consecutive distinct scores, so the cut never sits on a
-    training score and small float32 rounding after saving cannot flip a decision at the cut.
+
+def _f1(tp: Any, fp: Any, fn: Any) -> Any:
+    return np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+
+
+def _best_threshold(scores: np.ndarray, y: np.ndarray, others: Counts = (0, 0, 0)) -> tuple[float, float]:
+    """The margin cut that maximises F1 on out-of-fold scores, and that F1.
+
+    With ``others`` zero the F1 is the topic's own; given the other topics' counts it is the
+    micro-F1 of all topics together, which is what the tagger is judged on: a topic the model
+    finds hard then gets a stricter cut than its own F1 would choose, because each of its false
+    positives costs the other topics' precision too. Candidates are midpoints between
+    consecutive distinct scores, so the cut never sits on a training score and small float32
+    rounding after saving cannot flip a decision at the cut; a cut above every score (the topic
+    never predicted) is a candidate too.
     """
     if not y.any():
-        return float("inf")
+        return float("inf"), float(_f1(*others))
+    o_tp, o_fp, o_fn = others
     order = np.argsort(-scores)
     s, yy = scores[order], y[order]
     tp = np.cumsum(yy)
     fp = np.cumsum(~yy)
-    f1 = 2 * tp / (tp + fp + y.sum())
+    f1 = _f1(o_tp + tp, o_fp + fp, o_fn + y.sum() - tp)
     last_of_run = np.append(s[1:] != s[:-1], True)
     f1 = np.where(last_of_run, f1, -1.0)
     k = int(np.argmax(f1))
-    return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1.0)
+    none = float(_f1(o_tp, o_fp, o_fn + y.sum()))
+    if none > f1[k] + 1e-9:
+        return float(s[0] + 1.0), none
+    return (float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1.0)), float(f1[k])
 
 
-def _fusion(scores: np.ndarray, hits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The keyword bonus and fused threshold that maximise one topic's out-of-fold F1.
+def _fusion(scores: np.ndarray, hits: np.ndarray, y: np.ndarray,
+            others: Counts = (0, 0, 0)) -> tuple[float, float]:
+    """The keyword bonus and fused threshold that maximise out-of-fold F1 (see :func:`_best_threshold`).
 
     Ties go to the smaller bonus (the candidates are tried in increasing order), so keywords
     change the model's decisions only where that measurably helps.
     """
     best = (-1.0, 0.0, 0.0)
     for weight in KEYWORD_WEIGHTS:
-        fused = scores + weight * hits
-        threshold = _best_threshold(fused, y)
-        predicted = fused >= threshold
-        denominator = predicted.sum() + y.sum()
-        f1 = 2 * (predicted & y).sum() / denominator if denominator else 0.0
+        threshold, f1 = _best_threshold(scores + weight * hits, y, others)
         if f1 > best[0] + 1e-9:
             best = (f1, weight, threshold)
-    denominator = hits.sum() + y.sum()
-    if denominator and 2 * (hits & y).sum() / denominator > best[0] + 1e-9:
+    o_tp, o_fp, o_fn = others
+    keywords_only = _f1(o_tp + (hits & y).sum(), o_fp + (hits & ~y).sum(), o_fn + (~hits & y).sum())
+    if keywords_only > best[0] + 1e-9:
         return KEYWORDS_ONLY
     return best[1], best[2]
 
@@ -378,14 +393,20 @@ def train_tagger(
     topics: Sequence[str] | None = None,
     keyword_sets: Sequence[Iterable[str]] | None = None,
     c: float = 10.0,
-    max_ns: Sequence[int] = (2, 3),
-    word_ns: Sequence[int] = (0,),
+    max_ns: Sequence[int] = (2,),
+    word_ns: Sequence[int] = (1,),
     min_df: int = 2,
     max_chars: int = 4000,
-    folds: int = 3,
+    folds: int = 5,
     seed: int = 42,
+    average_folds: bool = True,
+    joint_thresholds: bool = True,
 ) -> AspectTagger:
-    """Fit one logistic regression per topic and tune thresholds and n-gram length by CV.
+    """Fit one logistic regression per topic and tune its thresholds and keyword bonus by CV.
+
+    The defaults (char 1-2-grams plus words, 5 folds, averaged fold models, thresholds for
+    micro-F1) are the settings that ``bench/topics_eval.py --cv`` found best on average over
+    the three public aspect corpora, by 5-fold cross-validation of their inner training parts.
 
     Thresholds come from ``folds``-fold out-of-fold margins of the training texts only, so an
     evaluation on a separate hold-out is not tuned on that hold-out. ``keyword_sets`` are the
@@ -394,9 +415,17 @@ def train_tagger(
     model's own). Topics without any positive example get an infinite threshold (never
     predicted) but are still listed, so their support of 0 hands them to the keywords.
 
-    The longest character n-gram is the one of ``max_ns`` whose out-of-fold combined decisions
-    reach the best micro-F1: short forum posts with a sparse label set (the car corpus) do
-    better with 1-2-grams, where 3-grams mostly add noise, while other corpora prefer 1-3-grams.
+    The longest char n-gram and word n-gram (0 for none) are the pair of ``max_ns`` x
+    ``word_ns`` whose out-of-fold combined decisions reach the best micro-F1. Word n-grams come
+    from the tagger's own :class:`Segmenter` over the normalised text.
+
+    With ``average_folds`` the shipped weights are the mean of the ``folds`` fold models, the
+    very models whose out-of-fold margins set the thresholds, instead of one model refitted on
+    all rows: a refitted model sees more data and its margins drift away from the thresholds.
+    The mean of linear models is one linear model, so prediction costs the same.
+
+    With ``joint_thresholds`` each learned topic's bonus and fused threshold are then tuned
+    again, in turn, for the micro-F1 of all topics together instead of the topic's own F1.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -450,19 +479,37 @@ def train_tagger(
         keyword_weights = np.zeros(len(topic_list))
         fused_thresholds = np.zeros(len(topic_list))
         oof_decisions = np.zeros_like(y)
+        oof_margins = np.zeros(y.shape)
         for k in range(len(topic_list)):
             oof = np.zeros(len(sets))
             for fit_idx, val_idx in splits:
                 w, b = fit(fit_idx, k)
                 oof[val_idx] = x[val_idx] @ w + b
-            thresholds[k] = _best_threshold(oof, y[:, k])
+                if average_folds:
+                    weights[:, k] += w / folds
+                    intercepts[k] += b / folds
+            thresholds[k] = _best_threshold(oof, y[:, k])[0]
+            oof_margins[:, k] = oof
             if keyword_sets is None:
                 fused_thresholds[k] = thresholds[k]
             else:
                 keyword_weights[k], fused_thresholds[k] = _fusion(oof, keyword_hits[:, k], y[:, k])
             fused = oof + keyword_weights[k] * keyword_hits[:, k] >= fused_thresholds[k]
             oof_decisions[:, k] = fused if learned[k] else keyword_hits[:, k]
-            weights[:, k], intercepts[k] = fit(np.arange(len(sets)), k)
+            if not average_folds:
+                weights[:, k], intercepts[k] = fit(np.arange(len(sets)), k)
+        if joint_thresholds and keyword_sets is not None:
+            # Coordinate ascent on the micro-F1 of all topics: each topic's bonus and cut in turn,
+            # given the others' current decisions; two passes settle it in practice.
+            for _ in range(2):
+                for k in np.flatnonzero(learned):
+                    rest = np.delete(np.arange(len(topic_list)), k)
+                    d, t = oof_decisions[:, rest], y[:, rest]
+                    others = (int((d & t).sum()), int((d & ~t).sum()), int((~d & t).sum()))
+                    keyword_weights[k], fused_thresholds[k] = _fusion(
+                        oof_margins[:, k], keyword_hits[:, k], y[:, k], others)
+                    oof_decisions[:, k] = (oof_margins[:, k] + keyword_weights[k] * keyword_hits[:, k]
+                                           >= fused_thresholds[k])
         tp = (oof_decisions & y).sum()
         micro = 2 * tp / (oof_decisions.sum() + y.sum()) if y.any() or oof_decisions.any() else 0.0
 
