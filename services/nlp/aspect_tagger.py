@@ -1,23 +1,27 @@
 """A learned multi-label topic (aspect) tagger, and its combination with the keyword taxonomy.
 
 Keyword lists are transparent and editable but miss paraphrases (held-out micro-F1 about 0.75
-on the public aspect corpora), while a linear model over character n-grams learns them from
-labelled examples. The model here is one logistic regression per topic over sublinear TF-IDF
-character n-grams, normalised as for the sentiment model (no word segmentation, so no jieba
-cost), with a per-topic decision threshold chosen on out-of-fold scores of the training part:
-a fixed 0.5 cut under-predicts rare topics and over-predicts near-universal ones.
+on the public aspect corpora), while a linear model over n-grams learns them from labelled
+examples. The model here is one logistic regression per topic over sublinear TF-IDF character
+1-2-grams, normalised as for the sentiment model, plus the words of the rjieba segmenter
+(:class:`~services.nlp.segmenter.Segmenter`, shipped dictionary only), with a per-topic decision
+threshold chosen on out-of-fold scores of the training part: a fixed 0.5 cut under-predicts rare
+topics and over-predicts near-universal ones. The shipped weights are the mean of the fold
+models that produced those scores. These settings were chosen by cross-validation on training
+data only (``bench/topics_eval.py --cv``, see docs/model-card.md).
 
-Prediction is numpy only and the artifact is plain arrays (``.npz``) plus JSON, as for the
-sentiment model, so shipping a tagger never depends on scikit-learn or on pickles.
-scikit-learn is needed only by :func:`train_tagger`.
+Prediction is numpy only (plus rjieba for the words) and the artifact is plain arrays (``.npz``)
+plus JSON, as for the sentiment model, so shipping a tagger never depends on scikit-learn or on
+pickles. scikit-learn is needed only by :func:`train_tagger`. Artifacts of version 1.0.0 (char
+n-grams only, no ``word_n`` in their JSON) still load and predict as before.
 
 Keywords and the model are combined per topic by late fusion: a keyword hit adds a per-topic
 weight to the model's margin, and the weight and the fused threshold are chosen together on the
 same out-of-fold scores (weight 0 means the model alone decides; a large weight means a keyword
-hit alone suffices). A model learns nothing reliable from a handful of examples, so
-:meth:`AspectTagger.combine` lets the keyword taxonomy alone decide every topic whose training
-support is below ``MIN_EXAMPLES``, and every topic the model does not know (added to the YAML
-after training).
+hit alone suffices), for the micro-F1 of all topics together. A model learns nothing reliable
+from a handful of examples, so :meth:`AspectTagger.combine` lets the keyword taxonomy alone
+decide every topic whose training support is below ``MIN_EXAMPLES``, and every topic the model
+does not know (added to the YAML after training).
 """
 
 from __future__ import annotations
@@ -500,7 +504,7 @@ def train_tagger(
                 weights[:, k], intercepts[k] = fit(np.arange(len(sets)), k)
         if joint_thresholds and keyword_sets is not None:
             # Coordinate ascent on the micro-F1 of all topics: each topic's bonus and cut in turn,
-            # given the others' current decisions; two passes settle it in practice.
+            # given the other topics' current decisions, two passes over the topics.
             for _ in range(2):
                 for k in np.flatnonzero(learned):
                     rest = np.delete(np.arange(len(topic_list)), k)
