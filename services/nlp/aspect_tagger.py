@@ -1,23 +1,27 @@
 """A learned multi-label topic (aspect) tagger, and its combination with the keyword taxonomy.
 
 Keyword lists are transparent and editable but miss paraphrases (held-out micro-F1 about 0.75
-on the public aspect corpora), while a linear model over character n-grams learns them from
-labelled examples. The model here is one logistic regression per topic over sublinear TF-IDF
-character n-grams, normalised as for the sentiment model (no word segmentation, so no jieba
-cost), with a per-topic decision threshold chosen on out-of-fold scores of the training part:
-a fixed 0.5 cut under-predicts rare topics and over-predicts near-universal ones.
+on the public aspect corpora), while a linear model over n-grams learns them from labelled
+examples. The model here is one logistic regression per topic over sublinear TF-IDF character
+1-2-grams, normalised as for the sentiment model, plus the words of the rjieba segmenter
+(:class:`~services.nlp.segmenter.Segmenter`, shipped dictionary only), with a per-topic decision
+threshold chosen on out-of-fold scores of the training part: a fixed 0.5 cut under-predicts rare
+topics and over-predicts near-universal ones. The shipped weights are the mean of the fold
+models that produced those scores. These settings were chosen by cross-validation on training
+data only (``bench/topics_eval.py --cv``, see docs/model-card.md).
 
-Prediction is numpy only and the artifact is plain arrays (``.npz``) plus JSON, as for the
-sentiment model, so shipping a tagger never depends on scikit-learn or on pickles.
-scikit-learn is needed only by :func:`train_tagger`.
+Prediction is numpy only (plus rjieba for the words) and the artifact is plain arrays (``.npz``)
+plus JSON, as for the sentiment model, so shipping a tagger never depends on scikit-learn or on
+pickles. scikit-learn is needed only by :func:`train_tagger`. Artifacts of version 1.0.0 (char
+n-grams only, no ``word_n`` in their JSON) still load and predict as before.
 
 Keywords and the model are combined per topic by late fusion: a keyword hit adds a per-topic
 weight to the model's margin, and the weight and the fused threshold are chosen together on the
 same out-of-fold scores (weight 0 means the model alone decides; a large weight means a keyword
-hit alone suffices). A model learns nothing reliable from a handful of examples, so
-:meth:`AspectTagger.combine` lets the keyword taxonomy alone decide every topic whose training
-support is below ``MIN_EXAMPLES``, and every topic the model does not know (added to the YAML
-after training).
+hit alone suffices), for the micro-F1 of all topics together. A model learns nothing reliable
+from a handful of examples, so :meth:`AspectTagger.combine` lets the keyword taxonomy alone
+decide every topic whose training support is below ``MIN_EXAMPLES``, and every topic the model
+does not know (added to the YAML after training).
 """
 
 from __future__ import annotations
@@ -31,11 +35,19 @@ from typing import Any
 
 import numpy as np
 
-from services.nlp.sentiment_model import NgramIndex, char_ngrams, read_arrays, write_arrays
+from services.nlp.segmenter import Segmenter
+from services.nlp.sentiment_model import NgramIndex, char_ngrams, normalise, read_arrays, write_arrays
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"
+
+WORD_JOIN = "\t"
+"""Joins the words of a word n-gram: :func:`normalise` turns tabs into spaces, so no word holds one."""
+
+_WORD_MARK = "\n"
+"""Marks word n-grams among char n-grams while scikit-learn builds the joint vocabulary (no
+normalised text holds a newline); it is stripped before anything is saved."""
 
 MIN_EXAMPLES = 30
 """Topics with fewer positive training examples than this are decided by keywords in
@@ -72,6 +84,17 @@ def read_aspect_examples(path: str | Path, id_of: Mapping[str, str]) -> list[Asp
             topics = tuple(sorted({id_of[a] for a in row["aspects"]}))
             examples.append(AspectExample(id=row["id"], text=row["text"], topics=topics))
     return examples
+
+
+def word_ngrams(words: Sequence[str], max_n: int) -> list[str]:
+    """Word 1..max_n-grams of a segmented, normalised text, whitespace tokens dropped.
+
+    Words add what char n-grams of length 1-3 cannot see: which characters belong together
+    (空间 the word, not 空 + 间 across a word boundary) and two-word phrases longer than 3
+    characters (后排 空间). Training and prediction both call this one function.
+    """
+    kept = [w for w in words if not w.isspace()]
+    return [WORD_JOIN.join(kept[i : i + n]) for n in range(1, max_n + 1) for i in range(len(kept) - n + 1)]
 
 
 def holdout_mask(examples: Sequence[AspectExample], holdout: float = 0.2, seed: int = 42) -> np.ndarray:
@@ -131,16 +154,19 @@ KEYWORDS_ONLY = (1e6, 5e5)
 
 
 class AspectTagger:
-    """One linear decision per topic over sublinear TF-IDF character n-grams, L2-normalised.
+    """One linear decision per topic over sublinear TF-IDF char and word n-grams, L2-normalised.
 
-    ``weights`` has one column per topic; on its own the model predicts a topic when its
-    margin reaches ``thresholds``. Combined with keywords, a topic is predicted when the margin
-    plus ``keyword_weights`` (if a keyword of the topic matched) reaches ``fused_thresholds``.
-    ``support`` is the number of positive training examples per topic, kept in the artifact so
-    that a loaded model knows which topics it may decide. ``at_least_one`` is set when every
-    training text carried a topic (true of the public aspect corpora, whose rows were selected
-    because they discuss an aspect): the combined decision then never leaves a text untagged
-    but falls back to the learned topic closest to its fused threshold.
+    ``vocabulary`` holds the ``n_char`` char n-grams first, then the word n-grams (words joined
+    by :data:`WORD_JOIN`; none when ``word_n`` is 0). Both kinds share one TF-IDF row and one
+    L2 norm, as in training. ``weights`` has one column per topic; on its own the model predicts
+    a topic when its margin reaches ``thresholds``. Combined with keywords, a topic is predicted
+    when the margin plus ``keyword_weights`` (if a keyword of the topic matched) reaches
+    ``fused_thresholds``. ``support`` is the number of positive training examples per topic,
+    kept in the artifact so that a loaded model knows which topics it may decide.
+    ``at_least_one`` is set when every training text carried a topic (true of the public aspect
+    corpora, whose rows were selected because they discuss an aspect): the combined decision
+    then never leaves a text untagged but falls back to the learned topic closest to its fused
+    threshold.
     """
 
     name = "char-ngram-ovr-logreg"
@@ -160,6 +186,8 @@ class AspectTagger:
         max_chars: int,
         at_least_one: bool = False,
         version: str = MODEL_VERSION,
+        word_n: int = 0,
+        n_char: int | None = None,
     ) -> None:
         self.topics = list(topics)
         self.vocabulary = list(vocabulary)
@@ -174,25 +202,55 @@ class AspectTagger:
         self.max_chars = max_chars
         self.at_least_one = at_least_one
         self.version = version
-        self._index = NgramIndex(self.vocabulary, max_n, max_chars)
+        self.word_n = word_n
+        self.n_char = len(self.vocabulary) if n_char is None else n_char
+        self._index = NgramIndex(self.vocabulary[: self.n_char], max_n, max_chars)
+        self._word_column = {g: self.n_char + j for j, g in enumerate(self.vocabulary[self.n_char:])}
+        # Segmentation is the tagger's own (shipped dictionary only), so prediction sees the same
+        # words as training whatever user dictionary a deployment loads for its tokens.
+        self._segmenter = Segmenter() if word_n else None
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
         return self._margins(texts)[0]
 
+    def _word_tfidf(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value) triples."""
+        assert self._segmenter is not None
+        rows: list[int] = []
+        cols: list[int] = []
+        column = self._word_column
+        for i, text in enumerate(texts):
+            words = self._segmenter.cut(normalise(text)[: self.max_chars])
+            found = [j for j in map(column.get, word_ngrams(words, self.word_n)) if j is not None]
+            rows.extend([i] * len(found))
+            cols.extend(found)
+        size = len(self.vocabulary)
+        pairs, counts = np.unique(np.array(rows, dtype=np.int64) * size + np.array(cols, dtype=np.int64),
+                                  return_counts=True)
+        r, c = np.divmod(pairs, size)
+        return r, c, (1.0 + np.log(counts)) * self.idf[c]
+
     def _margins(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Margins and a has-any-known-n-gram mask per text.
 
         Features are the sublinear TF-IDF rows of the training vectorizer, L2-normalised, looked
-        up for the whole batch at once by the same vectorised index as the sentiment model.
+        up for the whole batch at once: char n-grams by the same vectorised index as the
+        sentiment model, word n-grams by a dictionary over the segmenter's words.
         """
         n = len(texts)
         rows, cols, tfidf = self._index.tfidf(list(texts), self.idf)
+        if self.word_n:
+            word_rows, word_cols, word_tfidf = self._word_tfidf(texts)
+            order = np.argsort(np.concatenate((rows, word_rows)), kind="stable")
+            rows = np.concatenate((rows, word_rows))[order]
+            cols = np.concatenate((cols, word_cols))[order]
+            tfidf = np.concatenate((tfidf, word_tfidf))[order]
         norm = np.sqrt(np.bincount(rows, weights=tfidf * tfidf, minlength=n))
         values = tfidf / norm[rows]
         scores = np.zeros((n, len(self.topics)))
         if len(rows):
-            # rows come sorted from the index, so each text's n-grams are one contiguous run.
+            # rows are sorted, so each text's n-grams are one contiguous run.
             present, starts = np.unique(rows, return_index=True)
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts, norm > 0
@@ -236,8 +294,11 @@ class AspectTagger:
         params = {
             "name": self.name,
             "version": self.version,
-            "features": "tfidf(sublinear_tf, l2) over char n-grams of normalise(text)",
+            "features": "tfidf(sublinear_tf, l2) over char 1..max_n-grams and word 1..word_n-grams "
+                        "(rjieba, shipped dictionary) of normalise(text)",
             "max_n": self.max_n,
+            "word_n": self.word_n,
+            "n_char": self.n_char,
             "max_chars": self.max_chars,
             "topics": self.topics,
             "intercepts": self.intercepts.tolist(),
@@ -270,45 +331,62 @@ class AspectTagger:
             max_chars=params["max_chars"],
             at_least_one=params["at_least_one"],
             version=params["version"],
+            word_n=params.get("word_n", 0),
+            n_char=params.get("n_char"),
         )
 
 
-def _best_threshold(scores: np.ndarray, y: np.ndarray) -> float:
-    """The margin cut that maximises F1 of one topic on out-of-fold scores.
+Counts = tuple[int, int, int]
+"""(true positives, false positives, false negatives) of the other topics' decisions."""
 
-    Candidates are midpoints between consecutive distinct scores, so the cut never sits on a
-    training score and small float32 rounding after saving cannot flip a decision at the cut.
+
+def _f1(tp: Any, fp: Any, fn: Any) -> Any:
+    return np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+
+
+def _best_threshold(scores: np.ndarray, y: np.ndarray, others: Counts = (0, 0, 0)) -> tuple[float, float]:
+    """The margin cut that maximises F1 on out-of-fold scores, and that F1.
+
+    With ``others`` zero the F1 is the topic's own; given the other topics' counts it is the
+    micro-F1 of all topics together, which is what the tagger is judged on: a topic the model
+    finds hard then gets a stricter cut than its own F1 would choose, because each of its false
+    positives costs the other topics' precision too. Candidates are midpoints between
+    consecutive distinct scores, so the cut never sits on a training score and small float32
+    rounding after saving cannot flip a decision at the cut; a cut above every score (the topic
+    never predicted) is a candidate too.
     """
     if not y.any():
-        return float("inf")
+        return float("inf"), float(_f1(*others))
+    o_tp, o_fp, o_fn = others
     order = np.argsort(-scores)
     s, yy = scores[order], y[order]
     tp = np.cumsum(yy)
     fp = np.cumsum(~yy)
-    f1 = 2 * tp / (tp + fp + y.sum())
+    f1 = _f1(o_tp + tp, o_fp + fp, o_fn + y.sum() - tp)
     last_of_run = np.append(s[1:] != s[:-1], True)
     f1 = np.where(last_of_run, f1, -1.0)
     k = int(np.argmax(f1))
-    return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1.0)
+    none = float(_f1(o_tp, o_fp, o_fn + y.sum()))
+    if none > f1[k] + 1e-9:
+        return float(s[0] + 1.0), none
+    return (float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] - 1.0)), float(f1[k])
 
 
-def _fusion(scores: np.ndarray, hits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The keyword bonus and fused threshold that maximise one topic's out-of-fold F1.
+def _fusion(scores: np.ndarray, hits: np.ndarray, y: np.ndarray,
+            others: Counts = (0, 0, 0)) -> tuple[float, float]:
+    """The keyword bonus and fused threshold that maximise out-of-fold F1 (see :func:`_best_threshold`).
 
     Ties go to the smaller bonus (the candidates are tried in increasing order), so keywords
     change the model's decisions only where that measurably helps.
     """
     best = (-1.0, 0.0, 0.0)
     for weight in KEYWORD_WEIGHTS:
-        fused = scores + weight * hits
-        threshold = _best_threshold(fused, y)
-        predicted = fused >= threshold
-        denominator = predicted.sum() + y.sum()
-        f1 = 2 * (predicted & y).sum() / denominator if denominator else 0.0
+        threshold, f1 = _best_threshold(scores + weight * hits, y, others)
         if f1 > best[0] + 1e-9:
             best = (f1, weight, threshold)
-    denominator = hits.sum() + y.sum()
-    if denominator and 2 * (hits & y).sum() / denominator > best[0] + 1e-9:
+    o_tp, o_fp, o_fn = others
+    keywords_only = _f1(o_tp + (hits & y).sum(), o_fp + (hits & ~y).sum(), o_fn + (~hits & y).sum())
+    if keywords_only > best[0] + 1e-9:
         return KEYWORDS_ONLY
     return best[1], best[2]
 
@@ -319,13 +397,20 @@ def train_tagger(
     topics: Sequence[str] | None = None,
     keyword_sets: Sequence[Iterable[str]] | None = None,
     c: float = 10.0,
-    max_ns: Sequence[int] = (2, 3),
+    max_ns: Sequence[int] = (2,),
+    word_ns: Sequence[int] = (1,),
     min_df: int = 2,
     max_chars: int = 4000,
-    folds: int = 3,
+    folds: int = 5,
     seed: int = 42,
+    average_folds: bool = True,
+    joint_thresholds: bool = True,
 ) -> AspectTagger:
-    """Fit one logistic regression per topic and tune thresholds and n-gram length by CV.
+    """Fit one logistic regression per topic and tune its thresholds and keyword bonus by CV.
+
+    The defaults (char 1-2-grams plus words, 5 folds, averaged fold models, thresholds for
+    micro-F1) are the settings that ``bench/topics_eval.py --cv`` found best on average over
+    the three public aspect corpora, by 5-fold cross-validation of their inner training parts.
 
     Thresholds come from ``folds``-fold out-of-fold margins of the training texts only, so an
     evaluation on a separate hold-out is not tuned on that hold-out. ``keyword_sets`` are the
@@ -334,9 +419,17 @@ def train_tagger(
     model's own). Topics without any positive example get an infinite threshold (never
     predicted) but are still listed, so their support of 0 hands them to the keywords.
 
-    The longest character n-gram is the one of ``max_ns`` whose out-of-fold combined decisions
-    reach the best micro-F1: short forum posts with a sparse label set (the car corpus) do
-    better with 1-2-grams, where 3-grams mostly add noise, while other corpora prefer 1-3-grams.
+    The longest char n-gram and word n-gram (0 for none) are the pair of ``max_ns`` x
+    ``word_ns`` whose out-of-fold combined decisions reach the best micro-F1. Word n-grams come
+    from the tagger's own :class:`Segmenter` over the normalised text.
+
+    With ``average_folds`` the shipped weights are the mean of the ``folds`` fold models, the
+    very models whose out-of-fold margins set the thresholds, instead of one model refitted on
+    all rows: a refitted model sees more data and its margins drift away from the thresholds.
+    The mean of linear models is one linear model, so prediction costs the same.
+
+    With ``joint_thresholds`` each learned topic's bonus and fused threshold are then tuned
+    again, in turn, for the micro-F1 of all topics together instead of the topic's own F1.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -351,12 +444,30 @@ def train_tagger(
     learned = np.array([support[t] >= MIN_EXAMPLES for t in topic_list], dtype=bool)
     splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(sets))))
 
+    words_of: dict[str, list[str]] = {}
+    if any(word_ns):
+        segmenter = Segmenter()
+        words_of = {t: segmenter.cut(normalise(t)[:max_chars]) for t in set(texts)}
+
+    def analyzer(text: str, max_n: int, word_n: int) -> list[str]:
+        grams = char_ngrams(text, max_n, max_chars)
+        if word_n:
+            grams += [_WORD_MARK + g for g in word_ngrams(words_of[text], word_n)]
+        return grams
+
     best: tuple[float, AspectTagger] | None = None
-    for max_n in max_ns:
-        vectorizer = TfidfVectorizer(
-            analyzer=lambda t, n=max_n: char_ngrams(t, n, max_chars), sublinear_tf=True, min_df=min_df
-        )
+    for max_n, word_n in [(m, w) for m in max_ns for w in word_ns]:
+        vectorizer = TfidfVectorizer(analyzer=lambda t, m=max_n, w=word_n: analyzer(t, m, w),
+                                     sublinear_tf=True, min_df=min_df)
         x = vectorizer.fit_transform(list(texts))
+        grams = [""] * len(vectorizer.vocabulary_)
+        for gram, j in vectorizer.vocabulary_.items():
+            grams[j] = gram
+        # Char n-grams first, then word n-grams: the layout AspectTagger reads.
+        layout = np.argsort([g.startswith(_WORD_MARK) for g in grams], kind="stable")
+        x = x[:, layout]
+        vocabulary = [grams[j].removeprefix(_WORD_MARK) for j in layout]
+        n_char = sum(not grams[j].startswith(_WORD_MARK) for j in layout)
 
         def fit(rows: np.ndarray, k: int, x: Any = x) -> tuple[np.ndarray, float]:
             target = y[rows, k]
@@ -372,29 +483,44 @@ def train_tagger(
         keyword_weights = np.zeros(len(topic_list))
         fused_thresholds = np.zeros(len(topic_list))
         oof_decisions = np.zeros_like(y)
+        oof_margins = np.zeros(y.shape)
         for k in range(len(topic_list)):
             oof = np.zeros(len(sets))
             for fit_idx, val_idx in splits:
                 w, b = fit(fit_idx, k)
                 oof[val_idx] = x[val_idx] @ w + b
-            thresholds[k] = _best_threshold(oof, y[:, k])
+                if average_folds:
+                    weights[:, k] += w / folds
+                    intercepts[k] += b / folds
+            thresholds[k] = _best_threshold(oof, y[:, k])[0]
+            oof_margins[:, k] = oof
             if keyword_sets is None:
                 fused_thresholds[k] = thresholds[k]
             else:
                 keyword_weights[k], fused_thresholds[k] = _fusion(oof, keyword_hits[:, k], y[:, k])
             fused = oof + keyword_weights[k] * keyword_hits[:, k] >= fused_thresholds[k]
             oof_decisions[:, k] = fused if learned[k] else keyword_hits[:, k]
-            weights[:, k], intercepts[k] = fit(np.arange(len(sets)), k)
+            if not average_folds:
+                weights[:, k], intercepts[k] = fit(np.arange(len(sets)), k)
+        if joint_thresholds and keyword_sets is not None:
+            # Coordinate ascent on the micro-F1 of all topics: each topic's bonus and cut in turn,
+            # given the other topics' current decisions, two passes over the topics.
+            for _ in range(2):
+                for k in np.flatnonzero(learned):
+                    rest = np.delete(np.arange(len(topic_list)), k)
+                    d, t = oof_decisions[:, rest], y[:, rest]
+                    others = (int((d & t).sum()), int((d & ~t).sum()), int((~d & t).sum()))
+                    keyword_weights[k], fused_thresholds[k] = _fusion(
+                        oof_margins[:, k], keyword_hits[:, k], y[:, k], others)
+                    oof_decisions[:, k] = (oof_margins[:, k] + keyword_weights[k] * keyword_hits[:, k]
+                                           >= fused_thresholds[k])
         tp = (oof_decisions & y).sum()
         micro = 2 * tp / (oof_decisions.sum() + y.sum()) if y.any() or oof_decisions.any() else 0.0
 
-        vocabulary = [""] * len(vectorizer.vocabulary_)
-        for gram, j in vectorizer.vocabulary_.items():
-            vocabulary[j] = gram
         tagger = AspectTagger(
             topics=topic_list,
             vocabulary=vocabulary,
-            idf=vectorizer.idf_,
+            idf=vectorizer.idf_[layout],
             weights=weights,
             intercepts=intercepts,
             thresholds=thresholds,
@@ -404,20 +530,24 @@ def train_tagger(
             max_n=max_n,
             max_chars=max_chars,
             at_least_one=bool(y.any(axis=1).all()),
+            word_n=word_n,
+            n_char=n_char,
         )
         if best is None or micro > best[0] + 1e-9:
             best = (float(micro), tagger)
     if best is None:
-        raise ValueError("max_ns is empty: give at least one n-gram length")
+        raise ValueError("max_ns or word_ns is empty: give at least one n-gram length of each")
     return best[1]
 
 
 __all__ = [
     "MIN_EXAMPLES",
+    "WORD_JOIN",
     "AspectExample",
     "AspectTagger",
     "f1_scores",
     "holdout_mask",
     "read_aspect_examples",
     "train_tagger",
+    "word_ngrams",
 ]
