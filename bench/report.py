@@ -107,15 +107,13 @@ def bottleneck_notes(allout: list[dict[str, Any]]) -> list[str]:
         run = max(allout, key=lambda r: r["sustained_events_per_s"])
         cpu = run["cpu_ms_per_event"]
         budget = 2000 / TARGET_SUSTAINED
-        rest = sum(v for k, v in cpu.items() if k != "nlp")
+        costliest = sorted(cpu.items(), key=lambda item: -item[1])[:3]
         notes.append(
             f"**Next step.** {TARGET_SUSTAINED:,.0f} events/s on 2 cores leaves "
             f"{budget:.3f} CPU ms per event for every process together; {run['name']} spent "
-            f"{sum(cpu.values()):.3f} ms, of which NLP {cpu.get('nlp', 0):.3f} ms. Even a free "
-            f"NLP stage would leave {rest:.3f} ms (~{2000 / rest:,.0f} events/s) for the broker, "
-            "ClickHouse, the other services and the load generator, so NLP must get several "
-            "times cheaper (see *Stage profile*: with analysis at ~0.2 ms, the stream "
-            "processor's per-message work dominates it) and the rest must shrink too.")
+            f"{sum(cpu.values()):.3f} ms. The costliest per event: "
+            + ", ".join(f"{name} {ms:.3f} ms" for name, ms in costliest)
+            + "; every process has to shrink, these first.")
     return notes
 
 

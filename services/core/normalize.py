@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import opencc
+from pydantic import BaseModel
 
 from services.core.events import RawFeedback
 from services.core.pii import redact, redact_optional
@@ -195,6 +196,12 @@ def prepare_raw(event: RawFeedback) -> RawFeedback:
             "author": redact_optional(post.author), "url": redact_optional(post.url),
             "urls": [redact(u) for u in post.urls],
         })
+    if all(value == getattr(event, name) for name, value in update.items()):
+        # Already prepared (every event from ingest): the validated event is the answer.
+        return event
     # Re-validated: a placeholder can be longer than what it replaced (a@b.cn -> <EMAIL>), and
-    # nothing may leave this step that the next stage would refuse.
-    return type(event).model_validate(event.model_copy(update=update).model_dump())
+    # nothing may leave this step that the next stage would refuse. Updated nested models are
+    # validated from their dumps; the unchanged ones are instances pydantic keeps as they are.
+    fields = {**event.__dict__, **{name: value.model_dump() if isinstance(value, BaseModel)
+                                    else value for name, value in update.items()}}
+    return type(event).model_validate(fields)

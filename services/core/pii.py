@@ -87,9 +87,19 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
 )
 
 
+# Whatever a rule above matches holds an "@" (email) or four digits in a row (phones and
+# cards come in groups of four at least, 身份证 and landline numbers in longer runs). Most
+# feedback has neither, and one search for that costs a fraction of the five rule scans,
+# which run only when it finds something. A new rule must keep this true or widen the
+# pattern; a test checks it on text generated from the rules' own patterns.
+_MAYBE_PII = re.compile(r"@|\d{4}")
+
+
 def redact_counted(text: str) -> tuple[str, Counter[str]]:
     """The text with PII replaced, and how many of each placeholder were put in."""
     found: Counter[str] = Counter()
+    if _MAYBE_PII.search(text) is None:
+        return text, found
     for pattern, classify in _RULES:
         def replace(match: re.Match[str], classify=classify) -> str:  # noqa: ANN001
             placeholder = classify(match)
