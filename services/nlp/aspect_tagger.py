@@ -4,16 +4,19 @@ Keyword lists are transparent and editable but miss paraphrases (held-out micro-
 on the public aspect corpora), while a linear model over n-grams learns them from labelled
 examples. The model here is one logistic regression per topic over sublinear TF-IDF character
 1-2-grams, normalised as for the sentiment model, plus the words of the rjieba segmenter
-(:class:`~services.nlp.segmenter.Segmenter`, shipped dictionary only), with a per-topic decision
-threshold chosen on out-of-fold scores of the training part: a fixed 0.5 cut under-predicts rare
-topics and over-predicts near-universal ones. The shipped weights are the mean of the fold
+(:class:`~services.nlp.segmenter.Segmenter`, shipped dictionary only), each feature scaled for
+that topic by its naive Bayes log-count ratio (NB-LR, Wang & Manning 2012), with a per-topic
+decision threshold chosen on out-of-fold scores of the training part: a fixed 0.5 cut
+under-predicts rare topics and over-predicts near-universal ones. The shipped weights are the mean of the fold
 models that produced those scores. These settings were chosen by cross-validation on training
 data only (``bench/topics_eval.py --cv``, see docs/model-card.md).
 
 Prediction is numpy only (plus rjieba for the words) and the artifact is plain arrays (``.npz``)
 plus JSON, as for the sentiment model, so shipping a tagger never depends on scikit-learn or on
 pickles. scikit-learn is needed only by :func:`train_tagger`. Artifacts of version 1.0.0 (char
-n-grams only, no ``word_n`` in their JSON) still load and predict as before.
+n-grams only, no ``word_n`` in their JSON) still load and predict as before. The NB ratios are
+folded into the saved weights, so NB-LR artifacts (1.2.0) have the same format and prediction
+cost as plain ones (1.1.0).
 
 Keywords and the model are combined per topic by late fusion: a keyword hit adds a per-topic
 weight to the model's margin, and the weight and the fused threshold are chosen together on the
@@ -40,7 +43,7 @@ from services.nlp.sentiment_model import NgramIndex, char_ngrams, normalise, rea
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
-MODEL_VERSION = "1.1.0"
+MODEL_VERSION = "1.2.0"
 
 WORD_JOIN = "\t"
 """Joins the words of a word n-gram: :func:`normalise` turns tabs into spaces, so no word holds one."""
@@ -391,6 +394,44 @@ def _fusion(scores: np.ndarray, hits: np.ndarray, y: np.ndarray,
     return best[1], best[2]
 
 
+def log_count_ratio(x: Any, y: np.ndarray, alpha: float) -> np.ndarray:
+    """The NB log-count ratio r of each feature for one topic (Wang & Manning 2012, NBSVM).
+
+    r = log((p / |p|1) / (q / |q|1)) with p = alpha + the number of positive rows holding the
+    feature and q the same over negative rows: how much more often the feature occurs with the
+    topic than without it, smoothed by ``alpha``. Occurrence is binary, as in the paper, whatever
+    the TF-IDF value of the feature. ``x`` is a (sparse or dense) row matrix, ``y`` boolean rows.
+    """
+    present = (x > 0).astype(np.float64)
+    p = alpha + np.asarray(present[y].sum(axis=0)).ravel()
+    q = alpha + np.asarray(present[~y].sum(axis=0)).ravel()
+    return np.log((p / p.sum()) / (q / q.sum()))
+
+
+def fit_topic(x: Any, target: np.ndarray, c: float,
+              nb_alpha: float | None = None) -> tuple[np.ndarray, float]:
+    """One topic's logistic regression on rows ``x``: weights over the columns of ``x`` and intercept.
+
+    With ``nb_alpha`` the model is NB-LR: it is fitted on the features scaled by their log-count
+    ratio (:func:`log_count_ratio`), and the ratio is folded into the returned weights
+    (w * r applied to x equals w applied to x * r), so the artifact and prediction stay those of
+    a plain linear model over the unscaled features.
+    """
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    if target.all() or not target.any():
+        # A constant label: a model cannot be fitted, the intercept alone says it all.
+        return np.zeros(x.shape[1]), (10.0 if target.all() else -10.0)
+    if nb_alpha is None:
+        model = LogisticRegression(C=c, max_iter=2000).fit(x, target)
+        return model.coef_.ravel(), float(model.intercept_[0])
+    r = log_count_ratio(x, target, nb_alpha)
+    scaled = sparse.csr_matrix(x) @ sparse.diags(r)
+    model = LogisticRegression(C=c, max_iter=2000).fit(scaled, target)
+    return model.coef_.ravel() * r, float(model.intercept_[0])
+
+
 def train_tagger(
     texts: Sequence[str],
     topic_sets: Sequence[Iterable[str]],
@@ -405,12 +446,14 @@ def train_tagger(
     seed: int = 42,
     average_folds: bool = True,
     joint_thresholds: bool = True,
+    nb_alpha: float | None = 1.0,
 ) -> AspectTagger:
     """Fit one logistic regression per topic and tune its thresholds and keyword bonus by CV.
 
-    The defaults (char 1-2-grams plus words, 5 folds, averaged fold models, thresholds for
-    micro-F1) are the settings that ``bench/topics_eval.py --cv`` found best on average over
-    the three public aspect corpora, by 5-fold cross-validation of their inner training parts.
+    The defaults (char 1-2-grams plus words, NB-LR with alpha 1, 5 folds, averaged fold models,
+    thresholds for micro-F1) are the settings that ``bench/topics_eval.py --cv`` found best on
+    average over the three public aspect corpora, by 5-fold cross-validation of their inner
+    training parts.
 
     Thresholds come from ``folds``-fold out-of-fold margins of the training texts only, so an
     evaluation on a separate hold-out is not tuned on that hold-out. ``keyword_sets`` are the
@@ -430,9 +473,12 @@ def train_tagger(
 
     With ``joint_thresholds`` each learned topic's bonus and fused threshold are then tuned
     again, in turn, for the micro-F1 of all topics together instead of the topic's own F1.
+
+    With ``nb_alpha`` each topic's model is NB-LR (:func:`fit_topic`), its log-count ratios
+    computed on the rows that model is fitted on, so out-of-fold margins stay out of fold;
+    ``None`` fits plain logistic regression on the unscaled features.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold
 
     sets = [set(s) for s in topic_sets]
@@ -470,12 +516,7 @@ def train_tagger(
         n_char = sum(not grams[j].startswith(_WORD_MARK) for j in layout)
 
         def fit(rows: np.ndarray, k: int, x: Any = x) -> tuple[np.ndarray, float]:
-            target = y[rows, k]
-            if target.all() or not target.any():
-                # A constant label: a model cannot be fitted, the intercept alone says it all.
-                return np.zeros(x.shape[1]), (10.0 if target.all() else -10.0)
-            model = LogisticRegression(C=c, max_iter=2000).fit(x[rows], target)
-            return model.coef_.ravel(), float(model.intercept_[0])
+            return fit_topic(x[rows], y[rows, k], c, nb_alpha)
 
         weights = np.zeros((x.shape[1], len(topic_list)))
         intercepts = np.zeros(len(topic_list))
@@ -546,7 +587,9 @@ __all__ = [
     "AspectExample",
     "AspectTagger",
     "f1_scores",
+    "fit_topic",
     "holdout_mask",
+    "log_count_ratio",
     "read_aspect_examples",
     "train_tagger",
     "word_ngrams",
