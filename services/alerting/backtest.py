@@ -26,9 +26,9 @@ from services.alerting.engine import (
 )
 from services.alerting.rules import RateOfChangeRule, RuleSet, TopicSpikeRule
 from services.alerting.worker import history_span
+from services.core.cem_metrics import window_start
 from services.core.events import Alert, EnrichedFeedback
 from services.core.store import Store
-from services.core.cem_metrics import window_start
 
 _SCORES_SQL = """
 SELECT * FROM cem_scores FINAL

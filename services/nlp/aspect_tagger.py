@@ -279,12 +279,12 @@ class AspectTagger:
         for row, evidence, tags in zip(margins, has_evidence, keyword_tags, strict=True):
             keyword_set = set(tags)
             hits = np.array([t in keyword_set for t in self.topics], dtype=bool)
-            fused = row + self.keyword_weights * hits >= self.fused_thresholds
-            decided = np.where(learned & evidence, fused, hits)
+            fused = row + self.keyword_weights * hits - self.fused_thresholds
+            decided = np.where(learned & evidence, fused >= 0, hits)
             kept = {t for t, d in zip(self.topics, decided, strict=True) if d}
             kept |= {t for t in keyword_set if t not in index}
             if self.at_least_one and evidence and not kept and learned.any():
-                gap = np.where(learned, row + self.keyword_weights * hits - self.fused_thresholds, -np.inf)
+                gap = np.where(learned, fused, -np.inf)
                 kept.add(self.topics[int(gap.argmax())])
             result.append(sorted(kept))
         return result
