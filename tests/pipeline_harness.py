@@ -10,9 +10,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 
+from services.core.kafka import Producer
+from services.core.migrations import migrate
 from services.core.settings import Settings
-from services.core.store import Store
+from services.core.store import Store, open_store
 from services.pipeline import run_services
+
+
+@contextlib.asynccontextmanager
+async def store_and_producer(store_url: str, bootstrap: str
+                             ) -> AsyncIterator[tuple[Store, Producer]]:
+    """A migrated store and a started producer for a test to drive, both closed on exit."""
+    store = await open_store(store_url)
+    await migrate(store)
+    producer = Producer(bootstrap, client_id="test")
+    await producer.start()
+    try:
+        yield store, producer
+    finally:
+        await producer.stop()
+        await store.close()
 
 
 @contextlib.asynccontextmanager

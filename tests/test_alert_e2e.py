@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 
 import schemas
 from services.core.broker import LocalBroker
+from services.core.cem_metrics import window_start
 from services.core.events import (
     AspectSentiment,
     EnrichedFeedback,
@@ -31,12 +32,9 @@ from services.core.events import (
     utc_now,
 )
 from services.core.kafka import Producer, create_topics
-from services.core.migrations import migrate
 from services.core.settings import Settings
-from services.core.store import open_store
-from services.core.cem_metrics import window_start
 from tests.conftest import run
-from tests.pipeline_harness import eventually, read_topic, running
+from tests.pipeline_harness import eventually, read_topic, running, store_and_producer
 
 pytestmark = pytest.mark.slow
 
@@ -99,11 +97,7 @@ def test_negative_surge_fires_exactly_one_alert(broker: LocalBroker, store_url: 
     create_topics(settings, broker.bootstrap)
 
     async def main() -> None:
-        store = await open_store(store_url)
-        await migrate(store)
-        producer = Producer(broker.bootstrap, client_id="test")
-        await producer.start()
-        try:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
             async with running(settings, ("scoring", "alerting"), broker.bootstrap, store=store):
                 now = utc_now()
                 healthy = [event(f"h{i}", tp, i % 10 == 0, now - timedelta(seconds=i % 50))
@@ -130,9 +124,6 @@ def test_negative_surge_fires_exactly_one_alert(broker: LocalBroker, store_url: 
             alerts = await asyncio.to_thread(alerts_on_topic, settings, broker.bootstrap)
             stored = await store.query(
                 "SELECT rule_id, touchpoint, status, latency_ms FROM alerts FINAL ORDER BY rule_id")
-        finally:
-            await producer.stop()
-            await store.close()
         assert sorted((a["rule_id"], a["touchpoint"], a["status"]) for a in alerts) == [
             ("escalation-threat", "hotline", "firing"),
             ("negative-share-high", "delivery", "firing"),
@@ -171,11 +162,7 @@ def test_flapping_metric_does_not_spam(broker: LocalBroker, store_url: str, sett
     start = window_start(datetime.now(UTC), 60) - timedelta(minutes=minutes + 1)
 
     async def main() -> None:
-        store = await open_store(store_url)
-        await migrate(store)
-        producer = Producer(broker.bootstrap, client_id="test")
-        await producer.start()
-        try:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
             async with running(settings, ("scoring", "alerting"), broker.bootstrap, store=store):
                 for minute in range(minutes):
                     share = 0.5 if minute % 2 == 0 else 0.2
@@ -194,9 +181,6 @@ def test_flapping_metric_does_not_spam(broker: LocalBroker, store_url: str, sett
                     await eventually(scored, 30, f"minute {minute} to be scored")
                     await asyncio.sleep(1.0)
             alerts = await asyncio.to_thread(alerts_on_topic, settings, broker.bootstrap)
-        finally:
-            await producer.stop()
-            await store.close()
         by_rule = {rule: [a["status"] for a in alerts if a["rule_id"] == rule]
                    for rule in ("tuned", "untuned")}
         print(json.dumps(by_rule))
@@ -224,11 +208,7 @@ def test_topic_surge_fires_only_the_rule_scoped_to_its_topic(
     surge_topic = {"delivery": "logistics_delivery", "hotline": "after_sales_returns"}
 
     async def main() -> None:
-        store = await open_store(store_url)
-        await migrate(store)
-        producer = Producer(broker.bootstrap, client_id="test")
-        await producer.start()
-        try:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
             async with running(settings, ("scoring", "alerting"), broker.bootstrap, store=store):
                 now = utc_now()
                 # Both topics at both touchpoints, 20 % negative each: enough mentions of
@@ -258,9 +238,6 @@ def test_topic_surge_fires_only_the_rule_scoped_to_its_topic(
                 "SELECT topic, mentions, negative_count FROM topic_scores FINAL "
                 "WHERE touchpoint = 'hotline' AND channel = '' AND stage = '' "
                 "AND window_seconds = %(s)s", {"s": settings.window_seconds})
-        finally:
-            await producer.stop()
-            await store.close()
         assert sorted((a["rule_id"], a["touchpoint"], a["status"]) for a in alerts) == [
             ("all-negative", "delivery", "firing"), ("all-negative", "hotline", "firing"),
             ("logistics-negative", "delivery", "firing")]

@@ -31,12 +31,10 @@ from services.alerting.webhooks import (
 from services.alerting.worker import RulesFile
 from services.core.broker import LocalBroker, free_port
 from services.core.events import Alert, CaseEvent, utc_now
-from services.core.kafka import Producer, create_topics
-from services.core.migrations import migrate
+from services.core.kafka import create_topics
 from services.core.settings import Settings
-from services.core.store import open_store
 from tests.conftest import run
-from tests.pipeline_harness import read_topic
+from tests.pipeline_harness import read_topic, store_and_producer
 
 SECRET = "s3cr3t-签名"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -196,11 +194,7 @@ def test_dispatcher_records_outcomes_and_dead_letters(
         resolved = alert.model_copy(update={"status": "resolved", "resolved_at": NOW})
 
         async def main() -> tuple[list, list]:
-            store = await open_store(store_url)
-            await migrate(store)
-            producer = Producer(broker.bootstrap, client_id="test")
-            await producer.start()
-            try:
+            async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
                 await producer.send_many(settings.topic("alerts"),
                                          [(b"k", alert.to_bytes()), (b"k", resolved.to_bytes())])
                 records = await _consume(broker.bootstrap, settings.topic("alerts"), 2)
@@ -212,9 +206,6 @@ def test_dispatcher_records_outcomes_and_dead_letters(
                                          "FROM alert_deliveries FINAL ORDER BY webhook, status")
                 letters = read_topic(broker.bootstrap, settings.topic("deadletter"))
                 return rows, letters
-            finally:
-                await producer.stop()
-                await store.close()
 
         rows, letters = run(main())
     assert [(r["webhook"], r["status"], r["outcome"], r["attempts"], r["http_status"])
@@ -308,11 +299,7 @@ def test_case_notifier_pages_the_team_owning_the_case(
                                                "case_page_max_age_s": 3600})
 
         async def main() -> tuple[list, list]:
-            store = await open_store(store_url)
-            await migrate(store)
-            producer = Producer(broker.bootstrap, client_id="test")
-            await producer.start()
-            try:
+            async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
                 await producer.send_many(settings.topic("cases"), [
                     (e.case_id.encode(), e.to_bytes()) for e in [stale, *events]])
                 records = await _consume(broker.bootstrap, settings.topic("cases"),
@@ -326,9 +313,6 @@ def test_case_notifier_pages_the_team_owning_the_case(
                     "http_status FROM case_deliveries FINAL ORDER BY seq, webhook")
                 letters = read_topic(broker.bootstrap, settings.topic("deadletter"))
                 return rows, letters
-            finally:
-                await producer.stop()
-                await store.close()
 
         rows, letters = run(main())
     assert {r["event_id"] for r in rows} == {e.event_id for e in events[:3]}
