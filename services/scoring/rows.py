@@ -85,7 +85,7 @@ def _summed(groups: Mapping[tuple, list[Mapping[str, Any]]], dims: tuple[str, ..
             names: Iterable[str]) -> list[Record]:
     """One row per group key (dims, then the epoch) with the group's counts summed."""
     columns = [f"agg_{name}" for name in names]
-    floats = [f"agg_{name}" for name in names if name in _FLOAT_COUNTS]
+    floats = {f"agg_{name}" for name in names if name in _FLOAT_COUNTS}
     out = []
     for key, rows in groups.items():
         summed: Record = dict(zip(dims, key[:-1]))
@@ -93,8 +93,8 @@ def _summed(groups: Mapping[tuple, list[Mapping[str, Any]]], dims: tuple[str, ..
         if len(rows) == 1:
             summed.update((column, rows[0][column]) for column in columns)
         else:
-            summed.update((column, sum(r[column] for r in rows)) for column in columns)
-            summed.update((column, math.fsum(r[column] for r in rows)) for column in floats)
+            summed.update((column, (math.fsum if column in floats else sum)(
+                r[column] for r in rows)) for column in columns)
         out.append(summed)
     return out
 
