@@ -197,7 +197,8 @@ class AlertEvaluator:
             return
         # Invalid records are skipped, not dead-lettered: the scoring stage consumes the same
         # topic and already dead-letters them, once.
-        events = [e for e, _ in (parse_or_reason(EnrichedFeedback, r.value) for r in records)
+        events = [e for e, _ in (parse_or_reason(EnrichedFeedback, r.value, self.settings)
+                                            for r in records)
                   if e is not None]
         now = utc_now()
         alerts = []

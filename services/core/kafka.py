@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from services.core.events import DeadLetter, utc_now
+from services.core.bounds import entrance_problem
+from services.core.events import DeadLetter, RawFeedback, utc_now
 from services.core.ops import (
     BATCH_RETRIES,
     BATCH_SECONDS,
@@ -198,14 +199,24 @@ def dead_letter(stage: str, topic: str, partition: int, offset: int, value: byte
     return f"{topic}:{partition}:{offset}".encode(), letter.to_bytes()
 
 
-def parse_or_reason(model: Any, value: bytes | None) -> tuple[Any, str | None]:
-    """Validate a record value against a wire model; returns (event, None) or (None, reason)."""
+def parse_or_reason(model: Any, value: bytes | None,
+                    settings: Settings | None = None) -> tuple[Any, str | None]:
+    """Validate a record value against a wire model; returns (event, None) or (None, reason).
+
+    With ``settings``, feedback events must also keep to the entrance bounds
+    (services/core/bounds.py), because direct producers write these topics past ingest.
+    """
     if value is None:
         return None, "empty message value"
     try:
-        return model.model_validate_json(value), None
+        event = model.model_validate_json(value)
     except Exception as exc:
         return None, f"not a valid {model.__name__}: {exc}"
+    if settings is not None and isinstance(event, RawFeedback):
+        problem = entrance_problem(event, settings, utc_now())
+        if problem is not None:
+            return None, f"out of bounds: {problem[0]}: {problem[1]}"
+    return event, None
 
 
 async def parse_or_dead_letter(model: Any, records: Sequence[ConsumerRecord], stage: str,
@@ -218,7 +229,7 @@ async def parse_or_dead_letter(model: Any, records: Sequence[ConsumerRecord], st
     valid = []
     letters = []
     for record in records:
-        event, reason = parse_or_reason(model, record.value)
+        event, reason = parse_or_reason(model, record.value, settings)
         if event is None:
             letters.append(dead_letter(stage, record.topic, record.partition, record.offset,
                                        record.value, reason or "invalid"))

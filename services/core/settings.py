@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     jieba_user_dict: Path | None = Field(
         default=None, description="Extra jieba user dictionary, loaded after the shipped one.")
 
+    max_event_age_s: int = Field(
+        default=30 * 86400, ge=60, le=20 * 365 * 86400, description="Oldest `occurred_at` "
+        "accepted, in seconds before now; older events get 422 at ingest and are dead-lettered "
+        "on the topics. Raise it for a backfill of an older export.")
+    max_clock_skew_s: int = Field(
+        default=300, ge=0, le=86400, description="How far `occurred_at` and `received_at` may "
+        "lie ahead of this server's clock (a sender's clock is never exact).")
+
     sink_batch_size: int = Field(default=5000, ge=1, description="Most records per sink batch.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest poll wait.")
     scoring_batch_fill_s: float = Field(

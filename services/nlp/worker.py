@@ -85,7 +85,7 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
             dead: list[tuple[bytes, bytes]] = []
             for event in batch:
                 message = event.message
-                parsed, reason = parse_or_reason(RawFeedback, message.value)
+                parsed, reason = parse_or_reason(RawFeedback, message.value, settings)
                 if parsed is not None:
                     try:
                         parsed = prepare_raw(parsed)
