@@ -120,7 +120,10 @@ def _partitions(consumer: Any, topic: str, stop: Stop) -> list[Any]:
 
     noticed = False
     while not stop.requested:
-        numbers = consumer.partitions_for_topic(topic)
+        # Listing all topics never creates one; asking for one missing topic's metadata would
+        # make a broker with auto.create.topics.enable (Kafka's default) create it, with the
+        # broker's default partitions, before `voc topics create` could.
+        numbers = consumer.partitions_for_topic(topic) if topic in consumer.topics() else None
         if numbers:
             return [TopicPartition(topic, p) for p in sorted(numbers)]
         if not noticed:
@@ -151,16 +154,19 @@ def follow(bootstrap: str, topic: str, parse: Callable[[bytes], Any], match: Mat
 
     from services.core.kafka import MAX_MESSAGE_BYTES
 
+    # kafka-python 3 waits 30 s for a first broker by default: too long to tell a person at a
+    # shell that nothing listens. (Version 2 has no such setting and gives up within seconds.)
+    patience = ({"bootstrap_timeout_ms": 10000}
+                if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG else {})
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=bootstrap.split(","), client_id="voc-tail", group_id=None,
-            enable_auto_commit=False, allow_auto_create_topics=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_bytes=max(MAX_MESSAGE_BYTES, 52428800))
+            enable_auto_commit=False, max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=max(MAX_MESSAGE_BYTES, 52428800), **patience)
     except KafkaError as exc:  # kafka-python 2 says NoBrokersAvailable, 3 a bootstrap timeout
         raise click.ClickException(
-            f"no Kafka broker answers at {bootstrap} ({exc}): start the pipeline (`voc up`, `make run`) "
-            "or set VOC_KAFKA_BOOTSTRAP to your brokers") from exc
+            f"no Kafka broker answers at {bootstrap} ({exc}): start the pipeline (`voc up`, "
+            "`make run`) or set VOC_KAFKA_BOOTSTRAP to your brokers") from exc
     printed = skipped = 0
     try:
         partitions = _partitions(consumer, topic, stop)
@@ -231,11 +237,15 @@ def _tail(kind: str, from_beginning: bool, no_follow: bool, limit: int | None,
         os.close(devnull)
 
 
-def _tail_options(statuses: tuple[str, ...]) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+Command = Callable[..., None]
+
+
+def _tail_options(statuses: tuple[str, ...]) -> Callable[[Command], Command]:
+    def decorate(command: Command) -> Command:
         for option in reversed([
             click.option("--from-beginning", is_flag=True,
-                         help="Start at the oldest record the topic keeps (default: only new ones)."),
+                         help="Start at the oldest record the topic keeps (default: only "
+                              "new ones)."),
             click.option("--no-follow", is_flag=True,
                          help="Stop at the end of the topic instead of waiting for more."),
             click.option("-n", "--max", "limit", type=click.IntRange(min=1), default=None,

@@ -69,7 +69,7 @@ async def _announce_and_feed(settings: Settings, bootstrap: str, api_url: asynci
            " for the commands below)"),
         f"  Topics:     {settings.topic('feedback.raw')} -> {settings.topic('feedback.enriched')}"
         f" -> {settings.topic('scores')} -> {settings.topic('alerts')}",
-        "  Alerts:     voc alerts tail   (JSON lines; also the dashboard's /v1/stream and webhooks)",
+        "  Alerts:     voc alerts tail   (JSON lines; also /v1/stream and webhooks)",
         "  Try:        curl -X POST " + url + "/v1/feedback -H 'content-type: application/json' "
         "-d '{\"source\":\"me\",\"channel\":\"web\",\"touchpoint\":\"delivery\","
         "\"text\":\"送货太慢了\"}'",

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,8 @@ def _confluent(bootstrap: str, topic: str, group: str) -> tuple[list[bytes], int
 
 @pytest.mark.parametrize("client", [_kafka_python, _aiokafka, _confluent],
                          ids=["kafka-python", "aiokafka", "confluent-kafka"])
-def test_client_produces_consumes_in_a_group_and_commits(broker: LocalBroker, client) -> None:  # noqa: ANN001
+def test_client_produces_consumes_in_a_group_and_commits(
+        broker: LocalBroker, client: Callable[[str, str, str], tuple[list[bytes], int]]) -> None:
     topic = new_topic(broker.bootstrap)
     got, committed = client(broker.bootstrap, topic, f"g-{uuid.uuid4().hex[:8]}")
     assert got == VALUES
@@ -154,7 +156,8 @@ def test_local_broker_still_answers_list_offsets_latest_wrongly(broker: LocalBro
         librdkafka.close()
 
 
-def _kcat(broker: LocalBroker, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _kcat(broker: LocalBroker, *args: str,
+          stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([KCAT or "kcat", "-b", broker.bootstrap, *args], input=stdin,
                           capture_output=True, timeout=60)
 

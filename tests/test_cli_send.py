@@ -30,7 +30,8 @@ VOC = str(Path(sys.executable).with_name("voc"))
 
 def item(external_id: str | None, source: str = "cc-export", **extra: object) -> dict:
     line = {"source": source, "channel": "call", "touchpoint": "hotline",
-            "text": "等了半小时没人接，太失望了", "occurred_at": "2026-11-23T10:00:00+08:00", **extra}
+            "text": "等了半小时没人接，太失望了", "occurred_at": "2026-11-23T10:00:00+08:00",
+            **extra}
     if external_id is not None:
         line["external_id"] = external_id
     return line

@@ -211,6 +211,26 @@ def test_reader_closing_the_pipe_ends_the_tail_quietly(broker: LocalBroker,
             tail.kill()
 
 
+def test_a_missing_topic_is_waited_for_not_created(broker: LocalBroker,
+                                                    settings: Settings) -> None:
+    tail = start_tail(env_for(broker, settings), "alerts", "tail", "-n", "1")
+    try:
+        wait_for_stderr(tail, "topic does not exist yet", 60)
+        probe = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+        try:
+            assert settings.topic("alerts") not in probe.topics()
+        finally:
+            probe.close()
+        create_topics(settings, broker.bootstrap)
+        wait_for_stderr(tail, "following", 60)
+        produce(broker.bootstrap, settings.topic("alerts"), [alert(7).to_bytes()])
+        assert [line["alert_id"] for line in stdout_lines(tail, 1, 30)] == ["a-7"]
+        assert tail.wait(timeout=15) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+
+
 def test_no_broker_is_a_clear_error(settings: Settings) -> None:
     env = {**os.environ, "VOC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     done = subprocess.run([VOC, "alerts", "tail"], env=env, capture_output=True, text=True,

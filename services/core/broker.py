@@ -108,8 +108,8 @@ class LocalBroker:
             self.stop()
             raise
         if self._proc.poll() is not None:
-            raise RuntimeError(f"the local tansu broker exited at start (code {self._proc.returncode})"
-                               f"; its log: {self.log_path or 'not kept'}")
+            raise RuntimeError(f"the local tansu broker exited at start (code "
+                               f"{self._proc.returncode}); its log: {self.log_path or 'not kept'}")
         log.info("local broker started", bootstrap=self.bootstrap, pid=self._proc.pid)
         return self
 
