@@ -19,11 +19,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/voc up --demo
 
-## system-deps: Debian packages the tests need, installed when missing: clickhouse-server, and
-## chromium with a CJK font for the dashboard's browser tests
+## system-deps: Debian packages the tests need, installed when missing: clickhouse-server,
+## chromium with a CJK font for the dashboard's browser tests, and kcat (the librdkafka client
+## whose use of the local broker tests/test_broker_clients.py measures)
 system-deps:
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || missing="$$missing clickhouse-server"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(
         default="",
         description="host:port[,host:port] of the Kafka brokers. Empty with `voc up` starts a "
-        "local broker; the single-service commands default to 127.0.0.1:9092.",
+        "local broker on 127.0.0.1:<local_broker_port>, where the single-service commands and "
+        "the CLI clients look for it.",
     )
     clickhouse_url: str = Field(
         default="",
@@ -112,6 +113,17 @@ class Settings(BaseSettings):
 
     demo_rate: float = Field(default=8.0, gt=0, description="Demo feed events per second.")
 
+    local_broker_port: int = Field(
+        default=9092, ge=0, le=65535, description="Port of the local broker `voc up` starts "
+        "when kafka_bootstrap is empty: a fixed port lets `voc alerts tail` and other Kafka "
+        "tools find it (0: any free port, printed at start).")
+    api_url: str = Field(
+        default="", description="Base URL of the API that `voc feedback send` posts to; "
+        "empty: http://127.0.0.1:<http_port>.")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key `voc feedback send` sends in X-API-Key (needed "
+        "once the API has keys configured).")
+
     @field_validator("window_seconds")
     @classmethod
     def _rolls_up(cls, value: int) -> int:
@@ -158,7 +170,12 @@ class Settings(BaseSettings):
     @property
     def bootstrap(self) -> str:
         """Broker list for services that need an existing broker."""
-        return self.kafka_bootstrap or "127.0.0.1:9092"
+        return self.kafka_bootstrap or f"127.0.0.1:{self.local_broker_port or 9092}"
+
+    @property
+    def client_api_url(self) -> str:
+        """The API the CLI clients call: ``api_url``, else this machine's API port."""
+        return (self.api_url or f"http://127.0.0.1:{self.http_port or 8000}").rstrip("/")
 
 
 TOPICS = ("feedback.raw", "feedback.enriched", "scores", "alerts", "cases", "deadletter")
