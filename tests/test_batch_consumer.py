@@ -33,9 +33,10 @@ async def _batches(settings: Settings, bootstrap: str, *, max_records: int, fill
         if sum(sizes) >= total:
             stop.set()
 
-    consumer = BatchConsumer(bootstrap, topic, settings.group("fill"), handle,
-                             max_records=max_records, wait_s=0.2, fill_s=fill_s)
     producer = Producer(bootstrap, client_id="fill-test")
+    consumer = BatchConsumer(settings, bootstrap, topic, settings.group("fill"), handle,
+                             stage="scoring", producer=producer, max_records=max_records,
+                             wait_s=0.2, fill_s=fill_s)
     await producer.start()
     try:
         consuming = asyncio.create_task(consumer.run(stop))
