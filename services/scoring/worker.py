@@ -148,8 +148,9 @@ class Scorer:
 
         A window [s, e) of a touchpoint is final once the newest event time stored for that
         touchpoint before this batch is at least e + allowed lateness. The newest time is read
-        from the store the first time a touchpoint is seen, so a restarted scorer judges
-        exactly as the one before it did. It never lies beyond now + VOC_MAX_CLOCK_SKEW_S:
+        from the store the first time a touchpoint is seen (leaving out this batch's events,
+        which a failed attempt may have stored), so a restarted scorer judges exactly as the
+        one before it did. It never lies beyond now + VOC_MAX_CLOCK_SKEW_S:
         a row dated in the future (stored before entrance bounds existed, or by a sender
         whose clock was wrong) must not make every real event of its touchpoint too late.
         """
@@ -160,11 +161,14 @@ class Scorer:
         known: dict[str, int] = {tp: self.newest[tp] for tp in {e.touchpoint for e in fresh}
                                  if tp in self.newest}
         if unknown:
+            # The batch's own events are left out: an attempt that failed after storing
+            # them must not make them too late on its retry.
             rows = await self.store.query(
                 "SELECT touchpoint, toUInt32(max(occurred_at)) AS newest FROM feedback "
                 "WHERE touchpoint IN %(touchpoints)s AND occurred_at <= %(horizon)s "
-                "GROUP BY touchpoint",
-                {"touchpoints": unknown, "horizon": datetime.fromtimestamp(horizon, UTC)})
+                "AND event_id NOT IN %(ids)s GROUP BY touchpoint",
+                {"touchpoints": unknown, "horizon": datetime.fromtimestamp(horizon, UTC),
+                 "ids": tuple(e.event_id for e in fresh)})
             known.update({row["touchpoint"]: int(row["newest"]) for row in rows})
         seconds = self.levels[0]
         late = {e.event_id for e in fresh if e.touchpoint in known
