@@ -170,8 +170,10 @@ def test_random_customer_ids_fire_the_cap_then_one_summary_resolved_after_a_rest
 
             restarted = AlertEvaluator(settings, store, producer, RulesFile(path))
             await restarted.load_state()
-            period_end = evaluator.caps.period_of(now) + timedelta(seconds=settings.alert_cap_period_s)
-            monkeypatch.setattr(alerting_worker, "utc_now", lambda: period_end + timedelta(seconds=1))
+            period_end = (evaluator.caps.period_of(now)
+                          + timedelta(seconds=settings.alert_cap_period_s))
+            monkeypatch.setattr(alerting_worker, "utc_now",
+                                lambda: period_end + timedelta(seconds=1))
             await restarted.flush_caps()
             await restarted.flush_caps()  # nothing more to close
             summary = await store.query(

@@ -28,7 +28,13 @@ from aiokafka import errors as kafka_errors
 from prometheus_client import REGISTRY
 
 from services.core.broker import LocalBroker
-from services.core.events import EnrichedFeedback, RawFeedback, SocialFacts, stable_event_id, utc_now
+from services.core.events import (
+    EnrichedFeedback,
+    RawFeedback,
+    SocialFacts,
+    stable_event_id,
+    utc_now,
+)
 from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
 from services.core.store import Store, StoreError

@@ -132,7 +132,8 @@ def test_a_failed_insert_does_not_make_the_retried_batch_too_late(
             assert rig.scorer.too_late == 0
             rows = await rig.store.query(
                 "SELECT event_id, too_late FROM feedback FINAL ORDER BY event_id")
-            assert rows == [{"event_id": "early", "too_late": 0}, {"event_id": "late", "too_late": 0}]
+            assert rows == [{"event_id": "early", "too_late": 0},
+                            {"event_id": "late", "too_late": 0}]
             hour = await rig.store.query(
                 "SELECT sum(volume) AS n FROM cem_scores FINAL WHERE window_seconds = 60 "
                 "AND channel = '' AND stage = ''")

@@ -12,8 +12,9 @@ changes only after both: if either fails, or the process dies in between, the re
 re-delivered input re-emits the same deterministic ``alert_id`` rather than losing it. The
 lifecycle state (bounded, caps.KeyStates) is rebuilt from the ``alerts`` table on start, so a
 restart neither re-pages anyone nor forgets an open alert. At most VOC_ALERT_MAX_PER_RULE
-alerts per rule fire per period; the excess is summarised in one alert (caps.AlertCaps). Alerts that ask for it then open cases, and webhooks
-deliver them, each from the alerts topic in their own consumer group (cases.py, delivery.py).
+alerts per rule fire per period; the excess is summarised in one alert (caps.AlertCaps).
+Alerts that ask for it then open cases, and webhooks deliver them, each from the alerts topic
+in their own consumer group (cases.py, delivery.py).
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ class AlertEvaluator:
         caps' counts of the current period come from the store."""
         longest = max((r.cooldown_s for r in self.rules.rules), default=0)
         rows = await self.store.query(_STATE_SQL, {
-            "since": utc_now() - timedelta(seconds=longest), "limit": self.settings.alert_max_keys})
+            "since": utc_now() - timedelta(seconds=longest),
+            "limit": self.settings.alert_max_keys})
         loaded = {}
         for row in rows:
             firing = row["status"] == "firing"
@@ -451,8 +453,9 @@ def _summary_from_row(row: dict, owner: Owner | None) -> Alert:
     for name in ("channel", "stage", "topic", "team", "owner"):
         fields[name] = fields.get(name) or None
     return Alert.model_validate({
-        **fields, "schema": "alert.v2", "operator": ">", "notify": list(owner.notify) if owner else [],
-        "open_case": False, "event_ids": [], "latest_received_at": None, "resolved_at": None})
+        **fields, "schema": "alert.v2", "operator": ">",
+        "notify": list(owner.notify) if owner else [], "open_case": False, "event_ids": [],
+        "latest_received_at": None, "resolved_at": None})
 
 
 async def _poll_rules(rules: RulesFile, evaluator: AlertEvaluator, every_s: float,

@@ -19,12 +19,13 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from services.core.bounds import entrance_problem
 from services.core.events import DeadLetter, RawFeedback, utc_now
-from services.core.failures import FailurePolicy, Stopped
+from services.core.failures import MAX_BACKOFF_S, FailurePolicy, Kind, Stopped, classify
 from services.core.ops import (
     BATCH_SECONDS,
     CONSUMER_LAG,
@@ -152,7 +153,7 @@ class BatchConsumer:
                 EVENTS_IN.labels(self._group).inc(len(records))
                 started = time.perf_counter()
                 await policy.run(records)
-                await self._consumer.commit()
+                await self._commit(stop)
                 BATCH_SECONDS.labels(self._group).observe(time.perf_counter() - started)
                 self._report_lag(batches)
         except Stopped:
@@ -161,6 +162,32 @@ class BatchConsumer:
         finally:
             READINESS.forget(self._group)
             await self._consumer.stop()
+
+    async def _commit(self, stop: asyncio.Event) -> None:
+        """Commit the handled batch, waiting out a broker outage rather than dying of it.
+
+        After a rebalance the offsets are no longer ours to commit: the partition's new owner
+        reads the batch again, which the idempotent sinks absorb.
+        """
+        delay = self._settings.consumer_backoff_s
+        while True:
+            try:
+                await self._consumer.commit()
+                READINESS.set(self._group, True)
+                return
+            except CommitFailedError as exc:
+                log.warning("commit refused after a rebalance; the new owner re-reads the batch",
+                            group=self._group, error=str(exc)[:300])
+                return
+            except Exception as exc:
+                failure = classify(exc)
+                if failure.kind is not Kind.TRANSIENT or stop.is_set():
+                    raise
+                READINESS.set(self._group, False, f"commit failed, retrying: {failure.reason}")
+                log.warning("commit failed, retrying", group=self._group,
+                            error=failure.reason[:300], retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str, keep_original: bool) -> None:
         letter = await asyncio.to_thread(
