@@ -11,7 +11,8 @@ twice.
 - an analysis that raises for one record: that record is analysed alone and dead-lettered,
   every other record of its batch enriched;
 - a record whose row the store cannot take (an integer beyond 64 bits) in a scoring batch:
-  only that record is dead-lettered, every other one stored once.
+  only that record is dead-lettered, every other one stored once;
+- a store error after a webhook answered: the retry records the outcome, nobody is paged twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import errors as kafka_errors
 from prometheus_client import REGISTRY
@@ -270,3 +272,48 @@ def test_a_record_the_store_cannot_take_is_dead_lettered_and_the_rest_stored_onc
     assert {v["stage"] for v in letters} == {"scoring"}
     assert {EnrichedFeedback.model_validate_json(base64.b64decode(v["original_base64"])).event_id
             for v in letters} == {huge.event_id}
+
+
+def test_a_store_error_after_a_webhook_delivery_does_not_page_again(
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path) -> None:
+    """The receiver answered, then recording the outcome failed: the retried batch records
+    the outcome it already has instead of delivering (paging) a second time."""
+    from services.alerting.delivery import WebhookDispatcher
+    from services.alerting.worker import RulesFile
+    from tests.test_webhooks import ALERT, Receiver, _consume
+
+    create_topics(settings, broker.bootstrap)
+    with Receiver([200]) as receiver:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text("rules:\n  - {id: neg, type: event, match: {segments: [VIP]}, "
+                         "route: {notify: [pager]}}\nwebhooks:\n"
+                         f"  pager: {{url: '{receiver.url}'}}\n", encoding="utf-8")
+        alert = ALERT.model_copy(update={"notify": ["pager"]})
+
+        async def main() -> list[dict]:
+            async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
+                await producer.send_many(settings.topic("alerts"), [(b"k", alert.to_bytes())])
+                records = await _consume(broker.bootstrap, settings.topic("alerts"), 1)
+                real_insert = store.insert
+                failed: list[str] = []
+
+                async def down_once(table: str, rows: Sequence[dict], **kwargs: Any) -> None:
+                    if table == "alert_deliveries" and not failed:
+                        failed.append(table)
+                        raise StoreError("clickhouse failed to insert") from \
+                            ConnectionResetError("connection reset by peer")
+                    await real_insert(table, rows, **kwargs)
+
+                store.insert = down_once  # type: ignore[method-assign]
+                async with httpx.AsyncClient(timeout=2) as client:
+                    dispatcher = WebhookDispatcher(settings, store, producer, RulesFile(rules),
+                                                   client)
+                    with pytest.raises(StoreError):
+                        await dispatcher.handle(records)
+                    await dispatcher.handle(records)
+                return await store.query("SELECT webhook, outcome, attempts FROM "
+                                         "alert_deliveries FINAL")
+
+        rows = run(main())
+    assert rows == [{"webhook": "pager", "outcome": "delivered", "attempts": 1}]
+    assert len(receiver.requests) == 1, "paged once"
