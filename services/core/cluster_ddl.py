@@ -21,6 +21,8 @@ _CREATE = re.compile(
 )
 _ORDER_BY = re.compile(r"ORDER BY\s+(\(.*?\)|\w+)", re.DOTALL)
 _ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+)\s+(?P<action>ADD COLUMN .*)$", re.DOTALL)
+_INSERT = re.compile(r"^INSERT INTO \w+\b", re.DOTALL)
+_TABLE_REF = re.compile(r"\b(INTO|FROM) (\w+)\b")
 
 
 class ClusterDDLError(ValueError):
@@ -59,6 +61,9 @@ def _rewrite(statement: str, cluster: str, database: str, migration: str) -> lis
     if match := _ALTER.match(statement):
         return [f"ALTER TABLE {database}.{table} ON CLUSTER {cluster} {match['action']}"
                 for table in (f"{match['name']}_local", match["name"])]
+    if _INSERT.match(statement):
+        # A backfill: run once, through the Distributed tables, which route rows by shard key.
+        return [_TABLE_REF.sub(lambda m: f"{m[1]} {database}.{m[2]}", statement)]
     raise ClusterDDLError(
         f"{migration}: cannot derive cluster DDL for {statement[:80]!r}; extend "
         "services/core/cluster_ddl.py for this kind of statement")

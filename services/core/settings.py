@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         default=300, ge=0, le=86400, description="How far `occurred_at` and `received_at` may "
         "lie ahead of this server's clock (a sender's clock is never exact).")
 
+    consumer_max_retries: int = Field(
+        default=3, ge=0, le=100, description="Retries of a batch that failed with an error of "
+        "no known kind before it is split to find and dead-letter the records that fail.")
+    consumer_backoff_s: float = Field(
+        default=0.5, gt=0, le=10, description="First delay before a failed batch is retried; "
+        "doubles per retry, to at most 10 s.")
+
     sink_batch_size: int = Field(default=5000, ge=1, description="Most records per sink batch.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest poll wait.")
     scoring_batch_fill_s: float = Field(
@@ -89,11 +96,23 @@ class Settings(BaseSettings):
     allowed_lateness_s: int = Field(
         default=3600, ge=0, description="How far behind a touchpoint's newest event time a "
         "window still accepts events; later ones are stored but flagged too late.")
+    scoring_touchpoint_cache: int = Field(
+        default=10_000, ge=1, description="Touchpoints whose newest event time scoring keeps in "
+        "memory (least recently used beyond this are re-read from the store when seen again).")
     expectations_path: Path | None = Field(default=None, description="Expectation targets YAML.")
 
     alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
     alert_rules_poll_s: float = Field(
         default=2.0, gt=0, description="How often the rules file is checked for changes.")
+    alert_max_keys: int = Field(
+        default=100_000, ge=100, description="Alert lifecycle keys (rule x subject) kept in "
+        "memory; beyond it the least recently used keys without an open alert are forgotten.")
+    alert_max_per_rule: int = Field(
+        default=20, ge=1, description="Most alerts one rule may fire per VOC_ALERT_CAP_PERIOD_S; "
+        "the excess is counted in one summary alert of that rule instead of paging.")
+    alert_cap_period_s: int = Field(
+        default=3600, ge=60, le=7 * 86400, description="Period of VOC_ALERT_MAX_PER_RULE, "
+        "aligned to the UTC epoch (3600: each clock hour).")
     webhook_max_attempts: int = Field(
         default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
     webhook_backoff_s: float = Field(
