@@ -22,7 +22,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from services.alerting.rules import RuleSet, Webhook
-from services.alerting.webhooks import Outcome, deliver, event_ref, public_url
+from services.alerting.webhooks import Outcome, deliver, event_ref, redact_url
 from services.core.events import Alert, CaseEvent, utc_now
 from services.core.kafka import BatchConsumer, Producer, dead_letter, parse_or_reason
 from services.core.settings import Settings
@@ -80,7 +80,8 @@ class WebhookDispatcher:
         outcomes = await asyncio.gather(*(
             deliver(self.client, job.hook, job.event,
                     max_attempts=self.settings.webhook_max_attempts,
-                    backoff_s=self.settings.webhook_backoff_s)
+                    backoff_s=self.settings.webhook_backoff_s,
+                    customer_text=self.settings.alert_customer_text)
             for job in jobs))
         await self._record(jobs, outcomes)
 
@@ -91,7 +92,7 @@ class WebhookDispatcher:
         rows = []
         for job, outcome in zip(jobs, outcomes):
             rows.append({
-                **self.row(job.event), "webhook": job.name, "url": public_url(job.hook.url),
+                **self.row(job.event), "webhook": job.name, "url": redact_url(job.hook.url),
                 "format": job.hook.format,
                 "outcome": "delivered" if outcome.delivered else "dead_letter",
                 "attempts": outcome.attempts, "http_status": outcome.status_code or 0,

@@ -32,6 +32,7 @@ from services.core.ops import (
     EVENTS_OUT,
     READINESS,
 )
+from services.core.pii import redact, redact_bytes
 from services.core.settings import TOPICS, Settings
 
 log = structlog.get_logger(__name__)
@@ -188,10 +189,16 @@ class BatchConsumer:
 
 def dead_letter(stage: str, topic: str, partition: int, offset: int, value: bytes | None,
                 reason: str) -> tuple[bytes | None, bytes]:
-    """The (key, value) of a dead-letter message for a record a stage could not process."""
+    """The (key, value) of a dead-letter message for a record a stage could not process.
+
+    The bytes and the reason (which may quote the input) are redacted here, whatever the
+    stage: direct producers write every feedback topic past ingest's redaction.
+    """
+    reason = redact(reason)
     letter = DeadLetter(
         stage=stage, topic=topic, partition=partition, offset=offset, reason=reason[:2000],
-        original_base64=base64.b64encode(value or b"").decode("ascii"), failed_at=utc_now(),
+        original_base64=base64.b64encode(redact_bytes(value or b"")).decode("ascii"),
+        failed_at=utc_now(),
     )
     DEAD_LETTERS.labels(stage).inc()
     log.warning("dead-lettered", stage=stage, topic=topic, partition=partition, offset=offset,

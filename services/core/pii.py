@@ -37,23 +37,33 @@ BANK_CARD = "<BANK_CARD>"
 EMAIL = "<EMAIL>"
 
 
-def _fold_table() -> dict[int, str]:
-    """One ASCII character for each character customers use in its place in a number or an
-    address: every Unicode decimal digit, the full-width ASCII block (＠, ＋, Ｘ, letters),
-    dash and dot look-alikes, and the non-ASCII spaces."""
-    table = {cp: str(unicodedata.decimal(chr(cp))) for cp in range(0x80, sys.maxunicode + 1)
-             if unicodedata.category(chr(cp)) == "Nd"}
-    table.update({cp: chr(cp - 0xFEE0) for cp in range(0xFF01, 0xFF5F)})
-    table.update(dict.fromkeys(
+def _tables() -> tuple[dict[int, str], dict[int, None]]:
+    """The folding table, and the invisible characters (controls and format characters such
+    as zero-width spaces and bidi overrides) that a snippet drops.
+
+    Folding gives one ASCII character for each character customers use in its place in a
+    number or an address: every Unicode decimal digit, the full-width ASCII block (＠, ＋, Ｘ,
+    letters), dash and dot look-alikes, and the non-ASCII spaces.
+    """
+    fold: dict[int, str] = {}
+    invisible: dict[int, None] = {}
+    for cp in range(sys.maxunicode + 1):
+        category = unicodedata.category(chr(cp))
+        if category == "Nd" and cp > 0x7F:
+            fold[cp] = str(unicodedata.decimal(chr(cp)))
+        elif category in ("Cc", "Cf"):
+            invisible[cp] = None
+    fold.update({cp: chr(cp - 0xFEE0) for cp in range(0xFF01, 0xFF5F)})
+    fold.update(dict.fromkeys(
         (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58, 0xFE63), "-"))
-    table.update(dict.fromkeys((0x00B7, 0x2027, 0x30FB, 0xFF65, 0xFE52), "."))
-    table.update(dict.fromkeys(
+    fold.update(dict.fromkeys((0x00B7, 0x2027, 0x30FB, 0xFF65, 0xFE52), "."))
+    fold.update(dict.fromkeys(
         (0x00A0, *range(0x2000, 0x200C), 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF), " "))
-    table[0xFE6B] = "@"  # small commercial at
-    return table
+    fold[0xFE6B] = "@"  # small commercial at
+    return fold, invisible
 
 
-_FOLD = _fold_table()
+_FOLD, _INVISIBLE = _tables()
 
 # Between the groups of a number: up to three of space, dot or dash ("138 - 1234 - 5678").
 _SEP = r"[ .\-]{0,3}"
@@ -183,6 +193,18 @@ def redact(text: str) -> str:
 def redact_optional(text: str | None) -> str | None:
     """``redact`` that passes ``None`` through, for optional fields."""
     return None if text is None else redact(text)
+
+
+SNIPPET_CHARS = 120
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """Customer text as it may leave the pipeline in a message to people: redacted, on one
+    line, without control or format characters (a bidi override could make a chat message
+    read differently), and at most ``limit`` characters. Escaping for a message format is the
+    formatter's job."""
+    cleaned = " ".join(redact(text).translate(_INVISIBLE).split())
+    return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
 
 
 def _redact_document(document: Any) -> tuple[Any, bool]:
