@@ -203,7 +203,7 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     line, without control or format characters (a bidi override could make a chat message
     read differently), and at most ``limit`` characters. Escaping for a message format is the
     formatter's job."""
-    cleaned = " ".join(redact(text).translate(_INVISIBLE).split())
+    cleaned = " ".join(redact(text).split()).translate(_INVISIBLE)
     return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
 
 
@@ -244,8 +244,10 @@ def redact_bytes(value: bytes) -> bytes:
     A JSON record is parsed and every string redacted, because JSON may write text as
     ``\\u`` escapes: in ``"\\u4e2d13812345678"`` the phone follows an escaped character that
     looks like a letter to a scan of the bytes. The bytes come back unchanged when nothing was
-    redacted. Anything else is read as UTF-8 with undecodable bytes kept as they are
-    (surrogateescape), so a GBK or binary record keeps every byte but its PII.
+    redacted. Other UTF-8 text is redacted as text. Anything else is read as GB18030 (a
+    superset of the GBK that Chinese systems still write, where full-width digits are two
+    bytes each) with undecodable bytes kept as they are (surrogateescape): every byte but the
+    PII survives, whatever the record was.
     """
     try:
         document = json.loads(value)
@@ -260,4 +262,8 @@ def redact_bytes(value: bytes) -> bytes:
             return json.dumps(cleaned, ensure_ascii=False).encode("utf-8", "backslashreplace")
         except (ValueError, RecursionError):
             pass
-    return redact(value.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+    try:
+        return redact(value.decode("utf-8")).encode("utf-8")
+    except UnicodeDecodeError:
+        return redact(value.decode("gb18030", "surrogateescape")).encode("gb18030",
+                                                                          "surrogateescape")
