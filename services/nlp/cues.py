@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.core.events import Intent, SentimentLabel, UrgencyFlag, UrgencyFlagName, trusted
-from services.nlp.matching import compile_cue, cue_spans, item_lines
+from services.nlp.matching import compile_cue, cue_spans, item_lines, screen
 
 
 class UrgencySpec(BaseModel):
@@ -40,16 +40,26 @@ class UrgencyCues:
     """Compiled urgency patterns, one RE2 alternation per flag (see services/nlp/matching.py)."""
 
     patterns: dict[UrgencyFlagName, Any]
+    _screen: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_screen",
+                           screen(list(self.patterns.values())) if self.patterns else None)
 
     def find(self, text: str) -> list[UrgencyFlag]:
         """Every flag raised by ``text``; one entry per distinct matched term.
 
-        Linear in the text: one RE2 scan per flag, resumed at most ``MAX_CUE_MATCHES`` times.
+        Linear in the text: one RE2 set scan tells which flags occur, then one scan per such
+        flag, resumed at most ``MAX_CUE_MATCHES`` times.
         """
+        hits = self._screen.Match(text) if self._screen is not None else None
+        if not hits:
+            return []
+        names = list(self.patterns)
         found: list[UrgencyFlag] = []
-        for flag, pattern in self.patterns.items():
+        for flag in (names[i] for i in sorted(hits)):
             spans: dict[str, list[tuple[int, int]]] = {}
-            for term, start, end in cue_spans(pattern, text):
+            for term, start, end in cue_spans(self.patterns[flag], text):
                 spans.setdefault(term, []).append((start, end))
             found.extend(trusted(UrgencyFlag, flag=flag, term=term, evidence=sp) for term, sp in spans.items())
         return found

@@ -58,6 +58,16 @@ def compile_cue(pattern: str) -> Any:
     return compiled
 
 
+def screen(patterns: Sequence[Any]) -> Any:
+    """One RE2 set of ``patterns``: a single pass tells which of them occur in a text at all,
+    so most texts (no cue) cost one scan instead of one per pattern."""
+    found = re2.Set.SearchSet(_OPTIONS)
+    for pattern in patterns:
+        found.Add(pattern.pattern)
+    found.Compile()
+    return found
+
+
 def cue_spans(pattern: Any, text: str) -> Iterator[tuple[str, int, int]]:
     """(matched text, start, end) of the non-empty matches, in characters, at most
     :data:`MAX_CUE_MATCHES` matches read (empty ones included, since each costs a search)."""
