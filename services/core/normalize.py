@@ -178,6 +178,21 @@ def _pseudonym_optional(value: str | None) -> str | None:
     return None if value is None else pseudonym(value)
 
 
+def _external_id(event: RawFeedback) -> str | None:
+    """The sender's id, redacted: a producer may key feedback by phone number or email.
+
+    A social post's ``platform:post_id`` (what ingest sends) is kept: Weibo's 16-digit ids
+    pass Luhn one time in ten, and the same id travels unredacted as
+    ``social.post_id``, which threads need.
+    """
+    if event.external_id is None:
+        return None
+    if event.social is not None and \
+            event.external_id == f"{event.social.platform}:{event.social.post_id}":
+        return event.external_id
+    return redact(event.external_id)
+
+
 def prepare_raw(event: RawFeedback) -> RawFeedback:
     """The event as it may travel on: PII redacted everywhere, ``analysis_text`` filled.
 
@@ -192,7 +207,7 @@ def prepare_raw(event: RawFeedback) -> RawFeedback:
         "analysis_text": (redact(event.analysis_text) if event.analysis_text
                           else analysis_text(text, event.channel) or text),
         "customer_id": redact_optional(event.customer_id),
-        "external_id": redact_optional(event.external_id),
+        "external_id": _external_id(event),
         "metadata": {key: redact(value) for key, value in event.metadata.items()},
     }
     if event.email is not None:
