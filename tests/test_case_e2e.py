@@ -84,7 +84,8 @@ def test_alert_to_escalated_case_to_resolution_and_follow_up(
     assert (paged["schema"], paged["action"], paged["team"], paged["escalation_level"]) == (
         "case.v1", "escalated", "hotline-l2", 1)
     [(_, _, top)] = lead.requests
-    assert "escalated to level 2 (hotline-lead)" in json.loads(top)["markdown"]["text"]
+    # markdown gets the parentheses of any filled-in value as full-width look-alikes
+    assert "escalated to level 2 （hotline-lead）" in json.loads(top)["markdown"]["text"]
 
 
 def _lifecycle(broker: LocalBroker, store_url: str, settings: Settings,

@@ -35,6 +35,7 @@ from services.core.events import (
     utc_now,
 )
 from services.core.kafka import BatchConsumer, Producer, parse_or_reason
+from services.core.pii import redact, redact_optional
 from services.core.settings import Settings
 from services.core.store import Store
 
@@ -89,7 +90,7 @@ def open_case(alert: Alert, sla: Sla, now: datetime) -> CaseEvent:
     case_id = case_id_for(alert.alert_id)
     return CaseEvent(
         event_id=_event_id(case_id, 1), case_id=case_id, seq=1, action="opened", status="open",
-        at=now, actor="alerting", comment=alert.message[:4000], severity=alert.severity,
+        at=now, actor="alerting", comment=redact(alert.message)[:4000], severity=alert.severity,
         team=alert.team, assignee=alert.owner, escalation_level=0, touchpoint=alert.touchpoint,
         rule_id=alert.rule_id, alert_ids=[alert.alert_id], feedback_event_ids=alert.event_ids,
         opened_at=now, acknowledged_at=None, resolved_at=None, closed_at=None,
@@ -98,9 +99,18 @@ def open_case(alert: Alert, sla: Sla, now: datetime) -> CaseEvent:
         followup_outcome=None, followup_rating=None)
 
 
+def _redacted_comment(comment: str | None) -> str | None:
+    """A placeholder can be longer than what it replaced; the column holds 4000 characters."""
+    return None if comment is None else redact(comment)[:4000]
+
+
 def transition(case: CaseEvent, action: CaseAction, actor: str, now: datetime,
                **changes: Any) -> CaseEvent:
-    """The next event of ``case``; raises CaseError when the current status forbids it."""
+    """The next event of ``case``; raises CaseError when the current status forbids it.
+
+    The comment is redacted here, so no caller (API, SLA loop, follow-up) can put PII on the
+    cases topic, into ``case_events``, a team's webhook or the live stream.
+    """
     if action not in _MOVES:
         raise CaseError(f"{action!r} is not a case action; use one of {sorted(_MOVES)}")
     sources, target = _MOVES[action]
@@ -109,7 +119,7 @@ def transition(case: CaseEvent, action: CaseAction, actor: str, now: datetime,
                         f"{allowed_actions(case.status)}")
     update: dict[str, Any] = {"seq": case.seq + 1, "event_id": _event_id(case.case_id, case.seq + 1),
                               "action": action, "actor": actor, "at": now,
-                              "comment": changes.pop("comment", None)}
+                              "comment": _redacted_comment(changes.pop("comment", None))}
     if target is not None:
         update["status"] = target
     if action == "acknowledged" or (action in ("started", "resolved")
@@ -193,13 +203,14 @@ def event_from_row(row: dict[str, Any]) -> CaseEvent:
 def followup_feedback(case: CaseEvent, outcome: str, rating: int | None, text: str | None,
                       customer_id: str | None, now: datetime) -> RawFeedback:
     """The follow-up as feedback (channel survey, rating as CSAT), so the loop closes in the
-    data too: the callback's rating flows through NLP and scoring like any other feedback."""
+    data too: the callback's rating flows through NLP and scoring like any other feedback.
+    Text and customer id are redacted like ingest's, since this skips ingest."""
     external_id = f"case-{case.case_id}-followup-{case.seq + 1}"
     return RawFeedback(
         event_id=stable_event_id("tingjian-cases", external_id), source="tingjian-cases",
         external_id=external_id, channel="survey", touchpoint=case.touchpoint,
-        text=text or f"回访结果: {outcome}" + (f", 评分 {rating}" if rating else ""),
-        occurred_at=now, received_at=now, customer_id=customer_id, stage="售后",
+        text=redact(text) if text else f"回访结果: {outcome}" + (f", 评分 {rating}" if rating else ""),
+        occurred_at=now, received_at=now, customer_id=redact_optional(customer_id), stage="售后",
         ratings=Ratings(csat=rating),
         metadata={"case_id": case.case_id, "followup_outcome": outcome, "rule_id": case.rule_id})
 

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
     webhook_backoff_s: float = Field(
         default=0.5, ge=0, description="First retry delay; doubles per attempt (max 60 s).")
+    alert_customer_text: Literal["snippet", "none"] = Field(
+        default="snippet", description="What webhooks (third parties: DingTalk, WeCom, Feishu, "
+        "generic receivers) get of the customer's words: snippet (redacted, at most 120 "
+        "characters, markup made inert) or none (left out, with people's case comments).")
     case_sla_check_s: float = Field(
         default=15.0, gt=0, description="How often open cases are checked against their SLA.")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Per-request timeout.")
