@@ -14,7 +14,7 @@ import structlog
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
-from services.core.access import Access, Require, auth_router
+from services.core.access import Access, Require, auth_router, route_roles
 from services.core.http import harden
 from services.core.ops import metrics_router, probe_routes
 from services.core.settings import Settings
@@ -52,6 +52,7 @@ def create_app(settings: Settings, bootstrap: str, store: Store,
 
     mount_cases(app, settings, bootstrap, store)
     _docs(app)
+    route_roles(app)  # refuses an app with a route that does not say who may call it
     return app
 
 

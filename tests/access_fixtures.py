@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,38 @@ class Issuer:
         jwks_file.write_text(json.dumps(self.jwks()), encoding="utf-8")
         return {"oidc_issuer": self.issuer, "oidc_audience": self.audience,
                 "oidc_jwks_file": jwks_file}
+
+
+class JwksServer:
+    """Serves an issuer's JWKS over local HTTP and counts the fetches (a real HTTP server: the
+    verifier's cache and refresh are what is under test)."""
+
+    def __init__(self, issuer: Issuer) -> None:
+        self.issuer = issuer
+        self.fetches = 0
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                served.fetches += 1
+                body = json.dumps(served.issuer.jwks()).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> JwksServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

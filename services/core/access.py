@@ -735,3 +735,54 @@ def auth_router(access: Access) -> APIRouter:
         return response
 
     return router
+
+
+# ------------------------------------------------------------------------------ route audit
+
+OPEN_PROBES = frozenset({"/healthz", "/readyz"})
+"""The only routes that need no declaration: liveness and readiness, open on purpose."""
+_STRICTNESS = {"public": 0, SIGNED_IN: 1, "ingest": 2, "viewer": 2, "operator": 3, "admin": 4}
+
+
+def _declared(dependant: Any) -> set[str]:
+    found: set[str] = set()
+    for dependency in getattr(dependant, "dependencies", []):
+        if isinstance(dependency.call, Declared):
+            found.add(dependency.call.role)
+        found |= _declared(dependency)
+    return found
+
+
+def _flat_routes(app: Any) -> list[Any]:
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before lazily included routers: app.routes is already flat
+        return list(app.routes)
+    return list(iter_route_contexts(app.routes))
+
+
+def route_roles(app: Any) -> dict[tuple[str, str], str]:
+    """(method, path) -> the role each route declares (the strictest, when it declares several).
+
+    Raises ValueError naming every route that declares none, so an app with such a route is
+    never served (``services/api.py``) and the suite fails (tests/test_access_matrix.py).
+    """
+    roles: dict[tuple[str, str], str] = {}
+    undeclared = []
+    for route in _flat_routes(app):
+        path = getattr(route, "path", None)
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            if path not in OPEN_PROBES:
+                undeclared.append(f"{path} (not a FastAPI route, so it cannot declare a role)")
+            continue
+        declared = _declared(dependant)
+        for method in sorted(route.methods or []):
+            if declared:
+                roles[(method, path)] = max(declared, key=_STRICTNESS.__getitem__)
+            else:
+                undeclared.append(f"{method} {path}")
+    if undeclared:
+        raise ValueError(f"routes without a declared role: {undeclared}; add "
+                         "Depends(Require(role)) or Depends(Public()) to each")
+    return roles
