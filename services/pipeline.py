@@ -94,7 +94,9 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
         if "ingest" in names:
             coroutines.append(_serve_ingest(settings, bootstrap, store, stop, on_listening,
                                             access))
-        elif settings.ops_port is not None:
+        if settings.ops_port is not None:
+            # Also next to the API: its own /metrics needs an admin, while a scraper inside
+            # the cluster reads this port without credentials.
             coroutines.append(_serve(ops_app(), settings.http_host, settings.ops_port,
                                      "ops server", stop, _log_ops_url))
         if "nlp" in names:

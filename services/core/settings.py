@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535, description="Ingest API port (0: any).")
     ops_port: int | None = Field(
         default=None, ge=0, le=65535,
-        description="Port for /metrics, /healthz, /readyz in processes without the API (unset: off).",
+        description="Port for /metrics, /healthz, /readyz without credentials, in every process "
+        "(the API's own /metrics needs an admin); keep it off the public network (unset: off).",
     )
     ingest_batch_max: int = Field(default=1000, ge=1, description="Max events per batch POST.")
     ingest_api_keys_file: Path | None = Field(
@@ -87,8 +88,8 @@ class Settings(BaseSettings):
         "(or client address without credentials); empty: no limit.")
     api_auth_failure_rate_limit: str | None = Field(
         default="10/minute", description="Requests with credentials that fail to authenticate "
-        "allowed per client address; over it every request from there gets 429 until the "
-        "window passes; empty: no limit.")
+        "allowed per client address; more such requests get 429 until the window passes "
+        "(valid credentials are still served); empty: no limit.")
     stream_max_per_principal: int = Field(
         default=10, ge=1, description="Open /v1/stream connections allowed per principal (or "
         "client address in open mode).")
