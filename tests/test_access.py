@@ -162,6 +162,31 @@ def test_signing_keys_are_cached_and_refetched_for_a_new_key_id_at_most_every_30
         run(scenario())
 
 
+def test_keys_stay_in_use_while_the_provider_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    issuer = Issuer()
+    clock = [1000.0]
+    monkeypatch.setattr(access_module.time, "monotonic", lambda: clock[0])
+    with JwksServer(issuer) as server:
+        access = Access.from_settings(load_settings(
+            oidc_issuer=issuer.issuer, oidc_audience=issuer.audience,
+            oidc_jwks_url=server.url, oidc_jwks_cache_s=60))
+        run(access.verify(issuer.token(roles=["viewer"])))
+    clock[0] += 120  # stale, and the provider is gone
+
+    async def scenario() -> None:
+        assert (await access.verify(issuer.token(roles=["viewer"]))).name == "alice"
+
+    run(scenario())
+
+
+def test_a_jwks_file_without_keys_is_refused_at_start(tmp_path: Path) -> None:
+    broken = tmp_path / "jwks.json"
+    broken.write_text('{"keys": []}', encoding="utf-8")
+    with pytest.raises(ValueError, match="VOC_OIDC_JWKS_FILE"):
+        Access.from_settings(load_settings(oidc_issuer="https://id.example", oidc_audience="a",
+                                           oidc_jwks_file=broken))
+
+
 def test_a_jwks_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     issuer = Issuer()
     access = access_for(tmp_path, issuer)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import json
 import re
 import secrets
 import time
@@ -259,7 +260,13 @@ class KeyRing:
 
 
 class Jwks:
-    """The issuer's signing keys by key id, from a URL (cached) or a file (re-read on change)."""
+    """The issuer's signing keys by key id, from a URL (cached) or a file (re-read on change).
+
+    A URL is fetched at most once per JWKS_MIN_REFRESH_S, whatever happens: when the cached keys
+    are stale, when a token names an unknown key id, and when the provider is down (the previous
+    keys stay in use meanwhile), so neither made-up key ids nor an outage turn into a stream of
+    requests, each of which would hold up the request waiting for it.
+    """
 
     def __init__(self, *, url: str | None, path: Path | None, cache_s: float) -> None:
         self.url = url
@@ -270,16 +277,14 @@ class Jwks:
         self._attempted_at = -1e18
         self._mtime: float | None = None
         self._lock = asyncio.Lock()
-        self.fetches = 0
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
         """The signing key ``kid`` names; refreshes when stale or when ``kid`` is unknown."""
-        now = time.monotonic()
-        if now - self._fetched_at > self.cache_s or self._file_changed():
-            await self._refresh(force=True)
+        if self._stale():
+            await self._refresh()
         found = self._find(kid)
-        if found is None and time.monotonic() - self._attempted_at >= JWKS_MIN_REFRESH_S:
-            await self._refresh(force=False)
+        if found is None:
+            await self._refresh()
             found = self._find(kid)
         if found is None:
             raise AuthError(f"the token's key id {kid!r} is not among the issuer's signing keys")
@@ -290,18 +295,25 @@ class Jwks:
             return next(iter(self._keys.values())) if len(self._keys) == 1 else None
         return self._keys.get(kid)
 
+    def _stale(self) -> bool:
+        if self.path is not None:
+            return self._file_changed()
+        return time.monotonic() - self._fetched_at > self.cache_s
+
     def _file_changed(self) -> bool:
-        if self.path is None:
-            return False
+        assert self.path is not None
         try:
             return self.path.stat().st_mtime != self._mtime
         except OSError:
             return False
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self) -> None:
         async with self._lock:
-            if not force and time.monotonic() - self._attempted_at < JWKS_MIN_REFRESH_S:
-                return  # another request refreshed while this one waited
+            if self.path is not None:
+                if not self._file_changed():
+                    return
+            elif time.monotonic() - self._attempted_at < JWKS_MIN_REFRESH_S:
+                return  # tried moments ago (perhaps while this request waited for the lock)
             self._attempted_at = time.monotonic()
             try:
                 document = await self._load()
@@ -311,13 +323,10 @@ class Jwks:
                 log.error("cannot load the OIDC signing keys; keeping the previous ones",
                           source=self.url or str(self.path), error=str(exc))
                 return
-            self.fetches += 1
             self._keys = keys
             self._fetched_at = time.monotonic()
 
     async def _load(self) -> dict[str, Any]:
-        import json
-
         if self.path is not None:
             self._mtime = self.path.stat().st_mtime
             return json.loads(self.path.read_text(encoding="utf-8"))
@@ -332,6 +341,16 @@ class Jwks:
                     if len(body) > _JWKS_MAX_BYTES:
                         raise ValueError(f"{self.url} answered more than {_JWKS_MAX_BYTES} bytes")
         return json.loads(body)
+
+    def check_file(self) -> None:
+        """Fail at start, naming the setting, when the JWKS file has no usable signing key."""
+        if self.path is None:
+            return
+        try:
+            jwt.PyJWKSet.from_dict(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+            raise ValueError(f"VOC_OIDC_JWKS_FILE={self.path}: not a JSON Web Key Set with a "
+                             f"usable signing key: {exc}") from exc
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
@@ -504,6 +523,7 @@ class Access:
         if settings.oidc_issuer:
             jwks = Jwks(url=settings.oidc_jwks_url, path=settings.oidc_jwks_file,
                         cache_s=settings.oidc_jwks_cache_s)
+            jwks.check_file()
             oidc = OidcVerifier(issuer=settings.oidc_issuer,
                                 audience=settings.oidc_audience or "",
                                 algorithms=settings.oidc_algorithms, jwks=jwks,
