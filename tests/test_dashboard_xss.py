@@ -40,10 +40,10 @@ TOPIC = f'<svg {MARK} onload="window.__pwned=2">'
 SEGMENT = f'<iframe {MARK} srcdoc="<script>parent.__pwned=3</script>">'
 TEXT = f'<script>window.__pwned=4</script><b {MARK}>配送太慢了</b><img src=y {MARK} onerror="window.__pwned=5">'
 
-WATCH = f"""
+WATCH = """
 window.__csp = [];
 document.addEventListener('securitypolicyviolation',
-  (e) => window.__csp.push(`${{e.violatedDirective}} ${{e.blockedURI}}`));
+  (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
 """
 
 
