@@ -599,6 +599,9 @@ function signedOut() {
   session = null;
   if (source) source.close();
   renderLogin();
+  // Forget what the last principal could see before someone else signs in on this page.
+  live.cases.clear();
+  live.reset({ window_seconds: live.windowSeconds, scores: [], alerts: [] });
 }
 
 function renderLogin(message = '') {
