@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -201,10 +202,11 @@ def event_from_row(row: dict[str, Any]) -> CaseEvent:
 
 
 def followup_feedback(case: CaseEvent, outcome: str, rating: int | None, text: str | None,
-                      customer_id: str | None, now: datetime) -> RawFeedback:
+                      customer_id: str | None, now: datetime, operator: str = "") -> RawFeedback:
     """The follow-up as feedback (channel survey, rating as CSAT), so the loop closes in the
     data too: the callback's rating flows through NLP and scoring like any other feedback.
-    Text and customer id are redacted like ingest's, since this skips ingest."""
+    Text and customer id are redacted like ingest's, since this skips ingest; ``operator``
+    (the principal who recorded it) travels in the metadata."""
     external_id = f"case-{case.case_id}-followup-{case.seq + 1}"
     return RawFeedback(
         event_id=stable_event_id("tingjian-cases", external_id), source="tingjian-cases",
@@ -212,7 +214,8 @@ def followup_feedback(case: CaseEvent, outcome: str, rating: int | None, text: s
         text=redact(text) if text else f"回访结果: {outcome}" + (f", 评分 {rating}" if rating else ""),
         occurred_at=now, received_at=now, customer_id=redact_optional(customer_id), stage="售后",
         ratings=Ratings(csat=rating),
-        metadata={"case_id": case.case_id, "followup_outcome": outcome, "rule_id": case.rule_id})
+        metadata={"case_id": case.case_id, "followup_outcome": outcome, "rule_id": case.rule_id,
+                  **({"operator": operator} if operator else {})})
 
 
 _CURRENT_SQL = """
@@ -270,12 +273,13 @@ class CaseService:
         return [event_from_row(r) for r in rows]
 
     async def list(self, *, status: str | None = None, team: str | None = None,
-                   touchpoint: str | None = None, limit: int = 100) -> list[CaseEvent]:
+                   touchpoint: str | None = None, limit: int = 100,
+                   visible: Callable[[CaseEvent], bool] = lambda _: True) -> list[CaseEvent]:
         rows = await self.store.query(_CURRENT_SQL.format(where=""))
         cases = [event_from_row(r) for r in rows]
         cases = [c for c in cases if (status is None or c.status == status)
                  and (team is None or c.team == team)
-                 and (touchpoint is None or c.touchpoint == touchpoint)]
+                 and (touchpoint is None or c.touchpoint == touchpoint) and visible(c)]
         return sorted(cases, key=lambda c: c.opened_at, reverse=True)[:limit]
 
     async def metrics(self, since: datetime) -> list[dict[str, Any]]:
@@ -292,19 +296,28 @@ class CaseService:
             log.info("case " + event.action, case_id=event.case_id, status=event.status,
                      team=event.team, actor=event.actor, level=event.escalation_level)
 
-    async def act(self, case_id: str, action: CaseAction, actor: str, **changes: Any) -> CaseEvent:
-        event = transition(await self.current(case_id), action, actor, utc_now(), **changes)
+    async def act(self, case_id: str, action: CaseAction, actor: str,
+                  guard: Callable[[CaseEvent], None] = lambda _: None,
+                  **changes: Any) -> CaseEvent:
+        """Apply ``action``; ``guard`` may refuse (raise) after seeing the current case."""
+        current = await self.current(case_id)
+        guard(current)
+        event = transition(current, action, actor, utc_now(), **changes)
         await self.write([event])
         return event
 
     async def follow_up(self, case_id: str, actor: str, outcome: str, rating: int | None,
-                        text: str | None, customer_id: str | None) -> tuple[CaseEvent, RawFeedback]:
+                        text: str | None, customer_id: str | None,
+                        guard: Callable[[CaseEvent], None] = lambda _: None,
+                        ) -> tuple[CaseEvent, RawFeedback]:
         """Record the callback on the case and produce it as feedback to the raw topic."""
         case = await self.current(case_id)
+        guard(case)
         now = utc_now()
         event = transition(case, "followed_up", actor, now, comment=text,
                            followup_outcome=outcome, followup_rating=rating)
-        feedback = followup_feedback(case, outcome, rating, text, customer_id, now)
+        feedback = followup_feedback(case, outcome, rating, text, customer_id, now,
+                                     operator=actor)
         await self.producer.send_many(self.settings.topic("feedback.raw"),
                                       [(feedback.touchpoint.encode(), feedback.to_bytes())])
         await self.write([event])
