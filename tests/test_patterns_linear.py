@@ -58,7 +58,7 @@ NOT_CUSTOMER_TEXT = {
     "services.core.cluster_ddl._ALTER": "schemas/clickhouse/*.sql, shipped DDL",
     "services.core.migrations._ADD_COLUMN": "schemas/clickhouse/*.sql, shipped DDL",
     # The API keys file an operator writes (hashes only).
-    "services.ingest.auth._HEX": "VOC_INGEST_API_KEYS_FILE entries",
+    "services.core.access._HEX": "VOC_API_KEYS_FILE and VOC_INGEST_API_KEYS_FILE entries",
     # Lines of the shipped and the operator's jieba user dictionary.
     "services.nlp.segmenter._USER_DICT_LINE": "user_dict.txt / VOC_JIEBA_USER_DICT lines",
     # Webhook URLs from the operator's rules file.
