@@ -26,8 +26,10 @@ from services.alerting.cases import CaseService, followup_feedback, open_case, t
 from services.alerting.engine import event_alert
 from services.alerting.rules import Sla, Webhook
 from services.alerting.webhooks import build_request, deliver, redact_url
+from services.core.access import Access
 from services.core.broker import LocalBroker, free_port
 from services.core.events import RawFeedback, stable_event_id
+from services.core.http import harden
 from services.core.kafka import create_topics
 from services.core.pii import BANK_CARD, EMAIL, ID_CARD, PHONE, fold, redact, redact_bytes, snippet
 from services.core.settings import Settings
@@ -251,7 +253,7 @@ def test_pii_forms_never_surface_downstream(broker: LocalBroker, settings: Setti
                 await service.follow_up(case_id, "王五", "reached", 5, f"满意 {values[2]}",
                                         values[3])
 
-            frames = await watch_stream(store, act, until="followed_up")
+            frames = await watch_stream(store, settings, act, until="followed_up")
             assert "<PHONE>" in frames and case_id in frames
             history = json.dumps([c.model_dump(mode="json") for c in await service.history(case_id)],
                                  ensure_ascii=False)
@@ -299,12 +301,15 @@ def test_pii_forms_never_surface_downstream(broker: LocalBroker, settings: Setti
         assert not leaked(cases, value) and not leaked(json.dumps(followups, ensure_ascii=False), value)
 
 
-async def watch_stream(store, act, until: str) -> str:  # noqa: ANN001
+async def watch_stream(store, settings: Settings, act, until: str) -> str:  # noqa: ANN001
     """The data frames a dashboard page receives on /v1/stream while ``act`` runs, up to the
     first frame holding ``until``."""
     feed = LiveFeed(store, 60, interval_s=0.2)
     app = FastAPI()
-    app.include_router(web_router.build_router(feed))
+    # No credentials configured: the stream is open to this machine, as on `make run`.
+    access = Access.from_settings(settings)
+    app.include_router(web_router.build_router(feed, access))
+    harden(app, settings, access)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_config=None,
                                            timeout_graceful_shutdown=1))
