@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -140,7 +141,13 @@ class BatchConsumer:
                 EVENTS_IN.labels(self._group).inc(len(records))
                 started = time.perf_counter()
                 await self._handle_until_done(records, stop)
-                await self._consumer.commit()
+                try:
+                    await self._consumer.commit()
+                except CommitFailedError as exc:
+                    # A rebalance gave the partitions to another member meanwhile; it reads the
+                    # batch again from the last commit, and the sinks are idempotent.
+                    log.warning("commit refused after a rebalance; the new owner re-reads the "
+                                "batch", topic=self._topic, group=self._group, error=str(exc)[:300])
                 BATCH_SECONDS.labels(self._group).observe(time.perf_counter() - started)
                 self._report_lag(batches)
         finally:
