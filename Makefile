@@ -20,12 +20,14 @@ run: $(STAMP)
 	$(BIN)/voc up --demo
 
 ## system-deps: Debian packages the tests need, installed when missing: clickhouse-server,
-## zookeeper (the cluster tests' coordinator; pulls in Java), and chromium with a CJK font for
-## the dashboard's browser tests
+## zookeeper (the cluster tests' coordinator; pulls in Java), chromium with a CJK font for the
+## dashboard's browser tests, and kcat (the librdkafka client whose use of the local broker
+## tests/test_broker_clients.py measures)
 system-deps:
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || missing="$$missing clickhouse-server"; \
 	{ command -v java >/dev/null && [ -f /usr/share/java/zookeeper.jar ]; } || missing="$$missing zookeeper"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \

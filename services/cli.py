@@ -263,3 +263,15 @@ def db_cluster_ddl(cluster: str, database: str) -> None:
     except ClusterDDLError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(";\n\n".join(statements) + ";")
+
+
+def _register_clients() -> None:
+    """The client commands live in modules of their own (tail, send); they join the group here."""
+    from services.cli_send import feedback
+    from services.cli_tail import alerts, cases
+
+    for group in (alerts, cases, feedback):
+        main.add_command(group)
+
+
+_register_clients()

@@ -27,7 +27,8 @@ async def run_embedded(settings: Settings, stop: asyncio.Event, *, demo: bool) -
     if not settings.kafka_bootstrap:
         # Started on this (main) thread on purpose: the broker's parent-death signal follows
         # the thread that spawned it, and executor threads come and go.
-        broker = LocalBroker(log_path=settings.data_dir / "broker.log").start()
+        broker = LocalBroker(port=settings.local_broker_port or None,
+                             log_path=settings.data_dir / "broker.log").start()
     bootstrap = broker.bootstrap if broker else settings.kafka_bootstrap
     try:
         await asyncio.to_thread(create_topics, settings, bootstrap)
@@ -37,7 +38,8 @@ async def run_embedded(settings: Settings, stop: asyncio.Event, *, demo: bool) -
             pipeline = asyncio.create_task(run_services(
                 settings, SERVICES, bootstrap, stop, store=store,
                 on_listening=api_url.set_result))
-            feed = asyncio.create_task(_announce_and_feed(settings, api_url, stop, demo))
+            feed = asyncio.create_task(_announce_and_feed(settings, bootstrap, api_url, stop,
+                                                          demo))
             try:
                 await pipeline
             finally:
@@ -53,7 +55,7 @@ async def run_embedded(settings: Settings, stop: asyncio.Event, *, demo: bool) -
         log.info("pipeline stopped")
 
 
-async def _announce_and_feed(settings: Settings, api_url: asyncio.Future[str],
+async def _announce_and_feed(settings: Settings, bootstrap: str, api_url: asyncio.Future[str],
                              stop: asyncio.Event, demo: bool) -> None:
     url = await api_url
     lines = [
@@ -62,8 +64,12 @@ async def _announce_and_feed(settings: Settings, api_url: asyncio.Future[str],
         f"  API:        {url}   (OpenAPI docs: {url}/docs)",
         f"  Dashboard:  {url}/dashboard/",
         f"  Store:      {settings.store_url}",
+        f"  Kafka:      {bootstrap}"
+        + ("" if bootstrap == settings.bootstrap else f"   (export VOC_KAFKA_BOOTSTRAP={bootstrap}"
+           " for the commands below)"),
         f"  Topics:     {settings.topic('feedback.raw')} -> {settings.topic('feedback.enriched')}"
         f" -> {settings.topic('scores')} -> {settings.topic('alerts')}",
+        "  Alerts:     voc alerts tail   (JSON lines; also /v1/stream and webhooks)",
         "  Try:        curl -X POST " + url + "/v1/feedback -H 'content-type: application/json' "
         "-d '{\"source\":\"me\",\"channel\":\"web\",\"touchpoint\":\"delivery\","
         "\"text\":\"送货太慢了\"}'",

@@ -19,7 +19,8 @@ VOC = str(Path(sys.executable).with_name("voc"))
 
 @pytest.mark.parametrize("command", [
     [], ["up"], ["ingest"], ["nlp"], ["nlp", "train"], ["scoring"], ["alerting"],
-    ["topics", "create"], ["db", "migrate"],
+    ["topics", "create"], ["db", "migrate"], ["alerts", "tail"], ["cases", "tail"],
+    ["feedback", "send"],
 ])
 def test_help_everywhere(command: list[str]) -> None:
     done = subprocess.run([VOC, *command, "--help"], capture_output=True, text=True, timeout=60)
@@ -61,7 +62,7 @@ def _children(pid: int) -> list[int]:
 def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
     log = tmp_path / "up.log"
     env = {**os.environ, "VOC_DATA_DIR": str(tmp_path / "data"), "VOC_HTTP_PORT": str(free_port()),
-           "VOC_DEMO_RATE": "10"}
+           "VOC_DEMO_RATE": "10", "VOC_LOCAL_BROKER_PORT": "0"}
     env.pop("VOC_KAFKA_BOOTSTRAP", None)
     env.pop("VOC_CLICKHOUSE_URL", None)
     with open(log, "w") as out:

@@ -412,7 +412,10 @@ def test_zookeeper_outage_of_30s_pauses_the_sinks_and_loses_nothing(
                 return any(a.status_code == 503 for a in answers)
             await eventually(a_scorer_waits, 30, "a scoring process to report not ready")
             answers = [(await client.get(f"{s.base_url}/readyz")).json() for s in scorers]
-            print(f"readiness during the outage: {answers}")
+            reasons = [reason for a in answers for reason in a["reasons"].values()]
+            print(f"readiness reasons during the outage: {[r[:160] for r in reasons]}")
+            assert reasons and all("transient" in r and ("readonly mode" in r or "ZooKeeper" in r)
+                                   for r in reasons), answers
             held = await stored(store, source)
             await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stopped_at)))
             assert await stored(store, source) == held, "nothing can be written meanwhile"

@@ -128,12 +128,12 @@ def test_redelivery_and_crash_restart_change_no_figure(store_url: str, settings:
             real_insert = rig.store.insert
             crashed = False
 
-            async def crash_on_scores(table: str, rows: list) -> None:
+            async def crash_on_scores(table: str, rows: list, **kwargs: str) -> None:
                 nonlocal crashed
                 if table == "cem_scores":
                     crashed = True
                     raise RuntimeError("simulated crash")
-                await real_insert(table, rows)
+                await real_insert(table, rows, **kwargs)
 
             extra = [event("e6", T0 + timedelta(seconds=30), score=-0.5, nps=0,
                            intent="complaint")]
@@ -169,16 +169,14 @@ def test_late_events_land_in_their_window_and_too_late_ones_are_counted(
             # 10:08:30 is in window [10:08, 10:09); 10:09 + 120 s > 10:10: still on time.
             # 10:00:30 is in window [10:00, 10:01); 10:01 + 120 s <= 10:10: too late.
             # 10:07:00 is in window [10:07, 10:08); 10:08 + 120 s = 10:10: too late (boundary).
-            counted_before = REGISTRY.get_sample_value(
-                "voc_scoring_too_late_total", {"touchpoint": "delivery"}) or 0
+            counted_before = REGISTRY.get_sample_value("voc_scoring_too_late_total") or 0
             late_ok = event("late-ok", T0 + timedelta(minutes=8, seconds=30), score=-0.8,
                             intent="complaint")
             too_late = event("too-late", T0 + timedelta(seconds=30), score=-0.8, nps=0)
             boundary = event("boundary", T0 + timedelta(minutes=7), score=-0.8)
             await rig.scorer.handle(records([late_ok, too_late, boundary]))
             assert rig.scorer.too_late == 2
-            assert REGISTRY.get_sample_value("voc_scoring_too_late_total",
-                                             {"touchpoint": "delivery"}) == counted_before + 2
+            assert REGISTRY.get_sample_value("voc_scoring_too_late_total") == counted_before + 2
             assert_figures(await score_row(rig.store, seconds=60,
                                            start=T0 + timedelta(minutes=8)),
                            {"volume": 1, "negative_share": 1.0, "complaint_rate": 1.0})

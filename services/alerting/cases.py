@@ -209,6 +209,19 @@ SELECT * FROM case_events FINAL {where}
 ORDER BY case_id, seq DESC LIMIT 1 BY case_id
 """
 
+# The current row of each case that is unresolved and may still escalate. The inner query
+# reads three columns of every case (in the store); only these cases' rows come back.
+_DUE_SQL = """
+SELECT * FROM case_events FINAL
+WHERE case_id IN (
+    SELECT case_id FROM case_events FINAL
+    GROUP BY case_id
+    HAVING argMax(status, seq) IN ('open', 'acknowledged', 'in_progress')
+       AND argMax(escalation_level, seq) < %(levels)s
+)
+ORDER BY case_id, seq DESC LIMIT 1 BY case_id
+"""
+
 METRICS_SQL = """
 SELECT team, touchpoint, count() AS cases,
        countIf(status IN ('open', 'acknowledged', 'in_progress')) AS unresolved,
@@ -288,7 +301,12 @@ class CaseService:
 
 
 class CaseOpener:
-    """Opens a case for every firing alert that asks for one (alerts topic, own group)."""
+    """Opens a case for every firing alert that asks for one (alerts topic, own group).
+
+    Safe to run again on any part of a batch, as the failure policy may: a case that is
+    stored already is not opened again, and one whose event reached the cases topic but not
+    the table is written again with the same event id (receivers dedupe on it).
+    """
 
     def __init__(self, service: CaseService, rules: Any) -> None:
         self.service = service
@@ -310,8 +328,14 @@ class CaseOpener:
 
 
 async def escalate_due(service: CaseService, rules: RuleSet, now: datetime) -> list[CaseEvent]:
-    """Escalate every unresolved case whose SLA deadline has passed."""
-    rows = await service.store.query(_CURRENT_SQL.format(where=""))
+    """Escalate every unresolved case whose SLA deadline has passed.
+
+    Runs every VOC_CASE_SLA_CHECK_S, so it reads only the cases that can still escalate
+    (unresolved, below the longest escalation chain), not every case ever written.
+    """
+    levels = max([1, *(len(sla.escalation) for sla in (*DEFAULT_SLA.values(),
+                                                        *rules.sla.values()))])
+    rows = await service.store.query(_DUE_SQL, {"levels": levels})
     due = []
     for row in rows:
         case = event_from_row(row)
@@ -328,8 +352,9 @@ async def run_cases(settings: Settings, bootstrap: str, store: Store, producer: 
     """Open cases from alerts and check SLAs every ``case_sla_check_s`` until ``stop``."""
     service = CaseService(settings, store, producer)
     opener = CaseOpener(service, rules)
-    consumer = BatchConsumer(bootstrap, settings.topic("alerts"), settings.group("alerting-cases"),
-                             opener.handle, max_records=settings.sink_batch_size,
+    consumer = BatchConsumer(settings, bootstrap, settings.topic("alerts"),
+                             settings.group("alerting-cases"), opener.handle, stage="alerting",
+                             producer=producer, max_records=settings.sink_batch_size,
                              wait_s=settings.sink_batch_wait_s)
 
     async def sla_loop() -> None:

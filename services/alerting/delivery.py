@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import structlog
 from aiokafka import ConsumerRecord
+from cachetools import LRUCache
 
 from services.alerting.rules import RuleSet, Webhook
 from services.alerting.webhooks import Outcome, deliver, event_ref, public_url
@@ -53,6 +54,12 @@ class WebhookDispatcher:
         self.producer = producer
         self.rules_file = rules
         self.client = client
+        # Outcomes of deliveries made but not recorded yet (the store failed after the
+        # webhook answered): a retry of the batch records them instead of paging again.
+        # Bounded: beyond it the oldest are forgotten and would be delivered again (receivers
+        # dedupe on alert_id + status, or on the case event_id).
+        self._unrecorded: LRUCache[tuple[str, int, int, str], Outcome] = LRUCache(
+            maxsize=max(1000, 4 * settings.sink_batch_size))
 
     def jobs(self, records: list[ConsumerRecord], rules: RuleSet) -> list[Job]:
         jobs = []
@@ -77,12 +84,19 @@ class WebhookDispatcher:
         jobs = self.jobs(records, self.rules_file.rules)
         if not jobs:
             return
-        outcomes = await asyncio.gather(*(
+        keys = [(job.record.topic, job.record.partition, job.record.offset, job.name)
+                for job in jobs]
+        todo = [(key, job) for key, job in zip(keys, jobs) if key not in self._unrecorded]
+        delivered = await asyncio.gather(*(
             deliver(self.client, job.hook, job.event,
                     max_attempts=self.settings.webhook_max_attempts,
                     backoff_s=self.settings.webhook_backoff_s)
-            for job in jobs))
-        await self._record(jobs, outcomes)
+            for _, job in todo))
+        for (key, _), outcome in zip(todo, delivered):
+            self._unrecorded[key] = outcome
+        await self._record(jobs, [self._unrecorded[key] for key in keys])
+        for key in keys:
+            self._unrecorded.pop(key, None)
 
     async def _record(self, jobs: list[Job], outcomes: list[Outcome]) -> None:
         letters = []
@@ -171,11 +185,13 @@ async def run_delivery(settings: Settings, bootstrap: str, store: Store, produce
     """Deliver alerts and case transitions to webhooks until ``stop`` is set."""
     async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as client:
         alerts = BatchConsumer(
-            bootstrap, settings.topic("alerts"), settings.group("alerting-webhooks"),
+            settings, bootstrap, settings.topic("alerts"), settings.group("alerting-webhooks"),
             WebhookDispatcher(settings, store, producer, rules, client).handle,
+            stage="alerting", producer=producer,
             max_records=settings.sink_batch_size, wait_s=settings.sink_batch_wait_s)
         cases = BatchConsumer(
-            bootstrap, settings.topic("cases"), settings.group("alerting-case-webhooks"),
+            settings, bootstrap, settings.topic("cases"), settings.group("alerting-case-webhooks"),
             CaseNotifier(settings, store, producer, rules, client).handle,
+            stage="alerting", producer=producer,
             max_records=settings.sink_batch_size, wait_s=settings.sink_batch_wait_s)
         await asyncio.gather(alerts.run(stop), cases.run(stop))

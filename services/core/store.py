@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -125,11 +125,19 @@ class Store(ABC):
         """Rows of a SELECT as dicts; DateTime values come back as aware UTC datetimes."""
         return await self._call(self._checked, self._query, render(sql, params))
 
-    async def insert(self, table: str, rows: Sequence[Row]) -> None:
-        """Insert rows (dicts with the same keys) in one batch; datetimes must be aware."""
-        if rows:
-            await self._call(self._checked_insert, table, rows)
-            SINK_ROWS.labels(table).observe(len(rows))
+    async def insert(self, table: str, rows: Sequence[Row], *,
+                     month_column: str | None = None) -> None:
+        """Insert rows (dicts with the same keys); datetimes must be aware.
+
+        For a table partitioned by ``toYYYYMM(month_column)``, rows spanning more months than
+        one insert may touch (ClickHouse refuses a block over
+        ``max_partitions_per_insert_block``, default 100) go in several inserts; otherwise in one.
+        """
+        chunks = month_chunks(rows, month_column) if month_column else [rows]
+        for chunk in chunks:
+            if chunk:
+                await self._call(self._checked_insert, table, chunk)
+                SINK_ROWS.labels(table).observe(len(chunk))
 
     async def version(self) -> str:
         """Server version string, for logs and version-dependent SQL."""
@@ -171,6 +179,21 @@ class Store(ABC):
 def _head(sql: str) -> str:
     flat = " ".join(sql.split())
     return flat if len(flat) <= 160 else flat[:157] + "..."
+
+
+MAX_PARTITIONS_PER_INSERT = 100
+
+
+def month_chunks(rows: Sequence[Row], column: str,
+                 limit: int = MAX_PARTITIONS_PER_INSERT) -> list[list[Row]]:
+    """``rows`` in groups that each span at most ``limit`` UTC months of ``column``."""
+    by_month: dict[tuple[int, int], list[Row]] = {}
+    for row in rows:
+        moment = row[column].astimezone(UTC)
+        by_month.setdefault((moment.year, moment.month), []).append(row)
+    months = sorted(by_month)
+    return [[row for month in months[i:i + limit] for row in by_month[month]]
+            for i in range(0, len(months), limit)]
 
 
 def columns_of(rows: Iterable[Row]) -> list[str]:

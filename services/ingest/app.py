@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.core.events import Channel, MetaValue, RawFeedback, SourceName, stable_event_id, utc_now
 from services.core.kafka import Producer
 from services.core.normalize import prepare_raw
-from services.core.ops import ops_routes
+from services.core.ops import LabelBudget, ops_routes
 from services.core.settings import Settings
 from services.ingest.auth import HEADER, ApiKeys
 from services.ingest.call_transcript import CallIn
@@ -54,6 +54,8 @@ log = structlog.get_logger(__name__)
 
 WRITTEN = Counter("voc_ingest_events_total", "Events ingest wrote to the raw topic.",
                   ["source", "channel"])
+# Without API keys the source is whatever a client sends: the first 100 get their own series.
+SOURCE_LABEL = LabelBudget(100)
 DUPLICATES = Counter("voc_ingest_duplicates_total", "Re-sent events ingest answered as "
                      "duplicates and did not write again.", ["source", "channel"])
 
@@ -297,9 +299,9 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
                                        "nothing was accepted, retry later") from exc
         recent.add([e.event_id for e in fresh])
         for event in fresh:
-            WRITTEN.labels(event.source, event.channel).inc()
+            WRITTEN.labels(SOURCE_LABEL(event.source), event.channel).inc()
         for event in repeated:
-            DUPLICATES.labels(event.source, event.channel).inc()
+            DUPLICATES.labels(SOURCE_LABEL(event.source), event.channel).inc()
         if repeated:
             log.info("duplicates not written again", events=len(repeated),
                      sources=sorted({e.source for e in repeated}))

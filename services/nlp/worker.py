@@ -3,7 +3,11 @@
 Events are taken in batches (count or time bound, whichever first) and analysed off the event
 loop. The enriched events, and dead letters for records that fail validation, are awaited
 until the broker acknowledged them before the batch is left; faust's ``take`` acknowledges a
-batch's offsets only then, so a crash re-delivers rather than loses. The app runs on
+batch's offsets only then, so a crash re-delivers rather than loses. No exception leaves the
+agent's body (one would end ``take`` and acknowledge the batch unprocessed): each batch runs
+under the failure policy of services/core/failures.py, which retries a produce timeout or an
+unreachable broker, and analyses a record whose analysis raises on its own and dead-letters
+it, so no record can stop the stream. The app runs on
 ``services.nlp.transport``, faust's aiokafka transport without its per-message task fan-out,
 and sends each batch's output as a few produce batches rather than one send per event.
 """
@@ -12,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import faust
 import structlog
 from pydantic import ValidationError
 
 from services.core.events import RawFeedback
+from services.core.failures import FailurePolicy
 from services.core.kafka import MAX_MESSAGE_BYTES, dead_letter, parse_or_reason
 from services.core.normalize import prepare_raw
 from services.core.ops import BATCH_SECONDS, EVENTS_IN, EVENTS_OUT, READINESS
-from services.core.pii import redact, redact_bytes
 from services.core.settings import Settings
 from services.nlp import transport
 from services.nlp.analyzer import Analyzer, load_sentiment
@@ -69,11 +74,12 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
         broker_heartbeat_interval=3.0,
     )
     transport.install(app)
-    producer = app.producer
     raw = app.topic(settings.topic("feedback.raw"), key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
-    enriched_topic = settings.topic("feedback.enriched")
-    dlq_topic = settings.topic("deadletter")
+    enricher = Enricher(settings, analyzer, app.producer)
+    policy: FailurePolicy[Any] = FailurePolicy(
+        group, enricher.handle, enricher.dead_letter,
+        max_retries=settings.consumer_max_retries, backoff_s=settings.consumer_backoff_s)
 
     @app.agent(raw, name="enrich")
     async def enrich(stream: faust.Stream) -> None:
@@ -81,35 +87,70 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
                                               within=settings.nlp_batch_wait_s):
             started = time.perf_counter()
             EVENTS_IN.labels(group).inc(len(batch))
-            valid: list[RawFeedback] = []
-            dead: list[tuple[bytes, bytes]] = []
+            # take_events acknowledges the batch when the loop leaves this body, however it
+            # leaves. An extra reference per message, dropped only once the batch was handled,
+            # keeps a batch that was cancelled half-way (a stop) from being acknowledged.
             for event in batch:
-                message = event.message
-                parsed, reason = parse_or_reason(RawFeedback, message.value, settings)
-                if parsed is not None:
-                    try:
-                        parsed = prepare_raw(parsed)
-                    except ValidationError as exc:
-                        parsed, reason = None, f"invalid once PII is redacted: {exc}"
-                if parsed is None:
-                    # Direct producers bypass ingest: their bytes and the validation message
-                    # (which quotes the input) may hold PII, so both are redacted.
-                    dead.append(dead_letter("nlp", message.topic, message.partition,
-                                            message.offset, redact_bytes(message.value or b""),
-                                            redact(reason or "invalid")))
-                else:
-                    valid.append(parsed)
-            results = await asyncio.to_thread(analyzer.analyze, valid)
-            pending = await producer.send_many(
-                enriched_topic, [(item.touchpoint.encode(), item.to_bytes()) for item in results])
-            if dead:
-                pending += await producer.send_many(dlq_topic, dead)
-            await asyncio.gather(*pending)
-            EVENTS_OUT.labels(enriched_topic).inc(len(results))
+                event.message.incref()
+            await policy.run(batch)
+            for event in batch:
+                event.message.decref()
             BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
-            log.debug("nlp batch", events=len(batch), enriched=len(results))
 
     return app
+
+
+class Enricher:
+    """What the agent does with (part of) a batch; safe to run again on any part of one.
+
+    Every record ends as an enriched event or a dead letter, both acknowledged by the broker
+    before ``handle`` returns; an exception (a produce timeout, an analysis that raises) is
+    the failure policy's to classify: it retries the batch or isolates the failing record.
+    Running again re-sends enriched events already sent; scoring stores each id once.
+    """
+
+    def __init__(self, settings: Settings, analyzer: Analyzer, producer: Any) -> None:
+        self.settings = settings
+        self.analyzer = analyzer
+        self.producer = producer
+        self.enriched_topic = settings.topic("feedback.enriched")
+        self.dlq_topic = settings.topic("deadletter")
+
+    async def handle(self, batch: list[Any]) -> None:
+        valid: list[RawFeedback] = []
+        dead: list[tuple[Any, str]] = []
+        for event in batch:
+            message = event.message
+            parsed, reason = parse_or_reason(RawFeedback, message.value, self.settings)
+            if parsed is not None:
+                try:
+                    parsed = prepare_raw(parsed)
+                except ValidationError as exc:
+                    parsed, reason = None, f"invalid once PII is redacted: {exc}"
+            if parsed is None:
+                dead.append((message, reason or "invalid"))
+            else:
+                valid.append(parsed)
+        results = await asyncio.to_thread(self.analyzer.analyze, valid)
+        pending = await self.producer.send_many(
+            self.enriched_topic, [(item.touchpoint.encode(), item.to_bytes()) for item in results])
+        if dead:
+            # dead_letter redacts the bytes and the reason (which quotes the input): direct
+            # producers bypass ingest's redaction.
+            letters = await asyncio.to_thread(lambda: [
+                dead_letter("nlp", m.topic, m.partition, m.offset, m.value, reason)
+                for m, reason in dead])
+            pending += await self.producer.send_many(self.dlq_topic, letters)
+        await asyncio.gather(*pending)
+        EVENTS_OUT.labels(self.enriched_topic).inc(len(results))
+        log.debug("nlp batch", events=len(batch), enriched=len(results))
+
+    async def dead_letter(self, event: Any, reason: str, keep_original: bool) -> None:
+        message = event.message
+        letter = await asyncio.to_thread(
+            dead_letter, "nlp", message.topic, message.partition, message.offset,
+            message.value if keep_original else b"", reason)
+        await asyncio.gather(*await self.producer.send_many(self.dlq_topic, [letter]))
 
 
 async def run(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:

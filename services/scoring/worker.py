@@ -1,13 +1,17 @@
 """The scoring stage: enriched events -> ``feedback`` rows -> CEM window scores -> ``scores`` topic.
 
-Each batch is handled as: store the events that are not stored yet (flagging those too late for
-their window), then one query per score table reads the touched base windows aggregated from the
-stored events and, for every touched coarser window (5m, 1h, 1d), the sums of the stored finer
-windows the batch did not touch; the coarser levels are summed in memory from those, every
-level of a table goes in one insert, the base-window scores are published, then (in the
-consumer) commit. Six store round trips per batch, however many levels. Figures are always
-recomputed from stored, deduplicated rows, never incremented, so a
-re-delivered event changes no figure and a crash at any point converges on replay.
+Each batch is handled as: store the events whose id is not stored yet (flagging those too late
+for their window) and then their ids, then one query per score table reads the touched base
+windows aggregated from the stored events and, for every touched coarser window (5m, 1h, 1d),
+the sums of the stored finer windows the batch did not touch; the coarser levels are summed in
+memory from those, every level of a table goes in one insert, the base-window scores are
+published, then (in the consumer) commit. Seven store round trips per batch, however many
+levels (more only for a batch spanning over 100 months: ClickHouse takes at most 100
+partitions per insert). Figures are always recomputed from stored, deduplicated rows, never
+incremented, so a re-delivered event changes no figure and a crash at any point converges on
+replay. The one piece of state, each touchpoint's newest event time, moves only once the
+batch's rows are stored, so a batch retried or split by the failure policy
+(services/core/failures.py) is judged as it was the first time.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from datetime import UTC, datetime
 
 import structlog
 from aiokafka import ConsumerRecord
+from cachetools import LRUCache
 from prometheus_client import Counter
 
 from services.core.cem_metrics import window_start
@@ -50,9 +55,10 @@ from services.scoring.windows import feedback_row
 
 log = structlog.get_logger(__name__)
 
+# No touchpoint label: touchpoints are named by whoever sends feedback, and every label value
+# would be a time series kept forever. The log line names the touchpoints.
 TOO_LATE = Counter("voc_scoring_too_late_total",
-                   "Events stored but not scored because their window was already final.",
-                   ["touchpoint"])
+                   "Events stored but not scored because their window was already final.")
 DUPLICATES = Counter("voc_scoring_duplicates_total",
                      "Re-delivered events the scoring stage skipped (already stored).")
 
@@ -75,7 +81,8 @@ class Scorer:
         self.expectations = expectations
         self.levels = granularities(settings.window_seconds)
         self.lateness_s = settings.allowed_lateness_s
-        self.newest: dict[str, int] = {}
+        # Bounded: a touchpoint evicted here is re-read from the store when next seen.
+        self.newest: LRUCache[str, int] = LRUCache(maxsize=settings.scoring_touchpoint_cache)
         self.stored = 0
         self.duplicates = 0
         self.too_late = 0
@@ -90,10 +97,20 @@ class Scorer:
         if not events:
             return
         fresh, stored_late = await self._unstored(list(events.values()))
-        late = await self._classify_late(fresh)
+        late, newest = await self._classify_late(fresh)
         now_ms = int(time.time() * 1000)
         await self.store.insert("feedback", [
-            {**feedback_row(e, now_ms), "too_late": int(e.event_id in late)} for e in fresh])
+            {**feedback_row(e, now_ms), "too_late": int(e.event_id in late)} for e in fresh],
+            month_column="occurred_at")
+        # The ids go in after the rows: an id stored means its row is stored, so a retry
+        # after a failure in between stores the rows again (they collapse) rather than never.
+        await self.store.insert("feedback_ids", [
+            {"event_id": e.event_id, "too_late": int(e.event_id in late), "inserted_ms": now_ms}
+            for e in fresh])
+        # Only now that the rows are stored: a retried batch must not find its own events
+        # moved the touchpoint's newest time and judge them too late.
+        self.newest.update(newest)
+        self._report_late(fresh, late)
         on_time = [e for e in events.values()
                    if e.event_id not in late and e.event_id not in stored_late]
         scores = await self._recompute(on_time) if on_time else []
@@ -112,59 +129,69 @@ class Scorer:
 
     async def _unstored(self, events: list[EnrichedFeedback],
                         ) -> tuple[list[EnrichedFeedback], set[str]]:
-        """The events whose id is not in the store yet (lookup narrowed by the sort key), and
-        the ids of stored ones flagged too late: a re-delivery of those touches no window, so
-        every window a batch recomputes has at least one event that counts in it."""
+        """The events whose id is not stored yet, whatever else a re-send changed (its time,
+        its touchpoint), and the ids of stored ones flagged too late: a re-delivery of those
+        touches no window, so every window a batch recomputes has at least one event that
+        counts in it. ``feedback_ids`` is sorted by id, so the lookup reads only these ids."""
         rows = await self.store.query(
-            "SELECT DISTINCT event_id, too_late FROM feedback WHERE touchpoint IN %(touchpoints)s "
-            "AND occurred_at >= %(lo)s AND occurred_at <= %(hi)s AND event_id IN %(ids)s",
-            {
-                "touchpoints": tuple({e.touchpoint for e in events}),
-                "lo": min(e.occurred_at for e in events),
-                "hi": max(e.occurred_at for e in events),
-                "ids": tuple(e.event_id for e in events),
-            },
-        )
+            "SELECT event_id, max(too_late) AS too_late FROM feedback_ids "
+            "WHERE event_id IN %(ids)s GROUP BY event_id",
+            {"ids": tuple(e.event_id for e in events)})
         stored = {row["event_id"] for row in rows}
         return ([e for e in events if e.event_id not in stored],
                 {row["event_id"] for row in rows if row["too_late"]})
 
-    async def _classify_late(self, fresh: list[EnrichedFeedback]) -> set[str]:
-        """Ids of new events whose base window is already final.
+    async def _classify_late(self, fresh: list[EnrichedFeedback],
+                             ) -> tuple[set[str], dict[str, int]]:
+        """Ids of new events whose base window is already final, and each touchpoint's newest
+        event time once they are stored (for the caller to keep after storing them).
 
         A window [s, e) of a touchpoint is final once the newest event time stored for that
         touchpoint before this batch is at least e + allowed lateness. The newest time is read
-        from the store the first time a touchpoint is seen, so a restarted scorer judges
-        exactly as the one before it did.
+        from the store the first time a touchpoint is seen (leaving out this batch's events,
+        which a failed attempt may have stored), so a restarted scorer judges exactly as the
+        one before it did. It never lies beyond now + VOC_MAX_CLOCK_SKEW_S:
+        a row dated in the future (stored before entrance bounds existed, or by a sender
+        whose clock was wrong) must not make every real event of its touchpoint too late.
         """
         if not fresh:
-            return set()
-        unknown = tuple({e.touchpoint for e in fresh} - self.newest.keys())
+            return set(), {}
+        horizon = _epoch(utc_now()) + self.settings.max_clock_skew_s
+        unknown = tuple({e.touchpoint for e in fresh if e.touchpoint not in self.newest})
+        known: dict[str, int] = {tp: self.newest[tp] for tp in {e.touchpoint for e in fresh}
+                                 if tp in self.newest}
         if unknown:
+            # The batch's own events are left out: an attempt that failed after storing
+            # them must not make them too late on its retry.
             rows = await self.store.query(
                 "SELECT touchpoint, toUInt32(max(occurred_at)) AS newest FROM feedback "
-                "WHERE touchpoint IN %(touchpoints)s GROUP BY touchpoint",
-                {"touchpoints": unknown})
-            self.newest.update({row["touchpoint"]: int(row["newest"]) for row in rows})
+                "WHERE touchpoint IN %(touchpoints)s AND occurred_at <= %(horizon)s "
+                "AND event_id NOT IN %(ids)s GROUP BY touchpoint",
+                {"touchpoints": unknown, "horizon": datetime.fromtimestamp(horizon, UTC),
+                 "ids": tuple(e.event_id for e in fresh)})
+            known.update({row["touchpoint"]: int(row["newest"]) for row in rows})
         seconds = self.levels[0]
-        late = {e.event_id for e in fresh if e.touchpoint in self.newest
+        late = {e.event_id for e in fresh if e.touchpoint in known
                 and _epoch(window_start(e.occurred_at, seconds)) + seconds + self.lateness_s
-                <= self.newest[e.touchpoint]}
+                <= known[e.touchpoint]}
+        newest = dict(known)
         for event in fresh:
-            self.newest[event.touchpoint] = max(self.newest.get(event.touchpoint, 0),
-                                                _epoch(event.occurred_at))
-        if late:
-            self.too_late += len(late)
-            dropped = [e for e in fresh if e.event_id in late]
-            for event in dropped:
-                TOO_LATE.labels(touchpoint=event.touchpoint).inc()
-            log.warning("events too late for their window: stored, not scored",
-                        count=len(late), total_too_late=self.too_late,
-                        allowed_lateness_s=self.lateness_s,
-                        touchpoints=sorted({e.touchpoint for e in dropped}),
-                        event_ids=sorted(late)[:10],
-                        oldest=min(e.occurred_at for e in dropped).isoformat())
-        return late
+            newest[event.touchpoint] = max(newest.get(event.touchpoint, 0),
+                                           min(_epoch(event.occurred_at), horizon))
+        return late, newest
+
+    def _report_late(self, fresh: list[EnrichedFeedback], late: set[str]) -> None:
+        if not late:
+            return
+        self.too_late += len(late)
+        TOO_LATE.inc(len(late))
+        dropped = [e for e in fresh if e.event_id in late]
+        log.warning("events too late for their window: stored, not scored",
+                    count=len(late), total_too_late=self.too_late,
+                    allowed_lateness_s=self.lateness_s,
+                    touchpoints=sorted({e.touchpoint for e in dropped})[:20],
+                    event_ids=sorted(late)[:10],
+                    oldest=min(e.occurred_at for e in dropped).isoformat())
 
     def _version(self) -> int:
         """Strictly increasing row version, so this batch's rows win over any earlier ones."""
@@ -189,8 +216,10 @@ class Scorer:
                               lambda row, s: score_record(row, s, self.expectations, version))
         topics = self._levels(topic_rows, TOPIC_DIMS, TOPIC_COUNTS, touched,
                               lambda row, s: topic_record(row, s, version))
-        await self.store.insert("cem_scores", [r for level in scores for r in level])
-        await self.store.insert("topic_scores", [r for level in topics for r in level])
+        await self.store.insert("cem_scores", [r for level in scores for r in level],
+                                month_column="window_start")
+        await self.store.insert("topic_scores", [r for level in topics for r in level],
+                                month_column="window_start")
         return self._events(scores[0], topics[0])
 
     def _params(self, touched: list[set[WindowKey]]) -> dict:
@@ -257,9 +286,9 @@ async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Ev
     await producer.start()
     try:
         scorer = Scorer(settings, store, producer, expectations)
-        consumer = BatchConsumer(bootstrap, settings.topic("feedback.enriched"),
-                                 settings.group("scoring"), scorer.handle,
-                                 max_records=settings.sink_batch_size,
+        consumer = BatchConsumer(settings, bootstrap, settings.topic("feedback.enriched"),
+                                 settings.group("scoring"), scorer.handle, stage="scoring",
+                                 producer=producer, max_records=settings.sink_batch_size,
                                  wait_s=settings.sink_batch_wait_s,
                                  fill_s=settings.scoring_batch_fill_s)
         await consumer.run(stop)
