@@ -67,7 +67,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
 	$(BIN)/python bench/cluster_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --rate 500 --duration 10 --allout-events 10000 --json build/bench/cluster.json
-	$(BIN)/python bench/broker_loss.py --rate 1000 --seconds 20 --json build/bench/broker_loss.json
+	$(BIN)/python bench/broker_loss.py --rates 200,1000 --seconds 20 --json build/bench/broker_loss.json
 	$(BIN)/python bench/report.py --dir build/bench --out docs/benchmarks.md --command "make bench"
 
 clean:

@@ -6,7 +6,7 @@ broker dies with ``voc up`` (its parent-death signal), and whatever it held is g
 script posts feedback to ``voc up --no-demo`` at a fixed rate over HTTP, kill -9s it after
 ``--seconds``, then counts which acknowledged events reached the store.
 
-    python bench/broker_loss.py --rate 1000 --seconds 20 --json build/bench/broker_loss.json
+    python bench/broker_loss.py --rates 200,1000 --seconds 20 --json build/bench/broker_loss.json
 """
 
 from __future__ import annotations
@@ -62,10 +62,11 @@ async def post_until_killed(api: str, rate: float, seconds: float, batch: int,
     return acknowledged, killed_at
 
 
-async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, rate: float, work: Path) -> dict[str, Any]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOC_")}
     env.update({"VOC_DATA_DIR": str(work), "VOC_HTTP_PORT": str(port), "VOC_LOG_FORMAT": "json",
+                "VOC_LOCAL_BROKER_PORT": "0",
                 "VOC_API_RATE_LIMIT": "", "PYTHONPATH": str(REPO_ROOT)})
     with open(work / "voc-up.log", "ab") as out:
         process = subprocess.Popen(voc_command("up", "--no-demo"), env=env, stdout=out,
@@ -82,11 +83,15 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"voc up did not get ready; see {work / 'voc-up.log'}")
             await asyncio.sleep(0.5)
-    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
-                              text=True).stdout.split()
-    acknowledged, _ = await post_until_killed(api, args.rate, args.seconds, args.batch, process)
-    time.sleep(2)
-    orphans = [pid for pid in children if pid_alive(int(pid))]
+    children = [int(pid) for pid in subprocess.run(
+        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()]
+    names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in children
+             if pid_alive(pid)}
+    acknowledged, _ = await post_until_killed(api, rate, args.seconds, args.batch, process)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in children):
+        await asyncio.sleep(0.2)
+    orphans = [names.get(pid, str(pid)) for pid in children if pid_alive(pid)]
     store = await open_store(f"chdb://{work / 'chdb'}")
     try:
         rows = await store.query("SELECT DISTINCT external_id FROM feedback "
@@ -95,32 +100,41 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         await store.close()
     stored = {row["external_id"] for row in rows}
     lost = [i for i in acknowledged if i not in stored]
-    result = {"rate": args.rate, "seconds": args.seconds, "acknowledged": len(acknowledged),
-              "stored": len(stored & set(acknowledged)), "lost": len(lost),
-              "lost_share": round(len(lost) / len(acknowledged), 4) if acknowledged else None,
-              "broker_left_running": orphans}
-    result["markdown"] = (
-        f"`voc up --no-demo` under {args.rate:g} events/s over HTTP, kill -9 after "
-        f"{args.seconds:g} s: ingest had acknowledged {len(acknowledged):,} events, "
-        f"{result['stored']:,} were stored, **{len(lost):,} acknowledged events were lost** "
-        f"({result['lost_share']:.1%}): the ones the memory-only broker held that scoring had "
-        "not stored yet. Broker processes left running: "
-        f"{len(orphans)}. Command: `{args.command}`.")
-    return result
+    return {"rate": rate, "seconds": args.seconds, "acknowledged": len(acknowledged),
+            "stored": len(stored & set(acknowledged)), "lost": len(lost),
+            "lost_share": round(len(lost) / len(acknowledged), 4) if acknowledged else None,
+            "children_left_running_15s_after": orphans}
+
+
+def markdown(runs: list[dict[str, Any]], command: str) -> str:
+    lines = [f"`voc up --no-demo` posted to over HTTP for {runs[0]['seconds']:g} s, then kill -9; "
+             "lost = events ingest acknowledged (202) that are not in the store afterwards: "
+             f"what the memory-only broker held and scoring had not stored yet. `{command}`", "",
+             "| offered events/s | acknowledged | stored | lost | lost share | children left "
+             "running |", "|---:|---:|---:|---:|---:|---|"]
+    for run in runs:
+        lines.append(f"| {run['rate']:g} | {run['acknowledged']:,} | {run['stored']:,} | "
+                     f"{run['lost']:,} | {run['lost_share']:.1%} | "
+                     f"{', '.join(run['children_left_running_15s_after']) or 'none'} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=1000, help="events/s posted")
+    parser.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x],
+                        default=[200.0, 1000.0], help="events/s posted, one run each")
     parser.add_argument("--seconds", type=float, default=20, help="posting time before kill -9")
     parser.add_argument("--batch", type=int, default=50, help="events per POST")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
     args.command = "python bench/broker_loss.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    with tempfile.TemporaryDirectory(prefix="voc-broker-loss-") as tmp:
-        result = asyncio.run(measure(args, Path(tmp)))
-    result.update(date=datetime.now(UTC).isoformat(), machine=machine())
+    runs = []
+    for rate in args.rates:
+        with tempfile.TemporaryDirectory(prefix="voc-broker-loss-") as tmp:
+            runs.append(asyncio.run(measure(args, rate, Path(tmp))))
+    result = {"runs": runs, "command": args.command, "date": datetime.now(UTC).isoformat(),
+              "machine": machine(), "markdown": markdown(runs, args.command)}
     print(result["markdown"])
     if args.json:
         write_json(args.json, result)

@@ -104,8 +104,8 @@ class ClusterLayout:
         for server in self.cluster.members:
             if server.pid is not None:
                 pids[f"clickhouse {server.root.name}"] = server.pid
-        if self.cluster.zookeeper._proc is not None:
-            pids["zookeeper"] = self.cluster.zookeeper._proc.pid
+        if self.cluster.zookeeper.pid is not None:
+            pids["zookeeper"] = self.cluster.zookeeper.pid
         if self.broker._proc is not None:
             pids["broker (tansu)"] = self.broker._proc.pid
         return pids
@@ -150,7 +150,7 @@ async def run_plans(layout: ClusterLayout, store: Store, name: str, plans: list[
     after = procs.cpu()
     first_send = min(s.first_send for s in sent)
     latencies: list[float] = []
-    last_row = math.nan
+    last_row = -math.inf
     for plan, sent_plan in zip(plans, sent):
         rows = await stored_rows(store, plan.source)
         latencies += [rows[i]["inserted"] - sent_plan.due_abs[i] if i in rows else math.inf
@@ -173,17 +173,31 @@ async def run_plans(layout: ClusterLayout, store: Store, name: str, plans: list[
     return result
 
 
+def kind(process: str) -> str | None:
+    """What a measured process is (``nlp-2`` and ``nlp`` are both ``voc nlp``); None for the
+    load generator, which is not part of the pipeline."""
+    stage = process.split("-")[0]
+    if stage in {"ingest", "nlp", "scoring", "alerting"}:
+        return f"voc {stage}"
+    if process.startswith("clickhouse"):
+        return "clickhouse-server"
+    if process.startswith("load generator"):
+        return None
+    return process
+
+
 def groups(cpu_ms: dict[str, float]) -> dict[str, float]:
-    """CPU ms per event summed by kind of process."""
-    kinds = {"voc ingest": "ingest", "voc nlp": "nlp", "voc scoring": "scoring",
-             "voc alerting": "alerting", "clickhouse-server": "clickhouse",
-             "zookeeper": "zookeeper", "broker (tansu)": "broker"}
-    out = {kind: round(sum(v for k, v in cpu_ms.items() if k.startswith(prefix)), 3)
-           for kind, prefix in kinds.items()}
-    out = {k: v for k, v in out.items() if v or k in ("zookeeper",)}
-    out["all pipeline processes"] = round(sum(v for k, v in out.items() if k.startswith("voc")), 3)
-    out["everything"] = round(sum(v for k, v in out.items()
-                                  if k != "all pipeline processes"), 3)
+    """CPU ms per event summed by kind of process, then the pipeline's and everything's."""
+    out: dict[str, float] = {}
+    for process, value in cpu_ms.items():
+        name = kind(process)
+        if name is not None:
+            out[name] = round(out.get(name, 0.0) + value, 3)
+    out.setdefault("zookeeper", 0.0)
+    out["voc processes together"] = round(sum(v for k, v in out.items()
+                                              if k.startswith("voc ")), 3)
+    out["everything but the load generator"] = round(
+        sum(v for k, v in out.items() if k != "voc processes together"), 3)
     return out
 
 
@@ -193,9 +207,6 @@ def single_process_figures(e2e_path: Path) -> dict[str, Any] | None:
         return None
     e2e = json.loads(e2e_path.read_text(encoding="utf-8"))
     runs = {r["name"]: r for r in e2e["separate"]["runs"]}
-    names = {"ingest": "voc ingest", "nlp": "voc nlp", "scoring": "voc scoring",
-             "alerting": "voc alerting", "clickhouse-server": "clickhouse-server",
-             "broker (tansu)": "broker (tansu)"}
     out = {}
     for key, run_name in (("allout", "http-allout"), ("fixed", "http-500")):
         if run_name not in runs:
@@ -203,8 +214,7 @@ def single_process_figures(e2e_path: Path) -> dict[str, Any] | None:
         run = runs[run_name]
         out[key] = {"name": run_name, "sustained_events_per_s": run["sustained_events_per_s"],
                     "latency_to_enriched_row_s": run["latency_s"]["to_enriched_row"],
-                    "cpu_ms_per_event": groups({names.get(k, k): v for k, v in
-                                                run["cpu_ms_per_event"].items()})}
+                    "cpu_ms_per_event": groups(run["cpu_ms_per_event"])}
     return out
 
 
@@ -228,7 +238,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {cluster['sustained_events_per_s']} |")
         lines.append(f"| {label} | to enriched row p50 / p99 s | "
                      f"{q.get('p50', '—')} / {q.get('p99', '—')} | {p['p50']} / {p['p99']} |")
-        mine = groups({_kind(k): v for k, v in cluster["cpu_ms_per_event"].items()})
+        mine = groups(cluster["cpu_ms_per_event"])
         theirs = base.get("cpu_ms_per_event", {})
         for kind in mine:
             lines.append(f"| {label} | CPU ms per event: {kind} | {theirs.get(kind, '—')} "
@@ -240,15 +250,6 @@ def markdown(result: dict[str, Any]) -> str:
         for key, value in allout["cpu_ms_per_event"].items():
             lines.append(f"| {key} | {value} | {result['peak_rss_mb'].get(key, '—')} |")
     return "\n".join(lines)
-
-
-def _kind(process: str) -> str:
-    stage = process.split("-")[0]
-    if stage in {"ingest", "nlp", "scoring", "alerting"}:
-        return f"voc {stage}"
-    if process.startswith("clickhouse"):
-        return "clickhouse-server"
-    return process
 
 
 async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:

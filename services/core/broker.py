@@ -97,7 +97,7 @@ def wait_for_listener(proc: subprocess.Popen[bytes], port: int, timeout_s: float
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            taken = _port_in_use(port)
+            taken = port_taken(port)
             raise (PortTaken if taken else RuntimeError)(
                 f"{what} exited with {proc.returncode} before listening on 127.0.0.1:{port}"
                 + (" (another process holds that port)" if taken else ""))
@@ -105,11 +105,6 @@ def wait_for_listener(proc: subprocess.Popen[bytes], port: int, timeout_s: float
             return
         time.sleep(0.05)
     raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s}s")
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class LocalBroker:

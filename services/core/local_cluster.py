@@ -118,7 +118,8 @@ class LocalZooKeeper:
             wait_for_listener(self._proc, self.port, timeout_s, "ZooKeeper")
         except (TimeoutError, RuntimeError) as exc:
             self.stop()
-            raise type(exc)(f"{exc}: {(self.root / 'zookeeper.log').read_text()[-2000:]}") from None
+            detail = (self.root / "zookeeper.log").read_text()[-2000:]
+            raise type(exc)(f"{exc}: {detail}") from None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"ZooKeeper exited with {self._proc.returncode}: "
@@ -146,8 +147,13 @@ class LocalZooKeeper:
             return False
 
     @property
+    def pid(self) -> int | None:
+        """Process id while running, else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.pid is not None
 
     def stop(self) -> None:
         stop_child(self._proc, timeout_s=10)
@@ -237,10 +243,8 @@ class LocalCluster:
 
     def pids(self) -> list[int]:
         """Process ids of every running member and ZooKeeper (to prove none is orphaned)."""
-        pids = [s.pid for s in self.members]
-        if self.zookeeper.running and self.zookeeper._proc is not None:
-            pids.append(self.zookeeper._proc.pid)
-        return [pid for pid in pids if pid is not None]
+        return [pid for pid in [*(s.pid for s in self.members), self.zookeeper.pid]
+                if pid is not None]
 
     def logs(self, tail: int = 3000) -> str:
         """The end of every member's error log, for a failing test's report."""
