@@ -49,11 +49,28 @@ def main() -> None:
     """Tingjian (听见): voice-of-customer streaming pipeline for Chinese feedback."""
 
 
+_INSECURE = click.option(
+    "--insecure-no-auth", "insecure", is_flag=True, default=None,
+    help="Serve without credentials on a non-loopback VOC_HTTP_HOST (anyone who reaches it "
+    "may read and act); refused otherwise.")
+
+
+def _exposed_safely(settings: Settings) -> None:
+    """Refuse to serve an open API beyond loopback (docs/security.md)."""
+    from services.core.access import check_exposure
+
+    try:
+        check_exposure(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.command()
 @click.option("--demo/--no-demo", default=True, show_default=True,
               help="Feed realistic demo feedback, with one touchpoint degrading.")
 @click.option("--port", type=int, default=None, help="API port (default VOC_HTTP_PORT).")
-def up(demo: bool, port: int | None) -> None:
+@_INSECURE
+def up(demo: bool, port: int | None, insecure: bool | None) -> None:
     """Run the whole pipeline in one process on the embedded default.
 
     Starts a local Kafka-protocol broker when VOC_KAFKA_BOOTSTRAP is empty and uses chdb
@@ -62,7 +79,8 @@ def up(demo: bool, port: int | None) -> None:
     """
     from services.embedded import run_embedded
 
-    settings = _settings(http_port=port)
+    settings = _settings(http_port=port, insecure_no_auth=insecure)
+    _exposed_safely(settings)
     if demo and not settings.clickhouse_url:
         # The demo gets a fresh store of its own each start: otherwise the previous run's
         # alert would hold the cooldown and a second `make run` would show no alert.
@@ -71,11 +89,13 @@ def up(demo: bool, port: int | None) -> None:
     _run_until_signal(lambda stop: run_embedded(settings, stop, demo=demo))
 
 
-def _single(name: str) -> None:
+def _single(name: str, **overrides: object) -> None:
     from services.core.store import StoreUrl
     from services.pipeline import run_services
 
-    settings = _settings()
+    settings = _settings(**overrides)
+    if name == "ingest":
+        _exposed_safely(settings)
     if name in {"scoring", "alerting"} and StoreUrl.parse(settings.store_url).backend == "chdb":
         raise click.ClickException(
             f"`voc {name}` needs a ClickHouse server (VOC_CLICKHOUSE_URL=clickhouse://...): "
@@ -94,10 +114,11 @@ def _single(name: str) -> None:
 
 
 @main.command()
-def ingest() -> None:
+@_INSECURE
+def ingest(insecure: bool | None) -> None:
     """Run the HTTP API (VOC_HTTP_HOST, VOC_HTTP_PORT): ingest into VOC_KAFKA_BOOTSTRAP and the
     query routes (/v1/scores, /v1/drivers, ...) over VOC_CLICKHOUSE_URL."""
-    _single("ingest")
+    _single("ingest", insecure_no_auth=insecure)
 
 
 @main.group(invoke_without_command=True)

@@ -18,6 +18,7 @@ agree and the extra fetch costs one round trip.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -210,6 +211,9 @@ def follow(bootstrap: str, topic: str, parse: Callable[[bytes], Any], match: Mat
     finally:
         if skipped:
             log.warning("records skipped", topic=topic, skipped=skipped)
+        # Closing cuts a fetch or metadata request in flight, which kafka-python reports as an
+        # error with a traceback; the tail is leaving on purpose, so that is not news.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
         consumer.close(autocommit=False)
 
 

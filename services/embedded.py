@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 
 import structlog
 
+from services.core.access import IMPLIED, Access, Principal
 from services.core.broker import LocalBroker
 from services.core.kafka import create_topics
 from services.core.settings import Settings
@@ -34,12 +36,20 @@ async def run_embedded(settings: Settings, stop: asyncio.Event, *, demo: bool) -
         await asyncio.to_thread(create_topics, settings, bootstrap)
         store = await open_store(settings.store_url)
         try:
+            access = Access.from_settings(settings)
+            demo_key = None
+            if demo and not access.open_mode:
+                # With credentials configured the demo feed needs one too: an ingest key for
+                # its own source that lives only in this process.
+                demo_key = secrets.token_urlsafe(32)
+                access.add_key(demo_key, Principal(name="demo-feed", roles=IMPLIED["ingest"],
+                                                   kind="key", sources=frozenset({"demo"})))
             api_url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             pipeline = asyncio.create_task(run_services(
                 settings, SERVICES, bootstrap, stop, store=store,
-                on_listening=api_url.set_result))
+                on_listening=api_url.set_result, access=access))
             feed = asyncio.create_task(_announce_and_feed(settings, bootstrap, api_url, stop,
-                                                          demo))
+                                                          demo, demo_key))
             try:
                 await pipeline
             finally:
@@ -56,7 +66,7 @@ async def run_embedded(settings: Settings, stop: asyncio.Event, *, demo: bool) -
 
 
 async def _announce_and_feed(settings: Settings, bootstrap: str, api_url: asyncio.Future[str],
-                             stop: asyncio.Event, demo: bool) -> None:
+                             stop: asyncio.Event, demo: bool, demo_key: str | None) -> None:
     url = await api_url
     lines = [
         "",
@@ -76,9 +86,13 @@ async def _announce_and_feed(settings: Settings, bootstrap: str, api_url: asynci
     ]
     if demo:
         lines.append("  Demo feed:  on; 'delivery' degrades after 15 s, watch for 'ALERT fired'")
+    lines.append("  Sign-in:    " + ("credentials configured: the dashboard asks for a key or "
+                                     "token" if settings.auth_configured else
+                                     "none (open on loopback: anyone on this machine may read "
+                                     "and act)"))
     lines.append("  Stop:       Ctrl-C")
     print("\n".join(lines) + "\n", flush=True)
     if demo:
         from services.ingest.demo_feed import run_demo
 
-        await run_demo(url, settings.demo_rate, stop)
+        await run_demo(url, settings.demo_rate, stop, api_key=demo_key)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import structlog
 import uvicorn
 
+from services.core.access import Access
 from services.core.migrations import migrate, require_current
 from services.core.ops import READINESS, ops_app
 from services.core.settings import Settings
@@ -33,10 +34,10 @@ class _QuietServer(uvicorn.Server):
 
 
 async def _serve_ingest(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event,
-                        on_listening: Callable[[str], None]) -> None:
+                        on_listening: Callable[[str], None], access: Access | None) -> None:
     from services.api import create_app
 
-    app = create_app(settings, bootstrap, store)
+    app = create_app(settings, bootstrap, store, access)
     READINESS.set("ingest", True)
     try:
         await _serve(app, settings.http_host, settings.http_port, "ingest API", stop, on_listening)
@@ -70,12 +71,14 @@ def _log_ops_url(url: str) -> None:
 
 async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
                        stop: asyncio.Event, *, store: Store | None = None,
-                       on_listening: Callable[[str], None] = lambda url: None) -> None:
+                       on_listening: Callable[[str], None] = lambda url: None,
+                       access: Access | None = None) -> None:
     """Run the named services until ``stop`` is set or one of them fails.
 
     A failing service stops the others (a half-running pipeline would silently pile up lag)
     and its exception propagates. ``store`` is opened from settings when not given (the API
-    of ``ingest`` serves the query routes from it).
+    of ``ingest`` serves the query routes from it), and so are the API's credentials
+    (``access``).
     """
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
@@ -91,8 +94,11 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
             await migrate(store)
         coroutines = []
         if "ingest" in names:
-            coroutines.append(_serve_ingest(settings, bootstrap, store, stop, on_listening))
-        elif settings.ops_port is not None:
+            coroutines.append(_serve_ingest(settings, bootstrap, store, stop, on_listening,
+                                            access))
+        if settings.ops_port is not None:
+            # Also next to the API: its own /metrics needs an admin, while a scraper inside
+            # the cluster reads this port without credentials.
             coroutines.append(_serve(ops_app(), settings.http_host, settings.ops_port,
                                      "ops server", stop, _log_ops_url))
         if "nlp" in names:

@@ -3,8 +3,9 @@
 The alerting stage runs (as in ``voc up``); an urgent event's alert opens a case, which pages
 its team's webhook; nobody acknowledges it, so it escalates after its SLA to the next team,
 whose webhook (a local HTTP receiver) is paged, signed, and so on up the chain; then ack,
-comment, resolve and follow-up through the HTTP API produce case events, case rows, MTTA/MTTR
-figures, and the follow-up as survey feedback on the raw topic.
+comment, resolve and follow-up through the HTTP API (as two operators with their own keys)
+produce case events, case rows, MTTA/MTTR figures, and the follow-up as survey feedback on the
+raw topic.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from services.core.kafka import Producer, create_topics
 from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import open_store
+from tests.access_fixtures import principals_file, secured
 from tests.conftest import run
 from tests.pipeline_harness import eventually, read_topic, running
 from tests.test_webhooks import SECRET, Receiver
@@ -84,14 +86,19 @@ def test_alert_to_escalated_case_to_resolution_and_follow_up(
     assert (paged["schema"], paged["action"], paged["team"], paged["escalation_level"]) == (
         "case.v1", "escalated", "hotline-l2", 1)
     [(_, _, top)] = lead.requests
-    assert "escalated to level 2 (hotline-lead)" in json.loads(top)["markdown"]["text"]
+    # markdown gets the parentheses of any filled-in value as full-width look-alikes
+    assert "escalated to level 2 （hotline-lead）" in json.loads(top)["markdown"]["text"]
 
 
 def _lifecycle(broker: LocalBroker, store_url: str, settings: Settings,
                rules: Path) -> list[dict]:
     """Runs the case from the urgent event to its follow-up; returns the case deliveries."""
+    keys_file, keys = principals_file(rules.parent, {"李四": {"roles": ["operator"]},
+                                                     "王五": {"roles": ["operator"]}})
+    as_ = {name: {"X-API-Key": key} for name, key in keys.items()}
     settings = settings.model_copy(update={"alert_rules_path": rules, "case_sla_check_s": 0.5,
-                                           "sink_batch_wait_s": 0.2, "webhook_backoff_s": 0.1})
+                                           "sink_batch_wait_s": 0.2, "webhook_backoff_s": 0.1,
+                                           "api_keys_file": keys_file})
     create_topics(settings, broker.bootstrap)
 
     async def main() -> list[dict]:
@@ -101,7 +108,8 @@ def _lifecycle(broker: LocalBroker, store_url: str, settings: Settings,
         await producer.start()
         app = FastAPI()
         app.include_router(create_router(CaseService(settings, store, producer)))
-        api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        api = httpx.AsyncClient(transport=httpx.ASGITransport(app=secured(app, settings)),
+                                base_url="http://t", headers=as_["李四"])
         try:
             async with running(settings, ("alerting",), broker.bootstrap, store=store):
                 event = urgent_event()
@@ -117,20 +125,19 @@ def _lifecycle(broker: LocalBroker, store_url: str, settings: Settings,
                 assert (case["status"], case["team"], case["feedback_event_ids"]) == (
                     "open", "hotline-lead", ["urgent-1"])
                 case_id = case["case_id"]
-                assert (await api.post(f"/v1/cases/{case_id}/close",
-                                       json={"actor": "李四"})).status_code == 409
-                for path, body in [("ack", {"actor": "李四"}),
-                                   ("assign", {"actor": "李四", "assignee": "王五"}),
-                                   ("comment", {"actor": "王五", "comment": "已致电客户，安排退款"}),
-                                   ("resolve", {"actor": "王五"}),
-                                   ("follow-up", {"actor": "王五", "outcome": "reached",
-                                                  "rating": 4, "comment": "退款已到账，客户满意",
-                                                  "customer_id": "c-42"})]:
-                    response = await api.post(f"/v1/cases/{case_id}/{path}", json=body)
+                assert (await api.post(f"/v1/cases/{case_id}/close", json={})).status_code == 409
+                for actor, path, body in [
+                        ("李四", "ack", {}), ("李四", "assign", {"assignee": "王五"}),
+                        ("王五", "comment", {"comment": "已致电客户，安排退款"}),
+                        ("王五", "resolve", {}),
+                        ("王五", "follow-up", {"outcome": "reached", "rating": 4,
+                                              "comment": "退款已到账，客户满意",
+                                              "customer_id": "c-42"})]:
+                    response = await api.post(f"/v1/cases/{case_id}/{path}", json=body,
+                                              headers=as_[actor])
                     assert response.status_code == 200, (path, response.text)
                     await asyncio.sleep(1.1)  # whole seconds apart: DateTime has 1 s precision
-                assert (await api.post("/v1/cases/nope/ack",
-                                       json={"actor": "x"})).status_code == 404
+                assert (await api.post("/v1/cases/nope/ack", json={})).status_code == 404
                 detail = (await api.get(f"/v1/cases/{case_id}")).json()
                 metrics = (await api.get("/v1/cases/metrics")).json()
 
@@ -141,7 +148,7 @@ def _lifecycle(broker: LocalBroker, store_url: str, settings: Settings,
                 await eventually(paged, 30, "the opened case and both escalations to be paged")
             case_events = read_topic(broker.bootstrap, settings.topic("cases"))
             raw = read_topic(broker.bootstrap, settings.topic("feedback.raw"))
-            rows = await store.query("SELECT action FROM case_events FINAL ORDER BY seq")
+            rows = await store.query("SELECT action, actor FROM case_events FINAL ORDER BY seq")
             deliveries = await store.query(
                 "SELECT action, team, webhook, outcome, attempts FROM case_deliveries FINAL "
                 "ORDER BY seq")
@@ -156,6 +163,8 @@ def _lifecycle(broker: LocalBroker, store_url: str, settings: Settings,
         assert actions[3:] == ["acknowledged", "assigned", "commented", "resolved", "followed_up"]
         assert detail["case"]["team"] == "hotline-lead" and detail["case"]["assignee"] == "王五"
         assert [r["action"] for r in rows] == actions
+        assert [r["actor"] for r in rows[3:]] == ["李四", "李四", "王五", "王五", "王五"], \
+            "each action is recorded as the principal who authenticated it"
         validator = Draft202012Validator(schemas.topic_schema("case.v1"),
                                          format_checker=Draft202012Validator.FORMAT_CHECKER)
         assert [e["action"] for _, e in case_events] == actions
@@ -187,7 +196,7 @@ def test_voc_up_serves_the_cases_api_next_to_ingest(broker: LocalBroker, setting
             async with running(settings, ("ingest",), broker.bootstrap, store=store) as url:
                 async with httpx.AsyncClient(base_url=url) as client:
                     assert (await client.get("/v1/cases")).json() == []
-                    missing = await client.post("/v1/cases/nope/ack", json={"actor": "x"})
+                    missing = await client.post("/v1/cases/nope/ack", json={})
                     assert missing.status_code == 404
                     metrics = await client.get("/v1/cases/metrics")
                     assert metrics.status_code == 200 and metrics.json() == []

@@ -16,7 +16,7 @@ import schemas
 from services.core.broker import LocalBroker
 from services.core.kafka import create_topics
 from services.core.settings import Settings
-from services.ingest.auth import key_hash
+from services.core.access import key_hash
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, running
 

@@ -11,6 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import schemas
+from services.core.access import KeyRing, key_hash
 from services.core.events import (
     CallFacts,
     CallTone,
@@ -21,7 +22,6 @@ from services.core.events import (
     SocialFacts,
 )
 from services.core.normalize import prepare_raw, pseudonym
-from services.ingest.auth import ApiKeys, key_hash
 from services.nlp.call_tone import call_tones
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -122,17 +122,25 @@ def test_call_tone_needs_speech_in_both_thirds_and_sane_spans() -> None:
     assert call_tones(events, lambda texts: [0.0] * len(texts)) == [None, None]
 
 
+def load_sources(path: Path) -> KeyRing:
+    ring = KeyRing()
+    ring.load_sources(path)
+    return ring
+
+
 def test_keys_file_is_checked_when_loaded(tmp_path: Path) -> None:
     good = tmp_path / "keys.yaml"
     good.write_text(f"web-cn: {key_hash('k1')}\n")
-    assert ApiKeys.load(good).source_of("k1") == "web-cn"
-    assert ApiKeys.load(good).source_of("k2") is None
+    found = load_sources(good).lookup("k1")
+    assert found is not None and (found.name, found.sources, found.roles) == (
+        "web-cn", frozenset({"web-cn"}), frozenset({"ingest"}))
+    assert load_sources(good).lookup("k2") is None
     plain = tmp_path / "plain.yaml"
     plain.write_text("web-cn: k1\n")
     with pytest.raises(ValueError, match="sha256"):
-        ApiKeys.load(plain)
+        load_sources(plain)
     with pytest.raises(ValueError, match="cannot read"):
-        ApiKeys.load(tmp_path / "missing.yaml")
+        load_sources(tmp_path / "missing.yaml")
 
 
 def test_prepare_refuses_an_event_that_redaction_pushes_past_a_limit() -> None:

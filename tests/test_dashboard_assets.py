@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,17 +48,32 @@ def test_committed_bundle_is_built_from_the_committed_sources() -> None:
     assert lock["packages"][""]["devDependencies"] == package["devDependencies"]
 
 
+PAGES = {"app": "index.html", "docs": "docs.html"}
+"""The page that loads each bundle: the dashboard, and the OpenAPI docs (Swagger UI)."""
+
+
 def test_asset_names_carry_their_content_hash_and_the_page_names_them() -> None:
     built = manifest()
-    page = (STATIC / "index.html").read_text(encoding="utf-8")
     for logical, name in built["files"].items():
         stem, ext = logical.split(".")
         content = (STATIC / name).read_bytes()
         assert name == f"{stem}-{hashlib.sha256(content).hexdigest()[:12]}.{ext}"
+        page = (STATIC / PAGES[stem]).read_text(encoding="utf-8")
         assert f"/dashboard/assets/{name}" in page
     served = {p.name for p in STATIC.iterdir()}
-    assert served == {"index.html", "manifest.json", *built["files"].values()}, (
+    assert served == {*PAGES.values(), "manifest.json", *built["files"].values()}, (
         "stale build outputs in services/web/static/")
+
+
+def test_pages_hold_no_inline_script_or_handler() -> None:
+    """The Content-Security-Policy allows scripts from the app's own files only, so the pages
+    must not need more: every <script> has a src, and no element carries an on* handler."""
+    for page in PAGES.values():
+        html = (STATIC / page).read_text(encoding="utf-8")
+        scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, flags=re.S)
+        assert scripts and all('src="/dashboard/assets/' in attrs and not body.strip()
+                               for attrs, body in scripts), page
+        assert not re.search(r"\son[a-z]+\s*=", html, flags=re.I), page
 
 
 @pytest.mark.skipif(not shutil.which("node") or not (WEB / "node_modules" / "esbuild").exists(),
@@ -65,5 +81,5 @@ def test_asset_names_carry_their_content_hash_and_the_page_names_them() -> None:
 def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     subprocess.run(["node", "build.mjs", str(tmp_path)], cwd=WEB, check=True,
                    capture_output=True, timeout=300)
-    for name in ["index.html", "manifest.json", *manifest()["files"].values()]:
+    for name in [*PAGES.values(), "manifest.json", *manifest()["files"].values()]:
         assert (tmp_path / name).read_bytes() == (STATIC / name).read_bytes(), name

@@ -1,9 +1,12 @@
 """The dashboard in a real browser on a running pipeline (real broker, chdb, all four services).
 
-Debian's Chromium runs headless through Playwright. The page is opened once and is not
-reloaded while feedback is posted over HTTP (and rated survey answers per journey stage are
-produced straight to the raw topic): the delivery tile must change, the alert must appear, and
-every view must render, at desktop and phone width, by keyboard and in both languages.
+Debian's Chromium runs headless through Playwright. Credentials are configured, so the page
+first shows its sign-in form; an operator signs in with an API key (the page holds a session
+cookie from then on, for its queries, its stream and its case actions). The page is not
+reloaded while feedback is posted over HTTP with an ingest key (and rated survey answers per
+journey stage are produced straight to the raw topic): the delivery tile must change, the alert
+must appear, acting on the case must record the signed-in operator, and every view must render,
+at desktop and phone width, by keyboard and in both languages; signing out ends the session.
 Screenshots of every view go to build/screenshots/ (not committed; the README's pictures in
 docs/screenshots/ come from a longer demo run).
 """
@@ -27,6 +30,7 @@ from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
 from services.core.store import Store, open_store
 from services.pipeline import SERVICES
+from tests.access_fixtures import principals_file
 from tests.conftest import run
 from tests.pipeline_harness import eventually, running
 
@@ -87,8 +91,9 @@ async def produce_journey(settings: Settings, bootstrap: str) -> None:
         await producer.stop()
 
 
-async def post(api: str, batch: list[dict]) -> None:
-    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+async def post(api: str, batch: list[dict], key: str | None = None) -> None:
+    headers = {"X-API-Key": key} if key else {}
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=headers) as client:
         response = await client.post("/v1/feedback/batch", json={"events": batch})
         assert response.status_code == 202, response.text
 
@@ -128,7 +133,11 @@ def test_dashboard_updates_live_and_shows_the_alert(
     create_topics(settings, broker.bootstrap)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
-    settings = settings.model_copy(update={"alert_rules_path": rules})
+    keys_file, keys = principals_file(tmp_path, {
+        "值班-王": {"roles": ["operator"]},
+        "browser-test": {"roles": ["ingest"]}})
+    settings = settings.model_copy(update={"alert_rules_path": rules, "api_keys_file": keys_file})
+    ingest_key = keys["browser-test"]
 
     async def main() -> None:
         store = await open_store(f"chdb://{tmp_path / 'chdb'}")
@@ -136,16 +145,32 @@ def test_dashboard_updates_live_and_shows_the_alert(
             async with running(settings, SERVICES, broker.bootstrap, store=store) as api, \
                     browser() as chromium:
                 for touchpoint in ("app_checkout", "delivery", "hotline"):
-                    await post(api, events(touchpoint, 12, 6, "warmup"))
+                    await post(api, events(touchpoint, 12, 6, "warmup"), ingest_key)
                 await produce_journey(settings, broker.bootstrap)
                 await eventually(lambda: _has_scores(store), 90, "the first score rows")
 
-                page = await chromium.new_page(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
+                context = await chromium.new_context(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
+                page = await context.new_page()
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 await page.goto(f"{api}/dashboard/")
+                await page.wait_for_selector("#login #credential")
+                await page.fill("#credential", "not-a-key")
+                await page.click('#login button[type="submit"]')
+                await page.wait_for_function(
+                    "() => document.querySelector('#login-note').textContent.length > 0")
+                assert "登录失败" in await page.inner_text("#login-note")
+                await shoot(page, "login")
+                await page.fill("#credential", keys["值班-王"])
+                await page.click('#login button[type="submit"]')
                 await page.wait_for_selector('.tile[data-touchpoint="delivery"]', timeout=15000)
                 assert await page.inner_text("#conn") == "实时", "Chinese by default, stream live"
+                assert await page.inner_text("#who") == "值班-王 · 处理人", "who and which role"
+                cookies = await page.context.cookies()
+                assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+                    ("voc_session", True, "Strict")]
+                assert keys["值班-王"] not in cookies[0]["value"]
+                assert await page.evaluate("document.cookie") == "", "scripts cannot read it"
                 await page.evaluate("window.__sameDocument = true")
                 before_volume = await tile_attr(page, "delivery", "data-volume")
                 before_updates = await tile_attr(page, "delivery", "data-updated")
@@ -160,7 +185,7 @@ def test_dashboard_updates_live_and_shows_the_alert(
                         window.__lags.push(Date.now() - Math.max(...rows.map((r) => r.computed_ms)));
                     });
                 }""")
-                await post(api, events("delivery", 30, 1, "surge"))
+                await post(api, events("delivery", 30, 1, "surge"), ingest_key)
                 await page.wait_for_function(
                     f"""() => {{
                         const tile = document.querySelector('.tile[data-touchpoint="delivery"]');
@@ -189,8 +214,7 @@ def test_dashboard_updates_live_and_shows_the_alert(
                 await page.wait_for_selector(case, timeout=30000)
                 case_id = await page.get_attribute(case, "data-case-id")
                 assert "剩余" in await page.inner_text(f'tr[data-case-id="{case_id}"] .sla')
-                await page.fill("#actor", "值班-王")
-                await page.dispatch_event("#actor", "change")
+                assert "值班-王" in await page.inner_text("#cases-note")
                 await page.click(f'tr[data-case-id="{case_id}"] button.ack')
                 await page.wait_for_selector(
                     f'tr[data-case-id="{case_id}"][data-case-state="acknowledged"]', timeout=15000)
@@ -224,7 +248,12 @@ def test_dashboard_updates_live_and_shows_the_alert(
                 await shoot(page, "touchpoint")
 
                 await check_keyboard_and_language(page)
-                await check_phone_width(chromium, api)
+                await check_phone_width(page, api)
+                await page.click("#signout")
+                await page.wait_for_selector("#login #credential")
+                assert await page.context.cookies() == []
+                anonymous = await page.request.get(f"{api}/v1/cases")
+                assert anonymous.status == 401
                 assert errors == [], errors
         finally:
             await store.close()
@@ -253,7 +282,8 @@ async def check_keyboard_and_language(page: object) -> None:
         reached.add(await page.evaluate(  # type: ignore[attr-defined]
             "document.activeElement.id || document.activeElement.dataset.route"
             " || document.activeElement.dataset.touchpoint || document.activeElement.tagName"))
-    assert {"overview", "journey", "touchpoint", "alerts", "lang", "delivery"} <= reached, reached
+    assert {"overview", "journey", "touchpoint", "alerts", "signout", "lang", "delivery"} <= reached, \
+        reached
     await page.click("#lang")  # type: ignore[attr-defined]
     assert await page.inner_text('nav a[data-route="overview"]') == "Overview"  # type: ignore[attr-defined]
     await page.reload()  # type: ignore[attr-defined]
@@ -263,9 +293,11 @@ async def check_keyboard_and_language(page: object) -> None:
     await page.click("#lang")  # type: ignore[attr-defined]
 
 
-async def check_phone_width(chromium: object, api: str) -> None:
-    """Readable on a phone: nothing wider than the screen, tiles stacked."""
-    phone = await chromium.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
+async def check_phone_width(page: object, api: str) -> None:
+    """Readable on a phone: nothing wider than the screen, tiles stacked (a second tab of the
+    signed-in browser)."""
+    phone = await page.context.new_page()  # type: ignore[attr-defined]
+    await phone.set_viewport_size({"width": 390, "height": 844})
     await phone.goto(f"{api}/dashboard/")
     await phone.wait_for_selector(".tile")
     await shoot(phone, "overview-phone")

@@ -13,8 +13,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from services.core.access import Access
 from services.core.broker import free_port
+from services.core.http import harden
 from services.core.migrations import migrate
+from services.core.settings import load_settings
 from services.core.store import Store, open_store
 from services.web.feed import SNAPSHOT_WINDOWS, LiveFeed
 from services.web import router as web_router
@@ -179,7 +182,10 @@ def test_stream_over_http_snapshot_then_pushes_and_poller_stops_when_page_leaves
         await migrate(store)
         feed = LiveFeed(store, 60, interval_s=0.2)
         app = FastAPI()
-        app.include_router(web_router.build_router(feed))
+        settings = load_settings()
+        access = Access.from_settings(settings)  # open mode, as on loopback without keys
+        app.include_router(web_router.build_router(feed, access))
+        harden(app, settings, access)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, port=port, log_config=None,
                                                timeout_graceful_shutdown=1))

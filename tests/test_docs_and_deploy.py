@@ -100,7 +100,41 @@ def test_compose_prometheus_scrapes_the_ports_services_serve() -> None:
     ops_port = int(compose["x-voc-env"]["VOC_OPS_PORT"])
     targets = {name: sd["port"] for sd in scrape["scrape_configs"][0]["dns_sd_configs"]
                for name in sd["names"]}
-    assert targets == {"ingest": 8000, "nlp": ops_port, "scoring": ops_port, "alerting": ops_port}
+    assert targets == {"ingest": ops_port, "nlp": ops_port, "scoring": ops_port,
+                       "alerting": ops_port}, "every process serves open metrics on its ops port"
     for service in ("prometheus", "grafana"):
         image = compose["services"][service]["image"]
         assert ":" in image and not image.endswith(":latest")
+
+
+def test_deployments_ship_with_authentication_on() -> None:
+    """The API listens on 0.0.0.0 in both setups, where it refuses to start without
+    credentials: each ships a keys file from a secret, and nothing else is left open."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yaml").read_text())
+    ingest = compose["services"]["ingest"]
+    keys_file = ingest["environment"]["VOC_API_KEYS_FILE"]
+    assert ingest["environment"]["VOC_HTTP_HOST"] == "0.0.0.0"
+    assert keys_file == f"/run/secrets/{ingest['secrets'][0]}"
+    assert compose["secrets"][ingest["secrets"][0]]["file"].startswith("./secrets/")
+    assert "VOC_INSECURE_NO_AUTH" not in ingest["environment"]
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"].startswith("/run/secrets/")
+    published = [port for service in compose["services"].values()
+                 for port in service.get("ports", [])]
+    assert all(port == "8000:8000" or port.startswith("127.0.0.1:") or port == "3000:3000"
+               for port in published), published
+
+    documents = k8s_documents()
+    deployment = next(d for d in documents if d["metadata"]["name"] == "voc-ingest")
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if env["VOC_API_KEYS_FILE"].startswith(
+        m["mountPath"] + "/"))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    example = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "secret.example.yaml").read_text()))
+    secret = next(d for d in example if d["metadata"]["name"] == volume["secret"]["secretName"])
+    assert env["VOC_API_KEYS_FILE"].rsplit("/", 1)[1] in secret["stringData"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == env["VOC_OPS_PORT"], \
+        "Prometheus scrapes the open ops port, not the API's admin-only /metrics"

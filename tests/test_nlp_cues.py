@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from services.core.events import RawFeedback
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import intent_of, load_urgency
 from services.nlp.keywords import KeywordExtractor
+from services.nlp.matching import MAX_CUE_MATCHES
 from services.nlp.taxonomy import load_taxonomy
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -137,3 +141,48 @@ def test_segmentation_matches_jieba() -> None:
              "   ", "😡😡 气死了#物流太慢#", "房间很干净，服务员态度也很好，下次还来。"]
     segmenter = Segmenter()
     assert [segmenter.cut(t) for t in texts] == [reference.lcut(t, HMM=False) for t in texts]
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [
+    ("(?<=不)满意", "not a valid regex for RE2"),          # look-behind
+    ("(投诉)\\1", "not a valid regex for RE2"),             # backreference
+    ("(unclosed", "not a valid regex"),
+    ("(?:律师)?", "matches the empty string"),
+    ("x*", "matches the empty string"),
+])
+def test_deployment_cues_that_re2_cannot_run_are_refused_with_file_and_line(
+        tmp_path: Path, pattern: str, reason: str) -> None:
+    path = tmp_path / "urgency.yaml"
+    path.write_text("version: 1\nflags:\n  safety:\n    - '电池鼓包'\n"
+                    f"  escalation_threat:\n    - '12315'\n    - {json.dumps(pattern, ensure_ascii=False)}\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}, line 7: escalation_threat: "
+                                         rf"pattern .* is {reason}"):
+        load_urgency(path)
+
+
+def test_cue_spans_are_character_offsets_in_chinese_text_with_emoji(tmp_path: Path) -> None:
+    path = tmp_path / "urgency.yaml"
+    path.write_text("flags:\n  escalation_threat: ['律师函?', '\\p{Han}{2}曝光']\n", encoding="utf-8")
+    text = "😡😡气死了，我要发律师函，还要找媒体曝光！😡律师"
+    found = {u.term: u.evidence for u in load_urgency(path).find(text)}
+    assert set(found) == {"律师函", "媒体曝光", "律师"}
+    for term, spans in found.items():
+        assert all(text[start:end] == term for start, end in spans)
+
+
+def test_a_cue_matching_everywhere_reads_a_bounded_number_of_matches(tmp_path: Path) -> None:
+    path = tmp_path / "urgency.yaml"
+    path.write_text("flags:\n  repeat_contact: ['又']\n", encoding="utf-8")
+    [flag] = load_urgency(path).find("又" * 100_000)
+    assert len(flag.evidence) == MAX_CUE_MATCHES
+
+
+def test_the_acknowledgement_pattern_gives_up_at_once_on_a_near_miss() -> None:
+    """嗯 x 40 + x froze the process for hours (nested quantifier); now it is one pass."""
+    started = time.process_time()
+    assert intent_of("嗯" * 40 + "x", "neutral") == "other"
+    assert intent_of("嗯" * 100_000 + "x", "neutral") == "other"
+    assert time.process_time() - started < 1.0
+    assert intent_of("嗯嗯嗯，好的好的！谢谢您", "positive") == "other"
+    assert intent_of("嗯嗯嗯，好的好的！谢谢您，东西真不错", "positive") == "praise"

@@ -115,3 +115,33 @@ def test_worker_process_serves_ops_port(settings: Settings, broker: LocalBroker)
                 assert "voc_batch_seconds" in (await client.get("/metrics/")).text
 
     run(scenario())
+
+
+def test_api_metrics_need_an_admin_and_the_ops_port_serves_them_openly(
+        settings: Settings, broker: LocalBroker, tmp_path: Path) -> None:
+    """With credentials configured, the API port's /metrics is for admins, the probes stay open
+    for Kubernetes, and VOC_OPS_PORT serves the same metrics to an in-cluster scraper."""
+    from tests.access_fixtures import principals_file
+
+    create_topics(settings, broker.bootstrap)
+    keys_file, keys = principals_file(tmp_path, {"ops": {"roles": ["admin"]},
+                                                 "wall": {"roles": ["viewer"]}})
+    port = free_port()
+    settings = settings.model_copy(update={"ops_port": port, "api_keys_file": keys_file})
+
+    async def scenario() -> None:
+        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
+        try:
+            async with running(settings, ["ingest"], broker.bootstrap, store=store) as url, \
+                    httpx.AsyncClient(timeout=10) as client:
+                api = [(await client.get(f"{url}/metrics/", headers=h)).status_code
+                       for h in ({}, {"X-API-Key": keys["wall"]}, {"X-API-Key": keys["ops"]})]
+                assert api == [401, 403, 200]
+                assert (await client.get(f"{url}/healthz")).status_code == 200
+                assert (await client.get(f"{url}/readyz")).status_code == 200
+                ops = await client.get(f"http://127.0.0.1:{port}/metrics/")
+                assert ops.status_code == 200 and "voc_ingest_events_total" in ops.text
+        finally:
+            await store.close()
+
+    run(scenario())

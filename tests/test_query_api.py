@@ -40,7 +40,7 @@ def test_query_api(store_url: str, settings: Settings, broker: LocalBroker,
             await rig.scorer.handle(records(FIXTURE))
             app = create_app(settings, broker.bootstrap, rig.store)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://api") as client:
+                                         base_url="http://127.0.0.1") as client:
                 await check_touchpoints(client)
                 await check_scores(client)
                 await check_drivers(client)

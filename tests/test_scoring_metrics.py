@@ -201,7 +201,7 @@ def test_late_events_land_in_their_window_and_too_late_ones_are_counted(
             assert restarted.too_late == 1
             app = create_app(settings, broker.bootstrap, rig.store)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://api") as client:
+                                         base_url="http://127.0.0.1") as client:
                 listed = (await client.get("/v1/touchpoints")).json()["touchpoints"]
                 assert [(t["events"], t["too_late_events"]) for t in listed] == [(6, 3)]
                 items = (await client.get("/v1/feedback", params={

@@ -40,6 +40,10 @@ def test_no_topics_on_unrelated_text() -> None:
     ("topics:\n  - {id: a, name: A, keywords: [x]}\n  - {id: a, name: B, keywords: [y]}", "duplicate"),
     ("topics:\n  - {id: a, name: A, keywords: []}", "keywords"),
     ("topics:\n  - {id: a, name: A, keywords: [x], stage: 其他}", "stage"),
+    ("topics:\n  - id: a\n    name: A\n    keywords:\n      - x\n      - ''",
+     "line 6: topic a has a blank entry in keywords"),
+    ("topics:\n  - {id: a, name: A, keywords: [x]}\n  - {id: b, name: B, keywords: [y], synonyms: [' ']}",
+     "line 3: topic b has a blank entry in synonyms"),
 ])
 def test_bad_taxonomy_is_refused_with_the_reason(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "t.yaml"
@@ -68,3 +72,17 @@ def test_default_taxonomy_covers_contact_center_language(text: str, topic: str) 
 ])
 def test_default_taxonomy_avoids_polite_and_id_false_positives(text: str, topic: str) -> None:
     assert topic not in {m.id for m in load_taxonomy().tag(text)}
+
+
+def test_keyword_matching_is_literal_leftmost_longest_with_character_spans(tmp_path: Path) -> None:
+    """Keywords are text, not regular expressions; a longer keyword wins where both start,
+    and spans are character offsets even after astral emoji."""
+    path = tmp_path / "t.yaml"
+    path.write_text("topics:\n  - {id: a, name: A, keywords: ['物流', '(.*)+']}\n"
+                    "  - {id: b, name: B, keywords: ['物流很慢', '慢']}\n", encoding="utf-8")
+    taxonomy = load_taxonomy(path)
+    text = "😡😡物流很慢，物流(.*)+慢"
+    found = {m.id: m.evidence for m in taxonomy.tag(text)}
+    assert found == {"b": [(2, 6), (14, 15)], "a": [(7, 9), (9, 14)]}
+    assert all(text[start:end] in ("物流", "(.*)+", "物流很慢", "慢")
+               for spans in found.values() for start, end in spans)

@@ -38,20 +38,31 @@ function named(base, ext, contents) {
   return `${base}-${digest}.${ext}`;
 }
 
-const js = await bundle('main.js');
-const css = await bundle('style.css');
-const files = { 'app.js': named('app', 'js', js), 'app.css': named('app', 'css', css) };
+// The dashboard (app.*) and the OpenAPI docs page (docs.*, Swagger UI): both served by the API
+// from this build, so neither page loads script from anywhere else.
+const outputs = {
+  'app.js': await bundle('main.js'),
+  'app.css': await bundle('style.css'),
+  'docs.js': await bundle('docs.js'),
+  'docs.css': await bundle('docs.css'),
+};
+const files = Object.fromEntries(Object.entries(outputs).map(([logical, contents]) => {
+  const [base, ext] = logical.split('.');
+  return [logical, named(base, ext, contents)];
+}));
 mkdirSync(out, { recursive: true });
 for (const old of readdirSync(out)) {
-  if (/^app-[0-9a-f]{12}\.(js|css)$/.test(old)) rmSync(join(out, old));
+  if (/^(app|docs)-[0-9a-f]{12}\.(js|css)$/.test(old)) rmSync(join(out, old));
 }
-writeFileSync(join(out, files['app.js']), js);
-writeFileSync(join(out, files['app.css']), css);
-let html = readFileSync(join(here, 'src', 'index.html'), 'utf8');
-for (const [key, value] of Object.entries({ ...files, version: pkg.version })) {
-  html = html.replaceAll(`{{${key}}}`, value);
+for (const [logical, contents] of Object.entries(outputs)) writeFileSync(join(out, files[logical]), contents);
+for (const page of ['index.html', 'docs.html']) {
+  let html = readFileSync(join(here, 'src', page), 'utf8');
+  for (const [key, value] of Object.entries({ ...files, version: pkg.version })) {
+    html = html.replaceAll(`{{${key}}}`, value);
+  }
+  writeFileSync(join(out, page), html);
 }
-writeFileSync(join(out, 'index.html'), html);
 const manifest = { version: pkg.version, source_sha256: sourceHash(), files };
 writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-console.log(`dashboard ${pkg.version} built into ${out}: ${files['app.js']} (${js.length} B), ${files['app.css']} (${css.length} B)`);
+console.log(`dashboard ${pkg.version} built into ${out}: ${Object.entries(outputs)
+  .map(([logical, contents]) => `${files[logical]} (${contents.length} B)`).join(', ')}`);

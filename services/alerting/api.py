@@ -4,6 +4,10 @@ reopen, follow up, and MTTA / MTTR per team and touchpoint.
 Every state change goes through CaseService, so it becomes a case.v1 event on the cases topic
 and a row in ``case_events``. A transition the case's status forbids answers 409 naming the
 actions allowed now; an unknown case answers 404.
+
+Viewers read, operators act. The actor recorded on a case event is the authenticated principal,
+never a name from the request, so the audit trail says who really acted. A principal limited to
+touchpoints or teams sees and acts on those cases only (403 for another one).
 """
 
 from __future__ import annotations
@@ -14,29 +18,43 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, FastAPI, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from services.alerting.cases import CaseError, CaseNotFound, CaseService
+from services.core.access import (
+    Caller,
+    Principal,
+    Require,
+    forbidden_team,
+    forbidden_touchpoint,
+)
 from services.core.events import CaseEvent, CaseStatus, utc_now
 from services.core.kafka import Producer
 from services.core.settings import Settings
 from services.core.store import Store
 
-Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Comment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actor: Actor = Field(description="Who acts (user name); recorded on the case event.")
     comment: Comment | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_actor(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "actor" in data:
+            raise ValueError("'actor' is not accepted: the case event records the principal "
+                             "that authenticated this request; drop the field")
+        return data
 
 
 class AssignIn(_In):
-    assignee: Actor
-    team: Actor | None = Field(default=None, description="Move the case to this team as well.")
+    assignee: Name
+    team: Name | None = Field(default=None, description="Move the case to this team as well.")
 
 
 class CommentIn(_In):
@@ -74,14 +92,30 @@ def _number(value: Any) -> float | None:
     return None if value is None or value != value else float(value)
 
 
-def create_router(service: CaseService) -> APIRouter:
-    """The cases API over one CaseService (its store and producer)."""
-    router = APIRouter(prefix="/v1/cases", tags=["cases"])
+Operator = Annotated[Principal, Depends(Require("operator"))]
 
-    async def act(case_id: str, action: str, body: _In, **changes: Any) -> CaseEvent:
+
+def _visible(who: Principal) -> Any:
+    """A check that refuses (403) a case outside ``who``'s touchpoints or teams."""
+    def check(case: CaseEvent) -> None:
+        if not who.sees({"touchpoint": case.touchpoint, "team": case.team}):
+            raise HTTPException(403, f"{who.name!r} may not see case {case.case_id} "
+                                     f"(touchpoint {case.touchpoint!r}, team {case.team!r})")
+    return check
+
+
+def create_router(service: CaseService) -> APIRouter:
+    """The cases API over one CaseService (its store and producer): viewers read, operators
+    act."""
+    router = APIRouter(prefix="/v1/cases", tags=["cases"],
+                       dependencies=[Depends(Require("viewer"))])
+    max_days = service.settings.query_max_range_days
+
+    async def act(who: Principal, case_id: str, action: str, body: _In,
+                  **changes: Any) -> CaseEvent:
         try:
-            return await service.act(case_id, action, body.actor,  # type: ignore[arg-type]
-                                     comment=body.comment, **changes)
+            return await service.act(case_id, action, who.name,  # type: ignore[arg-type]
+                                     comment=body.comment, guard=_visible(who), **changes)
         except CaseNotFound as exc:
             raise HTTPException(404, f"no case {case_id}") from exc
         except CaseError as exc:
@@ -91,69 +125,88 @@ def create_router(service: CaseService) -> APIRouter:
                                      "nothing changed, retry", headers={"Retry-After": "5"}) from exc
 
     @router.get("", response_model=list[CaseEvent], summary="List cases (current state)")
-    async def list_cases(status: CaseStatus | None = None, team: str | None = None,
+    async def list_cases(who: Caller, status: CaseStatus | None = None, team: str | None = None,
                          touchpoint: str | None = None,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[CaseEvent]:
-        return await service.list(status=status, team=team, touchpoint=touchpoint, limit=limit)
+        forbidden_team(who, team)
+        forbidden_touchpoint(who, touchpoint)
+        return await service.list(status=status, team=team, touchpoint=touchpoint, limit=limit,
+                                  visible=lambda c: who.sees({"touchpoint": c.touchpoint,
+                                                              "team": c.team}))
 
     @router.get("/metrics", response_model=list[TeamMetrics],
                 summary="MTTA and MTTR per team and touchpoint")
-    async def metrics(days: Annotated[float, Query(gt=0, le=3660)] = 30) -> list[TeamMetrics]:
-        rows = await service.metrics(utc_now() - timedelta(days=days))
+    async def metrics(who: Caller,
+                      days: Annotated[float, Query(gt=0, le=3660)] = 30) -> list[TeamMetrics]:
+        if days > max_days:
+            raise HTTPException(400, {"parameter": "days", "error": (
+                f"{days} days is more than VOC_QUERY_MAX_RANGE_DAYS ({max_days}); ask for "
+                "fewer")})
+        rows = [r for r in await service.metrics(utc_now() - timedelta(days=days))
+                if who.sees(r)]
         return [TeamMetrics(team=r["team"], touchpoint=r["touchpoint"], cases=r["cases"],
                             unresolved=r["unresolved"], mtta_s=_number(r["mtta_s"]),
                             mttr_s=_number(r["mttr_s"]),
                             max_escalation_level=r["max_escalation_level"]) for r in rows]
 
     @router.get("/{case_id}", response_model=CaseDetail, summary="A case and its history")
-    async def get_case(case_id: str) -> CaseDetail:
+    async def get_case(who: Caller, case_id: str) -> CaseDetail:
         try:
             history = await service.history(case_id)
         except CaseNotFound as exc:
             raise HTTPException(404, f"no case {case_id}") from exc
+        _visible(who)(history[-1])
         return CaseDetail(case=history[-1], history=history)
 
     @router.post("/{case_id}/ack", response_model=CaseEvent, summary="Acknowledge")
-    async def ack(case_id: str, body: _In) -> CaseEvent:
-        return await act(case_id, "acknowledged", body)
+    async def ack(who: Operator, case_id: str, body: _In) -> CaseEvent:
+        return await act(who, case_id, "acknowledged", body)
 
     @router.post("/{case_id}/assign", response_model=CaseEvent, summary="Assign")
-    async def assign(case_id: str, body: AssignIn) -> CaseEvent:
+    async def assign(who: Operator, case_id: str, body: AssignIn) -> CaseEvent:
         changes: dict[str, Any] = {"assignee": body.assignee}
         if body.team:
+            forbidden_team(who, body.team)
             changes["team"] = body.team
-        return await act(case_id, "assigned", body, **changes)
+        return await act(who, case_id, "assigned", body, **changes)
 
     @router.post("/{case_id}/start", response_model=CaseEvent, summary="Start work")
-    async def start(case_id: str, body: _In) -> CaseEvent:
-        return await act(case_id, "started", body)
+    async def start(who: Operator, case_id: str, body: _In) -> CaseEvent:
+        return await act(who, case_id, "started", body)
 
     @router.post("/{case_id}/comment", response_model=CaseEvent, summary="Comment")
-    async def comment(case_id: str, body: CommentIn) -> CaseEvent:
-        return await act(case_id, "commented", body)
+    async def comment(who: Operator, case_id: str, body: CommentIn) -> CaseEvent:
+        return await act(who, case_id, "commented", body)
 
     @router.post("/{case_id}/resolve", response_model=CaseEvent, summary="Resolve")
-    async def resolve(case_id: str, body: _In) -> CaseEvent:
-        return await act(case_id, "resolved", body)
+    async def resolve(who: Operator, case_id: str, body: _In) -> CaseEvent:
+        return await act(who, case_id, "resolved", body)
 
     @router.post("/{case_id}/close", response_model=CaseEvent, summary="Close")
-    async def close(case_id: str, body: _In) -> CaseEvent:
-        return await act(case_id, "closed", body)
+    async def close(who: Operator, case_id: str, body: _In) -> CaseEvent:
+        return await act(who, case_id, "closed", body)
 
     @router.post("/{case_id}/reopen", response_model=CaseEvent, summary="Reopen")
-    async def reopen(case_id: str, body: _In) -> CaseEvent:
-        return await act(case_id, "reopened", body)
+    async def reopen(who: Operator, case_id: str, body: _In) -> CaseEvent:
+        return await act(who, case_id, "reopened", body)
 
     @router.post("/{case_id}/follow-up", response_model=FollowUpOut,
                  summary="Record the customer callback; the rating flows back as feedback")
-    async def follow_up(case_id: str, body: FollowUpIn) -> FollowUpOut:
+    async def follow_up(who: Operator, case_id: str, body: FollowUpIn) -> FollowUpOut:
+        """The rating enters the pipeline as feedback recorded by the operator (metadata
+        ``operator``), counted against the operator's write rate limit like ingest."""
         try:
-            event, feedback = await service.follow_up(case_id, body.actor, body.outcome,
-                                                      body.rating, body.comment, body.customer_id)
+            event, feedback = await service.follow_up(case_id, who.name, body.outcome,
+                                                      body.rating, body.comment, body.customer_id,
+                                                      guard=_visible(who))
         except CaseNotFound as exc:
             raise HTTPException(404, f"no case {case_id}") from exc
         except CaseError as exc:
             raise HTTPException(409, str(exc)) from exc
+        except KafkaError as exc:
+            raise HTTPException(503, "the message broker did not acknowledge the follow-up; "
+                                     "retry (a retry keeps the feedback's event id, so it does "
+                                     "not count twice)", headers={"Retry-After": "5"}) from exc
         return FollowUpOut(case=event, feedback_event_id=feedback.event_id)
 
     return router

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from services.core.events import (
     utc_now,
 )
 from services.core.kafka import BatchConsumer, Producer, parse_or_reason
+from services.core.pii import redact, redact_optional
 from services.core.settings import Settings
 from services.core.store import Store
 
@@ -89,7 +91,7 @@ def open_case(alert: Alert, sla: Sla, now: datetime) -> CaseEvent:
     case_id = case_id_for(alert.alert_id)
     return CaseEvent(
         event_id=_event_id(case_id, 1), case_id=case_id, seq=1, action="opened", status="open",
-        at=now, actor="alerting", comment=alert.message[:4000], severity=alert.severity,
+        at=now, actor="alerting", comment=redact(alert.message)[:4000], severity=alert.severity,
         team=alert.team, assignee=alert.owner, escalation_level=0, touchpoint=alert.touchpoint,
         rule_id=alert.rule_id, alert_ids=[alert.alert_id], feedback_event_ids=alert.event_ids,
         opened_at=now, acknowledged_at=None, resolved_at=None, closed_at=None,
@@ -98,9 +100,18 @@ def open_case(alert: Alert, sla: Sla, now: datetime) -> CaseEvent:
         followup_outcome=None, followup_rating=None)
 
 
+def _redacted_comment(comment: str | None) -> str | None:
+    """A placeholder can be longer than what it replaced; the column holds 4000 characters."""
+    return None if comment is None else redact(comment)[:4000]
+
+
 def transition(case: CaseEvent, action: CaseAction, actor: str, now: datetime,
                **changes: Any) -> CaseEvent:
-    """The next event of ``case``; raises CaseError when the current status forbids it."""
+    """The next event of ``case``; raises CaseError when the current status forbids it.
+
+    The comment is redacted here, so no caller (API, SLA loop, follow-up) can put PII on the
+    cases topic, into ``case_events``, a team's webhook or the live stream.
+    """
     if action not in _MOVES:
         raise CaseError(f"{action!r} is not a case action; use one of {sorted(_MOVES)}")
     sources, target = _MOVES[action]
@@ -109,7 +120,7 @@ def transition(case: CaseEvent, action: CaseAction, actor: str, now: datetime,
                         f"{allowed_actions(case.status)}")
     update: dict[str, Any] = {"seq": case.seq + 1, "event_id": _event_id(case.case_id, case.seq + 1),
                               "action": action, "actor": actor, "at": now,
-                              "comment": changes.pop("comment", None)}
+                              "comment": _redacted_comment(changes.pop("comment", None))}
     if target is not None:
         update["status"] = target
     if action == "acknowledged" or (action in ("started", "resolved")
@@ -191,17 +202,20 @@ def event_from_row(row: dict[str, Any]) -> CaseEvent:
 
 
 def followup_feedback(case: CaseEvent, outcome: str, rating: int | None, text: str | None,
-                      customer_id: str | None, now: datetime) -> RawFeedback:
+                      customer_id: str | None, now: datetime, operator: str = "") -> RawFeedback:
     """The follow-up as feedback (channel survey, rating as CSAT), so the loop closes in the
-    data too: the callback's rating flows through NLP and scoring like any other feedback."""
+    data too: the callback's rating flows through NLP and scoring like any other feedback.
+    Text and customer id are redacted like ingest's, since this skips ingest; ``operator``
+    (the principal who recorded it) travels in the metadata."""
     external_id = f"case-{case.case_id}-followup-{case.seq + 1}"
     return RawFeedback(
         event_id=stable_event_id("tingjian-cases", external_id), source="tingjian-cases",
         external_id=external_id, channel="survey", touchpoint=case.touchpoint,
-        text=text or f"回访结果: {outcome}" + (f", 评分 {rating}" if rating else ""),
-        occurred_at=now, received_at=now, customer_id=customer_id, stage="售后",
+        text=redact(text) if text else f"回访结果: {outcome}" + (f", 评分 {rating}" if rating else ""),
+        occurred_at=now, received_at=now, customer_id=redact_optional(customer_id), stage="售后",
         ratings=Ratings(csat=rating),
-        metadata={"case_id": case.case_id, "followup_outcome": outcome, "rule_id": case.rule_id})
+        metadata={"case_id": case.case_id, "followup_outcome": outcome, "rule_id": case.rule_id,
+                  **({"operator": operator} if operator else {})})
 
 
 _CURRENT_SQL = """
@@ -259,12 +273,13 @@ class CaseService:
         return [event_from_row(r) for r in rows]
 
     async def list(self, *, status: str | None = None, team: str | None = None,
-                   touchpoint: str | None = None, limit: int = 100) -> list[CaseEvent]:
+                   touchpoint: str | None = None, limit: int = 100,
+                   visible: Callable[[CaseEvent], bool] = lambda _: True) -> list[CaseEvent]:
         rows = await self.store.query(_CURRENT_SQL.format(where=""))
         cases = [event_from_row(r) for r in rows]
         cases = [c for c in cases if (status is None or c.status == status)
                  and (team is None or c.team == team)
-                 and (touchpoint is None or c.touchpoint == touchpoint)]
+                 and (touchpoint is None or c.touchpoint == touchpoint) and visible(c)]
         return sorted(cases, key=lambda c: c.opened_at, reverse=True)[:limit]
 
     async def metrics(self, since: datetime) -> list[dict[str, Any]]:
@@ -281,19 +296,28 @@ class CaseService:
             log.info("case " + event.action, case_id=event.case_id, status=event.status,
                      team=event.team, actor=event.actor, level=event.escalation_level)
 
-    async def act(self, case_id: str, action: CaseAction, actor: str, **changes: Any) -> CaseEvent:
-        event = transition(await self.current(case_id), action, actor, utc_now(), **changes)
+    async def act(self, case_id: str, action: CaseAction, actor: str,
+                  guard: Callable[[CaseEvent], None] = lambda _: None,
+                  **changes: Any) -> CaseEvent:
+        """Apply ``action``; ``guard`` may refuse (raise) after seeing the current case."""
+        current = await self.current(case_id)
+        guard(current)
+        event = transition(current, action, actor, utc_now(), **changes)
         await self.write([event])
         return event
 
     async def follow_up(self, case_id: str, actor: str, outcome: str, rating: int | None,
-                        text: str | None, customer_id: str | None) -> tuple[CaseEvent, RawFeedback]:
+                        text: str | None, customer_id: str | None,
+                        guard: Callable[[CaseEvent], None] = lambda _: None,
+                        ) -> tuple[CaseEvent, RawFeedback]:
         """Record the callback on the case and produce it as feedback to the raw topic."""
         case = await self.current(case_id)
+        guard(case)
         now = utc_now()
         event = transition(case, "followed_up", actor, now, comment=text,
                            followup_outcome=outcome, followup_rating=rating)
-        feedback = followup_feedback(case, outcome, rating, text, customer_id, now)
+        feedback = followup_feedback(case, outcome, rating, text, customer_id, now,
+                                     operator=actor)
         await self.producer.send_many(self.settings.topic("feedback.raw"),
                                       [(feedback.touchpoint.encode(), feedback.to_bytes())])
         await self.write([event])

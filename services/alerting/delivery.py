@@ -23,7 +23,7 @@ from aiokafka import ConsumerRecord
 from cachetools import LRUCache
 
 from services.alerting.rules import RuleSet, Webhook
-from services.alerting.webhooks import Outcome, deliver, event_ref, public_url
+from services.alerting.webhooks import Outcome, deliver, event_ref, redact_url
 from services.core.events import Alert, CaseEvent, utc_now
 from services.core.kafka import BatchConsumer, Producer, dead_letter, parse_or_reason
 from services.core.settings import Settings
@@ -90,7 +90,8 @@ class WebhookDispatcher:
         delivered = await asyncio.gather(*(
             deliver(self.client, job.hook, job.event,
                     max_attempts=self.settings.webhook_max_attempts,
-                    backoff_s=self.settings.webhook_backoff_s)
+                    backoff_s=self.settings.webhook_backoff_s,
+                    customer_text=self.settings.alert_customer_text)
             for _, job in todo))
         for (key, _), outcome in zip(todo, delivered):
             self._unrecorded[key] = outcome
@@ -105,7 +106,7 @@ class WebhookDispatcher:
         rows = []
         for job, outcome in zip(jobs, outcomes):
             rows.append({
-                **self.row(job.event), "webhook": job.name, "url": public_url(job.hook.url),
+                **self.row(job.event), "webhook": job.name, "url": redact_url(job.hook.url),
                 "format": job.hook.format,
                 "outcome": "delivered" if outcome.delivered else "dead_letter",
                 "attempts": outcome.attempts, "http_status": outcome.status_code or 0,

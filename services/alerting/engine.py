@@ -29,6 +29,7 @@ from services.alerting.rules import (
 )
 from services.core.cem_metrics import topic_score_figures
 from services.core.events import Alert, EnrichedFeedback
+from services.core.pii import snippet
 
 _ALERT_NAMESPACE = uuid.UUID("3b0f1d8a-94c3-4f1e-8b59-2f4a4b7de6a1")
 WEEK = timedelta(days=7)
@@ -379,6 +380,12 @@ def event_key(rule: EventRule, event: EnrichedFeedback) -> str:
     return f"{rule.id}:{event.touchpoint}:{subject}"
 
 
+CUSTOMER_TEXT = " 原文 text: "
+"""Where the customer's own words start in an event alert's message: everything after it is
+the matched cue terms and a redacted snippet of the feedback, which webhooks leave out when
+``VOC_ALERT_CUSTOMER_TEXT=none``."""
+
+
 def event_alert(rule: EventRule, event: EnrichedFeedback, last_fired: datetime | None,
                 now: datetime) -> Alert | None:
     """The alert for an event that matches, unless its key fired within the cooldown.
@@ -404,7 +411,9 @@ def event_alert(rule: EventRule, event: EnrichedFeedback, last_fired: datetime |
         owner=rule.route.owner, notify=rule.route.notify, open_case=rule.route.open_case,
         event_ids=[event.event_id], latest_received_at=event.received_at,
         message=(f"[firing] {event.touchpoint}/{event.channel}: "
-                 f"{'flags ' + ','.join(flags) + ' (' + terms + '), ' if flags else ''}"
-                 f"segment {event.segment or '-'}, sentiment {event.sentiment.score:+.2f}: "
-                 f"{event.text[:120]} {rule.description}").strip(),
+                 f"{'flags ' + ','.join(flags) + ', ' if flags else ''}"
+                 f"segment {event.segment or '-'}, sentiment {event.sentiment.score:+.2f}. "
+                 f"{rule.description}").strip()
+                + f"{CUSTOMER_TEXT}{'(' + snippet(terms, 60) + ') ' if terms else ''}"
+                  f"「{snippet(event.text)}」",
     )

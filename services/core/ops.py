@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import Counter, Gauge, Histogram, make_asgi_app
+from fastapi import APIRouter, Depends
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_asgi_app,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
+
+from services.core.access import Require
 
 EVENTS_IN = Counter("voc_events_in_total", "Records consumed by a stage.", ["stage"])
 EVENTS_OUT = Counter("voc_events_out_total", "Messages a stage produced and the broker acknowledged.",
@@ -107,12 +118,27 @@ async def readyz(_: Request) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-def ops_routes() -> list[Route | Mount]:
-    """``/healthz``, ``/readyz`` and ``/metrics``, for the API app or a stand-alone ops server."""
-    return [Route("/healthz", healthz), Route("/readyz", readyz),
-            Mount("/metrics", make_asgi_app())]
+def probe_routes() -> list[Route]:
+    """``/healthz`` and ``/readyz``: open on purpose (probes carry no credentials, and the
+    answers say nothing about customers)."""
+    return [Route("/healthz", healthz), Route("/readyz", readyz)]
 
 
 def ops_app() -> Starlette:
-    """The stand-alone ops server of processes that serve no API (``VOC_OPS_PORT``)."""
-    return Starlette(routes=ops_routes())
+    """The stand-alone ops server of processes that serve no API (``VOC_OPS_PORT``): the probes
+    and ``/metrics`` without credentials, so keep that port on the cluster's network."""
+    return Starlette(routes=[*probe_routes(), Mount("/metrics", make_asgi_app())])
+
+
+def metrics_router() -> APIRouter:
+    """``/metrics`` (and ``/metrics/``) of the API process, for admins only: the API's port is
+    the one people and browsers reach."""
+    router = APIRouter(tags=["operations"], dependencies=[Depends(Require("admin"))])
+
+    @router.get("/metrics", summary="Prometheus metrics of this process",
+                response_class=PlainTextResponse)
+    @router.get("/metrics/", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -6,35 +6,87 @@ no raw value reaches a topic, the store or a log. Numbers that only look like PI
 numbers, an 18-digit string with a wrong 身份证 check digit, a 16-digit number failing Luhn)
 are left alone: redacting them would destroy the order numbers customers quote.
 
+Customers type numbers with full-width digits (``１３８…``, the default of many Chinese input
+methods), full-width or typographic separators (``138．1234．5678``, ``138—1234—5678``) and
+ideographic spaces. The rules match on a folded shadow of the text in which each such
+character is replaced by its ASCII form, one character for one, so every match span is also
+the span to replace in the original text.
+
+Every pattern here runs in time linear in the text: each is bounded in length (digits,
+separators) or, for email addresses, may only start where a run of address characters
+starts, so a long run without ``@`` is scanned once, not once per start position.
+
 The NLP stage applies the same function to events that direct producers wrote to the raw
 topic, so ingest is not the only gate. Redaction is idempotent: placeholders never match.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 PHONE = "<PHONE>"
 ID_CARD = "<ID_CARD>"
 BANK_CARD = "<BANK_CARD>"
 EMAIL = "<EMAIL>"
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# 18-digit resident identity number: region(6) birth date(8) sequence(3) check digit.
-_ID_CARD = re.compile(r"(?<![0-9A-Za-z])(\d{6})(\d{8})\d{3}[\dXx](?![0-9A-Za-z])")
+
+def _tables() -> tuple[dict[int, str], dict[int, None]]:
+    """The folding table, and the invisible characters (controls and format characters such
+    as zero-width spaces and bidi overrides) that a snippet drops.
+
+    Folding gives one ASCII character for each character customers use in its place in a
+    number or an address: every Unicode decimal digit, the full-width ASCII block (＠, ＋, Ｘ,
+    letters), dash and dot look-alikes, and the non-ASCII spaces.
+    """
+    fold: dict[int, str] = {}
+    invisible: dict[int, None] = {}
+    for cp in range(sys.maxunicode + 1):
+        category = unicodedata.category(chr(cp))
+        if category == "Nd" and cp > 0x7F:
+            fold[cp] = str(unicodedata.decimal(chr(cp)))
+        elif category in ("Cc", "Cf"):
+            invisible[cp] = None
+    fold.update({cp: chr(cp - 0xFEE0) for cp in range(0xFF01, 0xFF5F)})
+    fold.update(dict.fromkeys(
+        (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58, 0xFE63), "-"))
+    fold.update(dict.fromkeys((0x00B7, 0x2027, 0x30FB, 0xFF65, 0xFE52), "."))
+    fold.update(dict.fromkeys(
+        (0x00A0, *range(0x2000, 0x200C), 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF), " "))
+    fold[0xFE6B] = "@"  # small commercial at
+    return fold, invisible
+
+
+_FOLD, _INVISIBLE = _tables()
+
+# Between the groups of a number: up to three of space, dot or dash ("138 - 1234 - 5678").
+_SEP = r"[ .\-]{0,3}"
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# 18-digit resident identity number: region(6) birth date(8) sequence(3) check digit, written
+# as one run or as 6-8-4.
+_ID_CARD = re.compile(
+    r"(?<![0-9A-Za-z])[0-9]{6}[ .\-]?[0-9]{8}[ .\-]?[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
 # Bank cards: 16-19 digits, written as one run or in groups of four.
-_BANK_CARD = re.compile(r"(?<![0-9A-Za-z])(?:\d{4}[ -]?){3}\d{4}(?:[ -]?\d{1,3})?(?![0-9A-Za-z])")
-# Mainland mobile numbers, optionally with +86 / 0086 and 3-4-4 grouping.
+_BANK_CARD = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9]{4}[ .\-]?){3}[0-9]{4}(?:[ .\-]?[0-9]{1,3})?(?![0-9A-Za-z])")
+# Mainland mobile numbers, optionally with +86 / 0086 / 86 and 3-4-4 grouping.
 _MOBILE = re.compile(
-    r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?![0-9A-Za-z])")
-# Landlines: area code 0xx/0xxx (or +86 without the 0), local number 7-8 digits, optional
-# extension. Without an area code an 8-digit number is more likely an order number: kept.
+    rf"(?<![0-9A-Za-z+])(?:(?:\+|00)?86{_SEP})?1[3-9][0-9](?:{_SEP}[0-9]{{4}}){{2}}(?![0-9A-Za-z])")
+# Landlines: area code 0xx/0xxx (or +86 without the 0), local number 7-8 digits (3-4 or 4-4
+# when grouped), optional extension. Without an area code an 8-digit number is more likely an
+# order number: kept.
 _LANDLINE = re.compile(
-    r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[ -]?(?:\(0?\d{2,3}\)|0?\d{2,3})|\(0\d{2,3}\)|0\d{2,3})"
-    r"[ -]?[2-9]\d{6,7}(?:(?:-|转|ext\.?)\d{1,5})?(?![0-9A-Za-z])")
+    rf"(?<![0-9A-Za-z+])(?:(?:\+|00)86{_SEP}(?:\(0?[0-9]{{2,3}}\)|0?[0-9]{{2,3}})|\(0[0-9]{{2,3}}\)"
+    rf"|0[0-9]{{2,3}}){_SEP}[2-9][0-9]{{2,3}}{_SEP}[0-9]{{4}}(?:(?:-|转|ext\.?)[0-9]{{1,5}})?"
+    r"(?![0-9A-Za-z])")
+_NOT_DIGITS = str.maketrans("", "", " .-")
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -70,11 +122,11 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _id_card(match: re.Match[str]) -> str | None:
-    return ID_CARD if id_card_valid(match[0]) else None
+    return ID_CARD if id_card_valid(match[0].translate(_NOT_DIGITS)) else None
 
 
 def _bank_card(match: re.Match[str]) -> str | None:
-    digits = re.sub(r"[ -]", "", match[0])
+    digits = match[0].translate(_NOT_DIGITS)
     return BANK_CARD if 16 <= len(digits) <= 19 and luhn_valid(digits) else None
 
 
@@ -89,25 +141,47 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
 
 # Whatever a rule above matches holds an "@" (email) or four digits in a row (phones and
 # cards come in groups of four at least, 身份证 and landline numbers in longer runs). Most
-# feedback has neither, and one search for that costs a fraction of the five rule scans,
-# which run only when it finds something. A new rule must keep this true or widen the
+# feedback has neither, and one search for that costs a fraction of folding the text and the
+# five rule scans, which run only when it finds something. It runs on the original text:
+# ``\d`` is every Unicode decimal digit, exactly what folding turns into ASCII digits, and
+# the at signs are those that fold to "@". A new rule must keep this true or widen the
 # pattern; a test checks it on text generated from the rules' own patterns.
-_MAYBE_PII = re.compile(r"@|\d{4}")
+_MAYBE_PII = re.compile(r"[@＠﹫]|\d{4}")
+
+
+def fold(text: str) -> str:
+    """The text with full-width and other look-alike digits, separators and at signs in
+    their ASCII form, character for character (same length, same offsets)."""
+    return text.translate(_FOLD)
 
 
 def redact_counted(text: str) -> tuple[str, Counter[str]]:
-    """The text with PII replaced, and how many of each placeholder were put in."""
+    """The text with PII replaced, and how many of each placeholder were put in.
+
+    Each rule scans the folded shadow once; its matches are replaced in the original and in
+    the shadow alike (placeholders are ASCII, so they fold to themselves), which keeps the two
+    aligned for the next rule.
+    """
     found: Counter[str] = Counter()
     if _MAYBE_PII.search(text) is None:
         return text, found
+    shadow = fold(text)
     for pattern, classify in _RULES:
-        def replace(match: re.Match[str], classify=classify) -> str:  # noqa: ANN001
+        kept: list[str] = []
+        kept_shadow: list[str] = []
+        last = 0
+        for match in pattern.finditer(shadow):
             placeholder = classify(match)
             if placeholder is None:
-                return match[0]
+                continue
+            start, end = match.span()
+            kept += (text[last:start], placeholder)
+            kept_shadow += (shadow[last:start], placeholder)
+            last = end
             found[placeholder] += 1
-            return placeholder
-        text = pattern.sub(replace, text)
+        if kept:
+            text = "".join((*kept, text[last:]))
+            shadow = "".join((*kept_shadow, shadow[last:]))
     return text, found
 
 
@@ -121,10 +195,75 @@ def redact_optional(text: str | None) -> str | None:
     return None if text is None else redact(text)
 
 
-def redact_bytes(value: bytes) -> bytes:
-    """Redact undecodable bytes too (dead letters keep the original bytes otherwise).
+SNIPPET_CHARS = 120
 
-    Latin-1 maps every byte to one character and back, so non-ASCII bytes survive unchanged
-    while the ASCII digits and addresses that make up PII are replaced.
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """Customer text as it may leave the pipeline in a message to people: redacted, on one
+    line, without control or format characters (a bidi override could make a chat message
+    read differently), and at most ``limit`` characters. Escaping for a message format is the
+    formatter's job."""
+    cleaned = " ".join(redact(text).split()).translate(_INVISIBLE)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
+
+
+def _redact_document(document: Any) -> tuple[Any, bool]:
+    """A parsed JSON document with every string (keys too) redacted, and whether any changed.
+
+    Walked with an explicit stack, so a deeply nested document the parser accepted cannot
+    overflow the interpreter's recursion limit here.
     """
-    return redact(value.decode("latin-1")).encode("latin-1")
+    if isinstance(document, str):
+        cleaned = redact(document)
+        return cleaned, cleaned != document
+    changed = False
+    stack = [document] if isinstance(document, dict | list) else []
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, item in items:
+            if isinstance(item, str):
+                cleaned = redact(item)
+                changed = changed or cleaned != item
+                item = cleaned
+            elif isinstance(item, dict | list):
+                stack.append(item)
+            if isinstance(key, str):
+                cleaned_key = redact(key)
+                changed = changed or cleaned_key != key
+                key = cleaned_key
+            node[key] = item
+    return document, changed
+
+
+def redact_bytes(value: bytes) -> bytes:
+    """Dead-letter bytes with PII redacted in their decoded content.
+
+    A JSON record is parsed and every string redacted, because JSON may write text as
+    ``\\u`` escapes: in ``"\\u4e2d13812345678"`` the phone follows an escaped character that
+    looks like a letter to a scan of the bytes. The bytes come back unchanged when nothing was
+    redacted. Other UTF-8 text is redacted as text. Anything else is read as GB18030 (a
+    superset of the GBK that Chinese systems still write, where full-width digits are two
+    bytes each) with undecodable bytes kept as they are (surrogateescape): every byte but the
+    PII survives, whatever the record was.
+    """
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        cleaned, changed = _redact_document(document)
+        if not changed:
+            return value
+        try:
+            # Lone surrogates can only sit inside strings, where "\\udXXX" is their JSON escape.
+            return json.dumps(cleaned, ensure_ascii=False).encode("utf-8", "backslashreplace")
+        except (ValueError, RecursionError):
+            pass
+    try:
+        return redact(value.decode("utf-8")).encode("utf-8")
+    except UnicodeDecodeError:
+        return redact(value.decode("gb18030", "surrogateescape")).encode("gb18030",
+                                                                          "surrogateescape")

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,17 +44,63 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535, description="Ingest API port (0: any).")
     ops_port: int | None = Field(
         default=None, ge=0, le=65535,
-        description="Port for /metrics, /healthz, /readyz in processes without the API (unset: off).",
+        description="Port for /metrics, /healthz, /readyz without credentials, in every process "
+        "(the API's own /metrics needs an admin); keep it off the public network (unset: off).",
     )
     ingest_batch_max: int = Field(default=1000, ge=1, description="Max events per batch POST.")
     ingest_api_keys_file: Path | None = Field(
         default=None, description="YAML mapping source -> sha256 hex of its API key (or a list "
-        "of them, for rotation). Unset: the API accepts requests without keys.")
+        "of them, for rotation): ingest-only keys, one source each. The older, simpler form of "
+        "api_keys_file.")
+    api_keys_file: Path | None = Field(
+        default=None, description="YAML of principals: name -> roles, sha256 hex of each key, "
+        "and optional touchpoints, teams and sources they are limited to (docs/security.md).")
+    oidc_issuer: str | None = Field(
+        default=None, description="OpenID Connect issuer whose bearer tokens are accepted "
+        "(the `iss` claim must equal it). Unset: no tokens are accepted.")
+    oidc_audience: str | None = Field(
+        default=None, description="The `aud` a token must carry (this API's client id).")
+    oidc_jwks_url: str | None = Field(
+        default=None, description="URL of the issuer's JSON Web Key Set (its jwks_uri).")
+    oidc_jwks_file: Path | None = Field(
+        default=None, description="JWKS file instead of a URL, for offline setups; re-read "
+        "when it changes.")
+    oidc_jwks_cache_s: float = Field(
+        default=600.0, gt=0, description="How long fetched signing keys are used before they "
+        "are fetched again (an unknown key id fetches sooner, at most every 30 s).")
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256"], description="Signature algorithms accepted "
+        "(asymmetric only).")
+    oidc_roles_claim: str = Field(
+        default="roles", description="Claim holding the roles (a list or a space-separated "
+        "string; dots reach into objects, e.g. realm_access.roles).")
+    session_secret: SecretStr | None = Field(
+        default=None, description="Key that signs dashboard session cookies; unset: a new "
+        "one per process (sessions end on restart and do not cross replicas).")
+    session_max_age_s: int = Field(
+        default=8 * 3600, ge=60, description="Longest a dashboard session lasts (an OIDC "
+        "session also ends when its token expires).")
+    insecure_no_auth: bool = Field(
+        default=False, description="Serve without authentication on a non-loopback address "
+        "(the --insecure-no-auth flag); every caller may then read and act.")
     ingest_max_body_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
     api_rate_limit: str | None = Field(
-        default="50/second", description="Write requests allowed per API key (or client "
-        "address), e.g. 50/second or 1000/minute; empty: no limit.")
+        default="50/second", description="Write requests allowed per authenticated principal "
+        "(or client address without credentials), e.g. 50/second or 1000/minute; empty: no "
+        "limit.")
+    api_read_rate_limit: str | None = Field(
+        default="50/second", description="Read requests allowed per authenticated principal "
+        "(or client address without credentials); empty: no limit.")
+    api_auth_failure_rate_limit: str | None = Field(
+        default="10/minute", description="Requests with credentials that fail to authenticate "
+        "allowed per client address; more such requests get 429 until the window passes "
+        "(valid credentials are still served); empty: no limit.")
+    stream_max_per_principal: int = Field(
+        default=10, ge=1, description="Open /v1/stream connections allowed per principal (or "
+        "client address in open mode).")
+    query_max_range_days: int = Field(
+        default=366, ge=1, le=3660, description="Longest from-to range one query may scan.")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser "
         '(JSON list, e.g. ["https://voc.example.com"]); empty: CORS off.')
@@ -122,6 +168,10 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
     webhook_backoff_s: float = Field(
         default=0.5, ge=0, description="First retry delay; doubles per attempt (max 60 s).")
+    alert_customer_text: Literal["snippet", "none"] = Field(
+        default="snippet", description="What webhooks (third parties: DingTalk, WeCom, Feishu, "
+        "generic receivers) get of the customer's words: snippet (redacted, at most 120 "
+        "characters, markup made inert) or none (left out, with people's case comments).")
     case_sla_check_s: float = Field(
         default=15.0, gt=0, description="How often open cases are checked against their SLA.")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Per-request timeout.")
@@ -172,9 +222,9 @@ class Settings(BaseSettings):
             raise ValueError(f"VOC_LOG_LEVEL={value!r}: use DEBUG, INFO, WARNING or ERROR")
         return upper
 
-    @field_validator("api_rate_limit")
+    @field_validator("api_rate_limit", "api_read_rate_limit", "api_auth_failure_rate_limit")
     @classmethod
-    def _parsable_rate(cls, value: str | None) -> str | None:
+    def _parsable_rate(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:
             return None
         from limits import parse
@@ -182,9 +232,35 @@ class Settings(BaseSettings):
         try:
             parse(value)
         except ValueError as exc:
-            raise ValueError(f"VOC_API_RATE_LIMIT={value!r}: use e.g. 50/second or "
-                             f"1000/minute ({exc})") from exc
+            raise ValueError(f"VOC_{str(info.field_name).upper()}={value!r}: use e.g. "
+                             f"50/second or 1000/minute ({exc})") from exc
         return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                   "ES512", "EdDSA"}
+        wrong = [a for a in value if a not in allowed]
+        if wrong or not value:
+            raise ValueError(f"VOC_OIDC_ALGORITHMS={value!r}: use asymmetric algorithms from "
+                             f"{sorted(allowed)} (shared-secret HS* and 'none' are refused)")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer and not (self.oidc_audience
+                                     and (self.oidc_jwks_url or self.oidc_jwks_file)):
+            raise ValueError("VOC_OIDC_ISSUER is set: also set VOC_OIDC_AUDIENCE and "
+                             "VOC_OIDC_JWKS_URL (or VOC_OIDC_JWKS_FILE)")
+        if not self.oidc_issuer and (self.oidc_jwks_url or self.oidc_jwks_file):
+            raise ValueError("VOC_OIDC_JWKS_URL / VOC_OIDC_JWKS_FILE need VOC_OIDC_ISSUER too")
+        return self
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether any credential is configured; without one the API is open (loopback demo)."""
+        return bool(self.api_keys_file or self.ingest_api_keys_file or self.oidc_issuer)
 
     def topic(self, name: str) -> str:
         """Full topic name, so a deployment can share one Kafka cluster between pipelines."""

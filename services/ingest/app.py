@@ -20,7 +20,7 @@ from typing import Annotated, AsyncIterator
 
 import structlog
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,12 +28,12 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.core.access import Principal, Require
 from services.core.events import Channel, MetaValue, RawFeedback, SourceName, stable_event_id, utc_now
 from services.core.kafka import Producer
 from services.core.normalize import prepare_raw
-from services.core.ops import LabelBudget, ops_routes
+from services.core.ops import LabelBudget
 from services.core.settings import Settings
-from services.ingest.auth import HEADER, ApiKeys
 from services.ingest.call_transcript import CallIn
 from services.ingest.channels import (
     EmailJsonIn,
@@ -61,8 +61,7 @@ DUPLICATES = Counter("voc_ingest_duplicates_total", "Re-sent events ingest answe
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
-ApiKey = Annotated[str | None, Header(alias=HEADER, description="The source's API key; "
-                                    "required when VOC_INGEST_API_KEYS_FILE is set.")]
+Sender = Annotated[Principal, Depends(Require("ingest"))]
 SourcePath = Annotated[str, Path(min_length=1, max_length=64, pattern=SOURCE_PATTERN,
                                  description="The sending system; its API key must match.")]
 
@@ -242,14 +241,10 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     """The ingest API, producing to the raw topic of ``bootstrap``."""
     producer = Producer(bootstrap, client_id=settings.group("ingest"))
     topic = settings.topic("feedback.raw")
-    keys = ApiKeys.load(settings.ingest_api_keys_file) if settings.ingest_api_keys_file else None
     recent = Recent(settings.ingest_dedupe_window)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if keys is None:
-            log.warning("ingest API keys are off: any client can post for any source; set "
-                        "VOC_INGEST_API_KEYS_FILE outside a local demo")
         await producer.start()
         try:
             yield
@@ -257,6 +252,7 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             await producer.stop()
 
     app = FastAPI(title="Tingjian (听见) ingest API", version="2", lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None,
                   description="Accepts customer feedback from surveys, calls, email and social "
                   "posts into the VoC pipeline. Send each source's key in X-API-Key.")
     app.add_middleware(BodyGuard, limit=settings.ingest_max_body_bytes)
@@ -276,9 +272,11 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             [{**e, "loc": ["event", *e["loc"]]} for e in exc.errors(include_url=False)],
             custom_encoder={Exception: str, bytes: lambda b: None})})
 
-    def authorize(sources: set[str], key: str | None) -> None:
-        if keys is not None:
-            keys.check(key, sources)
+    def authorize(sources: set[str], who: Principal) -> None:
+        foreign = who.foreign_sources(sources)
+        if foreign:
+            raise HTTPException(status_code=403, detail=(
+                f"{who.name!r} may send only for {sorted(who.sources or [])}, not for {foreign}"))
 
     async def publish(events: list[RawFeedback]) -> Accepted:
         fresh: list[RawFeedback] = []
@@ -310,14 +308,14 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
 
     @app.post("/v1/feedback", status_code=202, response_model=Accepted,
               summary="Accept one piece of feedback (generic shape)")
-    async def post_one(item: FeedbackIn, key: ApiKey = None) -> Accepted:
-        authorize({item.source}, key)
+    async def post_one(item: FeedbackIn, who: Sender) -> Accepted:
+        authorize({item.source}, who)
         return await publish([to_raw(item)])
 
     @app.post("/v1/feedback/batch", status_code=202, response_model=Accepted,
               summary="Accept up to VOC_INGEST_BATCH_MAX pieces of feedback (generic shape)")
-    async def post_batch(batch: BatchIn, key: ApiKey = None) -> Accepted:
-        authorize({item.source for item in batch.events}, key)
+    async def post_batch(batch: BatchIn, who: Sender) -> Accepted:
+        authorize({item.source for item in batch.events}, who)
         check_batch(len(batch.events))
         return await publish([to_raw(item) for item in batch.events])
 
@@ -330,22 +328,22 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     @app.post("/v1/sources/{source}/surveys", status_code=202, response_model=Accepted,
               summary="Survey and web-form answers: text, NPS/CSAT/CES, stage, segment")
     async def post_surveys(source: SourcePath, batch: SurveyBatchIn,
-                           key: ApiKey = None) -> Accepted:
-        authorize({source}, key)
+                           who: Sender) -> Accepted:
+        authorize({source}, who)
         check_batch(len(batch.responses))
         return await publish([survey_event(source, item) for item in batch.responses])
 
     @app.post("/v1/sources/{source}/calls", status_code=202, response_model=Accepted,
               summary="One contact-center call transcript (up to 2 hours)")
-    async def post_call(source: SourcePath, call: CallIn, key: ApiKey = None) -> Accepted:
-        authorize({source}, key)
+    async def post_call(source: SourcePath, call: CallIn, who: Sender) -> Accepted:
+        authorize({source}, who)
         return await publish([call_event(source, call)])
 
     @app.post("/v1/sources/{source}/social", status_code=202, response_model=Accepted,
               summary="Social posts and comments (weibo, wechat, douyin, xiaohongshu, other)")
     async def post_social(source: SourcePath, batch: SocialBatchIn,
-                          key: ApiKey = None) -> Accepted:
-        authorize({source}, key)
+                          who: Sender) -> Accepted:
+        authorize({source}, who)
         check_batch(len(batch.posts))
         return await publish([social_event(source, item) for item in batch.posts])
 
@@ -358,11 +356,11 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
               summary="One email: raw RFC 822 (message/rfc822) or its JSON form",
               openapi_extra=email_body)
     async def post_email(
-        request: Request, source: SourcePath, key: ApiKey = None,
+        request: Request, source: SourcePath, who: Sender,
         touchpoint: Annotated[str, Query(min_length=1, max_length=128)] = "email",
         customer_id: Annotated[str | None, Query(max_length=128)] = None,
     ) -> Accepted:
-        authorize({source}, key)
+        authorize({source}, who)
         raw = await request.body()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("message/rfc822", "application/json"):
@@ -387,5 +385,4 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
                 "loc": ["body"], "type": "undecodable", "msg": str(exc)}]) from exc
         return await publish([event])
 
-    app.router.routes.extend(ops_routes())
     return app

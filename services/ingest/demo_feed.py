@@ -87,13 +87,15 @@ class DemoFeed:
 
 
 async def run_demo(api_url: str, rate: float, stop: asyncio.Event,
-                   feed: DemoFeed | None = None) -> None:
-    """Post ``rate`` events per second to the ingest API until ``stop`` is set."""
+                   feed: DemoFeed | None = None, api_key: str | None = None) -> None:
+    """Post ``rate`` events per second to the ingest API until ``stop`` is set (with
+    ``api_key`` when the API asks for credentials)."""
     feed = feed or DemoFeed()
     loop = asyncio.get_running_loop()
     started = loop.time()
     sent = 0
-    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30, headers=headers) as client:
         while not stop.is_set():
             elapsed = loop.time() - started
             due = int(elapsed * rate) + 1 - sent

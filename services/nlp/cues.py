@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.core.events import Intent, SentimentLabel, UrgencyFlag, UrgencyFlagName, trusted
+from services.nlp.matching import compile_cue, cue_spans, item_lines, screen
 
 
 class UrgencySpec(BaseModel):
@@ -32,38 +34,44 @@ class UrgencySpec(BaseModel):
     version: int = 1
     flags: dict[UrgencyFlagName, list[str]] = Field(min_length=1)
 
-    @field_validator("flags")
-    @classmethod
-    def _patterns_compile(cls, flags: dict[str, list[str]]) -> dict[str, list[str]]:
-        for flag, patterns in flags.items():
-            for pattern in patterns:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"{flag}: pattern {pattern!r} is not a valid regex: {exc}") from exc
-        return flags
-
 
 @dataclass(frozen=True)
 class UrgencyCues:
-    """Compiled urgency patterns, one alternation per flag."""
+    """Compiled urgency patterns, one RE2 alternation per flag (see services/nlp/matching.py)."""
 
-    patterns: dict[UrgencyFlagName, re.Pattern[str]]
+    patterns: dict[UrgencyFlagName, Any]
+    _screen: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_screen",
+                           screen(list(self.patterns.values())) if self.patterns else None)
 
     def find(self, text: str) -> list[UrgencyFlag]:
-        """Every flag raised by ``text``; one entry per distinct matched term."""
+        """Every flag raised by ``text``; one entry per distinct matched term.
+
+        Linear in the text: one RE2 set scan tells which flags occur, then one scan per such
+        flag, resumed at most ``MAX_CUE_MATCHES`` times.
+        """
+        hits = self._screen.Match(text) if self._screen is not None else None
+        if not hits:
+            return []
+        names = list(self.patterns)
         found: list[UrgencyFlag] = []
-        for flag, pattern in self.patterns.items():
+        for flag in (names[i] for i in sorted(hits)):
             spans: dict[str, list[tuple[int, int]]] = {}
-            for match in pattern.finditer(text):
-                if match.end() > match.start():
-                    spans.setdefault(match.group(), []).append(match.span())
+            for term, start, end in cue_spans(self.patterns[flag], text):
+                spans.setdefault(term, []).append((start, end))
             found.extend(trusted(UrgencyFlag, flag=flag, term=term, evidence=sp) for term, sp in spans.items())
         return found
 
 
 def load_urgency(path: Path | None = None) -> UrgencyCues:
-    """Load and validate an urgency cue file (the shipped default when ``path`` is None)."""
+    """Load and validate an urgency cue file (the shipped default when ``path`` is None).
+
+    Each pattern must compile with RE2, the engine that matches it; one that does not is
+    refused with the file, its line and the reason, and so is one that matches the empty
+    string.
+    """
     source = str(path) if path else "the built-in urgency.yaml"
     try:
         raw = (path.read_text(encoding="utf-8") if path
@@ -71,7 +79,17 @@ def load_urgency(path: Path | None = None) -> UrgencyCues:
         spec = UrgencySpec.model_validate(yaml.safe_load(raw))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ValueError(f"cannot load urgency cues {source}: {exc}") from exc
-    return UrgencyCues({flag: re.compile("|".join(f"(?:{p})" for p in patterns))
+    lines = item_lines(raw, ("flags", "*"))
+    for flag, patterns in spec.flags.items():
+        for index, pattern in enumerate(patterns):
+            try:
+                compile_cue(pattern)
+            except ValueError as exc:
+                line = lines.get(("flags", flag, index))
+                where = f"{source}, line {line}" if line else source
+                raise ValueError(f"cannot load urgency cues {where}: {flag}: pattern {pattern!r} "
+                                 f"is {exc}") from None
+    return UrgencyCues({flag: compile_cue("|".join(f"(?:{p})" for p in patterns))
                         for flag, patterns in spec.flags.items() if patterns})
 
 
@@ -83,7 +101,11 @@ _GRIEVANCE = re.compile(r"为什么|为啥|凭什么|到底|怎么回事|还没|
                         r"乱扣|扣错|过期|迟到|不道歉|凉了")
 _QUESTION = re.compile(r"[?？]|请问|想问|问一下|咨询|吗[。！!，,\s]*$|吗[?？]|怎么(办|弄|操作|处理|查|退|改)|如何|"
                        r"什么时候|多久|几天|几点|能否|是否|哪里(可以|能|有|买|查|领|下载|办)|在哪|到哪|哪些|多少钱")
-_ACKNOWLEDGEMENT = re.compile(r"^((好的?|嗯+|哦+|收到了?|知道了|明白了?|了解了?|谢谢(你|您)?|麻烦(你|您)?了|ok|OK)"
+# A message made only of acknowledgements ("好的，谢谢", "嗯嗯嗯"). Each repetition of the
+# group starts with a word no other word or separator can also start, and a repeated
+# 嗯/哦 is one word per repetition (not 嗯+ inside the repeated group, which let "嗯"*40+"x"
+# backtrack through 2^40 splits), so a failing match is given up after one pass.
+_ACKNOWLEDGEMENT = re.compile(r"^(?:(?:好的?|嗯|哦|收到了?|知道了|明白了?|了解了?|谢谢[你您]?|麻烦[你您]?了|ok|OK)"
                               r"[，,。！!~～\s]*)+$")
 _DETAILS = re.compile(r"^(我的)?(订单号?|单号|手机号?|电话(号码)?|地址|姓名|账号|会员号)(是|为|：|:)")
 

@@ -1,7 +1,9 @@
 """Topic tagging from an editable YAML taxonomy, with evidence spans, optionally with a learned tagger.
 
-Matching is one compiled alternation over every keyword (longest first), so a text is scanned
-once however many topics the taxonomy has, and overlapping keywords resolve to the longest.
+Matching is one Aho-Corasick automaton over every keyword (services/nlp/matching.py), so a text
+is scanned once, in linear time, however many topics and keywords a deployment's taxonomy has,
+and overlapping keywords resolve to the leftmost, then the longest. Keywords are literal text,
+never regular expressions.
 
 A taxonomy may name a learned tagger artifact (``tagger:``, a folder written by
 ``voc nlp train-topics``, relative to the YAML file). Keyword matches and the model's margins
@@ -26,9 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from services.core.events import Span
 from services.nlp.aspect_tagger import AspectTagger
+from services.nlp.matching import KeywordMatcher, item_lines
 
 CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n]+")
-"""A clause: a run of text between sentence or clause punctuation."""
+"""A clause: a run of text between sentence or clause punctuation (linear: each match is a
+maximal run, and a position outside one fails at its first character)."""
 
 
 class TopicSpec(BaseModel):
@@ -81,7 +85,7 @@ class Taxonomy:
 
     spec: TaxonomySpec
     tagger: AspectTagger | None = None
-    _pattern: re.Pattern[str] = field(init=False)
+    _matcher: KeywordMatcher = field(init=False)
     _topics_of: dict[str, list[TopicSpec]] = field(init=False)
     _chain: dict[str, list[TopicSpec]] = field(init=False)
 
@@ -96,16 +100,15 @@ class Taxonomy:
             self._chain[topic.id] = chain
             for phrase in {*topic.keywords, *topic.synonyms}:
                 self._topics_of.setdefault(phrase, []).extend(chain)
-        phrases = sorted(self._topics_of, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(p) for p in phrases))
+        self._matcher = KeywordMatcher(self._topics_of)
 
     def tag(self, text: str) -> list[TopicMatch]:
         """Topics found in ``text``, each with its [start, end) character spans."""
         spans: dict[str, list[tuple[int, int]]] = {}
         names: dict[str, str] = {}
-        for match in self._pattern.finditer(text):
-            for topic in self._topics_of[match.group()]:
-                spans.setdefault(topic.id, []).append(match.span())
+        for phrase, start, end in self._matcher.find(text):
+            for topic in self._topics_of[phrase]:
+                spans.setdefault(topic.id, []).append((start, end))
                 names[topic.id] = topic.name
         return [TopicMatch(id=tid, name=names[tid], evidence=sp) for tid, sp in spans.items()]
 
@@ -164,6 +167,7 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
         raw = (path.read_text(encoding="utf-8") if path
                else resources.files(__package__).joinpath("taxonomy.yaml").read_text("utf-8"))
         spec = TaxonomySpec.model_validate(yaml.safe_load(raw))
+        _refuse_blank_phrases(spec, raw)
         tagger = None
         if spec.tagger:
             base = path.parent if path else Path(str(resources.files(__package__)))
@@ -175,6 +179,18 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
         return Taxonomy(spec, tagger)
     except (OSError, KeyError, yaml.YAMLError, ValidationError, ValueError) as exc:
         raise ValueError(f"cannot load taxonomy {source}: {exc}") from exc
+
+
+def _refuse_blank_phrases(spec: TaxonomySpec, raw: str) -> None:
+    """A keyword or synonym that is empty or only spaces would tag its topic in every text."""
+    for kind in ("keywords", "synonyms"):
+        lines = item_lines(raw, ("topics", "*", kind))
+        for t, topic in enumerate(spec.topics):
+            for k, phrase in enumerate(getattr(topic, kind)):
+                if not phrase.strip():
+                    line = lines.get(("topics", t, kind, k))
+                    raise ValueError(f"{f'line {line}: ' if line else ''}topic {topic.id} has "
+                                     f"a blank entry in {kind}; remove it")
 
 
 def dataset_ids(spec: TaxonomySpec) -> dict[str, str]:

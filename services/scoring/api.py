@@ -12,9 +12,10 @@ import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import TypeAdapter, ValidationError
 
+from services.core.access import Caller, Principal, Require, forbidden_touchpoint
 from services.core.cem_metrics import mean_topic_sentiment
 from services.core.events import Intent, SentimentLabel, utc_now
 from services.core.store import Store
@@ -94,6 +95,7 @@ _FEEDBACK_FILTERS = {
     "stage": "stage = %(stage)s",
     "intent": "intent = %(intent)s",
     "q": "positionCaseInsensitiveUTF8(text, %(q)s) > 0",
+    "scope": "touchpoint IN %(scope)s",
 }
 
 _FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, text, "
@@ -132,18 +134,26 @@ def _moment(parameter: str, raw: str | None, default: datetime) -> datetime:
     return value
 
 
-def _range(raw_from: str | None, raw_to: str | None, default_span: timedelta
-           ) -> tuple[datetime, datetime]:
+def _range(raw_from: str | None, raw_to: str | None, default_span: timedelta,
+           max_days: int) -> tuple[datetime, datetime]:
     to = _moment("to", raw_to, utc_now())
     start = _moment("from", raw_from, to - default_span)
     if start >= to:
         raise _bad("from", f"from ({start.isoformat()}) must be before to ({to.isoformat()})")
+    if to - start > timedelta(days=max_days):
+        raise _bad("from", f"from {start.isoformat()} to {to.isoformat()} spans more than "
+                   f"{max_days} days (VOC_QUERY_MAX_RANGE_DAYS); ask for a shorter range")
     return start, to
 
 
-def _touchpoint_filter(touchpoint: str | None) -> tuple[str, dict[str, Any]]:
+def _touchpoint_filter(touchpoint: str | None, who: Principal) -> tuple[str, dict[str, Any]]:
+    """The touchpoint condition: the one asked for (403 outside the principal's scope), else
+    the principal's touchpoints, else none."""
+    forbidden_touchpoint(who, touchpoint)
     if touchpoint:
         return "AND touchpoint = %(touchpoint)s", {"touchpoint": touchpoint}
+    if who.touchpoints is not None:
+        return "AND touchpoint IN %(scope)s", {"scope": tuple(sorted(who.touchpoints))}
     return "", {}
 
 
@@ -154,16 +164,19 @@ ToParam = Annotated[str | None, Query(description="Exclusive end (default: now).
                                       examples=["2026-11-24T00:00:00+08:00"])]
 
 
-def build_router(store: Store, expectations: Expectations, base_seconds: int) -> APIRouter:
-    """The query routes, reading ``store``."""
+def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
+                 max_range_days: int = 366) -> APIRouter:
+    """The query routes, reading ``store``, for viewers; each answers only within the caller's
+    touchpoints."""
     levels = {window_label(s): s for s in granularities(base_seconds)}
-    router = APIRouter(prefix="/v1", tags=["scores"])
+    router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(Require("viewer"))])
 
     @router.get("/touchpoints", summary="Touchpoints with their volume and data range")
-    async def touchpoints() -> dict[str, Any]:
+    async def touchpoints(who: Caller) -> dict[str, Any]:
         """Every touchpoint that has scores: events scored, first and last day, the channels
         and stages seen, and how many of its events arrived too late to be scored."""
-        rows = await store.query(_TOUCHPOINTS_SQL, {"seconds": levels["1d"]})
+        rows = [r for r in await store.query(_TOUCHPOINTS_SQL, {"seconds": levels["1d"]})
+                if who.sees_touchpoint(r["tp"])]
         late = {r["tp"]: int(r["n"]) for r in await store.query(
             "SELECT touchpoint AS tp, uniqExact(event_id) AS n FROM feedback "
             "WHERE too_late = 1 GROUP BY tp")}
@@ -175,6 +188,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
 
     @router.get("/scores", summary="Window scores of a touchpoint x channel x stage")
     async def scores(
+        who: Caller,
         touchpoint: Annotated[str | None, Query(description="Touchpoint (default: all).",
                                                 examples=["delivery"])] = None,
         channel: Annotated[str | None, Query(description=(
@@ -201,8 +215,8 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
         size = _parse("limit", limit, int, 1000, f"use 1-{SCORE_ROWS_MAX}")
         if not 1 <= size <= SCORE_ROWS_MAX:
             raise _bad("limit", f"{size} is out of range; use 1-{SCORE_ROWS_MAX}")
-        start, end = _range(from_, to, timedelta(days=1))
-        where, params = _touchpoint_filter(touchpoint)
+        start, end = _range(from_, to, timedelta(days=1), max_range_days)
+        where, params = _touchpoint_filter(touchpoint, who)
         rows = await store.query(_SCORES_SQL.format(touchpoint=where), {
             **params, "seconds": levels[label], "channel": channel or ALL,
             "stage": stage_value, "lo": start, "hi": end, "limit": size + 1})
@@ -211,6 +225,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
 
     @router.get("/drivers", summary="Key experiences (importance x gap) and topic impact")
     async def drivers(
+        who: Caller,
         touchpoint: Annotated[str | None, Query(description="Touchpoint (default: all).")] = None,
         channel: Annotated[str | None, Query(description=(
             "Only this channel's feedback (default: all channels)."))] = None,
@@ -232,11 +247,11 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
         metric = _choice("impact_metric", impact_metric, IMPACT_METRICS, "mean_sentiment")
         basis = _choice("importance", importance, ("sentiment", "nps"), "sentiment")
         stage_value = _choice("stage", stage, STAGES, ALL)
-        start, end = _range(from_, to, timedelta(days=7))
+        start, end = _range(from_, to, timedelta(days=7), max_range_days)
         seconds = max(s for s in levels.values()
                       if s == base_seconds or (int(start.timestamp()) % s == 0
                                                and int(end.timestamp()) % s == 0))
-        where, params = _touchpoint_filter(touchpoint)
+        where, params = _touchpoint_filter(touchpoint, who)
         params = {**params, "seconds": seconds, "lo": start, "hi": end,
                   "channel": channel or ALL, "stage": stage_value}
         totals = {r["tp"]: {k.removesuffix("_total"): v for k, v in r.items()}
@@ -256,6 +271,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
 
     @router.get("/feedback", summary="Stored feedback, filtered and paginated")
     async def feedback(
+        who: Caller,
         touchpoint: Annotated[str | None, Query()] = None,
         topic: Annotated[str | None, Query(description="Topic id, e.g. logistics_delivery.")
                          ] = None,
@@ -286,13 +302,16 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int) ->
         intents: tuple[str, ...] = Intent.__args__  # type: ignore[attr-defined]
         stage_value = (None if not stage else
                        "" if stage == "unknown" else _choice("stage", stage, STAGES, ""))
-        values = {
+        values: dict[str, Any] = {
             "touchpoint": touchpoint or None, "topic": topic or None, "channel": channel or None,
             "q": q or None, "stage": stage_value,
             "sentiment": _choice("sentiment", sentiment, labels, "") or None,
             "intent": _choice("intent", intent, intents, "") or None,
         }
-        start, end = _range(from_, to, timedelta(days=7))
+        forbidden_touchpoint(who, touchpoint)
+        if who.touchpoints is not None:
+            values["scope"] = tuple(sorted(who.touchpoints))
+        start, end = _range(from_, to, timedelta(days=7), max_range_days)
         active = {k: v for k, v in values.items() if v is not None}
         where = " AND ".join(["occurred_at >= %(lo)s", "occurred_at < %(hi)s",
                               *(_FEEDBACK_FILTERS[k] for k in active)])

@@ -1,6 +1,7 @@
 // Tingjian live dashboard: hash-routed views over the /v1/stream push feed and the query API.
 
 import * as echarts from 'echarts/core';
+import { format } from 'echarts/core';
 import { BarChart, HeatmapChart, LineChart } from 'echarts/charts';
 import {
   GridComponent, LegendComponent, TooltipComponent, VisualMapComponent,
@@ -14,6 +15,9 @@ echarts.use([BarChart, HeatmapChart, LineChart, GridComponent, LegendComponent,
   TooltipComponent, VisualMapComponent, CanvasRenderer]);
 
 const live = new LiveState();
+// Who is signed in (from /auth/session): shown in the header; case buttons need `operator`.
+let session = null;
+const CSRF = { 'X-Tingjian-CSRF': '1' };
 // Topic id -> display name (e.g. logistics_delivery -> 物流/配送), learnt from the verbatims.
 const topicNames = new Map();
 const topicName = (id) => topicNames.get(id) ?? id;
@@ -21,6 +25,18 @@ const charts = new Map();
 let teardown = () => {};
 
 // ---------- small DOM helpers (text always goes through textContent: feedback is user input)
+
+// ECharts puts a tooltip formatter's string into innerHTML: every value that reaches one goes
+// through this first, since touchpoint, topic and stage names come from the data.
+const esc = (value) => format.encodeHTML(String(value ?? ''));
+
+// Axis tooltips: the category (a time or a topic name) and each series' name and value.
+function axisTip(params) {
+  const list = Array.isArray(params) ? params : [params];
+  if (!list.length) return '';
+  const rows = list.map((p) => `${esc(p.seriesName)}: ${esc(p.value ?? '–')}`);
+  return [esc(list[0].name), ...rows].join('<br>');
+}
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -62,6 +78,7 @@ window.addEventListener('resize', () => { for (const c of charts.values()) c.res
 
 async function getJson(path) {
   const response = await fetch(path, { headers: { accept: 'application/json' } });
+  if (response.status === 401) signedOut();
   if (!response.ok) {
     const error = new Error(`${response.status} ${path}`);
     error.status = response.status;
@@ -90,6 +107,8 @@ function connect() {
   source.onerror = () => {
     status.dataset.state = 'offline';
     status.textContent = t('offline');
+    // A stream refused for an ended session keeps failing: ask who we are, and sign in again.
+    fetch('/auth/session').then((r) => { if (r.status === 401) signedOut(); }).catch(() => {});
   };
 }
 
@@ -215,7 +234,7 @@ function renderJourney(view) {
     const range = metric === 'experience' ? [0, 10] : metric === 'negative_share' ? [0, 1]
       : metric === 'nps' ? [-100, 100] : metric === 'csat' ? [0, 100] : [0, Math.max(1, max)];
     heat.setOption({
-      tooltip: { formatter: (p) => `${STAGES[p.value[1]]} · ${touchpoints[p.value[0]]}: ${p.value[2]}` },
+      tooltip: { formatter: (p) => `${esc(t(`stage_${STAGES[p.value[1]]}`))} · ${esc(touchpoints[p.value[0]])}: ${esc(p.value[2])}` },
       grid: { left: 70, right: 20, top: 10, bottom: 80 },
       xAxis: { type: 'category', data: touchpoints, splitArea: { show: true } },
       yAxis: { type: 'category', inverse: true, data: STAGES.map((s) => t(`stage_${s}`)), splitArea: { show: true } },
@@ -315,14 +334,14 @@ function renderDetail(view, touchpoint) {
     const rows = [...byStart.values()].sort((a, b) => Date.parse(a.window_start) - Date.parse(b.window_start));
     const x = rows.map((r) => formatTime(r.window_start));
     const line = (name, values, color) => ({
-      animation: false, tooltip: { trigger: 'axis' }, grid: { left: 45, right: 10, top: 10, bottom: 30 },
+      animation: false, tooltip: { trigger: 'axis', formatter: axisTip }, grid: { left: 45, right: 10, top: 10, bottom: 30 },
       xAxis: { type: 'category', data: x }, yAxis: { type: 'value', scale: true },
       series: [{ name, type: 'line', data: values, symbolSize: 4, connectNulls: true, color }],
     });
     trend.sentiment.setOption(line(t('mean_sentiment'), rows.map((r) => r.mean_sentiment), '#3b6fb6'), true);
     trend.nps.setOption(line(t('nps'), rows.map((r) => r.nps ?? null), '#8c564b'), true);
     trend.volume.setOption({ ...line(t('volume'), [], '#888'),
-      series: [{ type: 'bar', data: rows.map((r) => r.volume), color: '#7f9cc6' }] }, true);
+      series: [{ type: 'bar', name: t('volume'), data: rows.map((r) => r.volume), color: '#7f9cc6' }] }, true);
     trendNote.dataset.rows = rows.length;
   }
 
@@ -347,7 +366,7 @@ function renderDetail(view, touchpoint) {
       const items = body.touchpoints.find((x) => x.touchpoint === touchpoint)?.key_experiences ?? [];
       const byMentions = [...items].sort((a, b) => a.mentions - b.mentions);
       topicsChart.setOption({
-        animation: false, tooltip: { trigger: 'axis' }, grid: { left: 140, right: 20, top: 10, bottom: 30 },
+        animation: false, tooltip: { trigger: 'axis', formatter: axisTip }, grid: { left: 140, right: 20, top: 10, bottom: 30 },
         xAxis: { type: 'value' }, yAxis: { type: 'category', data: byMentions.map((k) => topicName(k.topic)) },
         series: [{ type: 'bar', name: t('mentions'), data: byMentions.map((k) => ({
           value: k.mentions,
@@ -409,8 +428,6 @@ function renderDetail(view, touchpoint) {
 
 // ---------- Alerts and cases
 
-const ACTOR_KEY = 'tingjian.actor';
-
 function duration(ms) {
   const total = Math.round(Math.abs(ms) / 1000);
   const hours = Math.floor(total / 3600);
@@ -429,11 +446,15 @@ function slaClock(c) {
   return { text: left >= 0 ? t('sla_left', duration(left)) : t('sla_over', duration(left)), over: left < 0 };
 }
 
+// The case event records the signed-in principal as its actor (the server takes it from the
+// session, never from the request body).
 async function caseAction(caseId, action, body) {
   const response = await fetch(`/v1/cases/${encodeURIComponent(caseId)}/${action}`, {
-    method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' },
-    body: JSON.stringify({ actor: localStorage.getItem(ACTOR_KEY) || 'dashboard', ...body }),
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json', ...CSRF },
+    body: JSON.stringify(body),
   });
+  if (response.status === 401) signedOut();
   const payload = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(typeof payload.detail === 'string' ? payload.detail : response.statusText);
   return payload;
@@ -450,14 +471,14 @@ function caseRow(c, onError) {
       onError(t('action_failed', error.message));
     }
   };
-  const open = !['resolved', 'closed'].includes(c.status);
+  const open = !['resolved', 'closed'].includes(c.status) && mayAct();
   return h('tr', { 'data-case-id': c.case_id, 'data-case-state': c.status, class: `sev-${c.severity}` },
     h('td', {}, formatTime(c.opened_at)), h('td', {}, t(`sev_${c.severity}`)),
     h('td', {}, c.touchpoint), h('td', {}, c.rule_id),
     h('td', { class: 'case-state' }, t(`case_${c.status}`)),
     h('td', { class: `sla${clock.over ? ' sla-over' : ''}`, 'data-due': c.status }, clock.text),
     h('td', {}, h('div', { class: 'case-actions' },
-      c.status === 'open' ? h('button', { type: 'button', class: 'ack', onclick: run('ack') }, t('acknowledge')) : null,
+      c.status === 'open' && mayAct() ? h('button', { type: 'button', class: 'ack', onclick: run('ack') }, t('acknowledge')) : null,
       open ? assignee : c.assignee ?? '',
       open ? h('button', { type: 'button', class: 'assign',
         onclick: () => run('assign', { assignee: assignee.value.trim() || 'dashboard' })() }, t('assign')) : null,
@@ -467,13 +488,10 @@ function caseRow(c, onError) {
 function renderAlerts(view) {
   const feed = h('tbody', { id: 'alert-feed' });
   const cases = h('tbody', { id: 'cases' });
-  const note = h('p', { class: 'muted', id: 'cases-note', role: 'status' });
-  const actor = h('input', { type: 'text', id: 'actor', size: 12,
-    value: localStorage.getItem(ACTOR_KEY) || '',
-    onchange: (e) => localStorage.setItem(ACTOR_KEY, e.target.value.trim()) });
+  const note = h('p', { class: 'muted', id: 'cases-note', role: 'status' },
+    mayAct() ? t('acting_as', session?.principal?.name ?? '') : t('read_only'));
   view.append(
-    h('h2', { class: 'section' }, t('cases')),
-    h('label', { class: 'control' }, `${t('actor')} `, actor), note,
+    h('h2', { class: 'section' }, t('cases')), note,
     h('div', { class: 'scroll' }, h('table', { class: 'grid' },
       h('thead', {}, h('tr', {}, [t('opened_at'), t('severity'), t('touchpoint'), t('rule'),
         t('status'), t('sla'), ''].map((c) => h('th', { scope: 'col' }, c)))),
@@ -556,8 +574,94 @@ function route() {
   teardown = ROUTES[key](view, arg ? decodeURIComponent(arg) : undefined) || (() => {});
 }
 
+// ---------- sign-in
+
+const mayAct = () => Boolean(session?.principal?.roles?.includes('operator'));
+
+function showWho() {
+  const who = document.getElementById('who');
+  const out = document.getElementById('signout');
+  if (!session) {
+    who.textContent = '';
+    out.hidden = true;
+    return;
+  }
+  const p = session.principal;
+  who.textContent = session.auth === 'open' ? t('open_mode')
+    : `${p.name} · ${p.role ? t(`role_${p.role}`) : t('no_role')}`;
+  who.title = session.auth === 'open' ? t('open_mode_hint') : (p.roles ?? []).join(', ');
+  out.hidden = session.auth === 'open';
+}
+
+// The session ended (or never began): leave the live page for the sign-in form.
+function signedOut() {
+  if (!session) return;
+  session = null;
+  if (source) source.close();
+  renderLogin();
+  // Forget what the last principal could see before someone else signs in on this page.
+  live.cases.clear();
+  live.reset({ window_seconds: live.windowSeconds, scores: [], alerts: [] });
+}
+
+function renderLogin(message = '') {
+  teardown();
+  teardown = () => {};
+  disposeCharts();
+  showWho();
+  const view = document.getElementById('view');
+  view.dataset.view = 'login';
+  const secret = h('input', { type: 'password', id: 'credential', name: 'credential',
+    autocomplete: 'off', required: true, size: 40 });
+  const note = h('p', { id: 'login-note', role: 'alert', class: 'muted' }, message);
+  const form = h('form', { id: 'login', class: 'login', onsubmit: async (e) => {
+    e.preventDefault();
+    const response = await fetch('/auth/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json', ...CSRF },
+      body: JSON.stringify({ credential: secret.value.trim() }),
+    });
+    const payload = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      note.textContent = t('login_failed', typeof payload.detail === 'string' ? payload.detail : response.statusText);
+      return;
+    }
+    secret.value = '';
+    begin();
+  } },
+  h('h2', { class: 'section' }, t('login_title')),
+  h('p', { class: 'muted' }, t('login_hint')),
+  h('label', { for: 'credential' }, t('login_credential')), ' ', secret, ' ',
+  h('button', { type: 'submit' }, t('login_submit')), note);
+  view.replaceChildren(form);
+  secret.focus();
+}
+
+async function signOut() {
+  await fetch('/auth/logout', { method: 'POST', headers: CSRF }).catch(() => {});
+  signedOut();
+}
+
+// Ask who is signed in; then the live page, or the sign-in form.
+async function begin() {
+  const response = await fetch('/auth/session', { headers: { accept: 'application/json' } })
+    .catch(() => null);
+  if (!response || !response.ok) {
+    session = null;
+    renderLogin(response && response.status !== 401 ? `${response.status}` : '');
+    return;
+  }
+  session = await response.json();
+  showWho();
+  route();
+  connect();
+}
+
 function shell() {
   document.title = t('title');
+  const out = document.getElementById('signout');
+  out.textContent = t('sign_out');
+  showWho();
   const toggle = document.getElementById('lang');
   toggle.textContent = t('lang_toggle');
   toggle.setAttribute('aria-label', t('lang_toggle_label'));
@@ -572,16 +676,16 @@ function start() {
   document.getElementById('lang').addEventListener('click', () => {
     setLang(currentLang() === 'zh' ? 'en' : 'zh');
     shell();
-    route();
+    if (session) route(); else renderLogin();
   });
-  window.addEventListener('hashchange', route);
+  document.getElementById('signout').addEventListener('click', signOut);
+  window.addEventListener('hashchange', () => { if (session) route(); });
   shell();
   live.onChange((kind) => {
     // A snapshot can bring the first touchpoints to a detail page opened before any data.
     if (kind === 'snapshot' && document.getElementById('view').dataset.view === 'touchpoint') route();
   });
-  route();
-  connect();
+  begin();
 }
 
 start();
