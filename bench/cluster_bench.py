@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="single-server figures of the same bench to compare with")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
-    command = "python bench/cluster_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python bench/cluster_bench.py " + " ".join(given)
     with tempfile.TemporaryDirectory(prefix="voc-cluster-bench-") as tmp:
         measured = asyncio.run(main_async(args, Path(tmp)))
     result = {

@@ -27,6 +27,7 @@ from services.core.broker import LocalBroker, pid_alive
 from services.core.kafka import create_topics
 from services.core.local_clickhouse import LocalClickHouse
 from services.core.local_cluster import LocalCluster, StageProcesses, voc_command
+from services.core.migrations import _missing_columns_only
 from services.core.settings import Settings, load_settings
 from services.core.store import Store, open_store
 from tests.conftest import run, unique
@@ -255,9 +256,18 @@ def test_cluster_schema_is_applied_through_one_server(pipeline: ClusterPipeline)
                             f"DESCRIBE TABLE {pipeline.database}.{table}")]
                         for table in (name, name.removesuffix("_local"))]
                     assert local == distributed, name
-                versions = await store.query("SELECT version FROM schema_migrations ORDER BY version")
+                versions = await store.query(
+                    "SELECT version FROM schema_migrations ORDER BY version")
                 assert [r["version"] for r in versions] == list(range(1, len(versions) + 1))
                 assert len(versions) >= 10
+
+        # A migration interrupted after its ALTER: run again, only the missing columns are added.
+        head = f"ALTER TABLE {pipeline.database}.feedback_local ON CLUSTER {cluster.name} "
+        async with pipeline.store(cluster.servers[0][0], failover=False) as store:
+            done = f"{head}ADD COLUMN stage String DEFAULT ''"
+            assert await _missing_columns_only(store, done) == ""
+            half = f"{done}, ADD COLUMN probe UInt8"
+            assert await _missing_columns_only(store, half) == f"{head}ADD COLUMN probe UInt8"
 
     run(scenario())
     again = subprocess.run(

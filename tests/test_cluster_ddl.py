@@ -39,7 +39,8 @@ def test_each_table_is_replicated_per_shard_and_distributed_by_its_sorting_key()
         assert "ON CLUSTER prod" in local
         assert re.search(r"ENGINE = Replicated\w*MergeTree\('/clickhouse/tables/\{shard\}/voc/"
                          rf"{table}_local', '\{{replica\}}'", local)
-        distributed = [s for s in statements if s.startswith(f"CREATE TABLE IF NOT EXISTS voc.{table} ")]
+        distributed = [s for s in statements
+                       if s.startswith(f"CREATE TABLE IF NOT EXISTS voc.{table} ")]
         order = re.search(r"ORDER BY \(?([^)\n]+)\)?", local)[1]
         assert distributed
         for created in distributed:

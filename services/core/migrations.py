@@ -50,7 +50,8 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{database}/schema_migration
 ORDER BY version
 """
 
-_CLUSTER_ALTER = re.compile(r"^ALTER TABLE (\w+)\.(\w+) ON CLUSTER (\w+) (ADD COLUMN .*)$", re.DOTALL)
+_CLUSTER_ALTER = re.compile(r"^ALTER TABLE (\w+)\.(\w+) ON CLUSTER (\w+) (ADD COLUMN .*)$",
+                            re.DOTALL)
 _ADDED = re.compile(r"ADD COLUMN (\w+) ")
 
 

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     )
     clickhouse_url: str = Field(
         default="",
-        description="clickhouse://user:pass@host:9000/db for a server, chdb:///abs/path or "
+        description="clickhouse://user:pass@host:9000/db for a server (?alt_hosts=h2:9000,h3:9000: "
+        "servers to go on with when the first cannot be reached), chdb:///abs/path or "
         "chdb://relative/path for the embedded engine. Empty means chdb under data_dir.",
     )
     clickhouse_cluster: str = Field(
