@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -99,7 +100,8 @@ class ClusterPipeline:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with LocalCluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
-    assert not [pid for pid in running.pids() if pid_alive(pid)], "cluster members left running"
+        pids = running.pids()
+    assert pids and not [pid for pid in pids if pid_alive(pid)], "cluster members left running"
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +130,10 @@ def pipeline(cluster: LocalCluster, broker: LocalBroker,
         run(_all_ready(running, 180))
         yield running
     finally:
+        pids = processes.pids()
         codes = processes.stop_all()
-        assert not [p for p in processes.pids() if pid_alive(p)], "stage processes left running"
-        print(f"stage exit codes after SIGTERM: {codes}")
+        assert not [pid for pid in pids if pid_alive(pid)], "stage processes left running"
+        assert set(codes.values()) == {0}, f"every stage exits cleanly on SIGTERM: {codes}"
 
 
 async def _all_ready(pipeline: ClusterPipeline, timeout_s: float) -> None:
@@ -424,8 +427,10 @@ def test_zookeeper_outage_of_30s_pauses_the_sinks_and_loses_nothing(
             answers = [(await client.get(f"{s.base_url}/readyz")).json() for s in scorers]
             reasons = [reason for a in answers for reason in a["reasons"].values()]
             print(f"readiness reasons during the outage: {[r[:160] for r in reasons]}")
-            assert reasons and all("transient" in r and ("readonly mode" in r or "ZooKeeper" in r)
-                                   for r in reasons), answers
+            # 242 table is read-only, 999 ZooKeeper error, 319 insert status unknown after the
+            # ZooKeeper connection was lost, 225 no ZooKeeper: what a replica says without it.
+            coordinator = re.compile(r"^transient error, retrying: .* Code: (242|999|319|225)\.")
+            assert reasons and all(coordinator.search(r) for r in reasons), answers
             held = await stored(store, source)
             lag = await asyncio.to_thread(group_lag, pipeline.broker.bootstrap,
                                           pipeline.settings.group("scoring"),

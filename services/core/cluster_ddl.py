@@ -21,6 +21,7 @@ _CREATE = re.compile(
 )
 _ORDER_BY = re.compile(r"ORDER BY\s+(\(.*?\)|\w+)", re.DOTALL)
 _ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+)\s+(?P<action>ADD COLUMN .*)$", re.DOTALL)
+_IDENTIFIER = re.compile(r"\w+")
 _INSERT = re.compile(r"^INSERT INTO \w+\b", re.DOTALL)
 _TABLE_REF = re.compile(r"\b(INTO|FROM) (\w+)\b")
 
@@ -52,7 +53,7 @@ def cluster_migrations(cluster: str, database: str = "voc",
 
 
 def _check_names(cluster: str, database: str) -> None:
-    if not re.fullmatch(r"\w+", cluster) or not re.fullmatch(r"\w+", database):
+    if not _IDENTIFIER.fullmatch(cluster) or not _IDENTIFIER.fullmatch(database):
         raise ClusterDDLError(f"cluster {cluster!r} and database {database!r} must be identifiers")
 
 

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_CLUSTER_NAME = re.compile(r"\w{1,100}")
+
 
 class Settings(BaseSettings):
     """Pipeline configuration; each field maps to ``VOC_<FIELD NAME IN CAPITALS>``."""
@@ -210,7 +212,7 @@ class Settings(BaseSettings):
     @field_validator("clickhouse_cluster")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if value and not re.fullmatch(r"\w{1,100}", value):
+        if value and not _CLUSTER_NAME.fullmatch(value):
             raise ValueError(f"VOC_CLICKHOUSE_CLUSTER={value!r}: use the cluster's name from the "
                              "servers' remote_servers (letters, digits, underscores)")
         return value
