@@ -39,6 +39,7 @@ class ServerStore(Store):
 
     def __init__(self, url: StoreUrl) -> None:
         super().__init__(url.database)
+        self.url = url
         common = dict(host=url.host, port=url.port, user=url.user, password=url.password,
                       connect_timeout=5, send_receive_timeout=60, settings=CLUSTER_CONSISTENCY,
                       alt_hosts=url.alt_hosts or None)
