@@ -20,11 +20,13 @@ run: $(STAMP)
 	$(BIN)/voc up --demo
 
 ## system-deps: Debian packages the tests need, installed when missing: clickhouse-server,
-## chromium with a CJK font for the dashboard's browser tests, and kcat (the librdkafka client
-## whose use of the local broker tests/test_broker_clients.py measures)
+## zookeeper (the cluster tests' coordinator; pulls in Java), chromium with a CJK font for the
+## dashboard's browser tests, and kcat (the librdkafka client whose use of the local broker
+## tests/test_broker_clients.py measures)
 system-deps:
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || missing="$$missing clickhouse-server"; \
+	{ command -v java >/dev/null && [ -f /usr/share/java/zookeeper.jar ]; } || missing="$$missing zookeeper"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing="$$missing fonts-wqy-microhei"; \
@@ -49,7 +51,7 @@ test-fast: $(STAMP) system-deps
 train: $(STAMP)
 	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 
-## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; ~10-13 minutes
+## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; ~13-17 minutes
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps
@@ -64,6 +66,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
 	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
+	$(BIN)/python bench/cluster_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --rate 500 --duration 10 --allout-events 10000 --json build/bench/cluster.json
+	$(BIN)/python bench/broker_loss.py --rates 200,1000 --seconds 20 --json build/bench/broker_loss.json
 	$(BIN)/python bench/report.py --dir build/bench --out docs/benchmarks.md --command "make bench"
 
 clean:

@@ -104,8 +104,13 @@ def _single(name: str, **overrides: object) -> None:
     def announce(url: str) -> None:
         log.info("ingest API listening", url=url, docs=f"{url}/docs")
 
-    _run_until_signal(lambda stop: run_services(settings, [name], settings.bootstrap, stop,
-                                                on_listening=announce))
+    from services.core.migrations import SchemaNotCurrent
+
+    try:
+        _run_until_signal(lambda stop: run_services(settings, [name], settings.bootstrap, stop,
+                                                    on_listening=announce))
+    except SchemaNotCurrent as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
@@ -249,7 +254,8 @@ def db() -> None:
 
 @db.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations from schemas/clickhouse to VOC_CLICKHOUSE_URL."""
+    """Apply pending migrations from schemas/clickhouse to VOC_CLICKHOUSE_URL (with
+    VOC_CLICKHOUSE_CLUSTER: the cluster schema, to every server of the cluster)."""
     from services.core.migrations import migrate
     from services.core.store import open_store
 
@@ -258,7 +264,7 @@ def db_migrate() -> None:
     async def apply() -> list[int]:
         store = await open_store(settings.store_url)
         try:
-            return await migrate(store)
+            return await migrate(store, settings.clickhouse_cluster)
         finally:
             await store.close()
 

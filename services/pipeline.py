@@ -15,7 +15,7 @@ import structlog
 import uvicorn
 
 from services.core.access import Access
-from services.core.migrations import migrate
+from services.core.migrations import migrate, require_current
 from services.core.ops import READINESS, ops_app
 from services.core.settings import Settings
 from services.core.store import Store, open_store
@@ -88,7 +88,9 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
         store = await open_store(settings.store_url)
         own_store = True
     try:
-        if store is not None:
+        if store is not None and settings.clickhouse_cluster:
+            await require_current(store, settings.clickhouse_cluster)
+        elif store is not None:
             await migrate(store)
         coroutines = []
         if "ingest" in names:

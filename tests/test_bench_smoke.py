@@ -104,3 +104,30 @@ def test_e2e_bench_tiny_run_and_report(tmp_path: Path) -> None:
                     "## Definitions"):
         assert heading in text
     assert "http-allout" in text and "sustained end to end" in text
+
+
+@pytest.mark.slow
+def test_cluster_and_broker_loss_benches_tiny_runs_and_report(tmp_path: Path) -> None:
+    _run("cluster_bench.py", "--data", str(SAMPLE), "--rate", "100", "--duration", "3",
+         "--allout-events", "400", "--drain-timeout", "120", "--e2e-json",
+         str(tmp_path / "absent.json"), "--json", str(tmp_path / "cluster.json"), timeout=500)
+    cluster = json.loads((tmp_path / "cluster.json").read_text())
+    runs = {r["name"]: r for r in cluster["runs"]}
+    assert set(runs) == {"cluster-100", "cluster-allout"}
+    for run in runs.values():
+        assert run["stored"] == run["events"] and run["sustained_events_per_s"] > 0, run
+        assert run["latency_to_enriched_row_s"]["missing"] == 0
+        assert {"nlp-1", "nlp-2", "scoring-1", "scoring-2", "zookeeper",
+                "clickhouse s1r1", "clickhouse s2r2"} <= set(run["cpu_s"])
+        assert run["cpu_s"]["scoring-1"] + run["cpu_s"]["scoring-2"] > 0
+    _run("broker_loss.py", "--rates", "100", "--seconds", "3", "--json",
+         str(tmp_path / "broker_loss.json"), timeout=300)
+    [loss] = json.loads((tmp_path / "broker_loss.json").read_text())["runs"]
+    assert loss["acknowledged"] > 0 and loss["stored"] + loss["lost"] == loss["acknowledged"]
+    assert loss["children_left_running_15s_after"] == []
+
+    out = tmp_path / "benchmarks.md"
+    _run("report.py", "--dir", str(tmp_path), "--out", str(out))
+    text = out.read_text()
+    assert "## cluster.json" in text and "| HTTP all-out | sustained events/s |" in text
+    assert "## broker_loss.json" in text and "| 100 |" in text

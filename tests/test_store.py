@@ -8,7 +8,7 @@ import pytest
 
 import schemas
 from services.core.migrations import migrate
-from services.core.store import StoreError, open_store
+from services.core.store import StoreError, StoreUrl, open_store
 from services.scoring.metrics import SCORES_FROM_EVENTS_SQL
 from tests.conftest import run
 
@@ -96,3 +96,24 @@ def test_unreachable_server_fails_with_advice() -> None:
                              delay_s=0.1)
 
     run(scenario())
+
+
+def test_alt_hosts_are_tried_when_the_first_server_is_unreachable(clickhouse_server: str) -> None:
+    """A process whose server died goes on through the next of ``alt_hosts``."""
+    from services.core.broker import free_port
+
+    parsed = StoreUrl.parse(clickhouse_server)
+    dead = f"clickhouse://default@127.0.0.1:{free_port()}/alt_{free_port()}"
+
+    async def scenario() -> None:
+        store = await open_store(f"{dead}?alt_hosts={parsed.host}:{parsed.port}", retries=2,
+                                 delay_s=0.1)
+        try:
+            assert await store.query("SELECT 1 AS one") == [{"one": 1}]
+        finally:
+            await store.close()
+
+    run(scenario())
+    for bad in ("alt_hosts=ch-2", "alt_hosts=ch-2:9000;DROP", "alt_hosts=ch-2:9000,"):
+        with pytest.raises(ValueError, match="alt_hosts must be host:port pairs"):
+            StoreUrl.parse(f"clickhouse://default@127.0.0.1:9000/x?{bad}")

@@ -62,6 +62,51 @@ def wait_for_port(host: str, port: int, timeout_s: float, what: str) -> None:
     raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout_s}s")
 
 
+class PortTaken(RuntimeError):
+    """A child could not listen because another process took its port first."""
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself has a listening TCP socket on ``port``.
+
+    A free port is picked before the child binds it, so another process (another test's
+    server, say) may take it in between; then something answers on the port, but not ours.
+    """
+    try:
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+                  for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+                    and fields[9] in inodes):
+                return True
+    return False
+
+
+def wait_for_listener(proc: subprocess.Popen[bytes], port: int, timeout_s: float,
+                      what: str) -> None:
+    """Block until ``proc`` listens on ``port``; :class:`PortTaken` if it exits first while
+    another process holds the port, RuntimeError if it exits otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            taken = port_taken(port)
+            raise (PortTaken if taken else RuntimeError)(
+                f"{what} exited with {proc.returncode} before listening on 127.0.0.1:{port}"
+                + (" (another process holds that port)" if taken else ""))
+        if listens(proc.pid, port):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s}s")
+
+
 class LocalBroker:
     """The tansu broker on a loopback port; ``bootstrap`` is what clients connect to.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from services.core.broker import die_with_parent, free_port, stop_child, wait_for_port
+from services.core.broker import die_with_parent, free_port, stop_child, wait_for_listener
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,7 @@ _CONFIG = """<?xml version="1.0"?>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
   <timezone>UTC</timezone>
-  <users>
+{extra}  <users>
     <default>
       <password></password>
       <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
@@ -50,13 +50,20 @@ def server_binary() -> str | None:
 
 
 class LocalClickHouse:
-    """clickhouse-server with its data under ``root``; ``url`` is a VOC_CLICKHOUSE_URL."""
+    """clickhouse-server with its data under ``root``; ``url`` is a VOC_CLICKHOUSE_URL.
 
-    def __init__(self, root: Path, database: str = "voc") -> None:
+    ``extra_config`` is XML spliced into the config (a cluster member's ``remote_servers``,
+    ``zookeeper`` and ``macros``). The ports are chosen once, so a stopped or killed server
+    starts again on the same ports with the same data, as a restarted replica would.
+    """
+
+    def __init__(self, root: Path, database: str = "voc", extra_config: str = "") -> None:
         self.root = root
         self.database = database
+        self.extra_config = extra_config
         self.tcp_port = free_port()
         self.http_port = free_port()
+        self.interserver_port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +78,8 @@ class LocalClickHouse:
         for sub in ("log", "data", "tmp", "user_files", "format_schemas"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         config = self.root / "config.xml"
-        config.write_text(_CONFIG.format(root=self.root, tcp=self.tcp_port, http=self.http_port))
+        config.write_text(_CONFIG.format(root=self.root, tcp=self.tcp_port, http=self.http_port,
+                                         extra=self.extra_config))
         command = [binary, "--config-file", str(config)]
         if Path(binary).name == "clickhouse":
             command = [binary, "server", "--config-file", str(config)]
@@ -80,17 +88,28 @@ class LocalClickHouse:
                                           preexec_fn=die_with_parent, cwd=self.root,
                                           start_new_session=True)
         try:
-            wait_for_port("127.0.0.1", self.tcp_port, timeout_s, "clickhouse-server")
-        except TimeoutError:
+            wait_for_listener(self._proc, self.tcp_port, timeout_s, "clickhouse-server")
+        except (TimeoutError, RuntimeError) as exc:
             self.stop()
             errors = (self.root / "log" / "error.log")
             detail = errors.read_text()[-2000:] if errors.exists() else "no error log"
-            raise TimeoutError(f"clickhouse-server did not start: {detail}") from None
+            raise type(exc)(f"clickhouse-server did not start: {exc}: {detail}") from None
         log.info("local clickhouse-server started", url=self.url, pid=self._proc.pid)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """Process id while running, else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def stop(self) -> None:
         stop_child(self._proc, timeout_s=20)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed or OOM-killed server: no shutdown, no flush."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
     def __enter__(self) -> LocalClickHouse:
         return self.start()

@@ -6,11 +6,14 @@ so a deployment configures the whole pipeline with one documented set of names.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_CLUSTER_NAME = re.compile(r"\w{1,100}")
 
 
 class Settings(BaseSettings):
@@ -26,9 +29,14 @@ class Settings(BaseSettings):
     )
     clickhouse_url: str = Field(
         default="",
-        description="clickhouse://user:pass@host:9000/db for a server, chdb:///abs/path or "
+        description="clickhouse://user:pass@host:9000/db for a server (?alt_hosts=h2:9000,h3:9000: "
+        "servers to go on with when the first cannot be reached), chdb:///abs/path or "
         "chdb://relative/path for the embedded engine. Empty means chdb under data_dir.",
     )
+    clickhouse_cluster: str = Field(
+        default="", description="Cluster (the servers' remote_servers name) the schema is "
+        "sharded and replicated over. `voc db migrate` then applies the cluster schema through "
+        "VOC_CLICKHOUSE_URL and services only check that it is current. Empty: one server.")
     data_dir: Path = Field(default=Path(".voc"), description="Where embedded mode keeps its data.")
     topic_prefix: str = Field(default="voc", description="Prefix of every topic name.")
     topic_partitions: int = Field(default=4, ge=1, description="Partitions for created topics.")
@@ -199,6 +207,14 @@ class Settings(BaseSettings):
         if 300 % value:
             raise ValueError(f"VOC_WINDOW_SECONDS={value}: use a divisor of 300 (e.g. 60) so "
                              "windows roll up exactly into 5 minutes, 1 hour and 1 day")
+        return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if value and not _CLUSTER_NAME.fullmatch(value):
+            raise ValueError(f"VOC_CLICKHOUSE_CLUSTER={value!r}: use the cluster's name from the "
+                             "servers' remote_servers (letters, digits, underscores)")
         return value
 
     @field_validator("log_level")

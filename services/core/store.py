@@ -9,6 +9,7 @@ clickhouse-driver's escaper for both backends, so queries never splice raw input
 from __future__ import annotations
 
 import asyncio
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ from clickhouse_driver.util.escape import escape_params
 from services.core.ops import SINK_ROWS
 
 Row = dict[str, Any]
+
+_HOSTS = re.compile(r"[\w.-]{1,253}:\d{1,5}(?:,[\w.-]{1,253}:\d{1,5}){0,63}")
 
 _UTC_CONTEXT = SimpleNamespace(server_info=SimpleNamespace(get_timezone=lambda: "UTC"))
 
@@ -66,10 +69,14 @@ class StoreUrl:
     port: int = 9000
     user: str = "default"
     password: str = ""
+    alt_hosts: str = ""
+    """``host:port,host:port`` tried in turn when ``host`` cannot be reached (other servers of
+    a cluster, so a process whose server died goes on through another)."""
 
     @classmethod
     def parse(cls, url: str) -> StoreUrl:
-        """Parse ``chdb:///abs/path``, ``chdb://rel/path`` or ``clickhouse://u:p@host:port/db``."""
+        """Parse ``chdb:///abs/path``, ``chdb://rel/path`` or
+        ``clickhouse://u:p@host:port/db[?alt_hosts=host2:port,host3:port]``."""
         if url.startswith("chdb://"):
             rest, _, query = url.removeprefix("chdb://").partition("?")
             if not rest:
@@ -82,6 +89,10 @@ class StoreUrl:
                 f"VOC_CLICKHOUSE_URL={url!r}: expected clickhouse://user:pass@host:9000/db "
                 "or chdb:///path/to/data"
             )
+        alt_hosts = parse_qs(parts.query).get("alt_hosts", [""])[0]
+        if alt_hosts and not _HOSTS.fullmatch(alt_hosts):
+            raise ValueError(f"VOC_CLICKHOUSE_URL={url!r}: alt_hosts must be host:port pairs "
+                             "separated by commas, e.g. ?alt_hosts=ch-2:9000,ch-3:9000")
         return cls(
             backend="clickhouse",
             database=parts.path.strip("/") or "voc",
@@ -89,6 +100,7 @@ class StoreUrl:
             port=parts.port or 9000,
             user=unquote(parts.username or "default"),
             password=unquote(parts.password or ""),
+            alt_hosts=alt_hosts,
         )
 
 

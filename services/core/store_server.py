@@ -2,6 +2,17 @@
 
 Used whenever ``VOC_CLICKHOUSE_URL`` is a ``clickhouse://`` URL; then each service can run as
 its own process because the server, not a local directory lock, arbitrates access.
+
+On a cluster (Distributed over replicated tables, services/core/cluster_ddl.py) the scoring
+stage reads back, right away, rows it has just written, and alerting reads the score rows
+scoring wrote; replication between the replicas of a shard is asynchronous. So every
+connection sets :data:`CLUSTER_CONSISTENCY`: an insert through a Distributed table returns
+only once every shard has its rows (not when they are queued locally), and for each shard a
+query reads from, and an insert writes to, the same replica: the connected server when it is
+a replica of that shard (ClickHouse 18.16 always inserts there), otherwise the first replica
+of the shard in the cluster definition that is up. Point the pipeline's processes at the
+first replica of a shard (docs/operations.md), and they all use the same replica of every
+shard. On one server these settings change nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +24,14 @@ from clickhouse_driver import Client
 from services.core.store import Row, Store, StoreUrl, columns_of
 
 
+CLUSTER_CONSISTENCY = {
+    "insert_distributed_sync": 1,
+    "load_balancing": "in_order",
+    "prefer_localhost_replica": 1,
+}
+"""Query settings that give read-your-writes through Distributed tables (module docstring)."""
+
+
 class ServerStore(Store):
     """One clickhouse-driver connection to one database."""
 
@@ -20,8 +39,10 @@ class ServerStore(Store):
 
     def __init__(self, url: StoreUrl) -> None:
         super().__init__(url.database)
+        self.url = url
         common = dict(host=url.host, port=url.port, user=url.user, password=url.password,
-                      connect_timeout=5, send_receive_timeout=60)
+                      connect_timeout=5, send_receive_timeout=60, settings=CLUSTER_CONSISTENCY,
+                      alt_hosts=url.alt_hosts or None)
         bootstrap = Client(database="default", **common)
         try:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS `{url.database}`")
