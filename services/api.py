@@ -14,10 +14,12 @@ from services.core.store import Store
 
 
 def create_app(settings: Settings, bootstrap: str, store: Store) -> FastAPI:
-    """The ingest app (producing to ``bootstrap``) with the query routes over ``store``."""
+    """The ingest app (producing to ``bootstrap``, its touchpoint cap read from ``store``)
+    with the query routes over ``store``."""
+    from services.core.touchpoints import TouchpointLimit
     from services.ingest.app import create_app as create_ingest_app
 
-    app = create_ingest_app(settings, bootstrap)
+    app = create_ingest_app(settings, bootstrap, TouchpointLimit(store, settings.max_touchpoints))
     harden(app, rate_limit=settings.api_rate_limit or None, cors_origins=settings.cors_origins)
     app.title = "Tingjian (听见) API"
     app.description = ("Accepts customer feedback into the VoC pipeline and serves the "

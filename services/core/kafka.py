@@ -219,14 +219,20 @@ def parse_or_reason(model: Any, value: bytes | None,
     return event, None
 
 
+Screen = Callable[[list[Any]], Awaitable[list[str | None]]]
+"""A check of a batch's valid events that needs I/O (the touchpoint cap reads the store): per
+event, the reason to dead-letter it, or None to keep it."""
+
+
 async def parse_or_dead_letter(model: Any, records: Sequence[ConsumerRecord], stage: str,
-                               producer: Producer, settings: Settings) -> list[Any]:
-    """The records of a batch that are valid ``model`` payloads, in order.
+                               producer: Producer, settings: Settings,
+                               screen: Screen | None = None) -> list[Any]:
+    """The records of a batch that are valid ``model`` payloads (and pass ``screen``), in order.
 
     The others are written to the dead-letter topic (and acknowledged) before this returns, so
     committing the batch afterwards never drops a record silently.
     """
-    valid = []
+    valid: list[tuple[ConsumerRecord, Any]] = []
     letters = []
     for record in records:
         event, reason = parse_or_reason(model, record.value, settings)
@@ -234,7 +240,13 @@ async def parse_or_dead_letter(model: Any, records: Sequence[ConsumerRecord], st
             letters.append(dead_letter(stage, record.topic, record.partition, record.offset,
                                        record.value, reason or "invalid"))
         else:
-            valid.append(event)
+            valid.append((record, event))
+    if screen is not None and valid:
+        reasons = await screen([event for _, event in valid])
+        letters += [dead_letter(stage, record.topic, record.partition, record.offset,
+                                record.value, f"out of bounds: {reason}")
+                    for (record, _), reason in zip(valid, reasons, strict=True) if reason]
+        valid = [pair for pair, reason in zip(valid, reasons, strict=True) if not reason]
     if letters:
         await producer.send_many(settings.topic("deadletter"), letters)
-    return valid
+    return [event for _, event in valid]

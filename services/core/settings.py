@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     max_clock_skew_s: int = Field(
         default=300, ge=0, le=86400, description="How far `occurred_at` and `received_at` may "
         "lie ahead of this server's clock (a sender's clock is never exact).")
+    max_touchpoints: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Most distinct touchpoints: events of "
+        "a new one beyond it get 422 at ingest and are dead-lettered by scoring, so a sender "
+        "cannot grow scores, tiles and alert state without end.")
 
     sink_batch_size: int = Field(default=5000, ge=1, description="Most records per sink batch.")
     sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest poll wait.")

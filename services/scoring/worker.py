@@ -27,6 +27,7 @@ from services.core.events import EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
 from services.core.store import Row, Store
+from services.core.touchpoints import TouchpointLimit
 from services.scoring.expectations import Expectations, load_expectations
 from services.scoring.metrics import (
     SCORE_COUNTS,
@@ -76,6 +77,7 @@ class Scorer:
         self.levels = granularities(settings.window_seconds)
         self.lateness_s = settings.allowed_lateness_s
         self.newest: dict[str, int] = {}
+        self.touchpoints = TouchpointLimit(store, settings.max_touchpoints)
         self.stored = 0
         self.duplicates = 0
         self.too_late = 0
@@ -85,7 +87,8 @@ class Scorer:
     async def handle(self, records: list[ConsumerRecord]) -> None:
         events: dict[str, EnrichedFeedback] = {}
         for event in await parse_or_dead_letter(EnrichedFeedback, records, "scoring",
-                                                self.producer, self.settings):
+                                                self.producer, self.settings,
+                                                screen=self.touchpoints.screen):
             events.setdefault(event.event_id, event)
         if not events:
             return
@@ -94,6 +97,7 @@ class Scorer:
         now_ms = int(time.time() * 1000)
         await self.store.insert("feedback", [
             {**feedback_row(e, now_ms), "too_late": int(e.event_id in late)} for e in fresh])
+        self.touchpoints.remember(e.touchpoint for e in fresh)
         on_time = [e for e in events.values()
                    if e.event_id not in late and e.event_id not in stored_late]
         scores = await self._recompute(on_time) if on_time else []
