@@ -262,6 +262,7 @@ async def _unprocessable(scope: Scope, send: Send, kind: str, message: str) -> N
 
 MAX_ERRORS = 100
 """Most errors one 422 lists: a batch of 100,000 empty items must not answer megabytes."""
+_ENCODERS: dict[Any, Callable[[Any], Any]] = {Exception: str, bytes: lambda _: None}
 
 
 def _bounded(value: Any, depth: int = 0) -> Any:
@@ -290,12 +291,11 @@ def error_details(errors: Sequence[dict[str, Any]], prefix: Loc = ()) -> list[di
     for error in errors[:MAX_ERRORS]:
         item = {"loc": [*prefix, *(_bounded(part) for part in error["loc"])],
                 "msg": _bounded(str(error["msg"])), "type": error["type"]}
+        # Cut first: an input nested 900 levels deep must not recurse through the encoder.
         if "input" in error:
-            item["input"] = _bounded(jsonable_encoder(
-                error["input"], custom_encoder={Exception: str, bytes: lambda b: None}))
+            item["input"] = jsonable_encoder(_bounded(error["input"]), custom_encoder=_ENCODERS)
         if error.get("ctx"):
-            item["ctx"] = _bounded(jsonable_encoder(
-                error["ctx"], custom_encoder={Exception: str, bytes: lambda b: None}))
+            item["ctx"] = jsonable_encoder(_bounded(error["ctx"]), custom_encoder=_ENCODERS)
         out.append(item)
     return out
 
