@@ -13,6 +13,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+INGEST_BATCH_LIMIT = 10_000
+"""The most VOC_INGEST_BATCH_MAX may allow: the input shapes cap their lists at it."""
+
+
 class Settings(BaseSettings):
     """Pipeline configuration; each field maps to ``VOC_<FIELD NAME IN CAPITALS>``."""
 
@@ -40,7 +44,8 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535,
         description="Port for /metrics, /healthz, /readyz in processes without the API (unset: off).",
     )
-    ingest_batch_max: int = Field(default=1000, ge=1, description="Max events per batch POST.")
+    ingest_batch_max: int = Field(default=1000, ge=1, le=INGEST_BATCH_LIMIT,
+                                  description="Max events per batch POST.")
     ingest_api_keys_file: Path | None = Field(
         default=None, description="YAML mapping source -> sha256 hex of its API key (or a list "
         "of them, for rotation). Unset: the API accepts requests without keys.")

@@ -71,7 +71,7 @@ from services.ingest.channels import (
     survey_event,
 )
 from services.ingest.email_message import EmailTooComplex, UndecodableEmail, parse_rfc822
-from services.ingest.inputs import Metadata, Segment, Stage, Text, Touchpoint
+from services.ingest.inputs import BATCH_LIMIT, Input, Metadata, Segment, Stage, Text, Touchpoint
 
 log = structlog.get_logger(__name__)
 
@@ -82,13 +82,14 @@ DUPLICATES = Counter("voc_ingest_duplicates_total", "Re-sent events ingest answe
 
 T = TypeVar("T")
 Loc = tuple[str | int, ...]
+BATCH_LISTS = [["body", "events"], ["body", "responses"], ["body", "posts"]]
 ApiKey = Annotated[str | None, Header(alias=HEADER, description="The source's API key; "
                                     "required when VOC_INGEST_API_KEYS_FILE is set.")]
 SourcePath = Annotated[str, Path(min_length=1, max_length=64, pattern=SOURCE_PATTERN,
                                  description="The sending system; its API key must match.")]
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(Input):
     """One piece of feedback as a client sends it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
@@ -115,12 +116,12 @@ class FeedbackIn(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
 
 
-class BatchIn(BaseModel):
+class BatchIn(Input):
     """Several pieces of feedback in one request."""
 
     model_config = ConfigDict(extra="forbid")
 
-    events: list[FeedbackIn] = Field(min_length=1)
+    events: list[FeedbackIn] = Field(min_length=1, max_length=BATCH_LIMIT)
 
 
 class Accepted(BaseModel):
@@ -375,8 +376,14 @@ def create_app(settings: Settings, bootstrap: str,
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         """422 with field paths, also for bodies parsed by hand (whose errors carry the
-        exception objects of custom validators); echoed inputs are cut short."""
-        return JSONResponse(status_code=422, content={"detail": error_details(exc.errors())})
+        exception objects of custom validators); echoed inputs are cut short. A batch longer
+        than the shapes take is the 413 of any batch over VOC_INGEST_BATCH_MAX."""
+        errors = exc.errors()
+        if any(e["type"] == "too_long" and list(e["loc"]) in BATCH_LISTS for e in errors):
+            return JSONResponse(status_code=413, content={"detail": (
+                f"batch has more than {BATCH_LIMIT} items; the limit is "
+                f"{settings.ingest_batch_max} (VOC_INGEST_BATCH_MAX): split it")})
+        return JSONResponse(status_code=422, content={"detail": error_details(errors)})
 
     @app.exception_handler(ValidationError)
     async def unbuildable(_: Request, exc: ValidationError) -> JSONResponse:

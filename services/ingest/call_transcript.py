@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from services.core.bounds import clean_input
 from services.core.events import MAX_CALL_TURNS, UtcTime
-from services.ingest.inputs import Id, Metadata, Segment, Stage, Touchpoint
+from services.ingest.inputs import Id, Input, Metadata, Segment, Stage, Touchpoint
 
 MAX_CALL_MS = 2 * 60 * 60 * 1000
 # A pause of this length is silence worth counting; from HOLD_MS on it is treated as a hold
@@ -26,7 +26,7 @@ _TRANSFER = re.compile(r"转接|轉接|转给|轉給|transfer", re.IGNORECASE)
 SPEAKER_LABELS = {"customer": "客户", "agent": "坐席", "ivr": "IVR"}
 
 
-class Turn(BaseModel):
+class Turn(Input):
     """One utterance; times are milliseconds from the start of the call."""
 
     model_config = ConfigDict(extra="forbid")
@@ -46,7 +46,7 @@ class Turn(BaseModel):
         return self
 
 
-class CallIn(BaseModel):
+class CallIn(Input):
     """One call as a contact-center platform exports it (up to 2 hours, 1 MB)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{

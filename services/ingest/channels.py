@@ -41,11 +41,11 @@ from services.ingest.email_message import (
     content_id,
     html_to_text,
 )
-from services.ingest.inputs import Id, Metadata, Segment, Stage, Text, Touchpoint
+from services.ingest.inputs import BATCH_LIMIT, Id, Input, Metadata, Segment, Stage, Text, Touchpoint
 
 
 
-class Ratings(BaseModel):
+class Ratings(Input):
     """Survey scores; each is optional and range-checked."""
 
     model_config = ConfigDict(extra="forbid")
@@ -55,7 +55,7 @@ class Ratings(BaseModel):
     ces: Annotated[int, Field(ge=1, le=7)] | None = Field(default=None, description="CES 1-7")
 
 
-class SurveyResponseIn(BaseModel):
+class SurveyResponseIn(Input):
     """One web-form or survey answer."""
 
     model_config = ConfigDict(extra="forbid")
@@ -76,7 +76,7 @@ class SurveyResponseIn(BaseModel):
 
 
 
-class SurveyBatchIn(BaseModel):
+class SurveyBatchIn(Input):
     """A batch of survey answers, as survey tools export them."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"responses": [{
@@ -85,10 +85,10 @@ class SurveyBatchIn(BaseModel):
         "ratings": {"nps": 2, "csat": 1, "ces": 6}, "text": "快递员没打电话就把东西放门口了",
         "submitted_at": "2026-11-23T09:12:00+08:00", "metadata": {"city": "杭州"}}]}]})
 
-    responses: list[SurveyResponseIn] = Field(min_length=1)
+    responses: list[SurveyResponseIn] = Field(min_length=1, max_length=BATCH_LIMIT)
 
 
-class SocialPostIn(BaseModel):
+class SocialPostIn(Input):
     """One post or comment on a social platform."""
 
     model_config = ConfigDict(extra="forbid")
@@ -114,7 +114,7 @@ class SocialPostIn(BaseModel):
 
 
 
-class SocialBatchIn(BaseModel):
+class SocialBatchIn(Input):
     """Posts and comments, e.g. one thread as a listening tool collected it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"posts": [{
@@ -124,10 +124,10 @@ class SocialBatchIn(BaseModel):
         "followers": 18342, "likes": 256, "reposts": 87,
         "posted_at": "2026-11-23T09:41:07+08:00"}]}]})
 
-    posts: list[SocialPostIn] = Field(min_length=1)
+    posts: list[SocialPostIn] = Field(min_length=1, max_length=BATCH_LIMIT)
 
 
-class EmailJsonIn(BaseModel):
+class EmailJsonIn(Input):
     """An email as JSON, for systems that already parsed it (a helpdesk, an IMAP bridge)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
