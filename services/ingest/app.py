@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -268,12 +269,15 @@ _ENCODERS: dict[Any, Callable[[Any], Any]] = {Exception: str, bytes: lambda _: N
 
 def _bounded(value: Any, depth: int = 0) -> Any:
     """An input echoed in a 422, cut to a readable size and safe to encode: strings of at most
-    200 characters (unpaired surrogates replaced), at most 20 items per list or object."""
+    200 characters (unpaired surrogates replaced), at most 20 items per list or object, NaN
+    and infinities as text."""
     if isinstance(value, str):
         short = value if len(value) <= 200 else value[:200] + f"... ({len(value)} characters)"
         return short.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, bytes):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or Infinity: echoed as text
     if isinstance(value, dict):
         if depth >= 3:
             return f"(an object of {len(value)} entries)"

@@ -13,6 +13,7 @@ towards neutral so that "请问什么时候发货？" does not count as negative
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -77,11 +78,16 @@ def load_sentiment(backend: str) -> SentimentModel:
     raise ValueError(f"VOC_SENTIMENT_BACKEND={backend!r} is not a known backend")
 
 
-def clause_of(text: str, clauses: list[Span], position: int) -> Span:
-    """The clause holding ``position``; the whole text when it sits on punctuation."""
-    for start, end in clauses:
-        if start <= position < end:
-            return (start, end)
+def clause_of(text: str, clauses: list[Span], starts: list[int], position: int) -> Span:
+    """The clause holding ``position``; the whole text when it sits on punctuation.
+
+    ``clauses`` are in text order and ``starts`` are their starts: a binary search, because a
+    long text has tens of thousands of clauses and as many evidence spans (scanning the
+    clauses for each span took 9 minutes for a 1 MB email).
+    """
+    index = bisect_right(starts, position) - 1
+    if index >= 0 and position < clauses[index][1]:
+        return clauses[index]
     return (0, len(text))
 
 
@@ -163,7 +169,8 @@ class Analyzer:
     def _topic_clauses(text: str, found: list[TopicMatch]) -> list[list[Span]]:
         """Per topic, the distinct clauses holding its evidence, in text order."""
         clauses = [m.span() for m in CLAUSE.finditer(text)]
-        return [sorted({clause_of(text, clauses, start) for start, _ in match.evidence})
+        starts = [start for start, _ in clauses]
+        return [sorted({clause_of(text, clauses, starts, start) for start, _ in match.evidence})
                 for match in found]
 
     def _topic_tag(self, text: str, match: TopicMatch, spans: list[Span],
