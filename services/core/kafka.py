@@ -211,6 +211,11 @@ def parse_or_reason(model: Any, value: bytes | None,
     try:
         event = model.model_validate_json(value)
     except Exception as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return None, (f"not UTF-8: byte 0x{value[bad.start]:02x} at offset {bad.start}; "
+                          f"write {model.__name__} as UTF-8 JSON")
         return None, f"not a valid {model.__name__}: {exc}"
     if settings is not None and isinstance(event, RawFeedback):
         problem = entrance_problem(event, settings, utc_now())
