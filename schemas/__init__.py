@@ -15,9 +15,6 @@ from importlib import resources
 from typing import Any
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_MONTHLY_TABLE = re.compile(
-    r"CREATE TABLE IF NOT EXISTS (\w+)\s*\(.*?\)\s*ENGINE[^;]*?PARTITION BY toYYYYMM\((\w+)\)",
-    re.DOTALL)
 
 
 @cache
@@ -67,14 +64,3 @@ def _statements(sql: str) -> tuple[str, ...]:
     """Split a migration file into statements; ``--`` comments are dropped."""
     lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
     return tuple(s.strip() for s in "\n".join(lines).split(";") if s.strip())
-
-
-@cache
-def monthly_partition_columns() -> dict[str, str]:
-    """Table -> the DateTime column its monthly partitions (``toYYYYMM``) are cut by.
-
-    ClickHouse refuses an INSERT that touches more than 100 partitions; the store splits its
-    inserts by these columns, read from the migrations so the DDL stays the only definition.
-    """
-    return {match[1]: match[2] for migration in migrations() for statement in migration.statements
-            for match in [_MONTHLY_TABLE.search(statement)] if match}

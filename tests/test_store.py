@@ -96,25 +96,3 @@ def test_unreachable_server_fails_with_advice() -> None:
                              delay_s=0.1)
 
     run(scenario())
-
-
-def test_an_insert_spanning_more_months_than_clickhouse_takes_at_once_lands(store_url: str) -> None:
-    """ClickHouse refuses an INSERT touching more than 100 partitions; a backfill batch of 200
-    months must still land, every row once."""
-    first = datetime(2007, 1, 15, tzinfo=UTC)
-    rows = [feedback(f"m{i}", "tp", first.replace(year=2007 + i // 12, month=i % 12 + 1),
-                     0.1, "neutral") for i in range(200)]
-
-    async def scenario() -> None:
-        store = await open_store(store_url)
-        try:
-            await migrate(store)
-            await store.insert("feedback", rows)
-            found = await store.query(
-                "SELECT count() AS n, uniqExact(toYYYYMM(occurred_at)) AS months "
-                "FROM feedback FINAL")
-            assert found == [{"n": 200, "months": 200}]
-        finally:
-            await store.close()
-
-    run(scenario())

@@ -13,14 +13,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from clickhouse_driver.util.escape import escape_params
 
-from schemas import monthly_partition_columns
 from services.core.ops import SINK_ROWS
 
 Row = dict[str, Any]
@@ -115,16 +114,10 @@ class Store(ABC):
         return await self._call(self._checked, self._query, render(sql, params))
 
     async def insert(self, table: str, rows: Sequence[Row]) -> None:
-        """Insert rows (dicts with the same keys) in one batch; datetimes must be aware.
-
-        A batch spanning more than ``MAX_PARTITIONS_PER_INSERT`` months of a monthly
-        partitioned table (a backfill) goes in several inserts, because ClickHouse refuses
-        one that touches more partitions. Tables are ReplacingMergeTrees keyed by id, so a
-        retry after a partial insert converges.
-        """
-        for chunk in partition_chunks(rows, monthly_partition_columns().get(table)):
-            await self._call(self._checked_insert, table, chunk)
-            SINK_ROWS.labels(table).observe(len(chunk))
+        """Insert rows (dicts with the same keys) in one batch; datetimes must be aware."""
+        if rows:
+            await self._call(self._checked_insert, table, rows)
+            SINK_ROWS.labels(table).observe(len(rows))
 
     async def version(self) -> str:
         """Server version string, for logs and version-dependent SQL."""
@@ -166,30 +159,6 @@ class Store(ABC):
 def _head(sql: str) -> str:
     flat = " ".join(sql.split())
     return flat if len(flat) <= 160 else flat[:157] + "..."
-
-
-MAX_PARTITIONS_PER_INSERT = 100
-"""ClickHouse's max_partitions_per_insert_block default."""
-
-
-def partition_chunks(rows: Sequence[Row], column: str | None) -> list[Sequence[Row]]:
-    """``rows`` in chunks that each touch at most ``MAX_PARTITIONS_PER_INSERT`` months of
-    ``column`` (one chunk, the rows as they are, in the usual case or without a column)."""
-    if not rows:
-        return []
-    if column is None:
-        return [rows]
-    by_month: dict[tuple[int, int], list[Row]] = {}
-    for row in rows:
-        moment = row[column]
-        if isinstance(moment, datetime) and moment.tzinfo is not None:
-            moment = moment.astimezone(UTC)
-        by_month.setdefault((moment.year, moment.month), []).append(row)
-    if len(by_month) <= MAX_PARTITIONS_PER_INSERT:
-        return [rows]
-    months = list(by_month.values())
-    return [[row for month in months[i:i + MAX_PARTITIONS_PER_INSERT] for row in month]
-            for i in range(0, len(months), MAX_PARTITIONS_PER_INSERT)]
 
 
 def columns_of(rows: Iterable[Row]) -> list[str]:
