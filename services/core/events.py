@@ -304,8 +304,9 @@ class RawFeedback(_Wire):
 
 
 # What one enriched event may carry besides its raw event. The NLP stage keeps to these (see
-# services/nlp/analyzer.py), so its output always fits the 8 MiB message limit whatever the
-# text; a direct producer's enriched event beyond them is dead-lettered by scoring.
+# services/nlp/analyzer.py), so its findings add at most a few MB to the raw event whatever the
+# text (tokens were one per character before); a direct producer's enriched event beyond them
+# is dead-lettered by scoring.
 MAX_TOPIC_TAGS = 256
 MAX_EVIDENCE = 100
 MAX_URGENCY = 64
