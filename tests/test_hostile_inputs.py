@@ -240,19 +240,26 @@ def _good_ids(items: list[dict[str, Any]]) -> list[str]:
 
 
 def _feedback(client: httpx.Client, tp: str, since: datetime) -> dict[str, bool]:
-    """event id -> scored, for every stored event of ``tp``, read through the query API."""
+    """event id -> scored, for every stored event of ``tp``, read through the query API a
+    year at a time (the API caps the range one query may scan)."""
     found: dict[str, bool] = {}
-    page = 1
-    while True:
-        answer = client.get("/v1/feedback", params={
-            "touchpoint": tp, "page": page, "page_size": 200,
-            "from": since.isoformat(), "to": (_now() + timedelta(days=1)).isoformat()})
-        answer.raise_for_status()
-        items = answer.json()["items"]
-        found.update({item["event_id"]: item["scored"] for item in items})
-        if len(items) < 200:
-            return found
-        page += 1
+    end = _now() + timedelta(days=1)
+    start = since
+    while start < end:
+        stop = min(start + timedelta(days=365), end)
+        page = 1
+        while True:
+            answer = client.get("/v1/feedback", params={
+                "touchpoint": tp, "page": page, "page_size": 200,
+                "from": start.isoformat(), "to": stop.isoformat()})
+            answer.raise_for_status()
+            items = answer.json()["items"]
+            found.update({item["event_id"]: item["scored"] for item in items})
+            if len(items) < 200:
+                break
+            page += 1
+        start = stop
+    return found
 
 
 def _volume(client: httpx.Client, tp: str, since: datetime) -> float:
