@@ -74,7 +74,8 @@ class Up:
                     "VOC_CLICKHOUSE_URL": store_url, "VOC_DATA_DIR": str(workdir / self.prefix),
                     "VOC_HTTP_PORT": self.url.rsplit(":", 1)[1], "VOC_TOPIC_PREFIX": self.prefix,
                     "VOC_GROUP_PREFIX": self.prefix, "VOC_TOPIC_PARTITIONS": "1",
-                    "VOC_API_RATE_LIMIT": "", "VOC_SCORING_BATCH_FILL_S": "0.3", **env}
+                    "VOC_API_RATE_LIMIT": "", "VOC_API_READ_RATE_LIMIT": "",
+                    "VOC_SCORING_BATCH_FILL_S": "0.3", **env}
         self.stuck_by: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
