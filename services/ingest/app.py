@@ -152,24 +152,24 @@ def to_raw(item: FeedbackIn) -> RawFeedback:
 
 # In a JSON body: an escaped backslash (skipped, so "\\\\ud800" is text) or the escape of one
 # UTF-16 surrogate. Two fixed tokens that start differently after the backslash: linear.
-_SURROGATE_ESCAPE = re.compile(rb"\\\\|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE = re.compile(r"\\\\|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def lone_surrogate(body: bytes) -> int | None:
-    """Byte offset of the first surrogate escape in a JSON body that is not one half of a
-    high-low pair, else None.
+def lone_surrogate(body: str) -> int | None:
+    """Character offset of the first surrogate escape in a JSON body that is not one half of
+    a high-low pair, else None.
 
     Python's JSON reader turns such an escape into a string no UTF-8 encoder accepts, so it
     would fail wherever the text is written out (the topic, the 422 echoing it); pydantic's
     reader and every consumer refuse it. Found here, it is a 422 naming its place.
     """
-    if b"\\u" not in body:
+    if "\\u" not in body:
         return None
     pending: int | None = None  # start of a high surrogate waiting for its low half
     expected_at = -1
     for match in _SURROGATE_ESCAPE.finditer(body):
         token = match.group()
-        if token == b"\\\\":
+        if token == "\\\\":
             if pending is not None:
                 return pending
             continue
@@ -229,16 +229,16 @@ class BodyGuard:
         kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
         if _json_kind(kind) and body:
             try:
-                body.decode("utf-8")
+                text = body.decode("utf-8")
             except UnicodeDecodeError as exc:
                 await _not_utf8(exc, scope, send)
                 return
-            offset = lone_surrogate(body)
+            offset = lone_surrogate(text)
             if offset is not None:
                 await _unprocessable(scope, send, "lone_surrogate", (
-                    f"the JSON body has a lone UTF-16 surrogate escape at byte {offset} "
-                    f"({body[offset:offset + 6].decode('ascii')}); such escapes only come in "
-                    "high-low pairs: send the text as UTF-8"))
+                    f"the JSON body has a lone UTF-16 surrogate escape at character {offset} "
+                    f"({text[offset:offset + 6]}); such escapes only come in high-low pairs: "
+                    "send the text as UTF-8"))
                 return
         message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([message], then=receive), send)

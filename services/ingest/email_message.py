@@ -41,9 +41,10 @@ _MIN_PLAUSIBLE = 0.5
 MAX_MIME_PARTS = 200
 MAX_MIME_DEPTH = 16
 MAX_HEADER_BYTES = 64 * 1024
-_BOUNDARY = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))""",
+# Both run over the message read as Latin-1 (one character per byte, so offsets are bytes).
+_BOUNDARY = re.compile(r"""boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))""",
                        re.IGNORECASE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_END = re.compile(r"\r?\n\r?\n")
 
 
 class UndecodableEmail(ValueError):
@@ -64,13 +65,14 @@ def check_structure(raw: bytes) -> None:
     Linear in the message: the header block is found with one search, and parts are counted
     as the delimiter lines of the boundaries the message declares.
     """
-    end = _HEADER_END.search(raw)
-    header_bytes = end.start() if end else len(raw)
+    text = raw.decode("latin-1")
+    end = _HEADER_END.search(text)
+    header_bytes = end.start() if end else len(text)
     if header_bytes > MAX_HEADER_BYTES:
         raise EmailTooComplex("header_bytes", (
             f"the message's header is {header_bytes} bytes; at most {MAX_HEADER_BYTES} are "
             "accepted: send the message without its extra headers"))
-    boundaries = {b"--" + (m[1] or m[2]) for m in _BOUNDARY.finditer(raw)}
+    boundaries = {("--" + (m[1] or m[2])).encode("latin-1") for m in _BOUNDARY.finditer(text)}
     if len(boundaries) > MAX_MIME_PARTS:
         raise EmailTooComplex("mime_parts", (
             f"the message declares {len(boundaries)} multipart boundaries; at most "
