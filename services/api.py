@@ -25,11 +25,13 @@ log = structlog.get_logger(__name__)
 
 def create_app(settings: Settings, bootstrap: str, store: Store,
                access: Access | None = None) -> FastAPI:
-    """The ingest app (producing to ``bootstrap``) with the query routes over ``store``.
+    """The ingest app (producing to ``bootstrap``, its touchpoint cap read from ``store``)
+    with the query routes over ``store``.
 
     ``access`` defaults to the credentials the settings name; ``voc up`` passes its own to add
     the demo feed's in-process key.
     """
+    from services.core.touchpoints import TouchpointLimit
     from services.ingest.app import create_app as create_ingest_app
 
     access = access or Access.from_settings(settings)
@@ -37,7 +39,7 @@ def create_app(settings: Settings, bootstrap: str, store: Store,
         log.warning("authentication is off: every caller on this machine may read feedback and "
                     "act on cases; configure VOC_API_KEYS_FILE or VOC_OIDC_ISSUER beyond a "
                     "local demo (docs/security.md)")
-    app = create_ingest_app(settings, bootstrap)
+    app = create_ingest_app(settings, bootstrap, TouchpointLimit(store, settings.max_touchpoints))
     harden(app, settings, access)
     app.title = "Tingjian (听见) API"
     app.description = ("Accepts customer feedback into the VoC pipeline and serves the "

@@ -154,3 +154,146 @@ def test_migrations_are_ordered_and_idempotent_statements() -> None:
                           or re.match(r"ALTER TABLE \w+ ADD COLUMN \w+ ", statement)
                           or (backfill and backfill[1] == backfill[2]))
             assert idempotent, (migration.name, statement[:60])
+
+
+# --- Bounds: the models and the schema files refuse the same out-of-bounds values ---------
+
+CALL = {"call_id": "c-1", "agent_id": None, "queue": None, "started_at": "2026-11-23T10:00:00Z",
+        "ended_at": "2026-11-23T10:20:00Z", "duration_s": 1200.0, "turns": 6, "silence_s": 0.0,
+        "hold_count": 1, "hold_s": 40.0, "longest_gap_s": 40.0, "transfers": 1,
+        "customer_spans": [[0, 4, 12500]]}
+SOCIAL = {"platform": "weibo", "post_id": "p1", "followers": 18342, "likes": 1, "reposts": 2,
+          "comments": 3, "mentions": ["a"], "hashtags": ["b"], "urls": [], "emoji": []}
+
+
+def _set(document: dict, path: str, value: object) -> dict:
+    """A deep copy of ``document`` with the value at a dotted path (numbers index lists)."""
+    copy = json.loads(json.dumps(document))
+    *parents, last = path.split(".")
+    node: object = copy
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]  # type: ignore[index]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value  # type: ignore[index]
+    return copy
+
+
+NAME_CASES = [("配送", True), ("app checkout", True), ("售后·退换", True), ("a/b:c.d-e_1", True),
+              ("x" * 128, True), ("x" * 129, False), ("<img src=x onerror=alert(1)>", False),
+              ("a\"b", False), ("a'b", False), ("a&b", False), (" lead", False),
+              ("trail ", False), ("a\u200bb", False), ("a\x00b", False), ("a\tb", False),
+              ("", False)]
+
+
+@pytest.mark.parametrize(("name", "ok"), NAME_CASES, ids=[repr(n)[:20] for n, _ in NAME_CASES])
+@pytest.mark.parametrize("path", ["touchpoint", "segment"])
+def test_names_have_one_character_set_in_model_and_schema(path: str, name: str, ok: bool) -> None:
+    if path == "segment" and len(name) > 64:
+        ok = False
+    for schema_name, model, sample in CASES[:2]:
+        document = _set(json.loads(sample.to_bytes()), path, name)
+        _agree(schema_name, model, document, ok)
+
+
+def _agree(schema_name: str, model: type, document: dict, ok: bool) -> None:
+    schema_ok = not list(validator(schema_name).iter_errors(document))
+    try:
+        model.model_validate_json(json.dumps(document))
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    assert (schema_ok, model_ok) == (ok, ok), (schema_name, str(document)[:300])
+
+
+BOUND_CASES = [
+    ("social.followers", 2**53 - 1, True), ("social.followers", 2**53, False),
+    ("social.followers", 10**20, False), ("social.likes", -1, False),
+    ("social.reposts", 2**64, False), ("social.comments", 2**53, False),
+    ("social.mentions", ["m"] * 1000, True), ("social.mentions", ["m"] * 1001, False),
+    ("social.hashtags", ["h"] * 1001, False), ("social.urls", ["u"] * 1001, False),
+    ("social.emoji", ["😡"] * 1001, False), ("social.mentions", ["m" * 1025], False),
+    ("call.hold_count", 65535, True), ("call.hold_count", 65536, False),
+    ("call.transfers", 65536, False), ("call.turns", 2**32, False),
+    ("call.duration_s", 366 * 86400, True), ("call.duration_s", 366 * 86400 + 1, False),
+    ("call.silence_s", 1e300, False), ("call.customer_spans", [[0, 1, 2]] * 20001, False),
+    ("call.customer_spans", [[0, 1_000_001, 0]], False),
+    ("call.customer_spans", [[0, 1, 2**32]], False),
+    ("metadata", {"<b>": "v"}, False), ("metadata", {"k" * 65: "v"}, False),
+    ("metadata", {"城市": "上海"}, True), ("metadata", {"": "v"}, False),
+    ("occurred_at", "9999-12-31T23:59:59-01:00", False),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "ok"), BOUND_CASES,
+                         ids=[f"{p}={str(v)[:20]}" for p, v, _ in BOUND_CASES])
+def test_raw_bounds_agree(path: str, value: object, ok: bool) -> None:
+    document = {**json.loads(RAW.to_bytes()), "call": CALL, "social": SOCIAL}
+    assert not list(validator("feedback.raw.v2").iter_errors(document))
+    broken = _set(document, path, value)
+    if path == "occurred_at":  # format checks in the schema stop at RFC 3339 syntax
+        with pytest.raises(ValidationError, match="outside the years"):
+            RawFeedback.model_validate_json(json.dumps(broken))
+        return
+    _agree("feedback.raw.v2", RawFeedback, broken, ok)
+    _agree("feedback.enriched.v2", EnrichedFeedback,
+           _set({**json.loads(ENRICHED.to_bytes()), "call": CALL, "social": SOCIAL}, path, value),
+           ok)
+
+
+ENRICHED_CASES = [
+    ("tokens", ["t"] * 10000, True), ("tokens", ["t"] * 10001, False),
+    ("tokens", ["t" * 64], True), ("tokens", ["t" * 65], False),
+    ("keywords", ["k" * 65], False), ("keywords", ["k"] * 21, False),
+    ("topics.0.name", "<script>", False), ("topics.0.id", "x" * 129, False),
+    ("topics.0.evidence", [[0, 1]] * 100, True), ("topics.0.evidence", [[0, 1]] * 101, False),
+    ("topics.0.evidence", [[0, 1_000_001]], False),
+    ("urgency.0.term", "t" * 129, False), ("urgency.0.evidence", [[5, 10]] * 101, False),
+    ("sentiment.model", "m" * 129, False),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "ok"), ENRICHED_CASES,
+                         ids=[f"{p}={str(v)[:20]}" for p, v, _ in ENRICHED_CASES])
+def test_enriched_bounds_agree(path: str, value: object, ok: bool) -> None:
+    _agree("feedback.enriched.v2", EnrichedFeedback,
+           _set(json.loads(ENRICHED.to_bytes()), path, value), ok)
+
+
+def test_topic_lists_are_bounded_in_model_and_schema() -> None:
+    document = json.loads(ENRICHED.to_bytes())
+    _agree("feedback.enriched.v2", EnrichedFeedback,
+           {**document, "topics": document["topics"] * 257}, False)
+    _agree("feedback.enriched.v2", EnrichedFeedback,
+           {**document, "urgency": document["urgency"] * 65}, False)
+
+
+def test_every_touchpoint_in_the_schemas_is_a_name() -> None:
+    from services.core.events import NAME_PATTERN
+
+    for name in schemas.topic_schema_names():
+        touchpoint = schemas.topic_schema(name)["properties"].get("touchpoint")
+        if touchpoint is not None:
+            assert touchpoint["pattern"] == NAME_PATTERN, name
+
+
+def test_the_name_pattern_means_the_same_in_ecmascript() -> None:
+    """JSON Schema patterns are ECMA-262: a consumer in another language (or the dashboard)
+    must accept and refuse exactly what Python does."""
+    import shutil
+    import subprocess
+
+    from services.core.events import NAME_PATTERN
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    names = [n for n, _ in NAME_CASES] + ["a\nb", "a  b", "配 送", "\u3400", "\u4dbf", "\u9fff"]
+    script = ("const p = new RegExp(process.argv[1]);"
+              "console.log(JSON.stringify(JSON.parse(process.argv[2]).map(s => p.test(s))));")
+    out = subprocess.run([node, "-e", script, NAME_PATTERN, json.dumps(names)],
+                         capture_output=True, text=True, check=True).stdout
+    python = [re.fullmatch(NAME_PATTERN.removeprefix("^").removesuffix("$"), n) is not None
+              for n in names]
+    assert json.loads(out) == python

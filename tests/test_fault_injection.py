@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -249,9 +250,11 @@ def test_a_record_the_store_cannot_take_is_dead_lettered_and_the_rest_stored_onc
     create_topics(settings, broker.bootstrap)
     now = utc_now()
     good = [event(f"g{i}", "social", i % 2 == 0, now - timedelta(seconds=i)) for i in range(40)]
+    # Built past validation: the wire model refuses followers beyond 2**53 since the bounds
+    # branch, so the record is what a direct producer would write.
     huge = event("huge", "social", True, now).model_copy(update={
-        "channel": "social", "social": SocialFacts(platform="weibo", post_id="p1",
-                                                     followers=10**20)})
+        "channel": "social", "social": SocialFacts.model_construct(
+            platform="weibo", post_id="p1", followers=10**20)})
     batch = [*good[:20], huge, *good[20:]]
 
     async def main() -> None:
@@ -270,7 +273,7 @@ def test_a_record_the_store_cannot_take_is_dead_lettered_and_the_rest_stored_onc
     run(main())
     letters = [v for _, v in read_topic(broker.bootstrap, settings.topic("deadletter"))]
     assert {v["stage"] for v in letters} == {"scoring"}
-    assert {EnrichedFeedback.model_validate_json(base64.b64decode(v["original_base64"])).event_id
+    assert {json.loads(base64.b64decode(v["original_base64"]))["event_id"]
             for v in letters} == {huge.event_id}
 
 

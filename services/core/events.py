@@ -9,9 +9,17 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from functools import cache
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "other"]
 SentimentLabel = Literal["negative", "neutral", "positive"]
@@ -23,11 +31,47 @@ Operator = Literal[">", ">=", "<", "<="]
 RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "event"]
 AlertStatus = Literal["firing", "resolved"]
 
+SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+# Names that reach the dashboard, alert messages and metric labels (touchpoints, segments,
+# metadata keys, topic names) keep to one character set without markup: CJK ideographs, ASCII
+# letters and digits, _ . : - / and the middle dot, with single-line inner spaces. No <>"'&,
+# control or zero-width characters can pass, so a name is never markup wherever it is shown.
+# The same text is the pattern in the JSON Schema files (ECMA-262) and in Python; it cannot
+# backtrack (no quantifier is nested in another), and names are short.
+NAME_CHARS = r"A-Za-z0-9_.:/\u00b7\u3400-\u4dbf\u4e00-\u9fff-"
+NAME_PATTERN = rf"^(?:[{NAME_CHARS}]|[{NAME_CHARS}][{NAME_CHARS} ]*[{NAME_CHARS}])$"
+NAME_RULE = ("use CJK characters, ASCII letters, digits, _ . : - / or · with inner spaces "
+             "(no markup, control or zero-width characters)")
+MAX_NAME = 128
+MAX_SEGMENT = 64
+MAX_META_KEY = 64
+
 SourceName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    str, StringConstraints(min_length=1, max_length=64, pattern=SOURCE_PATTERN)
 ]
-Touchpoint = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
+Touchpoint = Name
+Segment = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SEGMENT,
+                                           pattern=NAME_PATTERN)]
+MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_META_KEY,
+                                           pattern=NAME_PATTERN)]
 MetaValue = Annotated[str, StringConstraints(max_length=1024)]
+MAX_META_ENTRIES = 64
+
+
+def at_most_entries(limit: int) -> BeforeValidator:
+    """A mapping of more than ``limit`` entries refused before its entries are: pydantic checks
+    a dict's length only after validating every entry, so 200,000 bad keys cost 400,000 errors
+    and seconds of CPU for what is one error."""
+    def check(value: Any) -> Any:
+        if isinstance(value, dict) and len(value) > limit:
+            raise ValueError(f"{len(value)} entries; at most {limit} are accepted")
+        return value
+    return BeforeValidator(check)
+
+
+Metadata = Annotated[dict[MetaKey, MetaValue], Field(max_length=MAX_META_ENTRIES),
+                     at_most_entries(MAX_META_ENTRIES)]
 
 _set_attribute = object.__setattr__  # pydantic's own way past a frozen model's __setattr__
 
@@ -37,7 +81,12 @@ _EVENT_NAMESPACE = uuid.UUID("8f4b7c8e-5d1a-4c47-9a57-7c1f0e2d9b10")
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamps need a timezone, e.g. 2026-11-23T10:00:00+08:00")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is a valid RFC 3339 text whose UTC instant is in year 10000.
+        raise ValueError(f"{value.isoformat()} lies outside the years 1-9999 in UTC; "
+                         "send a real time") from None
 
 
 UtcTime = Annotated[datetime, AfterValidator(_to_utc)]
@@ -61,7 +110,35 @@ def stable_event_id(source: str, external_id: str | None) -> str:
     return str(uuid.uuid5(_EVENT_NAMESPACE, f"{source}\x1f{external_id}"))
 
 
-class _Wire(BaseModel):
+class Closed(BaseModel):
+    """A model that takes no fields but its own, with at most one error per field it has.
+
+    ``extra="forbid"`` reports each unknown key on its own: a document with 200,000 of them
+    makes 200,000 errors, and rendering them costs more than a second of CPU. An object with
+    more keys than the model has names for is refused as one error before that; fewer unknown
+    keys are still reported by name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    _names: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._names = frozenset(name for key, info in cls.model_fields.items()
+                               for name in (key, info.alias) if name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and len(data) > len(cls._names):
+            names = sorted(str(k)[:40] for k in list(data)[:1000] if k not in cls._names)[:5]
+            raise ValueError(f"{len(data)} fields where {cls.__name__} has "
+                             f"{len(cls.model_fields)}; unknown ones include {names}")
+        return data
+
+
+class _Wire(Closed):
     """Base of every payload: unknown fields are errors, as in the schemas."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -102,15 +179,31 @@ def trusted(model: type[W], /, **fields: Any) -> W:
     return instance
 
 
-Span = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
-"""[start, end) character offsets into an event's text."""
-
-
 # Texts go up to a 2-hour call transcript (1 MB of JSON is about 300,000 hanzi).
 MAX_TEXT = 1_000_000
+
+Offset = Annotated[int, Field(ge=0, le=MAX_TEXT)]
+Span = tuple[Offset, Offset]
+"""[start, end) character offsets into an event's text."""
+
+# Integers stay within the ClickHouse columns they land in (schemas/clickhouse) and within
+# what every JSON reader holds exactly: orjson and the store refuse integers past 64 bits, and
+# JavaScript (the dashboard) rounds past 2**53.
+UINT16_MAX = 2**16 - 1
+UINT32_MAX = 2**32 - 1
+SAFE_INT_MAX = 2**53 - 1
+Count = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+SmallCount = Annotated[int, Field(ge=0, le=UINT16_MAX)]
+"""Counts stored in UInt16 columns (holds and transfers of a call)."""
+Reach = Annotated[int, Field(ge=0, le=SAFE_INT_MAX)]
+"""Followers, likes, reposts, comments (UInt64 columns)."""
+MAX_SECONDS = 366 * 86400
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+"""A finite duration of at most a year (NaN and infinity are no durations)."""
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
-Count = Annotated[int, Field(ge=0)]
-Seconds = Annotated[float, Field(ge=0)]
+MAX_CALL_TURNS = 20_000
+MAX_LIST = 1000
+"""Most items of the lists derived from one text (a post's mentions, hashtags, URLs, emoji)."""
 
 
 class CallFacts(_Wire):
@@ -124,11 +217,12 @@ class CallFacts(_Wire):
     duration_s: Seconds
     turns: Count
     silence_s: Seconds
-    hold_count: Count
+    hold_count: SmallCount
     hold_s: Seconds
     longest_gap_s: Seconds
-    transfers: Count
-    customer_spans: list[tuple[Count, Count, Count]] = Field(
+    transfers: SmallCount
+    customer_spans: Annotated[list[tuple[Offset, Offset, Count]],
+                              Field(max_length=MAX_CALL_TURNS)] = Field(
         default_factory=list, description="[start, end) of each customer turn in "
         "analysis_text, and the turn's start in ms from the call start.")
 
@@ -157,14 +251,15 @@ class SocialFacts(_Wire):
     url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     parent_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     root_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    followers: Count | None = None
-    likes: Count | None = None
-    reposts: Count | None = None
-    comments: Count | None = None
-    mentions: list[ShortText] = Field(default_factory=list)
-    hashtags: list[ShortText] = Field(default_factory=list)
-    urls: list[Annotated[str, StringConstraints(max_length=2048)]] = Field(default_factory=list)
-    emoji: list[ShortText] = Field(default_factory=list)
+    followers: Reach | None = None
+    likes: Reach | None = None
+    reposts: Reach | None = None
+    comments: Reach | None = None
+    mentions: Annotated[list[ShortText], Field(max_length=MAX_LIST)] = Field(default_factory=list)
+    hashtags: Annotated[list[ShortText], Field(max_length=MAX_LIST)] = Field(default_factory=list)
+    urls: Annotated[list[Annotated[str, StringConstraints(max_length=2048)]],
+                    Field(max_length=MAX_LIST)] = Field(default_factory=list)
+    emoji: Annotated[list[ShortText], Field(max_length=MAX_LIST)] = Field(default_factory=list)
 
 
 class CallTone(_Wire):
@@ -198,9 +293,9 @@ class RawFeedback(_Wire):
     received_at: UtcTime
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     stage: Stage | None = None
-    segment: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    segment: Segment | None = None
     ratings: Ratings = Field(default_factory=Ratings)
-    metadata: Annotated[dict[str, MetaValue], Field(max_length=64)] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     analysis_text: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
     call: CallFacts | None = None
     email: EmailFacts | None = None
@@ -208,12 +303,28 @@ class RawFeedback(_Wire):
 
 
 
+# What one enriched event may carry besides its raw event. The NLP stage keeps to these (see
+# services/nlp/analyzer.py), so its findings add at most a few MB to the raw event whatever the
+# text (tokens were one per character before); a direct producer's enriched event beyond them
+# is dead-lettered by scoring.
+MAX_TOPIC_TAGS = 256
+MAX_EVIDENCE = 100
+MAX_URGENCY = 64
+MAX_TERM = 128
+MAX_KEYWORDS = 20
+MAX_TOKENS = 10_000
+MAX_TOKEN_CHARS = 64
+Evidence = Annotated[list[Span], Field(min_length=1, max_length=MAX_EVIDENCE)]
+Token = Annotated[str, StringConstraints(max_length=MAX_TOKEN_CHARS)]
+Keyword = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN_CHARS)]
+
+
 class Sentiment(_Wire):
     """Polarity of one text."""
 
     score: Annotated[float, Field(ge=-1, le=1)]
     label: SentimentLabel
-    model: Annotated[str, StringConstraints(min_length=1)]
+    model: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
 
 
 class AspectSentiment(_Wire):
@@ -226,18 +337,18 @@ class AspectSentiment(_Wire):
 class TopicTag(_Wire):
     """One taxonomy topic found in a text, its own polarity and the spans that triggered it."""
 
-    id: Annotated[str, StringConstraints(min_length=1)]
-    name: Annotated[str, StringConstraints(min_length=1)]
+    id: Name
+    name: Name
     sentiment: AspectSentiment
-    evidence: Annotated[list[Span], Field(min_length=1)]
+    evidence: Evidence
 
 
 class UrgencyFlag(_Wire):
     """A cue that the feedback needs attention now, with where it was found."""
 
     flag: UrgencyFlagName
-    term: Annotated[str, StringConstraints(min_length=1)]
-    evidence: Annotated[list[Span], Field(min_length=1)]
+    term: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TERM)]
+    evidence: Evidence
 
 
 class EnrichedFeedback(RawFeedback):
@@ -247,11 +358,11 @@ class EnrichedFeedback(RawFeedback):
         default="feedback.enriched.v2", alias="schema"
     )
     sentiment: Sentiment
-    topics: list[TopicTag]
+    topics: Annotated[list[TopicTag], Field(max_length=MAX_TOPIC_TAGS)]
     intent: Intent
-    urgency: list[UrgencyFlag]
-    keywords: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(max_length=20)]
-    tokens: list[str]
+    urgency: Annotated[list[UrgencyFlag], Field(max_length=MAX_URGENCY)]
+    keywords: Annotated[list[Keyword], Field(max_length=MAX_KEYWORDS)]
+    tokens: Annotated[list[Token], Field(max_length=MAX_TOKENS)]
     enriched_at: UtcTime
     call_tone: CallTone | None = None
 

@@ -259,6 +259,11 @@ def parse_or_reason(model: Any, value: bytes | None,
     try:
         event = model.model_validate_json(value)
     except Exception as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return None, (f"not UTF-8: byte 0x{value[bad.start]:02x} at offset {bad.start}; "
+                          f"write {model.__name__} as UTF-8 JSON")
         return None, f"not a valid {model.__name__}: {exc}"
     if settings is not None and isinstance(event, RawFeedback):
         problem = entrance_problem(event, settings, utc_now())
@@ -267,25 +272,36 @@ def parse_or_reason(model: Any, value: bytes | None,
     return event, None
 
 
+Screen = Callable[[list[Any]], Awaitable[list[str | None]]]
+"""A check of a batch's valid events that needs I/O (the touchpoint cap reads the store): per
+event, the reason to dead-letter it, or None to keep it."""
+
+
 async def parse_or_dead_letter(model: Any, records: Sequence[ConsumerRecord], stage: str,
-                               producer: Producer, settings: Settings) -> list[Any]:
-    """The records of a batch that are valid ``model`` payloads, in order.
+                               producer: Producer, settings: Settings,
+                               screen: Screen | None = None) -> list[Any]:
+    """The records of a batch that are valid ``model`` payloads (and pass ``screen``), in order.
 
     The others are written to the dead-letter topic (and acknowledged) before this returns, so
     committing the batch afterwards never drops a record silently.
     """
-    valid = []
+    valid: list[tuple[ConsumerRecord, Any]] = []
     invalid = []
     for record in records:
         event, reason = parse_or_reason(model, record.value, settings)
         if event is None:
             invalid.append((record, reason or "invalid"))
         else:
-            valid.append(event)
+            valid.append((record, event))
+    if screen is not None and valid:
+        reasons = await screen([event for _, event in valid])
+        invalid += [(record, f"out of bounds: {reason}")
+                    for (record, _), reason in zip(valid, reasons, strict=True) if reason]
+        valid = [pair for pair, reason in zip(valid, reasons, strict=True) if not reason]
     if invalid:
         # Redacting up to 8 MiB per record is CPU work: off the event loop.
         letters = await asyncio.to_thread(lambda: [
             dead_letter(stage, r.topic, r.partition, r.offset, r.value, reason)
             for r, reason in invalid])
         await producer.send_many(settings.topic("deadletter"), letters)
-    return valid
+    return [event for _, event in valid]

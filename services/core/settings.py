@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _CLUSTER_NAME = re.compile(r"\w{1,100}")
 
 
+INGEST_BATCH_LIMIT = 10_000
+"""The most VOC_INGEST_BATCH_MAX may allow: the input shapes cap their lists at it."""
+
+
 class Settings(BaseSettings):
     """Pipeline configuration; each field maps to ``VOC_<FIELD NAME IN CAPITALS>``."""
 
@@ -50,7 +54,8 @@ class Settings(BaseSettings):
         description="Port for /metrics, /healthz, /readyz without credentials, in every process "
         "(the API's own /metrics needs an admin); keep it off the public network (unset: off).",
     )
-    ingest_batch_max: int = Field(default=1000, ge=1, description="Max events per batch POST.")
+    ingest_batch_max: int = Field(default=1000, ge=1, le=INGEST_BATCH_LIMIT,
+                                  description="Max events per batch POST.")
     ingest_api_keys_file: Path | None = Field(
         default=None, description="YAML mapping source -> sha256 hex of its API key (or a list "
         "of them, for rotation): ingest-only keys, one source each. The older, simpler form of "
@@ -132,6 +137,10 @@ class Settings(BaseSettings):
     max_clock_skew_s: int = Field(
         default=300, ge=0, le=86400, description="How far `occurred_at` and `received_at` may "
         "lie ahead of this server's clock (a sender's clock is never exact).")
+    max_touchpoints: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Most distinct touchpoints: events of "
+        "a new one beyond it get 422 at ingest and are dead-lettered by scoring, so a sender "
+        "cannot grow scores, tiles and alert state without end.")
 
     consumer_max_retries: int = Field(
         default=3, ge=0, le=100, description="Retries of a batch that failed with an error of "

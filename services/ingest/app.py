@@ -9,14 +9,26 @@ and the sinks drop any that get through (after a restart, or from another ingest
 Nothing leaves here unredacted: every event is built through ``prepare_raw``, and request
 bodies are never logged. ``/metrics`` counts written and duplicate events per source and
 channel, next to the process-wide pipeline metrics.
+
+Every byte is hostile until bounded. Input shapes bound each field; events must then keep to
+the entrance bounds every consumer applies too (services/core/bounds.py: event time within
+VOC_MAX_EVENT_AGE_S back and VOC_MAX_CLOCK_SKEW_S ahead, VOC_MAX_TOUCHPOINTS), answered with a
+422 naming the field. Building events (email parsing, redaction, normalisation) is CPU work
+proportional to the body, so it runs in a small thread pool: a 1 MB body never holds up the
+event loop that answers ``/healthz`` and everyone else's requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import math
+import re
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Annotated, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -25,22 +37,33 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.access import Principal, Require
-from services.core.events import Channel, MetaValue, RawFeedback, SourceName, stable_event_id, utc_now
+from services.core.bounds import entrance_problem
+from services.core.events import (
+    MAX_NAME,
+    NAME_PATTERN,
+    SOURCE_PATTERN,
+    Channel,
+    RawFeedback,
+    SourceName,
+    UtcTime,
+    stable_event_id,
+    utc_now,
+)
 from services.core.kafka import Producer
 from services.core.normalize import prepare_raw
 from services.core.ops import LabelBudget
 from services.core.settings import Settings
+from services.core.store import StoreError
+from services.core.touchpoints import TouchpointLimit, over_cap_reason
 from services.ingest.call_transcript import CallIn
 from services.ingest.channels import (
     EmailJsonIn,
     Ratings,
-    Segment,
     SocialBatchIn,
-    Stage,
     SurveyBatchIn,
     call_event,
     email_event,
@@ -48,7 +71,8 @@ from services.ingest.channels import (
     social_event,
     survey_event,
 )
-from services.ingest.email_message import UndecodableEmail, parse_rfc822
+from services.ingest.email_message import EmailTooComplex, UndecodableEmail, parse_rfc822
+from services.ingest.inputs import BATCH_LIMIT, Input, Metadata, Segment, Stage, Text, Touchpoint
 
 log = structlog.get_logger(__name__)
 
@@ -59,14 +83,15 @@ SOURCE_LABEL = LabelBudget(100)
 DUPLICATES = Counter("voc_ingest_duplicates_total", "Re-sent events ingest answered as "
                      "duplicates and did not write again.", ["source", "channel"])
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
-SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 Sender = Annotated[Principal, Depends(Require("ingest"))]
+T = TypeVar("T")
+Loc = tuple[str | int, ...]
+BATCH_LISTS = [["body", "events"], ["body", "responses"], ["body", "posts"]]
 SourcePath = Annotated[str, Path(min_length=1, max_length=64, pattern=SOURCE_PATTERN,
                                  description="The sending system; its API key must match.")]
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(Input):
     """One piece of feedback as a client sends it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
@@ -80,32 +105,25 @@ class FeedbackIn(BaseModel):
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None, description="Your id for this message; send it so retries deduplicate.")
     channel: Channel = Field(description="web, app, survey, call, email, social, chat or other.")
-    touchpoint: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                 max_length=128)]
+    touchpoint: Touchpoint = Field(description="A name: CJK characters, ASCII letters, digits, "
+                                   "_ . : - / or · with inner spaces.")
     text: Text
-    occurred_at: datetime | None = Field(
+    occurred_at: UtcTime | None = Field(
         default=None, description="When the customer gave it (RFC 3339 with offset); "
-        "default: time of receipt.")
+        "default: time of receipt. At most VOC_MAX_EVENT_AGE_S old (30 days by default).")
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     stage: Stage | None = Field(default=None, description="售前, 售中 or 售后.")
     segment: Segment | None = Field(default=None, description="Customer segment, e.g. VIP.")
     ratings: Ratings = Field(default_factory=Ratings)
-    metadata: Annotated[dict[str, MetaValue], Field(max_length=64)] = Field(default_factory=dict)
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _has_offset(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("occurred_at needs a UTC offset, e.g. 2026-11-23T12:00:00+08:00")
-        return value
+    metadata: Metadata = Field(default_factory=dict)
 
 
-class BatchIn(BaseModel):
+class BatchIn(Input):
     """Several pieces of feedback in one request."""
 
     model_config = ConfigDict(extra="forbid")
 
-    events: list[FeedbackIn] = Field(min_length=1)
+    events: list[FeedbackIn] = Field(min_length=1, max_length=BATCH_LIMIT)
 
 
 class Accepted(BaseModel):
@@ -133,9 +151,49 @@ def to_raw(item: FeedbackIn) -> RawFeedback:
     ))
 
 
+# In a JSON body: an escaped backslash (skipped, so "\\\\ud800" is text) or the escape of one
+# UTF-16 surrogate. Two fixed tokens that start differently after the backslash: linear.
+_SURROGATE_ESCAPE = re.compile(r"\\\\|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(body: str) -> int | None:
+    """Character offset of the first surrogate escape in a JSON body that is not one half of
+    a high-low pair, else None.
+
+    Python's JSON reader turns such an escape into a string no UTF-8 encoder accepts, so it
+    would fail wherever the text is written out (the topic, the 422 echoing it); pydantic's
+    reader and every consumer refuse it. Found here, it is a 422 naming its place.
+    """
+    if "\\u" not in body:
+        return None
+    pending: int | None = None  # start of a high surrogate waiting for its low half
+    expected_at = -1
+    for match in _SURROGATE_ESCAPE.finditer(body):
+        token = match.group()
+        if token == "\\\\":
+            if pending is not None:
+                return pending
+            continue
+        high = int(token[2:], 16) < 0xDC00
+        if pending is not None and (high or match.start() != expected_at):
+            return pending
+        if high:
+            pending, expected_at = match.start(), match.end()
+        elif pending is None:
+            return match.start()
+        else:
+            pending = None
+    return pending
+
+
+def _json_kind(kind: bytes) -> bool:
+    """Whether FastAPI reads a body of this content type as JSON (it does without one)."""
+    return kind in (b"", b"application/json") or kind.endswith(b"+json")
+
+
 class BodyGuard:
     """Refuse bodies over ``limit`` bytes with 413 (also without Content-Length), and JSON
-    bodies that are not UTF-8 with a 422 that says so.
+    bodies that are not UTF-8 or hold a lone surrogate escape with a 422 that says so.
 
     The body is read here, up to the limit, and handed on from memory: a body that turns out
     too large while streaming is refused before any route starts parsing it, and undecodable
@@ -170,11 +228,18 @@ class BodyGuard:
                 break
         body = b"".join(chunks)
         kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-        if kind == b"application/json":
+        if _json_kind(kind) and body:
             try:
-                body.decode("utf-8")
+                text = body.decode("utf-8")
             except UnicodeDecodeError as exc:
                 await _not_utf8(exc, scope, send)
+                return
+            offset = lone_surrogate(text)
+            if offset is not None:
+                await _unprocessable(scope, send, "lone_surrogate", (
+                    f"the JSON body has a lone UTF-16 surrogate escape at character {offset} "
+                    f"({text[offset:offset + 6]}); such escapes only come in high-low pairs: "
+                    "send the text as UTF-8"))
                 return
         message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([message], then=receive), send)
@@ -187,11 +252,58 @@ class BodyGuard:
 
 
 async def _not_utf8(exc: UnicodeDecodeError, scope: Scope, send: Send) -> None:
+    await _unprocessable(scope, send, "not_utf8", (
+        f"the JSON body is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+        f"{exc.start}); encode it as UTF-8, e.g. iconv -f GBK -t UTF-8"))
+
+
+async def _unprocessable(scope: Scope, send: Send, kind: str, message: str) -> None:
     response = JSONResponse(status_code=422, content={"detail": [{
-        "loc": ["body"], "type": "not_utf8",
-        "msg": f"the JSON body is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
-               f"{exc.start}); encode it as UTF-8, e.g. iconv -f GBK -t UTF-8"}]})
+        "loc": ["body"], "type": kind, "msg": message}]})
     await response(scope, _replay([]), send)
+
+
+MAX_ERRORS = 100
+"""Most errors one 422 lists: a batch of 100,000 empty items must not answer megabytes."""
+_ENCODERS: dict[Any, Callable[[Any], Any]] = {Exception: str, bytes: lambda _: None}
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """An input echoed in a 422, cut to a readable size and safe to encode: strings of at most
+    200 characters (unpaired surrogates replaced), at most 20 items per list or object, NaN
+    and infinities as text."""
+    if isinstance(value, str):
+        short = value if len(value) <= 200 else value[:200] + f"... ({len(value)} characters)"
+        return short.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bytes):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or Infinity: echoed as text
+    if isinstance(value, dict):
+        if depth >= 3:
+            return f"(an object of {len(value)} entries)"
+        return {_bounded(k, depth + 1): _bounded(v, depth + 1)
+                for k, v in list(value.items())[:20]}
+    if isinstance(value, list | tuple):
+        if depth >= 3:
+            return f"(a list of {len(value)} items)"
+        return [_bounded(v, depth + 1) for v in value[:20]]
+    return value
+
+
+def error_details(errors: Sequence[dict[str, Any]], prefix: Loc = ()) -> list[dict[str, Any]]:
+    """pydantic errors as a 422 lists them: each with its path, the first ``MAX_ERRORS``."""
+    out = []
+    for error in errors[:MAX_ERRORS]:
+        item = {"loc": [*prefix, *(_bounded(part) for part in error["loc"])],
+                "msg": _bounded(str(error["msg"])), "type": error["type"]}
+        # Cut first: an input nested 900 levels deep must not recurse through the encoder.
+        if "input" in error:
+            item["input"] = jsonable_encoder(_bounded(error["input"]), custom_encoder=_ENCODERS)
+        if error.get("ctx"):
+            item["ctx"] = jsonable_encoder(_bounded(error["ctx"]), custom_encoder=_ENCODERS)
+        out.append(item)
+    return out
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
@@ -237,11 +349,16 @@ def _validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestV
                                    for e in exc.errors(include_url=False)])
 
 
-def create_app(settings: Settings, bootstrap: str) -> FastAPI:
-    """The ingest API, producing to the raw topic of ``bootstrap``."""
+def create_app(settings: Settings, bootstrap: str,
+               touchpoints: TouchpointLimit | None = None) -> FastAPI:
+    """The ingest API, producing to the raw topic of ``bootstrap``; with ``touchpoints``, new
+    touchpoints beyond VOC_MAX_TOUCHPOINTS are refused."""
     producer = Producer(bootstrap, client_id=settings.group("ingest"))
     topic = settings.topic("feedback.raw")
     recent = Recent(settings.ingest_dedupe_window)
+    # Two threads: building is CPU work that holds the GIL most of the time, so more would only
+    # queue; requests beyond them wait here without holding up the event loop.
+    builders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-build")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -250,6 +367,7 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             yield
         finally:
             await producer.stop()
+            builders.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="Tingjian (听见) ingest API", version="2", lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None,
@@ -260,23 +378,72 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         """422 with field paths, also for bodies parsed by hand (whose errors carry the
-        exception objects of custom validators)."""
-        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(
-            exc.errors(), custom_encoder={Exception: str, bytes: lambda b: None})})
+        exception objects of custom validators); echoed inputs are cut short. A batch longer
+        than the shapes take is the 413 of any batch over VOC_INGEST_BATCH_MAX."""
+        errors = exc.errors()
+        if any(e["type"] == "too_long" and list(e["loc"]) in BATCH_LISTS for e in errors):
+            return JSONResponse(status_code=413, content={"detail": (
+                f"batch has more than {BATCH_LIMIT} items; the limit is "
+                f"{settings.ingest_batch_max} (VOC_INGEST_BATCH_MAX): split it")})
+        return JSONResponse(status_code=422, content={"detail": error_details(errors)})
 
     @app.exception_handler(ValidationError)
     async def unbuildable(_: Request, exc: ValidationError) -> JSONResponse:
         """Input that passed its channel shape but makes no valid event (say, a value that
         grew past a limit) is still the caller's input: 422 naming the event field, not 500."""
-        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(
-            [{**e, "loc": ["event", *e["loc"]]} for e in exc.errors(include_url=False)],
-            custom_encoder={Exception: str, bytes: lambda b: None})})
+        return JSONResponse(status_code=422, content={"detail": error_details(
+            exc.errors(include_url=False), ("event",))})
 
     def authorize(sources: set[str], who: Principal) -> None:
         foreign = who.foreign_sources(sources)
         if foreign:
             raise HTTPException(status_code=403, detail=(
                 f"{who.name!r} may send only for {sorted(who.sources or [])}, not for {foreign}"))
+
+    async def off_loop(build: Callable[[], T]) -> T:
+        """Run ``build`` in the builder threads, with this request's log context."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(builders, context.run, build)
+
+    def within_bounds(events: Sequence[RawFeedback], locs: Sequence[Loc], time_field: str) -> None:
+        """422 for events the consumers would dead-letter (services/core/bounds.py), naming
+        the input field: the event time is each channel's own field."""
+        now = utc_now()
+        problems = []
+        for event, loc in zip(events, locs, strict=True):
+            problem = entrance_problem(event, settings, now)
+            if problem is not None:
+                field, why = problem
+                problems.append({"loc": [*loc, time_field if field == "occurred_at" else field],
+                                 "type": "out_of_bounds", "msg": why})
+        if problems:
+            raise HTTPException(status_code=422, detail=problems[:MAX_ERRORS])
+
+    async def within_touchpoint_cap(events: Sequence[RawFeedback], locs: Sequence[Loc],
+                                    touchpoint_loc: Loc | None) -> None:
+        if touchpoints is None:
+            return
+        try:
+            refused = set(await touchpoints.refused([e.touchpoint for e in events]))
+        except (StoreError, OSError) as exc:
+            log.warning("touchpoint cap not checked, the store could not be read; scoring "
+                        "applies it", error=str(exc)[:300])
+            return
+        if refused:
+            raise HTTPException(status_code=422, detail=[
+                {"loc": list(touchpoint_loc or (*loc, "touchpoint")), "type": "touchpoint_cap",
+                 "msg": over_cap_reason(event.touchpoint, touchpoints.cap)}
+                for event, loc in zip(events, locs, strict=True)
+                if event.touchpoint in refused][:MAX_ERRORS])
+
+    async def accept(events: list[RawFeedback], locs: Sequence[Loc], time_field: str,
+                     touchpoint_loc: Loc | None = None) -> Accepted:
+        within_bounds(events, locs, time_field)
+        await within_touchpoint_cap(events, locs, touchpoint_loc)
+        accepted = await publish(events)
+        if touchpoints is not None:
+            touchpoints.remember(e.touchpoint for e in events)
+        return accepted
 
     async def publish(events: list[RawFeedback]) -> Accepted:
         fresh: list[RawFeedback] = []
@@ -288,8 +455,9 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             else:
                 fresh.append(event)
                 batch_ids.add(event.event_id)
+        messages = await off_loop(lambda: [(e.touchpoint.encode(), e.to_bytes()) for e in fresh])
         try:
-            await producer.send_many(topic, [(e.touchpoint.encode(), e.to_bytes()) for e in fresh])
+            await producer.send_many(topic, messages)
         except KafkaError as exc:
             log.error("broker write failed", topic=topic, events=len(fresh), error=str(exc))
             raise HTTPException(status_code=503, headers={"Retry-After": "5"},
@@ -310,14 +478,16 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
               summary="Accept one piece of feedback (generic shape)")
     async def post_one(item: FeedbackIn, who: Sender) -> Accepted:
         authorize({item.source}, who)
-        return await publish([to_raw(item)])
+        return await accept(await off_loop(lambda: [to_raw(item)]), [("body",)], "occurred_at")
 
     @app.post("/v1/feedback/batch", status_code=202, response_model=Accepted,
               summary="Accept up to VOC_INGEST_BATCH_MAX pieces of feedback (generic shape)")
     async def post_batch(batch: BatchIn, who: Sender) -> Accepted:
         authorize({item.source for item in batch.events}, who)
         check_batch(len(batch.events))
-        return await publish([to_raw(item) for item in batch.events])
+        events = await off_loop(lambda: [to_raw(item) for item in batch.events])
+        return await accept(events, [("body", "events", i) for i in range(len(events))],
+                            "occurred_at")
 
     def check_batch(size: int) -> None:
         if size > settings.ingest_batch_max:
@@ -331,13 +501,16 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
                            who: Sender) -> Accepted:
         authorize({source}, who)
         check_batch(len(batch.responses))
-        return await publish([survey_event(source, item) for item in batch.responses])
+        events = await off_loop(lambda: [survey_event(source, item) for item in batch.responses])
+        return await accept(events, [("body", "responses", i) for i in range(len(events))],
+                            "submitted_at")
 
     @app.post("/v1/sources/{source}/calls", status_code=202, response_model=Accepted,
               summary="One contact-center call transcript (up to 2 hours)")
     async def post_call(source: SourcePath, call: CallIn, who: Sender) -> Accepted:
         authorize({source}, who)
-        return await publish([call_event(source, call)])
+        return await accept(await off_loop(lambda: [call_event(source, call)]), [("body",)],
+                            "started_at")
 
     @app.post("/v1/sources/{source}/social", status_code=202, response_model=Accepted,
               summary="Social posts and comments (weibo, wechat, douyin, xiaohongshu, other)")
@@ -345,7 +518,9 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
                           who: Sender) -> Accepted:
         authorize({source}, who)
         check_batch(len(batch.posts))
-        return await publish([social_event(source, item) for item in batch.posts])
+        events = await off_loop(lambda: [social_event(source, item) for item in batch.posts])
+        return await accept(events, [("body", "posts", i) for i in range(len(events))],
+                            "posted_at")
 
     email_body = {"requestBody": {"required": True, "content": {
         "message/rfc822": {"schema": {"type": "string", "format": "binary"}},
@@ -357,7 +532,8 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
               openapi_extra=email_body)
     async def post_email(
         request: Request, source: SourcePath, who: Sender,
-        touchpoint: Annotated[str, Query(min_length=1, max_length=128)] = "email",
+        touchpoint: Annotated[str, Query(min_length=1, max_length=MAX_NAME,
+                                         pattern=NAME_PATTERN)] = "email",
         customer_id: Annotated[str | None, Query(max_length=128)] = None,
     ) -> Accepted:
         authorize({source}, who)
@@ -367,22 +543,29 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             raise HTTPException(status_code=415, detail=(
                 f"content-type {kind or '(none)'} is not accepted here: send message/rfc822 "
                 "or application/json"))
+
+        def from_rfc822() -> RawFeedback:
+            return email_event(source, parse_rfc822(raw), raw, touchpoint=touchpoint,
+                               customer_id=customer_id)
+
+        def from_json() -> RawFeedback:
+            item = EmailJsonIn.model_validate_json(raw)
+            return email_event(source, parsed_from_json(item), raw, touchpoint=item.touchpoint,
+                               customer_id=item.customer_id or customer_id, stage=item.stage,
+                               segment=item.segment, metadata=item.metadata)
+
         try:
-            if kind == "message/rfc822":
-                event = email_event(source, parse_rfc822(raw), raw, touchpoint=touchpoint,
-                                    customer_id=customer_id)
-            else:
-                item = EmailJsonIn.model_validate_json(raw)
-                event = email_event(source, parsed_from_json(item), raw,
-                                    touchpoint=item.touchpoint,
-                                    customer_id=item.customer_id or customer_id,
-                                    stage=item.stage, segment=item.segment,
-                                    metadata=item.metadata)
+            event = await off_loop(from_rfc822 if kind == "message/rfc822" else from_json)
         except ValidationError as exc:
             raise _validation_error(exc, ("body",)) from exc
+        except EmailTooComplex as exc:
+            raise HTTPException(status_code=422, detail=[{
+                "loc": ["body"], "type": f"email_{exc.limit}", "msg": str(exc)}]) from exc
         except UndecodableEmail as exc:
             raise HTTPException(status_code=422, detail=[{
                 "loc": ["body"], "type": "undecodable", "msg": str(exc)}]) from exc
-        return await publish([event])
+        if kind == "message/rfc822":
+            return await accept([event], [("body",)], "Date", ("query", "touchpoint"))
+        return await accept([event], [("body",)], "sent_at")
 
     return app

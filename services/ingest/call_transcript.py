@@ -11,7 +11,11 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+
+from services.core.bounds import clean_input
+from services.core.events import MAX_CALL_TURNS, UtcTime
+from services.ingest.inputs import Id, Input, Metadata, Segment, Stage, Touchpoint
 
 MAX_CALL_MS = 2 * 60 * 60 * 1000
 # A pause of this length is silence worth counting; from HOLD_MS on it is treated as a hold
@@ -21,10 +25,8 @@ HOLD_MS = 30_000
 _TRANSFER = re.compile(r"转接|轉接|转给|轉給|transfer", re.IGNORECASE)
 SPEAKER_LABELS = {"customer": "客户", "agent": "坐席", "ivr": "IVR"}
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 
-
-class Turn(BaseModel):
+class Turn(Input):
     """One utterance; times are milliseconds from the start of the call."""
 
     model_config = ConfigDict(extra="forbid")
@@ -32,7 +34,8 @@ class Turn(BaseModel):
     speaker: Literal["customer", "agent", "ivr"]
     start_ms: Annotated[int, Field(ge=0, le=MAX_CALL_MS)]
     end_ms: Annotated[int, Field(ge=0, le=MAX_CALL_MS)]
-    text: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100_000)]
+    text: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100_000),
+                    BeforeValidator(clean_input)]
     agent_id: Id | None = Field(default=None, description="Agent speaking, when the platform "
                                 "knows it per turn: a change of agent counts as a transfer.")
 
@@ -43,7 +46,7 @@ class Turn(BaseModel):
         return self
 
 
-class CallIn(BaseModel):
+class CallIn(Input):
     """One call as a contact-center platform exports it (up to 2 hours, 1 MB)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
@@ -59,20 +62,17 @@ class CallIn(BaseModel):
     call_id: Id
     agent_id: Id | None = None
     queue: Annotated[str, StringConstraints(max_length=128)] | None = None
-    touchpoint: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                 max_length=128)] = "hotline"
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    touchpoint: Touchpoint = "hotline"
+    started_at: UtcTime
+    ended_at: UtcTime
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    stage: Literal["售前", "售中", "售后"] | None = None
-    segment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                              max_length=64)] | None = None
+    stage: Stage | None = None
+    segment: Segment | None = None
     transfers: Annotated[int, Field(ge=0, le=100)] | None = Field(
         default=None, description="Transfers as the telephony platform counted them; "
         "derived from the turns when absent.")
-    metadata: Annotated[dict[str, Annotated[str, StringConstraints(max_length=1024)]],
-                        Field(max_length=64)] = Field(default_factory=dict)
-    turns: Annotated[list[Turn], Field(min_length=1, max_length=20_000)]
+    metadata: Metadata = Field(default_factory=dict)
+    turns: Annotated[list[Turn], Field(min_length=1, max_length=MAX_CALL_TURNS)]
 
     @model_validator(mode="after")
     def _consistent(self) -> CallIn:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from services.core.bounds import clean_input, without_invisibles
 from services.core.events import (
+    MAX_LIST,
     CallFacts,
     EmailFacts,
-    MetaValue,
     RawFeedback,
+    Reach,
     SocialFacts,
     SocialPlatform,
+    UtcTime,
     stable_event_id,
     utc_now,
 )
@@ -38,16 +41,11 @@ from services.ingest.email_message import (
     content_id,
     html_to_text,
 )
-
-Stage = Literal["售前", "售中", "售后"]
-Touchpoint = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Metadata = Annotated[dict[str, MetaValue], Field(max_length=64)]
-Segment = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+from services.ingest.inputs import BATCH_LIMIT, Id, Input, Metadata, Segment, Stage, Text, Touchpoint
 
 
-class Ratings(BaseModel):
+
+class Ratings(Input):
     """Survey scores; each is optional and range-checked."""
 
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +55,7 @@ class Ratings(BaseModel):
     ces: Annotated[int, Field(ge=1, le=7)] | None = Field(default=None, description="CES 1-7")
 
 
-class SurveyResponseIn(BaseModel):
+class SurveyResponseIn(Input):
     """One web-form or survey answer."""
 
     model_config = ConfigDict(extra="forbid")
@@ -72,13 +70,13 @@ class SurveyResponseIn(BaseModel):
     stage: Stage | None = None
     segment: Segment | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    submitted_at: AwareDatetime | None = Field(
+    submitted_at: UtcTime | None = Field(
         default=None, description="RFC 3339 with offset; default: time of receipt.")
     metadata: Metadata = Field(default_factory=dict)
 
 
 
-class SurveyBatchIn(BaseModel):
+class SurveyBatchIn(Input):
     """A batch of survey answers, as survey tools export them."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"responses": [{
@@ -87,10 +85,10 @@ class SurveyBatchIn(BaseModel):
         "ratings": {"nps": 2, "csat": 1, "ces": 6}, "text": "快递员没打电话就把东西放门口了",
         "submitted_at": "2026-11-23T09:12:00+08:00", "metadata": {"city": "杭州"}}]}]})
 
-    responses: list[SurveyResponseIn] = Field(min_length=1)
+    responses: list[SurveyResponseIn] = Field(min_length=1, max_length=BATCH_LIMIT)
 
 
-class SocialPostIn(BaseModel):
+class SocialPostIn(Input):
     """One post or comment on a social platform."""
 
     model_config = ConfigDict(extra="forbid")
@@ -99,23 +97,24 @@ class SocialPostIn(BaseModel):
     post_id: Id
     text: Text
     touchpoint: Touchpoint = "social"
-    author: Annotated[str, StringConstraints(max_length=256)] | None = None
+    author: Annotated[str, StringConstraints(max_length=256),
+                      BeforeValidator(clean_input)] | None = None
     url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     parent_id: Id | None = Field(default=None, description="The post or comment replied to.")
     root_id: Id | None = Field(default=None, description="The thread's first post.")
-    followers: Annotated[int, Field(ge=0)] | None = None
-    likes: Annotated[int, Field(ge=0)] | None = None
-    reposts: Annotated[int, Field(ge=0)] | None = None
-    comments: Annotated[int, Field(ge=0)] | None = None
+    followers: Reach | None = None
+    likes: Reach | None = None
+    reposts: Reach | None = None
+    comments: Reach | None = None
     stage: Stage | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    posted_at: AwareDatetime | None = Field(
+    posted_at: UtcTime | None = Field(
         default=None, description="RFC 3339 with offset; default: time of receipt.")
     metadata: Metadata = Field(default_factory=dict)
 
 
 
-class SocialBatchIn(BaseModel):
+class SocialBatchIn(Input):
     """Posts and comments, e.g. one thread as a listening tool collected it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"posts": [{
@@ -125,10 +124,10 @@ class SocialBatchIn(BaseModel):
         "followers": 18342, "likes": 256, "reposts": 87,
         "posted_at": "2026-11-23T09:41:07+08:00"}]}]})
 
-    posts: list[SocialPostIn] = Field(min_length=1)
+    posts: list[SocialPostIn] = Field(min_length=1, max_length=BATCH_LIMIT)
 
 
-class EmailJsonIn(BaseModel):
+class EmailJsonIn(Input):
     """An email as JSON, for systems that already parsed it (a helpdesk, an IMAP bridge)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
@@ -141,16 +140,19 @@ class EmailJsonIn(BaseModel):
     in_reply_to: Annotated[str, StringConstraints(max_length=998)] | None = None
     references: Annotated[list[Annotated[str, StringConstraints(max_length=998)]],
                           Field(max_length=200)] = Field(default_factory=list)
-    subject: Annotated[str, StringConstraints(max_length=998)] = ""
-    text: Annotated[str, StringConstraints(max_length=1_000_000)] | None = None
-    html: Annotated[str, StringConstraints(max_length=1_000_000)] | None = None
-    attachments: Annotated[list[Annotated[str, StringConstraints(max_length=512)]],
+    subject: Annotated[str, StringConstraints(max_length=998), BeforeValidator(clean_input)] = ""
+    text: Annotated[str, StringConstraints(max_length=1_000_000),
+                    BeforeValidator(clean_input)] | None = None
+    html: Annotated[str, StringConstraints(max_length=1_000_000),
+                    BeforeValidator(clean_input)] | None = None
+    attachments: Annotated[list[Annotated[str, StringConstraints(max_length=512),
+                                          BeforeValidator(clean_input)]],
                            Field(max_length=200)] = Field(default_factory=list)
     touchpoint: Touchpoint = "email"
     stage: Stage | None = None
     segment: Segment | None = None
     customer_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    sent_at: AwareDatetime | None = Field(
+    sent_at: UtcTime | None = Field(
         default=None, description="RFC 3339 with offset; default: time of receipt.")
     metadata: Metadata = Field(default_factory=dict)
 
@@ -195,8 +197,9 @@ def social_event(source: str, item: SocialPostIn) -> RawFeedback:
             platform=item.platform, post_id=item.post_id, author=item.author, url=item.url,
             parent_id=item.parent_id, root_id=item.root_id or item.parent_id,
             followers=item.followers, likes=item.likes, reposts=item.reposts,
-            comments=item.comments, mentions=social.mentions, hashtags=social.hashtags,
-            urls=social.urls, emoji=social.emoji),
+            comments=item.comments, mentions=social.mentions[:MAX_LIST],
+            hashtags=social.hashtags[:MAX_LIST], urls=social.urls[:MAX_LIST],
+            emoji=social.emoji[:MAX_LIST]),
     ))
 
 
@@ -226,9 +229,9 @@ def email_event(source: str, parsed: ParsedEmail, raw: bytes, *, touchpoint: str
     received = utc_now()
     message_id = _strip_brackets(parsed.message_id)
     external = pseudonym(message_id) if message_id else content_id(raw)
-    body = redact(parsed.body)
-    new_text = tidy(redact(parsed.new_text)) or tidy(body)
-    subject = redact(parsed.subject)
+    body = redact(without_invisibles(parsed.body))
+    new_text = tidy(redact(without_invisibles(parsed.new_text))) or tidy(body)
+    subject = redact(without_invisibles(parsed.subject))
     analysed = to_simplified(f"{subject}\n{new_text}" if subject else new_text)
     return prepare_raw(RawFeedback(
         event_id=stable_event_id(source, external), source=source, external_id=external,

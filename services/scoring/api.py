@@ -9,7 +9,7 @@ fragments, and every value travels as a ``%(name)s`` parameter.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -43,7 +43,13 @@ from services.scoring.metrics import (
 T = TypeVar("T")
 
 PAGE_SIZE_MAX = 200
+PAGE_MAX = 10_000
+"""Deepest page of /v1/feedback: ClickHouse reads every skipped row, so deeper reading is a
+narrower time range or filter, not a page number."""
 SCORE_ROWS_MAX = 10000
+# What the store's DateTime columns hold: seconds since 1970 in 32 bits unsigned.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 
 _SCORE_COLUMNS = ", ".join([
     "touchpoint", "channel", "stage", "window_seconds", "window_start", *SCORE_COUNTS,
@@ -131,13 +137,20 @@ def _moment(parameter: str, raw: str | None, default: datetime) -> datetime:
                    "use RFC 3339 with an offset, e.g. 2026-11-23T10:00:00+08:00")
     if value.tzinfo is None:
         raise _bad(parameter, f"{raw!r} has no UTC offset; add one, e.g. +08:00 or Z")
-    return value
+    try:
+        value = value.astimezone(UTC)
+        if EARLIEST <= value <= LATEST:
+            return value
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is in year 10000 in UTC
+        pass
+    raise _bad(parameter, f"{raw!r} is outside the times the store holds; use a time from "
+                          f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
 
 
 def _range(raw_from: str | None, raw_to: str | None, default_span: timedelta,
            max_days: int) -> tuple[datetime, datetime]:
     to = _moment("to", raw_to, utc_now())
-    start = _moment("from", raw_from, to - default_span)
+    start = _moment("from", raw_from, max(to - default_span, EARLIEST))
     if start >= to:
         raise _bad("from", f"from ({start.isoformat()}) must be before to ({to.isoformat()})")
     if to - start > timedelta(days=max_days):
@@ -286,7 +299,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
                                        examples=["配送"])] = None,
         from_: FromParam = None,
         to: ToParam = None,
-        page: Annotated[str | None, Query(description="Page number from 1.")] = None,
+        page: Annotated[str | None, Query(description=f"Page number, 1-{PAGE_MAX}.")] = None,
         page_size: Annotated[str | None, Query(
             description=f"Items per page, 1-{PAGE_SIZE_MAX} (default 50).")] = None,
     ) -> dict[str, Any]:
@@ -294,8 +307,9 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         storage, and this route adds nothing back. Default range: the last 7 days."""
         number = _parse("page", page, int, 1, "use a page number from 1")
         size = _parse("page_size", page_size, int, 50, f"use 1-{PAGE_SIZE_MAX}")
-        if number < 1:
-            raise _bad("page", f"{number} is out of range; pages start at 1")
+        if not 1 <= number <= PAGE_MAX:
+            raise _bad("page", f"{number} is out of range; use 1-{PAGE_MAX} (narrow the time "
+                               "range or filter to read further back)")
         if not 1 <= size <= PAGE_SIZE_MAX:
             raise _bad("page_size", f"{size} is out of range; use 1-{PAGE_SIZE_MAX}")
         labels: tuple[str, ...] = SentimentLabel.__args__  # type: ignore[attr-defined]

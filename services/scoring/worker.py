@@ -32,6 +32,7 @@ from services.core.events import EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
 from services.core.store import Row, Store
+from services.core.touchpoints import TouchpointLimit
 from services.scoring.expectations import Expectations, load_expectations
 from services.scoring.metrics import (
     SCORE_COUNTS,
@@ -83,6 +84,7 @@ class Scorer:
         self.lateness_s = settings.allowed_lateness_s
         # Bounded: a touchpoint evicted here is re-read from the store when next seen.
         self.newest: LRUCache[str, int] = LRUCache(maxsize=settings.scoring_touchpoint_cache)
+        self.touchpoints = TouchpointLimit(store, settings.max_touchpoints)
         self.stored = 0
         self.duplicates = 0
         self.too_late = 0
@@ -92,7 +94,8 @@ class Scorer:
     async def handle(self, records: list[ConsumerRecord]) -> None:
         events: dict[str, EnrichedFeedback] = {}
         for event in await parse_or_dead_letter(EnrichedFeedback, records, "scoring",
-                                                self.producer, self.settings):
+                                                self.producer, self.settings,
+                                                screen=self.touchpoints.screen):
             events.setdefault(event.event_id, event)
         if not events:
             return
@@ -110,6 +113,7 @@ class Scorer:
         # Only now that the rows are stored: a retried batch must not find its own events
         # moved the touchpoint's newest time and judge them too late.
         self.newest.update(newest)
+        self.touchpoints.remember(e.touchpoint for e in fresh)
         self._report_late(fresh, late)
         on_time = [e for e in events.values()
                    if e.event_id not in late and e.event_id not in stored_late]
