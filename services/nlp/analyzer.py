@@ -124,7 +124,8 @@ class Analyzer:
         if not events:
             return []
         texts = [e.analysis_text or e.text for e in events]
-        matches = self.taxonomy.tag_many(texts)
+        words = [self.segmenter.cut(text) for text in texts]
+        matches = self.taxonomy.tag_many(texts, words)
         clause_spans = [self._topic_clauses(text, found) if found else []
                         for text, found in zip(texts, matches, strict=True)]
         clause_texts = sorted({text[a:b] for text, per_topic in zip(texts, clause_spans, strict=True)
@@ -135,8 +136,8 @@ class Analyzer:
         band = self.neutral_band
         now = utc_now()
         enriched = []
-        for event, text, score, found, per_topic, tone in zip(
-                events, texts, scores[: len(texts)], matches, clause_spans, tones, strict=True):
+        for event, text, tokens, score, found, per_topic, tone in zip(
+                events, texts, words, scores[: len(texts)], matches, clause_spans, tones, strict=True):
             urgency = self.urgency.find(text)
             intent = intent_of(text, label_for(score, band), [u.flag for u in urgency])
             urgency = _bounded_urgency(urgency)
@@ -144,7 +145,6 @@ class Analyzer:
             score *= damping
             topics = [self._topic_tag(text, match, spans, clause_score, damping)
                       for match, spans in zip(found, per_topic, strict=True)]
-            tokens = self.segmenter.cut(text)
             keywords = [k[:MAX_TOKEN_CHARS] for k in self.keywords.extract(tokens)]
             fields = event.__dict__.copy()
             fields.update(
