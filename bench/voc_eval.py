@@ -288,7 +288,7 @@ def errors(items: Sequence[Item], records: Sequence[dict[str, Any]]) -> list[str
     lines = []
     for item, record in zip(items, records, strict=True):
         assert item.row["split"] == "tuning", "held-out errors are never shown"
-        text = (record.get("analysis_text") or record["text"]).replace("\n", " / ")
+        text = record.get("analysis_text") or record["text"]
         got_topics = sorted(t["id"] for t in record["topics"])
         wrong = []
         if record["sentiment"]["label"] != item.labels["sentiment"]:
@@ -306,7 +306,8 @@ def errors(items: Sequence[Item], records: Sequence[dict[str, Any]]) -> list[str
             wrong.append(f"urgency {[(u['flag'], u['term']) for u in record['urgency']]} want "
                          f"{item.labels['urgency']}")
         if wrong:
-            lines.append(f"{item.id} [{item.channel}] {text[:160]}\n    " + "\n    ".join(wrong))
+            shown = text[:160].replace("\n", " / ")
+            lines.append(f"{item.id} [{item.channel}] {shown}\n    " + "\n    ".join(wrong))
     return lines
 
 
