@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from services.nlp.cem_tagger import train_cem_tagger
 
-        print(json.dumps(train_cem_tagger(args.data_dir, args.out, tuning_items()), indent=1,
-                         ensure_ascii=False))
+        items = tuning_items()
+        texts = [raw_event(item).analysis_text or "" for item in items]
+        report = train_cem_tagger(args.data_dir, args.out, texts, [set(i.labels["topics"]) for i in items])
+        print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0
 
 

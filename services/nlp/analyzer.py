@@ -46,7 +46,7 @@ from services.nlp.call_tone import call_tones
 from services.nlp.cues import UrgencyCues
 from services.nlp.keywords import KeywordExtractor
 from services.nlp.segmenter import Segmenter
-from services.nlp.stance import REFERENCE_BAND, Stance, StanceModel, cues_of, decide, kept_clauses
+from services.nlp.stance import REFERENCE_BAND, Cues, Stance, StanceModel, cues_of, decide, kept_clauses
 from services.nlp.stance import FEATURES as STANCE_FEATURES
 from services.nlp.stance import features as stance_features
 from services.nlp.taxonomy import CLAUSE, Taxonomy, TopicMatch
@@ -141,14 +141,20 @@ class Analyzer:
         topic_spans = [self._topic_clauses(text, clauses, found) if found else []
                        for text, clauses, found in zip(texts, clause_spans, matches, strict=True)]
         read_spans = [kept_clauses(clauses) for clauses in clause_spans]
+        # A text of one clause is scored as a whole already; its clause is not scored again.
         clause_texts = sorted({text[a:b] for text, per_topic, read in zip(
             texts, topic_spans, read_spans, strict=True)
-            for a, b in [*read, *(span for spans in per_topic for span in spans)]})
+            for a, b in [*(read if len(read) > 1 else ()), *(span for spans in per_topic for span in spans)]
+            if len(read) > 1 or (a, b) not in read})
+        single = {text[a:b]: i for i, (text, read) in enumerate(zip(texts, read_spans, strict=True))
+                  if len(read) == 1 for a, b in read}
         scores = self._predict(texts + clause_texts)
-        clause_score = dict(zip(clause_texts, scores[len(texts):], strict=True))
+        clause_score = {clause: scores[i] for clause, i in single.items()}
+        clause_score.update(zip(clause_texts, scores[len(texts):], strict=True))
         flags = [[u.flag for u in found] for found in found_urgency]
-        rows = _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags)
-        stances = decide(self.stance, rows, texts, flags)
+        cues = [cues_of(text) for text in texts]
+        rows = _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues)
+        stances = decide(self.stance, rows, texts, flags, cues)
         tones = call_tones(events, self.sentiment.predict)
         now = utc_now()
         enriched = []
@@ -185,7 +191,8 @@ class Analyzer:
                                for a, b in read})
         scores = self._predict(texts + clause_texts)
         clause_score = dict(zip(clause_texts, scores[len(texts):], strict=True))
-        return _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags), texts, flags
+        cues = [cues_of(text) for text in texts]
+        return _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues), texts, flags
 
     def _predict(self, texts: list[str]) -> list[float]:
         return [max(-1.0, min(1.0, float(s))) for s in self.sentiment.predict(texts)]
@@ -211,7 +218,7 @@ class Analyzer:
         if stance.label == "neutral":
             weight = min(weight, 0.999 * REFERENCE_BAND)
         score *= weight
-        if stance.intent == "complaint" and cues_of(text).sarcasm:
+        if stance.intent == "complaint" and stance.sarcasm:
             score = -abs(score)
         return trusted(TopicTag, id=match.id, name=match.name,
                        sentiment=trusted(AspectSentiment, score=score,
@@ -237,11 +244,13 @@ def own_start(event: RawFeedback, text: str) -> int:
 
 
 def _stance_rows(texts: Sequence[str], scores: Sequence[float], read_spans: Sequence[list[Span]],
-                 clause_score: dict[str, float], flags: Sequence[list[str]]) -> np.ndarray:
+                 clause_score: dict[str, float], flags: Sequence[list[str]],
+                 cues: Sequence[Cues]) -> np.ndarray:
     rows = [stance_features(text, score, [text[a:b] for a, b in read],
-                            [clause_score[text[a:b]] for a, b in read],
-                            any(f != "churn_intent" for f in flagged))
-            for text, score, read, flagged in zip(texts, scores, read_spans, flags, strict=True)]
+                            [clause_score.get(text[a:b], score) for a, b in read],
+                            any(f != "churn_intent" for f in flagged), kind)
+            for text, score, read, flagged, kind in zip(texts, scores, read_spans, flags, cues,
+                                                        strict=True)]
     return np.array(rows) if rows else np.zeros((0, len(STANCE_FEATURES)))
 
 

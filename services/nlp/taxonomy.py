@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import accumulate
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -147,8 +148,9 @@ class Taxonomy:
         """
         spans: dict[str, list[tuple[int, int]]] = {}
         names: dict[str, str] = {}
-        edges = _word_edges(text, words)
-        for phrase, start, end in self._matcher.find(text):
+        found = self._matcher.find(text)
+        edges = _word_edges(text, words) if found else None
+        for phrase, start, end in found:
             if edges is not None and not _on_edges(edges, start, end):
                 continue
             for topic in self._topics_of[phrase]:
@@ -208,12 +210,8 @@ def _word_edges(text: str, words: Sequence[str] | None) -> set[int] | None:
     """Offsets where a word starts or ends; None when the words do not spell the text."""
     if words is None:
         return None
-    edges = {0}
-    at = 0
-    for word in words:
-        at += len(word)
-        edges.add(at)
-    return edges if at == len(text) else None
+    edges = {0, *accumulate(map(len, words))}
+    return edges if max(edges) == len(text) else None
 
 
 def _on_edges(edges: set[int], start: int, end: int) -> bool:
