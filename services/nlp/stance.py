@@ -64,7 +64,7 @@ and the cap bounds the model's work per event."""
 CONTRAST = re.compile(r"^\s*(?:但是|但係|但系|但|就是|只是|不过|不過|可惜|然而|可是|只不过|倒是)")
 QUESTION = re.compile(
     r"[?？]|请问|想问|问一下|问下|咨询|吗[。！!，,\s]*$|怎么(?:办|弄|操作|处理|查|退|改|开通|提交|用|交|算|样)|"
-    r"如何|什么时候|多久|几天|几点|能否|是否|哪里(?:可以|能|有|买|查|领|下载|办|退|寄)|在哪|到哪|哪些|哪个|多少|有没有|能不能|可不可以|"
+    r"如何|什么时候|多久|要几天|需要几天|几天(?:能|可以|才|到|内)|几点|能否|是否|哪里(?:可以|能|有|买|查|领|下载|办|退|寄)|在哪|到哪|哪些|哪个|多少|有没有|能不能|可不可以|"
     r"要不要|需不需要|点样|几时|系咪|可唔可以|几多")
 RHETORICAL = re.compile(
     r"[?？]{2,}|凭什么|凭啥|难道|到底|谁负责|谁出|怎么回事|什么意思|搞什么|搞咩|算什么|有什么用|有啥用|"
@@ -156,7 +156,8 @@ def cues_of(text: str) -> Cues:
     return Cues(
         question=0 in found, rhetorical=1 in found, grievance=grievance, problem=3 in found,
         praise=4 in found, acknowledgement=ACKNOWLEDGEMENT_INDEX in found, suggestion=6 in found,
-        notice=7 in found, sarcasm=8 in found or (9 in found and grievance),
+        notice=7 in found,
+        sarcasm=8 in found or (9 in found and (grievance or 3 in found) and 10 not in found),
         negated_negative=10 in found, exclaim=11 in found,
     )
 
