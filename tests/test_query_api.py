@@ -188,8 +188,10 @@ async def check_bad_parameters(client: httpx.AsyncClient) -> None:
     for path, params, parameter in BAD:
         response = await client.get(path, params=params)
         assert response.status_code == 400, (path, params, response.text)
-        detail = response.json()["detail"]
-        assert detail["parameter"] == parameter and detail["error"], (path, params)
+        problem = response.json()
+        assert problem["status"] == 400 and parameter in problem["detail"], (path, params)
+        assert [e["loc"] for e in problem["errors"]] == [["query", parameter]], (path, params)
+        assert all(e["msg"] for e in problem["errors"]), (path, params)
 
 
 async def check_documented(client: httpx.AsyncClient) -> None:
