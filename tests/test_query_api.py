@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from services.api import create_app
+from services.core.cem_metrics import SCORE_METRICS
 from services.core.broker import LocalBroker
 from services.core.settings import Settings
 from tests.conftest import run
@@ -72,8 +73,7 @@ async def check_scores(client: httpx.AsyncClient) -> None:
                                                          "2026-11-23T10:03:00Z"]
     first = body["rows"][0]
     assert (first["channel"], first["stage"], first["window"]) == ("", "", "1m")
-    for metric in ("volume", "mean_sentiment", "net_sentiment", "negative_share", "nps", "csat",
-                   "ces", "complaint_rate", "urgent_count"):
+    for metric in SCORE_METRICS:
         assert first[metric] == pytest.approx(MINUTE_ALL[metric]), metric
     assert first["counts"]["nps_responses"] == 3
     assert first["urgent_flags"]["escalation_threat"] == 2

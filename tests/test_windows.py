@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.core.cem_metrics import derive_scores
-from services.scoring.metrics import gap, granularities, window_label
-from services.core.cem_metrics import window_start
+from services.core.cem_metrics import derive_scores, gap, window_start
+from services.scoring.windows import granularities, window_label
 
 
 def test_window_start_aligns_to_utc_epoch_multiples() -> None:
