@@ -144,6 +144,13 @@ CATALOGUE: tuple[Metric, ...] = (
     *(Count(f"{flag}_count", f"countIf(has(urgent_flags, '{flag}'))",
             f"Events carrying the {flag} urgency flag (urgent_flags.{flag} on the wire).",
             wire=False) for flag in URGENT_FLAGS),
+    Ratio("repeat_contact_rate", ("repeat_contact_count",), "volume",
+          "Share of events carrying the repeat_contact urgency flag (urgent_flags."
+          "repeat_contact / volume): customers saying they have contacted about it before, a "
+          "missed first-contact resolution; null only in messages written before this metric "
+          "existed.",
+          Label("重复联系率", "Repeat contact rate"), "share", 0, 1, lower_is_better=True,
+          wire_required=False),
 )
 """Every figure of a score row, in the order of the wire's fields."""
 
