@@ -54,6 +54,8 @@ class Count:
     label: Label | None = None
     """Set for counts the API serves by name (``/v1/scores?metric=``) and the dashboard shows."""
     minimum: int = 0
+    wire_required: bool = True
+    """Required in ``score.v2`` (see ``Ratio.wire_required``)."""
 
 
 @dataclass(frozen=True)
@@ -299,13 +301,13 @@ def describe() -> list[dict[str, Any]]:
 
 def wire_fields() -> list[tuple[Metric, bool]]:
     """The metrics that are ``score.v2`` fields, each with whether it is required there."""
-    return [(m, m.wire_required if isinstance(m, Ratio) else True)
-            for m in CATALOGUE if isinstance(m, Ratio) or m.wire]
+    return [(m, m.wire_required) for m in CATALOGUE if isinstance(m, Ratio) or m.wire]
 
 
 def _property(metric: Metric) -> dict[str, Any]:
     if isinstance(metric, Count):
-        return {"type": "integer", "minimum": metric.minimum, "description": metric.description}
+        kind: Any = "integer" if metric.wire_required else ["integer", "null"]
+        return {"type": kind, "minimum": metric.minimum, "description": metric.description}
     nullable = metric.nullable or not metric.wire_required
     return {"type": ["number", "null"] if nullable else "number", "minimum": metric.minimum,
             "maximum": metric.maximum, "description": metric.description}

@@ -399,9 +399,10 @@ class ExpectationGap(_Wire):
 def _metric_field(metric: cem_metrics.Metric, required: bool) -> tuple[Any, Any]:
     """The ``Score`` field of one catalogue metric: its type, bounds and default."""
     if isinstance(metric, cem_metrics.Count):
-        return Annotated[int, Field(ge=metric.minimum, description=metric.description)], ...
-    kind: Any = Annotated[float, Field(ge=metric.minimum, le=metric.maximum)]
-    if metric.nullable or not required:
+        kind: Any = Annotated[int, Field(ge=metric.minimum)]
+    else:
+        kind = Annotated[float, Field(ge=metric.minimum, le=metric.maximum)]
+    if (isinstance(metric, cem_metrics.Ratio) and metric.nullable) or not required:
         kind = kind | None
     return (Annotated[kind, Field(description=metric.description)],
             ... if required else None)
