@@ -106,7 +106,7 @@ def test_bad_body_is_422_or_the_apps_own_refinement() -> None:
 
 @pytest.mark.parametrize(("path", "status", "loc"), [
     ("/text", 409, None), ("/legacy", 400, ["query", "days"]),
-    ("/list", 422, ["body", "events", 3, "text"]), ("/scoped", 403, ["query", "touchpoint"]),
+    ("/scoped", 403, ["query", "touchpoint"]),
     ("/limited", 429, None), ("/broken", 500, None), ("/nowhere", 404, None)])
 def test_every_error_has_the_one_shape(path: str, status: int, loc: list | None) -> None:
     answer = call(app_with(), "GET", path)
@@ -119,12 +119,18 @@ def test_every_error_has_the_one_shape(path: str, status: int, loc: list | None)
         assert "a bug" not in answer.text, "internals stay in the log"
 
 
+def test_field_error_lists_keep_fastapis_shape_for_now() -> None:
+    """The ingest routes' 422 lists, until they raise ApiError (module docstring)."""
+    answer = call(app_with(), "GET", "/list")
+    assert answer.status_code == 422
+    assert [e["loc"] for e in answer.json()["detail"]] == [["body", "events", 3, "text"]]
+
+
 def test_echoed_input_is_cut_short() -> None:
-    body = shape(call(app_with(), "GET", "/list"))
-    assert len(body["errors"][0]["msg"]) < 400 and "5002 characters" in body["errors"][0]["msg"]
     started = time.perf_counter()
     huge = call(app_with(), "GET", "/typed", params={"limit": "9" * 60_000})
     assert huge.status_code == 400 and len(huge.content) < 2000
+    assert "(60002 characters)" in huge.json()["errors"][0]["msg"]
     assert time.perf_counter() - started < 1, "not quadratic in the input"
 
 

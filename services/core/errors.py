@@ -18,6 +18,9 @@ middleware refused them. The body goes out as ``application/json``, which every 
 API already parses. A request whose query or path parameters are invalid is a 400 naming them;
 an invalid body is a 422. Echoed inputs are cut short, so a hostile 5000-digit number is not
 sent back whole.
+
+The ingest routes' 422 answers (their own validation handler, bounds and touchpoint-cap lists,
+the body guard) still have FastAPI's shape, ``{"detail": [...]}``, until they use this module.
 """
 
 from __future__ import annotations
@@ -144,15 +147,11 @@ def _where(loc: Sequence[str | int]) -> str:
 
 def _from_detail(detail: Any) -> tuple[str, list[dict[str, Any]]]:
     """``detail`` of an ``HTTPException`` raised the FastAPI way, in the one shape: a string
-    stays the detail; ``{"parameter": ..., "error": ...}`` names a query parameter; a list of
-    pydantic-style errors becomes ``errors``."""
+    stays the detail; ``{"parameter": ..., "error": ...}`` names a query parameter."""
     if isinstance(detail, Mapping) and "parameter" in detail:
         parameter, message = str(detail["parameter"]), str(detail.get("error", "invalid"))
         return f"{parameter}: {message}", [
             {"loc": ["query", parameter], "msg": message, "type": "bad_parameter"}]
-    if isinstance(detail, list):
-        items = validation_items(detail)
-        return _summary(items), items
     return str(detail), []
 
 
@@ -161,6 +160,12 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     headers = getattr(exc, "headers", None)
     if isinstance(exc, ApiError):
         return problem(exc.status_code, str(exc.detail), errors=exc.errors, headers=headers)
+    if isinstance(exc.detail, list):
+        # A list of field errors is a 422 of the ingest routes, which keep FastAPI's shape
+        # (``{"detail": [...]}``, what the OpenAPI document declares for 422) together with
+        # their own validation answers until they raise ApiError.
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=headers)
     detail, errors = _from_detail(exc.detail)
     return problem(exc.status_code, detail, errors=errors, headers=headers)
 
