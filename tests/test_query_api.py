@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from services.api import create_app
-from services.core.cem_metrics import SCORE_METRICS
 from services.core.broker import LocalBroker
+from services.core.cem_metrics import SCORE_METRICS
 from services.core.settings import Settings
 from tests.conftest import run
 from tests.scoring_fixtures import (

@@ -93,8 +93,6 @@ Metric = Count | Ratio
 URGENT_FLAGS = ("escalation_threat", "churn_intent", "repeat_contact", "safety")
 """Urgency flags counted per row (``events.UrgencyFlagName``, in the wire's order)."""
 
-_EVERY_EVENT = "every event"
-
 CATALOGUE: tuple[Metric, ...] = (
     Count("volume", "count()", "Distinct on-time events in the window.", minimum=1,
           label=Label("反馈量", "Volume")),

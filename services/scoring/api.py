@@ -51,7 +51,13 @@ from services.scoring.drivers import (
 )
 from services.scoring.expectations import Expectations
 from services.scoring.queries import Cell, FeedbackFilter
-from services.scoring.windows import ALL, STAGES, UNKNOWN_STAGE, granularities, window_label
+from services.scoring.windows import (
+    ALL,
+    STAGES,
+    UNKNOWN_STAGE,
+    granularities,
+    window_label,
+)
 
 PAGE_SIZE_MAX = 200
 PAGE_MAX = 10_000
