@@ -11,13 +11,13 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.core import errors
-from services.core.errors import ApiError, bad_parameter, problem
+from services.core.errors import ApiError, ParameterRoute, bad_parameter, problem
 from tests.conftest import run
 
 
@@ -32,8 +32,14 @@ def app_with(body_handler: bool = False) -> FastAPI:
         async def own(_: object, exc: RequestValidationError) -> JSONResponse:
             return JSONResponse({"own": len(exc.errors())}, status_code=413)
 
-    @app.get("/typed")
+    queries = APIRouter(route_class=ParameterRoute)
+
+    @queries.get("/typed")
     async def typed(limit: Annotated[int, Query(ge=1, le=10)] = 5) -> dict:
+        return {"limit": limit}
+
+    @app.get("/plain")
+    async def plain(limit: Annotated[int, Query(ge=1, le=10)] = 5) -> dict:
         return {"limit": limit}
 
     @app.post("/body")
@@ -65,6 +71,7 @@ def app_with(body_handler: bool = False) -> FastAPI:
     async def broken() -> dict:
         raise RuntimeError("a bug")
 
+    app.include_router(queries)
     errors.install(app)
     return app
 
@@ -94,14 +101,15 @@ def test_bad_query_parameter_is_400_naming_it() -> None:
     assert body["detail"].startswith("limit: ")
 
 
-def test_bad_body_is_422_or_the_apps_own_refinement() -> None:
+def test_invalid_requests_elsewhere_are_422_or_the_apps_own_answer() -> None:
     answer = call(app_with(), "POST", "/body", json={"name": 3})
     assert answer.status_code == 422
     assert shape(answer)["errors"][0]["loc"] == ["body", "name"]
+    assert shape(call(app_with(), "GET", "/plain", params={"limit": "0"}))["status"] == 422
     own = call(app_with(body_handler=True), "POST", "/body", json={})
     assert (own.status_code, own.json()) == (413, {"own": 1})
     still = call(app_with(body_handler=True), "GET", "/typed", params={"limit": "x"})
-    assert still.status_code == 400, "parameters stay 400 whatever the app does with bodies"
+    assert still.status_code == 400, "a ParameterRoute is 400 whatever the app does otherwise"
 
 
 @pytest.mark.parametrize(("path", "status", "loc"), [

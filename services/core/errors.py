@@ -15,17 +15,18 @@ details plus the inputs at fault::
 
 Clients therefore read ``detail`` for people and ``errors`` for programs, whatever route or
 middleware refused them. The body goes out as ``application/json``, which every client of the
-API already parses. A request whose query or path parameters are invalid is a 400 naming them;
-an invalid body is a 422. Echoed inputs are cut short, so a hostile 5000-digit number is not
-sent back whole.
+API already parses. On a :class:`ParameterRoute` (the query API) invalid query or path
+parameters are a 400 naming them. Echoed inputs are cut short, so a hostile 5000-digit number
+is not sent back whole.
 
-The ingest routes' 422 answers (their own validation handler, bounds and touchpoint-cap lists,
-the body guard) still have FastAPI's shape, ``{"detail": [...]}``, until they use this module.
+The ingest app's validation answers (its own handler, which the cases routes share, bounds and
+touchpoint-cap lists, the body guard) still have FastAPI's shape, ``{"detail": [...]}`` with
+status 422, until the ingest routes use this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +34,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
@@ -170,8 +172,25 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return problem(exc.status_code, detail, errors=errors, headers=headers)
 
 
-def _parameters_only(exc: RequestValidationError) -> bool:
-    return all(e.get("loc") and e["loc"][0] in PARAMETER_PLACES for e in exc.errors())
+class ParameterRoute(APIRoute):
+    """A route whose invalid query, path or header parameters are a 400 naming them, in the one
+    shape, rather than FastAPI's 422: for routes whose every input is a parameter (the query
+    API). ``APIRouter(route_class=ParameterRoute)``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except RequestValidationError as exc:
+                if not all(e.get("loc") and e["loc"][0] in PARAMETER_PLACES
+                           for e in exc.errors()):
+                    raise
+                items = validation_items(exc.errors())
+                raise ApiError(400, _summary(items), errors=items) from exc
+
+        return route
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -181,28 +200,17 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
                    "request's X-Request-ID")
 
 
-Handler = Callable[[Request, Exception], Awaitable[Response]]
+async def _invalid(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    items = validation_items(exc.errors())
+    return problem(422, _summary(items), errors=items)
 
 
 def install(app: FastAPI) -> None:
-    """Give every error answer of ``app`` the one shape.
-
-    Invalid query, path or header parameters are a 400 naming them. Invalid bodies go to the
-    handler the app had already registered for validation errors (the ingest routes refine
-    them, e.g. a batch over its size limit is a 413), else they are a 422.
-    """
-    body_handler: Handler | None = app.exception_handlers.get(RequestValidationError)
-    if body_handler is request_validation_exception_handler:  # FastAPI's own: other shape
-        body_handler = None
-
-    async def invalid(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        if _parameters_only(exc) or body_handler is None:
-            items = validation_items(exc.errors())
-            return problem(400 if _parameters_only(exc) else 422, _summary(items),
-                           errors=items)
-        return await body_handler(request, exc)
-
+    """Give the error answers of ``app`` the one shape: ``HTTPException`` (ApiError included),
+    unexpected errors (500), and invalid requests (422) unless the app handles those itself
+    (the ingest routes refine them: a batch over its size limit is a 413)."""
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, _unexpected)
+    if app.exception_handlers.get(RequestValidationError) is request_validation_exception_handler:
+        app.add_exception_handler(RequestValidationError, _invalid)

@@ -2,8 +2,8 @@
 
 Routes live on an ``APIRouter`` built from a store, so the app composition (``services/api.py``)
 decides where they are mounted. Parameters are typed, so FastAPI validates them and documents
-them; an invalid one is a 400 that names it (services/core/errors.py), and so is a range that
-only the combination of parameters makes invalid. Answers have response models; the score
+them; an invalid one is a 400 that names it (``ParameterRoute``, services/core/errors.py), and
+so is a range that only the combination of parameters makes invalid. Answers have response models; the score
 rows' figures come from the metric catalogue (services/core/cem_metrics.py). The SQL is in
 services/scoring/queries.py.
 
@@ -36,7 +36,7 @@ from services.core.cem_metrics import (
     URGENT_FLAGS,
     mean_topic_sentiment,
 )
-from services.core.errors import PROBLEM_RESPONSES, bad_parameter
+from services.core.errors import PROBLEM_RESPONSES, ParameterRoute, bad_parameter
 from services.core.events import Intent, SentimentLabel, utc_now
 from services.core.store import Row, Store
 from services.scoring import queries
@@ -339,7 +339,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
     day = Span(timedelta(days=1), max_range_days)
     week = Span(timedelta(days=7), max_range_days)
     router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(Require("viewer"))],
-                       responses=PROBLEM_RESPONSES)
+                       responses=PROBLEM_RESPONSES, route_class=ParameterRoute)
 
     @router.get("/metrics", summary="The metric catalogue: names, labels, units, formulas",
                 response_model=MetricsOut)
