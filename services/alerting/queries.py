@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from services.core.events import Alert, EnrichedFeedback
+from services.core.events import Alert, CaseEvent, CaseStatus, EnrichedFeedback
 from services.core.store import Store
 
 Row = dict[str, Any]
@@ -216,3 +216,153 @@ async def record_alerts(store: Store, alerts: Sequence[tuple[Alert, datetime]],
     ``inserted_ms`` the table keeps the last, so later ones in ``alerts`` win."""
     await store.insert("alerts", [alert_row(a, end, inserted_ms) for a, end in alerts],
                        month_column="window_start")
+
+
+async def record_deliveries(store: Store, table: Literal["alert_deliveries", "case_deliveries"],
+                            rows: Sequence[Row]) -> None:
+    """Final webhook outcomes, one row per event and webhook."""
+    await store.insert(table, rows)
+
+
+# ---------------------------------------------------------------------------------- cases
+
+_CASE_TIMES = {"at", "opened_at", "acknowledged_at", "resolved_at", "closed_at", "ack_due_at",
+               "resolve_due_at"}
+_UNRESOLVED = ("open", "acknowledged", "in_progress")
+
+
+def case_row(event: CaseEvent, inserted_ms: int) -> Row:
+    """The ``case_events`` row of a case event."""
+    row = event.model_dump(exclude={"schema_"})
+    for name in ("comment", "team", "assignee", "followup_outcome"):
+        row[name] = row[name] or ""
+    ack = event.acknowledged_at
+    resolved = event.resolved_at
+    row.update(
+        ack_seconds=(ack - event.opened_at).total_seconds() if ack else None,
+        resolve_seconds=(resolved - event.opened_at).total_seconds() if resolved else None,
+        inserted_ms=inserted_ms)
+    return row
+
+
+def event_from_row(row: Row) -> CaseEvent:
+    """A case event from its ``case_events`` row."""
+    fields = {k: _utc(v) if k in _CASE_TIMES else v for k, v in row.items()
+              if k in CaseEvent.model_fields}
+    for name in ("comment", "team", "assignee", "followup_outcome"):
+        fields[name] = fields[name] or None
+    return CaseEvent.model_validate(fields)
+
+
+_CURRENT = " ORDER BY case_id, seq DESC LIMIT 1 BY case_id"
+
+
+async def current_case(store: Store, case_id: str) -> CaseEvent | None:
+    """The newest event of a case (its current state), None for an unknown id."""
+    rows = await store.query("SELECT * FROM case_events FINAL WHERE case_id = %(id)s" + _CURRENT,
+                             {"id": case_id})
+    return event_from_row(rows[0]) if rows else None
+
+
+async def case_history(store: Store, case_id: str) -> list[CaseEvent]:
+    """Every event of a case, oldest first (empty for an unknown id)."""
+    rows = await store.query("SELECT * FROM case_events FINAL WHERE case_id = %(id)s ORDER BY seq",
+                             {"id": case_id})
+    return [event_from_row(r) for r in rows]
+
+
+async def cases(store: Store, *, status: CaseStatus | None, team: str | None,
+                touchpoint: str | None, touchpoints: Collection[str] | None,
+                teams: Collection[str] | None, limit: int) -> list[CaseEvent]:
+    """Current state of the newest-opened ``limit`` cases whose current status, team and
+    touchpoint match (None: any) and whose touchpoint and team are among ``touchpoints`` and
+    ``teams`` (None: any; a case without a team is in no list), newest first.
+
+    Filtering and the limit run in the store, on three columns of each case, so only the
+    returned cases' rows come back however many cases were ever written.
+    """
+    if (touchpoints is not None and not touchpoints) or (teams is not None and not teams):
+        return []
+    having, params = [], {"limit": limit}
+    for column, wanted, name in (("status", status, "status"), ("team", team, "team"),
+                                 ("touchpoint", touchpoint, "touchpoint")):
+        if wanted is not None:
+            having.append(f"argMax({column}, seq) = %({name})s")
+            params[name] = wanted
+    for column, allowed, name in (("touchpoint", touchpoints, "touchpoints"),
+                                  ("team", teams, "teams")):
+        if allowed is not None:
+            having.append(f"argMax({column}, seq) IN %({name})s")
+            params[name] = tuple(sorted(allowed))
+    rows = await store.query(
+        "SELECT * FROM case_events FINAL WHERE case_id IN ("
+        " SELECT case_id FROM case_events FINAL GROUP BY case_id"
+        + (" HAVING " + " AND ".join(having) if having else "")
+        + " ORDER BY argMax(opened_at, seq) DESC, case_id LIMIT %(limit)s)" + _CURRENT, params)
+    found = sorted((event_from_row(r) for r in rows), key=lambda c: c.case_id)
+    return sorted(found, key=lambda c: c.opened_at, reverse=True)
+
+
+async def escalatable_cases(store: Store, *, levels: int) -> list[CaseEvent]:
+    """Current state of every unresolved case below escalation level ``levels``. The inner
+    query reads three columns of every case (in the store); only these cases' rows return."""
+    rows = await store.query(
+        "SELECT * FROM case_events FINAL WHERE case_id IN ("
+        " SELECT case_id FROM case_events FINAL GROUP BY case_id"
+        " HAVING argMax(status, seq) IN %(unresolved)s"
+        " AND argMax(escalation_level, seq) < %(levels)s)" + _CURRENT,
+        {"unresolved": _UNRESOLVED, "levels": levels})
+    return [event_from_row(r) for r in rows]
+
+
+async def stored_case_ids(store: Store, ids: Collection[str]) -> set[str]:
+    """Those of ``ids`` that have a stored case event."""
+    if not ids:
+        return set()
+    rows = await store.query("SELECT DISTINCT case_id FROM case_events WHERE case_id IN %(ids)s",
+                             {"ids": tuple(ids)})
+    return {r["case_id"] for r in rows}
+
+
+async def record_case_events(store: Store, events: Sequence[CaseEvent], inserted_ms: int) -> None:
+    await store.insert("case_events", [case_row(e, inserted_ms) for e in events])
+
+
+@dataclass(frozen=True)
+class CaseFigures:
+    """Cases opened in a period, per owning team ('' for none) and touchpoint."""
+
+    team: str
+    touchpoint: str
+    cases: int
+    unresolved: int
+    mtta_s: float | None
+    mttr_s: float | None
+    max_escalation_level: int
+
+
+CASE_FIGURES_SQL = """
+SELECT team, touchpoint, count() AS cases,
+       countIf(status IN ('open', 'acknowledged', 'in_progress')) AS unresolved,
+       avg(ack_seconds) AS mtta_s, avg(resolve_seconds) AS mttr_s,
+       max(escalation_level) AS max_escalation_level
+FROM (
+    SELECT * FROM case_events FINAL WHERE opened_at >= %(since)s
+    ORDER BY case_id, seq DESC LIMIT 1 BY case_id
+)
+GROUP BY team, touchpoint
+ORDER BY team, touchpoint
+"""
+
+
+def _number(value: Any) -> float | None:
+    """An average over no values is NULL on one backend and NaN on the other: None."""
+    return None if value is None or value != value else float(value)
+
+
+async def case_figures(store: Store, since: datetime) -> list[CaseFigures]:
+    """MTTA, MTTR and counts of the cases opened since ``since``, by their current rows."""
+    rows = await store.query(CASE_FIGURES_SQL, {"since": since})
+    return [CaseFigures(r["team"], r["touchpoint"], int(r["cases"]), int(r["unresolved"]),
+                        _number(r["mtta_s"]), _number(r["mttr_s"]),
+                        int(r["max_escalation_level"])) for r in rows]
