@@ -50,19 +50,21 @@ T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 MINUTES = 30
 
 # One rule per kind, each tuned to fire (and the figure ones to resolve) on the history that
-# ``seed`` stores: a negative surge at `delivery` in minutes 10-14, a surge of refund mentions
-# at `hotline` in minutes 11-13, three escalation threats at `hotline` in minutes 20-22.
+# ``history`` stores: a negative surge at `delivery` in minutes 10-14, a surge of refund
+# mentions at `hotline` in minutes 11-13, three escalation threats at `hotline` in minutes 20-22,
+# and `app`, which sends ten events a minute until minute 20 and nothing after.
 SAMPLES: dict[str, dict[str, Any]] = {
     "threshold": {"metric": "negative_share", "operator": ">", "threshold": 0.4,
                   "clear_threshold": 0.3, "resolve_after_s": 120, "lookback_s": 300,
                   "min_volume": 20},
     "rate_of_change": {"metric": "negative_count", "operator": ">=", "threshold": 3,
-                       "clear_threshold": 1.5, "lookback_s": 180, "min_volume": 20},
+                       "clear_threshold": 1.5, "lookback_s": 180, "min_volume": 60},
     "anomaly": {"metric": "negative_share", "method": "zscore", "direction": "up",
                 "sensitivity": 0.3, "clear_sensitivity": 0.1, "lookback_s": 60,
                 "baseline_s": 600, "min_baseline_points": 5, "min_volume": 10},
     "topic_spike": {"topic": "after_sales_returns", "factor": 3, "min_count": 5,
                     "lookback_s": 300},
+    "volume_drop": {"lookback_s": 180, "baseline_s": 600, "share": 0, "min_baseline": 5},
     "event": {"match": {"urgency": ["escalation_threat"]}},
 }
 
@@ -193,9 +195,10 @@ def test_topic_counts_are_exact_whatever_the_lookback(store_url: str, lookback_s
 
 # --- live worker and backtest agree, on the real broker and both stores -----------------------
 
-def score_row(minute: int, negatives: int, volume: int = 20) -> dict:
+def score_row(minute: int, negatives: int, volume: int = 20,
+              touchpoint: str = "delivery") -> dict:
     """A ``cem_scores`` row of the all-channel, all-stage slice (other columns default)."""
-    return {"touchpoint": "delivery", "channel": "", "stage": "", "window_seconds": 60,
+    return {"touchpoint": touchpoint, "channel": "", "stage": "", "window_seconds": 60,
             "window_start": T0 + timedelta(minutes=minute), "volume": volume,
             "positive_count": volume - negatives, "neutral_count": 0,
             "negative_count": negatives, "mean_sentiment": 0.0,
@@ -219,6 +222,7 @@ def feedback(n: int, minute: float, *, refund: bool = False,
 def history() -> tuple[list[dict], list[EnrichedFeedback]]:
     negatives = [2] * 10 + [14] * 5 + [2] * 15
     scores = [score_row(m, n) for m, n in enumerate(negatives)]
+    scores += [score_row(m, 0, volume=10, touchpoint="app") for m in range(20)]
     events = [feedback(i, 1 + i * 0.2) for i in range(20)]
     events += [feedback(100 + i, 6 + i * 0.4, refund=True) for i in range(2)]
     events += [feedback(200 + i, 11 + i * 0.2, refund=True) for i in range(12)]
@@ -251,16 +255,21 @@ def comparable(alert: dict) -> tuple:
 
 
 async def live(settings: Settings, store: Store, producer: Any, path: Path,
-               events: list[EnrichedFeedback], touchpoints: list[str]) -> None:
-    """The live evaluator, fed what the pipeline would feed it, one window end at a time."""
+               scores: list[dict], events: list[EnrichedFeedback]) -> None:
+    """The live evaluator, fed what the pipeline would feed it, one window end at a time:
+    the events that arrived, and a score update of `delivery` and `hotline` at every end and
+    of every other touchpoint only while it sends (a silent touchpoint updates nothing)."""
     evaluator = AlertEvaluator(settings, store, producer, RulesFile(path))
     await evaluator.load_state()
     for end in window_ends(T0, T0 + timedelta(minutes=MINUTES), 60):
         arrived = [e for e in events if end - timedelta(minutes=1) <= e.occurred_at < end]
         if arrived:
             await evaluator.handle_events(records(arrived))
+        sending = {r["touchpoint"] for r in scores
+                   if r["window_start"] == end - timedelta(minutes=1)}
+        updated = sorted({"delivery", "hotline"} | sending)
         await evaluator.handle_scores(records(
-            [score_update(tp, end) for tp in touchpoints], topic=settings.topic("scores")))
+            [score_update(tp, end) for tp in updated], topic=settings.topic("scores")))
 
 
 def test_live_worker_and_backtest_decide_the_same_for_every_kind(
@@ -275,7 +284,7 @@ def test_live_worker_and_backtest_decide_the_same_for_every_kind(
         async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
             await store.insert("cem_scores", scores)
             await store.insert("feedback", [feedback_row(e, 1) for e in events])
-            await live(settings, store, producer, path, events, ["delivery", "hotline"])
+            await live(settings, store, producer, path, scores, events)
             replayed = await backtest(store, load_rules(path), T0,
                                       T0 + timedelta(minutes=MINUTES), 60)
             return [a.model_dump(mode="json", by_alias=True) for a in replayed]
