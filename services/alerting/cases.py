@@ -17,6 +17,7 @@ can both succeed, and the later row (higher seq, or the later insert of an equal
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -202,7 +203,7 @@ class CaseService:
             raise CaseNotFound(case_id)
         return case
 
-    async def history(self, case_id: str) -> list[CaseEvent]:
+    async def history(self, case_id: str) -> builtins.list[CaseEvent]:
         events = await queries.case_history(self.store, case_id)
         if not events:
             raise CaseNotFound(case_id)
@@ -211,16 +212,16 @@ class CaseService:
     async def list(self, *, status: CaseStatus | None = None, team: str | None = None,
                    touchpoint: str | None = None, limit: int = 100,
                    touchpoints: Collection[str] | None = None,
-                   teams: Collection[str] | None = None) -> list[CaseEvent]:
+                   teams: Collection[str] | None = None) -> builtins.list[CaseEvent]:
         """The newest-opened cases matching the filters, at most ``limit``; ``touchpoints``
         and ``teams`` bound what the caller may see (None: everything)."""
         return await queries.cases(self.store, status=status, team=team, touchpoint=touchpoint,
                                    touchpoints=touchpoints, teams=teams, limit=limit)
 
-    async def metrics(self, since: datetime) -> list[queries.CaseFigures]:
+    async def metrics(self, since: datetime) -> builtins.list[queries.CaseFigures]:
         return await queries.case_figures(self.store, since)
 
-    async def write(self, events: list[CaseEvent]) -> None:
+    async def write(self, events: builtins.list[CaseEvent]) -> None:
         if not events:
             return
         await self.producer.send_many(self.settings.topic("cases"),

@@ -18,7 +18,7 @@ from services.alerting.engine import KeyState, Measurement, Transition, alert_id
 from services.alerting.kinds import window_kind
 from services.alerting.kinds.base import Loader, Points, Rows, Wanted
 from services.alerting.rulebase import RuleBase
-from services.core.events import Alert
+from services.core.events import Alert, AlertStatus
 from services.core.store import Store
 
 
@@ -56,7 +56,7 @@ def lifecycle_alert(rule: Any, touchpoint: str, state: KeyState, transition: Tra
     """The alert event of a transition (the same alert_id for its firing and its resolution),
     worded as the rule's kind describes what it measured."""
     described = window_kind(rule).describe(rule, m)
-    status = "firing" if transition == "fire" else "resolved"
+    status: AlertStatus = "firing" if transition == "fire" else "resolved"
     key = metric_key(rule.id, touchpoint)
     scope = rule.scope
     return Alert(

@@ -283,17 +283,17 @@ async def cases(store: Store, *, status: CaseStatus | None, team: str | None,
     """
     if (touchpoints is not None and not touchpoints) or (teams is not None and not teams):
         return []
-    having, params = [], {"limit": limit}
-    for column, wanted, name in (("status", status, "status"), ("team", team, "team"),
-                                 ("touchpoint", touchpoint, "touchpoint")):
+    having: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    # Column names are this code's own; every value is a parameter.
+    for column, wanted in (("status", status), ("team", team), ("touchpoint", touchpoint)):
         if wanted is not None:
-            having.append(f"argMax({column}, seq) = %({name})s")
-            params[name] = wanted
-    for column, allowed, name in (("touchpoint", touchpoints, "touchpoints"),
-                                  ("team", teams, "teams")):
+            having.append(f"argMax({column}, seq) = %({column})s")
+            params[column] = wanted
+    for column, allowed in (("touchpoint", touchpoints), ("team", teams)):
         if allowed is not None:
-            having.append(f"argMax({column}, seq) IN %({name})s")
-            params[name] = tuple(sorted(allowed))
+            having.append(f"argMax({column}, seq) IN %({column}s)s")
+            params[f"{column}s"] = tuple(sorted(allowed))
     rows = await store.query(
         "SELECT * FROM case_events FINAL WHERE case_id IN ("
         " SELECT case_id FROM case_events FINAL GROUP BY case_id"
