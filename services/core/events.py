@@ -28,7 +28,8 @@ Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
 UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
 Severity = Literal["info", "warning", "critical"]
 Operator = Literal[">", ">=", "<", "<="]
-RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "event"]
+RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "volume_drop",
+                   "event"]
 AlertStatus = Literal["firing", "resolved"]
 
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
