@@ -209,11 +209,12 @@ def train_topics(taxonomy_path: Path, data_path: Path, out_dir: Path, holdout: f
     ``holdout`` > 0 a stratified share of rows is kept out of training and scored, and the
     saved model is the one trained without it, so the figures describe what is shipped.
     """
-    from services.nlp.aspect_tagger import f1_scores, holdout_mask, read_aspect_examples, train_tagger
+    from services.nlp.aspect_tagger import f1_scores, read_aspect_examples, topic_strata, train_tagger
+    from services.nlp.sentiment_model import holdout_mask
 
     taxonomy = load_taxonomy(taxonomy_path)
     examples = read_aspect_examples(data_path, dataset_ids(taxonomy.spec))
-    mask = holdout_mask(examples, holdout, seed) if holdout > 0 else [False] * len(examples)
+    mask = holdout_mask(topic_strata(examples), holdout, seed) if holdout > 0 else [False] * len(examples)
     train = [ex for ex, held in zip(examples, mask, strict=True) if not held]
     test = [ex for ex, held in zip(examples, mask, strict=True) if held]
     tagger = train_tagger([ex.text for ex in train], [ex.topics for ex in train],
