@@ -7,7 +7,7 @@ must send ``external_id``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 from fastapi import APIRouter
 from pydantic import ConfigDict, Field, StringConstraints
@@ -30,6 +30,8 @@ from services.ingest.publish import Accepted
 
 router = APIRouter()
 
+_CHANNELS = get_args(Channel)
+
 
 class FeedbackIn(Input):
     """One piece of feedback as a client sends it."""
@@ -44,7 +46,7 @@ class FeedbackIn(Input):
     source: SourceName = Field(description="Sending system; with external_id it makes the id.")
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None, description="Your id for this message; send it so retries deduplicate.")
-    channel: Channel = Field(description="web, app, survey, call, email, social, chat or other.")
+    channel: Channel = Field(description=f"{', '.join(_CHANNELS[:-1])} or {_CHANNELS[-1]}.")
     touchpoint: Touchpoint = Field(description="A name: CJK characters, ASCII letters, digits, "
                                    "_ . : - / or · with inner spaces.")
     text: Text
