@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.core.events import EmailFacts, RawFeedback, SocialFacts
+from services.core.events import EmailFacts, RawFeedback, ReviewFacts, SocialFacts
 from services.core.normalize import normalize_social, pseudonym, strip_history, tidy, to_simplified
 from services.core.pii import redact, redact_optional
 
@@ -35,9 +35,44 @@ def plain(text: str) -> str:
     return to_simplified(tidy(text))
 
 
+# Labels a review export puts at the start of a line: the merchant answering (not the
+# customer's voice, up to the next follow-up label), and the customer's later follow-up (追评).
+REPLY_LABELS = frozenset({"商家回复", "掌柜回复", "卖家回复", "店家回复", "客服回复", "官方回复"})
+FOLLOW_UP_LABELS = frozenset({"追评", "追加评论", "用户追评"})
+_LABELS = REPLY_LABELS | FOLLOW_UP_LABELS
+
+
+def _labelled(line: str) -> tuple[str, str]:
+    """(label, the rest) of a line that starts with one of the labels and a colon, else
+    ("", line). Two partitions of one line: linear."""
+    for colon in ("：", ":"):
+        label, found, rest = line.partition(colon)
+        if found and label.strip() in _LABELS:
+            return label.strip(), rest
+    return "", line
+
+
+def review_analysis(text: str) -> str:
+    """A review in the customer's own words: the merchant's replies dropped, a follow-up's
+    label dropped and its words kept; simplified Chinese, tidied."""
+    kept: list[str] = []
+    replying = False
+    for line in to_simplified(text).splitlines():
+        label, rest = _labelled(line.strip())
+        if label in REPLY_LABELS:
+            replying = True
+        elif label in FOLLOW_UP_LABELS:
+            replying = False
+            kept.append(rest)
+        elif not replying:
+            kept.append(line)
+    return tidy("\n".join(kept))
+
+
 ANALYSIS: dict[str, Callable[[str], str]] = {
     "social": lambda text: normalize_social(text).analysis,
     "email": lambda text: plain(strip_history(text)),
+    "review": review_analysis,
 }
 """channel -> the analysis text of an event of that channel that came without one."""
 
@@ -79,10 +114,23 @@ def _post_id(post: SocialFacts) -> str:
     return f"{post.platform}:{post.post_id}"
 
 
+def _redacted_review(review: ReviewFacts) -> dict[str, object]:
+    return {"product_name": redact_optional(review.product_name)}
+
+
+def review_key(review: ReviewFacts) -> str:
+    """A review's ``external_id``: ``platform:review_id``, and ``:follow_up`` for its 追评, so
+    a re-exported review that gained a follow-up adds the follow-up and not the review again.
+    Kept as sent: JD's and Taobao's numeric review ids can pass Luhn."""
+    key = f"{review.platform}:{review.review_id}"
+    return f"{key}:follow_up" if review.follow_up else key
+
+
 FACTS: dict[str, Facts] = {
     "call": Facts(),
     "email": Facts(redacted=_redacted_email),
     "social": Facts(redacted=_redacted_social, own_id=_post_id),
+    "review": Facts(redacted=_redacted_review, own_id=review_key),
 }
 """facts field of RawFeedback -> how its object is prepared. Every facts field is listed
 (tests/test_channel_registry.py checks it), with nothing to do where nothing needs doing."""

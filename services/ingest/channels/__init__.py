@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.ingest.channels import calls, emails, generic, social, surveys
+from services.ingest.channels import calls, emails, generic, reviews, social, surveys
 
 ROUTERS: tuple[APIRouter, ...] = (
     generic.router,
@@ -21,4 +21,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     calls.router,
     social.router,
     emails.router,
+    reviews.router,
 )
