@@ -208,7 +208,8 @@ def test_reviews_through_the_pipeline_are_stored_and_scored_as_csat(
     assert review["csat"] == 2 and review["sentiment_label"] == "negative"
     assert "商家回复" in review["text"] and "商家回复" not in review["analysis_text"]
     stored = json.loads(review["enriched_json"])["review"]
-    assert (stored["sku_id"], stored["product_name"]) == ("100012043978-黑色", "小熊电煮锅 售后<PHONE>")
+    assert (stored["sku_id"], stored["product_name"]) == ("100012043978-黑色",
+                                                          "小熊电煮锅 售后<PHONE>")
     assert by_id[f"jd:{LUHN_ID}:follow_up"]["csat"] is None
     assert by_id[f"jd:{LUHN_ID}:follow_up"]["sentiment_label"] == "negative"
     # Stars 2, 5 and 4: two of three satisfied (4 or 5).

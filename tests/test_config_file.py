@@ -51,7 +51,7 @@ def test_validation_errors_name_the_file_and_line(tmp_path: Path, kind: str, bod
     with pytest.raises(ConfigError) as caught:
         load(path)
     message = str(caught.value)
-    assert message.startswith(f"cannot load ") and f"from {path} ({setting}):\n" in message
+    assert message.startswith("cannot load ") and f"from {path} ({setting}):\n" in message
     assert f"  {path}{expected}" in message, message
 
 

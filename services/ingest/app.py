@@ -12,8 +12,8 @@ channel, next to the process-wide pipeline metrics.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 

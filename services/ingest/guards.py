@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -163,7 +163,8 @@ def _bounded(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def error_details(errors: Sequence[dict[str, Any]], prefix: Loc = ()) -> list[dict[str, Any]]:
+def error_details(errors: Sequence[Mapping[str, Any]],
+                  prefix: Loc = ()) -> list[dict[str, Any]]:
     """pydantic errors as a 422 lists them: each with its path, the first ``MAX_ERRORS``."""
     out = []
     for error in errors[:MAX_ERRORS]:

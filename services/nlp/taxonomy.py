@@ -209,7 +209,12 @@ def train_topics(taxonomy_path: Path, data_path: Path, out_dir: Path, holdout: f
     ``holdout`` > 0 a stratified share of rows is kept out of training and scored, and the
     saved model is the one trained without it, so the figures describe what is shipped.
     """
-    from services.nlp.aspect_tagger import f1_scores, read_aspect_examples, topic_strata, train_tagger
+    from services.nlp.aspect_tagger import (
+        f1_scores,
+        read_aspect_examples,
+        topic_strata,
+        train_tagger,
+    )
     from services.nlp.sentiment_model import holdout_mask
 
     taxonomy = load_taxonomy(taxonomy_path)

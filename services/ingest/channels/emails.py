@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from services.core.bounds import clean_input, without_invisibles
 from services.core.channels import prepare_raw
@@ -83,7 +90,7 @@ def _strip_brackets(value: str | None) -> str | None:
 
 
 def email_event(source: str, parsed: ParsedEmail, raw: bytes, *, touchpoint: str,
-                customer_id: str | None = None, stage: str | None = None,
+                customer_id: str | None = None, stage: Stage | None = None,
                 segment: str | None = None,
                 metadata: dict[str, str] | None = None) -> RawFeedback:
     """The raw event of one email: the body kept, the new message analysed.

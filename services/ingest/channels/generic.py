@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, StringConstraints
 
 from services.core.channels import prepare_raw
 from services.core.events import Channel, RawFeedback, SourceName, UtcTime, stable_event_id, utc_now
+from services.core.events import Ratings as WireRatings
 from services.ingest.deps import PublisherDep, Sender, authorize
 from services.ingest.inputs import (
     Batch,
@@ -77,7 +78,7 @@ def to_raw(item: FeedbackIn) -> RawFeedback:
         touchpoint=item.touchpoint, text=item.text,
         occurred_at=item.occurred_at or received, received_at=received,
         customer_id=item.customer_id, stage=item.stage, segment=item.segment,
-        ratings=item.ratings.model_dump(), metadata=item.metadata,
+        ratings=WireRatings(**item.ratings.model_dump()), metadata=item.metadata,
     ))
 
 

@@ -19,8 +19,8 @@ from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, mode
 from services.core.bounds import clean_input
 from services.core.channels import prepare_raw, review_key
 from services.core.events import (
-    RawFeedback,
     Ratings,
+    RawFeedback,
     ReviewFacts,
     ReviewPlatform,
     UtcTime,
@@ -93,7 +93,8 @@ class ReviewBatchIn(Input):
         "platform": "jd", "review_id": "18832157701", "stars": 2, "touchpoint": "delivery",
         "product_id": "100012043978", "sku_id": "100012043978-黑色",
         "product_name": "小熊电煮锅 1.2L", "text": "锅还行，快递太慢了，外箱都压扁了",
-        "reply": "亲，给您带来不便非常抱歉，已反馈物流", "reviewed_at": "2026-11-23T20:15:00+08:00"}]}]})
+        "reply": "亲，给您带来不便非常抱歉，已反馈物流",
+        "reviewed_at": "2026-11-23T20:15:00+08:00"}]}]})
 
     reviews: Batch[ReviewIn]
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from pydantic import ConfigDict, Field
 
 from services.core.channels import prepare_raw
+from services.core.events import Ratings as WireRatings
 from services.core.events import RawFeedback, UtcTime, stable_event_id, utc_now
 from services.ingest.deps import PublisherDep, Source
 from services.ingest.inputs import (
@@ -72,7 +73,7 @@ def survey_event(source: str, item: SurveyResponseIn) -> RawFeedback:
         channel=item.channel, touchpoint=item.touchpoint, text=item.text,
         occurred_at=item.submitted_at or received, received_at=received,
         customer_id=item.customer_id, metadata=item.metadata, stage=item.stage,
-        segment=item.segment, ratings=item.ratings.model_dump(),
+        segment=item.segment, ratings=WireRatings(**item.ratings.model_dump()),
     ))
 
 
