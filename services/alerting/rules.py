@@ -12,13 +12,12 @@ that reads rules.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
+from pydantic_core import ErrorDetails
 
 from services.alerting.kinds import is_window_rule, kind_name, models
 from services.alerting.kinds.event import EventMatch, EventRule
@@ -36,6 +35,7 @@ from services.alerting.rulebase import (
     score_schema_name,
     topic_metrics,
 )
+from services.core.config_file import ConfigFile, child_node, error_message
 from services.core.events import CaseAction, Severity
 
 __all__ = ["AnomalyRule", "AnyRule", "EventMatch", "EventRule", "MetricRule", "Problem",
@@ -145,29 +145,11 @@ def load_rules(path: Path | None = None) -> RuleSet:
     Every error is one line ``<file>:<line>: <rule and field>: <what is wrong>``, so an edit
     that does not load points at the line to fix.
     """
-    source = str(path) if path else "the built-in rules.yaml"
-    failed = f"cannot load alert rules from {source}"
-    try:
-        raw = (path.read_text(encoding="utf-8") if path
-               else resources.files(__package__).joinpath("rules.yaml").read_text("utf-8"))
-        tree = yaml.compose(raw, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(raw)
-    except OSError as exc:
-        raise ValueError(f"{failed}: {exc}") from exc
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ValueError(f"{failed}: {where}: not valid YAML: {exc.problem or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{failed}: not valid YAML: {exc}") from exc
-    try:
-        return RuleSet.model_validate(document)
-    except ValidationError as exc:
-        lines = [_describe(error, tree, source) for error in exc.errors()]
-        raise ValueError(f"{failed}:\n" + "\n".join(f"  {line}" for line in lines)) from exc
+    file = ConfigFile.read(path, __package__, "rules.yaml", "alert rules", "VOC_ALERT_RULES_PATH")
+    return file.validate(RuleSet, describe=_describe)
 
 
-def _describe(error: Mapping, tree: yaml.Node | None, source: str) -> str:
+def _describe(error: ErrorDetails, file: ConfigFile) -> str:
     """One validation error as ``<file>:<line>: <rule and field>: <message>``."""
     loc = list(error["loc"])
     if len(loc) > 2 and loc[0] == "rules" and isinstance(loc[1], int) and loc[2] in _RULE_TYPES:
@@ -177,23 +159,15 @@ def _describe(error: Mapping, tree: yaml.Node | None, source: str) -> str:
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, Problem):
         loc += cause.loc
-    node = tree
-    for part in loc:
-        child = _child(node, part)
-        if child is None:
-            break
-        node = child
-    where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
-    message = str(cause) if cause is not None else error["msg"]
-    value = error.get("input")
+    where = file.where(loc)
+    message = error_message(error)
     if not loc and error["type"] == "model_type":
-        message = ("the file is empty" if value is None else "the top level is not a mapping")
+        message = ("the file is empty" if error.get("input") is None
+                   else "the top level is not a mapping")
         message += "; it needs a `rules:` list (and optionally webhooks, sla, teams)"
-    elif cause is None and error["type"] != "missing" and not isinstance(value, (dict, list)):
-        message += f" (got {value!r})"
     subject = []
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rule_id = _child(_child(_child(tree, "rules"), loc[1]), "id")
+        rule_id = child_node(child_node(child_node(file.tree, "rules"), loc[1]), "id")
         name = rule_id.value if isinstance(rule_id, yaml.ScalarNode) else "?"
         subject.append(f"rule {name!r} (rules[{loc[1]}])")
         loc = loc[2:]
@@ -203,12 +177,3 @@ def _describe(error: Mapping, tree: yaml.Node | None, source: str) -> str:
 
 
 _RULE_TYPES = {kind_name(model) for model in models()}
-
-
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
-    """The value node under a mapping key or at a sequence index, if the file has it."""
-    if isinstance(node, yaml.MappingNode):
-        return next((v for k, v in node.value if k.value == str(part)), None)
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
-    return None

@@ -17,11 +17,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     model_validator,
 )
 
-Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "other"]
+Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "review", "other"]
 SentimentLabel = Literal["negative", "neutral", "positive"]
 Stage = Literal["售前", "售中", "售后"]
 Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
@@ -263,6 +264,22 @@ class SocialFacts(_Wire):
     emoji: Annotated[list[ShortText], Field(max_length=MAX_LIST)] = Field(default_factory=list)
 
 
+ReviewPlatform = Literal["tmall", "taobao", "jd", "pinduoduo", "douyin", "meituan", "dianping",
+                         "eleme", "app_store", "huawei", "xiaomi", "other"]
+
+
+class ReviewFacts(_Wire):
+    """A product or store review: where it was written and what it is about. Its star rating
+    is the event's ``ratings.csat``; a follow-up (追评) is an event of its own, without one."""
+
+    platform: ReviewPlatform
+    review_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    follow_up: StrictBool = False
+    product_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    sku_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    product_name: ShortText | None = None
+
+
 class CallTone(_Wire):
     """The customer's sentiment in the first and last third of a call, and which way it went."""
 
@@ -301,6 +318,7 @@ class RawFeedback(_Wire):
     call: CallFacts | None = None
     email: EmailFacts | None = None
     social: SocialFacts | None = None
+    review: ReviewFacts | None = None
 
 
 
