@@ -36,13 +36,14 @@ AlertStatus = Literal["firing", "resolved"]
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 # Names that reach the dashboard, alert messages and metric labels (touchpoints, segments,
 # metadata keys, topic names) keep to one character set without markup: CJK ideographs, ASCII
-# letters and digits, _ . : - / and the middle dot, with single-line inner spaces. No <>"'&,
+# letters and digits, _ . : - /, parentheses (ASCII and full-width, as in "App (iOS)") and the
+# middle dot, with single-line inner spaces. No <>"'&,
 # control or zero-width characters can pass, so a name is never markup wherever it is shown.
 # The same text is the pattern in the JSON Schema files (ECMA-262) and in Python; it cannot
 # backtrack (no quantifier is nested in another), and names are short.
-NAME_CHARS = r"A-Za-z0-9_.:/\u00b7\u3400-\u4dbf\u4e00-\u9fff-"
+NAME_CHARS = r"A-Za-z0-9_.:/()\u00b7\uff08\uff09\u3400-\u4dbf\u4e00-\u9fff-"
 NAME_PATTERN = rf"^(?:[{NAME_CHARS}]|[{NAME_CHARS}][{NAME_CHARS} ]*[{NAME_CHARS}])$"
-NAME_RULE = ("use CJK characters, ASCII letters, digits, _ . : - / or · with inner spaces "
+NAME_RULE = ("use CJK characters, ASCII letters, digits, _ . : - / ( ) （ ） or · with inner spaces "
              "(no markup, control or zero-width characters)")
 MAX_NAME = 128
 MAX_SEGMENT = 64
@@ -53,6 +54,11 @@ SourceName = Annotated[
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
 Touchpoint = Name
+StoredTouchpoint = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+"""The touchpoint of a derived event (score, alert, case). Names are checked where feedback
+enters (ingest, and the consumers of the feedback topics); what the stages derive from stored
+rows carries the name as stored, so rows written before the check existed (an upgrade) are
+still scored, alerted on and paged, and every place that shows a name escapes it."""
 Segment = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SEGMENT,
                                            pattern=NAME_PATTERN)]
 MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_META_KEY,
@@ -417,7 +423,7 @@ class Score(_Wire):
     """``score.v2``."""
 
     schema_: Literal["score.v2"] = Field(default="score.v2", alias="schema")
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     channel: Annotated[str, StringConstraints(max_length=32)]
     stage: Literal["", "售前", "售中", "售后", "unknown"]
     window: Annotated[str, StringConstraints(pattern=r"^[0-9]+[smhd]$")]
@@ -460,7 +466,7 @@ class Alert(_Wire):
     rule_type: RuleType
     severity: Severity
     status: AlertStatus
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     channel: str | None
     stage: str | None
     topic: str | None
@@ -505,7 +511,7 @@ class CaseEvent(_Wire):
     team: str | None
     assignee: str | None
     escalation_level: Annotated[int, Field(ge=0)]
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     rule_id: str
     alert_ids: list[str]
     feedback_event_ids: list[str]
