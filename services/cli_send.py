@@ -155,7 +155,7 @@ class Checker:
 
     def _generic(self, number: int, value: dict[str, Any], text: bytes) -> Line:
         from services.core.events import stable_event_id
-        from services.ingest.app import FeedbackIn
+        from services.ingest.channels.generic import FeedbackIn
 
         item = FeedbackIn.model_validate(value)
         event_id = stable_event_id(item.source, item.external_id) if item.external_id else None

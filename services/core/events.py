@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     create_model,
     model_validator,
@@ -24,26 +25,28 @@ from pydantic import (
 
 from services.core import cem_metrics
 
-Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "other"]
+Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "review", "other"]
 SentimentLabel = Literal["negative", "neutral", "positive"]
 Stage = Literal["售前", "售中", "售后"]
 Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
 UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
 Severity = Literal["info", "warning", "critical"]
 Operator = Literal[">", ">=", "<", "<="]
-RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "event"]
+RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "volume_drop",
+                   "event"]
 AlertStatus = Literal["firing", "resolved"]
 
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 # Names that reach the dashboard, alert messages and metric labels (touchpoints, segments,
 # metadata keys, topic names) keep to one character set without markup: CJK ideographs, ASCII
-# letters and digits, _ . : - / and the middle dot, with single-line inner spaces. No <>"'&,
+# letters and digits, _ . : - /, parentheses (ASCII and full-width, as in "App (iOS)") and the
+# middle dot, with single-line inner spaces. No <>"'&,
 # control or zero-width characters can pass, so a name is never markup wherever it is shown.
 # The same text is the pattern in the JSON Schema files (ECMA-262) and in Python; it cannot
 # backtrack (no quantifier is nested in another), and names are short.
-NAME_CHARS = r"A-Za-z0-9_.:/\u00b7\u3400-\u4dbf\u4e00-\u9fff-"
+NAME_CHARS = r"A-Za-z0-9_.:/()\u00b7\uff08\uff09\u3400-\u4dbf\u4e00-\u9fff-"
 NAME_PATTERN = rf"^(?:[{NAME_CHARS}]|[{NAME_CHARS}][{NAME_CHARS} ]*[{NAME_CHARS}])$"
-NAME_RULE = ("use CJK characters, ASCII letters, digits, _ . : - / or · with inner spaces "
+NAME_RULE = ("use CJK characters, ASCII letters, digits, _ . : - / ( ) （ ） or · with inner spaces "
              "(no markup, control or zero-width characters)")
 MAX_NAME = 128
 MAX_SEGMENT = 64
@@ -54,6 +57,11 @@ SourceName = Annotated[
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
 Touchpoint = Name
+StoredTouchpoint = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+"""The touchpoint of a derived event (score, alert, case). Names are checked where feedback
+enters (ingest, and the consumers of the feedback topics); what the stages derive from stored
+rows carries the name as stored, so rows written before the check existed (an upgrade) are
+still scored, alerted on and paged, and every place that shows a name escapes it."""
 Segment = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SEGMENT,
                                            pattern=NAME_PATTERN)]
 MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_META_KEY,
@@ -265,6 +273,22 @@ class SocialFacts(_Wire):
     emoji: Annotated[list[ShortText], Field(max_length=MAX_LIST)] = Field(default_factory=list)
 
 
+ReviewPlatform = Literal["tmall", "taobao", "jd", "pinduoduo", "douyin", "meituan", "dianping",
+                         "eleme", "app_store", "huawei", "xiaomi", "other"]
+
+
+class ReviewFacts(_Wire):
+    """A product or store review: where it was written and what it is about. Its star rating
+    is the event's ``ratings.csat``; a follow-up (追评) is an event of its own, without one."""
+
+    platform: ReviewPlatform
+    review_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    follow_up: StrictBool = False
+    product_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    sku_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    product_name: ShortText | None = None
+
+
 class CallTone(_Wire):
     """The customer's sentiment in the first and last third of a call, and which way it went."""
 
@@ -303,6 +327,7 @@ class RawFeedback(_Wire):
     call: CallFacts | None = None
     email: EmailFacts | None = None
     social: SocialFacts | None = None
+    review: ReviewFacts | None = None
 
 
 
@@ -412,7 +437,7 @@ class _ScoreWindow(_Wire):
     """What a ``score.v2`` message is about: one touchpoint x channel x stage x window."""
 
     schema_: Literal["score.v2"] = Field(default="score.v2", alias="schema")
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     channel: Annotated[str, StringConstraints(max_length=32)]
     stage: Literal["", "售前", "售中", "售后", "unknown"]
     window: Annotated[str, StringConstraints(pattern=r"^[0-9]+[smhd]$")]
@@ -457,7 +482,7 @@ class Alert(_Wire):
     rule_type: RuleType
     severity: Severity
     status: AlertStatus
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     channel: str | None
     stage: str | None
     topic: str | None
@@ -502,7 +527,7 @@ class CaseEvent(_Wire):
     team: str | None
     assignee: str | None
     escalation_level: Annotated[int, Field(ge=0)]
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     rule_id: str
     alert_ids: list[str]
     feedback_event_ids: list[str]

@@ -23,12 +23,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.core.config_file import ConfigFile
 from services.core.events import Span
 from services.nlp.aspect_tagger import AspectTagger
-from services.nlp.matching import KeywordMatcher, item_lines
+from services.nlp.matching import KeywordMatcher
 
 CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n]+")
 """A clause: a run of text between sentence or clause punctuation (linear: each match is a
@@ -162,35 +162,32 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     A tagger named by the file must list only topics of the taxonomy: a model trained for
     another taxonomy would otherwise tag ids no one can resolve.
     """
-    source = str(path) if path else "the built-in taxonomy.yaml"
+    file = ConfigFile.read(path, __package__, "taxonomy.yaml", "taxonomy", "VOC_TAXONOMY_PATH")
+    spec = file.validate(TaxonomySpec)
+    _refuse_blank_phrases(spec, file)
+    if not spec.tagger:
+        return Taxonomy(spec, None)
+    base = path.parent if path else Path(str(resources.files(__package__)))
     try:
-        raw = (path.read_text(encoding="utf-8") if path
-               else resources.files(__package__).joinpath("taxonomy.yaml").read_text("utf-8"))
-        spec = TaxonomySpec.model_validate(yaml.safe_load(raw))
-        _refuse_blank_phrases(spec, raw)
-        tagger = None
-        if spec.tagger:
-            base = path.parent if path else Path(str(resources.files(__package__)))
-            tagger = AspectTagger.load(base / spec.tagger)
-            unknown = sorted(set(tagger.topics) - {t.id for t in spec.topics})
-            if unknown:
-                raise ValueError(f"tagger {spec.tagger} knows topics {unknown} that the taxonomy lacks; "
-                                 "retrain it with `voc nlp train-topics` for this taxonomy")
-        return Taxonomy(spec, tagger)
-    except (OSError, KeyError, yaml.YAMLError, ValidationError, ValueError) as exc:
-        raise ValueError(f"cannot load taxonomy {source}: {exc}") from exc
+        tagger = AspectTagger.load(base / spec.tagger)
+    except (OSError, KeyError, ValueError) as exc:
+        raise file.refuse(("tagger",), f"tagger {spec.tagger} does not load: {exc}") from exc
+    unknown = sorted(set(tagger.topics) - {t.id for t in spec.topics})
+    if unknown:
+        raise file.refuse(("tagger",), f"tagger {spec.tagger} knows topics {unknown} that the "
+                          "taxonomy lacks; retrain it with `voc nlp train-topics` for this "
+                          "taxonomy")
+    return Taxonomy(spec, tagger)
 
 
-def _refuse_blank_phrases(spec: TaxonomySpec, raw: str) -> None:
+def _refuse_blank_phrases(spec: TaxonomySpec, file: ConfigFile) -> None:
     """A keyword or synonym that is empty or only spaces would tag its topic in every text."""
     for kind in ("keywords", "synonyms"):
-        lines = item_lines(raw, ("topics", "*", kind))
         for t, topic in enumerate(spec.topics):
             for k, phrase in enumerate(getattr(topic, kind)):
                 if not phrase.strip():
-                    line = lines.get(("topics", t, kind, k))
-                    raise ValueError(f"{f'line {line}: ' if line else ''}topic {topic.id} has "
-                                     f"a blank entry in {kind}; remove it")
+                    raise file.refuse(("topics", t, kind, k), f"topic {topic.id} has a blank "
+                                      f"entry in {kind}; remove it")
 
 
 def dataset_ids(spec: TaxonomySpec) -> dict[str, str]:
@@ -212,11 +209,17 @@ def train_topics(taxonomy_path: Path, data_path: Path, out_dir: Path, holdout: f
     ``holdout`` > 0 a stratified share of rows is kept out of training and scored, and the
     saved model is the one trained without it, so the figures describe what is shipped.
     """
-    from services.nlp.aspect_tagger import f1_scores, holdout_mask, read_aspect_examples, train_tagger
+    from services.nlp.aspect_tagger import (
+        f1_scores,
+        read_aspect_examples,
+        topic_strata,
+        train_tagger,
+    )
+    from services.nlp.sentiment_model import holdout_mask
 
     taxonomy = load_taxonomy(taxonomy_path)
     examples = read_aspect_examples(data_path, dataset_ids(taxonomy.spec))
-    mask = holdout_mask(examples, holdout, seed) if holdout > 0 else [False] * len(examples)
+    mask = holdout_mask(topic_strata(examples), holdout, seed) if holdout > 0 else [False] * len(examples)
     train = [ex for ex, held in zip(examples, mask, strict=True) if not held]
     test = [ex for ex, held in zip(examples, mask, strict=True) if held]
     tagger = train_tagger([ex.text for ex in train], [ex.topics for ex in train],
