@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     from services.nlp.worker import build_analyzer
-    from services.scoring.windows import feedback_row
+    from services.scoring.sink import feedback_row
 
     positives, negatives = load_texts(args.data, args.events, 5)
     texts = [t for pair in zip(positives, negatives) for t in pair][: args.events]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from functools import cache
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -19,8 +19,11 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    create_model,
     model_validator,
 )
+
+from services.core import cem_metrics
 
 Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "review", "other"]
 SentimentLabel = Literal["negative", "neutral", "positive"]
@@ -412,15 +415,26 @@ class TopicFigure(_Wire):
 class ExpectationGap(_Wire):
     """A metric's value against its expectation target; gap < 0 means worse than expected."""
 
-    metric: Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat", "ces",
-                    "complaint_rate"]
+    metric: Literal[cem_metrics.GAP_METRICS]  # type: ignore[valid-type]
     value: float
     target: float
     gap: float
 
 
-class Score(_Wire):
-    """``score.v2``."""
+def _metric_field(metric: cem_metrics.Metric, required: bool) -> tuple[Any, Any]:
+    """The ``Score`` field of one catalogue metric: its type, bounds and default."""
+    if isinstance(metric, cem_metrics.Count):
+        kind: Any = Annotated[int, Field(ge=metric.minimum)]
+    else:
+        kind = Annotated[float, Field(ge=metric.minimum, le=metric.maximum)]
+    if (isinstance(metric, cem_metrics.Ratio) and metric.nullable) or not required:
+        kind = kind | None
+    return (Annotated[kind, Field(description=metric.description)],
+            ... if required else None)
+
+
+class _ScoreWindow(_Wire):
+    """What a ``score.v2`` message is about: one touchpoint x channel x stage x window."""
 
     schema_: Literal["score.v2"] = Field(default="score.v2", alias="schema")
     touchpoint: StoredTouchpoint
@@ -430,30 +444,32 @@ class Score(_Wire):
     window_start: UtcTime
     window_end: UtcTime
     window_seconds: Annotated[int, Field(ge=1)]
-    volume: Annotated[int, Field(ge=1)]
-    positive_count: Annotated[int, Field(ge=0)]
-    neutral_count: Annotated[int, Field(ge=0)]
-    negative_count: Annotated[int, Field(ge=0)]
-    mean_sentiment: Annotated[float, Field(ge=-1, le=1)]
-    net_sentiment: Annotated[float, Field(ge=-100, le=100)]
-    negative_share: Annotated[float, Field(ge=0, le=1)]
-    nps: Annotated[float, Field(ge=-100, le=100)] | None
-    nps_responses: Annotated[int, Field(ge=0)]
-    nps_promoters: Annotated[int, Field(ge=0)]
-    nps_detractors: Annotated[int, Field(ge=0)]
-    csat: Annotated[float, Field(ge=0, le=100)] | None
-    csat_responses: Annotated[int, Field(ge=0)]
-    csat_satisfied: Annotated[int, Field(ge=0)]
-    ces: Annotated[float, Field(ge=1, le=7)] | None
-    ces_responses: Annotated[int, Field(ge=0)]
-    complaint_count: Annotated[int, Field(ge=0)]
-    complaint_rate: Annotated[float, Field(ge=0, le=1)]
-    urgent_count: Annotated[int, Field(ge=0)]
-    urgent_flags: UrgentCounts
-    topics: list[TopicFigure]
-    expectations: list[ExpectationGap]
-    computed_at: UtcTime
 
+    if TYPE_CHECKING:
+        # The catalogue's figures, added by create_model below.
+        def __getattr__(self, name: str) -> Any: ...
+
+
+if TYPE_CHECKING:
+    class Score(_ScoreWindow):
+        """``score.v2``: the window, then one field per catalogue metric."""
+
+        urgent_flags: UrgentCounts
+        topics: list[TopicFigure]
+        expectations: list[ExpectationGap]
+        computed_at: UtcTime
+else:
+    Score = create_model(
+        "Score", __base__=_ScoreWindow, __module__=__name__,
+        __doc__="``score.v2``: the window, its figures (services/core/cem_metrics.py), topics "
+                "and expectation gaps.",
+        **{metric.name: _metric_field(metric, required)
+           for metric, required in cem_metrics.wire_fields()},
+        urgent_flags=(UrgentCounts, ...),
+        topics=(list[TopicFigure], ...),
+        expectations=(list[ExpectationGap], ...),
+        computed_at=(UtcTime, ...),
+    )
 
 
 class Alert(_Wire):

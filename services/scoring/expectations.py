@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.core.cem_metrics import GAP_METRICS
 from services.core.config_file import ConfigFile
-from services.scoring.metrics import GAP_METRICS
 
-GapMetric = Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat", "ces",
-                    "complaint_rate"]
+GapMetric = Literal[GAP_METRICS]  # type: ignore[valid-type]
+"""The metrics a target may be set for (``Ratio.targetable`` in the catalogue)."""
 Scale10 = Annotated[float, Field(ge=0, le=10)]
 
 
