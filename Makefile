@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
-.PHONY: run test test-fast train bench assets system-deps clean
+.PHONY: run test test-fast train bench assets schemas system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -38,6 +38,11 @@ system-deps:
 ## assets: rebuild the dashboard (web/ -> services/web/static/, committed); needs Node and npm
 assets:
 	cd web && npm ci --no-audit --no-fund && node build.mjs
+
+## schemas: write schemas/topics/score.v2.json's metric fields from the metric catalogue
+## (services/core/cem_metrics.py); a test fails when the committed file differs
+schemas: $(STAMP)
+	$(BIN)/python -m services.core.cem_metrics
 
 ## test: everything the tests need, then the whole suite (slow end-to-end tests included)
 test: $(STAMP) system-deps

@@ -16,11 +16,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from services.core.normalize import prepare_raw  # noqa: E402
+from services.core.channels import prepare_raw  # noqa: E402
 from services.core.pii import redact  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402
 from services.ingest.call_transcript import CallIn  # noqa: E402
-from services.ingest.channels import SurveyBatchIn, call_event, survey_event  # noqa: E402
+from services.ingest.channels.calls import call_event  # noqa: E402
+from services.ingest.channels.surveys import SurveyBatchIn, survey_event  # noqa: E402
 from services.ingest.email_message import parse_rfc822  # noqa: E402
 from services.nlp.worker import build_analyzer  # noqa: E402
 from tests.test_channel_e2e import long_call  # noqa: E402

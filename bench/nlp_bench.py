@@ -40,6 +40,7 @@ from services.nlp.sentiment_model import (  # noqa: E402
     holdout_mask,
     load_default,
     read_examples,
+    sentiment_strata,
 )
 
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     examples = read_examples(args.data)
-    mask = holdout_mask(examples, args.holdout, args.seed)
+    mask = holdout_mask(sentiment_strata(examples), args.holdout, args.seed)
     held = [ex for ex, t in zip(examples, mask) if t]
     texts = [ex.text for ex in held]
 

@@ -33,7 +33,7 @@ from services.core.store import open_store  # noqa: E402
 def template_rows(texts: list[str], count: int) -> list[dict[str, Any]]:
     """``count`` feedback rows shaped exactly as the scoring sink writes them."""
     from services.nlp.worker import build_analyzer
-    from services.scoring.windows import feedback_row
+    from services.scoring.sink import feedback_row
 
     analyzer = build_analyzer(load_settings())
     now = datetime.now(UTC)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import REPO_ROOT, write_json  # noqa: E402
 from bench.e2e_bench import load_texts  # noqa: E402
 from services.core.events import EnrichedFeedback, RawFeedback, stable_event_id  # noqa: E402
-from services.core.normalize import prepare_raw  # noqa: E402
+from services.core.channels import prepare_raw  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     from services.nlp.worker import build_analyzer
-    from services.scoring.windows import feedback_row
+    from services.scoring.sink import feedback_row
 
     positives, negatives = load_texts(args.data, args.events, 5)
     texts = [t for pair in zip(positives, negatives) for t in pair][: args.events]

@@ -1,9 +1,9 @@
 """Topic (aspect) tagging quality per dataset: keywords only, learned tagger only, and combined.
 
 Each ``aspect_*_dev.jsonl`` file is split into an inner training part and an inner hold-out
-(``holdout_mask``, seed 42, stratified by each row's rarest topic). The tagger is trained on the
-training part only, including its out-of-fold thresholds, and every figure is measured on the
-inner hold-out; the true held-out test side is never available to us. The taxonomy of each
+(``holdout_mask`` over ``topic_strata``, seed 42: stratified by each row's rarest topic). The
+tagger is trained on the training part only, including its out-of-fold thresholds, and every
+figure is measured on the inner hold-out; the true held-out test side is never available to us. The taxonomy of each
 dataset is the shipped YAML in ``services/nlp/taxonomies/``, so the keyword figures measure
 exactly what a deployment would run. Models trained here are kept in memory and never saved
 (the restaurant corpus is licensed for non-commercial research only).
@@ -42,10 +42,11 @@ import numpy as np  # noqa: E402
 from services.nlp.aspect_tagger import (  # noqa: E402
     AspectExample,
     f1_scores,
-    holdout_mask,
     read_aspect_examples,
+    topic_strata,
     train_tagger,
 )
+from services.nlp.sentiment_model import holdout_mask  # noqa: E402
 from services.nlp.taxonomy import Taxonomy, dataset_ids, load_taxonomy  # noqa: E402
 
 DATASETS = {
@@ -97,7 +98,7 @@ def inner_split(name: str, data_dir: Path) -> tuple[Taxonomy, list[AspectExample
     filename, taxonomy_file, _ = DATASETS[name]
     taxonomy = load_taxonomy(TAXONOMY_DIR / taxonomy_file)
     examples = read_aspect_examples(data_dir / filename, dataset_ids(taxonomy.spec))
-    mask = holdout_mask(examples)
+    mask = holdout_mask(topic_strata(examples))
     train = [ex for ex, held in zip(examples, mask, strict=True) if not held]
     test = [ex for ex, held in zip(examples, mask, strict=True) if held]
     return taxonomy, train, test

@@ -14,6 +14,7 @@ import structlog
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
+from services.core import errors
 from services.core.access import Access, Require, auth_router, route_roles
 from services.core.http import harden
 from services.core.ops import metrics_router, probe_routes
@@ -40,6 +41,7 @@ def create_app(settings: Settings, bootstrap: str, store: Store,
                     "act on cases; configure VOC_API_KEYS_FILE or VOC_OIDC_ISSUER beyond a "
                     "local demo (docs/security.md)")
     app = create_ingest_app(settings, bootstrap, TouchpointLimit(store, settings.max_touchpoints))
+    errors.install(app)
     harden(app, settings, access)
     app.title = "Tingjian (听见) API"
     app.description = ("Accepts customer feedback into the VoC pipeline and serves the "

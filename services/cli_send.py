@@ -155,7 +155,7 @@ class Checker:
 
     def _generic(self, number: int, value: dict[str, Any], text: bytes) -> Line:
         from services.core.events import stable_event_id
-        from services.ingest.app import FeedbackIn
+        from services.ingest.channels.generic import FeedbackIn
 
         item = FeedbackIn.model_validate(value)
         event_id = stable_event_id(item.source, item.external_id) if item.external_id else None
@@ -287,9 +287,19 @@ class HttpSink:
         raise AssertionError("unreachable: the loop returns or raises")
 
 
+def _error_list(response: Any) -> list[dict[str, Any]]:
+    """The inputs an error answer names: ``errors`` of the API's one error shape
+    (services/core/errors.py), or the ``detail`` list of an API from before it."""
+    body = response.json()
+    errors = body.get("errors") or body.get("detail")
+    if not isinstance(errors, list):
+        raise ValueError("no list of errors in the answer")
+    return errors
+
+
 def _errors(response: Any) -> str:
     try:
-        errors = response.json()["detail"]
+        errors = _error_list(response)
         return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                          for e in errors[:5])[:500]
     except (ValueError, KeyError, TypeError):
@@ -300,7 +310,7 @@ def _indexed_errors(response: Any, size: int) -> dict[int, str]:
     """Index in the batch -> error, for 422 errors located at body.events[i]."""
     found: dict[int, str] = {}
     try:
-        errors = response.json()["detail"]
+        errors = _error_list(response)
         for error in errors:
             loc = error["loc"]
             if (len(loc) > 2 and loc[0] == "body" and loc[1] == "events"

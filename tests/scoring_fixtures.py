@@ -67,7 +67,8 @@ E2 = event("e2", T0 + timedelta(seconds=20), score=-0.6, nps=3, csat=2, ces=6,
            flags=["escalation_threat"], text="配送太慢，等了两小时，要打12315")
 E3 = event("e3", T0 + timedelta(seconds=40), channel="social", stage="售后", score=-0.9,
            intent="complaint", topics=[("service_attitude", -0.9)],
-           flags=["churn_intent", "escalation_threat"], text="客服态度差，再也不买了")
+           flags=["churn_intent", "escalation_threat", "repeat_contact"],
+           text="客服态度差，第三次投诉了，再也不买了")
 E4 = event("e4", T0 + timedelta(seconds=59), channel="social", stage=None, score=0.0, nps=8,
            csat=4, intent="inquiry", text="请问几点送到？")
 E5 = event("e5", T0 + timedelta(minutes=3, seconds=10), score=0.5, nps=9, csat=3, ces=3,
@@ -81,7 +82,8 @@ FIXTURE = [E1, E2, E3, E4, E5]
 #   NPS responses 10, 3, 8 -> 3; promoters 1 (10), detractors 1 (3) -> NPS 100 x 0 / 3 = 0
 #   CSAT responses 5, 2, 4 -> 3; satisfied (4-5) 2 -> 66.67
 #   CES responses 2, 6 -> mean 4.0; complaints 2 (e2, e3) -> 0.5
-#   urgent events 2 (e2, e3); escalation_threat 2, churn_intent 1
+#   urgent events 2 (e2, e3); escalation_threat 2, churn_intent 1, repeat_contact 1 (e3)
+#   -> repeat contact rate 1 / 4 = 0.25
 #   gaps (delivery targets): nps 0 - 30 = -30; negative_share 0.15 - 0.5 = -0.35 (lower is
 #   better); ces 3 - 4 = -1 (lower is better); csat 66.67 - 60 = 6.67; mean_sentiment
 #   (default target 0.3) -0.175 - 0.3 = -0.475
@@ -92,7 +94,7 @@ MINUTE_ALL = {
     "csat": 200 / 3, "csat_responses": 3, "csat_satisfied": 2,
     "ces": 4.0, "ces_responses": 2, "complaint_count": 2, "complaint_rate": 0.5,
     "urgent_count": 2, "escalation_threat_count": 2, "churn_intent_count": 1,
-    "repeat_contact_count": 0, "safety_count": 0,
+    "repeat_contact_count": 1, "safety_count": 0, "repeat_contact_rate": 0.25,
 }
 MINUTE_GAPS = {"mean_sentiment": -0.475, "negative_share": -0.35, "nps": -30.0,
                "csat": 200 / 3 - 60, "ces": -1.0}
@@ -113,10 +115,12 @@ MINUTE_SOCIAL_UNKNOWN = {"volume": 1, "neutral_count": 1, "nps": 0.0, "nps_respo
 #   net 100 x 0 / 5 = 0; negative share 0.4
 #   NPS responses 10, 3, 8, 9 -> promoters 2, detractors 1 -> 100 x 1 / 4 = 25
 #   CSAT 5, 2, 4, 3 -> 2 of 4 = 50; CES 2, 6, 3 -> 11 / 3; complaint rate 2 / 5 = 0.4
+#   repeat contact rate 1 (e3) / 5 = 0.2
 ROLLUP_ALL = {"volume": 5, "positive_count": 2, "neutral_count": 1, "negative_count": 2,
               "mean_sentiment": -0.04, "net_sentiment": 0.0, "negative_share": 0.4,
               "nps": 25.0, "nps_responses": 4, "csat": 50.0, "csat_responses": 4,
-              "ces": 11 / 3, "ces_responses": 3, "complaint_rate": 0.4, "urgent_count": 2}
+              "ces": 11 / 3, "ces_responses": 3, "complaint_rate": 0.4, "urgent_count": 2,
+              "repeat_contact_rate": 0.2}
 # logistics_delivery over the rollup: e1 0.9, e2 -0.8, e5 0.6 -> 3 mentions, mean 0.7 / 3.
 ROLLUP_TOPICS = {"logistics_delivery": (3, 0.7 / 3), "waiting_time": (1, -0.7),
                  "service_attitude": (1, -0.9)}

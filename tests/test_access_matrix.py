@@ -54,6 +54,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/v1/sources/{source}/calls"): "ingest",
     ("POST", "/v1/sources/{source}/social"): "ingest",
     ("POST", "/v1/sources/{source}/emails"): "ingest",
+    ("POST", "/v1/sources/{source}/reviews"): "ingest",
+    ("GET", "/v1/metrics"): "viewer",
     ("GET", "/v1/touchpoints"): "viewer",
     ("GET", "/v1/scores"): "viewer",
     ("GET", "/v1/drivers"): "viewer",

@@ -119,7 +119,7 @@ async def check_queries(client: httpx.AsyncClient, as_: dict, window: dict) -> N
     for path in ("/v1/scores", "/v1/drivers", "/v1/feedback"):
         refused = await get(path, limited, touchpoint="hotline")
         assert refused.status_code == 403, (path, refused.text)
-        assert refused.json()["detail"]["parameter"] == "touchpoint"
+        assert refused.json()["errors"][0]["loc"] == ["query", "touchpoint"]
         assert (await get(path, limited, touchpoint="delivery")).status_code == 200, path
     scores = (await get("/v1/scores", limited, window="1m")).json()["rows"]
     assert scores and {r["touchpoint"] for r in scores} == {"delivery"}
@@ -217,8 +217,8 @@ async def check_range_cap(client: httpx.AsyncClient, as_: dict) -> None:
         answer = await client.get(path, headers=as_["viewer-all"], params={
             "from": (now - timedelta(days=400)).isoformat(), "to": now.isoformat()})
         assert answer.status_code == 400, (path, answer.text)
-        assert answer.json()["detail"]["parameter"] == "from"
-        assert "VOC_QUERY_MAX_RANGE_DAYS" in answer.json()["detail"]["error"]
+        assert answer.json()["errors"][0]["loc"] == ["query", "from"]
+        assert "VOC_QUERY_MAX_RANGE_DAYS" in answer.json()["errors"][0]["msg"]
     metrics = await client.get("/v1/cases/metrics", params={"days": 400},
                                headers=as_["viewer-all"])
     assert metrics.status_code == 400 and "VOC_QUERY_MAX_RANGE_DAYS" in metrics.text

@@ -21,7 +21,7 @@ from services.core.events import (
 )
 from services.core.migrations import migrate
 from services.core.store import Store, open_store
-from services.scoring.windows import feedback_row
+from services.scoring.sink import feedback_row
 from tests.conftest import run
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

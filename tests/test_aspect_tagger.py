@@ -18,12 +18,13 @@ from services.nlp.aspect_tagger import (
     AspectExample,
     AspectTagger,
     f1_scores,
-    holdout_mask,
     WORD_JOIN,
     read_aspect_examples,
+    topic_strata,
     train_tagger,
     word_ngrams,
 )
+from services.nlp.sentiment_model import holdout_mask
 from services.nlp.taxonomy import Taxonomy, dataset_ids, load_taxonomy
 
 DATA = Path(__file__).parent / "data"
@@ -36,7 +37,7 @@ FLOORS = {"makeup": (0.83, 0.85), "car": (0.83, 0.85)}  # measured 0.845/0.862, 
 def split(name: str) -> tuple[Taxonomy, list[AspectExample], list[AspectExample]]:
     taxonomy = load_taxonomy(TAXONOMIES / f"{name}.yaml")
     examples = read_aspect_examples(DATA / f"aspect_{name}_sample.jsonl", dataset_ids(taxonomy.spec))
-    mask = holdout_mask(examples)
+    mask = holdout_mask(topic_strata(examples))
     return (taxonomy, [e for e, h in zip(examples, mask, strict=True) if not h],
             [e for e, h in zip(examples, mask, strict=True) if h])
 

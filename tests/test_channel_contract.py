@@ -21,7 +21,8 @@ from services.core.events import (
     Sentiment,
     SocialFacts,
 )
-from services.core.normalize import prepare_raw, pseudonym
+from services.core.channels import prepare_raw
+from services.core.normalize import pseudonym
 from services.nlp.call_tone import call_tones
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.core.normalize import analysis_text, normalize_social, strip_history, to_simplified
+from services.core.channels import analysis_text
+from services.core.normalize import normalize_social, strip_history, to_simplified
 from services.ingest.call_transcript import CallIn, call_facts, customer_text, transcript_text
 from services.ingest.email_message import (
     UndecodableEmail,

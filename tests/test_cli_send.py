@@ -80,10 +80,11 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert 25 < (retry_after(later) or 0) <= 30
 
 
-def test_422_errors_are_placed_on_their_batch_lines() -> None:
+@pytest.mark.parametrize("member", ["errors", "detail"], ids=["one-shape", "older-api"])
+def test_422_errors_are_placed_on_their_batch_lines(member: str) -> None:
     class Answer:
         def json(self) -> dict:
-            return {"detail": [
+            return {member: [
                 {"loc": ["body", "events", 2, "text"], "msg": "too long"},
                 {"loc": ["body", "events", 2, "channel"], "msg": "bad"},
                 {"loc": ["body", "events", 9], "msg": "out of this batch"},

@@ -86,12 +86,15 @@ async def fill(store: Store) -> None:
         "topics": [TOPIC], "topic_sentiments": [-0.6], "metadata": "{}", "stage": "售后",
         "segment": SEGMENT, "intent": "complaint", "enriched_json": json.dumps(enriched),
         "inserted_ms": ms} for i in range(3)])
-    hostile = alert("hostile", TOUCHPOINT, "cx-ops").model_copy(update={
-        "rule_id": TOUCHPOINT, "message": TEXT})
+    # The wire models refuse markup in names, so the rows are built from valid models with the
+    # names swapped in afterwards (model_copy does not validate), as a compromised writer would.
+    valid = alert("hostile", "delivery", "cx-ops")
+    hostile = valid.model_copy(update={"touchpoint": TOUCHPOINT, "rule_id": TOUCHPOINT,
+                                       "message": TEXT})
     await store.insert("alerts", [alert_row(hostile)])
-    case = open_case(hostile, Sla(ack_minutes=30, resolve_hours=4), now)
-    await store.insert("case_events", [case_row(case.model_copy(update={"assignee": SEGMENT}),
-                                                ms)])
+    case = open_case(valid, Sla(ack_minutes=30, resolve_hours=4), now)
+    await store.insert("case_events", [case_row(case.model_copy(update={
+        "touchpoint": TOUCHPOINT, "assignee": SEGMENT, "comment": TEXT}), ms)])
 
 
 async def sweep(page: Any) -> str:

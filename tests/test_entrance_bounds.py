@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from services.core.bounds import entrance_problem, without_invisibles
 from services.core.events import RawFeedback
 from services.core.settings import load_settings
-from services.ingest.app import FeedbackIn, error_details, lone_surrogate
+from services.ingest.channels.generic import FeedbackIn
+from services.ingest.guards import error_details, lone_surrogate
 from services.ingest.email_message import EmailTooComplex, parse_rfc822
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

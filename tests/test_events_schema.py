@@ -181,6 +181,7 @@ def _set(document: dict, path: str, value: object) -> dict:
 
 
 NAME_CASES = [("配送", True), ("app checkout", True), ("售后·退换", True), ("a/b:c.d-e_1", True),
+              ("App (iOS)", True), ("门店（北京）", True), ("a<b", False), ("a`b", False),
               ("x" * 128, True), ("x" * 129, False), ("<img src=x onerror=alert(1)>", False),
               ("a\"b", False), ("a'b", False), ("a&b", False), (" lead", False),
               ("trail ", False), ("a\u200bb", False), ("a\x00b", False), ("a\tb", False),
@@ -269,13 +270,29 @@ def test_topic_lists_are_bounded_in_model_and_schema() -> None:
            {**document, "urgency": document["urgency"] * 65}, False)
 
 
-def test_every_touchpoint_in_the_schemas_is_a_name() -> None:
-    from services.core.events import NAME_PATTERN
+def test_feedback_touchpoints_are_names_and_derived_ones_keep_what_was_stored() -> None:
+    """Names are checked where feedback enters; scores, alerts and cases carry the stored name
+    (bounded in length), so rows stored before the check are still scored and paged."""
+    from services.core.events import MAX_NAME, NAME_PATTERN
 
+    seen = set()
     for name in schemas.topic_schema_names():
         touchpoint = schemas.topic_schema(name)["properties"].get("touchpoint")
-        if touchpoint is not None:
+        if touchpoint is None:
+            continue
+        seen.add(name.rsplit(".", 1)[0])
+        assert touchpoint["maxLength"] == MAX_NAME, name
+        if name.startswith("feedback."):
             assert touchpoint["pattern"] == NAME_PATTERN, name
+        else:
+            assert "pattern" not in touchpoint, name
+    assert {"feedback.raw", "feedback.enriched", "score", "alert", "case"} <= seen
+
+
+def test_a_stored_name_from_before_the_check_still_makes_scores_alerts_and_cases() -> None:
+    legacy = "门店<旧>"
+    for schema_name, model, sample in CASES[2:5]:
+        _agree(schema_name, model, _set(json.loads(sample.to_bytes()), "touchpoint", legacy), True)
 
 
 def test_the_name_pattern_means_the_same_in_ecmascript() -> None:

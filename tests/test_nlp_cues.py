@@ -156,7 +156,7 @@ def test_deployment_cues_that_re2_cannot_run_are_refused_with_file_and_line(
     path.write_text("version: 1\nflags:\n  safety:\n    - '电池鼓包'\n"
                     f"  escalation_threat:\n    - '12315'\n    - {json.dumps(pattern, ensure_ascii=False)}\n",
                     encoding="utf-8")
-    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}, line 7: escalation_threat: "
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}:7: escalation_threat: "
                                          rf"pattern .* is {reason}"):
         load_urgency(path)
 

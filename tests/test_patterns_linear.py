@@ -39,7 +39,7 @@ import pytest
 import re2
 
 import services
-from services.core import normalize, pii
+from services.core import channels, normalize, pii
 from services.ingest.email_message import html_to_text
 from services.nlp import taxonomies
 from services.nlp.cues import intent_of, load_urgency
@@ -421,8 +421,8 @@ HOSTILE = [(f"{unit!r} repeated", (unit * SIZE)[:SIZE]) for unit in (
 
 @pytest.mark.parametrize("name, scan", [
     ("pii.redact", pii.redact),
-    ("normalize.analysis_text(email)", lambda s: normalize.analysis_text(s, "email")),
-    ("normalize.analysis_text(social)", lambda s: normalize.analysis_text(s, "social")),
+    ("channels.analysis_text(email)", lambda s: channels.analysis_text(s, "email")),
+    ("channels.analysis_text(social)", lambda s: channels.analysis_text(s, "social")),
     ("normalize.strip_history", normalize.strip_history),
     ("email_message.html_to_text", html_to_text),
     ("cues.intent_of", lambda s: intent_of(s, "neutral")),

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 
 from services.alerting.cases import CaseService, followup_feedback, open_case, transition
-from services.alerting.engine import event_alert
+from services.alerting.kinds.event import event_alert
 from services.alerting.rules import Sla, Webhook
 from services.alerting.webhooks import build_request, deliver, redact_url
 from services.core.access import Access

@@ -15,6 +15,7 @@ import yaml
 
 from services.api import create_app
 from services.core.broker import LocalBroker
+from services.core.cem_metrics import SCORE_METRICS
 from services.core.settings import Settings
 from tests.conftest import run
 from tests.scoring_fixtures import (
@@ -72,8 +73,7 @@ async def check_scores(client: httpx.AsyncClient) -> None:
                                                          "2026-11-23T10:03:00Z"]
     first = body["rows"][0]
     assert (first["channel"], first["stage"], first["window"]) == ("", "", "1m")
-    for metric in ("volume", "mean_sentiment", "net_sentiment", "negative_share", "nps", "csat",
-                   "ces", "complaint_rate", "urgent_count"):
+    for metric in SCORE_METRICS:
         assert first[metric] == pytest.approx(MINUTE_ALL[metric]), metric
     assert first["counts"]["nps_responses"] == 3
     assert first["urgent_flags"]["escalation_threat"] == 2
@@ -188,8 +188,10 @@ async def check_bad_parameters(client: httpx.AsyncClient) -> None:
     for path, params, parameter in BAD:
         response = await client.get(path, params=params)
         assert response.status_code == 400, (path, params, response.text)
-        detail = response.json()["detail"]
-        assert detail["parameter"] == parameter and detail["error"], (path, params)
+        problem = response.json()
+        assert problem["status"] == 400 and parameter in problem["detail"], (path, params)
+        assert [e["loc"] for e in problem["errors"]] == [["query", parameter]], (path, params)
+        assert all(e["msg"] for e in problem["errors"]), (path, params)
 
 
 async def check_documented(client: httpx.AsyncClient) -> None:

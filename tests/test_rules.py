@@ -12,21 +12,13 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import schemas
+from services.alerting import rulebase
 from services.alerting import rules as rules_module
-from services.alerting.engine import (
-    KeyState,
-    topic_row,
-    TopicCounts,
-    aggregate,
-    baseline_z,
-    event_alert,
-    event_key,
-    in_scope,
-    lifecycle_alert,
-    measure_metric,
-    measure_topic,
-    step,
-)
+from services.alerting.engine import KeyState, aggregate, in_scope, step, topic_row
+from services.alerting.evaluation import lifecycle_alert
+from services.alerting.kinds.event import event_alert, event_key
+from services.alerting.kinds.figures import baseline_z, measure_metric
+from services.alerting.kinds.topic_spike import TopicCounts, measure_topic
 from services.alerting.rules import AnomalyRule, RuleSet, load_rules, topic_metrics
 from services.core.cem_metrics import TOPIC_SCORE_METRICS, derive_scores, score_counts
 from services.core.events import (
@@ -209,10 +201,10 @@ def test_topic_metrics_are_score_metrics_a_topic_row_yields() -> None:
 
 def test_channel_scope_needs_scores_split_by_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     """score.v1 was not split by channel; the check follows whatever the schema says."""
-    monkeypatch.setattr(rules_module, "score_has_dimension", lambda name: False)
+    monkeypatch.setattr(rulebase, "score_has_dimension", lambda name: False)
     with pytest.raises(ValueError, match="scope by channel"):
         rule(scope={"channels": ["app"]})
-    monkeypatch.setattr(rules_module, "score_has_dimension", lambda name: True)
+    monkeypatch.setattr(rulebase, "score_has_dimension", lambda name: True)
     assert rule(scope={"channels": ["app"]}).scope.channels == ["app"]
 
 
@@ -257,7 +249,7 @@ def test_scope_takes_one_slice_of_the_score_cube() -> None:
 ])
 def test_scoped_rules_sum_their_slice(monkeypatch: pytest.MonkeyPatch, scope: dict,
                                       value: float, volume: int) -> None:
-    monkeypatch.setattr(rules_module, "score_has_dimension", lambda name: True)
+    monkeypatch.setattr(rulebase, "score_has_dimension", lambda name: True)
     scoped = rule(scope=scope, min_volume=1)
     rows = [window(0, 100, 10, channel="", stage=""), window(0, 40, 12, channel="", stage="售后"),
             window(0, 20, 9, channel="app", stage=""), window(0, 10, 9, channel="app", stage="售后"),

@@ -16,7 +16,7 @@ from services.api import create_app
 from services.core.broker import LocalBroker
 from services.core.settings import Settings
 from services.core.store import Store
-from services.core.cem_metrics import window_start
+from services.core.cem_metrics import URGENT_FLAGS, window_start, wire_fields
 from tests.conftest import run
 from tests.pipeline_harness import read_topic
 from tests.scoring_fixtures import (
@@ -105,8 +105,9 @@ def test_every_metric_matches_the_hand_computation(store_url: str, settings: Set
     assert {v["window"] for v in published} == {"1m"}, "only base windows go on the topic"
     whole = newest[("", "", T0.isoformat().replace("+00:00", "Z"))]
     assert whole["schema"] == "score.v2" and whole["volume"] == 4
-    assert whole["urgent_flags"] == {"escalation_threat": 2, "churn_intent": 1,
-                                     "repeat_contact": 0, "safety": 0}
+    assert whole["urgent_flags"] == {f: MINUTE_ALL[f"{f}_count"] for f in URGENT_FLAGS}
+    for metric, _ in wire_fields():
+        assert whole[metric.name] == pytest.approx(MINUTE_ALL[metric.name]), metric.name
     assert {e["metric"]: e["gap"] for e in whole["expectations"]}["nps"] == -30
     assert whole["topics"][0] == {"topic": "logistics_delivery", "mentions": 2,
                                   "mean_sentiment": pytest.approx(0.05)}

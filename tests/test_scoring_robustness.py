@@ -16,7 +16,7 @@ from services.core.broker import LocalBroker
 from services.core.events import utc_now
 from services.core.settings import Settings
 from services.core.store import StoreError
-from services.scoring.windows import feedback_row
+from services.scoring.sink import feedback_row
 from tests.conftest import run
 from tests.scoring_fixtures import event, records, scoring_rig
 

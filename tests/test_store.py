@@ -9,7 +9,7 @@ import pytest
 import schemas
 from services.core.migrations import migrate
 from services.core.store import StoreError, StoreUrl, open_store
-from services.scoring.metrics import SCORES_FROM_EVENTS_SQL
+from services.scoring.queries import SCORES_FROM_EVENTS_SQL
 from tests.conftest import run
 
 T0 = datetime(2026, 11, 23, 10, 0, 30, tzinfo=UTC)

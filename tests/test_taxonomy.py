@@ -41,9 +41,9 @@ def test_no_topics_on_unrelated_text() -> None:
     ("topics:\n  - {id: a, name: A, keywords: []}", "keywords"),
     ("topics:\n  - {id: a, name: A, keywords: [x], stage: 其他}", "stage"),
     ("topics:\n  - id: a\n    name: A\n    keywords:\n      - x\n      - ''",
-     "line 6: topic a has a blank entry in keywords"),
+     ":6: topic a has a blank entry in keywords"),
     ("topics:\n  - {id: a, name: A, keywords: [x]}\n  - {id: b, name: B, keywords: [y], synonyms: [' ']}",
-     "line 3: topic b has a blank entry in synonyms"),
+     ":3: topic b has a blank entry in synonyms"),
 ])
 def test_bad_taxonomy_is_refused_with_the_reason(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "t.yaml"

@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.core.cem_metrics import derive_scores
-from services.scoring.metrics import gap, granularities, window_label
-from services.core.cem_metrics import window_start
+from services.core.cem_metrics import COUNTS, RATIOS, derive_scores, gap, window_start
+from services.scoring.windows import granularities, window_label
 
 
 def test_window_start_aligns_to_utc_epoch_multiples() -> None:
@@ -33,13 +32,17 @@ def test_levels_chain_from_the_base_window() -> None:
 
 
 def test_ratios_from_counts_and_empty_survey_metrics() -> None:
-    counts = {"volume": 4, "positive_count": 1, "neutral_count": 0, "negative_count": 3,
-              "sentiment_sum": -2.0, "nps_responses": 0, "nps_promoters": 0,
-              "nps_detractors": 0, "csat_responses": 2, "csat_satisfied": 1,
-              "ces_responses": 1, "ces_sum": 5.0, "complaint_count": 1}
+    counts = {c.name: 0 for c in COUNTS} | {
+        "volume": 4, "positive_count": 1, "negative_count": 3, "sentiment_sum": -2.0,
+        "csat_responses": 2, "csat_satisfied": 1, "ces_responses": 1, "ces_sum": 5.0,
+        "complaint_count": 1}
     derived = derive_scores(counts)
-    assert derived == {"mean_sentiment": -0.5, "net_sentiment": -50.0, "negative_share": 0.75,
-                       "nps": None, "csat": 50.0, "ces": 5.0, "complaint_rate": 0.25}
+    assert derived.keys() == {r.name for r in RATIOS}, "every ratio of the catalogue"
+    assert {name: derived[name] for name in (
+        "mean_sentiment", "net_sentiment", "negative_share", "nps", "csat", "ces",
+        "complaint_rate")} == {"mean_sentiment": -0.5, "net_sentiment": -50.0,
+                               "negative_share": 0.75, "nps": None, "csat": 50.0, "ces": 5.0,
+                               "complaint_rate": 0.25}
 
 
 @pytest.mark.parametrize(("metric", "value", "target", "expected"), [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -88,10 +89,6 @@ class TeamMetrics(BaseModel):
     max_escalation_level: int
 
 
-def _number(value: Any) -> float | None:
-    return None if value is None or value != value else float(value)
-
-
 Operator = Annotated[Principal, Depends(Require("operator"))]
 
 
@@ -131,8 +128,7 @@ def create_router(service: CaseService) -> APIRouter:
         forbidden_team(who, team)
         forbidden_touchpoint(who, touchpoint)
         return await service.list(status=status, team=team, touchpoint=touchpoint, limit=limit,
-                                  visible=lambda c: who.sees({"touchpoint": c.touchpoint,
-                                                              "team": c.team}))
+                                  touchpoints=who.touchpoints, teams=who.teams)
 
     @router.get("/metrics", response_model=list[TeamMetrics],
                 summary="MTTA and MTTR per team and touchpoint")
@@ -142,12 +138,9 @@ def create_router(service: CaseService) -> APIRouter:
             raise HTTPException(400, {"parameter": "days", "error": (
                 f"{days} days is more than VOC_QUERY_MAX_RANGE_DAYS ({max_days}); ask for "
                 "fewer")})
-        rows = [r for r in await service.metrics(utc_now() - timedelta(days=days))
-                if who.sees(r)]
-        return [TeamMetrics(team=r["team"], touchpoint=r["touchpoint"], cases=r["cases"],
-                            unresolved=r["unresolved"], mtta_s=_number(r["mtta_s"]),
-                            mttr_s=_number(r["mttr_s"]),
-                            max_escalation_level=r["max_escalation_level"]) for r in rows]
+        figures = await service.metrics(utc_now() - timedelta(days=days))
+        return [TeamMetrics(**asdict(f)) for f in figures
+                if who.sees({"touchpoint": f.touchpoint, "team": f.team})]
 
     @router.get("/{case_id}", response_model=CaseDetail, summary="A case and its history")
     async def get_case(who: Caller, case_id: str) -> CaseDetail:

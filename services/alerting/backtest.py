@@ -1,7 +1,8 @@
 """Replays stored history through a rules file and reports what would have fired and resolved.
 
-The replay uses the same engine functions as the live stage (measure, step, event matching),
-evaluated at every window end of the period in event time, so a rule tuned here behaves the
+The replay uses the same code as the live stage: each kind's loader and measure from the table
+of kinds (evaluation.py), the lifecycle (engine.step) and event matching, evaluated at every
+window end of the period in event time for every touchpoint, so a rule tuned here behaves the
 same live. Nothing is published or stored.
 """
 
@@ -9,47 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from services.alerting.engine import (
-    WEEK,
-    KeyState,
-    TopicCounts,
-    event_alert,
-    event_key,
-    lifecycle_alert,
-    measure_metric,
-    measure_topic,
-    metric_key,
-    step,
-    topic_row,
-)
-from services.alerting.rules import RateOfChangeRule, RuleSet, TopicSpikeRule
-from services.alerting.worker import history_span
+from services.alerting import queries
+from services.alerting.engine import KeyState, Measurement, metric_key, step
+from services.alerting.evaluation import Loaded, lifecycle_alert, load
+from services.alerting.kinds import event_kind
+from services.alerting.kinds.base import Points
+from services.alerting.rulebase import RuleBase, WindowRuleBase
+from services.alerting.rules import RuleSet
 from services.core.cem_metrics import window_start
 from services.core.events import Alert, EnrichedFeedback
 from services.core.store import Store
-
-_SCORES_SQL = """
-SELECT * FROM cem_scores FINAL
-WHERE window_seconds = %(seconds)s AND window_start >= %(lo)s AND window_start < %(hi)s
-"""
-_TOPIC_SCORES_SQL = """
-SELECT * FROM topic_scores FINAL
-WHERE window_seconds = %(seconds)s AND topic IN %(topics)s
-  AND window_start >= %(lo)s AND window_start < %(hi)s
-"""
-_TOPIC_SQL = """
-SELECT touchpoint, channel, stage, intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS w,
-       count() AS volume, countIf(has(topics, %(topic)s)) AS count
-FROM feedback FINAL
-WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s
-GROUP BY touchpoint, channel, stage, w
-"""
-_EVENTS_SQL = """
-SELECT enriched_json FROM feedback FINAL
-WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s ORDER BY occurred_at
-"""
 
 
 def window_ends(start: datetime, end: datetime, seconds: int) -> list[datetime]:
@@ -62,33 +33,23 @@ def window_ends(start: datetime, end: datetime, seconds: int) -> list[datetime]:
     return ends
 
 
-def replay_figures(rules: RuleSet, score_rows: Sequence[dict], topic_rows: dict[str, list[dict]],
+def replay_windows(rules: Sequence[WindowRuleBase], loaded: Loaded,
                    ends: Sequence[datetime]) -> list[Alert]:
-    """Lifecycle events of the figure and topic rules, evaluated at each of ``ends``.
-
-    ``score_rows`` holds the score rows and, for figure rules scoped by topic, the topic rows
-    as ``engine.topic_row`` shapes them (each rule picks its own slice, engine.in_scope)."""
-    by_touchpoint: dict[str, list[dict]] = {}
-    for row in score_rows:
-        by_touchpoint.setdefault(row["touchpoint"], []).append(row)
+    """Lifecycle events of window rules evaluated at each of ``ends``, at every touchpoint
+    their loaders found rows of; "now" is the evaluation end (event time)."""
     states: dict[str, KeyState] = {}
     out = []
     for end in ends:
-        for touchpoint in sorted(by_touchpoint):
-            for rule in rules.metric_rules():
-                if not rule.scope.has_touchpoint(touchpoint):
-                    continue
-                m = measure_metric(rule, by_touchpoint[touchpoint], end)
-                out += _advance(states, rule, touchpoint, m, end)
-        for rule in rules.topic_rules():
-            for touchpoint, counts in _topic_counts(rule, topic_rows.get(rule.id, []), end).items():
+        for rule in rules:
+            for touchpoint in loaded.touchpoints(rule):
                 if rule.scope.has_touchpoint(touchpoint):
-                    out += _advance(states, rule, touchpoint, measure_topic(rule, counts, end), end)
+                    m = loaded.measure(rule, touchpoint, end)
+                    out += _advance(states, rule, touchpoint, m, end)
     return out
 
 
-def _advance(states: dict[str, KeyState], rule: Any, touchpoint: str, m: Any,
-             end: datetime) -> list[Alert]:
+def _advance(states: dict[str, KeyState], rule: WindowRuleBase, touchpoint: str,
+             m: Measurement | None, end: datetime) -> list[Alert]:
     key = metric_key(rule.id, touchpoint)
     before = states.get(key, KeyState())
     state, transition = step(before, m, end, cooldown_s=rule.cooldown_s,
@@ -100,34 +61,15 @@ def _advance(states: dict[str, KeyState], rule: Any, touchpoint: str, m: Any,
                             transition, m, end)]
 
 
-def _topic_counts(rule: TopicSpikeRule, rows: Iterable[dict], end: datetime) -> dict[str, TopicCounts]:
-    """Per touchpoint: the topic's mentions in the lookback ending at ``end`` and the one before."""
-    lookback = timedelta(seconds=rule.lookback_s)
-    found: dict[str, list[int]] = {}
-    for row in rows:
-        if rule.scope.channels and row["channel"] not in rule.scope.channels:
-            continue
-        if rule.scope.stages and row["stage"] not in rule.scope.stages:
-            continue
-        moment = datetime.fromtimestamp(int(row["w"]), end.tzinfo)
-        figures = found.setdefault(row["touchpoint"], [0, 0, 0, 0])
-        if end - lookback <= moment < end:
-            figures[0] += int(row["count"])
-            figures[1] += int(row["volume"])
-        elif end - 2 * lookback <= moment < end - lookback:
-            figures[2] += int(row["count"])
-            figures[3] += int(row["volume"])
-    return {tp: TopicCounts(*f) for tp, f in found.items()}
-
-
-def replay_events(rules: RuleSet, events: Iterable[EnrichedFeedback]) -> list[Alert]:
+def replay_events(rules: Sequence[RuleBase], events: Iterable[EnrichedFeedback]) -> list[Alert]:
     """Single-event alerts over events in occurred_at order, with per-key cooldowns."""
     last: dict[str, datetime] = {}
     out = []
     for event in events:
-        for rule in rules.event_rules():
-            key = event_key(rule, event)
-            alert = event_alert(rule, event, last.get(key), event.occurred_at)
+        for rule in rules:
+            kind = event_kind(rule)
+            key = kind.key(rule, event)
+            alert = kind.alert(rule, event, last.get(key), event.occurred_at)
             if alert is not None:
                 last[key] = event.occurred_at
                 out.append(alert)
@@ -139,32 +81,14 @@ async def backtest(store: Store, rules: RuleSet, start: datetime, end: datetime,
     """Every alert event the rules would have produced over ``[start, end]``, in time order."""
     ends = window_ends(start, end, window_seconds)
     alerts: list[Alert] = []
-    metric_rules = rules.metric_rules()
-    if metric_rules and ends:
-        span = timedelta(seconds=max(history_span(r) for r in metric_rules))
-        periods = [(start - span, end)]
-        if any(isinstance(r, RateOfChangeRule) and r.compare_to == "last_week"
-               for r in metric_rules):
-            periods.append((start - span - WEEK, end - WEEK))
-        topics = tuple(sorted({t for r in metric_rules for t in r.scope.topics or ()}))
-        rows = []
-        for lo, hi in periods:
-            params = {"seconds": window_seconds, "lo": lo, "hi": hi}
-            rows += await store.query(_SCORES_SQL, params)
-            if topics:
-                stored = await store.query(_TOPIC_SCORES_SQL, {**params, "topics": topics})
-                rows += [topic_row(r) for r in stored]
-        alerts += replay_figures(rules, rows, {}, ends)
-    for rule in rules.topic_rules():
-        rows = await store.query(_TOPIC_SQL, {
-            "seconds": window_seconds, "topic": rule.topic, "hi": end,
-            "lo": start - timedelta(seconds=2 * rule.lookback_s)})
-        alerts += replay_figures(rules.model_copy(update={"rules": [rule]}), [],
-                                 {rule.id: rows}, ends)
-    if rules.event_rules():
-        rows = await store.query(_EVENTS_SQL, {"lo": start, "hi": end})
-        alerts += replay_events(rules, (EnrichedFeedback.model_validate_json(r["enriched_json"])
-                                        for r in rows))
+    window_rules = rules.window_rules()
+    if window_rules and ends:
+        loaded = await load(store, window_rules,
+                            Points(dict.fromkeys(ends), window_seconds))
+        alerts += replay_windows(window_rules, loaded, ends)
+    event_rules = rules.event_rules()
+    if event_rules:
+        alerts += replay_events(event_rules, await queries.enriched_events(store, start, end))
     return sorted(alerts, key=lambda a: (a.window_end, a.rule_id, a.touchpoint))
 
 

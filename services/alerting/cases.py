@@ -7,6 +7,9 @@ a ``case.v1`` event on the cases topic (first) and an append-only row in ``case_
 MTTA / MTTR are plain aggregates. The transition rules are pure (``transition``); the service
 around them only reads the current row and writes the next one.
 
+Every read and write goes through queries.py; ``case_row`` and ``event_from_row`` (a case's
+row in the store) are re-exported from there for the web feed and the tests.
+
 Writers are not serialised across processes: two people acting on one case at the same instant
 can both succeed, and the later row (higher seq, or the later insert of an equal seq) wins.
 """
@@ -14,16 +17,20 @@ can both succeed, and the later row (higher seq, or the later insert of an equal
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord
 
+from services.alerting import queries
+from services.alerting.queries import case_row as case_row
+from services.alerting.queries import event_from_row as event_from_row
 from services.alerting.rules import RuleSet, Sla
 from services.core.events import (
     Alert,
@@ -165,42 +172,6 @@ def escalation(case: CaseEvent, sla: Sla, now: datetime) -> CaseEvent | None:
     return transition(case, "escalated", "sla", now, **changes)
 
 
-def case_row(event: CaseEvent, inserted_ms: int) -> dict[str, Any]:
-    """The ``case_events`` row of a case event."""
-    row = event.model_dump(exclude={"schema_"})
-    for name in ("comment", "team", "assignee", "followup_outcome"):
-        row[name] = row[name] or ""
-    ack = event.acknowledged_at
-    resolved = event.resolved_at
-    row.update(
-        ack_seconds=(ack - event.opened_at).total_seconds() if ack else None,
-        resolve_seconds=(resolved - event.opened_at).total_seconds() if resolved else None,
-        inserted_ms=inserted_ms)
-    return row
-
-
-_TIMES = {"at", "opened_at", "acknowledged_at", "resolved_at", "closed_at", "ack_due_at",
-          "resolve_due_at"}
-
-
-def _utc(value: Any) -> Any:
-    """Nullable DateTime columns come back as naive text from chdb and naive values from the
-    server driver; both are UTC."""
-    if isinstance(value, str):
-        value = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    if isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
-
-
-def event_from_row(row: dict[str, Any]) -> CaseEvent:
-    fields = {k: _utc(v) if k in _TIMES else v for k, v in row.items()
-              if k in CaseEvent.model_fields}
-    for name in ("comment", "team", "assignee", "followup_outcome"):
-        fields[name] = fields[name] or None
-    return CaseEvent.model_validate(fields)
-
-
 def followup_feedback(case: CaseEvent, outcome: str, rating: int | None, text: str | None,
                       customer_id: str | None, now: datetime, operator: str = "") -> RawFeedback:
     """The follow-up as feedback (channel survey, rating as CSAT), so the loop closes in the
@@ -218,38 +189,6 @@ def followup_feedback(case: CaseEvent, outcome: str, rating: int | None, text: s
                   **({"operator": operator} if operator else {})})
 
 
-_CURRENT_SQL = """
-SELECT * FROM case_events FINAL {where}
-ORDER BY case_id, seq DESC LIMIT 1 BY case_id
-"""
-
-# The current row of each case that is unresolved and may still escalate. The inner query
-# reads three columns of every case (in the store); only these cases' rows come back.
-_DUE_SQL = """
-SELECT * FROM case_events FINAL
-WHERE case_id IN (
-    SELECT case_id FROM case_events FINAL
-    GROUP BY case_id
-    HAVING argMax(status, seq) IN ('open', 'acknowledged', 'in_progress')
-       AND argMax(escalation_level, seq) < %(levels)s
-)
-ORDER BY case_id, seq DESC LIMIT 1 BY case_id
-"""
-
-METRICS_SQL = """
-SELECT team, touchpoint, count() AS cases,
-       countIf(status IN ('open', 'acknowledged', 'in_progress')) AS unresolved,
-       avg(ack_seconds) AS mtta_s, avg(resolve_seconds) AS mttr_s,
-       max(escalation_level) AS max_escalation_level
-FROM (
-    SELECT * FROM case_events FINAL WHERE opened_at >= %(since)s
-    ORDER BY case_id, seq DESC LIMIT 1 BY case_id
-)
-GROUP BY team, touchpoint
-ORDER BY team, touchpoint
-"""
-
-
 @dataclass
 class CaseService:
     """Reads current cases and writes transitions (topic first, then the table)."""
@@ -259,39 +198,35 @@ class CaseService:
     producer: Producer
 
     async def current(self, case_id: str) -> CaseEvent:
-        rows = await self.store.query(_CURRENT_SQL.format(where="WHERE case_id = %(id)s"),
-                                      {"id": case_id})
-        if not rows:
+        case = await queries.current_case(self.store, case_id)
+        if case is None:
             raise CaseNotFound(case_id)
-        return event_from_row(rows[0])
+        return case
 
-    async def history(self, case_id: str) -> list[CaseEvent]:
-        rows = await self.store.query(
-            "SELECT * FROM case_events FINAL WHERE case_id = %(id)s ORDER BY seq", {"id": case_id})
-        if not rows:
+    async def history(self, case_id: str) -> builtins.list[CaseEvent]:
+        events = await queries.case_history(self.store, case_id)
+        if not events:
             raise CaseNotFound(case_id)
-        return [event_from_row(r) for r in rows]
+        return events
 
-    async def list(self, *, status: str | None = None, team: str | None = None,
+    async def list(self, *, status: CaseStatus | None = None, team: str | None = None,
                    touchpoint: str | None = None, limit: int = 100,
-                   visible: Callable[[CaseEvent], bool] = lambda _: True) -> list[CaseEvent]:
-        rows = await self.store.query(_CURRENT_SQL.format(where=""))
-        cases = [event_from_row(r) for r in rows]
-        cases = [c for c in cases if (status is None or c.status == status)
-                 and (team is None or c.team == team)
-                 and (touchpoint is None or c.touchpoint == touchpoint) and visible(c)]
-        return sorted(cases, key=lambda c: c.opened_at, reverse=True)[:limit]
+                   touchpoints: Collection[str] | None = None,
+                   teams: Collection[str] | None = None) -> builtins.list[CaseEvent]:
+        """The newest-opened cases matching the filters, at most ``limit``; ``touchpoints``
+        and ``teams`` bound what the caller may see (None: everything)."""
+        return await queries.cases(self.store, status=status, team=team, touchpoint=touchpoint,
+                                   touchpoints=touchpoints, teams=teams, limit=limit)
 
-    async def metrics(self, since: datetime) -> list[dict[str, Any]]:
-        return await self.store.query(METRICS_SQL, {"since": since})
+    async def metrics(self, since: datetime) -> builtins.list[queries.CaseFigures]:
+        return await queries.case_figures(self.store, since)
 
-    async def write(self, events: list[CaseEvent]) -> None:
+    async def write(self, events: builtins.list[CaseEvent]) -> None:
         if not events:
             return
         await self.producer.send_many(self.settings.topic("cases"),
                                       [(e.case_id.encode(), e.to_bytes()) for e in events])
-        inserted_ms = int(time.time() * 1000)
-        await self.store.insert("case_events", [case_row(e, inserted_ms) for e in events])
+        await queries.record_case_events(self.store, events, int(time.time() * 1000))
         for event in events:
             log.info("case " + event.action, case_id=event.case_id, status=event.status,
                      team=event.team, actor=event.actor, level=event.escalation_level)
@@ -341,9 +276,8 @@ class CaseOpener:
                   if a is not None and a.open_case and a.status == "firing"]
         if not alerts:
             return
-        ids = tuple(case_id_for(a.alert_id) for a in alerts)
-        existing = {r["case_id"] for r in await self.service.store.query(
-            "SELECT DISTINCT case_id FROM case_events WHERE case_id IN %(ids)s", {"ids": ids})}
+        existing = await queries.stored_case_ids(self.service.store,
+                                                 {case_id_for(a.alert_id) for a in alerts})
         now = utc_now()
         fresh = {case_id_for(a.alert_id): open_case(a, sla_for(self.rules_file.rules, a.severity),
                                                     now)
@@ -359,10 +293,8 @@ async def escalate_due(service: CaseService, rules: RuleSet, now: datetime) -> l
     """
     levels = max([1, *(len(sla.escalation) for sla in (*DEFAULT_SLA.values(),
                                                         *rules.sla.values()))])
-    rows = await service.store.query(_DUE_SQL, {"levels": levels})
     due = []
-    for row in rows:
-        case = event_from_row(row)
+    for case in await queries.escalatable_cases(service.store, levels=levels):
         if case.status in ("open", "acknowledged", "in_progress"):
             event = escalation(case, sla_for(rules, case.severity), now)
             if event is not None:

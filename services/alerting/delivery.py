@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
 from aiokafka import ConsumerRecord
 from cachetools import LRUCache
 
+from services.alerting import queries
 from services.alerting.rules import RuleSet, Webhook
 from services.alerting.webhooks import Outcome, deliver, event_ref, redact_url
 from services.core.events import Alert, CaseEvent, utc_now
@@ -45,7 +46,7 @@ class Job:
 class WebhookDispatcher:
     """Handles batches of alerts-topic records: all deliveries of a batch run concurrently."""
 
-    table = "alert_deliveries"
+    table: Literal["alert_deliveries", "case_deliveries"] = "alert_deliveries"
 
     def __init__(self, settings: Settings, store: Store, producer: Producer, rules: Any,
                  client: httpx.AsyncClient) -> None:
@@ -125,7 +126,7 @@ class WebhookDispatcher:
                     f"{outcome.error}"))
         if letters:
             await self.producer.send_many(self.settings.topic("deadletter"), letters)
-        await self.store.insert(self.table, rows)
+        await queries.record_deliveries(self.store, self.table, rows)
 
 
 class CaseNotifier(WebhookDispatcher):

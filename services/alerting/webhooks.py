@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 import httpx
 import structlog
 
-from services.alerting.engine import CUSTOMER_TEXT
+from services.alerting.kinds.event import CUSTOMER_TEXT
 from services.alerting.rules import Webhook
 from services.core.events import Alert, CaseEvent
 from services.core.pii import snippet

@@ -1,10 +1,11 @@
 """The alerting stage: score updates and enriched events -> alert lifecycle events.
 
 Two consumers feed one set of rules:
-- score updates (``scores`` topic): for each touchpoint in a batch, every figure rule is
-  measured over its lookback ending at the touchpoint's newest updated window, from the stored
-  window rows (``topic_scores`` rows for rules scoped by topic), and topic-spike rules from the stored feedback rows; each rule and touchpoint
-  (the dedupe key) then steps through its lifecycle (engine.step).
+- score updates (``scores`` topic): for each touchpoint in a batch, every window rule is
+  measured at the touchpoint's newest updated window end, from what its kind reads from the
+  store (services/alerting/kinds/, through evaluation.load); kinds that watch for silence
+  are measured for every touchpoint they find, at the batch's newest window end. Each rule and
+  touchpoint (the dedupe key) then steps through its lifecycle (engine.step).
 - enriched events (``feedback.enriched``, its own consumer group): single-event rules.
 
 An alert event is published first and recorded second, and the lifecycle state that led to it
@@ -32,6 +33,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
+from services.alerting import queries
 from services.alerting.caps import (
     CAP_KEY_SUFFIX,
     AlertCaps,
@@ -40,28 +42,12 @@ from services.alerting.caps import (
     Pending,
     RuleCap,
 )
-from services.alerting.engine import (
-    WEEK,
-    KeyState,
-    Measurement,
-    TopicCounts,
-    event_alert,
-    event_key,
-    lifecycle_alert,
-    measure_metric,
-    measure_topic,
-    metric_key,
-    step,
-    topic_row,
-)
-from services.alerting.rules import (
-    MetricRule,
-    RateOfChangeRule,
-    AnomalyRule,
-    RuleSet,
-    TopicSpikeRule,
-    load_rules,
-)
+from services.alerting.engine import KeyState, Measurement, metric_key, step
+from services.alerting.evaluation import Loaded, lifecycle_alert, load
+from services.alerting.kinds import event_kind, window_kind
+from services.alerting.kinds.base import Points
+from services.alerting.rulebase import WindowRuleBase
+from services.alerting.rules import RuleSet, load_rules
 from services.core.events import Alert, EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter, parse_or_reason
 from services.core.settings import Settings
@@ -72,72 +58,6 @@ log = structlog.get_logger(__name__)
 SUPPRESSED = Counter("voc_alerts_suppressed_total",
                      "Firing alerts the per-rule cap (VOC_ALERT_MAX_PER_RULE) kept from paging; "
                      "each rule's cap summary alert counts them too.", ["rule"])
-
-_WINDOWS_SQL = """
-SELECT * FROM cem_scores FINAL
-WHERE window_seconds = %(seconds)s AND touchpoint IN %(touchpoints)s
-  AND window_start >= %(lo)s AND window_start < %(hi)s
-"""
-_TOPIC_WINDOWS_SQL = """
-SELECT * FROM topic_scores FINAL
-WHERE window_seconds = %(seconds)s AND touchpoint IN %(touchpoints)s AND topic IN %(topics)s
-  AND window_start >= %(lo)s AND window_start < %(hi)s
-"""
-_TOTALS_ONLY = " AND channel = '' AND stage = ''"
-
-_TOPIC_SQL = """
-SELECT touchpoint,
-    countIf(occurred_at >= %(mid)s) AS volume,
-    countIf(occurred_at >= %(mid)s AND has(topics, %(topic)s)) AS count,
-    countIf(occurred_at < %(mid)s) AS previous_volume,
-    countIf(occurred_at < %(mid)s AND has(topics, %(topic)s)) AS previous_count
-FROM feedback FINAL
-WHERE touchpoint IN %(touchpoints)s AND occurred_at >= %(lo)s AND occurred_at < %(hi)s
-"""
-_TOPIC_CHANNELS = " AND channel IN %(channels)s"
-_TOPIC_STAGES = " AND stage IN %(stages)s"
-
-_RECEIVED_SQL = """
-SELECT max(received_at) AS latest FROM feedback
-WHERE touchpoint = %(touchpoint)s AND occurred_at >= %(lo)s AND occurred_at < %(hi)s
-"""
-
-# Keys with an open alert, and the most recent others that may still be cooling down: the
-# state a restarted evaluator needs, bounded like the in-memory map (caps.KeyStates).
-_STATE_SQL = """
-SELECT dedupe_key, alert_id, state AS status, fired_end, fired_at FROM (
-    SELECT dedupe_key, argMax(alert_id, fired_window_end) AS alert_id,
-           argMax(status, fired_window_end) AS state, max(fired_window_end) AS fired_end,
-           argMax(fired_at, fired_window_end) AS fired_at
-    FROM alerts FINAL GROUP BY dedupe_key
-)
-WHERE state = 'firing' OR fired_end >= %(since)s
-ORDER BY state = 'firing' DESC, fired_end DESC
-LIMIT %(limit)s
-"""
-
-# Firing alerts per rule in the current cap period, and open cap summaries: what the caps
-# (caps.AlertCaps) counted before a restart.
-_CAP_COUNT_SQL = """
-SELECT rule_id, count() AS fired FROM alerts FINAL
-WHERE fired_at >= %(since)s AND dedupe_key NOT LIKE %(summary_keys)s
-GROUP BY rule_id
-"""
-_CAP_SUMMARY_SQL = """
-SELECT * FROM alerts FINAL WHERE status = 'firing' AND dedupe_key LIKE %(summary_keys)s
-"""
-
-
-def alert_row(alert: Alert, fired_end: datetime, inserted_ms: int) -> dict:
-    """The ``alerts`` table row of an alert event (the current status of its alert)."""
-    latency = (None if alert.latest_received_at is None else
-               int((alert.emitted_at - alert.latest_received_at).total_seconds() * 1000))
-    row = alert.model_dump(exclude={"schema_", "notify", "open_case"})
-    for name in ("channel", "stage", "topic", "team", "owner", "operator"):
-        row[name] = row[name] or ""
-    row["threshold"] = alert.threshold if alert.threshold is not None else 0.0
-    row.update(fired_window_end=fired_end, latency_ms=latency, inserted_ms=inserted_ms)
-    return row
 
 
 class RulesFile:
@@ -221,37 +141,36 @@ class AlertEvaluator:
         """Lifecycle state survives restarts: open alerts, cooldowns still running, and the
         caps' counts of the current period come from the store."""
         longest = max((r.cooldown_s for r in self.rules.rules), default=0)
-        rows = await self.store.query(_STATE_SQL, {
-            "since": utc_now() - timedelta(seconds=longest),
-            "limit": self.settings.alert_max_keys})
+        stored = await queries.alert_keys(self.store,
+                                          since=utc_now() - timedelta(seconds=longest),
+                                          limit=self.settings.alert_max_keys)
         loaded = {}
-        for row in rows:
-            firing = row["status"] == "firing"
-            loaded[row["dedupe_key"]] = KeyState(
-                status="firing" if firing else "ok", alert_id=row["alert_id"] if firing else None,
-                fired_end=row["fired_end"], fired_at=row["fired_at"] if firing else None)
+        for key in stored:
+            firing = key.status == "firing"
+            loaded[key.dedupe_key] = KeyState(
+                status="firing" if firing else "ok", alert_id=key.alert_id if firing else None,
+                fired_end=key.fired_end, fired_at=key.fired_at if firing else None)
         self.states.update(loaded)
         await self._load_caps()
 
     async def _load_caps(self) -> None:
         period = self.caps.period_of(utc_now())
-        pattern = {"summary_keys": "%" + CAP_KEY_SUFFIX, "since": period}
-        fired = {r["rule_id"]: int(r["fired"])
-                 for r in await self.store.query(_CAP_COUNT_SQL, pattern)}
-        summaries = {}
-        for row in await self.store.query(_CAP_SUMMARY_SQL, pattern):
-            summaries[row["rule_id"]] = row
+        fired = await queries.fired_per_rule(self.store, since=period,
+                                             except_suffix=CAP_KEY_SUFFIX)
+        summaries = {a.rule_id: a for a in await queries.firing_alerts(
+            self.store, key_suffix=CAP_KEY_SUFFIX)}
         for rule_id in fired.keys() | summaries.keys():
             rule = self.rules.by_id(rule_id)
             owner = Owner.of(rule) if rule is not None else None
-            row = summaries.get(rule_id)
-            if row is None:
+            summary = summaries.get(rule_id)
+            if summary is None:
                 cap = RuleCap(period, fired[rule_id])
             else:
                 # A summary of an earlier period resolves at the next evaluation; the current
-                # period's count then starts from nothing.
-                cap = RuleCap(row["window_start"], fired.get(rule_id, 0), int(row["volume"]),
-                              _summary_from_row(row, owner))
+                # period's count then starts from nothing. Its notify list is the rule's now.
+                notify = list(owner.notify) if owner else []
+                cap = RuleCap(summary.window_start, fired.get(rule_id, 0), summary.volume,
+                              summary.model_copy(update={"notify": notify}))
             self.caps.restore(rule_id, cap, owner)
 
     def _owners(self) -> dict[str, Owner]:
@@ -266,8 +185,7 @@ class AlertEvaluator:
                                                score.window_end)
         if newest:
             staged: dict[str, KeyState] = {}
-            pending = (await self._metric_alerts(newest, staged)
-                       + await self._topic_alerts(newest, staged))
+            pending = await self._window_alerts(newest, staged)
             await self._publish_and_commit(pending, staged)
 
     async def handle_events(self, records: list[ConsumerRecord]) -> None:
@@ -284,9 +202,10 @@ class AlertEvaluator:
         pending = []
         for event in events:
             for rule in rules:
-                key = event_key(rule, event)
+                kind = event_kind(rule)
+                key = kind.key(rule, event)
                 state = staged.get(key) or self.states.get(key)
-                alert = event_alert(rule, event, state.fired_end, now)
+                alert = kind.alert(rule, event, state.fired_end, now)
                 if alert is not None:
                     staged[key] = KeyState("ok", None, event.occurred_at, now)
                     pending.append(Pending(alert, event.occurred_at, key, staged[key],
@@ -314,81 +233,35 @@ class AlertEvaluator:
                         rules=sorted({i.alert.rule_id for i in plan.suppressed}),
                         max_per_rule=self.caps.max_per_rule, period_s=self.caps.period_s)
 
-    async def _metric_alerts(self, newest: dict[str, datetime],
+    async def _window_alerts(self, newest: dict[str, datetime],
                              staged: dict[str, KeyState]) -> list[Pending]:
-        rules = self.rules.metric_rules()
-        if not rules:
-            return []
-        span = max(history_span(rule) for rule in rules)
-        rows = await self._score_rows(rules, newest, span, timedelta(0))
-        if any(isinstance(r, RateOfChangeRule) and r.compare_to == "last_week" for r in rules):
-            rows += await self._score_rows(rules, newest, max(r.lookback_s for r in rules), WEEK)
-        by_touchpoint: dict[str, list[dict]] = {}
-        for row in rows:
-            by_touchpoint.setdefault(row["touchpoint"], []).append(row)
-        out = []
-        for touchpoint, end in newest.items():
-            for rule in rules:
-                if rule.scope.has_touchpoint(touchpoint):
-                    m = measure_metric(rule, by_touchpoint.get(touchpoint, []), end)
-                    out += await self._step(rule, touchpoint, m, end, staged)
+        """Each updated touchpoint measured at its newest window end by the rules in its
+        scope; kinds that watch for silence measure every touchpoint they find at the
+        batch's newest end (a touchpoint that stopped sending is not in the batch)."""
+        rules = self.rules.window_rules()
+        updated = [r for r in rules if not window_kind(r).every_touchpoint]
+        watching = [r for r in rules if window_kind(r).every_touchpoint]
+        seconds = self.settings.window_seconds
+        out: list[Pending] = []
+        if updated:
+            loaded = await load(self.store, updated, Points.of(newest, seconds))
+            for touchpoint, end in newest.items():
+                for rule in updated:
+                    if rule.scope.has_touchpoint(touchpoint):
+                        out += await self._measure_and_step(loaded, rule, touchpoint, end, staged)
+        if watching:
+            end = max(newest.values())
+            loaded = await load(self.store, watching, Points({end: None}, seconds))
+            for rule in watching:
+                for touchpoint in loaded.touchpoints(rule):
+                    if rule.scope.has_touchpoint(touchpoint):
+                        out += await self._measure_and_step(loaded, rule, touchpoint, end, staged)
         return out
 
-    async def _score_rows(self, rules: list[MetricRule], newest: dict[str, datetime],
-                          span_s: int, shift: timedelta) -> list[dict]:
-        """Score rows of the touchpoints, plus the topic rows (as score rows, engine.topic_row)
-        of the topics rules are scoped by; only the all-channel, all-stage rows of a table when
-        no rule reading it is scoped by channel or stage (one row per window instead of the
-        whole cube)."""
-        ends = list(newest.values())
-        params = {"seconds": self.settings.window_seconds, "touchpoints": tuple(newest),
-                  "lo": min(ends) - shift - timedelta(seconds=span_s), "hi": max(ends) - shift}
-        rows: list[dict] = []
-        plain = [r for r in rules if not r.scope.topics]
-        if plain:
-            rows += await self.store.query(_WINDOWS_SQL + _slices(plain), params)
-        topical = [r for r in rules if r.scope.topics]
-        if topical:
-            topics = tuple(sorted({t for r in topical for t in r.scope.topics or ()}))
-            stored = await self.store.query(_TOPIC_WINDOWS_SQL + _slices(topical),
-                                            {**params, "topics": topics})
-            rows += [topic_row(r) for r in stored]
-        return rows
-
-    async def _topic_alerts(self, newest: dict[str, datetime],
-                            staged: dict[str, KeyState]) -> list[Pending]:
-        out = []
-        for rule in self.rules.topic_rules():
-            touchpoints = [t for t in newest if rule.scope.has_touchpoint(t)]
-            for end in sorted({newest[t] for t in touchpoints}):
-                at_end = tuple(t for t in touchpoints if newest[t] == end)
-                counts = await self._topic_counts(rule, at_end, end)
-                for touchpoint in at_end:
-                    m = measure_topic(rule, counts.get(touchpoint, TopicCounts(0, 0, 0, 0)), end)
-                    out += await self._step(rule, touchpoint, m, end, staged)
-        return out
-
-    async def _topic_counts(self, rule: TopicSpikeRule, touchpoints: tuple[str, ...],
-                            end: datetime) -> dict[str, TopicCounts]:
-        lookback = timedelta(seconds=rule.lookback_s)
-        sql = _TOPIC_SQL
-        params: dict = {"topic": rule.topic, "touchpoints": touchpoints, "mid": end - lookback,
-                        "lo": end - 2 * lookback, "hi": end}
-        if rule.scope.channels:
-            sql += _TOPIC_CHANNELS
-            params["channels"] = tuple(rule.scope.channels)
-        if rule.scope.stages:
-            sql += _TOPIC_STAGES
-            params["stages"] = tuple(rule.scope.stages)
-        rows = await self.store.query(sql + " GROUP BY touchpoint", params)
-        return {r["touchpoint"]: TopicCounts(int(r["count"]), int(r["volume"]),
-                                             int(r["previous_count"]), int(r["previous_volume"]))
-                for r in rows}
-
-    async def _step(self, rule: MetricRule | TopicSpikeRule, touchpoint: str,
-                    m: Measurement | None, end: datetime,
-                    staged: dict[str, KeyState]) -> list[Pending]:
+    async def _measure_and_step(self, loaded: Loaded, rule: WindowRuleBase, touchpoint: str,
+                                end: datetime, staged: dict[str, KeyState]) -> list[Pending]:
         """Step one key's lifecycle into ``staged``; the alert of its transition, if any."""
+        m: Measurement | None = loaded.measure(rule, touchpoint, end)
         key = metric_key(rule.id, touchpoint)
         before = staged.get(key) or self.states.get(key)
         now = utc_now()
@@ -399,9 +272,7 @@ class AlertEvaluator:
             return []
         received = None
         if transition == "fire":
-            rows = await self.store.query(_RECEIVED_SQL, {"touchpoint": touchpoint,
-                                                          "lo": m.start, "hi": m.end})
-            received = rows[0]["latest"] if rows and rows[0]["latest"].year > 1970 else None
+            received = await queries.latest_received(self.store, touchpoint, m.start, m.end)
         alert = lifecycle_alert(rule, touchpoint, state if transition == "fire" else before,
                                 transition, m, utc_now(), received)
         suppressed = replace(before, last_end=end, fired_end=end, clear_since=None)
@@ -416,11 +287,8 @@ class AlertEvaluator:
             await self.producer.send_many(
                 self.settings.topic("alerts"),
                 [(a.dedupe_key.encode(), a.to_bytes()) for a, _ in alerts])
-        inserted_ms = int(time.time() * 1000)
         # The running counts last: of equal inserted_ms the table keeps the last row.
-        await self.store.insert("alerts", [alert_row(a, end, inserted_ms)
-                                           for a, end in [*alerts, *table_only]],
-                                month_column="window_start")
+        await queries.record_alerts(self.store, [*alerts, *table_only], int(time.time() * 1000))
         for alert, _ in alerts:
             latency_ms = None
             if alert.latest_received_at is not None and alert.status == "firing":
@@ -431,31 +299,6 @@ class AlertEvaluator:
                         metric=alert.metric, value=round(alert.value, 3), volume=alert.volume,
                         alert_id=alert.alert_id, latency_ms=latency_ms,
                         latency_summary=self.latency.summary() if latency_ms else None)
-
-
-def _slices(rules: list[MetricRule]) -> str:
-    """The filter to the all-channel, all-stage rows, unless a rule is scoped by either."""
-    return "" if any(r.scope.channels or r.scope.stages for r in rules) else _TOTALS_ONLY
-
-
-def history_span(rule: MetricRule) -> int:
-    """Seconds of score history a rule reads before its evaluation point."""
-    if isinstance(rule, AnomalyRule):
-        return rule.lookback_s + rule.baseline_s
-    if isinstance(rule, RateOfChangeRule) and rule.compare_to == "previous":
-        return 2 * rule.lookback_s
-    return rule.lookback_s
-
-
-def _summary_from_row(row: dict, owner: Owner | None) -> Alert:
-    """The open cap summary a previous process stored (its notify list is the rule's now)."""
-    fields = {k: v for k, v in row.items() if k in Alert.model_fields}
-    for name in ("channel", "stage", "topic", "team", "owner"):
-        fields[name] = fields.get(name) or None
-    return Alert.model_validate({
-        **fields, "schema": "alert.v2", "operator": ">",
-        "notify": list(owner.notify) if owner else [], "open_case": False, "event_ids": [],
-        "latest_received_at": None, "resolved_at": None})
 
 
 async def _poll_rules(rules: RulesFile, evaluator: AlertEvaluator, every_s: float,

@@ -48,6 +48,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.core.errors import bad_parameter
 from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -675,19 +676,17 @@ Caller = Annotated[Principal, Depends(caller)]
 def forbidden_touchpoint(principal: Principal, touchpoint: str | None) -> None:
     """403 when a principal asks explicitly for a touchpoint outside its scope."""
     if touchpoint and not principal.sees_touchpoint(touchpoint):
-        raise HTTPException(status_code=403, detail={
-            "parameter": "touchpoint",
-            "error": f"{principal.name!r} may not see touchpoint {touchpoint!r}; its "
-                     f"touchpoints are {sorted(principal.touchpoints or [])}"})
+        raise bad_parameter("touchpoint", (
+            f"{principal.name!r} may not see touchpoint {touchpoint!r}; its touchpoints are "
+            f"{sorted(principal.touchpoints or [])}"), status=403)
 
 
 def forbidden_team(principal: Principal, team: str | None) -> None:
     """403 when a principal asks explicitly for a team outside its scope."""
     if team and not principal.sees_team(team):
-        raise HTTPException(status_code=403, detail={
-            "parameter": "team",
-            "error": f"{principal.name!r} may not see team {team!r}; its teams are "
-                     f"{sorted(principal.teams or [])}"})
+        raise bad_parameter("team", (
+            f"{principal.name!r} may not see team {team!r}; its teams are "
+            f"{sorted(principal.teams or [])}"), status=403)
 
 
 # ---------------------------------------------------------------------------- sign-in routes

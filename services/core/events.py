@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from functools import cache
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -17,30 +17,36 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
+    create_model,
     model_validator,
 )
 
-Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "other"]
+from services.core import cem_metrics
+
+Channel = Literal["web", "app", "survey", "call", "email", "social", "chat", "review", "other"]
 SentimentLabel = Literal["negative", "neutral", "positive"]
 Stage = Literal["售前", "售中", "售后"]
 Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
 UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
 Severity = Literal["info", "warning", "critical"]
 Operator = Literal[">", ">=", "<", "<="]
-RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "event"]
+RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "volume_drop",
+                   "event"]
 AlertStatus = Literal["firing", "resolved"]
 
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 # Names that reach the dashboard, alert messages and metric labels (touchpoints, segments,
 # metadata keys, topic names) keep to one character set without markup: CJK ideographs, ASCII
-# letters and digits, _ . : - / and the middle dot, with single-line inner spaces. No <>"'&,
+# letters and digits, _ . : - /, parentheses (ASCII and full-width, as in "App (iOS)") and the
+# middle dot, with single-line inner spaces. No <>"'&,
 # control or zero-width characters can pass, so a name is never markup wherever it is shown.
 # The same text is the pattern in the JSON Schema files (ECMA-262) and in Python; it cannot
 # backtrack (no quantifier is nested in another), and names are short.
-NAME_CHARS = r"A-Za-z0-9_.:/\u00b7\u3400-\u4dbf\u4e00-\u9fff-"
+NAME_CHARS = r"A-Za-z0-9_.:/()\u00b7\uff08\uff09\u3400-\u4dbf\u4e00-\u9fff-"
 NAME_PATTERN = rf"^(?:[{NAME_CHARS}]|[{NAME_CHARS}][{NAME_CHARS} ]*[{NAME_CHARS}])$"
-NAME_RULE = ("use CJK characters, ASCII letters, digits, _ . : - / or · with inner spaces "
+NAME_RULE = ("use CJK characters, ASCII letters, digits, _ . : - / ( ) （ ） or · with inner spaces "
              "(no markup, control or zero-width characters)")
 MAX_NAME = 128
 MAX_SEGMENT = 64
@@ -51,6 +57,11 @@ SourceName = Annotated[
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
 Touchpoint = Name
+StoredTouchpoint = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+"""The touchpoint of a derived event (score, alert, case). Names are checked where feedback
+enters (ingest, and the consumers of the feedback topics); what the stages derive from stored
+rows carries the name as stored, so rows written before the check existed (an upgrade) are
+still scored, alerted on and paged, and every place that shows a name escapes it."""
 Segment = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SEGMENT,
                                            pattern=NAME_PATTERN)]
 MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_META_KEY,
@@ -262,6 +273,22 @@ class SocialFacts(_Wire):
     emoji: Annotated[list[ShortText], Field(max_length=MAX_LIST)] = Field(default_factory=list)
 
 
+ReviewPlatform = Literal["tmall", "taobao", "jd", "pinduoduo", "douyin", "meituan", "dianping",
+                         "eleme", "app_store", "huawei", "xiaomi", "other"]
+
+
+class ReviewFacts(_Wire):
+    """A product or store review: where it was written and what it is about. Its star rating
+    is the event's ``ratings.csat``; a follow-up (追评) is an event of its own, without one."""
+
+    platform: ReviewPlatform
+    review_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    follow_up: StrictBool = False
+    product_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    sku_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    product_name: ShortText | None = None
+
+
 class CallTone(_Wire):
     """The customer's sentiment in the first and last third of a call, and which way it went."""
 
@@ -300,6 +327,7 @@ class RawFeedback(_Wire):
     call: CallFacts | None = None
     email: EmailFacts | None = None
     social: SocialFacts | None = None
+    review: ReviewFacts | None = None
 
 
 
@@ -387,48 +415,61 @@ class TopicFigure(_Wire):
 class ExpectationGap(_Wire):
     """A metric's value against its expectation target; gap < 0 means worse than expected."""
 
-    metric: Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat", "ces",
-                    "complaint_rate"]
+    metric: Literal[cem_metrics.GAP_METRICS]  # type: ignore[valid-type]
     value: float
     target: float
     gap: float
 
 
-class Score(_Wire):
-    """``score.v2``."""
+def _metric_field(metric: cem_metrics.Metric, required: bool) -> tuple[Any, Any]:
+    """The ``Score`` field of one catalogue metric: its type, bounds and default."""
+    if isinstance(metric, cem_metrics.Count):
+        kind: Any = Annotated[int, Field(ge=metric.minimum)]
+    else:
+        kind = Annotated[float, Field(ge=metric.minimum, le=metric.maximum)]
+    if (isinstance(metric, cem_metrics.Ratio) and metric.nullable) or not required:
+        kind = kind | None
+    return (Annotated[kind, Field(description=metric.description)],
+            ... if required else None)
+
+
+class _ScoreWindow(_Wire):
+    """What a ``score.v2`` message is about: one touchpoint x channel x stage x window."""
 
     schema_: Literal["score.v2"] = Field(default="score.v2", alias="schema")
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     channel: Annotated[str, StringConstraints(max_length=32)]
     stage: Literal["", "售前", "售中", "售后", "unknown"]
     window: Annotated[str, StringConstraints(pattern=r"^[0-9]+[smhd]$")]
     window_start: UtcTime
     window_end: UtcTime
     window_seconds: Annotated[int, Field(ge=1)]
-    volume: Annotated[int, Field(ge=1)]
-    positive_count: Annotated[int, Field(ge=0)]
-    neutral_count: Annotated[int, Field(ge=0)]
-    negative_count: Annotated[int, Field(ge=0)]
-    mean_sentiment: Annotated[float, Field(ge=-1, le=1)]
-    net_sentiment: Annotated[float, Field(ge=-100, le=100)]
-    negative_share: Annotated[float, Field(ge=0, le=1)]
-    nps: Annotated[float, Field(ge=-100, le=100)] | None
-    nps_responses: Annotated[int, Field(ge=0)]
-    nps_promoters: Annotated[int, Field(ge=0)]
-    nps_detractors: Annotated[int, Field(ge=0)]
-    csat: Annotated[float, Field(ge=0, le=100)] | None
-    csat_responses: Annotated[int, Field(ge=0)]
-    csat_satisfied: Annotated[int, Field(ge=0)]
-    ces: Annotated[float, Field(ge=1, le=7)] | None
-    ces_responses: Annotated[int, Field(ge=0)]
-    complaint_count: Annotated[int, Field(ge=0)]
-    complaint_rate: Annotated[float, Field(ge=0, le=1)]
-    urgent_count: Annotated[int, Field(ge=0)]
-    urgent_flags: UrgentCounts
-    topics: list[TopicFigure]
-    expectations: list[ExpectationGap]
-    computed_at: UtcTime
 
+    if TYPE_CHECKING:
+        # The catalogue's figures, added by create_model below.
+        def __getattr__(self, name: str) -> Any: ...
+
+
+if TYPE_CHECKING:
+    class Score(_ScoreWindow):
+        """``score.v2``: the window, then one field per catalogue metric."""
+
+        urgent_flags: UrgentCounts
+        topics: list[TopicFigure]
+        expectations: list[ExpectationGap]
+        computed_at: UtcTime
+else:
+    Score = create_model(
+        "Score", __base__=_ScoreWindow, __module__=__name__,
+        __doc__="``score.v2``: the window, its figures (services/core/cem_metrics.py), topics "
+                "and expectation gaps.",
+        **{metric.name: _metric_field(metric, required)
+           for metric, required in cem_metrics.wire_fields()},
+        urgent_flags=(UrgentCounts, ...),
+        topics=(list[TopicFigure], ...),
+        expectations=(list[ExpectationGap], ...),
+        computed_at=(UtcTime, ...),
+    )
 
 
 class Alert(_Wire):
@@ -441,7 +482,7 @@ class Alert(_Wire):
     rule_type: RuleType
     severity: Severity
     status: AlertStatus
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     channel: str | None
     stage: str | None
     topic: str | None
@@ -486,7 +527,7 @@ class CaseEvent(_Wire):
     team: str | None
     assignee: str | None
     escalation_level: Annotated[int, Field(ge=0)]
-    touchpoint: Touchpoint
+    touchpoint: StoredTouchpoint
     rule_id: str
     alert_ids: list[str]
     feedback_event_ids: list[str]

@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.access import CSRF_HEADER, Access, AuthError, SessionEnded, is_loopback
+from services.core.errors import problem
 from services.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -81,14 +82,14 @@ class Limits:
 
 
 def _too_many(retry: int, what: str, setting: str) -> JSONResponse:
-    return JSONResponse(status_code=429, headers={"Retry-After": str(retry)}, content={
-        "detail": f"more than {what}; retry in {retry}s"
-                  + (", batch events with /v1/feedback/batch," if "write" in what else "")
-                  + f" or raise {setting}"})
+    return problem(429, headers={"Retry-After": str(retry)}, detail=(
+        f"more than {what}; retry in {retry}s"
+        + (", batch events with /v1/feedback/batch," if "write" in what else "")
+        + f" or raise {setting}"))
 
 
 def _refuse(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
+    return problem(status, detail)
 
 
 class Guard:

@@ -2,8 +2,8 @@
 
 The original text is always kept on the event; ``analysis_text`` is derived from it so that
 models trained on simplified Chinese plain prose are not thrown off by traditional characters,
-URLs, @mentions, hashtag markup or emoji. Ingest fills it per channel; the NLP stage derives
-it (with the same functions) for events that direct producers wrote to the raw topic.
+URLs, @mentions, hashtag markup or emoji. These are the text tools; which channel uses which
+is declared once, in services/core/channels.py, for ingest and the NLP stage alike.
 """
 
 from __future__ import annotations
@@ -15,10 +15,6 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import opencc
-from pydantic import BaseModel
-
-from services.core.events import RawFeedback
-from services.core.pii import redact, redact_optional
 
 # Every pattern here runs over customer text in linear time: a scan tries each position once,
 # and from a position it reads either one maximal run of a character class (which the next
@@ -205,15 +201,6 @@ def strip_history(text: str) -> str:
                      if line and not _HISTORY.match(line)).strip()
 
 
-def analysis_text(text: str, channel: str) -> str:
-    """The text the NLP stage analyses for an event of ``channel`` that came without one."""
-    if channel == "social":
-        return normalize_social(text).analysis
-    if channel == "email":
-        text = strip_history(text)
-    return to_simplified(tidy(text))
-
-
 def pseudonym(value: str) -> str:
     """A stable stand-in for an id that embeds personal data (a Message-ID holds an address).
 
@@ -222,68 +209,3 @@ def pseudonym(value: str) -> str:
     if value.startswith("h:"):
         return value
     return "h:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
-
-
-def _pseudonym_optional(value: str | None) -> str | None:
-    return None if value is None else pseudonym(value)
-
-
-def _external_id(event: RawFeedback) -> str | None:
-    """The sender's id, redacted: a producer may key feedback by phone number or email.
-
-    A social post's ``platform:post_id`` (what ingest sends) is kept: Weibo's 16-digit ids
-    pass Luhn one time in ten, and the same id travels unredacted as
-    ``social.post_id``, which threads need.
-    """
-    if event.external_id is None:
-        return None
-    if event.social is not None and \
-            event.external_id == f"{event.social.platform}:{event.social.post_id}":
-        return event.external_id
-    return redact(event.external_id)
-
-
-def prepare_raw(event: RawFeedback) -> RawFeedback:
-    """The event as it may travel on: PII redacted everywhere, ``analysis_text`` filled.
-
-    Ingest builds every event through this; the NLP stage applies it again to whatever it
-    reads, because direct producers write to the raw topic without passing ingest. It is
-    idempotent, so events from ingest come out unchanged. Raises ``ValidationError`` when the
-    redacted event breaks a limit.
-    """
-    text = redact(event.text)
-    update: dict[str, object] = {
-        "text": text,
-        "analysis_text": (redact(event.analysis_text) if event.analysis_text
-                          else analysis_text(text, event.channel) or text),
-        "customer_id": redact_optional(event.customer_id),
-        "external_id": _external_id(event),
-        "metadata": {key: redact(value) for key, value in event.metadata.items()},
-    }
-    if event.email is not None:
-        mail = event.email
-        update["email"] = mail.model_copy(update={
-            "message_id": _pseudonym_optional(mail.message_id),
-            "in_reply_to": _pseudonym_optional(mail.in_reply_to),
-            "references": [pseudonym(r) for r in mail.references],
-            "thread_id": _pseudonym_optional(mail.thread_id),
-            "subject": redact(mail.subject),
-            "attachments": [redact(name) for name in mail.attachments],
-        })
-    if event.social is not None:
-        post = event.social
-        update["social"] = post.model_copy(update={
-            "author": redact_optional(post.author), "url": redact_optional(post.url),
-            "urls": [redact(u) for u in post.urls],
-            "mentions": [redact(m) for m in post.mentions],
-            "hashtags": [redact(h) for h in post.hashtags],
-        })
-    if all(value == getattr(event, name) for name, value in update.items()):
-        # Already prepared (every event from ingest): the validated event is the answer.
-        return event
-    # Re-validated: a placeholder can be longer than what it replaced (a@b.cn -> <EMAIL>), and
-    # nothing may leave this step that the next stage would refuse. Updated nested models are
-    # validated from their dumps; the unchanged ones are instances pydantic keeps as they are.
-    fields = {**event.__dict__, **{name: value.model_dump() if isinstance(value, BaseModel)
-                                    else value for name, value in update.items()}}
-    return type(event).model_validate(fields)

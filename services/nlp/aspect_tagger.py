@@ -103,28 +103,17 @@ def word_ngrams(words: Sequence[str], max_n: int) -> list[str]:
     return [WORD_JOIN.join(kept[i : i + n]) for n in range(1, max_n + 1) for i in range(len(kept) - n + 1)]
 
 
-def holdout_mask(examples: Sequence[AspectExample], holdout: float = 0.2, seed: int = 42) -> np.ndarray:
-    """Boolean mask of the inner hold-out, stratified by each row's rarest topic.
+def topic_strata(examples: Sequence[AspectExample]) -> list[str]:
+    """Each row's rarest topic ("" for none), the strata of ``holdout_mask`` for topic data.
 
     Stratifying by the rarest topic keeps topics with a dozen examples represented on both
-    sides. numpy's seeded generator and sorted strata make the split identical in the
-    benchmark, the tests and training, with or without scikit-learn.
+    sides of the split.
     """
     counts: dict[str, int] = {}
     for ex in examples:
         for t in ex.topics:
             counts[t] = counts.get(t, 0) + 1
-    strata: dict[str, list[int]] = {}
-    for i, ex in enumerate(examples):
-        key = min(ex.topics, key=lambda t: (counts[t], t)) if ex.topics else ""
-        strata.setdefault(key, []).append(i)
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(examples), dtype=bool)
-    for key in sorted(strata):
-        idx = np.array(strata[key])
-        n_test = int(round(len(idx) * holdout))
-        mask[idx[rng.permutation(len(idx))[:n_test]]] = True
-    return mask
+    return [min(ex.topics, key=lambda t: (counts[t], t)) if ex.topics else "" for ex in examples]
 
 
 def f1_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterable[str]]) -> dict[str, Any]:
@@ -599,9 +588,9 @@ __all__ = [
     "AspectTagger",
     "f1_scores",
     "fit_topic",
-    "holdout_mask",
     "log_count_ratio",
     "read_aspect_examples",
+    "topic_strata",
     "train_tagger",
     "word_ngrams",
 ]

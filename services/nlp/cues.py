@@ -11,15 +11,14 @@ here, where callers have always found it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.core.config_file import ConfigFile
 from services.core.events import UrgencyFlag, UrgencyFlagName, trusted
-from services.nlp.matching import compile_cue, cue_spans, item_lines, screen
+from services.nlp.matching import compile_cue, cue_spans, screen
 from services.nlp.stance import intent_of_stance
 
 
@@ -69,23 +68,15 @@ def load_urgency(path: Path | None = None) -> UrgencyCues:
     refused with the file, its line and the reason, and so is one that matches the empty
     string.
     """
-    source = str(path) if path else "the built-in urgency.yaml"
-    try:
-        raw = (path.read_text(encoding="utf-8") if path
-               else resources.files(__package__).joinpath("urgency.yaml").read_text("utf-8"))
-        spec = UrgencySpec.model_validate(yaml.safe_load(raw))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(f"cannot load urgency cues {source}: {exc}") from exc
-    lines = item_lines(raw, ("flags", "*"))
+    file = ConfigFile.read(path, __package__, "urgency.yaml", "urgency cues", "VOC_URGENCY_PATH")
+    spec = file.validate(UrgencySpec)
     for flag, patterns in spec.flags.items():
         for index, pattern in enumerate(patterns):
             try:
                 compile_cue(pattern)
             except ValueError as exc:
-                line = lines.get(("flags", flag, index))
-                where = f"{source}, line {line}" if line else source
-                raise ValueError(f"cannot load urgency cues {where}: {flag}: pattern {pattern!r} "
-                                 f"is {exc}") from None
+                raise file.refuse(("flags", flag, index),
+                                  f"{flag}: pattern {pattern!r} is {exc}") from None
     return UrgencyCues({flag: compile_cue("|".join(f"(?:{p})" for p in patterns))
                         for flag, patterns in spec.flags.items() if patterns})
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import ahocorasick_rs
 import re2
-import yaml
 
 MAX_CUE_MATCHES = 100
 """Most matches of one urgency flag read from one text: evidence needs a few spans, and
@@ -94,35 +93,3 @@ class KeywordMatcher:
         """(phrase, start, end) of each occurrence, character offsets into ``text``."""
         return [(self.phrases[i], start, end)
                 for i, start, end in self._automaton.find_matches_as_indexes(text)]
-
-
-def item_lines(raw: str, path: Sequence[str]) -> dict[tuple[str | int, ...], int]:
-    """1-based line of each item of the lists found under ``path`` in a YAML document, keyed
-    by its concrete path (``"*"`` in ``path`` matches every key or list index at that level):
-    ``item_lines(raw, ("flags", "*"))[("flags", "safety", 0)]`` is the line of the first
-    safety cue. Used to name the line of an entry a loader refuses; a document the walk does
-    not understand yields fewer lines (the loader then names the file only).
-    """
-    lines: dict[tuple[str | int, ...], int] = {}
-
-    def walk(node: Any, rest: Sequence[str], at: tuple[str | int, ...]) -> None:
-        if not rest:
-            if isinstance(node, yaml.SequenceNode):
-                for index, item in enumerate(node.value):
-                    lines[(*at, index)] = item.start_mark.line + 1
-            return
-        head, tail = rest[0], rest[1:]
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and head in ("*", key.value):
-                    walk(value, tail, (*at, key.value))
-        elif isinstance(node, yaml.SequenceNode) and head == "*":
-            for index, item in enumerate(node.value):
-                walk(item, tail, (*at, index))
-
-    try:
-        root = yaml.compose(raw, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    walk(root, path, ())
-    return lines

@@ -199,23 +199,31 @@ def read_examples(csv_path: str | Path) -> list[Example]:
         ]
 
 
-def holdout_mask(examples: list[Example], holdout: float = 0.2, seed: int = 42) -> np.ndarray:
-    """Boolean mask of the inner hold-out, stratified by (domain, label).
+def holdout_mask(strata: Sequence[Any], holdout: float = 0.2, seed: int = 42) -> np.ndarray:
+    """Boolean mask of the inner hold-out: ``holdout`` of the rows of each stratum, where
+    ``strata`` holds each row's stratum (any sortable keys).
 
     Implemented with numpy's seeded generator rather than scikit-learn's splitter so that the
-    benchmark and the tests reproduce exactly the same rows without scikit-learn installed and
-    regardless of its version. Strata are visited in sorted order for the same reason.
+    benchmark, the tests and training reproduce exactly the same rows without scikit-learn
+    installed and regardless of its version. Strata are visited in sorted order for the same
+    reason. The sentiment data is stratified by :func:`sentiment_strata`, the topic data by
+    ``services.nlp.aspect_tagger.topic_strata``.
     """
     rng = np.random.default_rng(seed)
-    strata: dict[tuple[str, int], list[int]] = {}
-    for i, ex in enumerate(examples):
-        strata.setdefault((ex.domain, ex.label), []).append(i)
-    mask = np.zeros(len(examples), dtype=bool)
-    for key in sorted(strata):
-        idx = np.array(strata[key])
+    rows: dict[Any, list[int]] = {}
+    for i, key in enumerate(strata):
+        rows.setdefault(key, []).append(i)
+    mask = np.zeros(len(strata), dtype=bool)
+    for key in sorted(rows):
+        idx = np.array(rows[key])
         n_test = int(round(len(idx) * holdout))
         mask[idx[rng.permutation(len(idx))[:n_test]]] = True
     return mask
+
+
+def sentiment_strata(examples: Sequence[Example]) -> list[tuple[str, int]]:
+    """Each row's (domain, label): every domain keeps both labels on both sides."""
+    return [(ex.domain, ex.label) for ex in examples]
 
 
 def accuracy_report(examples: list[Example], scores: list[float]) -> dict[str, Any]:
@@ -420,7 +428,7 @@ def train(
     domain_weights = (1.0, 1.5, 2.0)
     started = time.perf_counter()
     examples = read_examples(csv_path)
-    test_mask = holdout_mask(examples, holdout, seed)
+    test_mask = holdout_mask(sentiment_strata(examples), holdout, seed)
     train_ex = [ex for ex, t in zip(examples, test_mask) if not t]
     test_ex = [ex for ex, t in zip(examples, test_mask) if t]
     y = np.array([ex.label for ex in train_ex])

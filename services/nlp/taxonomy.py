@@ -24,12 +24,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.core.config_file import ConfigFile
 from services.core.events import Span
 from services.nlp.aspect_tagger import AspectTagger
-from services.nlp.matching import KeywordMatcher, item_lines
+from services.nlp.matching import KeywordMatcher
 
 CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n]+")
 """A clause: a run of text between sentence or clause punctuation (linear: each match is a
@@ -226,25 +226,24 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     A tagger named by the file must list only topics of the taxonomy: a model trained for
     another taxonomy would otherwise tag ids no one can resolve.
     """
-    source = str(path) if path else "the built-in taxonomy.yaml"
+    file = ConfigFile.read(path, __package__, "taxonomy.yaml", "taxonomy", "VOC_TAXONOMY_PATH")
+    spec = file.validate(TaxonomySpec)
+    _refuse_blank_phrases(spec, file)
+    base = path.parent if path else Path(str(resources.files(__package__)))
+    spec = _with_packs(spec, base)
+    _check_exclusions(spec, file)
+    if not spec.tagger:
+        return Taxonomy(spec, None)
     try:
-        raw = (path.read_text(encoding="utf-8") if path
-               else resources.files(__package__).joinpath("taxonomy.yaml").read_text("utf-8"))
-        spec = TaxonomySpec.model_validate(yaml.safe_load(raw))
-        _refuse_blank_phrases(spec, raw)
-        base = path.parent if path else Path(str(resources.files(__package__)))
-        spec = _with_packs(spec, base)
-        _check_exclusions(spec)
-        tagger = None
-        if spec.tagger:
-            tagger = AspectTagger.load(base / spec.tagger)
-            unknown = sorted(set(tagger.topics) - {t.id for t in spec.topics})
-            if unknown:
-                raise ValueError(f"tagger {spec.tagger} knows topics {unknown} that the taxonomy lacks; "
-                                 "retrain it with `voc nlp train-topics` for this taxonomy")
-        return Taxonomy(spec, tagger)
-    except (OSError, KeyError, yaml.YAMLError, ValidationError, ValueError) as exc:
-        raise ValueError(f"cannot load taxonomy {source}: {exc}") from exc
+        tagger = AspectTagger.load(base / spec.tagger)
+    except (OSError, KeyError, ValueError) as exc:
+        raise file.refuse(("tagger",), f"tagger {spec.tagger} does not load: {exc}") from exc
+    unknown = sorted(set(tagger.topics) - {t.id for t in spec.topics})
+    if unknown:
+        raise file.refuse(("tagger",), f"tagger {spec.tagger} knows topics {unknown} that the "
+                          "taxonomy lacks; retrain it with `voc nlp train-topics` for this "
+                          "taxonomy")
+    return Taxonomy(spec, tagger)
 
 
 def _with_packs(spec: TaxonomySpec, base: Path) -> TaxonomySpec:
@@ -257,49 +256,48 @@ def _with_packs(spec: TaxonomySpec, base: Path) -> TaxonomySpec:
         return spec
     topics = {t.id: t.model_copy(deep=True) for t in spec.topics}
     for name in spec.packs:
-        pack_path = base / name
-        try:
-            pack = LexiconPack.model_validate(yaml.safe_load(pack_path.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
-            raise ValueError(f"lexicon pack {name}: {exc}") from exc
+        pack_file = ConfigFile.read(base / name, __package__, name, "lexicon pack",
+                                    "VOC_TAXONOMY_PATH")
+        pack = pack_file.validate(LexiconPack)
         for tid, extra in pack.topics.items():
             if tid not in topics:
-                raise ValueError(f"lexicon pack {name} names topic {tid!r}, which the taxonomy "
-                                 f"lacks; known topics: {sorted(topics)}")
-            blank = [p for p in (*extra.keywords, *extra.exclude) if not p.strip()]
-            if blank:
-                raise ValueError(f"lexicon pack {name}: topic {tid} has a blank phrase; remove it")
+                raise pack_file.refuse(("topics", tid), f"lexicon pack {name} names topic "
+                                       f"{tid!r}, which the taxonomy lacks; known topics: "
+                                       f"{sorted(topics)}")
+            for kind in ("keywords", "exclude"):
+                for k, phrase in enumerate(getattr(extra, kind)):
+                    if not phrase.strip():
+                        raise pack_file.refuse(("topics", tid, kind, k), f"topic {tid} has a "
+                                               f"blank entry in {kind}; remove it")
             topic = topics[tid]
             topic.keywords = list(dict.fromkeys((*topic.keywords, *extra.keywords)))
             topic.exclude = list(dict.fromkeys((*topic.exclude, *extra.exclude)))
     return spec.model_copy(update={"topics": list(topics.values())})
 
 
-def _check_exclusions(spec: TaxonomySpec) -> None:
+def _check_exclusions(spec: TaxonomySpec, file: ConfigFile) -> None:
     """Each exclusion must hold one of its topic's phrases and not be one: leftmost-longest
     matching lets it replace only a phrase inside it, so one that holds none guards nothing."""
-    for topic in spec.topics:
+    for t, topic in enumerate(spec.topics):
         phrases = {*topic.keywords, *topic.synonyms}
         for context in topic.exclude:
             if context in phrases:
-                raise ValueError(f"topic {topic.id}: {context!r} is both a keyword and an "
-                                 "exclusion; keep one")
+                raise file.refuse(("topics", t, "exclude"), f"topic {topic.id}: {context!r} is both a "
+                                  "keyword and an exclusion; keep one")
             if not any(p in context for p in phrases):
-                raise ValueError(f"topic {topic.id}: exclusion {context!r} holds none of the "
-                                 "topic's keywords, so it guards nothing; write the context "
-                                 "around the keyword it guards (手续费 for 手续)")
+                raise file.refuse(("topics", t, "exclude"), f"topic {topic.id}: exclusion {context!r} holds "
+                                  "none of the topic's keywords, so it guards nothing; write the "
+                                  "context around the keyword it guards (手续费 for 手续)")
 
 
-def _refuse_blank_phrases(spec: TaxonomySpec, raw: str) -> None:
+def _refuse_blank_phrases(spec: TaxonomySpec, file: ConfigFile) -> None:
     """A keyword or synonym that is empty or only spaces would tag its topic in every text."""
     for kind in ("keywords", "synonyms", "exclude"):
-        lines = item_lines(raw, ("topics", "*", kind))
         for t, topic in enumerate(spec.topics):
             for k, phrase in enumerate(getattr(topic, kind)):
                 if not phrase.strip():
-                    line = lines.get(("topics", t, kind, k))
-                    raise ValueError(f"{f'line {line}: ' if line else ''}topic {topic.id} has "
-                                     f"a blank entry in {kind}; remove it")
+                    raise file.refuse(("topics", t, kind, k), f"topic {topic.id} has a blank "
+                                      f"entry in {kind}; remove it")
 
 
 def dataset_ids(spec: TaxonomySpec) -> dict[str, str]:
@@ -321,11 +319,17 @@ def train_topics(taxonomy_path: Path, data_path: Path, out_dir: Path, holdout: f
     ``holdout`` > 0 a stratified share of rows is kept out of training and scored, and the
     saved model is the one trained without it, so the figures describe what is shipped.
     """
-    from services.nlp.aspect_tagger import f1_scores, holdout_mask, read_aspect_examples, train_tagger
+    from services.nlp.aspect_tagger import (
+        f1_scores,
+        read_aspect_examples,
+        topic_strata,
+        train_tagger,
+    )
+    from services.nlp.sentiment_model import holdout_mask
 
     taxonomy = load_taxonomy(taxonomy_path)
     examples = read_aspect_examples(data_path, dataset_ids(taxonomy.spec))
-    mask = holdout_mask(examples, holdout, seed) if holdout > 0 else [False] * len(examples)
+    mask = holdout_mask(topic_strata(examples), holdout, seed) if holdout > 0 else [False] * len(examples)
     train = [ex for ex, held in zip(examples, mask, strict=True) if not held]
     test = [ex for ex, held in zip(examples, mask, strict=True) if held]
     tagger = train_tagger([ex.text for ex in train], [ex.topics for ex in train],

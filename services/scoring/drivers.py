@@ -12,11 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from services.core.cem_metrics import derive_scores, score_counts
+from services.core.cem_metrics import TOPIC_RATIOS, derive_scores, score_counts
 
-ImpactMetric = Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat",
-                       "complaint_rate"]
-IMPACT_METRICS: tuple[str, ...] = ImpactMetric.__args__  # type: ignore[attr-defined]
+IMPACT_METRICS: tuple[str, ...] = TOPIC_RATIOS
+"""Metrics impact can be measured on: the ratios a topic's counts yield."""
 
 ImportanceBasis = Literal["sentiment", "nps"]
 

@@ -7,17 +7,16 @@ release; validated on load so a typo fails at start, naming the file and the fie
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.scoring.metrics import GAP_METRICS
+from services.core.cem_metrics import GAP_METRICS
+from services.core.config_file import ConfigFile
 
-GapMetric = Literal["mean_sentiment", "net_sentiment", "negative_share", "nps", "csat", "ces",
-                    "complaint_rate"]
+GapMetric = Literal[GAP_METRICS]  # type: ignore[valid-type]
+"""The metrics a target may be set for (``Ratio.targetable`` in the catalogue)."""
 Scale10 = Annotated[float, Field(ge=0, le=10)]
 
 
@@ -65,11 +64,6 @@ class Expectations(BaseModel):
 
 def load_expectations(path: Path | None = None) -> Expectations:
     """Load and validate an expectations file (the shipped default when ``path`` is None)."""
-    source = str(path) if path else "the built-in expectations.yaml"
-    try:
-        raw = (path.read_text(encoding="utf-8") if path else
-               resources.files(__package__).joinpath("expectations.yaml").read_text("utf-8"))
-        return Expectations.model_validate(yaml.safe_load(raw) or {})
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(f"cannot load expectations from {source} (VOC_EXPECTATIONS_PATH): "
-                         f"{exc}") from exc
+    file = ConfigFile.read(path, __package__, "expectations.yaml", "expectations",
+                           "VOC_EXPECTATIONS_PATH")
+    return file.validate(Expectations, file.data or {})

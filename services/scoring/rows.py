@@ -1,6 +1,6 @@
 """From aggregated SQL rows to ``cem_scores`` / ``topic_scores`` rows and ``score.v2`` events.
 
-Pure functions: the SQL in ``metrics`` sums the counts, this module derives the ratios and the
+Pure functions: the SQL in ``queries`` sums the counts, this module derives the ratios and the
 expectation gaps of each row, so both are unit-tested without a store.
 """
 
@@ -13,24 +13,25 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from services.core.cem_metrics import derive_scores, mean_topic_sentiment
-from services.core.events import ExpectationGap, Score, TopicFigure, UrgentCounts
-from services.scoring.expectations import Expectations
-from services.scoring.metrics import (
-    ALL,
+from services.core.cem_metrics import (
+    FLOAT_COUNTS,
     SCORE_COUNTS,
     TOPIC_COUNTS,
     URGENT_FLAGS,
+    derive_scores,
     gap,
-    window_label,
+    mean_topic_sentiment,
+    wire_fields,
 )
+from services.core.events import ExpectationGap, Score, TopicFigure, UrgentCounts
+from services.scoring.expectations import Expectations
+from services.scoring.windows import ALL, window_label
 
 Record = dict[str, Any]
-_FLOAT_COUNTS = {"sentiment_sum", "ces_sum", "topic_sentiment_sum"}
 
 
 def _fields(names: Iterable[str]) -> tuple[tuple[str, str, bool], ...]:
-    return tuple((name, f"agg_{name}", name in _FLOAT_COUNTS) for name in names)
+    return tuple((name, f"agg_{name}", name in FLOAT_COUNTS) for name in names)
 
 
 _SCORE_FIELDS = _fields(SCORE_COUNTS)
@@ -85,7 +86,7 @@ def _summed(groups: Mapping[tuple, list[Mapping[str, Any]]], dims: tuple[str, ..
             names: Iterable[str]) -> list[Record]:
     """One row per group key (dims, then the epoch) with the group's counts summed."""
     columns = [f"agg_{name}" for name in names]
-    floats = {f"agg_{name}" for name in names if name in _FLOAT_COUNTS}
+    floats = {f"agg_{name}" for name in names if name in FLOAT_COUNTS}
     out = []
     for key, rows in groups.items():
         summed: Record = dict(zip(dims, key[:-1]))
@@ -131,6 +132,9 @@ def topic_record(row: Mapping[str, Any], seconds: int, computed_ms: int) -> Reco
             "mean_topic_sentiment": mean_topic_sentiment(counts), "computed_ms": computed_ms}
 
 
+_WIRE_METRICS = tuple(metric.name for metric, _ in wire_fields())
+
+
 def score_event(record: Mapping[str, Any], topics: Iterable[Mapping[str, Any]],
                 computed_at: datetime) -> Score:
     """The ``score.v2`` event of a ``cem_scores`` row and the topic rows of the same window."""
@@ -139,11 +143,7 @@ def score_event(record: Mapping[str, Any], topics: Iterable[Mapping[str, Any]],
         touchpoint=record["touchpoint"], channel=record["channel"], stage=record["stage"],
         window=window_label(seconds), window_start=record["window_start"],
         window_end=record["window_start"] + timedelta(seconds=seconds), window_seconds=seconds,
-        **{name: record[name] for name in (
-            "volume", "positive_count", "neutral_count", "negative_count", "mean_sentiment",
-            "net_sentiment", "negative_share", "nps", "nps_responses", "nps_promoters",
-            "nps_detractors", "csat", "csat_responses", "csat_satisfied", "ces",
-            "ces_responses", "complaint_count", "complaint_rate", "urgent_count")},
+        **{name: record[name] for name in _WIRE_METRICS},
         urgent_flags=UrgentCounts(**{flag: record[f"{flag}_count"] for flag in URGENT_FLAGS}),
         topics=sorted((TopicFigure(topic=t["topic"], mentions=t["mentions"],
                                    mean_sentiment=t["mean_topic_sentiment"]) for t in topics),

@@ -1,69 +1,30 @@
-"""The stored ``feedback`` row of an enriched event.
+"""The windows and cells a score row covers: window lengths and names, channel and stage cells.
 
-Kept free of I/O so the mapping is unit-tested on its own; the window arithmetic every stage
-shares is ``window_start`` in services/core/cem_metrics.py.
+Shared by the scorer, its SQL (services/scoring/queries.py) and the query API; the window
+arithmetic every stage shares (``window_start``) is in services/core/cem_metrics.py.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+ALL = ""
+"""channel / stage value of the rows that cover all channels / all stages."""
 
-from services.core.events import EnrichedFeedback
+UNKNOWN_STAGE = "unknown"
+"""stage value of the rows that count events that carried no journey stage."""
 
+STAGES = ("售前", "售中", "售后", UNKNOWN_STAGE)
 
-def feedback_row(event: EnrichedFeedback, inserted_ms: int) -> dict[str, Any]:
-    """The ``feedback`` table row of an enriched event."""
-    return {
-        "event_id": event.event_id,
-        "source": event.source,
-        "external_id": event.external_id or "",
-        "channel": event.channel,
-        "touchpoint": event.touchpoint,
-        "customer_id": event.customer_id or "",
-        "text": event.text,
-        "occurred_at": event.occurred_at,
-        "received_at": event.received_at,
-        "enriched_at": event.enriched_at,
-        "sentiment": event.sentiment.score,
-        "sentiment_label": event.sentiment.label,
-        "sentiment_model": event.sentiment.model,
-        "topics": [t.id for t in event.topics],
-        "topic_sentiments": [t.sentiment.score for t in event.topics],
-        "stage": event.stage or "",
-        "segment": event.segment or "",
-        "nps": event.ratings.nps,
-        "csat": event.ratings.csat,
-        "ces": event.ratings.ces,
-        "intent": event.intent,
-        "urgent_flags": sorted({u.flag for u in event.urgency}),
-        "keywords": event.keywords,
-        "metadata": json.dumps(event.metadata, ensure_ascii=False),
-        "enriched_json": event.model_dump_json(by_alias=True),
-        "inserted_ms": inserted_ms,
-        **channel_columns(event),
-    }
+ROLLUP_SECONDS = (300, 3600, 86400)
+"""Windows above the base window; each divides the next so rollups chain exactly."""
+
+_LABELS = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 
 
-def channel_columns(event: EnrichedFeedback) -> dict[str, Any]:
-    """The channel-fact columns (migration 0005); empty or NULL for other channels."""
-    call, mail, post, tone = event.call, event.email, event.social, event.call_tone
-    return {
-        "analysis_text": event.analysis_text or "",
-        "thread_id": (mail and mail.thread_id) or (post and post.root_id) or "",
-        "parent_id": (mail and mail.in_reply_to) or (post and post.parent_id) or "",
-        "call_duration_s": call.duration_s if call else None,
-        "call_silence_s": call.silence_s if call else None,
-        "call_hold_s": call.hold_s if call else None,
-        "call_hold_count": call.hold_count if call else None,
-        "call_transfers": call.transfers if call else None,
-        "call_tone": tone.trend if tone else "",
-        "call_tone_change": tone.change if tone else None,
-        "social_platform": post.platform if post else "",
-        "social_followers": post.followers if post else None,
-        "social_likes": post.likes if post else None,
-        "social_reposts": post.reposts if post else None,
-        "hashtags": list(post.hashtags) if post else [],
-        "attachments": list(mail.attachments) if mail else [],
-    }
+def window_label(seconds: int) -> str:
+    """``1m``, ``5m``, ``1h``, ``1d`` (the query API's names), else ``<n>s``."""
+    return _LABELS.get(seconds, f"{seconds}s")
 
+
+def granularities(base_seconds: int) -> tuple[int, ...]:
+    """The base window followed by the rollup windows coarser than it."""
+    return (base_seconds, *(s for s in ROLLUP_SECONDS if s > base_seconds))

@@ -7,9 +7,11 @@ the sums of the stored finer windows the batch did not touch; the coarser levels
 memory from those, every level of a table goes in one insert, the base-window scores are
 published, then (in the consumer) commit. Seven store round trips per batch, however many
 levels (more only for a batch spanning over 100 months: ClickHouse takes at most 100
-partitions per insert). Figures are always recomputed from stored, deduplicated rows, never
-incremented, so a re-delivered event changes no figure and a crash at any point converges on
-replay. The one piece of state, each touchpoint's newest event time, moves only once the
+partitions per insert). The SQL is in services/scoring/queries.py, the writes go through the
+sinks of services/scoring/sink.py, and the figures are those of the metric catalogue
+(services/core/cem_metrics.py). Figures are always recomputed from stored, deduplicated rows,
+never incremented, so a re-delivered event changes no figure and a crash at any point converges
+on replay. The one piece of state, each touchpoint's newest event time, moves only once the
 batch's rows are stored, so a batch retried or split by the failure policy
 (services/core/failures.py) is judged as it was the first time.
 """
@@ -27,22 +29,15 @@ from aiokafka import ConsumerRecord
 from cachetools import LRUCache
 from prometheus_client import Counter
 
-from services.core.cem_metrics import window_start
+from services.core.cem_metrics import SCORE_COUNTS, TOPIC_COUNTS, window_start
 from services.core.events import EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter
 from services.core.settings import Settings
 from services.core.store import Row, Store
 from services.core.touchpoints import TouchpointLimit
+from services.scoring import queries
 from services.scoring.expectations import Expectations, load_expectations
-from services.scoring.metrics import (
-    SCORE_COUNTS,
-    SCORE_DIMS,
-    SCORE_LEVELS_SQL,
-    TOPIC_COUNTS,
-    TOPIC_DIMS,
-    TOPIC_LEVELS_SQL,
-    granularities,
-)
+from services.scoring.queries import SCORE_DIMS, TOPIC_DIMS
 from services.scoring.rows import (
     Record,
     agg_row,
@@ -52,7 +47,8 @@ from services.scoring.rows import (
     score_record,
     topic_record,
 )
-from services.scoring.windows import feedback_row
+from services.scoring.sink import BatchWriter, TableSink, TopicSink, feedback_row
+from services.scoring.windows import granularities
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +81,11 @@ class Scorer:
         # Bounded: a touchpoint evicted here is re-read from the store when next seen.
         self.newest: LRUCache[str, int] = LRUCache(maxsize=settings.scoring_touchpoint_cache)
         self.touchpoints = TouchpointLimit(store, settings.max_touchpoints)
+        self.feedback = TableSink(store, "feedback", month_column="occurred_at")
+        self.feedback_ids = TableSink(store, "feedback_ids")
+        self.cem_scores = TableSink(store, "cem_scores", month_column="window_start")
+        self.topic_scores = TableSink(store, "topic_scores", month_column="window_start")
+        self.scores_topic = TopicSink(producer, settings.topic("scores"))
         self.stored = 0
         self.duplicates = 0
         self.too_late = 0
@@ -102,14 +103,15 @@ class Scorer:
         fresh, stored_late = await self._unstored(list(events.values()))
         late, newest = await self._classify_late(fresh)
         now_ms = int(time.time() * 1000)
-        await self.store.insert("feedback", [
-            {**feedback_row(e, now_ms), "too_late": int(e.event_id in late)} for e in fresh],
-            month_column="occurred_at")
         # The ids go in after the rows: an id stored means its row is stored, so a retry
         # after a failure in between stores the rows again (they collapse) rather than never.
-        await self.store.insert("feedback_ids", [
+        stored = BatchWriter(self.feedback, self.feedback_ids)
+        stored.add(self.feedback, [
+            {**feedback_row(e, now_ms), "too_late": int(e.event_id in late)} for e in fresh])
+        stored.add(self.feedback_ids, [
             {"event_id": e.event_id, "too_late": int(e.event_id in late), "inserted_ms": now_ms}
             for e in fresh])
+        await stored.flush()
         # Only now that the rows are stored: a retried batch must not find its own events
         # moved the touchpoint's newest time and judge them too late.
         self.newest.update(newest)
@@ -118,10 +120,6 @@ class Scorer:
         on_time = [e for e in events.values()
                    if e.event_id not in late and e.event_id not in stored_late]
         scores = await self._recompute(on_time) if on_time else []
-        await self.producer.send_many(
-            self.settings.topic("scores"),
-            [(s.touchpoint.encode(), s.to_bytes()) for s in scores],
-        )
         self.stored += len(fresh)
         self.duplicates += len(events) - len(fresh)
         DUPLICATES.inc(len(events) - len(fresh))
@@ -137,13 +135,9 @@ class Scorer:
         its touchpoint), and the ids of stored ones flagged too late: a re-delivery of those
         touches no window, so every window a batch recomputes has at least one event that
         counts in it. ``feedback_ids`` is sorted by id, so the lookup reads only these ids."""
-        rows = await self.store.query(
-            "SELECT event_id, max(too_late) AS too_late FROM feedback_ids "
-            "WHERE event_id IN %(ids)s GROUP BY event_id",
-            {"ids": tuple(e.event_id for e in events)})
-        stored = {row["event_id"] for row in rows}
+        stored = await queries.stored_ids(self.store, (e.event_id for e in events))
         return ([e for e in events if e.event_id not in stored],
-                {row["event_id"] for row in rows if row["too_late"]})
+                {event_id for event_id, too_late in stored.items() if too_late})
 
     async def _classify_late(self, fresh: list[EnrichedFeedback],
                              ) -> tuple[set[str], dict[str, int]]:
@@ -167,13 +161,9 @@ class Scorer:
         if unknown:
             # The batch's own events are left out: an attempt that failed after storing
             # them must not make them too late on its retry.
-            rows = await self.store.query(
-                "SELECT touchpoint, toUInt32(max(occurred_at)) AS newest FROM feedback "
-                "WHERE touchpoint IN %(touchpoints)s AND occurred_at <= %(horizon)s "
-                "AND event_id NOT IN %(ids)s GROUP BY touchpoint",
-                {"touchpoints": unknown, "horizon": datetime.fromtimestamp(horizon, UTC),
-                 "ids": tuple(e.event_id for e in fresh)})
-            known.update({row["touchpoint"]: int(row["newest"]) for row in rows})
+            known.update(await queries.newest_event_times(
+                self.store, unknown, datetime.fromtimestamp(horizon, UTC),
+                excluding=(e.event_id for e in fresh)))
         seconds = self.levels[0]
         late = {e.event_id for e in fresh if e.touchpoint in known
                 and _epoch(window_start(e.occurred_at, seconds)) + seconds + self.lateness_s
@@ -203,10 +193,11 @@ class Scorer:
         return self._last_version
 
     async def _recompute(self, events: list[EnrichedFeedback]) -> list[Score]:
-        """Fresh figures of every window (all levels) the batch touched; base-window events.
+        """Fresh figures of every window (all levels) the batch touched, stored, and the
+        base-window scores published; returns those.
 
-        Two queries read everything (one per score table, see ``SCORE_LEVELS_SQL``), the
-        coarser levels are summed here, and each table gets all levels in one insert.
+        Two queries read everything (one per score table, see ``queries.SCORE_LEVELS_SQL``),
+        the coarser levels are summed here, and each table gets all levels in one insert.
         """
         base = self.levels[0]
         touched = [{(e.touchpoint, _epoch(window_start(e.occurred_at, base))) for e in events}]
@@ -214,17 +205,19 @@ class Scorer:
             touched.append({(tp, epoch - epoch % seconds) for tp, epoch in touched[0]})
         params = self._params(touched)
         version = self._version()
-        score_rows, topic_rows = (await self.store.query(SCORE_LEVELS_SQL, params),
-                                  await self.store.query(TOPIC_LEVELS_SQL, params))
+        score_rows, topic_rows = (await queries.score_levels(self.store, params),
+                                  await queries.topic_levels(self.store, params))
         scores = self._levels(score_rows, SCORE_DIMS, SCORE_COUNTS, touched,
                               lambda row, s: score_record(row, s, self.expectations, version))
         topics = self._levels(topic_rows, TOPIC_DIMS, TOPIC_COUNTS, touched,
                               lambda row, s: topic_record(row, s, version))
-        await self.store.insert("cem_scores", [r for level in scores for r in level],
-                                month_column="window_start")
-        await self.store.insert("topic_scores", [r for level in topics for r in level],
-                                month_column="window_start")
-        return self._events(scores[0], topics[0])
+        events_out = self._events(scores[0], topics[0])
+        figures = BatchWriter(self.cem_scores, self.topic_scores, self.scores_topic)
+        figures.add(self.cem_scores, [r for level in scores for r in level])
+        figures.add(self.topic_scores, [r for level in topics for r in level])
+        figures.add(self.scores_topic, [(s.touchpoint.encode(), s.to_bytes()) for s in events_out])
+        await figures.flush()
+        return events_out
 
     def _params(self, touched: list[set[WindowKey]]) -> dict:
         """Query parameters: the touched base windows, and the untouched finer windows inside

@@ -6,12 +6,12 @@ a ClickHouse server. (Seeking a Kafka consumer to the end is also unreliable on 
 broker, which answers ListOffsets(latest) wrongly.)
 
 Rows are found by their write stamp (``computed_ms`` of score rows, ``inserted_ms`` of alerts
-and case transitions)
-being newer than the newest stamp seen. Stamps come from the writer's wall clock and a row can
-land slightly after a newer-stamped one, so every poll looks back ``overlap_ms`` further and
-drops rows already sent; clients merge by key, so a rare repeat is harmless anyway.
+and case transitions) being newer than the newest stamp seen. Stamps come from the writer's
+wall clock and a row can land slightly after a newer-stamped one, so every poll looks back
+``overlap_ms`` further and drops rows already sent; clients merge by key, so a rare repeat is
+harmless anyway.
 
-All SQL that the dashboard runs against the tables directly lives in this module.
+The SQL is in services/web/queries.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -29,6 +29,7 @@ import structlog
 from services.alerting.cases import event_from_row
 from services.core.events import utc_now
 from services.core.store import Row, Store
+from services.web import queries
 
 log = structlog.get_logger(__name__)
 
@@ -40,49 +41,6 @@ SNAPSHOT_ALERTS = 200
 LIVE_HORIZON = timedelta(days=1)
 """Score rows for windows older than this are not pushed (a reload shows them): it bounds what
 each poll scans to the newest partitions."""
-
-_SCORE_COLUMNS = ("touchpoint, channel, stage, window_seconds, window_start, volume, "
-                  "positive_count, neutral_count, negative_count, mean_sentiment, net_sentiment, "
-                  "negative_share, nps_responses, nps_promoters, nps_detractors, nps, "
-                  "csat_responses, csat_satisfied, csat, ces, complaint_rate, gap_metrics, "
-                  "gap_targets, gaps, computed_ms")
-
-_ALERT_COLUMNS = ("alert_id, dedupe_key, rule_id, rule_type, severity, status, touchpoint, "
-                  "channel, stage, topic, metric, operator, threshold, value, baseline, volume, "
-                  "window_start, window_end, fired_at, team, owner, message, inserted_ms")
-
-# Base-window rows over all channels: per touchpoint, all stages together (stage '') for the
-# tiles and each journey stage for the journey map.
-_NEW_SCORES_SQL = f"""
-SELECT {_SCORE_COLUMNS} FROM cem_scores
-WHERE window_seconds = %(seconds)s AND channel = '' AND window_start >= %(horizon)s
-  AND computed_ms > %(since)s
-ORDER BY computed_ms
-"""
-
-_SNAPSHOT_SCORES_SQL = f"""
-SELECT {_SCORE_COLUMNS} FROM cem_scores FINAL
-WHERE window_seconds = %(seconds)s AND channel = '' AND window_start >= %(lo)s
-ORDER BY touchpoint, stage, window_start
-"""
-
-_NEW_ALERTS_SQL = f"""
-SELECT {_ALERT_COLUMNS} FROM alerts
-WHERE inserted_ms > %(since)s
-ORDER BY inserted_ms
-"""
-
-_SNAPSHOT_ALERTS_SQL = f"""
-SELECT {_ALERT_COLUMNS} FROM alerts FINAL
-ORDER BY fired_at DESC
-LIMIT %(limit)s
-"""
-
-_NEW_CASE_EVENTS_SQL = """
-SELECT * FROM case_events
-WHERE inserted_ms > %(since)s
-ORDER BY inserted_ms, case_id, seq
-"""
 
 
 def score_out(row: Row) -> dict[str, Any]:
@@ -140,16 +98,12 @@ class LiveFeed:
 
     async def snapshot(self) -> dict[str, Any]:
         """What a newly connected page starts from: recent windows and the latest alerts."""
-        newest = await self.store.query(
-            "SELECT max(window_start) AS w FROM cem_scores WHERE window_seconds = %(seconds)s",
-            {"seconds": self.window_seconds})
+        newest = await queries.newest_window(self.store, self.window_seconds)
         scores: list[Row] = []
-        if newest and newest[0]["w"] is not None and newest[0]["w"].timestamp() > 0:
-            lo: datetime = newest[0]["w"] - timedelta(
-                seconds=self.window_seconds * (SNAPSHOT_WINDOWS - 1))
-            scores = await self.store.query(_SNAPSHOT_SCORES_SQL,
-                                            {"seconds": self.window_seconds, "lo": lo})
-        alerts = await self.store.query(_SNAPSHOT_ALERTS_SQL, {"limit": SNAPSHOT_ALERTS})
+        if newest is not None:
+            since = newest - timedelta(seconds=self.window_seconds * (SNAPSHOT_WINDOWS - 1))
+            scores = await queries.recent_scores(self.store, self.window_seconds, since)
+        alerts = await queries.latest_alerts(self.store, SNAPSHOT_ALERTS)
         return {"window_seconds": self.window_seconds,
                 "scores": [score_out(r) for r in scores],
                 "alerts": alerts}
@@ -188,32 +142,29 @@ class LiveFeed:
     async def _start_cursors(self) -> None:
         """Start at the rows already stored (pages get those from the snapshot): the newest
         stamps, and every row within the look-back marked as sent."""
-        stamps = await self.store.query(
-            "SELECT (SELECT max(computed_ms) FROM cem_scores) AS s, "
-            "(SELECT max(inserted_ms) FROM alerts) AS a, "
-            "(SELECT max(inserted_ms) FROM case_events) AS c")
-        self._scores.since_ms = int(stamps[0]["s"] or 0)
-        self._alerts.since_ms = int(stamps[0]["a"] or 0)
-        self._cases.since_ms = int(stamps[0]["c"] or 0)
+        stamps = await queries.newest_stamps(self.store)
+        self._scores.since_ms = stamps.scores
+        self._alerts.since_ms = stamps.alerts
+        self._cases.since_ms = stamps.cases
         await self.poll_once(publish=False)
 
     async def poll_once(self, *, publish: bool = True) -> None:
         """Read rows newer than the cursors and publish them (one message per kind)."""
-        scores = await self.store.query(_NEW_SCORES_SQL, {
-            "seconds": self.window_seconds, "horizon": utc_now() - LIVE_HORIZON,
-            "since": max(0, self._scores.since_ms - self.overlap_ms)})
+        scores = await queries.scores_written_after(
+            self.store, self.window_seconds, utc_now() - LIVE_HORIZON,
+            max(0, self._scores.since_ms - self.overlap_ms))
         fresh_scores = self._scores.fresh(scores, "computed_ms",
                                           ("touchpoint", "stage", "window_start"),
                                           self.overlap_ms)
         if fresh_scores and publish:
             self._publish({"type": "scores", "rows": [score_out(r) for r in fresh_scores]})
-        alerts = await self.store.query(_NEW_ALERTS_SQL, {
-            "since": max(0, self._alerts.since_ms - self.overlap_ms)})
+        alerts = await queries.alerts_written_after(
+            self.store, max(0, self._alerts.since_ms - self.overlap_ms))
         fresh_alerts = self._alerts.fresh(alerts, "inserted_ms", ("alert_id",), self.overlap_ms)
         if fresh_alerts and publish:
             self._publish({"type": "alerts", "rows": fresh_alerts})
-        cases = await self.store.query(_NEW_CASE_EVENTS_SQL, {
-            "since": max(0, self._cases.since_ms - self.overlap_ms)})
+        cases = await queries.case_events_written_after(
+            self.store, max(0, self._cases.since_ms - self.overlap_ms))
         fresh_cases = self._cases.fresh(cases, "inserted_ms", ("case_id", "seq"),
                                         self.overlap_ms)
         if fresh_cases and publish:

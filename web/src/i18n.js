@@ -1,5 +1,7 @@
 // Chinese first (the teams who watch this read Chinese); English for everyone else.
 // The choice is kept in localStorage so a wall screen stays in its language after a reload.
+// Metric names are not here: they come from the metric catalogue (GET /v1/metrics, from
+// services/core/cem_metrics.py), so a new metric is labelled without a change to the page.
 
 const STRINGS = {
   zh: {
@@ -16,14 +18,6 @@ const STRINGS = {
     updated: '更新于',
     experience: '体验分',
     experience_unit: '/10',
-    mean_sentiment: '情感均值',
-    net_sentiment: '净情感',
-    negative_share: '负面占比',
-    volume: '反馈量',
-    nps: 'NPS',
-    csat: 'CSAT',
-    ces: 'CES',
-    complaint_rate: '投诉率',
     gap: '距目标',
     target: '目标',
     no_target: '未设目标',
@@ -117,14 +111,6 @@ const STRINGS = {
     updated: 'Updated',
     experience: 'Experience',
     experience_unit: '/10',
-    mean_sentiment: 'Mean sentiment',
-    net_sentiment: 'Net sentiment',
-    negative_share: 'Negative share',
-    volume: 'Volume',
-    nps: 'NPS',
-    csat: 'CSAT',
-    ces: 'CES',
-    complaint_rate: 'Complaint rate',
     gap: 'Gap to target',
     target: 'Target',
     no_target: 'No target set',
@@ -218,8 +204,16 @@ export function setLang(lang) {
   document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
 }
 
+const METRIC_LABELS = new Map();
+
+// Labels of the catalogue's metrics ({name, label: {zh, en}}), as /v1/metrics serves them.
+export function setMetricLabels(metrics) {
+  for (const metric of metrics) METRIC_LABELS.set(metric.name, metric.label);
+}
+
 export function t(key, ...args) {
-  const value = STRINGS[currentLang()][key] ?? STRINGS.zh[key] ?? key;
+  const lang = currentLang();
+  const value = STRINGS[lang][key] ?? METRIC_LABELS.get(key)?.[lang] ?? STRINGS.zh[key] ?? key;
   return typeof value === 'function' ? value(...args) : value;
 }
 

@@ -117,32 +117,49 @@ export class LiveState {
   }
 }
 
+// The metric catalogue (GET /v1/metrics): each metric's unit, range, direction and, for a
+// ratio, its formula over the row counts. Set once the page has it.
+export const catalogue = { metrics: [] };
+
+export function setCatalogue(metrics) {
+  catalogue.metrics = metrics;
+}
+
+function inputs(metric) {
+  return metric.kind === 'ratio'
+    ? [...metric.formula.numerator, ...metric.formula.minus, metric.formula.denominator]
+    : [metric.name];
+}
+
+// A ratio from counts summed over windows, as the scoring stage derives it from its sums.
+function derive(metric, sums) {
+  const { numerator, minus, denominator, scale } = metric.formula;
+  const base = sums.get(denominator);
+  if (!base) return null;
+  const add = (names) => names.reduce((total, name) => total + sums.get(name), 0);
+  return (scale * (add(numerator) - add(minus))) / base;
+}
+
 export function summarise(rows) {
-  let volume = 0; let sentiment = 0; let negative = 0;
-  let npsResponses = 0; let npsNet = 0; let csatResponses = 0; let csatSatisfied = 0;
+  let volume = 0; let sentiment = 0;
+  const sums = new Map(catalogue.metrics.flatMap(inputs).map((name) => [name, 0]));
   for (const r of rows) {
     volume += r.volume;
     sentiment += r.mean_sentiment * r.volume;
-    negative += r.negative_count;
-    if (r.nps_responses) {
-      npsResponses += r.nps_responses;
-      npsNet += r.nps_promoters - r.nps_detractors;
-    }
-    if (r.csat_responses) {
-      csatResponses += r.csat_responses;
-      csatSatisfied += r.csat_satisfied;
-    }
+    for (const name of sums.keys()) sums.set(name, sums.get(name) + (r[name] ?? 0));
   }
+  const figures = Object.fromEntries(catalogue.metrics.map((m) => [m.name,
+    m.kind === 'ratio' ? derive(m, sums) : sums.get(m.name)]));
   const mean = volume ? sentiment / volume : null;
   const latest = rows.length ? rows[rows.length - 1] : null;
   const target = latest?.expectations?.find((e) => e.metric === 'mean_sentiment')?.target;
   return {
+    nps: null,
+    csat: null,
+    ...figures,
     volume,
     mean_sentiment: mean,
     experience: mean === null ? null : 5 * (mean + 1),
-    negative_share: volume ? negative / volume : null,
-    nps: npsResponses ? (100 * npsNet) / npsResponses : null,
-    csat: csatResponses ? (100 * csatSatisfied) / csatResponses : null,
     // The gap is shown only when the scoring stage provides a target: signed so that
     // negative means worse than expected, as the scoring API reports it.
     gap: target === undefined || mean === null ? null : mean - target,

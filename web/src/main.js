@@ -8,8 +8,10 @@ import {
 } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
-import { currentLang, formatTime, setLang, t } from './i18n.js';
-import { LIVE_WINDOWS, LiveState, STAGES, gapBand, windowLabel } from './live.js';
+import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
+import {
+  LIVE_WINDOWS, LiveState, STAGES, catalogue, gapBand, setCatalogue, windowLabel,
+} from './live.js';
 
 echarts.use([BarChart, HeatmapChart, LineChart, GridComponent, LegendComponent,
   TooltipComponent, VisualMapComponent, CanvasRenderer]);
@@ -202,15 +204,27 @@ function renderOverview(view) {
 
 // ---------- Journey map
 
-const JOURNEY_METRICS = ['experience', 'negative_share', 'volume', 'nps', 'csat'];
+// The experience score (0-10, the tiles' headline), then every metric of the catalogue.
+const EXPERIENCE = { name: 'experience', unit: 'score', minimum: 0, maximum: 10, lower_is_better: false };
+
+function journeyMetrics() {
+  return [EXPERIENCE, ...catalogue.metrics];
+}
+
+// A journey cell's value as shown: shares as percentages, counts whole, the rest to 0.1.
+function cellValue(info, value) {
+  return Number(value.toFixed(info.unit === 'share' ? 3 : info.unit === 'count' ? 0 : 1));
+}
 
 function renderJourney(view) {
-  let metric = sessionStorage.getItem('tingjian.journey') || 'experience';
+  const metrics = journeyMetrics();
+  const saved = sessionStorage.getItem('tingjian.journey');
+  let info = metrics.find((m) => m.name === saved) ?? EXPERIENCE;
   const select = h('select', { id: 'journey-metric', onchange: (e) => {
-    metric = e.target.value;
-    sessionStorage.setItem('tingjian.journey', metric);
+    info = metrics.find((m) => m.name === e.target.value) ?? EXPERIENCE;
+    sessionStorage.setItem('tingjian.journey', info.name);
     draw();
-  } }, JOURNEY_METRICS.map((m) => h('option', { value: m, selected: m === metric }, t(m))));
+  } }, metrics.map((m) => h('option', { value: m.name, selected: m === info }, t(m.name))));
   const empty = h('p', { class: 'muted', id: 'journey-empty', hidden: true }, t('journey_empty'));
   const box = h('div', { class: 'chart heat', id: 'journey-chart' });
   view.append(h('h2', { class: 'section' }, t('journey_title')),
@@ -223,16 +237,15 @@ function renderJourney(view) {
     for (const [y, stage] of STAGES.entries()) {
       for (const [x, tp] of touchpoints.entries()) {
         const s = live.summary(tp, stage);
-        const value = s[metric];
-        if (value === null || !s.volume) continue;
-        data.push([x, y, Number(value.toFixed(metric === 'negative_share' ? 3 : metric === 'volume' ? 0 : 1))]);
+        const value = s[info.name];
+        if (value === null || value === undefined || !s.volume) continue;
+        data.push([x, y, cellValue(info, value)]);
         max = Math.max(max, Math.abs(value));
       }
     }
     empty.hidden = data.length > 0;
-    const lowIsGood = metric === 'negative_share';
-    const range = metric === 'experience' ? [0, 10] : metric === 'negative_share' ? [0, 1]
-      : metric === 'nps' ? [-100, 100] : metric === 'csat' ? [0, 100] : [0, Math.max(1, max)];
+    const lowIsGood = info.lower_is_better;
+    const range = info.maximum === null ? [0, Math.max(1, max)] : [info.minimum, info.maximum];
     heat.setOption({
       tooltip: { formatter: (p) => `${esc(t(`stage_${STAGES[p.value[1]]}`))} · ${esc(touchpoints[p.value[0]])}: ${esc(p.value[2])}` },
       grid: { left: 70, right: 20, top: 10, bottom: 80 },
@@ -243,7 +256,7 @@ function renderJourney(view) {
         inRange: { color: lowIsGood ? ['#1a9850', '#fee08b', '#d73027'] : ['#d73027', '#fee08b', '#1a9850'] },
       },
       series: [{ type: 'heatmap', data, label: { show: true,
-        formatter: (p) => (metric === 'negative_share' ? fmt.pct(p.value[2]) : String(p.value[2])) } }],
+        formatter: (p) => (info.unit === 'share' ? fmt.pct(p.value[2]) : String(p.value[2])) } }],
     }, true);
   }
   draw();
@@ -653,8 +666,20 @@ async function begin() {
   }
   session = await response.json();
   showWho();
+  await loadCatalogue();
   route();
   connect();
+}
+
+// Metric labels, units and formulas; without them the page still runs, naming metrics by id.
+async function loadCatalogue() {
+  try {
+    const body = await getJson('/v1/metrics');
+    setCatalogue(body.metrics);
+    setMetricLabels(body.metrics);
+  } catch (error) {
+    console.warn('metric catalogue unavailable', error);
+  }
 }
 
 function shell() {

@@ -1,0 +1,386 @@
+"""Every store read and write of the alerting service, as typed functions.
+
+The rest of the service names no table and writes no SQL: it calls these with typed
+parameters and gets typed rows back (score rows stay mappings, since their metrics are the
+score schema's, not a fixed list). The SQL is ClickHouse's, accepted by 18.16 and chdb 26.x;
+a second store backend means a second module with these functions and nothing else changes.
+
+Instants are passed as timezone-aware datetimes, which the store renders as epoch seconds, and
+every value goes through the store's escaper, so no customer text is ever spliced into SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+from pydantic import ValidationError
+
+from services.core.events import Alert, CaseEvent, CaseStatus, EnrichedFeedback
+from services.core.store import Store
+
+log = structlog.get_logger(__name__)
+
+Row = dict[str, Any]
+
+
+def _utc(value: Any) -> Any:
+    """Nullable DateTime columns come back as naive text from chdb and naive values from the
+    server driver; both are UTC."""
+    if isinstance(value, str):
+        value = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+# --------------------------------------------------------------------------- rule evaluation
+
+_TOTALS_ONLY = " AND channel = '' AND stage = ''"
+_TOUCHPOINTS = " AND touchpoint IN %(touchpoints)s"
+
+
+def _touchpoints(touchpoints: Collection[str] | None) -> tuple[str, dict[str, Any]]:
+    """The touchpoint filter: none for every touchpoint."""
+    if touchpoints is None:
+        return "", {}
+    return _TOUCHPOINTS, {"touchpoints": tuple(sorted(touchpoints))}
+
+
+async def score_windows(store: Store, *, window_seconds: int,
+                        touchpoints: Collection[str] | None, lo: datetime, hi: datetime,
+                        totals_only: bool) -> list[Row]:
+    """``cem_scores`` rows of base windows starting in ``[lo, hi)``; only the all-channel,
+    all-stage row of each window with ``totals_only`` (one row per window instead of the
+    whole cube)."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    where, params = _touchpoints(touchpoints)
+    return await store.query(
+        "SELECT * FROM cem_scores FINAL WHERE window_seconds = %(seconds)s"
+        " AND window_start >= %(lo)s AND window_start < %(hi)s"
+        + where + (_TOTALS_ONLY if totals_only else ""),
+        {"seconds": window_seconds, "lo": lo, "hi": hi, **params})
+
+
+async def topic_windows(store: Store, *, window_seconds: int,
+                        touchpoints: Collection[str] | None, topics: Collection[str],
+                        lo: datetime, hi: datetime, totals_only: bool) -> list[Row]:
+    """``topic_scores`` rows of the topics, as ``score_windows`` reads ``cem_scores``."""
+    if not topics or (touchpoints is not None and not touchpoints):
+        return []
+    where, params = _touchpoints(touchpoints)
+    return await store.query(
+        "SELECT * FROM topic_scores FINAL WHERE window_seconds = %(seconds)s"
+        " AND topic IN %(topics)s AND window_start >= %(lo)s AND window_start < %(hi)s"
+        + where + (_TOTALS_ONLY if totals_only else ""),
+        {"seconds": window_seconds, "topics": tuple(sorted(topics)), "lo": lo, "hi": hi,
+         **params})
+
+
+@dataclass(frozen=True)
+class MentionBucket:
+    """One touchpoint's stored feedback in ``[start, start + bucket_s)``: every event, and
+    the events mentioning one topic."""
+
+    touchpoint: str
+    start: datetime
+    volume: int
+    mentions: int
+
+
+async def topic_mentions(store: Store, *, topic: str, touchpoints: Collection[str] | None,
+                         channels: Collection[str] | None, stages: Collection[str] | None,
+                         lo: datetime, hi: datetime, bucket_s: int) -> list[MentionBucket]:
+    """Feedback from the ``feedback`` table counted in buckets of ``bucket_s`` seconds from
+    ``lo`` (the last one ends at ``hi``), per touchpoint; only buckets holding an event."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    where, params = _touchpoints(touchpoints)
+    if channels:
+        where += " AND channel IN %(channels)s"
+        params["channels"] = tuple(channels)
+    if stages:
+        where += " AND stage IN %(stages)s"
+        params["stages"] = tuple(stages)
+    rows = await store.query(
+        "SELECT touchpoint, intDiv(toUInt32(occurred_at) - %(lo_s)s, %(bucket_s)s) AS bucket,"
+        " count() AS volume, countIf(has(topics, %(topic)s)) AS mentions"
+        " FROM feedback FINAL WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where
+        + " GROUP BY touchpoint, bucket",
+        {"topic": topic, "lo": lo, "hi": hi, "lo_s": int(lo.timestamp()),
+         "bucket_s": bucket_s, **params})
+    first = int(lo.timestamp())
+    return [MentionBucket(r["touchpoint"],
+                          datetime.fromtimestamp(first + int(r["bucket"]) * bucket_s, UTC),
+                          int(r["volume"]), int(r["mentions"])) for r in rows]
+
+
+async def latest_received(store: Store, touchpoint: str, lo: datetime,
+                          hi: datetime) -> datetime | None:
+    """Ingest time of the newest stored event of ``touchpoint`` that occurred in ``[lo, hi)``
+    (None when there is none)."""
+    rows = await store.query(
+        "SELECT max(received_at) AS latest FROM feedback WHERE touchpoint = %(touchpoint)s"
+        " AND occurred_at >= %(lo)s AND occurred_at < %(hi)s",
+        {"touchpoint": touchpoint, "lo": lo, "hi": hi})
+    return rows[0]["latest"] if rows and rows[0]["latest"].year > 1970 else None
+
+
+async def enriched_events(store: Store, lo: datetime, hi: datetime) -> list[EnrichedFeedback]:
+    """Stored enriched events that occurred in ``[lo, hi)``, oldest first.
+
+    A row the current wire model refuses (stored before a bound existed, e.g. a touchpoint
+    name the entrance now refuses) is left out and counted in one warning, rather than
+    failing the whole read."""
+    rows = await store.query(
+        "SELECT event_id, enriched_json FROM feedback FINAL WHERE occurred_at >= %(lo)s"
+        " AND occurred_at < %(hi)s ORDER BY occurred_at", {"lo": lo, "hi": hi})
+    events, refused = [], []
+    for row in rows:
+        try:
+            events.append(EnrichedFeedback.model_validate_json(row["enriched_json"]))
+        except ValidationError:
+            refused.append(row["event_id"])
+    if refused:
+        log.warning("stored events left out: the current event model refuses them",
+                    count=len(refused), event_ids=refused[:10])
+    return events
+
+
+# --------------------------------------------------------------------------------- alerts
+
+@dataclass(frozen=True)
+class StoredKey:
+    """What the ``alerts`` table says about one dedupe key: its newest alert."""
+
+    dedupe_key: str
+    alert_id: str
+    status: str
+    fired_end: datetime
+    fired_at: datetime
+
+
+# Keys with an open alert, and the most recent others that may still be cooling down.
+_KEYS_SQL = """
+SELECT dedupe_key, alert_id, state AS status, fired_end, fired_at FROM (
+    SELECT dedupe_key, argMax(alert_id, fired_window_end) AS alert_id,
+           argMax(status, fired_window_end) AS state, max(fired_window_end) AS fired_end,
+           argMax(fired_at, fired_window_end) AS fired_at
+    FROM alerts FINAL GROUP BY dedupe_key
+)
+WHERE state = 'firing' OR fired_end >= %(since)s
+ORDER BY state = 'firing' DESC, fired_end DESC
+LIMIT %(limit)s
+"""
+
+
+async def alert_keys(store: Store, *, since: datetime, limit: int) -> list[StoredKey]:
+    """Keys with an open alert first, then those that fired since ``since``, newest first; at
+    most ``limit`` (the state a restarted evaluator needs, bounded like its map)."""
+    rows = await store.query(_KEYS_SQL, {"since": since, "limit": limit})
+    return [StoredKey(r["dedupe_key"], r["alert_id"], r["status"], r["fired_end"],
+                      r["fired_at"]) for r in rows]
+
+
+async def fired_per_rule(store: Store, *, since: datetime, except_suffix: str) -> dict[str, int]:
+    """Alerts fired per rule since ``since``, leaving out keys ending in ``except_suffix``."""
+    rows = await store.query(
+        "SELECT rule_id, count() AS fired FROM alerts FINAL WHERE fired_at >= %(since)s"
+        " AND dedupe_key NOT LIKE %(suffix)s GROUP BY rule_id",
+        {"since": since, "suffix": "%" + except_suffix})
+    return {r["rule_id"]: int(r["fired"]) for r in rows}
+
+
+async def firing_alerts(store: Store, *, key_suffix: str) -> list[Alert]:
+    """Firing alerts whose dedupe key ends in ``key_suffix``, as their stored rows say (no
+    routing: the table keeps neither ``notify`` nor ``open_case``)."""
+    rows = await store.query(
+        "SELECT * FROM alerts FINAL WHERE status = 'firing' AND dedupe_key LIKE %(suffix)s",
+        {"suffix": "%" + key_suffix})
+    return [alert_from_row(r) for r in rows]
+
+
+def alert_row(alert: Alert, fired_end: datetime, inserted_ms: int) -> Row:
+    """The ``alerts`` table row of an alert event (the current status of its alert)."""
+    latency = (None if alert.latest_received_at is None else
+               int((alert.emitted_at - alert.latest_received_at).total_seconds() * 1000))
+    row = alert.model_dump(exclude={"schema_", "notify", "open_case"})
+    for name in ("channel", "stage", "topic", "team", "owner", "operator"):
+        row[name] = row[name] or ""
+    row["threshold"] = alert.threshold if alert.threshold is not None else 0.0
+    row.update(fired_window_end=fired_end, latency_ms=latency, inserted_ms=inserted_ms)
+    return row
+
+
+def alert_from_row(row: Row) -> Alert:
+    """An alert read back from its row; the table does not keep routing, so ``notify`` is
+    empty and ``open_case`` false."""
+    fields = {k: v for k, v in row.items() if k in Alert.model_fields}
+    for name in ("channel", "stage", "topic", "team", "owner", "operator"):
+        fields[name] = fields.get(name) or None
+    for name in ("resolved_at", "latest_received_at"):
+        fields[name] = _utc(fields.get(name))
+    return Alert.model_validate({**fields, "schema": "alert.v2", "notify": [],
+                                 "open_case": False})
+
+
+async def record_alerts(store: Store, alerts: Sequence[tuple[Alert, datetime]],
+                        inserted_ms: int) -> None:
+    """Rows of alert events (each with the window end it fired at); of rows with equal
+    ``inserted_ms`` the table keeps the last, so later ones in ``alerts`` win."""
+    await store.insert("alerts", [alert_row(a, end, inserted_ms) for a, end in alerts],
+                       month_column="window_start")
+
+
+async def record_deliveries(store: Store, table: Literal["alert_deliveries", "case_deliveries"],
+                            rows: Sequence[Row]) -> None:
+    """Final webhook outcomes, one row per event and webhook."""
+    await store.insert(table, rows)
+
+
+# ---------------------------------------------------------------------------------- cases
+
+_CASE_TIMES = {"at", "opened_at", "acknowledged_at", "resolved_at", "closed_at", "ack_due_at",
+               "resolve_due_at"}
+_UNRESOLVED = ("open", "acknowledged", "in_progress")
+
+
+def case_row(event: CaseEvent, inserted_ms: int) -> Row:
+    """The ``case_events`` row of a case event."""
+    row = event.model_dump(exclude={"schema_"})
+    for name in ("comment", "team", "assignee", "followup_outcome"):
+        row[name] = row[name] or ""
+    ack = event.acknowledged_at
+    resolved = event.resolved_at
+    row.update(
+        ack_seconds=(ack - event.opened_at).total_seconds() if ack else None,
+        resolve_seconds=(resolved - event.opened_at).total_seconds() if resolved else None,
+        inserted_ms=inserted_ms)
+    return row
+
+
+def event_from_row(row: Row) -> CaseEvent:
+    """A case event from its ``case_events`` row."""
+    fields = {k: _utc(v) if k in _CASE_TIMES else v for k, v in row.items()
+              if k in CaseEvent.model_fields}
+    for name in ("comment", "team", "assignee", "followup_outcome"):
+        fields[name] = fields[name] or None
+    return CaseEvent.model_validate(fields)
+
+
+_CURRENT = " ORDER BY case_id, seq DESC LIMIT 1 BY case_id"
+
+
+async def current_case(store: Store, case_id: str) -> CaseEvent | None:
+    """The newest event of a case (its current state), None for an unknown id."""
+    rows = await store.query("SELECT * FROM case_events FINAL WHERE case_id = %(id)s" + _CURRENT,
+                             {"id": case_id})
+    return event_from_row(rows[0]) if rows else None
+
+
+async def case_history(store: Store, case_id: str) -> list[CaseEvent]:
+    """Every event of a case, oldest first (empty for an unknown id)."""
+    rows = await store.query("SELECT * FROM case_events FINAL WHERE case_id = %(id)s ORDER BY seq",
+                             {"id": case_id})
+    return [event_from_row(r) for r in rows]
+
+
+async def cases(store: Store, *, status: CaseStatus | None, team: str | None,
+                touchpoint: str | None, touchpoints: Collection[str] | None,
+                teams: Collection[str] | None, limit: int) -> list[CaseEvent]:
+    """Current state of the newest-opened ``limit`` cases whose current status, team and
+    touchpoint match (None: any) and whose touchpoint and team are among ``touchpoints`` and
+    ``teams`` (None: any; a case without a team is in no list), newest first.
+
+    Filtering and the limit run in the store, on three columns of each case, so only the
+    returned cases' rows come back however many cases were ever written.
+    """
+    if (touchpoints is not None and not touchpoints) or (teams is not None and not teams):
+        return []
+    having: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    # Column names are this code's own; every value is a parameter.
+    for column, wanted in (("status", status), ("team", team), ("touchpoint", touchpoint)):
+        if wanted is not None:
+            having.append(f"argMax({column}, seq) = %({column})s")
+            params[column] = wanted
+    for column, allowed in (("touchpoint", touchpoints), ("team", teams)):
+        if allowed is not None:
+            having.append(f"argMax({column}, seq) IN %({column}s)s")
+            params[f"{column}s"] = tuple(sorted(allowed))
+    rows = await store.query(
+        "SELECT * FROM case_events FINAL WHERE case_id IN ("
+        " SELECT case_id FROM case_events FINAL GROUP BY case_id"
+        + (" HAVING " + " AND ".join(having) if having else "")
+        + " ORDER BY argMax(opened_at, seq) DESC, case_id LIMIT %(limit)s)" + _CURRENT, params)
+    found = sorted((event_from_row(r) for r in rows), key=lambda c: c.case_id)
+    return sorted(found, key=lambda c: c.opened_at, reverse=True)
+
+
+async def escalatable_cases(store: Store, *, levels: int) -> list[CaseEvent]:
+    """Current state of every unresolved case below escalation level ``levels``. The inner
+    query reads three columns of every case (in the store); only these cases' rows return."""
+    rows = await store.query(
+        "SELECT * FROM case_events FINAL WHERE case_id IN ("
+        " SELECT case_id FROM case_events FINAL GROUP BY case_id"
+        " HAVING argMax(status, seq) IN %(unresolved)s"
+        " AND argMax(escalation_level, seq) < %(levels)s)" + _CURRENT,
+        {"unresolved": _UNRESOLVED, "levels": levels})
+    return [event_from_row(r) for r in rows]
+
+
+async def stored_case_ids(store: Store, ids: Collection[str]) -> set[str]:
+    """Those of ``ids`` that have a stored case event."""
+    if not ids:
+        return set()
+    rows = await store.query("SELECT DISTINCT case_id FROM case_events WHERE case_id IN %(ids)s",
+                             {"ids": tuple(ids)})
+    return {r["case_id"] for r in rows}
+
+
+async def record_case_events(store: Store, events: Sequence[CaseEvent], inserted_ms: int) -> None:
+    await store.insert("case_events", [case_row(e, inserted_ms) for e in events])
+
+
+@dataclass(frozen=True)
+class CaseFigures:
+    """Cases opened in a period, per owning team ('' for none) and touchpoint."""
+
+    team: str
+    touchpoint: str
+    cases: int
+    unresolved: int
+    mtta_s: float | None
+    mttr_s: float | None
+    max_escalation_level: int
+
+
+CASE_FIGURES_SQL = """
+SELECT team, touchpoint, count() AS cases,
+       countIf(status IN ('open', 'acknowledged', 'in_progress')) AS unresolved,
+       avg(ack_seconds) AS mtta_s, avg(resolve_seconds) AS mttr_s,
+       max(escalation_level) AS max_escalation_level
+FROM (
+    SELECT * FROM case_events FINAL WHERE opened_at >= %(since)s
+    ORDER BY case_id, seq DESC LIMIT 1 BY case_id
+)
+GROUP BY team, touchpoint
+ORDER BY team, touchpoint
+"""
+
+
+def _number(value: Any) -> float | None:
+    """An average over no values is NULL on one backend and NaN on the other: None."""
+    return None if value is None or value != value else float(value)
+
+
+async def case_figures(store: Store, since: datetime) -> list[CaseFigures]:
+    """MTTA, MTTR and counts of the cases opened since ``since``, by their current rows."""
+    rows = await store.query(CASE_FIGURES_SQL, {"since": since})
+    return [CaseFigures(r["team"], r["touchpoint"], int(r["cases"]), int(r["unresolved"]),
+                        _number(r["mtta_s"]), _number(r["mttr_s"]),
+                        int(r["max_escalation_level"])) for r in rows]

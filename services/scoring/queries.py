@@ -1,0 +1,273 @@
+"""Every SQL statement of the scoring service (the scorer and the query API), behind typed
+functions: the one module that speaks ClickHouse's dialect here, so a second store is one more
+module like this one.
+
+SQL text is built once at import from the metric catalogue and constant fragments (never from
+input); values always travel as ``%(name)s`` parameters, which the store escapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.core.cem_metrics import RATIOS, SCORE_COUNTS, TOPIC_COUNTS
+from services.core.store import Row, Store
+
+# ------------------------------------------------------------------ the scorer's recomputation
+
+# Each event counts in four rows: its channel x its stage, its channel x all stages, all
+# channels x its stage, all x all (a CUBE; 18.16 has no WITH CUBE). The SQL groups by the
+# event's own channel x stage only and the scorer sums the other three rows from those
+# (rows.cube): aggregating four copies of every event made ClickHouse spend ~40% more CPU on
+# the query than summing the ~100 grouped rows costs in Python. Aliases differ from column
+# names because ClickHouse aliases are query-global.
+_CELL = "channel AS ch, if(stage = '', 'unknown', stage) AS st"
+
+# Only windows the batch touched are recomputed: the PK range narrows the scan, the epoch list
+# keeps untouched windows out of the aggregation.
+_EVENT_WINDOWS = """
+WHERE touchpoint IN %(touchpoints)s AND occurred_at >= %(lo)s AND occurred_at < %(hi)s
+  AND intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s IN %(epochs)s
+  AND too_late = 0"""
+
+
+def _aggregates(counts: Mapping[str, str]) -> str:
+    return ",\n    ".join(f"{expr} AS agg_{name}" for name, expr in counts.items())
+
+
+SCORES_FROM_EVENTS_SQL = f"""
+SELECT touchpoint AS tp, {_CELL},
+    intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS window_epoch,
+    {_aggregates(SCORE_COUNTS)}
+FROM feedback FINAL
+{_EVENT_WINDOWS}
+GROUP BY tp, ch, st, window_epoch
+"""
+
+TOPICS_FROM_EVENTS_SQL = f"""
+SELECT touchpoint AS tp, {_CELL}, topic_id AS tid,
+    intDiv(toUInt32(occurred_at), %(seconds)s) * %(seconds)s AS window_epoch,
+    {_aggregates(TOPIC_COUNTS)}
+FROM feedback FINAL
+ARRAY JOIN topics AS topic_id, topic_sentiments AS topic_sentiment
+{_EVENT_WINDOWS}
+  AND length(topics) = length(topic_sentiments)
+GROUP BY tp, ch, st, tid, window_epoch
+"""
+
+SCORE_DIMS = ("tp", "ch", "st")
+TOPIC_DIMS = ("tp", "ch", "st", "tid")
+"""Key columns (besides the window) of the rows the two level queries return."""
+
+_STORED_DIMS = {"cem_scores": "touchpoint AS tp, channel AS ch, stage AS st",
+                "topic_scores": "touchpoint AS tp, channel AS ch, stage AS st, topic AS tid"}
+
+
+def _levels_sql(from_events: str, table: str, dims: str, counts: Mapping[str, str]) -> str:
+    """One query for everything a batch's recomputation reads from one score table.
+
+    The touched base windows aggregated from ``feedback`` per channel x stage cell
+    (``fresh = 1``; the scorer adds the all-channel and all-stage rows) and, UNION ALL, for
+    every touched coarser window (level ``lvl``), the sum of the stored finer rows inside it
+    whose own window the batch did not touch (``fresh = 0``). The scorer adds the recomputed
+    finer rows to those sums level by level in memory: one round trip instead of a SELECT and
+    an INSERT per level, and no level waits for the finer level to be written first. Casts keep
+    the two halves' types identical, which 18.16's UNION ALL requires.
+    """
+    names = ", ".join(f"agg_{name}" for name in counts)
+    sums = ", ".join(f"sum({name}) AS agg_{name}" for name in counts)
+    return f"""
+SELECT toUInt8(1) AS fresh, toUInt32(%(seconds)s) AS lvl, {dims},
+    toUInt32(window_epoch) AS epoch, {names}
+FROM ({from_events})
+UNION ALL
+SELECT toUInt8(0) AS fresh,
+    toUInt32(arrayElement(%(coarser_array)s, indexOf(%(finer_array)s, window_seconds))) AS lvl,
+    {_STORED_DIMS[table]}, toUInt32(intDiv(toUInt32(window_start), lvl) * lvl) AS epoch, {sums}
+FROM {table} FINAL
+WHERE touchpoint IN %(touchpoints)s AND window_seconds IN %(finer_levels)s
+  AND window_start >= %(finer_lo)s AND window_start <= %(finer_hi)s
+  AND (window_seconds, touchpoint, toUInt32(window_start)) IN %(finer_windows)s
+GROUP BY lvl, {dims}, epoch
+"""
+
+
+SCORE_LEVELS_SQL = _levels_sql(SCORES_FROM_EVENTS_SQL, "cem_scores", ", ".join(SCORE_DIMS),
+                               SCORE_COUNTS)
+TOPIC_LEVELS_SQL = _levels_sql(TOPICS_FROM_EVENTS_SQL, "topic_scores", ", ".join(TOPIC_DIMS),
+                               TOPIC_COUNTS)
+
+
+async def score_levels(store: Store, params: Mapping[str, Any]) -> list[Row]:
+    """Rows of ``SCORE_LEVELS_SQL`` for the windows ``params`` name (``Scorer._params``)."""
+    return await store.query(SCORE_LEVELS_SQL, params)
+
+
+async def topic_levels(store: Store, params: Mapping[str, Any]) -> list[Row]:
+    """Rows of ``TOPIC_LEVELS_SQL`` for the windows ``params`` name (``Scorer._params``)."""
+    return await store.query(TOPIC_LEVELS_SQL, params)
+
+
+async def stored_ids(store: Store, event_ids: Iterable[str]) -> dict[str, bool]:
+    """The ids among ``event_ids`` that are stored already, each with whether it was stored
+    too late. ``feedback_ids`` is sorted by id, so the lookup reads only these ids."""
+    rows = await store.query(
+        "SELECT event_id, max(too_late) AS too_late FROM feedback_ids "
+        "WHERE event_id IN %(ids)s GROUP BY event_id", {"ids": tuple(event_ids)})
+    return {row["event_id"]: bool(row["too_late"]) for row in rows}
+
+
+async def newest_event_times(store: Store, touchpoints: Iterable[str], horizon: datetime,
+                             excluding: Iterable[str]) -> dict[str, int]:
+    """Each touchpoint's newest stored event time (epoch seconds) not after ``horizon``,
+    leaving out the events ``excluding`` names."""
+    rows = await store.query(
+        "SELECT touchpoint, toUInt32(max(occurred_at)) AS newest FROM feedback "
+        "WHERE touchpoint IN %(touchpoints)s AND occurred_at <= %(horizon)s "
+        "AND event_id NOT IN %(ids)s GROUP BY touchpoint",
+        {"touchpoints": tuple(touchpoints), "horizon": horizon, "ids": tuple(excluding)})
+    return {row["touchpoint"]: int(row["newest"]) for row in rows}
+
+
+# ------------------------------------------------------------------------- the query API
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Which score rows a read covers: one window length, one channel x stage cell, a time
+    range, and the touchpoints (None: all)."""
+
+    seconds: int
+    channel: str
+    stage: str
+    start: datetime
+    end: datetime
+    touchpoints: tuple[str, ...] | None = None
+
+    def where(self) -> str:
+        scope = "" if self.touchpoints is None else " AND touchpoint IN %(touchpoints)s"
+        return ("window_seconds = %(seconds)s AND channel = %(channel)s AND stage = %(stage)s "
+                "AND window_start >= %(lo)s AND window_start < %(hi)s" + scope)
+
+    def params(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "channel": self.channel, "stage": self.stage,
+                "lo": self.start, "hi": self.end, "touchpoints": self.touchpoints or ()}
+
+
+_SCORE_COLUMNS = ", ".join([
+    "touchpoint", "channel", "stage", "window_seconds", "window_start", *SCORE_COUNTS,
+    *(r.name for r in RATIOS), "gap_metrics", "gap_targets", "gaps"])
+
+
+async def score_rows(store: Store, cell: Cell, limit: int) -> list[Row]:
+    """Stored score rows of ``cell`` (every count, ratio and gap), by touchpoint then window,
+    at most ``limit``."""
+    return await store.query(
+        f"SELECT {_SCORE_COLUMNS} FROM cem_scores FINAL WHERE {cell.where()} "
+        "ORDER BY touchpoint, window_start LIMIT %(limit)s", {**cell.params(), "limit": limit})
+
+
+async def score_totals(store: Store, cell: Cell) -> dict[str, Row]:
+    """Per touchpoint, every count of ``cell`` summed over its windows."""
+    rows = await store.query(
+        f"SELECT touchpoint AS tp, {_sums(SCORE_COUNTS)} FROM cem_scores FINAL "
+        f"WHERE {cell.where()} GROUP BY tp", cell.params())
+    return {row["tp"]: _totals(row, SCORE_COUNTS) for row in rows}
+
+
+async def topic_totals(store: Store, cell: Cell) -> dict[str, list[Row]]:
+    """Per touchpoint, each topic's counts of ``cell`` summed over its windows (each row has
+    ``topic`` and the ``TOPIC_COUNTS``)."""
+    out: dict[str, list[Row]] = {}
+    for row in await store.query(
+            f"SELECT touchpoint AS tp, topic AS tid, {_sums(TOPIC_COUNTS)} FROM topic_scores "
+            f"FINAL WHERE {cell.where()} GROUP BY tp, tid", cell.params()):
+        out.setdefault(row["tp"], []).append({"topic": row["tid"],
+                                              **_totals(row, TOPIC_COUNTS)})
+    return out
+
+
+def _sums(counts: Iterable[str]) -> str:
+    # Aliased apart from the column names: ClickHouse aliases are query-global, so
+    # ``sum(volume) AS volume`` would refer to itself.
+    return ", ".join(f"sum({c}) AS {c}_total" for c in counts)
+
+
+def _totals(row: Row, counts: Iterable[str]) -> Row:
+    return {c: row[f"{c}_total"] for c in counts}
+
+
+async def touchpoint_summaries(store: Store, seconds: int) -> list[Row]:
+    """Every touchpoint with daily (``seconds``) rows: events, first and last day, the channels
+    and stages seen (columns tp, events, first_day, last_day, channels, stages)."""
+    return await store.query("""
+SELECT touchpoint AS tp,
+    sumIf(volume, channel = '' AND stage = '') AS events,
+    min(window_start) AS first_day, max(window_start) AS last_day,
+    groupUniqArrayIf(channel, channel != '') AS channels,
+    groupUniqArrayIf(stage, stage != '') AS stages
+FROM cem_scores FINAL
+WHERE window_seconds = %(seconds)s
+GROUP BY tp
+ORDER BY tp
+""", {"seconds": seconds})
+
+
+async def too_late_counts(store: Store) -> dict[str, int]:
+    """Per touchpoint, the stored events that arrived too late to be scored."""
+    rows = await store.query("SELECT touchpoint AS tp, uniqExact(event_id) AS n FROM feedback "
+                             "WHERE too_late = 1 GROUP BY tp")
+    return {row["tp"]: int(row["n"]) for row in rows}
+
+
+@dataclass(frozen=True)
+class FeedbackFilter:
+    """What ``/v1/feedback`` narrows to; None is "any". ``stage`` '' is "no stage given"."""
+
+    start: datetime
+    end: datetime
+    touchpoint: str | None = None
+    topic: str | None = None
+    sentiment: str | None = None
+    channel: str | None = None
+    stage: str | None = None
+    intent: str | None = None
+    q: str | None = None
+    scope: tuple[str, ...] | None = None
+    """The caller's touchpoints, when it may not see all."""
+
+
+_FEEDBACK_CONDITIONS = {
+    "touchpoint": "touchpoint = %(touchpoint)s",
+    "topic": "has(topics, %(topic)s)",
+    "sentiment": "sentiment_label = %(sentiment)s",
+    "channel": "channel = %(channel)s",
+    "stage": "stage = %(stage)s",
+    "intent": "intent = %(intent)s",
+    "q": "positionCaseInsensitiveUTF8(text, %(q)s) > 0",
+    "scope": "touchpoint IN %(scope)s",
+}
+
+_FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, text, "
+                     "sentiment, sentiment_label, intent, topics, topic_sentiments, "
+                     "urgent_flags, keywords, nps, csat, ces, too_late, enriched_json")
+
+
+async def feedback_page(store: Store, where: FeedbackFilter, offset: int,
+                        limit: int) -> tuple[int, list[Row]]:
+    """Stored feedback matching ``where``, newest first: the number of matches, and ``limit``
+    rows from ``offset``."""
+    active = {name: getattr(where, name) for name in _FEEDBACK_CONDITIONS
+              if getattr(where, name) is not None}
+    condition = " AND ".join(["occurred_at >= %(lo)s", "occurred_at < %(hi)s",
+                              *(_FEEDBACK_CONDITIONS[name] for name in active)])
+    params = {**active, "lo": where.start, "hi": where.end, "offset": offset, "limit": limit}
+    total = await store.query(f"SELECT count() AS n FROM feedback FINAL WHERE {condition}",
+                              params)
+    rows = await store.query(
+        f"SELECT {_FEEDBACK_COLUMNS} FROM feedback FINAL WHERE {condition} "
+        "ORDER BY occurred_at DESC, event_id LIMIT %(offset)s, %(limit)s", params)
+    return int(total[0]["n"]), rows
