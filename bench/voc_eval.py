@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT, write_json  # noqa: E402
 from services.core.events import EnrichedFeedback, RawFeedback  # noqa: E402
-from services.core.normalize import prepare_raw, to_simplified  # noqa: E402
+from services.core.channels import prepare_raw  # noqa: E402
+from services.core.normalize import to_simplified  # noqa: E402
 from services.core.pii import fold  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402
 
@@ -99,14 +100,10 @@ def raw_event(item: Item) -> RawFeedback:
     """The raw event ingest builds for this item on its channel (PII redacted, analysis text
     derived), then ``prepare_raw`` as the NLP stage applies it to everything it reads."""
     from services.ingest.call_transcript import CallIn
-    from services.ingest.channels import (
-        SocialPostIn,
-        SurveyResponseIn,
-        call_event,
-        email_event,
-        social_event,
-        survey_event,
-    )
+    from services.ingest.channels.calls import call_event
+    from services.ingest.channels.emails import email_event
+    from services.ingest.channels.social import SocialPostIn, social_event
+    from services.ingest.channels.surveys import SurveyResponseIn, survey_event
     from services.ingest.email_message import parse_rfc822
 
     row = item.row
