@@ -334,6 +334,17 @@ def topics_section(datasets: list[dict]) -> list[str]:
     return lines
 
 
+def voc_section(voc: dict[str, Any]) -> list[str]:
+    """Issue 16's figures on the multi-channel evaluation set, as ``bench/voc_eval.py`` measured them."""
+    lines = ["Every figure of issue 16 on `bench/data/voc_eval.jsonl` (surveys, chat, calls, emails, "
+             "social posts, app reviews and web forms, a fifth in traditional Chinese; "
+             "[annotation guide](annotation-guide.md)), read from the enriched records the NLP stage "
+             "returns; `tuning` is the half the rules and models were tuned on, `heldout` the half "
+             "never looked at while tuning ([model card](model-card.md#multi-channel-evaluation-set)).", ""]
+    lines.append(voc["markdown"])
+    return lines
+
+
 def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, Any]]:
     nlp = _load(out_dir / "nlp.json")
     e2e = _load(out_dir / "e2e.json")
@@ -381,6 +392,8 @@ def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, 
         lines += [f"## {name}", ""]
         if name.removesuffix(".json") == "topics" and isinstance(payload, list):
             lines += topics_section(payload)
+        elif name == "voc_eval.json" and isinstance(payload, dict):
+            lines += voc_section(payload)
         elif isinstance(payload, dict) and isinstance(payload.get("markdown"), str):
             lines.append(payload["markdown"])
         else:

@@ -388,7 +388,7 @@ def test_discovery_finds_the_patterns_over_customer_text() -> None:
     """Guards the discovery: the known patterns are found, so a new one would be too."""
     names = {t.name for t in CODE}
     for expected in ("services.core.pii._EMAIL", "services.core.pii._MOBILE",
-                     "services.nlp.cues._ACKNOWLEDGEMENT", "services.core.normalize._HISTORY",
+                     "services.nlp.stance.ACKNOWLEDGEMENT", "services.core.normalize._HISTORY",
                      "services.nlp.taxonomy.CLAUSE", "services.ingest.call_transcript._TRANSFER"):
         assert expected in names, sorted(names)
     assert set(NOT_CUSTOMER_TEXT) <= set(module_patterns()), "stale NOT_CUSTOMER_TEXT entries"

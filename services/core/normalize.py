@@ -125,6 +125,56 @@ _SIGNATURE = re.compile(
     r"|发自.{0,12}邮箱.*|Get Outlook for .*)$",
     re.IGNORECASE)
 
+# A signature without a delimiter, recognised line by line from the bottom of the new message:
+# a sign-off (此致, 祝好, Best regards), a name with a title (王先生, 林先生 敬上), a contact line
+# (电话：..., 手机 <PHONE>), a company or department, a date, a redacted number alone. Each is
+# applied with .match to one stripped line; every repetition is bounded.
+_SIGN_OFF = re.compile(
+    r"^(?:此致|敬礼|敬禮|此致敬礼|祝好|祝(?:工作)?顺利|祝(?:工作)?順利|祝\s?顺心|祝\s?順心|顺颂商祺|順頌商祺|"
+    r"谢谢|謝謝|多谢|多謝|Best regards|Regards|Best|Thanks|Thank you|BR|Cheers)[,，。.!！\s]*$",
+    re.IGNORECASE)
+_SIGNATURE_LINE = re.compile(
+    r"^(?:.{0,20}(?:电话|電話|手机|手機|Tel|Mobile|邮箱|郵箱|E-?mail|微信|传真|傳真|联系人|聯絡人)\s*[:：]?\s?"
+    r"[^。！？!?]{0,60}"
+    r"|[\u4e00-\u9fff]{1,3}(?:先生|女士|小姐|太太)(?:\s?敬上)?"
+    r"|[\u4e00-\u9fff]{2,4}\s?敬上"
+    r"|[^。！？!?]{0,30}(?:有限公司|公司|采购部|財務|财务|物流部|行政|委员会|委員會)[^。！？!?]{0,30}"
+    r"|[^。！？!?]{0,12}<(?:PHONE|EMAIL)>[^。！？!?]{0,12}"
+    r"|[0-9]{4}年[0-9]{1,2}月[0-9]{1,2}日"
+    r"|一位[\u4e00-\u9fff]{1,8}"
+    r"|[0-9]{1,3}号?[楼樓][^。！？!?]{0,12}"
+    r"|(?:持卡人|卡号|卡號|户号|戶號|VIN|宽带账号|寬頻帳號)\s*[:：][^。！？!?]{0,40})$",
+    re.IGNORECASE)
+# A bare name (陈明, Amy Wong): a signature only right after a sign-off or a finished sentence.
+_BARE_NAME = re.compile(r"^(?:[\u4e00-\u9fff]{2,4}|[A-Za-z][A-Za-z .]{1,29})$")
+_SENTENCE_END = re.compile(r"[。！？!?.~～]$")
+
+
+def strip_signature(text: str) -> str:
+    """The message without a trailing signature that has no delimiter line.
+
+    Mail clients and people often sign without "--": 王先生 / 手机：138..., 祝工作顺利 / 陈明,
+    Best regards, / 刘洋 / 采购部. Lines are dropped from the bottom while they look like a
+    signature; the first line that does not ends the signature. A message that would be left
+    empty is kept whole.
+    """
+    lines = [line.rstrip() for line in text.splitlines()]
+    end = len(lines)
+    while end > 0:
+        line = lines[end - 1].strip()
+        if not line or _SIGN_OFF.match(line) or _SIGNATURE_LINE.match(line):
+            end -= 1
+            continue
+        if _BARE_NAME.match(line):
+            above = next((lines[i].strip() for i in range(end - 2, -1, -1) if lines[i].strip()), "")
+            if _SIGN_OFF.match(above) or _SENTENCE_END.search(above) or _SIGNATURE_LINE.match(above):
+                end -= 1
+                continue
+        break
+    kept = "\n".join(lines[:end]).strip()
+    return kept or text.strip()
+
+
 # The quote marks that start a quoted line ("> > text"), removed as one run of ">" and spaces.
 _QUOTE_MARKS = re.compile(r"^>[>\s]*")
 
@@ -143,7 +193,7 @@ def strip_history(text: str) -> str:
         if stripped.startswith(">"):
             continue
         kept.append(line)
-    new = "\n".join(kept).strip()
+    new = strip_signature("\n".join(kept))
     if new:
         return new
     unquoted = (_QUOTE_MARKS.sub("", line.strip()) for line in text.splitlines())

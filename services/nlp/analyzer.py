@@ -13,11 +13,13 @@ towards neutral so that "请问什么时候发货？" does not count as negative
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from services.core.events import (
@@ -41,9 +43,12 @@ from services.core.events import (
     utc_now,
 )
 from services.nlp.call_tone import call_tones
-from services.nlp.cues import NON_EVALUATIVE_DAMPING, UrgencyCues, intent_of, is_evaluative
+from services.nlp.cues import UrgencyCues
 from services.nlp.keywords import KeywordExtractor
 from services.nlp.segmenter import Segmenter
+from services.nlp.stance import REFERENCE_BAND, Cues, Stance, StanceModel, cues_of, decide, kept_clauses
+from services.nlp.stance import FEATURES as STANCE_FEATURES
+from services.nlp.stance import features as stance_features
 from services.nlp.taxonomy import CLAUSE, Taxonomy, TopicMatch
 
 
@@ -105,8 +110,10 @@ class Analyzer:
     """
 
     def __init__(self, sentiment: SentimentModel, taxonomy: Taxonomy, urgency: UrgencyCues,
-                 neutral_band: float, user_dict: Path | None = None) -> None:
+                 neutral_band: float, user_dict: Path | None = None,
+                 stance: StanceModel | None = None) -> None:
         _check_names(taxonomy)
+        self.stance = stance or StanceModel.load()
         self.sentiment = sentiment
         self.taxonomy = taxonomy
         self.urgency = urgency
@@ -118,42 +125,54 @@ class Analyzer:
     def analyze(self, events: Sequence[RawFeedback]) -> list[EnrichedFeedback]:
         """One enriched event per input event, in the same order.
 
-        The texts and their topic clauses are scored in one model call, because the models
-        vectorise over the whole batch.
+        The texts, their clauses and their topic clauses are scored in one model call, because
+        the models vectorise over the whole batch. An email reply is analysed without its
+        subject line (see :func:`own_start`); every span still indexes the whole analysed text.
         """
         if not events:
             return []
-        texts = [e.analysis_text or e.text for e in events]
-        matches = self.taxonomy.tag_many(texts)
-        clause_spans = [self._topic_clauses(text, found) if found else []
-                        for text, found in zip(texts, matches, strict=True)]
-        clause_texts = sorted({text[a:b] for text, per_topic in zip(texts, clause_spans, strict=True)
-                               for spans in per_topic for a, b in spans})
+        full = [e.analysis_text or e.text for e in events]
+        starts = [own_start(e, text) for e, text in zip(events, full, strict=True)]
+        texts = [text[start:] for text, start in zip(full, starts, strict=True)]
+        words = [self.segmenter.cut(text) for text in texts]
+        matches = self.taxonomy.tag_many(texts, words)
+        found_urgency = [self.urgency.find(text) for text in texts]
+        clause_spans = [[m.span() for m in CLAUSE.finditer(text)] for text in texts]
+        topic_spans = [self._topic_clauses(text, clauses, found) if found else []
+                       for text, clauses, found in zip(texts, clause_spans, matches, strict=True)]
+        read_spans = [kept_clauses(clauses) for clauses in clause_spans]
+        # A text of one clause is scored as a whole already; its clause is not scored again.
+        clause_texts = sorted({text[a:b] for text, per_topic, read in zip(
+            texts, topic_spans, read_spans, strict=True)
+            for a, b in [*(read if len(read) > 1 else ()), *(span for spans in per_topic for span in spans)]
+            if len(read) > 1 or (a, b) not in read})
+        single = {text[a:b]: i for i, (text, read) in enumerate(zip(texts, read_spans, strict=True))
+                  if len(read) == 1 for a, b in read}
         scores = self._predict(texts + clause_texts)
-        clause_score = dict(zip(clause_texts, scores[len(texts):], strict=True))
+        clause_score = {clause: scores[i] for clause, i in single.items()}
+        clause_score.update(zip(clause_texts, scores[len(texts):], strict=True))
+        flags = [[u.flag for u in found] for found in found_urgency]
+        cues = [cues_of(text) for text in texts]
+        rows = _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues)
+        stances = decide(self.stance, rows, texts, flags, cues)
         tones = call_tones(events, self.sentiment.predict)
-        band = self.neutral_band
         now = utc_now()
         enriched = []
-        for event, text, score, found, per_topic, tone in zip(
-                events, texts, scores[: len(texts)], matches, clause_spans, tones, strict=True):
-            urgency = self.urgency.find(text)
-            intent = intent_of(text, label_for(score, band), [u.flag for u in urgency])
-            urgency = _bounded_urgency(urgency)
-            damping = 1.0 if is_evaluative(intent) else NON_EVALUATIVE_DAMPING
-            score *= damping
-            topics = [self._topic_tag(text, match, spans, clause_score, damping)
+        for event, text, start, tokens, stance, found, per_topic, urgency, tone in zip(
+                events, texts, starts, words, stances, matches, topic_spans, found_urgency, tones,
+                strict=True):
+            topics = [self._topic_tag(text, start, match, spans, clause_score, stance)
                       for match, spans in zip(found, per_topic, strict=True)]
-            tokens = self.segmenter.cut(text)
             keywords = [k[:MAX_TOKEN_CHARS] for k in self.keywords.extract(tokens)]
             fields = event.__dict__.copy()
             fields.update(
                 schema_="feedback.enriched.v2",
-                sentiment=trusted(Sentiment, score=score, label=label_for(score, band),
+                sentiment=trusted(Sentiment, score=stance.score,
+                                  label=label_for(stance.score, self.neutral_band),
                                   model=self.model_id),
                 topics=topics[:MAX_TOPIC_TAGS],
-                intent=intent,
-                urgency=urgency,
+                intent=stance.intent,
+                urgency=_bounded_urgency(_shifted_urgency(urgency, start)),
                 keywords=keywords,
                 tokens=[t[:MAX_TOKEN_CHARS] for t in tokens[:MAX_TOKENS]],
                 enriched_at=now,
@@ -162,24 +181,84 @@ class Analyzer:
             enriched.append(trusted(EnrichedFeedback, **fields))
         return enriched
 
+    def stance_inputs(self, events: Sequence[RawFeedback]) -> tuple[np.ndarray, list[str], list[list[str]]]:
+        """The stance model's feature rows for events, with their analysed texts and urgency
+        flags, computed as :meth:`analyze` computes them (for fitting the stance model)."""
+        texts = [(e.analysis_text or e.text)[own_start(e, e.analysis_text or e.text):] for e in events]
+        flags = [[u.flag for u in self.urgency.find(text)] for text in texts]
+        read_spans = [kept_clauses([m.span() for m in CLAUSE.finditer(text)]) for text in texts]
+        clause_texts = sorted({text[a:b] for text, read in zip(texts, read_spans, strict=True)
+                               for a, b in read})
+        scores = self._predict(texts + clause_texts)
+        clause_score = dict(zip(clause_texts, scores[len(texts):], strict=True))
+        cues = [cues_of(text) for text in texts]
+        return _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues), texts, flags
+
     def _predict(self, texts: list[str]) -> list[float]:
         return [max(-1.0, min(1.0, float(s))) for s in self.sentiment.predict(texts)]
 
     @staticmethod
-    def _topic_clauses(text: str, found: list[TopicMatch]) -> list[list[Span]]:
+    def _topic_clauses(text: str, clauses: list[Span], found: list[TopicMatch]) -> list[list[Span]]:
         """Per topic, the distinct clauses holding its evidence, in text order."""
-        clauses = [m.span() for m in CLAUSE.finditer(text)]
         starts = [start for start, _ in clauses]
         return [sorted({clause_of(text, clauses, starts, start) for start, _ in match.evidence})
                 for match in found]
 
-    def _topic_tag(self, text: str, match: TopicMatch, spans: list[Span],
-                   clause_score: dict[str, float], damping: float) -> TopicTag:
-        score = damping * sum(clause_score[text[a:b]] for a, b in spans) / len(spans)
+    def _topic_tag(self, text: str, start: int, match: TopicMatch, spans: list[Span],
+                   clause_score: dict[str, float], stance: Stance) -> TopicTag:
+        """A topic with its own polarity: the mean score of the clauses holding its evidence.
+
+        The polarity of a clause counts as much as the event is evaluative (1 - P(neutral) of
+        the stance model), and a non-evaluative event's topics stay inside the neutral band:
+        请问什么时候发货 says nothing good or bad about delivery. In a sarcastic complaint the
+        clause's praise words are read as the complaint they are.
+        """
+        score = sum(clause_score[text[a:b]] for a, b in spans) / len(spans)
+        weight = 1.0 - stance.neutral
+        if stance.label == "neutral":
+            weight = min(weight, 0.999 * REFERENCE_BAND)
+        score *= weight
+        if stance.intent == "complaint" and stance.sarcasm:
+            score = -abs(score)
         return trusted(TopicTag, id=match.id, name=match.name,
                        sentiment=trusted(AspectSentiment, score=score,
                                          label=label_for(score, self.neutral_band)),
-                       evidence=match.evidence[:MAX_EVIDENCE])
+                       evidence=[(a + start, b + start) for a, b in match.evidence[:MAX_EVIDENCE]])
+
+
+_REPLY_SUBJECT = re.compile(r"^\s*(?:回复|回覆|回復|答复|答覆|Re|RE|re|Fw|FW|Fwd|FWD|fwd|转发|轉寄|轉發)\s*[:：]")
+
+
+def own_start(event: RawFeedback, text: str) -> int:
+    """Where the customer's own words start in an event's analysed text.
+
+    Ingest puts an email's subject on the first line of its analysed text, which is right for
+    a new message (主题：快递丢件 / 如题) but not for a reply: 回复：宽带故障多次报修未解决 over
+    已受理，请等待 is the old complaint's subject, and read with it the acknowledgement became
+    a complaint with four topics. So a reply's or forward's subject line is skipped.
+    """
+    if event.email is None or not _REPLY_SUBJECT.match(event.email.subject):
+        return 0
+    line, newline, rest = text.partition("\n")
+    return len(line) + 1 if newline and rest.strip() else 0
+
+
+def _stance_rows(texts: Sequence[str], scores: Sequence[float], read_spans: Sequence[list[Span]],
+                 clause_score: dict[str, float], flags: Sequence[list[str]],
+                 cues: Sequence[Cues]) -> np.ndarray:
+    rows = [stance_features(text, score, [text[a:b] for a, b in read],
+                            [clause_score.get(text[a:b], score) for a, b in read],
+                            any(f != "churn_intent" for f in flagged), kind)
+            for text, score, read, flagged, kind in zip(texts, scores, read_spans, flags, cues,
+                                                        strict=True)]
+    return np.array(rows) if rows else np.zeros((0, len(STANCE_FEATURES)))
+
+
+def _shifted_urgency(found: list[UrgencyFlag], start: int) -> list[UrgencyFlag]:
+    if not start:
+        return found
+    return [trusted(UrgencyFlag, flag=flag.flag, term=flag.term,
+                    evidence=[(a + start, b + start) for a, b in flag.evidence]) for flag in found]
 
 
 def _bounded_urgency(found: list[UrgencyFlag]) -> list[UrgencyFlag]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import accumulate
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,8 +45,35 @@ class TopicSpec(BaseModel):
     name: str = Field(min_length=1)
     keywords: list[str] = Field(min_length=1)
     synonyms: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(
+        default_factory=list, description="Contexts in which this topic's keywords do not count "
+        "(手续费 for 手续): each holds one of its keywords and is matched like a keyword.")
     parent: str | None = None
     stage: str | None = Field(default=None, pattern="^(售前|售中|售后)$")
+
+
+class PackTopic(BaseModel):
+    """What a lexicon pack adds to one topic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class LexiconPack(BaseModel):
+    """A lexicon pack file: one industry's phrases for the topics of a taxonomy.
+
+    Customers of a telecom say 信号差 and 断网 where a shop's say 发错货: a pack keeps one
+    industry's phrasing together, so a deployment lists the packs of its industries in its
+    taxonomy (``packs:``) and edits or drops one without touching the others.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    industry: str = Field(min_length=1)
+    topics: dict[str, PackTopic] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,9 @@ class TaxonomySpec(BaseModel):
     version: int = 1
     tagger: str | None = Field(
         default=None, description="Folder of a learned tagger artifact, relative to this file.")
+    packs: list[str] = Field(
+        default_factory=list, description="Lexicon pack files, relative to this file, whose "
+        "phrases are added to the topics they name.")
     topics: list[TopicSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -100,25 +131,44 @@ class Taxonomy:
             self._chain[topic.id] = chain
             for phrase in {*topic.keywords, *topic.synonyms}:
                 self._topics_of.setdefault(phrase, []).extend(chain)
+        for topic in self.spec.topics:
+            # An exclusion is a phrase like any other, so leftmost-longest matching lets it
+            # take the place of the shorter keyword inside it; it only adds no topic itself.
+            for phrase in topic.exclude:
+                self._topics_of.setdefault(phrase, [])
         self._matcher = KeywordMatcher(self._topics_of)
 
-    def tag(self, text: str) -> list[TopicMatch]:
-        """Topics found in ``text``, each with its [start, end) character spans."""
+    def tag(self, text: str, words: Sequence[str] | None = None) -> list[TopicMatch]:
+        """Topics found in ``text``, each with its [start, end) character spans.
+
+        With ``words`` (the text's segmentation, which the analyzer has anyway) a match must
+        not cut a word on both sides: 慢 counts in 太慢了 but not in 慢慢来's neighbour words,
+        and no phrase counts from the middle of a longer word. A one-character phrase must be
+        a word of its own.
+        """
         spans: dict[str, list[tuple[int, int]]] = {}
         names: dict[str, str] = {}
-        for phrase, start, end in self._matcher.find(text):
+        found = self._matcher.find(text)
+        edges = _word_edges(text, words) if found else None
+        for phrase, start, end in found:
+            if edges is not None and not _on_edges(edges, start, end):
+                continue
             for topic in self._topics_of[phrase]:
                 spans.setdefault(topic.id, []).append((start, end))
                 names[topic.id] = topic.name
         return [TopicMatch(id=tid, name=names[tid], evidence=sp) for tid, sp in spans.items()]
 
-    def tag_many(self, texts: Sequence[str]) -> list[list[TopicMatch]]:
+    def tag_many(self, texts: Sequence[str],
+                 words: Sequence[Sequence[str]] | None = None) -> list[list[TopicMatch]]:
         """Topics of each text: keyword matches alone, or combined with the learned tagger.
 
         The model runs once over the batch, and once more over the clauses of only those texts
         that got a topic from the model without a keyword, to place that topic's evidence.
+        ``words`` are the texts' segmentations (see :meth:`tag`).
         """
-        keyword = [self.tag(t) for t in texts]
+        keyword = [self.tag(t, None if words is None else w)
+                   for t, w in zip(texts, words if words is not None else [None] * len(texts),
+                                   strict=True)]
         if self.tagger is None:
             return keyword
         decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword])
@@ -156,6 +206,20 @@ class Taxonomy:
                     present.add(topic.id)
 
 
+def _word_edges(text: str, words: Sequence[str] | None) -> set[int] | None:
+    """Offsets where a word starts or ends; None when the words do not spell the text."""
+    if words is None:
+        return None
+    edges = {0, *accumulate(map(len, words))}
+    return edges if max(edges) == len(text) else None
+
+
+def _on_edges(edges: set[int], start: int, end: int) -> bool:
+    if end - start == 1:
+        return start in edges and end in edges
+    return start in edges or end in edges
+
+
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
     """Load and validate a taxonomy file (the shipped default when ``path`` is None).
 
@@ -165,9 +229,11 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     file = ConfigFile.read(path, __package__, "taxonomy.yaml", "taxonomy", "VOC_TAXONOMY_PATH")
     spec = file.validate(TaxonomySpec)
     _refuse_blank_phrases(spec, file)
+    base = path.parent if path else Path(str(resources.files(__package__)))
+    spec = _with_packs(spec, base)
+    _check_exclusions(spec, file)
     if not spec.tagger:
         return Taxonomy(spec, None)
-    base = path.parent if path else Path(str(resources.files(__package__)))
     try:
         tagger = AspectTagger.load(base / spec.tagger)
     except (OSError, KeyError, ValueError) as exc:
@@ -180,9 +246,53 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     return Taxonomy(spec, tagger)
 
 
+def _with_packs(spec: TaxonomySpec, base: Path) -> TaxonomySpec:
+    """The taxonomy with the phrases of its lexicon packs added to their topics.
+
+    A pack naming a topic the taxonomy lacks is refused (its phrases would silently tag
+    nothing), and so is a blank phrase in a pack, for the reason it is refused in the taxonomy.
+    """
+    if not spec.packs:
+        return spec
+    topics = {t.id: t.model_copy(deep=True) for t in spec.topics}
+    for name in spec.packs:
+        pack_file = ConfigFile.read(base / name, __package__, name, "lexicon pack",
+                                    "VOC_TAXONOMY_PATH")
+        pack = pack_file.validate(LexiconPack)
+        for tid, extra in pack.topics.items():
+            if tid not in topics:
+                raise pack_file.refuse(("topics", tid), f"lexicon pack {name} names topic "
+                                       f"{tid!r}, which the taxonomy lacks; known topics: "
+                                       f"{sorted(topics)}")
+            for kind in ("keywords", "exclude"):
+                for k, phrase in enumerate(getattr(extra, kind)):
+                    if not phrase.strip():
+                        raise pack_file.refuse(("topics", tid, kind, k), f"topic {tid} has a "
+                                               f"blank entry in {kind}; remove it")
+            topic = topics[tid]
+            topic.keywords = list(dict.fromkeys((*topic.keywords, *extra.keywords)))
+            topic.exclude = list(dict.fromkeys((*topic.exclude, *extra.exclude)))
+    return spec.model_copy(update={"topics": list(topics.values())})
+
+
+def _check_exclusions(spec: TaxonomySpec, file: ConfigFile) -> None:
+    """Each exclusion must hold one of its topic's phrases and not be one: leftmost-longest
+    matching lets it replace only a phrase inside it, so one that holds none guards nothing."""
+    for t, topic in enumerate(spec.topics):
+        phrases = {*topic.keywords, *topic.synonyms}
+        for context in topic.exclude:
+            if context in phrases:
+                raise file.refuse(("topics", t, "exclude"), f"topic {topic.id}: {context!r} is both a "
+                                  "keyword and an exclusion; keep one")
+            if not any(p in context for p in phrases):
+                raise file.refuse(("topics", t, "exclude"), f"topic {topic.id}: exclusion {context!r} holds "
+                                  "none of the topic's keywords, so it guards nothing; write the "
+                                  "context around the keyword it guards (手续费 for 手续)")
+
+
 def _refuse_blank_phrases(spec: TaxonomySpec, file: ConfigFile) -> None:
     """A keyword or synonym that is empty or only spaces would tag its topic in every text."""
-    for kind in ("keywords", "synonyms"):
+    for kind in ("keywords", "synonyms", "exclude"):
         for t, topic in enumerate(spec.topics):
             for k, phrase in enumerate(getattr(topic, kind)):
                 if not phrase.strip():

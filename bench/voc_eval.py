@@ -1,0 +1,394 @@
+"""Analysis quality on realistic multi-channel feedback: the figures of issue 16, per channel.
+
+The review corpora of ``nlp_bench.py`` and ``topics_eval.py`` say how the models do on reviews;
+this says how the NLP stage does on what reaches it: survey answers, chat, call transcripts,
+emails (GBK / Big5 / UTF-8, subjects, quoted history, signatures), social posts, app reviews and
+web forms, a fifth of them in traditional Chinese (``bench/data/voc_eval.jsonl``, labelled by
+``docs/annotation-guide.md``). Each item takes the path it takes in production: the channel's
+ingest builder (an email as raw RFC 822 bytes in its own charset), then the NLP stage's
+``prepare_raw`` and analyzer in batches; the serialised enriched event is the returned record
+every figure is read from.
+
+Figures, on the ``tuning`` and ``heldout`` splits and per channel: sentiment accuracy (3
+classes), intent accuracy, topic micro precision / recall / F1 and ``product_quality`` recall,
+urgency-flag precision and recall, evidence spans (every span of a returned record lies on the
+text it indexes, ``analysis_text``, and an expected evidence phrase is covered by a span of its
+topic when the topic is returned), and the records holding raw PII. SnowNLP's sentiment on the
+same analysed texts is the baseline.
+
+    python bench/voc_eval.py --json build/bench/voc_eval.json
+    python bench/voc_eval.py --errors          # the tuning split's errors, for tuning
+
+``--errors`` lists errors of the tuning split only: held-out items are scored, never shown.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from email.header import Header  # noqa: E402
+from email.mime.text import MIMEText  # noqa: E402
+from email.utils import format_datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO_ROOT, write_json  # noqa: E402
+from services.core.events import EnrichedFeedback, RawFeedback  # noqa: E402
+from services.core.channels import prepare_raw  # noqa: E402
+from services.core.normalize import to_simplified  # noqa: E402
+from services.core.pii import fold  # noqa: E402
+from services.core.settings import load_settings  # noqa: E402
+
+DATA = REPO_ROOT / "bench" / "data" / "voc_eval.jsonl"
+SPLITS = ("tuning", "heldout")
+CHANNELS = ("survey", "chat", "call", "email", "social", "app", "web")
+NEUTRAL_BAND = 0.2
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+TARGETS = {
+    "sentiment_accuracy": 0.88,
+    "intent_accuracy": 0.88,
+    "topic_micro_f1": 0.82,
+    "topic_recall": 0.78,
+    "product_quality_recall": 0.75,
+    "urgency_recall": 0.85,
+    "urgency_precision": 0.90,
+    "evidence_hit_rate": 1.0,
+    "span_validity": 1.0,
+}
+"""Issue 16's targets; the PII target is no record with raw PII."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled message of the set, as stored."""
+
+    row: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def channel(self) -> str:
+        return str(self.row["channel"])
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        return dict(self.row["labels"])
+
+
+def read_items(path: Path = DATA) -> list[Item]:
+    """The set's items in file order."""
+    with path.open(encoding="utf-8") as fh:
+        return [Item(json.loads(line)) for line in fh if line.strip()]
+
+
+def raw_event(item: Item) -> RawFeedback:
+    """The raw event ingest builds for this item on its channel (PII redacted, analysis text
+    derived), then ``prepare_raw`` as the NLP stage applies it to everything it reads."""
+    from services.ingest.call_transcript import CallIn
+    from services.ingest.channels.calls import call_event
+    from services.ingest.channels.emails import email_event
+    from services.ingest.channels.social import SocialPostIn, social_event
+    from services.ingest.channels.surveys import SurveyResponseIn, survey_event
+    from services.ingest.email_message import parse_rfc822
+
+    row = item.row
+    if item.channel == "call":
+        turns, at = [], 0
+        for turn in row["turns"]:
+            length = 2000 + 150 * len(turn["text"])
+            turns.append({"speaker": turn["speaker"], "start_ms": at, "end_ms": at + length,
+                          "text": turn["text"]})
+            at += length + 800
+        call = CallIn.model_validate({
+            "call_id": item.id, "touchpoint": "hotline", "started_at": NOW.isoformat(),
+            "ended_at": (NOW + timedelta(milliseconds=at)).isoformat(), "turns": turns})
+        event = call_event("voc-eval", call)
+    elif item.channel == "email":
+        mail = row["email"]
+        message = MIMEText(mail["body"], "plain", mail["charset"])
+        message["Subject"] = Header(mail["subject"], mail["charset"]).encode()
+        message["From"] = "customer@example.invalid"
+        message["Message-ID"] = f"<{item.id}@voc-eval.invalid>"
+        message["Date"] = format_datetime(NOW)
+        raw = message.as_bytes()
+        event = email_event("voc-eval", parse_rfc822(raw), raw, touchpoint="email")
+    elif item.channel == "social":
+        event = social_event("voc-eval", SocialPostIn(
+            platform=row["platform"], post_id=item.id.removeprefix("voc-"), text=row["text"],
+            posted_at=NOW))
+    elif item.channel in ("survey", "web"):
+        event = survey_event("voc-eval", SurveyResponseIn(
+            response_id=item.id, channel=item.channel, touchpoint="survey", text=row["text"],
+            submitted_at=NOW))
+    else:
+        event = RawFeedback(event_id=item.id, source="voc-eval", channel=item.channel,
+                            touchpoint=item.channel, text=row["text"], occurred_at=NOW,
+                            received_at=NOW)
+    return prepare_raw(event)
+
+
+def enrich(items: Sequence[Item], batch_size: int = 256) -> tuple[list[dict[str, Any]], float]:
+    """The returned record (the serialised enriched event, parsed) of each item, and the
+    analyzer's CPU microseconds per event."""
+    from services.nlp.worker import build_analyzer
+
+    analyzer = build_analyzer(load_settings())
+    raws = [raw_event(item) for item in items]
+    enriched: list[EnrichedFeedback] = []
+    started = time.process_time()
+    for i in range(0, len(raws), batch_size):
+        enriched.extend(analyzer.analyze(raws[i: i + batch_size]))
+    spent = time.process_time() - started
+    return [json.loads(e.to_bytes()) for e in enriched], 1e6 * spent / max(len(items), 1)
+
+
+def ratio(hits: int, total: int) -> float | None:
+    return hits / total if total else None
+
+
+def _covers(spans: Iterable[Sequence[int]], start: int, end: int) -> bool:
+    return any(a < end and start < b for a, b in spans)
+
+
+def phrase_spans(text: str, phrase: str) -> list[tuple[int, int]]:
+    """Where an expected phrase sits in the analysed text (simplified there, so converted too)."""
+    found = []
+    for form in dict.fromkeys((phrase, to_simplified(phrase))):
+        start = text.find(form)
+        while start >= 0:
+            found.append((start, start + len(form)))
+            start = text.find(form, start + 1)
+    return found
+
+
+def span_problems(record: dict[str, Any]) -> list[str]:
+    """Spans of a record that do not lie on the text they index (``analysis_text``)."""
+    text = record.get("analysis_text") or record["text"]
+    problems = []
+    for topic in record["topics"]:
+        for a, b in topic["evidence"]:
+            if not 0 <= a < b <= len(text) or not text[a:b].strip():
+                problems.append(f"topic {topic['id']} span {a}-{b}")
+    for flag in record["urgency"]:
+        for a, b in flag["evidence"]:
+            if not 0 <= a < b <= len(text) or text[a:b] != flag["term"]:
+                problems.append(f"urgency {flag['flag']} span {a}-{b} is not {flag['term']!r}")
+    return problems
+
+
+def pii_leaks(item: Item, record: dict[str, Any]) -> list[str]:
+    """The item's PII values found in its returned record, in any digit or separator form."""
+    blob = fold(json.dumps(record, ensure_ascii=False))
+    digits_only = "".join(ch for ch in blob if ch.isdigit())
+    leaks = []
+    for value in item.row.get("pii", []):
+        folded = fold(value)
+        digits = "".join(ch for ch in folded if ch.isdigit())
+        if folded in blob or (len(digits) >= 7 and digits in digits_only and "@" not in folded):
+            leaks.append(value)
+    return leaks
+
+
+def score(items: Sequence[Item], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every figure of issue 16 over these items."""
+    n = len(items)
+    sentiment = sum(r["sentiment"]["label"] == i.labels["sentiment"] for i, r in zip(items, records, strict=True))
+    intent = sum(r["intent"] == i.labels["intent"] for i, r in zip(items, records, strict=True))
+    tp = fp = fn = pq_tp = pq_gold = 0
+    u_tp = u_fp = u_fn = 0
+    per_flag: dict[str, list[int]] = {}
+    ev_total = ev_hit = ev_topic_missing = 0
+    span_bad = 0
+    leaks = 0
+    confusion: dict[str, dict[str, int]] = {}
+    for item, record in zip(items, records, strict=True):
+        gold, got = set(item.labels["topics"]), {t["id"] for t in record["topics"]}
+        tp += len(gold & got)
+        fp += len(got - gold)
+        fn += len(gold - got)
+        pq_gold += "product_quality" in gold
+        pq_tp += "product_quality" in gold and "product_quality" in got
+        flags_gold, flags_got = set(item.labels["urgency"]), {u["flag"] for u in record["urgency"]}
+        u_tp += len(flags_gold & flags_got)
+        u_fp += len(flags_got - flags_gold)
+        u_fn += len(flags_gold - flags_got)
+        for flag in flags_gold | flags_got:
+            counts = per_flag.setdefault(flag, [0, 0, 0])
+            counts[0] += flag in flags_gold and flag in flags_got
+            counts[1] += flag in flags_got and flag not in flags_gold
+            counts[2] += flag in flags_gold and flag not in flags_got
+        text = record.get("analysis_text") or record["text"]
+        spans_of = {t["id"]: t["evidence"] for t in record["topics"]}
+        for expected in item.labels["evidence"]:
+            if expected["topic"] not in spans_of:
+                ev_topic_missing += 1
+                continue
+            ev_total += 1
+            ev_hit += any(_covers(spans_of[expected["topic"]], a, b)
+                          for a, b in phrase_spans(text, expected["phrase"]))
+        span_bad += bool(span_problems(record))
+        leaks += bool(pii_leaks(item, record))
+        row = confusion.setdefault(item.labels["sentiment"], {})
+        row[record["sentiment"]["label"]] = row.get(record["sentiment"]["label"], 0) + 1
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    u_precision, u_recall = ratio(u_tp, u_tp + u_fp), ratio(u_tp, u_tp + u_fn)
+    return {
+        "n": n,
+        "sentiment_accuracy": ratio(sentiment, n),
+        "intent_accuracy": ratio(intent, n),
+        "topic_precision": precision,
+        "topic_recall": recall,
+        "topic_micro_f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "product_quality_recall": ratio(pq_tp, pq_gold),
+        "urgency_precision": u_precision,
+        "urgency_recall": u_recall,
+        "urgency_recall_at_precision_0_9": (u_recall if u_precision is not None and u_precision >= 0.9
+                                            else 0.0 if u_tp + u_fn else None),
+        "urgency_per_flag": {f: {"precision": ratio(c[0], c[0] + c[1]), "recall": ratio(c[0], c[0] + c[2]),
+                                 "gold": c[0] + c[2]} for f, c in sorted(per_flag.items())},
+        "evidence_phrases": ev_total,
+        "evidence_hit_rate": ratio(ev_hit, ev_total),
+        "evidence_topic_missing": ev_topic_missing,
+        "span_validity": ratio(n - span_bad, n),
+        "records_with_raw_pii": leaks,
+        "sentiment_confusion": confusion,
+    }
+
+
+def snownlp_accuracy(items: Sequence[Item], records: Sequence[dict[str, Any]]) -> float:
+    """SnowNLP's 3-class accuracy on the same analysed texts (neutral band as the pipeline's)."""
+    from services.nlp.sentiment_model import SnowNLPSentiment
+
+    scores = SnowNLPSentiment().predict([r.get("analysis_text") or r["text"] for r in records])
+    labels = ["negative" if s <= -NEUTRAL_BAND else "positive" if s >= NEUTRAL_BAND else "neutral"
+              for s in scores]
+    return sum(lab == i.labels["sentiment"] for lab, i in zip(labels, items, strict=True)) / len(items)
+
+
+def errors(items: Sequence[Item], records: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per wrong figure of each tuning item (never called on held-out items)."""
+    lines = []
+    for item, record in zip(items, records, strict=True):
+        assert item.row["split"] == "tuning", "held-out errors are never shown"
+        text = record.get("analysis_text") or record["text"]
+        got_topics = sorted(t["id"] for t in record["topics"])
+        wrong = []
+        if record["sentiment"]["label"] != item.labels["sentiment"]:
+            wrong.append(f"sentiment {record['sentiment']['label']} ({record['sentiment']['score']:+.2f}) "
+                         f"want {item.labels['sentiment']}")
+        if record["intent"] != item.labels["intent"]:
+            wrong.append(f"intent {record['intent']} want {item.labels['intent']}")
+        if set(got_topics) != set(item.labels["topics"]):
+            extra = sorted(set(got_topics) - set(item.labels["topics"]))
+            missing = sorted(set(item.labels["topics"]) - set(got_topics))
+            evidence = {t["id"]: [text[a:b] for a, b in t["evidence"]] for t in record["topics"]}
+            wrong.append(f"topics +{[(t, evidence[t]) for t in extra]} -{missing}")
+        flags = sorted({u["flag"] for u in record["urgency"]})
+        if flags != sorted(item.labels["urgency"]):
+            wrong.append(f"urgency {[(u['flag'], u['term']) for u in record['urgency']]} want "
+                         f"{item.labels['urgency']}")
+        if wrong:
+            shown = text[:160].replace("\n", " / ")
+            lines.append(f"{item.id} [{item.channel}] {shown}\n    " + "\n    ".join(wrong))
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The figures as tables: one per split, a column per channel, targets alongside."""
+    rows = [("sentiment, 3 classes", "sentiment_accuracy"), ("intent", "intent_accuracy"),
+            ("topic micro-F1", "topic_micro_f1"), ("topic precision", "topic_precision"),
+            ("topic recall", "topic_recall"), ("`product_quality` recall", "product_quality_recall"),
+            ("urgency recall", "urgency_recall"), ("urgency precision", "urgency_precision"),
+            ("evidence phrase covered by its topic's spans", "evidence_hit_rate"),
+            ("records whose spans all lie on the indexed text", "span_validity")]
+    sizes = ", ".join(f"{split} {figures['all']['n']}" for split, figures in result["splits"].items())
+    lines = [f"Data: `{result['data']}` ({result['items']} items; {sizes}). Model `{result['model']}`; "
+             f"analyzer {result['analyze_us_per_event']:.0f} CPU µs per event on this set.", ""]
+    for split, figures in result["splits"].items():
+        present = [c for c in CHANNELS if c in figures["channels"]]
+        lines += [f"**{split}**", "",
+                  "| figure | target | all | " + " | ".join(present) + " |",
+                  "|---|---:|---:|" + "---:|" * len(present)]
+        for label, key in rows:
+            target = TARGETS.get(key)
+            cells = [_pct(figures["channels"][c][key]) for c in present]
+            lines.append(f"| {label} | {'' if target is None else f'≥ {target:g}'} | "
+                         f"{_pct(figures['all'][key])} | " + " | ".join(cells) + " |")
+        lines.append("| records with raw PII | 0 | " + str(figures["all"]["records_with_raw_pii"]) + " | "
+                     + " | ".join(str(figures["channels"][c]["records_with_raw_pii"]) for c in present) + " |")
+        lines.append(f"| SnowNLP sentiment (baseline) | | {_pct(figures['snownlp_sentiment_accuracy'])} |"
+                     + " |" * len(present))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run(path: Path = DATA, with_snownlp: bool = True, splits: Sequence[str] = SPLITS
+        ) -> tuple[dict[str, Any], list[Item], list[dict[str, Any]]]:
+    """Every figure on the splits asked for, with the items and their returned records."""
+    items = read_items(path)
+    records, us = enrich(items)
+    from services.nlp.worker import build_analyzer
+
+    result: dict[str, Any] = {"data": str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path),
+                              "items": len(items), "model": build_analyzer(load_settings()).model_id,
+                              "analyze_us_per_event": us, "targets": TARGETS, "splits": {}}
+    for split in splits:
+        chosen = [(i, r) for i, r in zip(items, records, strict=True) if i.row["split"] == split]
+        part_items = [i for i, _ in chosen]
+        part_records = [r for _, r in chosen]
+        figures: dict[str, Any] = {"all": score(part_items, part_records), "channels": {}}
+        for channel in CHANNELS:
+            subset = [(i, r) for i, r in chosen if i.channel == channel]
+            if subset:
+                figures["channels"][channel] = score([i for i, _ in subset], [r for _, r in subset])
+        figures["snownlp_sentiment_accuracy"] = (snownlp_accuracy(part_items, part_records)
+                                                 if with_snownlp else None)
+        result["splits"][split] = figures
+    result["markdown"] = markdown(result)
+    return result, items, records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--errors", action="store_true",
+                        help="list the tuning split's errors (held-out errors are never listed)")
+    parser.add_argument("--no-snownlp", action="store_true", help="skip the SnowNLP baseline")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
+                        help="score only these splits (tuning: --splits tuning)")
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    result, items, records = run(args.data, with_snownlp=not args.no_snownlp, splits=args.splits)
+    if args.errors:
+        tuning = [(i, r) for i, r in zip(items, records, strict=True) if i.row["split"] == "tuning"]
+        print("\n".join(errors([i for i, _ in tuning], [r for _, r in tuning])))
+        print()
+    print(result["markdown"])
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

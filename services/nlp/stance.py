@@ -1,0 +1,327 @@
+"""Event sentiment and intent as a person reads them: clauses, contrast, cues, a learned neutral class.
+
+The review-trained sentiment model scores a whole text as one bag of n-grams, which fails on
+contact-center and social feedback in known ways (issue 16): mixed feedback takes the first
+clause (还行吧，就是噪音比想象中大 scored +0.85), angry rhetorical questions look like inquiries
+(这能用吗？？), sarcasm reads as praise (太“好”了, 👍 after a complaint), a problem reported with a
+request (上不了网，能派人来修吗) looks like a question, and plain questions and acknowledgements
+get strong scores from a model that has never seen a neutral text.
+
+So the event's stance is decided from three kinds of evidence:
+
+- the model's score of the whole text and of each clause, with the clauses after a contrast
+  (但是 / 就是 / 不过 / 可惜 ...) weighted up, because what follows the contrast is the point;
+- cue phrases, each a small linear-time pattern over the analysed text: questions, angry
+  rhetorical questions, grievances, problem reports, praise and thanks, suggestions,
+  acknowledgements and notices, sarcasm, negated negatives (一点也不慢);
+- a three-class logistic regression over those features (:class:`StanceModel`), which is the
+  calibrated neutral class: it replaces the fixed damping of non-evaluative messages, and its
+  probabilities say how sure it is. It is fitted on the tuning half of the multi-channel
+  evaluation set (``bench/train_nlp.py``; docs/model-card.md).
+
+Intent then follows from the cues and the stance (:func:`intent_of_stance`): escalation,
+safety and repeat-contact flags, grievances, angry questions and sarcasm make a complaint
+however the message is phrased; praise and thanks win over the question or request they end
+with; a problem reported together with a request is a complaint.
+
+The event's score keeps the pipeline's convention (``2 p - 1`` like, in [-1, 1], neutral
+inside the default band of 0.2): a polar label maps to ``±(0.2 + 0.8 * (p_label - p_opposite))``
+and the neutral label to ``0.2 * (p_positive - p_negative)``, so the default band reproduces
+the model's decision and the score still orders events by polarity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+
+import numpy as np
+
+from services.core.events import Intent, SentimentLabel
+from services.nlp.matching import compile_cue, screen
+
+STANCE_FILE = "stance.json"
+LABELS: tuple[SentimentLabel, ...] = ("negative", "neutral", "positive")
+REFERENCE_BAND = 0.2
+"""The neutral band the event score is laid out for (the default of ``VOC_NEUTRAL_BAND``)."""
+
+CONTRAST_WEIGHT = 3.0
+"""Weight of a clause that follows a contrast word, against 1 for the others."""
+
+MAX_CLAUSES = 64
+"""Clauses of one text whose scores are read: the first and last halves of this many. A long
+transcript or email has thousands; its opening and closing are where the stance is stated,
+and the cap bounds the model's work per event."""
+
+# Every pattern below runs over customer text: alternations of literals and short bounded
+# classes, no nested quantifier, so each scan is linear (tests/test_patterns_linear.py).
+CONTRAST = re.compile(r"^\s*(?:但是|但係|但系|但|就是|只是|不过|不過|可惜|然而|可是|只不过|倒是)")
+QUESTION = re.compile(
+    r"[?？]|请问|想问|问一下|问下|咨询|吗[。！!，,\s]*$|怎么(?:办|弄|操作|处理|查|退|改|开通|提交|用|交|算|样)|"
+    r"如何|什么时候|多久|要几天|需要几天|几天(?:能|可以|才|到|内)|几点|能否|是否|哪里(?:可以|能|有|买|查|领|下载|办|退|寄)|在哪|到哪|哪些|哪个|多少|有没有|能不能|可不可以|"
+    r"要不要|需不需要|点样|几时|系咪|可唔可以|几多")
+RHETORICAL = re.compile(
+    r"[?？]{2,}|凭什么|凭啥|难道|到底|谁负责|谁出|怎么回事|什么意思|搞什么|搞咩|算什么|有什么用|有啥用|"
+    r"这合理吗|合理吗|是不是(?:故意|骗|根本|在骗|假)|就这[?？!！。，]|就这$|这就是|是摆设|让我怎么办|"
+    r"怎么不说|不是说|还能不能|能用吗|这能用|什么破|什么鬼|是认真的|到哪里去|去哪了|人呢|有人吗|"
+    r"点解|也配|你们不是|你家.{0,6}是正常|是正常现象[?？]|还要等[?？]|试试[?？]")
+GRIEVANCE = re.compile(
+    r"为什么|为啥|凭什么|怎么回事|还没|还不|一直(?:不|没|报错|打不通|显示|提示|失败|断|亮)|"
+    r"又(?:坏|错|慢|没|崩|断|死机|迟到|涨|发错|送错|降)|太(?:差|慢|贵|烂|坑|难|少|窄|小|薄|狠|吓人|复杂|高)|"
+    r"垃圾|骗|坑|投诉|差评|赔偿|失望|生气|气死|烦死|很烦|无语|用不了|不能用|报错|打不通|没人(?:接|理|管|来)|"
+    r"不理|敷衍|坏了|破了|送错|发错|少发|漏发|乱扣|扣错|过期|迟到|不道歉|凉了|后悔|避雷|踩雷|别买|别住|"
+    r"别去|千万别|恶心|吓死|吓人|差劲|离谱|服了|寒心|傻眼|太扯|无言|拉胯|翻车|智商税|寂寞|不值|难吃|难用|"
+    r"很差|好差|真差|最差|不满意|不满|不解决|没解决|不处理|没处理|不合理|乱收|多收|多扣|被盗|被骗|没收到|"
+    r"弄丢|摔坏|烂了|霉|蟑螂|漏水|漏电|漏气|故障|失灵|死机|闪退|崩了|黑屏|断网|没信号|延误|超时|冒领|"
+    r"拒赔|不赔|不给退|不能退|冇人|唔通|未到|差很远|太旧|不敢|危险|累死|浪费|白跑|白攒|莫名其妙|推卸|"
+    r"踢皮球|推来推去|不清不楚|说不清|爱答不理|被坑|吐槽|痛苦|头疼|崩溃|醉了|呵呵|受不了")
+PROBLEM = re.compile(
+    r"坏|故障|失败|错误|异常|不了|不能|没法|无法|没有收到|没收到|一直|断|停电|停水|漏|丢|少了|少送|少发|"
+    r"发错|送错|超时|延误|晚点|没到账|未到账|冻结|扣了|多扣|被扣|收了|多收|不见|消失|查不到|不一致|不匹配|"
+    r"临期|限速|红灯|烂|碎|裂|破|划痕|污渍|取消了|没房|满房|拒收|退回|冒领|盗刷|吞|熄火|爆胎|摔|疼|痒|"
+    r"起疹|吐|不冷|不热|不制|没信号|没反应|不亮|不动|没到|没来|没人|没有人|被拒|拒绝|太贵|涨了|降了|"
+    r"多了|不对|不符|差|慢|等了|还没|未|冇|唔|没有任何")
+PRAISE = re.compile(
+    r"谢谢|感谢|多谢|唔该晒|点赞|好评|表扬|满意|推荐|给力|五星|yyds|绝绝子|真香|靠谱|辛苦了|太好了|"
+    r"很好|真好|挺好|不错|好棒|真棒|一流|很专业|耐心|热情|贴心|周到|细心|放心|省心|感动|喜欢|值了|超值|"
+    r"划算|没话说|杠杠的|666|大推|好用|好吃|好喝|好看|舒服|干净|温柔|可爱|nice|棒|好正|好有心|好有礼貌|"
+    r"好快|很快|及时|准时|顺利|解决了|解决咗|搞定了|没失望|致敬|心疼|实用|方便|清楚|直觉|真实|透明|"
+    r"非常好|实惠|用心|性价比(?:很)?高|有面子|超赞|完美|太棒|优秀|物美价廉|值得|好评如潮")
+SUGGESTION = re.compile(
+    r"建议|希望(?:你们|贵司|能|可以|以后|下次|平台|贵公司|增加|别|提供)|能不能(?:加|增加|出|别|提供|支持)|"
+    r"可不可以(?:加|增加|提供|开通|支持)|可以(?:加|增加)一个|可否|最好(?:能|是)|要是能|如果能|就(?:更)?好了|"
+    r"应该(?:增加|加|改|提供|优化)|加一个|增加一个|出个|能否(?:增加|提供)")
+ACKNOWLEDGEMENT = re.compile(
+    r"^(?:(?:好的?|嗯|哦|收到了?|知道了|明白了?|我明白|了解了?|谢谢[你您]?|多谢|唔该|麻烦[你您]?了|ok|OK|好吧|行吧|"
+    r"行|确认|可以|没问题|辛苦了|谢谢啦|那我再等等吧|我再考虑一下|再看看)"
+    r"[，,。！!~～\s]*)+$")
+NOTICE = re.compile(
+    r"^(?:我的)?(?:订单号?|单号|手机号?|电话(?:号码)?|地址|姓名|账号|会员号|身份证号?|卡号|邮箱|联系电话)(?:是|为|：|:)|"
+    r"通知|提醒大家|请大家|大家留意|请留意|留意|请帮我|帮我(?:改|查|把|更新)|确认|预约|申请|办理|变更|转发|"
+    r"联系人|联系邮箱|请尽快安排|请告知|已(?:经)?收到")
+SARCASM = re.compile(
+    r"[“\"][^”\"\s]{1,4}[”\"]|真行|好样的|真是人才|越来越厉害|谢谢你们给我|恭喜.{0,12}(?:成功|让我)|寂寞|"
+    r"解脱了|笑死|真会谢|难忘的|呵呵|微笑")
+POSITIVE_EMOJI_WORD = re.compile(r"赞|开心|笑哭|哈哈|满分")
+NEGATED_NEGATIVE = re.compile(
+    r"一点(?:也|都)不(?:慢|贵|差|难|麻烦|痛|疼|累)|不会痛|不痛|没问题|没毛病|不贵|不慢|不麻烦|没(?:让我)?失望|"
+    r"不失望|没有不耐烦|没(?:有)?洒|不吹不黑|没踩过雷|没进过店|不用排队|不用跑|不用一直")
+EXCLAIM = re.compile(r"[!！]{2,}|‼")
+
+FEATURES = ("score_text", "score_clauses", "score_min", "score_max", "score_last", "question",
+            "rhetorical", "grievance", "problem", "praise", "acknowledgement", "suggestion",
+            "notice", "sarcasm", "negated_negative", "urgent", "exclaim", "long")
+"""The stance model's inputs, in order: model scores in [-1, 1], then cue indicators."""
+
+
+@dataclass(frozen=True)
+class Cues:
+    """Which cue kinds occur in one text."""
+
+    question: bool
+    rhetorical: bool
+    grievance: bool
+    problem: bool
+    praise: bool
+    acknowledgement: bool
+    suggestion: bool
+    notice: bool
+    sarcasm: bool
+    negated_negative: bool
+    exclaim: bool
+
+
+_KINDS = (QUESTION, RHETORICAL, GRIEVANCE, PROBLEM, PRAISE, ACKNOWLEDGEMENT, SUGGESTION, NOTICE,
+          SARCASM, POSITIVE_EMOJI_WORD, NEGATED_NEGATIVE, EXCLAIM)
+_ALL_KINDS = screen([compile_cue(p.pattern) for p in _KINDS])
+"""Every cue pattern in one RE2 set: one linear pass over a text says which kinds occur, where
+a search per pattern with ``re`` cost about 20 µs per event."""
+
+
+def cues_of(text: str) -> Cues:
+    """The cue kinds of ``text`` (the analysed, simplified text)."""
+    found = set(_ALL_KINDS.Match(text) or ())
+    if ACKNOWLEDGEMENT_INDEX in found:
+        # The set scans the text as it is; an acknowledgement must be the whole stripped text.
+        found.discard(ACKNOWLEDGEMENT_INDEX)
+        if ACKNOWLEDGEMENT.match(text.strip()) is not None:
+            found.add(ACKNOWLEDGEMENT_INDEX)
+    grievance = 2 in found
+    return Cues(
+        question=0 in found, rhetorical=1 in found, grievance=grievance, problem=3 in found,
+        praise=4 in found, acknowledgement=ACKNOWLEDGEMENT_INDEX in found, suggestion=6 in found,
+        notice=7 in found,
+        sarcasm=8 in found or (9 in found and (grievance or 3 in found) and 10 not in found),
+        negated_negative=10 in found, exclaim=11 in found,
+    )
+
+
+ACKNOWLEDGEMENT_INDEX = _KINDS.index(ACKNOWLEDGEMENT)
+
+
+def clause_weights(clauses: Sequence[str]) -> list[float]:
+    """Each clause's weight: a clause after a contrast word (and every clause after it) counts
+    :data:`CONTRAST_WEIGHT` times, since 还行吧，就是噪音大 is about the noise."""
+    weights = []
+    after = False
+    for clause in clauses:
+        after = after or CONTRAST.match(clause) is not None
+        weights.append(CONTRAST_WEIGHT if after else 1.0)
+    return weights
+
+
+def features(text: str, text_score: float, clauses: Sequence[str], clause_scores: Sequence[float],
+             urgent: bool, cues: Cues | None = None) -> np.ndarray:
+    """The stance model's input row for one text (see :data:`FEATURES`)."""
+    cues = cues if cues is not None else cues_of(text)
+    if clause_scores:
+        weights = clause_weights(clauses)
+        weighted = float(np.dot(weights, clause_scores) / sum(weights))
+        low, high, last = min(clause_scores), max(clause_scores), clause_scores[-1]
+    else:
+        weighted = low = high = last = text_score
+    return np.array([
+        text_score, weighted, low, high, last, cues.question, cues.rhetorical, cues.grievance,
+        cues.problem, cues.praise, cues.acknowledgement, cues.suggestion, cues.notice,
+        cues.sarcasm, cues.negated_negative, urgent, cues.exclaim, math.log1p(len(text)) / 8.0,
+    ], dtype=np.float64)
+
+
+def kept_clauses(clauses: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The clauses whose scores are read (see :data:`MAX_CLAUSES`)."""
+    if len(clauses) <= MAX_CLAUSES:
+        return clauses
+    half = MAX_CLAUSES // 2
+    return clauses[:half] + clauses[-half:]
+
+
+@dataclass(frozen=True)
+class Stance:
+    """One event's decided sentiment and intent."""
+
+    label: SentimentLabel
+    score: float
+    neutral: float
+    intent: Intent
+    sarcasm: bool
+
+
+class StanceModel:
+    """A multinomial logistic regression over :data:`FEATURES`: negative, neutral, positive."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, version: str) -> None:
+        self.coef = np.asarray(coef, dtype=np.float64).reshape(len(LABELS), len(FEATURES))
+        self.intercept = np.asarray(intercept, dtype=np.float64).reshape(len(LABELS))
+        self.version = version
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """P(negative, neutral, positive) per row."""
+        z = rows @ self.coef.T + self.intercept
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({
+            "model": "stance-logreg", "version": self.version, "labels": list(LABELS),
+            "features": list(FEATURES), "coef": self.coef.round(6).tolist(),
+            "intercept": self.intercept.round(6).tolist()}, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path | Traversable | None = None) -> StanceModel:
+        """The shipped calibration (``model_data/stance.json``) or one at ``path``.
+
+        A file made for other features is refused: its weights would be read against the
+        wrong inputs.
+        """
+        source = path if path is not None else resources.files("services.nlp.model_data") / STANCE_FILE
+        params = json.loads(source.read_text(encoding="utf-8"))
+        if params.get("features") != list(FEATURES) or params.get("labels") != list(LABELS):
+            raise ValueError(f"{source}: the stance model was fitted on other features or labels; "
+                             "retrain it with bench/train_nlp.py")
+        return cls(np.array(params["coef"]), np.array(params["intercept"]), params["version"])
+
+
+def score_of(p: np.ndarray) -> tuple[SentimentLabel, float]:
+    """The label (argmax) and the event score laid out for :data:`REFERENCE_BAND`."""
+    neg, neu, pos = (float(x) for x in p)
+    label = LABELS[int(np.argmax(p))]
+    if label == "positive":
+        return label, REFERENCE_BAND + (1 - REFERENCE_BAND) * (pos - neg)
+    if label == "negative":
+        return label, -(REFERENCE_BAND + (1 - REFERENCE_BAND) * (neg - pos))
+    return label, REFERENCE_BAND * (pos - neg) * 0.999
+
+
+def intent_of_stance(text: str, label: SentimentLabel, flags: Sequence[str] = (),
+                     cues: Cues | None = None) -> Intent:
+    """The intent from the cues and the decided stance (see the module docstring)."""
+    cues = cues if cues is not None else cues_of(text)
+    if any(flag != "churn_intent" for flag in flags):
+        return "complaint"
+    if cues.acknowledgement:
+        return "other"
+    if label == "positive" and cues.praise and not cues.rhetorical:
+        return "praise"
+    if cues.rhetorical or cues.sarcasm and label == "negative":
+        return "complaint"
+    if cues.grievance and label != "positive":
+        return "complaint"
+    if cues.problem and label == "negative":
+        return "complaint"
+    if cues.suggestion:
+        return "suggestion"
+    if cues.question:
+        return "inquiry"
+    if cues.acknowledgement or cues.notice:
+        return "other"
+    if label == "negative":
+        return "complaint"
+    if label == "positive":
+        return "praise"
+    return "other"
+
+
+def decide(model: StanceModel, rows: np.ndarray, texts: Sequence[str],
+           flags: Sequence[Sequence[str]], cues: Sequence[Cues] | None = None) -> list[Stance]:
+    """Sentiment and intent of each text from its feature row, cues and urgency flags.
+
+    A complaint is negative and praise positive whatever the probabilities said, and an
+    inquiry, suggestion or acknowledgement is neutral: the label says what the message is to
+    a CEM analyst (docs/annotation-guide.md), and the intent is the more specific decision.
+    """
+    probabilities = model.probabilities(rows) if len(rows) else np.zeros((0, len(LABELS)))
+    decided = []
+    kinds = cues if cues is not None else [cues_of(text) for text in texts]
+    for p, text, found, kind in zip(probabilities, texts, flags, kinds, strict=True):
+        label, score = score_of(p)
+        intent = intent_of_stance(text, label, found, kind)
+        wanted: SentimentLabel = ("negative" if intent == "complaint" else
+                                  "positive" if intent == "praise" else "neutral")
+        if wanted != label:
+            q = p.copy()
+            q[LABELS.index(wanted)] = q.max() + 1e-6
+            q /= q.sum()
+            label, score = score_of(q)
+        decided.append(Stance(label=label, score=max(-1.0, min(1.0, score)),
+                              neutral=float(p[1]), intent=intent, sarcasm=kind.sarcasm))
+    return decided
+
+
+def train(rows: np.ndarray, labels: Sequence[str], c: float = 1.0, version: str = "1.0.0") -> StanceModel:
+    """Fit the stance model on feature rows and gold labels (scikit-learn, training only)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.array([LABELS.index(lab) for lab in labels])  # type: ignore[arg-type]
+    fitted = LogisticRegression(C=c, max_iter=5000).fit(rows, y)
+    return StanceModel(fitted.coef_, fitted.intercept_, version)
+
+
+__all__ = ["FEATURES", "LABELS", "Stance", "StanceModel", "clause_weights", "cues_of", "decide",
+           "features", "intent_of_stance", "kept_clauses", "score_of", "train"]
