@@ -41,7 +41,6 @@ from services.core.events import (
 from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
 from services.core.store import Store, StoreError
-from services.nlp import transport
 from services.nlp.analyzer import Analyzer
 from tests.conftest import run
 from tests.pipeline_harness import eventually, group_lag, read_topic, running, store_and_producer
@@ -173,16 +172,16 @@ def test_a_produce_timeout_in_nlp_is_retried_inside_the_agent(
     settings = settings.model_copy(update={"consumer_backoff_s": 0.1})
     create_topics(settings, broker.bootstrap)
     enriched_topic = settings.topic("feedback.enriched")
-    real_send = transport.Producer.send_many
+    real_send = Producer.send_many
     failed: list[str] = []
 
-    async def timeout_once(self: transport.Producer, topic: str, messages: Any) -> list:
+    async def timeout_once(self: Producer, topic: str, messages: Any) -> None:
         if topic == enriched_topic and not failed:
             failed.append(topic)
             raise kafka_errors.KafkaTimeoutError("produce request timed out")
         return await real_send(self, topic, messages)
 
-    monkeypatch.setattr(transport.Producer, "send_many", timeout_once)
+    monkeypatch.setattr(Producer, "send_many", timeout_once)
     events = raw_events(60)
     group = settings.group("nlp")
     retries = outcomes(group, "transient_retry")

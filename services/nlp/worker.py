@@ -7,9 +7,10 @@ batch's offsets only then, so a crash re-delivers rather than loses. No exceptio
 agent's body (one would end ``take`` and acknowledge the batch unprocessed): each batch runs
 under the failure policy of services/core/failures.py, which retries a produce timeout or an
 unreachable broker, and analyses a record whose analysis raises on its own and dead-letters
-it, so no record can stop the stream. The app runs on
-``services.nlp.transport``, faust's aiokafka transport without its per-message task fan-out,
-and sends each batch's output as a few produce batches rather than one send per event.
+it, so no record can stop the stream. faust consumes (consumer group, batches,
+acknowledgements) with its own transport, unpatched; the output goes through the producer
+every stage uses (services/core/kafka.py), a few record batches per batch of events
+(docs/architecture.md, "One way to write", has the measurement).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from pydantic import ValidationError
 
 from services.core.events import RawFeedback
 from services.core.failures import FailurePolicy
-from services.core.kafka import MAX_MESSAGE_BYTES, dead_letter, parse_or_reason
+from services.core.kafka import MAX_MESSAGE_BYTES, Producer, dead_letter, parse_or_reason
 from services.core.channels import prepare_raw
-from services.core.ops import BATCH_SECONDS, EVENTS_IN, EVENTS_OUT, READINESS
+from services.core.ops import BATCH_SECONDS, EVENTS_IN, READINESS
 from services.core.settings import Settings
-from services.nlp import transport
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
 from services.nlp.taxonomy import load_taxonomy
@@ -43,7 +43,8 @@ def build_analyzer(settings: Settings) -> Analyzer:
                     settings.neutral_band, settings.jieba_user_dict)
 
 
-def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.App:
+def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer,
+              producer: Producer) -> faust.App:
     """A faust app whose one agent turns raw events into enriched events.
 
     faust keeps its table state under ``datadir`` (default: the working directory), so it is
@@ -63,20 +64,13 @@ def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer) -> faust.A
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # A batch's enriched events (~2-3 KB each) go out in a few large produce requests
-        # rather than one per 16 KB (faust's default batch size, sent without lingering): each
-        # request costs a socket write here and a request parse in the broker.
-        producer_linger=0.01,
-        producer_max_batch_size=1024 * 1024,
-        producer_max_request_size=MAX_MESSAGE_BYTES,
         consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )
-    transport.install(app)
     raw = app.topic(settings.topic("feedback.raw"), key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
-    enricher = Enricher(settings, analyzer, app.producer)
+    enricher = Enricher(settings, analyzer, producer)
     policy: FailurePolicy[Any] = FailurePolicy(
         group, enricher.handle, enricher.dead_letter,
         max_retries=settings.consumer_max_retries, backoff_s=settings.consumer_backoff_s)
@@ -109,7 +103,7 @@ class Enricher:
     Running again re-sends enriched events already sent; scoring stores each id once.
     """
 
-    def __init__(self, settings: Settings, analyzer: Analyzer, producer: Any) -> None:
+    def __init__(self, settings: Settings, analyzer: Analyzer, producer: Producer) -> None:
         self.settings = settings
         self.analyzer = analyzer
         self.producer = producer
@@ -132,7 +126,7 @@ class Enricher:
             else:
                 valid.append(parsed)
         results = await asyncio.to_thread(self.analyzer.analyze, valid)
-        pending = await self.producer.send_many(
+        await self.producer.send_many(
             self.enriched_topic, [(item.touchpoint.encode(), item.to_bytes()) for item in results])
         if dead:
             # dead_letter redacts the bytes and the reason (which quotes the input): direct
@@ -140,9 +134,7 @@ class Enricher:
             letters = await asyncio.to_thread(lambda: [
                 dead_letter("nlp", m.topic, m.partition, m.offset, m.value, reason)
                 for m, reason in dead])
-            pending += await self.producer.send_many(self.dlq_topic, letters)
-        await asyncio.gather(*pending)
-        EVENTS_OUT.labels(self.enriched_topic).inc(len(results))
+            await self.producer.send_many(self.dlq_topic, letters)
         log.debug("nlp batch", events=len(batch), enriched=len(results))
 
     async def dead_letter(self, event: Any, reason: str, keep_original: bool) -> None:
@@ -150,19 +142,22 @@ class Enricher:
         letter = await asyncio.to_thread(
             dead_letter, "nlp", message.topic, message.partition, message.offset,
             message.value if keep_original else b"", reason)
-        await asyncio.gather(*await self.producer.send_many(self.dlq_topic, [letter]))
+        await self.producer.send_many(self.dlq_topic, [letter])
 
 
 async def run(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
     """Run the NLP stage until ``stop`` is set."""
     analyzer = await asyncio.to_thread(build_analyzer, settings)
-    app = build_app(settings, bootstrap, analyzer)
-    await app.start()
-    READINESS.set(settings.group("nlp"), True)
-    log.info("nlp stage started", model=analyzer.model_id, group=settings.group("nlp"))
+    producer = Producer(bootstrap, client_id=settings.group("nlp"))
+    await producer.start()
+    app = build_app(settings, bootstrap, analyzer, producer)
     try:
+        await app.start()
+        READINESS.set(settings.group("nlp"), True)
+        log.info("nlp stage started", model=analyzer.model_id, group=settings.group("nlp"))
         await stop.wait()
     finally:
         READINESS.forget(settings.group("nlp"))
         await app.stop()
+        await producer.stop()
         log.info("nlp stage stopped")
