@@ -101,7 +101,7 @@ async def send_http(api: str, plan: Plan, tick_s: float, batch_max: int, infligh
 
 
 async def send_kafka(bootstrap: str, topic: str, plan: Plan, tick_s: float) -> Sent:
-    """A direct producer to the raw topic (acks=all, keyed by touchpoint, as the README asks)."""
+    """A direct producer to the raw topic (acks=all, keyed by touchpoint, as docs/architecture.md asks)."""
     n = plan.n
     sent = Sent([math.nan] * n, [math.nan] * n, [math.nan] * n)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
