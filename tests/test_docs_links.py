@@ -118,5 +118,6 @@ def test_the_checker_finds_a_dead_file_and_a_dead_anchor(tmp_path: Path) -> None
 def test_slugs_follow_github() -> None:
     assert slug("`voc alerts tail` and `voc cases tail`") == "voc-alerts-tail-and-voc-cases-tail"
     assert slug("The dashboard's sign-in") == "the-dashboards-sign-in"
-    assert slug("Multi-channel evaluation set (issue 16)") == "multi-channel-evaluation-set-issue-16"
+    assert slug("Multi-channel evaluation set (issue 16)") == \
+        "multi-channel-evaluation-set-issue-16"
     assert slug("Add a sink") == "add-a-sink"

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,31 @@ class Sent:
     first_send: float = math.inf
     last_ack: float = 0.0
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def schedule(sent: Sent, plan: Plan) -> float:
+    """Fill in each event's due (and event) time of a fixed-rate plan; returns t0."""
+    t0 = time.time() + 0.5
+    for i in range(plan.n):
+        sent.due_abs[i] = sent.occurred[i] = t0 + plan.due[i]
+    return t0
+
+
+async def due_ticks(sent: Sent, t0: float,
+                    tick_s: float) -> AsyncIterator[tuple[int, int, float]]:
+    """Every ``tick_s`` from ``t0``, the events due by then as ``range(lo, hi)`` with the time
+    it woke, until every event was yielded once."""
+    n = len(sent.due_abs)
+    lo = tick = 0
+    while lo < n:
+        tick += 1
+        await asyncio.sleep(max(0.0, t0 + tick * tick_s - time.time()))
+        now = time.time()
+        hi = lo
+        while hi < n and sent.due_abs[hi] <= now:
+            hi += 1
+        yield lo, hi, now
+        lo = hi
 
 
 def _http_item(plan: Plan, i: int, occurred: float) -> dict[str, Any]:
@@ -80,28 +106,16 @@ async def send_http(api: str, plan: Plan, tick_s: float, batch_max: int, infligh
             tasks = [asyncio.create_task(post(lo, min(lo + batch_max, n)))
                      for lo in range(0, n, batch_max)]
         else:
-            t0 = time.time() + 0.5
-            for i in range(n):
-                sent.due_abs[i] = sent.occurred[i] = t0 + plan.due[i]
-            lo = 0
-            tick = 0
-            while lo < n:
-                tick += 1
-                wake = t0 + tick * tick_s
-                await asyncio.sleep(max(0.0, wake - time.time()))
-                now = time.time()
-                hi = lo
-                while hi < n and sent.due_abs[hi] <= now:
-                    hi += 1
+            async for lo, hi, _ in due_ticks(sent, schedule(sent, plan), tick_s):
                 for start in range(lo, hi, batch_max):
                     tasks.append(asyncio.create_task(post(start, min(start + batch_max, hi))))
-                lo = hi
         await asyncio.gather(*tasks)
     return sent
 
 
 async def send_kafka(bootstrap: str, topic: str, plan: Plan, tick_s: float) -> Sent:
-    """A direct producer to the raw topic (acks=all, keyed by touchpoint, as docs/architecture.md asks)."""
+    """A direct producer to the raw topic (acks=all, keyed by touchpoint, as
+    docs/architecture.md asks of producers)."""
     n = plan.n
     sent = Sent([math.nan] * n, [math.nan] * n, [math.nan] * n)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
@@ -137,19 +151,10 @@ async def send_kafka(bootstrap: str, topic: str, plan: Plan, tick_s: float) -> S
                 sent.due_abs[i] = sent.occurred[i] = now
                 await produce(i, now)
         else:
-            t0 = time.time() + 0.5
-            sent.first_send = t0
-            for i in range(n):
-                sent.due_abs[i] = sent.occurred[i] = t0 + plan.due[i]
-            lo = 0
-            tick = 0
-            while lo < n:
-                tick += 1
-                await asyncio.sleep(max(0.0, t0 + tick * tick_s - time.time()))
-                now = time.time()
-                while lo < n and sent.due_abs[lo] <= now:
-                    await produce(lo, now)
-                    lo += 1
+            sent.first_send = schedule(sent, plan)
+            async for lo, hi, now in due_ticks(sent, sent.first_send, tick_s):
+                for i in range(lo, hi):
+                    await produce(i, now)
         await asyncio.gather(*futures, return_exceptions=True)
     finally:
         await producer.stop()
