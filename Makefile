@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
-.PHONY: run test test-fast train bench assets schemas system-deps clean
+.PHONY: run test test-fast train bench assets schemas docs system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -43,6 +43,12 @@ assets:
 ## (services/core/cem_metrics.py); a test fails when the committed file differs
 schemas: $(STAMP)
 	$(BIN)/python -m services.core.cem_metrics
+
+## docs: write docs/configuration.md from the settings' descriptions (services/core/settings.py);
+## a test fails when the committed file differs
+docs: $(STAMP)
+	$(BIN)/python -m services.core.settings_docs > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 ## test: everything the tests need, then the whole suite (slow end-to-end tests included)
 test: $(STAMP) system-deps

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import percentile  # noqa: E402
 from services.core.broker import LocalBroker  # noqa: E402
 from services.core.events import EnrichedFeedback, Sentiment, utc_now  # noqa: E402
 from services.core.kafka import Producer, create_topics  # noqa: E402
@@ -121,28 +121,30 @@ async def main(args: argparse.Namespace) -> dict:
             await store.close()
         alerts = [a for _, a in read_topic(broker.bootstrap, settings.topic("alerts"))
                   if a["status"] == "firing"]
-    latencies = sorted(
+    latencies = list(
         (datetime.fromisoformat(a["emitted_at"])
          - datetime.fromisoformat(a["latest_received_at"])).total_seconds() for a in alerts)
     per_surge = {s: sum(1 for a in alerts if a["touchpoint"] == s) for s in surges}
     emitted = {a["touchpoint"]: datetime.fromisoformat(a["emitted_at"]).timestamp()
                for a in alerts}
-    to_score = sorted(scored[s] - sent_at[s] for s in surges if s in scored and s in sent_at)
-    to_alert = sorted(emitted[s] - scored[s] for s in surges if s in scored and s in emitted)
+    to_score = [scored[s] - sent_at[s] for s in surges if s in scored and s in sent_at]
+    to_alert = [emitted[s] - scored[s] for s in surges if s in scored and s in emitted]
     result = {
         "target_rate_per_s": args.rate, "achieved_rate_per_s": round(achieved, 1),
         "events": sent, "surges": len(surges),
         "surges_with_exactly_one_alert": sum(1 for n in per_surge.values() if n == 1),
         "false_alerts": sum(1 for a in alerts if not a["touchpoint"].startswith("surge-")),
-        "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
-        "latency_p95_s": round(latencies[min(len(latencies) - 1,
-                                             round(0.95 * (len(latencies) - 1)))], 3)
-        if latencies else None,
-        "latency_max_s": round(latencies[-1], 3) if latencies else None,
-        "surge_sent_to_scored_median_s": round(statistics.median(to_score), 3) if to_score else None,
-        "surge_scored_to_alert_median_s": round(statistics.median(to_alert), 3) if to_alert else None,
+        "latency_p50_s": _rounded(percentile(latencies, 50)),
+        "latency_p95_s": _rounded(percentile(latencies, 95)),
+        "latency_max_s": _rounded(percentile(latencies, 100)),
+        "surge_sent_to_scored_median_s": _rounded(percentile(to_score, 50)),
+        "surge_scored_to_alert_median_s": _rounded(percentile(to_alert, 50)),
     }
     return result
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 if __name__ == "__main__":

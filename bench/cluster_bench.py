@@ -32,16 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 
 from bench.common import REPO_ROOT, machine, peak_rss_mb, percentiles, write_json  # noqa: E402
-from bench.e2e_bench import (  # noqa: E402
-    Plan,
-    Processes,
-    Sent,
-    build_plan,
-    load_texts,
-    send_http,
-    stored_rows,
-    wait_stored,
-)
+from bench.e2e.observe import stored_rows, wait_stored  # noqa: E402
+from bench.e2e.plan import Plan, build_plan, load_texts  # noqa: E402
+from bench.e2e.run import Processes  # noqa: E402
+from bench.e2e.senders import Sent, send_http  # noqa: E402
 from services.core.broker import LocalBroker  # noqa: E402
 from services.core.kafka import create_topics  # noqa: E402
 from services.core.local_cluster import LocalCluster, StageProcesses, voc_command  # noqa: E402

@@ -58,22 +58,30 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``; None when empty.
+
+    Every bench reports percentiles this one way, so p95 of one table means what it means in
+    the next: the smallest value at or above which ``q`` % of the sample lies, never a value
+    interpolated between two measurements (nor towards an infinitely late one).
+    """
+    data = sorted(values)
+    if not data:
+        return None
+    return data[max(0, math.ceil(q / 100 * len(data)) - 1)]
+
+
 def percentiles(values: Iterable[float]) -> dict[str, Any]:
     """p50/p95/p99/max in seconds of latencies where ``inf`` marks an event never seen.
 
     Unseen events count as infinitely late, so a stalled pipeline shows up as a ``None``
-    (unbounded) percentile instead of vanishing from the sample. Nearest-rank percentiles:
-    no interpolation towards infinity.
+    (unbounded) percentile instead of vanishing from the sample.
     """
     data = sorted(values)
-    n = len(data)
-    out: dict[str, Any] = {"n": n, "missing": sum(1 for v in data if math.isinf(v))}
+    out: dict[str, Any] = {"n": len(data), "missing": sum(1 for v in data if math.isinf(v))}
     for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
-        if n == 0:
-            out[name] = None
-            continue
-        value = data[max(0, math.ceil(q / 100 * n) - 1)]
-        out[name] = None if math.isinf(value) else round(value, 4)
+        value = percentile(data, q)
+        out[name] = None if value is None or math.isinf(value) else round(value, 4)
     return out
 
 

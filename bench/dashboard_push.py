@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import percentile  # noqa: E402
 from services.core.broker import LocalBroker  # noqa: E402
 from services.core.kafka import create_topics  # noqa: E402
 from services.core.logs import configure_logging  # noqa: E402
@@ -93,10 +93,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         figures = asyncio.run(bench(args.rounds, Path(tmp)))
     for name, values in figures.items():
-        values.sort()
-        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-        print(f"{name:14s} n={len(values)} p50={statistics.median(values):.0f} "
-              f"p95={p95:.0f} max={values[-1]:.0f}")
+        print(f"{name:14s} n={len(values)} p50={percentile(values, 50):.0f} "
+              f"p95={percentile(values, 95):.0f} max={max(values):.0f}")
 
 
 if __name__ == "__main__":

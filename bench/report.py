@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, write_json  # noqa: E402
+from bench.common import REPO_ROOT, percentile, write_json  # noqa: E402
 
 TARGET_SUSTAINED = 3000.0
 TARGET_SCORE_P99_S = 2.0
@@ -47,13 +47,6 @@ def fmt(value: Any, digits: int = 2, unbounded: str = "never seen") -> str:
     return str(value)
 
 
-def _nearest_rank(values: list[float | None], q: float) -> float | None:
-    ordered = sorted(values, key=lambda v: math.inf if v is None else v)
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 def targets(e2e: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """Each issue-9 target with the measured figure and a verdict; plus bottleneck notes."""
     runs = e2e["separate"]["runs"]
@@ -74,7 +67,8 @@ def targets(e2e: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
                          "met": p99 is not None and p99 <= TARGET_SCORE_P99_S})
     for run in fixed:
         samples = run["alerts"].get("latencies_s", [])
-        p95 = _nearest_rank(samples, 95)
+        p95 = percentile([math.inf if v is None else v for v in samples], 95)
+        p95 = None if p95 is None or math.isinf(p95) else p95
         rows.append({"target": f"alert event p95 ≤ {TARGET_ALERT_P95_S:g} s after the breaching "
                                "event", "run": f"{run['name']} ({len(samples)} bursts)",
                      "measured": f"{fmt(p95, 3)} s",

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from aiokafka import ConsumerRecord  # noqa: E402
 
+from bench.common import percentile  # noqa: E402
 from services.core.broker import LocalBroker  # noqa: E402
 from services.core.events import (  # noqa: E402
     AspectSentiment,
@@ -103,11 +104,6 @@ def cpu_seconds() -> float:
     return total
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
-
-
 async def bench(args: argparse.Namespace) -> dict:
     batches = make_batches(args.batches, args.batch_size, args.minutes, args.seed)
     with contextlib.ExitStack() as stack:
@@ -139,8 +135,8 @@ async def bench(args: argparse.Namespace) -> dict:
                     "events_per_s": round(events / sum(latencies)),
                     "cpu_ms_per_event": round(1000 * cpu / events, 3),
                     "events_per_cpu_s": round(events / cpu),
-                    "batch_p50_s": percentile(latencies, 0.5),
-                    "batch_p95_s": percentile(latencies, 0.95),
+                    "batch_p50_s": round(percentile(latencies, 50) or 0.0, 4),
+                    "batch_p95_s": round(percentile(latencies, 95) or 0.0, 4),
                     "batch_mean_s": round(statistics.mean(latencies), 4)}
             rows = await store.query("SELECT count() AS n FROM cem_scores FINAL")
             result["cem_score_rows"] = int(rows[0]["n"])

@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT, machine, write_json  # noqa: E402
-from bench.e2e_bench import load_texts  # noqa: E402
+from bench.e2e.plan import load_texts  # noqa: E402
 from services.core.events import RawFeedback, stable_event_id  # noqa: E402
 from services.core.local_clickhouse import LocalClickHouse  # noqa: E402
 from services.core.migrations import migrate  # noqa: E402

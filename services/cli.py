@@ -1,6 +1,6 @@
 """The ``voc`` command: the whole pipeline (``voc up``), one service per process, and admin.
 
-All configuration comes from ``VOC_*`` environment variables (see the README); flags only
+All configuration comes from ``VOC_*`` environment variables (docs/configuration.md); flags only
 override the few things people change per invocation.
 """
 

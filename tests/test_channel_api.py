@@ -274,11 +274,14 @@ def test_duplicates_are_counted_not_written_twice(broker: LocalBroker,
 
 
 def readme_curls() -> list[str]:
-    """Every `curl -X POST` example in the README, continuation lines joined."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    """Every `curl -X POST` example in the README and docs/channels.md, continuation lines
+    joined (the README's tour indents its examples under a list item)."""
+    root = Path(__file__).resolve().parents[1]
+    readme = "\n".join((root / name).read_text(encoding="utf-8")
+                       for name in ("README.md", "docs/channels.md"))
     commands, current = [], ""
     for block in re.findall(r"```\n(.*?)```", readme, flags=re.S):
-        for line in block.splitlines():
+        for line in (line.strip() for line in block.splitlines()):
             if line.startswith("curl -X POST"):
                 if current:
                     commands.append(current)

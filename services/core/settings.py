@@ -27,188 +27,243 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = Field(
         default="",
-        description="host:port[,host:port] of the Kafka brokers. Empty with `voc up` starts a "
-        "local broker on 127.0.0.1:<local_broker_port>, where the single-service commands and "
-        "the CLI clients look for it.",
+        description="`host:port[,host:port]` of the Kafka brokers. Empty: `voc up` starts a "
+        "local broker on `127.0.0.1:VOC_LOCAL_BROKER_PORT`, and the single-service commands "
+        "and the CLI clients look for it there.",
     )
     clickhouse_url: str = Field(
         default="",
-        description="clickhouse://user:pass@host:9000/db for a server (?alt_hosts=h2:9000,h3:9000: "
-        "servers to go on with when the first cannot be reached), chdb:///abs/path or "
-        "chdb://relative/path for the embedded engine. Empty means chdb under data_dir.",
+        description="`clickhouse://user:pass@host:9000/db` for a server (native protocol; "
+        "`?alt_hosts=host2:9000,host3:9000` lists servers to go on with when the first cannot "
+        "be reached), or `chdb:///abs/path` / `chdb://rel/path` for the embedded engine. "
+        "Empty: chdb under `VOC_DATA_DIR`.",
     )
     clickhouse_cluster: str = Field(
-        default="", description="Cluster (the servers' remote_servers name) the schema is "
-        "sharded and replicated over. `voc db migrate` then applies the cluster schema through "
-        "VOC_CLICKHOUSE_URL and services only check that it is current. Empty: one server.")
-    data_dir: Path = Field(default=Path(".voc"), description="Where embedded mode keeps its data.")
-    topic_prefix: str = Field(default="voc", description="Prefix of every topic name.")
-    topic_partitions: int = Field(default=4, ge=1, description="Partitions for created topics.")
-    topic_replication: int = Field(default=1, ge=1, description="Replication factor.")
-    group_prefix: str = Field(default="voc", description="Prefix of consumer group ids.")
+        default="", description="Name of the ClickHouse cluster (the servers' "
+        "`remote_servers`) the schema is sharded and replicated over: `voc db migrate` then "
+        "applies the cluster schema through `VOC_CLICKHOUSE_URL`, and services only check that "
+        "it is current "
+        "(docs/operations.md#when-one-clickhouse-server-is-not-enough). Empty: one server.")
+    data_dir: Path = Field(default=Path(".voc"), description="Where embedded mode keeps its "
+                           "data (chdb, broker log).")
+    topic_prefix: str = Field(default="voc", description="Prefix of every topic name, so "
+                              "pipelines can share one Kafka cluster.")
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions of created topics: "
+                                  "the most copies of one service that can share work.")
+    topic_replication: int = Field(default=1, ge=1, description="Replication factor of "
+                                   "created topics (3 on a real cluster).")
+    group_prefix: str = Field(default="voc", description="Prefix of consumer group ids "
+                              "(`<prefix>-nlp`, `-scoring`, `-alerting`).")
 
-    http_host: str = Field(default="127.0.0.1", description="Ingest API bind address.")
-    http_port: int = Field(default=8000, ge=0, le=65535, description="Ingest API port (0: any).")
+    http_host: str = Field(default="127.0.0.1", description="API bind address (`0.0.0.0` in "
+                           "containers, which needs credentials or `VOC_INSECURE_NO_AUTH`).")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="API port (0: any free "
+                           "port).")
     ops_port: int | None = Field(
         default=None, ge=0, le=65535,
-        description="Port for /metrics, /healthz, /readyz without credentials, in every process "
-        "(the API's own /metrics needs an admin); keep it off the public network (unset: off).",
+        description="Port for `/metrics`, `/healthz`, `/readyz` without credentials, in every "
+        "process (the API's own `/metrics` needs `admin`); keep it off the public network. "
+        "Unset: off.",
     )
     ingest_batch_max: int = Field(default=1000, ge=1, le=INGEST_BATCH_LIMIT,
-                                  description="Max events per batch POST.")
+                                  description="Most items in one batch POST; more get 413.")
     ingest_api_keys_file: Path | None = Field(
-        default=None, description="YAML mapping source -> sha256 hex of its API key (or a list "
-        "of them, for rotation): ingest-only keys, one source each. The older, simpler form of "
-        "api_keys_file.")
+        default=None, description="YAML file mapping each source to the SHA-256 hex of its "
+        "API key (or a list of hashes, for rotation): ingest-only keys, one source each. The "
+        "older, simpler form of `VOC_API_KEYS_FILE` (docs/api.md#authentication).")
     api_keys_file: Path | None = Field(
-        default=None, description="YAML of principals: name -> roles, sha256 hex of each key, "
-        "and optional touchpoints, teams and sources they are limited to (docs/security.md).")
+        default=None, description="YAML file of principals: roles, the SHA-256 hex of each of "
+        "their keys, and optional touchpoints, teams and sources they are limited to "
+        "(docs/security.md).")
     oidc_issuer: str | None = Field(
         default=None, description="OpenID Connect issuer whose bearer tokens are accepted "
         "(the `iss` claim must equal it). Unset: no tokens are accepted.")
     oidc_audience: str | None = Field(
         default=None, description="The `aud` a token must carry (this API's client id).")
     oidc_jwks_url: str | None = Field(
-        default=None, description="URL of the issuer's JSON Web Key Set (its jwks_uri).")
+        default=None, description="URL of the issuer's JSON Web Key Set (its `jwks_uri`).")
     oidc_jwks_file: Path | None = Field(
-        default=None, description="JWKS file instead of a URL, for offline setups; re-read "
+        default=None, description="A JWKS file instead of the URL, for offline setups; re-read "
         "when it changes.")
     oidc_jwks_cache_s: float = Field(
         default=600.0, gt=0, description="How long fetched signing keys are used before they "
-        "are fetched again (an unknown key id fetches sooner, at most every 30 s).")
+        "are fetched again (a token with an unknown key id fetches them sooner, at most every "
+        "30 s).")
     oidc_algorithms: list[str] = Field(
-        default_factory=lambda: ["RS256", "ES256"], description="Signature algorithms accepted "
-        "(asymmetric only).")
+        default_factory=lambda: ["RS256", "ES256"], description="JSON list of accepted "
+        "signature algorithms (asymmetric only).")
     oidc_roles_claim: str = Field(
         default="roles", description="Claim holding the roles (a list or a space-separated "
-        "string; dots reach into objects, e.g. realm_access.roles).")
+        "string; dots reach into objects, e.g. `realm_access.roles`).")
     session_secret: SecretStr | None = Field(
-        default=None, description="Key that signs dashboard session cookies; unset: a new "
-        "one per process (sessions end on restart and do not cross replicas).")
+        default=None, description="Key that signs dashboard session cookies; set the same "
+        "value on every API replica. Unset: a new one per process (sessions end on restart and "
+        "do not cross replicas).")
     session_max_age_s: int = Field(
-        default=8 * 3600, ge=60, description="Longest a dashboard session lasts (an OIDC "
-        "session also ends when its token expires).")
+        default=8 * 3600, ge=60, description="Longest a dashboard session lasts (an OpenID "
+        "Connect session also ends when its token expires).")
     insecure_no_auth: bool = Field(
-        default=False, description="Serve without authentication on a non-loopback address "
-        "(the --insecure-no-auth flag); every caller may then read and act.")
+        default=False, description="Serve without credentials on a non-loopback address (the "
+        "`--insecure-no-auth` flag); every caller may then read and act.")
     ingest_max_body_bytes: int = Field(
-        default=2 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
+        default=2 * 1024 * 1024, ge=1024, description="Largest request body (2 MiB: a 1 MB "
+        "transcript with room to spare); larger gets 413, with or without Content-Length.")
     api_rate_limit: str | None = Field(
         default="50/second", description="Write requests allowed per authenticated principal "
-        "(or client address without credentials), e.g. 50/second or 1000/minute; empty: no "
-        "limit.")
+        "(or client address without credentials), e.g. `50/second` or `1000/minute`; over it "
+        "is 429 with `Retry-After`. Empty: no limit.")
     api_read_rate_limit: str | None = Field(
         default="50/second", description="Read requests allowed per authenticated principal "
-        "(or client address without credentials); empty: no limit.")
+        "(or client address without credentials). Empty: no limit.")
     api_auth_failure_rate_limit: str | None = Field(
         default="10/minute", description="Requests with credentials that fail to authenticate "
         "allowed per client address; more such requests get 429 until the window passes "
-        "(valid credentials are still served); empty: no limit.")
+        "(valid credentials are still served), so guessing keys gets nowhere. Empty: no "
+        "limit.")
     stream_max_per_principal: int = Field(
-        default=10, ge=1, description="Open /v1/stream connections allowed per principal (or "
-        "client address in open mode).")
+        default=10, ge=1, description="Open `/v1/stream` connections allowed per principal (per "
+        "client address in open mode); more get 429.")
     query_max_range_days: int = Field(
-        default=366, ge=1, le=3660, description="Longest from-to range one query may scan.")
+        default=366, ge=1, le=3660, description="Longest `from`-`to` range one query may scan; "
+        "longer is a 400 naming this setting.")
     cors_origins: list[str] = Field(
-        default_factory=list, description="Origins allowed to call the API from a browser "
-        '(JSON list, e.g. ["https://voc.example.com"]); empty: CORS off.')
+        default_factory=list, description="JSON list of origins allowed to call the API from a "
+        'browser, e.g. `["https://voc.example.com"]`. Empty: CORS off.')
     ingest_dedupe_window: int = Field(
-        default=100_000, ge=0, description="Recent event ids ingest remembers to answer "
-        "re-sends as duplicates without writing them again (0: off).")
+        default=100_000, ge=0, description="Recent event ids ingest remembers, to answer a "
+        "re-send as a duplicate without writing it again (0: off).")
 
-    nlp_batch_size: int = Field(default=256, ge=1, description="Events per NLP batch.")
-    nlp_batch_wait_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
+    nlp_batch_size: int = Field(default=256, ge=1, description="Events the NLP agent analyses "
+                                "together.")
+    nlp_batch_wait_s: float = Field(default=0.2, gt=0, description="Longest wait to fill an "
+                                    "NLP batch.")
     sentiment_backend: Literal["default", "snownlp"] = Field(
         default="default",
-        description="default: the shipped char n-gram model; snownlp: the SnowNLP baseline.",
+        description="`default`: the shipped character n-gram model; `snownlp`: the SnowNLP "
+        "baseline.",
     )
     neutral_band: float = Field(
-        default=0.2, ge=0, lt=1, description="|score| below this is labelled neutral."
+        default=0.2, ge=0, lt=1, description="Scores with absolute value below this are "
+        "labelled `neutral`."
     )
-    taxonomy_path: Path | None = Field(default=None, description="Topic taxonomy YAML.")
-    urgency_path: Path | None = Field(default=None, description="Urgency cue YAML.")
+    taxonomy_path: Path | None = Field(default=None, description="Topic taxonomy YAML "
+                                       "(`services/nlp/taxonomy.yaml` format). Unset: the "
+                                       "shipped one (docs/nlp.md).")
+    urgency_path: Path | None = Field(default=None, description="Urgency cue YAML "
+                                      "(`services/nlp/urgency.yaml` format). Unset: the shipped "
+                                      "one.")
     jieba_user_dict: Path | None = Field(
-        default=None, description="Extra jieba user dictionary, loaded after the shipped one.")
+        default=None, description="Extra jieba user dictionary (jieba's `word [freq] [tag]` "
+        "lines), loaded after the shipped `services/nlp/user_dict.txt`.")
 
     max_event_age_s: int = Field(
         default=30 * 86400, ge=60, le=20 * 365 * 86400, description="Oldest `occurred_at` "
-        "accepted, in seconds before now; older events get 422 at ingest and are dead-lettered "
-        "on the topics. Raise it for a backfill of an older export.")
+        "accepted, in seconds before now (default 30 days); older events get 422 at ingest and "
+        "are dead-lettered on the topics. Raise it for a backfill of an older export "
+        "(docs/operations.md#backfill).")
     max_clock_skew_s: int = Field(
         default=300, ge=0, le=86400, description="How far `occurred_at` and `received_at` may "
-        "lie ahead of this server's clock (a sender's clock is never exact).")
+        "lie ahead of this server's clock (a sender's clock is never exact); later ones get "
+        "422 at ingest and are dead-lettered on the topics.")
     max_touchpoints: int = Field(
         default=1000, ge=1, le=1_000_000, description="Most distinct touchpoints: events of "
         "a new one beyond it get 422 at ingest and are dead-lettered by scoring, so a sender "
-        "cannot grow scores, tiles and alert state without end.")
+        "cannot grow scores, tiles and alert state without end (docs/operations.md#bounds).")
 
     consumer_max_retries: int = Field(
         default=3, ge=0, le=100, description="Retries of a batch that failed with an error of "
-        "no known kind before it is split to find and dead-letter the records that fail.")
+        "no known kind (neither a dependency outage nor bad data) before the batch is split to "
+        "find and dead-letter the records that fail (docs/operations.md#failure-policy).")
     consumer_backoff_s: float = Field(
         default=0.5, gt=0, le=10, description="First delay before a failed batch is retried; "
         "doubles per retry, to at most 10 s.")
 
-    sink_batch_size: int = Field(default=5000, ge=1, description="Most records per sink batch.")
-    sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest poll wait.")
+    sink_batch_size: int = Field(
+        default=5000, ge=1, description="Most records scoring and alerting handle per batch. "
+        "An alerting batch holds what arrived, a scoring batch what arrived within "
+        "`VOC_SCORING_BATCH_FILL_S`, so either only grows this big under load, where bigger "
+        "batches cost less CPU per event.")
+    sink_batch_wait_s: float = Field(default=0.5, gt=0, description="Longest poll wait of "
+                                     "scoring and alerting.")
     scoring_batch_fill_s: float = Field(
-        default=1.0, ge=0, description="How long scoring keeps reading after a batch's first "
-        "record: its cost is mostly per batch, so fewer, larger batches cost less per event.")
+        default=1.0, ge=0, description="How long scoring keeps reading after the first record "
+        "of a batch before handling it (or until `VOC_SINK_BATCH_SIZE`): a batch's store work "
+        "is mostly fixed, so fewer, larger batches cost far less CPU per event, in scoring and "
+        "in ClickHouse. Adds up to this much latency to scores and alerts (0: handle what each "
+        "fetch returned).")
     window_seconds: int = Field(
-        default=60, ge=1, description="Base score window; must divide 300 so 5m/1h/1d roll up.")
+        default=60, ge=1, description="Base score window; must divide 300 so windows roll up "
+        "into 5 minutes, 1 hour and 1 day.")
     allowed_lateness_s: int = Field(
-        default=3600, ge=0, description="How far behind a touchpoint's newest event time a "
-        "window still accepts events; later ones are stored but flagged too late.")
+        default=3600, ge=0, description="A window accepts events until its touchpoint's newest "
+        "event time is this far past the window's end; later events are stored, flagged "
+        "`too_late` and reported, not scored (docs/metrics.md#late-events).")
     scoring_touchpoint_cache: int = Field(
         default=10_000, ge=1, description="Touchpoints whose newest event time scoring keeps in "
-        "memory (least recently used beyond this are re-read from the store when seen again).")
-    expectations_path: Path | None = Field(default=None, description="Expectation targets YAML.")
+        "memory; the least recently used beyond it are read from the store again when next "
+        "seen.")
+    expectations_path: Path | None = Field(
+        default=None, description="Expectation targets and factor importance YAML "
+        "(`services/scoring/expectations.yaml` format). Unset: the shipped one.")
 
-    alert_rules_path: Path | None = Field(default=None, description="Alert rules YAML.")
+    alert_rules_path: Path | None = Field(
+        default=None, description="Alert rules YAML (docs/alerting.md). Unset: the shipped "
+        "`services/alerting/rules.yaml`.")
     alert_rules_poll_s: float = Field(
-        default=2.0, gt=0, description="How often the rules file is checked for changes.")
+        default=2.0, gt=0, description="How often the rules file is checked; a changed, valid "
+        "file applies without a restart.")
     alert_max_keys: int = Field(
-        default=100_000, ge=100, description="Alert lifecycle keys (rule x subject) kept in "
-        "memory; beyond it the least recently used keys without an open alert are forgotten.")
+        default=100_000, ge=100, description="Alert lifecycle keys (rule × touchpoint, or rule "
+        "× customer for event rules) kept in memory; keys with an open alert are always kept, "
+        "the least recently used others are forgotten beyond it.")
     alert_max_per_rule: int = Field(
-        default=20, ge=1, description="Most alerts one rule may fire per VOC_ALERT_CAP_PERIOD_S; "
-        "the excess is counted in one summary alert of that rule instead of paging.")
+        default=20, ge=1, description="Most alerts one rule fires per "
+        "`VOC_ALERT_CAP_PERIOD_S`; the excess opens no case and pages nobody, and is counted "
+        "in one summary alert of the rule (docs/operations.md#alert-caps).")
     alert_cap_period_s: int = Field(
-        default=3600, ge=60, le=7 * 86400, description="Period of VOC_ALERT_MAX_PER_RULE, "
+        default=3600, ge=60, le=7 * 86400, description="Period of `VOC_ALERT_MAX_PER_RULE`, "
         "aligned to the UTC epoch (3600: each clock hour).")
     webhook_max_attempts: int = Field(
         default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
     webhook_backoff_s: float = Field(
-        default=0.5, ge=0, description="First retry delay; doubles per attempt (max 60 s).")
+        default=0.5, ge=0, description="First webhook retry delay; doubles per attempt, to at "
+        "most 60 s.")
     alert_customer_text: Literal["snippet", "none"] = Field(
         default="snippet", description="What webhooks (third parties: DingTalk, WeCom, Feishu, "
-        "generic receivers) get of the customer's words: snippet (redacted, at most 120 "
-        "characters, markup made inert) or none (left out, with people's case comments).")
+        "generic receivers) get of the customer's words: `snippet` (redacted, one line, at "
+        "most 120 characters, markup made inert) or `none` (left out, and so are people's case "
+        "comments and follow-up texts) (docs/alerting.md#webhooks).")
     case_sla_check_s: float = Field(
-        default=15.0, gt=0, description="How often open cases are checked against their SLA.")
-    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Per-request timeout.")
+        default=15.0, gt=0, description="How often unresolved cases are checked against their "
+        "SLA (escalation is late by at most this).")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook "
+                                     "request.")
     case_page_max_age_s: float = Field(
-        default=900.0, gt=0, description="Case events older than this page nobody, so a new "
-        "consumer group reading the cases topic from its start does not page its history.")
+        default=900.0, gt=0, description="Case events older than this page nobody, so a first "
+        "start, or a new consumer group reading the cases topic from its start, does not page "
+        "its history.")
 
     shutdown_timeout_s: float = Field(
-        default=20.0, gt=0, description="Time services get to flush and commit on stop.")
+        default=20.0, gt=0, description="Time services get to flush and commit on SIGINT or "
+        "SIGTERM.")
 
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    log_format: Literal["console", "json"] = Field(default="console", description="Log format.")
+    log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or "
+                           "`ERROR`.")
+    log_format: Literal["console", "json"] = Field(
+        default="console", description="`console`, or `json` (one JSON object per line).")
 
     demo_rate: float = Field(default=8.0, gt=0, description="Demo feed events per second.")
 
     local_broker_port: int = Field(
         default=9092, ge=0, le=65535, description="Port of the local broker `voc up` starts "
-        "when kafka_bootstrap is empty: a fixed port lets `voc alerts tail` and other Kafka "
-        "tools find it (0: any free port, printed at start).")
+        "when `VOC_KAFKA_BOOTSTRAP` is empty, so `voc alerts tail` and other Kafka tools find "
+        "it; if it is taken, `voc up` takes a free port and prints it (0: always a free port).")
     api_url: str = Field(
-        default="", description="Base URL of the API that `voc feedback send` posts to; "
-        "empty: http://127.0.0.1:<http_port>.")
+        default="", description="Base URL of the API that `voc feedback send` posts to. "
+        "Empty: `http://127.0.0.1:VOC_HTTP_PORT`.")
     api_key: SecretStr | None = Field(
-        default=None, description="API key `voc feedback send` sends in X-API-Key (needed "
-        "once the API has keys configured).")
+        default=None, description="API key `voc feedback send` sends in `X-API-Key`, needed "
+        "once the API has keys configured.")
 
     @field_validator("window_seconds")
     @classmethod
