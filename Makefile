@@ -76,6 +76,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/dashboard_push.py --rounds 20
 	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
 	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
+	$(BIN)/python bench/nlp_stage_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --events 4000 --repeat 5 --json build/bench/nlp_stage.json
+	$(BIN)/python bench/producer_bench.py --json build/bench/producer.json
 	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
 	$(BIN)/python bench/cluster_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --rate 500 --duration 10 --allout-events 10000 --json build/bench/cluster.json

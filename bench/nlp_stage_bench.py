@@ -43,7 +43,7 @@ from typing import Any  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT, machine, write_json  # noqa: E402
-from bench.e2e_bench import load_texts  # noqa: E402
+from bench.e2e.plan import load_texts  # noqa: E402
 from services.core.events import RawFeedback, stable_event_id  # noqa: E402
 from services.core.ops import EVENTS_OUT  # noqa: E402
 from services.core.settings import Settings, load_settings  # noqa: E402
