@@ -1,6 +1,6 @@
 """Webhook delivery of alert and case events: message formats, signatures, retries.
 
-Formats: ``generic`` posts the event document itself (alert.v2 or case.v1, told apart by its
+Formats: ``generic`` posts the event document itself (alert.v3 or case.v1, told apart by its
 ``schema`` field); ``dingtalk``, ``wecom`` (企业微信) and ``feishu`` post the markdown/text
 message their group robots accept.
 
@@ -168,11 +168,17 @@ def _title_and_lines(event: Alert | CaseEvent, customer_text: CustomerText,
 
 
 def _generic_payload(event: Alert | CaseEvent, customer_text: CustomerText) -> dict:
-    """The event document, with the customer's words left out under ``none``."""
+    """The event document, with the customer's words left out under ``none``: the message's
+    quote, and an explanation's comment excerpts (their event ids stay) and keywords."""
     payload: dict = json.loads(event.to_bytes())
     if customer_text == "none":
         if isinstance(event, Alert):
             payload["message"] = without_customer_text(event.message)
+            explanation = payload.get("explanation")
+            if explanation:
+                explanation["terms"] = []
+                for comment in explanation["comments"]:
+                    comment.update(text="", evidence=[])
         else:
             comment = _case_comment(event, customer_text)
             payload["comment"] = comment
