@@ -225,6 +225,50 @@ def test_generic_webhooks_leave_out_the_customers_words_under_none() -> None:
     V3.validate(dropped)
 
 
+def chat_text(format_: str, alert: Alert, customer_text: str = "snippet") -> str:
+    body = json.loads(build_request(Webhook(url="http://x/y", format=format_), alert,
+                                    customer_text=customer_text).body)
+    if format_ == "dingtalk":
+        return body["markdown"]["text"]
+    if format_ == "wecom":
+        return body["markdown"]["content"]
+    return body["content"]["text"]
+
+
+HOSTILE = ALERT_V3.model_copy(update={"explanation": EXPLANATION.model_copy(update={
+    "topics": [EXPLANATION.topics[0].model_copy(update={"topic": "[点我](http://evil.cn)"}),
+               *(EXPLANATION.topics[0].model_copy(update={"topic": f"t{i}", "lift": None})
+                 for i in range(4))],
+    "breaching_channel": "app", "breaching_stage": None,
+    "comments": [EXPLANATION.comments[0].model_copy(update={
+        "text": '<at user_id="all">所有人</at> **快看** ![x](http://evil.cn/a.png) ' + "长" * 100,
+        "evidence": []})]})})
+
+
+@pytest.mark.parametrize("format_", ["dingtalk", "wecom", "feishu"])
+def test_chat_messages_carry_a_short_explanation(format_: str) -> None:
+    text = chat_text(format_, ALERT_V3)
+    assert "主要话题 top topics: logistics_delivery 40% (基线 10%, ×4.0)" in text
+    assert "集中在 breach in: 渠道 channel app, 阶段 stage 售后" in text
+    assert "例 example: 「配送太慢了」" in text
+    assert "例 example" not in chat_text(format_, ALERT_V3, "none")
+    resolved = ALERT_V3.model_copy(update={"status": "resolved"})
+    assert "主要话题" not in chat_text(format_, resolved)
+
+
+@pytest.mark.parametrize("format_", ["dingtalk", "wecom", "feishu"])
+def test_chat_explanations_are_inert_and_short(format_: str) -> None:
+    text = chat_text(format_, HOSTILE)
+    topics_line = next(line for line in text.splitlines() if line.startswith("主要话题"))
+    assert topics_line.count(";") == 2, "three topics at most"
+    assert "t1 40% (基线 10%, 新 new)" in topics_line and "t2" not in topics_line
+    assert "http://" not in text and "<at" not in text
+    if format_ != "feishu":
+        assert "[点我]" not in text and "**" not in text and "![" not in text
+    example = next(line for line in text.splitlines() if line.startswith("例 example"))
+    assert len(example) < 100 and "……" not in example
+
+
 # ------------------------------------------------------------------------------ the store
 
 def test_explanations_are_stored_with_the_alert_and_carried_to_its_resolution(
