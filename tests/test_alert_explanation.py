@@ -443,3 +443,91 @@ def test_alert_v2_messages_are_still_read_by_every_consumer(
     assert done.returncode == 0, done.stderr.decode()
     (line,) = done.stdout.splitlines()
     V3.validate(json.loads(line))
+
+
+# ------------------------------------------------------------------------------ dashboard
+
+SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+PWN = '<img src=x data-pwned onerror="window.__pwned=1">'
+
+
+def shown_alert() -> Alert:
+    """A firing alert as the dashboard gets it: a realistic explanation, one comment of which
+    carries markup, and spans past an astral character (code points, not UTF-16 units)."""
+    now = utc_now().replace(microsecond=0)
+    billing = EXPLANATION.topics[0].model_copy(update={
+        "topic": "billing", "mentions": 30, "share": 30 / 70, "baseline_share": 0.0,
+        "lift": None, "sentiment": -0.8, "impact": 0.3, "contribution": 0.3})
+    delivery = EXPLANATION.topics[0].model_copy(update={
+        "topic": "logistics_delivery", "mentions": 12, "share": 12 / 70, "baseline_share": 0.3,
+        "lift": 0.571, "sentiment": -0.8, "impact": 0.083, "contribution": -0.217})
+    comments = [
+        EXPLANATION.comments[0].model_copy(update={
+            "event_id": "x1", "channel": "call", "text": "账单上重复扣费，电话也一直打不通",
+            "evidence": [(5, 7)]}),
+        EXPLANATION.comments[0].model_copy(update={
+            "event_id": "x2", "channel": "call", "text": "😡又被扣费了两次", "evidence": [(3, 5)]}),
+        EXPLANATION.comments[0].model_copy(update={
+            "event_id": "x3", "channel": "call", "text": PWN + "乱扣费", "evidence": []}),
+    ]
+    explanation = EXPLANATION.model_copy(update={
+        "value": 0.6, "baseline_value": 0.3, "volume": 70, "baseline_volume": 40,
+        "topics": [billing, delivery], "breaching_channel": "call", "breaching_stage": "售后",
+        "comments": comments,
+        "terms": [EXPLANATION.terms[0].model_copy(update={"term": "扣费", "count": 30})]})
+    return ALERT_V3.model_copy(update={
+        "alert_id": "explained", "dedupe_key": "hotline-negative:hotline",
+        "rule_id": "hotline-negative", "touchpoint": "hotline", "value": 0.6,
+        "window_start": now - timedelta(minutes=5), "window_end": now, "fired_at": now,
+        "emitted_at": now, "explanation": explanation,
+        "message": "[firing] hotline: negative_share 0.600 > 0.4 over 70 events."})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+def test_the_alert_panel_shows_the_explanation(broker: LocalBroker, settings: Settings,
+                                               tmp_path: Path) -> None:
+    from tests.test_dashboard_browser import browser
+
+    create_topics(settings, broker.bootstrap)
+    alert = shown_alert()
+
+    async def main() -> None:
+        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
+        try:
+            await migrate(store)
+            old = ALERT.model_copy(update={"alert_id": "old", "dedupe_key": "old",
+                                           "fired_at": alert.fired_at - timedelta(minutes=1)})
+            await queries.record_alerts(store, [(alert, alert.window_end),
+                                                (old, old.window_end)], 1)
+            async with running(settings, ("ingest",), broker.bootstrap, store=store) as api, \
+                    browser() as chromium:
+                page = await chromium.new_page(viewport={"width": 1280, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await page.goto(f"{api}/dashboard/#/alerts")
+                row = '#alert-feed tr[data-alert-id="explained"]'
+                await page.wait_for_selector(row, timeout=20000)
+                assert await page.query_selector(
+                    '#alert-feed tr[data-alert-id="old"] details.explain') is None
+                await page.click(f"{row} details.explain summary")
+                topics = [await r.get_attribute("data-topic") for r in
+                          await page.query_selector_all(f"{row} .explain-topics tbody tr")]
+                assert topics == ["billing", "logistics_delivery"]
+                assert "渠道 call · 阶段 售后" in await page.inner_text(f"{row} .explain-breach")
+                assert "扣费" in await page.inner_text(f"{row} .explain-terms")
+                marks = [await m.inner_text() for m in
+                         await page.query_selector_all(f"{row} .explain-comments mark")]
+                assert marks == ["扣费", "扣费"], "spans count code points (😡 is one)"
+                hostile = await page.inner_text(f'{row} li[data-event-id="x3"]')
+                assert PWN in hostile, "markup is shown as text"
+                assert await page.evaluate(
+                    "() => [document.querySelectorAll('[data-pwned]').length,"
+                    " window.__pwned ?? null]") == [0, None]
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                await page.locator(row).screenshot(path=str(SHOTS / "alert-explanation.png"))
+                assert errors == [], errors
+        finally:
+            await store.close()
+
+    run(main())

@@ -8,6 +8,7 @@ import {
 } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
+import { explainPanel } from './explain.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, STAGES, catalogue, gapBand, setCatalogue, windowLabel,
@@ -521,7 +522,8 @@ function renderAlerts(view) {
     }, h('td', {}, formatTime(a.fired_at)), h('td', {}, t(`sev_${a.severity}`)),
     h('td', {}, h('a', { href: `#/touchpoint/${encodeURIComponent(a.touchpoint)}` }, a.touchpoint)),
     h('td', {}, a.rule_id), h('td', {}, `${a.metric} ${a.operator ?? ''} ${fmt.num(a.threshold)}: ${fmt.num(a.value)}`),
-    h('td', {}, t(`status_${a.status}`)), h('td', { class: 'wrap' }, a.message))));
+    h('td', {}, t(`status_${a.status}`)),
+    h('td', { class: 'wrap' }, a.message, explainPanel(a.explanation)))));
   };
   const drawCases = () => {
     // Redraws keep what someone is typing and where the keyboard focus is.
