@@ -531,3 +531,36 @@ def test_the_alert_panel_shows_the_explanation(broker: LocalBroker, settings: Se
             await store.close()
 
     run(main())
+
+
+# ------------------------------------------------------------------------------ bench
+
+def test_the_bench_events_are_valid_and_its_summary_checks_the_targets() -> None:
+    """bench/explain_bench.py: its events carry evidence on their topic's word, and its
+    verdicts follow the measured figures (a short run is `make bench`'s, not a test's)."""
+    import argparse
+    import random
+
+    from bench.explain_bench import TOPICS, event, summarise
+
+    rng = random.Random(3)
+    document = EnrichedFeedback.model_validate_json(
+        event(1, "tp", ["price_fees", "waiting_time"], "call", True, rng))
+    for tag in document.topics:
+        (start, end), = tag.evidence
+        assert document.text[start:end] in TOPICS[tag.id][2]
+    args = argparse.Namespace(trials=3, rate=10, inject_per_tick=1, seed=1)
+
+    def trial(top1: bool, ms: float) -> dict:
+        return {"touchpoint": "tp", "topic": "a", "channel": "app", "fired": True,
+                "explained": True, "ranked": ["a" if top1 else "b"], "top1": top1,
+                "breaching_channel": "app", "channel_named": True, "computed_ms": ms,
+                "latency_s": 1.0}
+
+    good = summarise(args, [trial(True, 40.0)] * 3, 100)
+    assert good["targets"] == {"injected_topic_first_share >= 0.95": True,
+                               "explanation_ms_p95 <= 200": True}
+    bad = summarise(args, [trial(True, 40.0), trial(False, 400.0), trial(True, 50.0)], 100)
+    assert bad["targets"] == {"injected_topic_first_share >= 0.95": False,
+                              "explanation_ms_p95 <= 200": False}
+    assert "**missed**" in bad["markdown"] and "ranked b" in bad["markdown"]
