@@ -514,6 +514,9 @@ def test_the_alert_panel_shows_the_explanation(broker: LocalBroker, settings: Se
                 topics = [await r.get_attribute("data-topic") for r in
                           await page.query_selector_all(f"{row} .explain-topics tbody tr")]
                 assert topics == ["billing", "logistics_delivery"]
+                assert await page.inner_text(
+                    f'{row} tr[data-topic="logistics_delivery"] td') == "物流/配送", \
+                    "display names from GET /v1/taxonomy"
                 assert "渠道 call · 阶段 售后" in await page.inner_text(f"{row} .explain-breach")
                 assert "扣费" in await page.inner_text(f"{row} .explain-terms")
                 marks = [await m.inner_text() for m in

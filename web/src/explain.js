@@ -59,13 +59,13 @@ export function highlighted(text, spans) {
   return out;
 }
 
-function topicsTable(topics) {
+function topicsTable(topics, nameOf) {
   const head = ['topic', 'share', 'baseline', 'lift', 'sentiment', 'contribution']
     .map((key) => el('th', { scope: 'col' }, word(key)));
   return el('table', { class: 'grid explain-topics' },
     el('thead', {}, el('tr', {}, head)),
     el('tbody', {}, topics.map((topic) => el('tr', { 'data-topic': topic.topic },
-      el('td', {}, topic.topic), el('td', {}, percent(topic.share)),
+      el('td', { title: topic.topic }, nameOf(topic.topic)), el('td', {}, percent(topic.share)),
       el('td', {}, percent(topic.baseline_share)),
       el('td', {}, topic.lift === null ? word('new') : `×${number(topic.lift, 1)}`),
       el('td', {}, number(topic.sentiment, 2)), el('td', {}, signed(topic.contribution))))));
@@ -86,8 +86,8 @@ function breachLine(explanation) {
 }
 
 // The panel for one alert row, or null when the alert has no explanation (event alerts,
-// alerts written before alert.v3).
-export function explainPanel(explanation) {
+// alerts written before alert.v3). ``nameOf`` maps a topic id to its display name.
+export function explainPanel(explanation, nameOf = (id) => id) {
   if (!explanation || typeof explanation !== 'object') return null;
   const topics = Array.isArray(explanation.topics) ? explanation.topics : [];
   const terms = Array.isArray(explanation.terms) ? explanation.terms : [];
@@ -95,7 +95,7 @@ export function explainPanel(explanation) {
   return el('details', { class: 'explain' },
     el('summary', {}, word('why')),
     breachLine(explanation),
-    topics.length ? topicsTable(topics) : null,
+    topics.length ? topicsTable(topics, nameOf) : null,
     terms.length ? el('p', { class: 'explain-terms' }, `${word('terms')}: `,
       terms.map((term) => `${term.term} ×${number(term.lift, 1)}`).join(', ')) : null,
     comments.length ? el('ul', { class: 'explain-comments', 'aria-label': word('examples') },
