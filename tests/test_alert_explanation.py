@@ -295,6 +295,53 @@ def test_explanations_are_stored_with_the_alert_and_carried_to_its_resolution(
     run(main())
 
 
+SCOPED = """
+rules:
+  - {id: scoped, type: threshold, metric: complaint_rate, operator: ">", threshold: 0.3,
+     lookback_s: 300, scope: {channels: [call], stages: [售后], topics: [billing]}}
+"""
+
+
+def test_an_explanation_reads_only_the_rules_scope(store_url: str, tmp_path: Path) -> None:
+    """Channel, stage and topic scope filter the events explained (SQL on both backends)."""
+    from services.alerting.explain import explanation
+    from services.scoring.sink import feedback_row
+
+    path = tmp_path / "scoped.yaml"
+    path.write_text(SCOPED, encoding="utf-8")
+    rule = load_rules(path).rules[0]
+    end = NOW
+    inside = [feedback("x1", "billing", "call", end - timedelta(seconds=10)),
+              feedback("x2", "billing", "call", end - timedelta(seconds=20), 1)]
+    outside = [feedback("o1", "billing", "app", end - timedelta(seconds=10)),
+               feedback("o2", "logistics_delivery", "call", end - timedelta(seconds=10)),
+               feedback("o3", "billing", "call", end - timedelta(seconds=10)).model_copy(
+                   update={"stage": "售前"}),
+               feedback("o4", "billing", "call", end - timedelta(seconds=700))]
+    before = [feedback("b1", "price_value", "call", end - timedelta(seconds=310)).model_copy(
+        update={"topics": [feedback("t", "billing", "call", end).topics[0].model_copy(
+            update={"sentiment": AspectSentiment(score=0.7, label="positive")})]})]
+    m = Measurement(1.0, None, 2, True, False, end - timedelta(seconds=300), end)
+
+    async def main() -> None:
+        store = await open_store(store_url)
+        try:
+            await migrate(store)
+            await store.insert("feedback", [feedback_row(e, 1)
+                                            for e in inside + outside + before])
+            return await explanation(store, rule, window_kind(rule).explain(rule, m),
+                                     "hotline", m)
+        finally:
+            await store.close()
+
+    found = run(main())
+    assert (found.metric, found.volume, found.baseline_volume) == ("complaint_rate", 2, 1)
+    assert (found.value, found.baseline_value) == (1.0, 0.0)
+    assert [c.event_id for c in found.comments] == ["x1", "x2"]
+    assert [(s.value, s.volume) for s in found.channels] == [("call", 2)]
+    assert found.topics[0].topic == "billing" and found.topics[0].contribution == 1.0
+
+
 # ------------------------------------------------------------------------------ end to end
 
 RULES = """
