@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import random
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import percentiles  # noqa: E402
 from services.core.broker import LocalBroker  # noqa: E402
 from services.core.events import (  # noqa: E402
     AspectSentiment,
@@ -99,11 +99,6 @@ def background_event(n: int, touchpoint: str, rng: random.Random) -> bytes:
     topics = rng.sample(sorted(TOPICS), rng.choice((1, 1, 2)))
     negative = rng.random() < max(TOPICS[t][1] for t in topics)
     return event(n, touchpoint, topics, rng.choice(CHANNELS), negative, rng)
-
-
-def nearest_rank(values: list[float], q: float) -> float | None:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else None
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -202,11 +197,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def summarise(args: argparse.Namespace, trials: list[dict[str, Any]], sent: int) -> dict[str, Any]:
     alerts = [t for t in trials if t["explained"]]
-    times = [t["computed_ms"] for t in alerts]
-    latencies = [t["latency_s"] for t in alerts if t["latency_s"] is not None]
+    times = percentiles(t["computed_ms"] for t in alerts)
+    latency_p95 = percentiles(t["latency_s"] for t in alerts if t["latency_s"] is not None)["p95"]
     top1 = sum(t["top1"] for t in alerts) / len(alerts) if alerts else 0.0
     named = sum(t["channel_named"] for t in alerts) / len(alerts) if alerts else 0.0
-    p95 = nearest_rank(times, 95)
+    p95 = times["p95"]
     command = (f"python bench/explain_bench.py --trials {args.trials} --rate {args.rate} "
                f"--inject-per-tick {args.inject_per_tick} --seed {args.seed}")
     result: dict[str, Any] = {
@@ -214,9 +209,8 @@ def summarise(args: argparse.Namespace, trials: list[dict[str, Any]], sent: int)
         "explained": len(alerts), "background_rate_per_s": args.rate, "events_sent": sent,
         "injected_topic_first_share": round(top1, 4),
         "breaching_channel_named_share": round(named, 4),
-        "explanation_ms_p50": nearest_rank(times, 50), "explanation_ms_p95": p95,
-        "explanation_ms_max": max(times) if times else None,
-        "alert_latency_s_p95": nearest_rank(latencies, 95),
+        "explanation_ms_p50": times["p50"], "explanation_ms_p95": p95,
+        "explanation_ms_max": times["max"], "alert_latency_s_p95": latency_p95,
         "targets": {"injected_topic_first_share >= 0.95": top1 >= TARGET_TOP1,
                     "explanation_ms_p95 <= 200": p95 is not None and p95 <= TARGET_P95_MS},
         "trials_detail": trials,
@@ -234,10 +228,9 @@ def summarise(args: argparse.Namespace, trials: list[dict[str, Any]], sent: int)
         f"| alerts naming the injected channel as the breaching one | {named:.1%} | – | – |",
         f"| explanation time p95 (added to firing) | {p95} ms | ≤ 200 ms | "
         f"{'met' if p95 is not None and p95 <= TARGET_P95_MS else '**missed**'} |",
-        f"| explanation time p50 / max | {nearest_rank(times, 50)} / "
-        f"{max(times) if times else None} ms | | |",
+        f"| explanation time p50 / max | {times['p50']} / {times['max']} ms | | |",
         f"| alert latency p95 (newest breaching event received → alert emitted) | "
-        f"{nearest_rank(latencies, 95)} s | | |",
+        f"{latency_p95} s | | |",
         f"| trials fired / run | {result['fired']} / {len(trials)} | | |", ""]
     if missed:
         lines += ["Trials where the explanation missed:", ""]
