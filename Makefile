@@ -62,7 +62,7 @@ test-fast: $(STAMP) system-deps
 train: $(STAMP)
 	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 
-## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; ~13-17 minutes
+## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; ~15-19 minutes
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps
@@ -79,6 +79,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/nlp_stage_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --events 4000 --repeat 5 --json build/bench/nlp_stage.json
 	$(BIN)/python bench/producer_bench.py --json build/bench/producer.json
 	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json
+	$(BIN)/python bench/explain_bench.py --trials 20 --json build/bench/explain.json
 	$(BIN)/python bench/e2e_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv $(BENCH_E2E_ARGS) --json build/bench/e2e.json
 	$(BIN)/python bench/cluster_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --rate 500 --duration 10 --allout-events 10000 --json build/bench/cluster.json
 	$(BIN)/python bench/broker_loss.py --rates 200,1000 --seconds 20 --json build/bench/broker_loss.json

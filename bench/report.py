@@ -339,6 +339,13 @@ def voc_section(voc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def explain_section(explain: dict[str, Any]) -> list[str]:
+    """Issue 17's explanation targets, as ``bench/explain_bench.py`` measured them."""
+    return ["Alert explanations ([docs/alerting.md](alerting.md#explanations)): does the "
+            "explanation of an alert rank the injected cause first, and what does computing "
+            "it add to firing.", "", explain["markdown"]]
+
+
 def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, Any]]:
     nlp = _load(out_dir / "nlp.json")
     e2e = _load(out_dir / "e2e.json")
@@ -388,6 +395,8 @@ def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, 
             lines += topics_section(payload)
         elif name == "voc_eval.json" and isinstance(payload, dict):
             lines += voc_section(payload)
+        elif name == "explain.json" and isinstance(payload, dict):
+            lines += explain_section(payload)
         elif isinstance(payload, dict) and isinstance(payload.get("markdown"), str):
             lines.append(payload["markdown"])
         else:

@@ -62,6 +62,7 @@ def create_app(settings: Settings, bootstrap: str, store: Store,
 
 def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> None:
     """Mount every service's query router on ``app``, and the dashboard."""
+    from services.nlp.taxonomy import load_taxonomy_spec
     from services.scoring.api import build_router
     from services.scoring.expectations import load_expectations
     from services.web.feed import LiveFeed
@@ -69,7 +70,8 @@ def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> N
 
     app.include_router(build_router(store, load_expectations(settings.expectations_path),
                                     settings.window_seconds,
-                                    max_range_days=settings.query_max_range_days))
+                                    max_range_days=settings.query_max_range_days,
+                                    taxonomy=load_taxonomy_spec(settings.taxonomy_path)))
     app.include_router(build_dashboard(LiveFeed(store, settings.window_seconds), access))
 
 

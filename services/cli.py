@@ -196,7 +196,7 @@ def alerting(ctx: click.Context) -> None:
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z",
                                                   "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
               required=True, help="End (event time; UTC unless an offset is given).")
-@click.option("--json", "as_json", is_flag=True, help="One alert.v2 JSON document per line.")
+@click.option("--json", "as_json", is_flag=True, help="One alert.v3 JSON document per line.")
 def alerting_backtest(rules_path: str, start: datetime, end: datetime, as_json: bool) -> None:
     """Replay stored history (VOC_CLICKHOUSE_URL) and print what the rules would have fired."""
     from pathlib import Path

@@ -274,7 +274,9 @@ def alerts() -> None:
 @alerts.command("tail")
 @_tail_options(ALERT_STATUSES)
 def alerts_tail(**options: Any) -> None:
-    """Print alerts (alert.v2) from <prefix>.alerts as JSON lines, following new ones.
+    """Print alerts (alert.v3) from <prefix>.alerts as JSON lines, following new ones.
+
+    Alerts written as alert.v2 (before explanations) are printed as alert.v3 without one.
 
     Reads VOC_KAFKA_BOOTSTRAP (default: `voc up`'s local broker) and VOC_TOPIC_PREFIX, like
     the services. Ctrl-C stops it; so does the reader closing the pipe (`| head`).

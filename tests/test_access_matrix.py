@@ -57,6 +57,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/v1/sources/{source}/reviews"): "ingest",
     ("GET", "/v1/metrics"): "viewer",
     ("GET", "/v1/touchpoints"): "viewer",
+    ("GET", "/v1/taxonomy"): "viewer",
     ("GET", "/v1/scores"): "viewer",
     ("GET", "/v1/drivers"): "viewer",
     ("GET", "/v1/feedback"): "viewer",

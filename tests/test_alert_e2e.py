@@ -38,7 +38,7 @@ from tests.pipeline_harness import eventually, read_topic, running, store_and_pr
 
 pytestmark = pytest.mark.slow
 
-VALIDATOR = Draft202012Validator(schemas.topic_schema("alert.v2"),
+VALIDATOR = Draft202012Validator(schemas.topic_schema("alert.v3"),
                                  format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 

@@ -131,7 +131,7 @@ async def scenario(api_url: str, store: Store, settings: Settings, bootstrap: st
 
     alert_messages = read_topic(bootstrap, settings.topic("alerts"))
     assert [m["touchpoint"] for _, m in alert_messages] == ["delivery"]
-    validator = Draft202012Validator(schemas.topic_schema("alert.v2"),
+    validator = Draft202012Validator(schemas.topic_schema("alert.v3"),
                                      format_checker=Draft202012Validator.FORMAT_CHECKER)
     validator.validate(alert_messages[0][1])
     assert alert_messages[0][1]["alert_id"] == first["alerts"][0]["alert_id"]

@@ -13,6 +13,12 @@ from pydantic import ValidationError
 import schemas
 from services.core.events import (
     Alert,
+    AlertV2,
+    ExampleComment,
+    Explanation,
+    SplitFigure,
+    TermLift,
+    TopicDriver,
     CaseEvent,
     DeadLetter,
     EnrichedFeedback,
@@ -61,6 +67,23 @@ ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", rule_type="thr
               fired_at=NOW, resolved_at=None, emitted_at=NOW, team="ops", owner=None,
               notify=["dingtalk"], open_case=True, event_ids=[], latest_received_at=NOW,
               message="m")
+ALERT_V2 = AlertV2(**ALERT.model_dump(exclude={"schema_", "explanation"}))
+EXPLANATION = Explanation(
+    metric="negative_share", direction="up", value=0.8, baseline_value=0.2, volume=30,
+    baseline_volume=25, baseline_start=NOW, baseline_end=NOW,
+    topics=[TopicDriver(topic="logistics_delivery", mentions=12, share=0.4, baseline_share=0.1,
+                        lift=4.0, sentiment=-0.7, impact=0.3, contribution=0.25)],
+    channels=[SplitFigure(value="app", volume=20, baseline_volume=15, metric_value=0.9,
+                          baseline_value=0.2, contribution=0.4)],
+    stages=[SplitFigure(value="售后", volume=30, baseline_volume=25, metric_value=0.8,
+                        baseline_value=0.2, contribution=0.6)],
+    breaching_channel="app", breaching_stage="售后",
+    terms=[TermLift(term="太慢", count=9, share=0.3, baseline_share=0.04, lift=6.5)],
+    comments=[ExampleComment(event_id="e1", channel="app", stage="售后", sentiment=-0.9,
+                             topics=["logistics_delivery"], text="配送太慢了",
+                             evidence=[(0, 2)])],
+    computed_ms=12.5)
+ALERT_V3 = ALERT.model_copy(update={"explanation": EXPLANATION})
 CASE = CaseEvent(event_id="ce", case_id="c", seq=1, action="opened", status="open", at=NOW,
                  actor="alerting", comment=None, severity="critical", team="ops", assignee=None,
                  escalation_level=0, touchpoint="delivery", rule_id="r", alert_ids=["a"],
@@ -71,7 +94,8 @@ LETTER = DeadLetter(stage="nlp", topic="t", partition=0, offset=5, reason="bad",
                     original_base64="", failed_at=NOW)
 
 CASES = [("feedback.raw.v2", RawFeedback, RAW), ("feedback.enriched.v2", EnrichedFeedback, ENRICHED),
-         ("score.v2", Score, SCORE), ("alert.v2", Alert, ALERT), ("case.v1", CaseEvent, CASE),
+         ("score.v2", Score, SCORE), ("alert.v2", AlertV2, ALERT_V2), ("alert.v3", Alert, ALERT_V3),
+         ("case.v1", CaseEvent, CASE),
          ("deadletter.v1", DeadLetter, LETTER)]
 
 
@@ -118,6 +142,38 @@ def test_model_and_schema_reject_the_same_bad_input(name: str, model: type, samp
     assert list(validator(name).iter_errors(document))
     with pytest.raises(ValidationError):
         model.model_validate(document)
+
+
+def test_alert_v2_messages_are_read_as_v3_without_an_explanation() -> None:
+    """Every consumer of the alerts topic (cases, webhooks, CLI tail, dashboard) parses with
+    ``Alert``: a message written before alert.v3 must still be read, and written back as a
+    valid alert.v3 document."""
+    old = ALERT_V2.to_bytes()
+    validator("alert.v2").validate(json.loads(old))
+    read = Alert.model_validate_json(old)
+    assert read.explanation is None and read.schema_ == "alert.v3"
+    assert read.model_dump(exclude={"schema_", "explanation"}) == \
+        ALERT_V2.model_dump(exclude={"schema_"})
+    validator("alert.v3").validate(json.loads(read.to_bytes()))
+
+
+def test_alert_v2_messages_are_held_to_their_own_contract() -> None:
+    """An alert.v2 document with a v3 field is refused, as its schema refuses it."""
+    document = {**json.loads(ALERT_V2.to_bytes()), "explanation": None}
+    assert list(validator("alert.v2").iter_errors(document))
+    with pytest.raises(ValidationError):
+        Alert.model_validate(document)
+
+
+def test_explanation_bounds_match_the_schema() -> None:
+    document = json.loads(ALERT_V3.to_bytes())
+    too_many = {**document, "explanation": {**document["explanation"],
+                                            "comments": document["explanation"]["comments"] * 4}}
+    too_long = _set(document, "explanation.comments.0.text", "长" * 161)
+    for broken in (too_many, too_long):
+        assert list(validator("alert.v3").iter_errors(broken))
+        with pytest.raises(ValidationError):
+            Alert.model_validate(broken)
 
 
 def test_raw_rejects_out_of_range_values_like_the_schema() -> None:

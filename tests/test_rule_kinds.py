@@ -1,7 +1,7 @@
 """The table of rule kinds (services/alerting/kinds/).
 
 Without I/O: the rules file's union is the table, an unknown kind is a load error naming the
-file and line, every kind's alerts fit the alert.v2 contract, and history spans merge into
+file and line, every kind's alerts fit the alert.v3 contract, and history spans merge into
 disjoint periods.
 
 On the real broker and both store backends: one sample rule of every kind in the table,
@@ -113,11 +113,11 @@ def test_an_unknown_kind_is_a_load_error_naming_the_file_and_the_line_of_its_typ
 
 
 def test_every_kind_may_appear_in_an_alert_event() -> None:
-    """The alert's rule_type is a closed enum in events.py and alert.v2: a kind missing there
+    """The alert's rule_type is a closed enum in events.py and alert.v3: a kind missing there
     could not publish its alerts."""
     names = {kind_name(model) for model in models()}
     assert names <= set(get_args(RuleType))
-    assert names <= set(schemas.topic_schema("alert.v2")["properties"]["rule_type"]["enum"])
+    assert names <= set(schemas.topic_schema("alert.v3")["properties"]["rule_type"]["enum"])
 
 
 def test_history_spans_merge_into_disjoint_periods() -> None:

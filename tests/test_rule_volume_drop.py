@@ -37,7 +37,7 @@ from tests.pipeline_harness import eventually, running, store_and_producer
 from tests.test_alert_e2e import alerts_on_topic, event, produce, tuned
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v2"),
+ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v3"),
                                     format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 

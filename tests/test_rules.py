@@ -30,7 +30,7 @@ from services.core.events import (
 )
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v2"),
+ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v3"),
                                     format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 

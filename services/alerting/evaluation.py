@@ -18,7 +18,7 @@ from services.alerting.engine import KeyState, Measurement, Transition, alert_id
 from services.alerting.kinds import window_kind
 from services.alerting.kinds.base import Loader, Points, Rows, Wanted
 from services.alerting.rulebase import RuleBase
-from services.core.events import Alert, AlertStatus
+from services.core.events import Alert, AlertStatus, Explanation
 from services.core.store import Store
 
 
@@ -52,9 +52,11 @@ async def load(store: Store, rules: Sequence[RuleBase], points: Points) -> Loade
 
 def lifecycle_alert(rule: Any, touchpoint: str, state: KeyState, transition: Transition,
                     m: Measurement, now: datetime,
-                    latest_received_at: datetime | None = None) -> Alert:
+                    latest_received_at: datetime | None = None,
+                    explanation: Explanation | None = None) -> Alert:
     """The alert event of a transition (the same alert_id for its firing and its resolution),
-    worded as the rule's kind describes what it measured."""
+    worded as the rule's kind describes what it measured, with the explanation the live
+    worker computed (services/alerting/explain.py; the backtest computes none)."""
     described = window_kind(rule).describe(rule, m)
     status: AlertStatus = "firing" if transition == "fire" else "resolved"
     key = metric_key(rule.id, touchpoint)
@@ -70,7 +72,7 @@ def lifecycle_alert(rule: Any, touchpoint: str, state: KeyState, transition: Tra
         resolved_at=now if status == "resolved" else None, emitted_at=now,
         team=rule.route.team, owner=rule.route.owner, notify=rule.route.notify,
         open_case=rule.route.open_case and status == "firing", event_ids=[],
-        latest_received_at=latest_received_at,
+        latest_received_at=latest_received_at, explanation=explanation,
         message=(f"[{status}] {touchpoint}: {described.what} over {m.volume} "
                  f"{described.counted}. {rule.description}").strip(),
     )

@@ -11,7 +11,7 @@ every value goes through the store's escaper, so no customer text is ever splice
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import ValidationError
 
-from services.core.events import Alert, CaseEvent, CaseStatus, EnrichedFeedback
+from services.core.events import Alert, CaseEvent, CaseStatus, EnrichedFeedback, Explanation
 from services.core.store import Store
 
 log = structlog.get_logger(__name__)
@@ -151,6 +151,157 @@ async def enriched_events(store: Store, lo: datetime, hi: datetime) -> list[Enri
     return events
 
 
+# ---------------------------------------------------------------------------- explanations
+
+@dataclass(frozen=True)
+class ExplainScope:
+    """The stored feedback an explanation reads: one touchpoint, the rule's channel, stage
+    and topic scope, and two periods of event time (the window and its baseline)."""
+
+    touchpoint: str
+    channels: Sequence[str] | None
+    stages: Sequence[str] | None
+    topics: Sequence[str] | None
+    lo: datetime
+    hi: datetime
+    baseline_lo: datetime
+    baseline_hi: datetime
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause (events of either period, on time, in scope) and its values; the
+        ``cur`` expression tells the window's events (1) from the baseline's (0)."""
+        sql = (" WHERE touchpoint = %(touchpoint)s AND too_late = 0"
+               " AND ((occurred_at >= %(lo)s AND occurred_at < %(hi)s)"
+               " OR (occurred_at >= %(blo)s AND occurred_at < %(bhi)s))")
+        params: dict[str, Any] = {"touchpoint": self.touchpoint, "lo": self.lo, "hi": self.hi,
+                                  "blo": self.baseline_lo, "bhi": self.baseline_hi}
+        if self.channels:
+            sql += " AND channel IN %(channels)s"
+            params["channels"] = tuple(self.channels)
+        if self.stages:
+            sql += " AND stage IN %(stages)s"
+            params["stages"] = tuple(self.stages)
+        if self.topics:
+            sql += " AND hasAny(topics, %(scope_topics)s)"
+            params["scope_topics"] = list(self.topics)
+        return sql, params
+
+
+_IN_WINDOW = "if(occurred_at >= %(lo)s AND occurred_at < %(hi)s, 1, 0) AS cur"
+_MAX_EXPLAIN_GROUPS = 1000
+_MAX_EXPLAIN_TERMS = 500
+
+
+def _explain_aggregates(counts: Mapping[str, str]) -> str:
+    return ", ".join(f"{sql} AS agg_{name}" for name, sql in counts.items())
+
+
+def _counts_of(row: Row, names: Collection[str]) -> dict[str, Any]:
+    return {name: row[f"agg_{name}"] for name in names}
+
+
+@dataclass(frozen=True)
+class CellCounts:
+    """The metric's input counts over one channel x stage cell of one period."""
+
+    channel: str
+    stage: str
+    current: bool
+    counts: dict[str, Any]
+
+
+async def explain_cells(store: Store, scope: ExplainScope,
+                        counts: Mapping[str, str]) -> list[CellCounts]:
+    """``counts`` (name -> aggregate over ``feedback``, from the metric catalogue) per channel
+    x stage and period: channels and stages are closed sets, so the rows are few."""
+    where, params = scope.where()
+    rows = await store.query(
+        f"SELECT channel AS ch, stage AS st, {_IN_WINDOW}, {_explain_aggregates(counts)}"
+        f" FROM feedback FINAL{where} GROUP BY ch, st, cur LIMIT {_MAX_EXPLAIN_GROUPS}", params)
+    return [CellCounts(r["ch"], r["st"], bool(r["cur"]), _counts_of(r, counts)) for r in rows]
+
+
+@dataclass(frozen=True)
+class TopicCounts:
+    """The metric's input counts over the events of one period mentioning one topic, with the
+    sum of the topic's own sentiment in them."""
+
+    topic: str
+    current: bool
+    mentions: int
+    topic_sentiment_sum: float
+    counts: dict[str, Any]
+
+
+async def explain_topics(store: Store, scope: ExplainScope,
+                         counts: Mapping[str, str]) -> list[TopicCounts]:
+    """``counts`` per topic and period over the events mentioning the topic (taxonomy topics:
+    a bounded set; the LIMIT bounds what a store full of odd topic ids could return)."""
+    where, params = scope.where()
+    rows = await store.query(
+        f"SELECT tid, {_IN_WINDOW}, count() AS mentions, sum(tsent) AS tsum,"
+        f" {_explain_aggregates(counts)} FROM feedback FINAL"
+        f" ARRAY JOIN topics AS tid, topic_sentiments AS tsent{where}"
+        " AND length(topics) = length(topic_sentiments)"
+        f" GROUP BY tid, cur ORDER BY mentions DESC, tid LIMIT {_MAX_EXPLAIN_GROUPS}", params)
+    return [TopicCounts(r["tid"], bool(r["cur"]), int(r["mentions"]), float(r["tsum"]),
+                        _counts_of(r, counts)) for r in rows]
+
+
+@dataclass(frozen=True)
+class TermCount:
+    """Events of the window and of the baseline carrying one keyword."""
+
+    term: str
+    count: int
+    baseline_count: int
+
+
+async def explain_terms(store: Store, scope: ExplainScope) -> list[TermCount]:
+    """Keyword counts per period, the window's most frequent first (at most 500: the ranking
+    by lift only ever keeps terms the window carries often)."""
+    where, params = scope.where()
+    rows = await store.query(
+        "SELECT kw, sum(cur) AS n, sum(1 - cur) AS b FROM ("
+        f" SELECT kw, {_IN_WINDOW} FROM feedback FINAL ARRAY JOIN keywords AS kw{where})"
+        f" GROUP BY kw HAVING n > 0 ORDER BY n DESC, kw LIMIT {_MAX_EXPLAIN_TERMS}", params)
+    return [TermCount(r["kw"], int(r["n"]), int(r["b"])) for r in rows]
+
+
+@dataclass(frozen=True)
+class CommentRow:
+    """A candidate representative comment: the window's event and its enriched document."""
+
+    event_id: str
+    channel: str
+    stage: str
+    sentiment: float
+    enriched_json: str
+
+
+async def explain_comments(store: Store, scope: ExplainScope, topic: str | None,
+                           limit: int) -> list[CommentRow]:
+    """The window's most negative events in scope, mentioning ``topic`` when one is given."""
+    where, params = scope.where()
+    where += " AND occurred_at >= %(lo)s AND occurred_at < %(hi)s"
+    if topic is not None:
+        where += " AND has(topics, %(topic)s)"
+        params["topic"] = topic
+    rows = await store.query(
+        "SELECT event_id, channel, stage, sentiment, enriched_json FROM feedback FINAL"
+        f"{where} ORDER BY sentiment, event_id LIMIT %(limit)s", {**params, "limit": limit})
+    return [CommentRow(r["event_id"], r["channel"], r["stage"], float(r["sentiment"]),
+                       r["enriched_json"]) for r in rows]
+
+
+async def stored_explanation(store: Store, alert_id: str) -> str:
+    """The explanation JSON stored with an alert ('' for none or an unknown alert)."""
+    rows = await store.query(
+        "SELECT explanation FROM alerts FINAL WHERE alert_id = %(id)s"
+        " ORDER BY inserted_ms DESC LIMIT 1", {"id": alert_id})
+    return str(rows[0]["explanation"]) if rows else ""
+
+
 # --------------------------------------------------------------------------------- alerts
 
 @dataclass(frozen=True)
@@ -208,7 +359,8 @@ def alert_row(alert: Alert, fired_end: datetime, inserted_ms: int) -> Row:
     """The ``alerts`` table row of an alert event (the current status of its alert)."""
     latency = (None if alert.latest_received_at is None else
                int((alert.emitted_at - alert.latest_received_at).total_seconds() * 1000))
-    row = alert.model_dump(exclude={"schema_", "notify", "open_case"})
+    row = alert.model_dump(exclude={"schema_", "notify", "open_case", "explanation"})
+    row["explanation"] = alert.explanation.model_dump_json() if alert.explanation else ""
     for name in ("channel", "stage", "topic", "team", "owner", "operator"):
         row[name] = row[name] or ""
     row["threshold"] = alert.threshold if alert.threshold is not None else 0.0
@@ -224,7 +376,9 @@ def alert_from_row(row: Row) -> Alert:
         fields[name] = fields.get(name) or None
     for name in ("resolved_at", "latest_received_at"):
         fields[name] = _utc(fields.get(name))
-    return Alert.model_validate({**fields, "schema": "alert.v2", "notify": [],
+    stored = row.get("explanation") or ""
+    fields["explanation"] = Explanation.model_validate_json(stored) if stored else None
+    return Alert.model_validate({**fields, "schema": "alert.v3", "notify": [],
                                  "open_case": False})
 
 

@@ -1,8 +1,11 @@
 """Webhook delivery of alert and case events: message formats, signatures, retries.
 
-Formats: ``generic`` posts the event document itself (alert.v2 or case.v1, told apart by its
+Formats: ``generic`` posts the event document itself (alert.v3 or case.v1, told apart by its
 ``schema`` field); ``dingtalk``, ``wecom`` (企业微信) and ``feishu`` post the markdown/text
-message their group robots accept.
+message their group robots accept. A firing figure alert's message adds its explanation in
+three lines: the top three topics with their share, baseline share and lift, the channel and
+stage the breach is in, and one redacted example comment (not under
+``VOC_ALERT_CUSTOMER_TEXT=none``).
 
 These receivers are third parties, and chat clients render what they get: customer text and
 anything else a sender or operator typed (touchpoint, comments, assignee) goes out redacted,
@@ -35,7 +38,7 @@ import structlog
 
 from services.alerting.kinds.event import CUSTOMER_TEXT
 from services.alerting.rules import Webhook
-from services.core.events import Alert, CaseEvent
+from services.core.events import Alert, CaseEvent, Explanation, TopicDriver
 from services.core.pii import snippet
 
 log = structlog.get_logger(__name__)
@@ -43,6 +46,8 @@ log = structlog.get_logger(__name__)
 SIGNATURE_HEADER = "X-Tingjian-Signature"
 TIMESTAMP_HEADER = "X-Tingjian-Timestamp"
 _ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
+COMMENT_CHARS = 80
+"""An explanation's example comment in a chat message: enough to recognise the complaint."""
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -114,8 +119,37 @@ def _free_text(value: str, customer_text: CustomerText) -> str:
     return snippet(value, 1000)
 
 
+def _topic_figure(topic: TopicDriver, esc: Escape) -> str:
+    """``billing 43% (基线 5%, ×8.6)``: a topic's share now, before, and the lift."""
+    before = "-" if topic.baseline_share is None else f"{topic.baseline_share:.0%}"
+    lift = "新 new" if topic.lift is None else f"×{topic.lift:.1f}"
+    return f"{esc(topic.topic)} {topic.share:.0%} (基线 {before}, {lift})"
+
+
+def _explanation_lines(explanation: Explanation, customer_text: CustomerText,
+                       esc: Escape) -> list[str]:
+    """The explanation as a chat window shows it: the top three topics, where the breach is,
+    and one redacted comment when customer text may leave."""
+    lines = []
+    if explanation.topics:
+        lines.append("主要话题 top topics: "
+                     + "; ".join(_topic_figure(t, esc) for t in explanation.topics[:3]))
+    where = [f"渠道 channel {esc(explanation.breaching_channel)}"
+             if explanation.breaching_channel else "",
+             f"阶段 stage {esc(explanation.breaching_stage)}"
+             if explanation.breaching_stage else ""]
+    if any(where):
+        lines.append("集中在 breach in: " + ", ".join(w for w in where if w))
+    if customer_text != "none" and explanation.comments:
+        comment = explanation.comments[0]
+        lines.append(f"例 example: 「{esc(snippet(comment.text, COMMENT_CHARS))}」")
+    return lines
+
+
 def _alert_lines(alert: Alert, customer_text: CustomerText, esc: Escape) -> list[str]:
     state = "告警" if alert.status == "firing" else "已恢复"
+    explained = (_explanation_lines(alert.explanation, customer_text, esc)
+                 if alert.explanation is not None and alert.status == "firing" else [])
     return [
         f"{_ICON[alert.severity]} [{state}] {esc(alert.rule_id)} ({alert.severity})",
         f"触点 touchpoint: {esc(alert.touchpoint)}"
@@ -124,6 +158,7 @@ def _alert_lines(alert: Alert, customer_text: CustomerText, esc: Escape) -> list
         f"{esc(alert.metric)} = {alert.value:.3f}"
         + (f" (threshold {esc(alert.operator or '')} {alert.threshold})"
            if alert.threshold is not None else ""),
+        *explained,
         f"负责 owner: {esc(alert.team or '-')} / {esc(alert.owner or '-')}",
         esc(_free_text(alert.message, customer_text)),
         f"alert_id: {esc(alert.alert_id)}",
@@ -168,11 +203,17 @@ def _title_and_lines(event: Alert | CaseEvent, customer_text: CustomerText,
 
 
 def _generic_payload(event: Alert | CaseEvent, customer_text: CustomerText) -> dict:
-    """The event document, with the customer's words left out under ``none``."""
+    """The event document, with the customer's words left out under ``none``: the message's
+    quote, and an explanation's comment excerpts (their event ids stay) and keywords."""
     payload: dict = json.loads(event.to_bytes())
     if customer_text == "none":
         if isinstance(event, Alert):
             payload["message"] = without_customer_text(event.message)
+            explanation = payload.get("explanation")
+            if explanation:
+                explanation["terms"] = []
+                for comment in explanation["comments"]:
+                    comment.update(text="", evidence=[])
         else:
             comment = _case_comment(event, customer_text)
             payload["comment"] = comment

@@ -14,6 +14,7 @@ re-delivered input re-emits the same deterministic ``alert_id`` rather than losi
 lifecycle state (bounded, caps.KeyStates) is rebuilt from the ``alerts`` table on start, so a
 restart neither re-pages anyone nor forgets an open alert. At most VOC_ALERT_MAX_PER_RULE
 alerts per rule fire per period; the excess is summarised in one alert (caps.AlertCaps).
+A firing figure alert carries its explanation (explain.py), and its resolution repeats it.
 Alerts that ask for it then open cases, and webhooks deliver them, each from the alerts topic
 in their own consumer group (cases.py, delivery.py).
 """
@@ -44,6 +45,7 @@ from services.alerting.caps import (
 )
 from services.alerting.engine import KeyState, Measurement, metric_key, step
 from services.alerting.evaluation import Loaded, lifecycle_alert, load
+from services.alerting.explain import carried, explain_firing
 from services.alerting.kinds import event_kind, window_kind
 from services.alerting.kinds.base import Points
 from services.alerting.rulebase import WindowRuleBase
@@ -273,8 +275,11 @@ class AlertEvaluator:
         received = None
         if transition == "fire":
             received = await queries.latest_received(self.store, touchpoint, m.start, m.end)
+            explanation = await explain_firing(self.store, rule, touchpoint, m)
+        else:
+            explanation = await carried(self.store, rule, before.alert_id)
         alert = lifecycle_alert(rule, touchpoint, state if transition == "fire" else before,
-                                transition, m, utc_now(), received)
+                                transition, m, utc_now(), received, explanation)
         suppressed = replace(before, last_end=end, fired_end=end, clear_since=None)
         return [Pending(alert, state.fired_end or end, key, state, suppressed)]
 

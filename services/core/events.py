@@ -472,8 +472,10 @@ else:
     )
 
 
-class Alert(_Wire):
-    """``alert.v2``: one lifecycle event (firing, then resolved) of one alert."""
+class AlertV2(_Wire):
+    """``alert.v2``: one lifecycle event (firing, then resolved) of one alert, as written
+    before explanations existed. Kept so old messages are checked against their own contract
+    when ``Alert`` reads them."""
 
     schema_: Literal["alert.v2"] = Field(default="alert.v2", alias="schema")
     alert_id: Annotated[str, StringConstraints(min_length=1)]
@@ -504,6 +506,105 @@ class Alert(_Wire):
     event_ids: list[str]
     latest_received_at: UtcTime | None
     message: str
+
+
+
+# An explanation is read in a chat window and stored with its alert: a few of each figure.
+MAX_EXPLAIN_TOPICS = 5
+MAX_EXPLAIN_TERMS = 10
+MAX_EXPLAIN_COMMENTS = 3
+MAX_COMMENT_CHARS = 160
+MAX_COMMENT_SPANS = 8
+MAX_SPLITS = 16
+
+
+class TopicDriver(_Wire):
+    """One topic's part in an alert: its share of the window against the baseline and how
+    much of the metric's change its feedback carries."""
+
+    topic: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+    mentions: Annotated[int, Field(ge=0)]
+    share: Annotated[float, Field(ge=0, le=1)]
+    baseline_share: Annotated[float, Field(ge=0, le=1)] | None
+    lift: Annotated[float, Field(ge=0)] | None
+    sentiment: Annotated[float, Field(ge=-1, le=1)]
+    impact: float | None
+    contribution: float | None
+
+
+class SplitFigure(_Wire):
+    """The metric within one channel or journey stage, and its part in the change."""
+
+    value: Annotated[str, StringConstraints(max_length=MAX_NAME)]
+    volume: Annotated[int, Field(ge=0)]
+    baseline_volume: Annotated[int, Field(ge=0)]
+    metric_value: float | None
+    baseline_value: float | None
+    contribution: float | None
+
+
+class TermLift(_Wire):
+    """A keyword over-represented in the window against the baseline."""
+
+    term: Keyword
+    count: Annotated[int, Field(ge=1)]
+    share: Annotated[float, Field(ge=0, le=1)]
+    baseline_share: Annotated[float, Field(ge=0, le=1)]
+    lift: Annotated[float, Field(ge=0)]
+
+
+class ExampleComment(_Wire):
+    """A representative comment: a redacted excerpt and the evidence spans within it."""
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+    channel: Annotated[str, StringConstraints(max_length=32)]
+    stage: Annotated[str, StringConstraints(max_length=32)]
+    sentiment: Annotated[float, Field(ge=-1, le=1)]
+    topics: Annotated[list[Annotated[str, StringConstraints(max_length=MAX_NAME)]],
+                      Field(max_length=MAX_EXPLAIN_TOPICS)]
+    text: Annotated[str, StringConstraints(max_length=MAX_COMMENT_CHARS)]
+    evidence: Annotated[list[Span], Field(max_length=MAX_COMMENT_SPANS)]
+
+
+class Explanation(_Wire):
+    """Why a figure alert fired, computed from the stored feedback when it fired."""
+
+    metric: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+    direction: Literal["up", "down"]
+    value: float | None
+    baseline_value: float | None
+    volume: Annotated[int, Field(ge=0)]
+    baseline_volume: Annotated[int, Field(ge=0)]
+    baseline_start: UtcTime
+    baseline_end: UtcTime
+    topics: Annotated[list[TopicDriver], Field(max_length=MAX_EXPLAIN_TOPICS)]
+    channels: Annotated[list[SplitFigure], Field(max_length=MAX_SPLITS)]
+    stages: Annotated[list[SplitFigure], Field(max_length=MAX_SPLITS)]
+    breaching_channel: Annotated[str, StringConstraints(max_length=MAX_NAME)] | None
+    breaching_stage: Annotated[str, StringConstraints(max_length=MAX_NAME)] | None
+    terms: Annotated[list[TermLift], Field(max_length=MAX_EXPLAIN_TERMS)]
+    comments: Annotated[list[ExampleComment], Field(max_length=MAX_EXPLAIN_COMMENTS)]
+    computed_ms: Annotated[float, Field(ge=0)]
+
+
+class Alert(AlertV2):
+    """``alert.v3``: ``alert.v2`` plus the explanation of a figure alert.
+
+    Every consumer reads both versions through this model: an ``alert.v2`` message is checked
+    against ``AlertV2`` (its own contract) and read as ``alert.v3`` without an explanation.
+    """
+
+    schema_: Literal["alert.v3"] = Field(  # type: ignore[assignment]
+        default="alert.v3", alias="schema")
+    explanation: Explanation | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade_v2(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema") == "alert.v2":
+            AlertV2.model_validate(data)
+            return {**data, "schema": "alert.v3", "explanation": None}
+        return data
 
 
 CaseStatus = Literal["open", "acknowledged", "in_progress", "resolved", "closed"]

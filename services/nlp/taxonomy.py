@@ -246,6 +246,13 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     return Taxonomy(spec, tagger)
 
 
+def load_taxonomy_spec(path: Path | None = None) -> TaxonomySpec:
+    """The taxonomy file's topics (ids, display names, parents, stages) without its packs and
+    tagger: what readers that only name topics need (GET /v1/taxonomy)."""
+    file = ConfigFile.read(path, __package__, "taxonomy.yaml", "taxonomy", "VOC_TAXONOMY_PATH")
+    return file.validate(TaxonomySpec)
+
+
 def _with_packs(spec: TaxonomySpec, base: Path) -> TaxonomySpec:
     """The taxonomy with the phrases of its lexicon packs added to their topics.
 

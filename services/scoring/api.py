@@ -49,6 +49,7 @@ from services.scoring.drivers import (
     impact,
     rank_key_experiences,
 )
+from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
 from services.scoring.expectations import Expectations
 from services.scoring.queries import Cell, FeedbackFilter
 from services.scoring.windows import (
@@ -262,7 +263,8 @@ class TopicOut(_Out):
     id: str
     name: str | None
     sentiment: float
-    evidence: list[tuple[int, int]] = Field(description="[start, end) character offsets.")
+    evidence: list[tuple[int, int]] = Field(
+        description="[start, end) offsets, in Unicode code points, into `analysis_text`.")
 
 
 class RatingsOut(_Out):
@@ -278,7 +280,14 @@ class FeedbackItem(_Out):
     channel: str
     stage: str | None
     segment: str | None
-    text: str
+    text: str = Field(description="The feedback as received (redacted at ingest).")
+    analysis_text: str = Field(
+        description="The text the NLP stage analysed: simplified, without markup, quoted "
+        "history or agent turns (the event's analysis_text, or text when it had none). The "
+        "topics' evidence spans index this text, not `text`.")
+    spans_index: Literal["analysis_text"] = Field(
+        default="analysis_text",
+        description="The field whose characters the topics' evidence offsets count.")
     sentiment: SentimentOut
     intent: str
     topics: list[TopicOut]
@@ -293,6 +302,18 @@ class FeedbackPage(_Out):
     page_size: int
     total: int
     items: list[FeedbackItem]
+
+
+class TaxonomyTopicOut(_Out):
+    id: str
+    name: str = Field(description="Display name (e.g. 物流/配送).")
+    parent: str | None = Field(description="Parent topic id, if any.")
+    stage: str | None = Field(description="Journey stage the topic belongs to, if any.")
+
+
+class TaxonomyOut(_Out):
+    version: int
+    topics: list[TaxonomyTopicOut]
 
 
 class MetricLabel(_Out):
@@ -331,9 +352,14 @@ class MetricsOut(_Out):
 
 
 def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
-                 max_range_days: int = 366) -> APIRouter:
+                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None) -> APIRouter:
     """The query routes, reading ``store``, for viewers; each answers only within the caller's
-    touchpoints."""
+    touchpoints. ``taxonomy`` is the one the NLP stage tags with (the shipped default when
+    None)."""
+    spec = taxonomy or load_taxonomy_spec()
+    taxonomy_out = TaxonomyOut(version=spec.version, topics=[
+        TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
+        for t in spec.topics])
     levels = {window_label(s): s for s in granularities(base_seconds)}
     WindowName = Literal[tuple(levels)]  # type: ignore[valid-type]  # noqa: N806
     day = Span(timedelta(days=1), max_range_days)
@@ -348,6 +374,14 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         direction and, for a ratio, the formula over the row counts. The dashboard labels its
         figures from here."""
         return _answer(MetricsOut.model_validate({"metrics": cem_metrics.describe()}))
+
+    @router.get("/taxonomy", summary="The topic taxonomy: ids and display names",
+                response_model=TaxonomyOut)
+    async def taxonomy_names() -> Response:
+        """Every topic the NLP stage tags feedback with (VOC_TAXONOMY_PATH): its id, the name
+        to show for it (中文), its parent and journey stage. Other answers name topics by id;
+        this maps them to names."""
+        return _answer(taxonomy_out)
 
     @router.get("/touchpoints", summary="Touchpoints with their volume and data range",
                 response_model=TouchpointsOut)
@@ -506,6 +540,7 @@ def _feedback_item(row: Row) -> FeedbackItem:
         event_id=row["event_id"], occurred_at=row["occurred_at"],
         touchpoint=row["touchpoint"], channel=row["channel"],
         stage=row["stage"] or None, segment=row["segment"] or None, text=row["text"],
+        analysis_text=row["analysis_text"] or row["text"],
         sentiment=SentimentOut(score=row["sentiment"], label=row["sentiment_label"]),
         intent=row["intent"], topics=_topics_out(row),
         urgent_flags=row["urgent_flags"], keywords=row["keywords"],

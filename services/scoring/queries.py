@@ -252,6 +252,7 @@ _FEEDBACK_CONDITIONS = {
 }
 
 _FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, text, "
+                     "analysis_text, "
                      "sentiment, sentiment_label, intent, topics, topic_sentiments, "
                      "urgent_flags, keywords, nps, csat, ces, too_late, enriched_json")
 

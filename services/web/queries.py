@@ -8,6 +8,7 @@ without an edit here. SQL text is fixed at import; values travel as ``%(name)s``
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +22,16 @@ SCORE_COLUMNS = ", ".join([
 
 ALERT_COLUMNS = ("alert_id, dedupe_key, rule_id, rule_type, severity, status, touchpoint, "
                  "channel, stage, topic, metric, operator, threshold, value, baseline, volume, "
-                 "window_start, window_end, fired_at, team, owner, message, inserted_ms")
+                 "window_start, window_end, fired_at, team, owner, message, inserted_ms, "
+                 "explanation")
+
+
+def _explained(rows: list[Row]) -> list[Row]:
+    """Alert rows with their explanation as a document (None without one) for the page."""
+    for row in rows:
+        stored = row.get("explanation") or ""
+        row["explanation"] = json.loads(stored) if stored else None
+    return rows
 
 
 @dataclass(frozen=True)
@@ -74,15 +84,15 @@ ORDER BY computed_ms
 
 async def latest_alerts(store: Store, limit: int) -> list[Row]:
     """The ``limit`` alerts fired last, newest first."""
-    return await store.query(
+    return _explained(await store.query(
         f"SELECT {ALERT_COLUMNS} FROM alerts FINAL ORDER BY fired_at DESC LIMIT %(limit)s",
-        {"limit": limit})
+        {"limit": limit}))
 
 
 async def alerts_written_after(store: Store, stamp_ms: int) -> list[Row]:
-    return await store.query(
+    return _explained(await store.query(
         f"SELECT {ALERT_COLUMNS} FROM alerts WHERE inserted_ms > %(since)s ORDER BY inserted_ms",
-        {"since": stamp_ms})
+        {"since": stamp_ms}))
 
 
 async def case_events_written_after(store: Store, stamp_ms: int) -> list[Row]:

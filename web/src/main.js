@@ -8,6 +8,7 @@ import {
 } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
+import { explainPanel } from './explain.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, STAGES, catalogue, gapBand, setCatalogue, windowLabel,
@@ -20,7 +21,7 @@ const live = new LiveState();
 // Who is signed in (from /auth/session): shown in the header; case buttons need `operator`.
 let session = null;
 const CSRF = { 'X-Tingjian-CSRF': '1' };
-// Topic id -> display name (e.g. logistics_delivery -> 物流/配送), learnt from the verbatims.
+// Topic id -> display name (e.g. logistics_delivery -> 物流/配送), from GET /v1/taxonomy.
 const topicNames = new Map();
 const topicName = (id) => topicNames.get(id) ?? id;
 const charts = new Map();
@@ -411,7 +412,7 @@ function renderDetail(view, touchpoint) {
       }
       verbatimBox.replaceChildren(...(body.items.length ? body.items.map((item) => h('li', {
         class: `verbatim s-${item.sentiment.label}`,
-      }, h('p', { class: 'text' }, highlighted(item.text, item.topics)),
+      }, h('p', { class: 'text' }, highlighted(item[item.spans_index] ?? item.text, item.topics)),
       h('p', { class: 'meta' }, formatTime(item.occurred_at), ' · ', item.channel,
         item.stage ? ` · ${item.stage}` : '', ' · ', t(`sentiment_${item.sentiment.label}`),
         item.topics.length ? ` · ${item.topics.map((x) => x.name ?? x.id).join('、')}` : '')))
@@ -521,7 +522,8 @@ function renderAlerts(view) {
     }, h('td', {}, formatTime(a.fired_at)), h('td', {}, t(`sev_${a.severity}`)),
     h('td', {}, h('a', { href: `#/touchpoint/${encodeURIComponent(a.touchpoint)}` }, a.touchpoint)),
     h('td', {}, a.rule_id), h('td', {}, `${a.metric} ${a.operator ?? ''} ${fmt.num(a.threshold)}: ${fmt.num(a.value)}`),
-    h('td', {}, t(`status_${a.status}`)), h('td', { class: 'wrap' }, a.message))));
+    h('td', {}, t(`status_${a.status}`)),
+    h('td', { class: 'wrap' }, a.message, explainPanel(a.explanation, topicName)))));
   };
   const drawCases = () => {
     // Redraws keep what someone is typing and where the keyboard focus is.
@@ -666,7 +668,7 @@ async function begin() {
   }
   session = await response.json();
   showWho();
-  await loadCatalogue();
+  await Promise.all([loadCatalogue(), loadTaxonomy()]);
   route();
   connect();
 }
@@ -679,6 +681,17 @@ async function loadCatalogue() {
     setMetricLabels(body.metrics);
   } catch (error) {
     console.warn('metric catalogue unavailable', error);
+  }
+}
+
+// Topic display names for every view (drivers, topic charts), not only those of the newest
+// comments; without them topics are named by id.
+async function loadTaxonomy() {
+  try {
+    const body = await getJson('/v1/taxonomy');
+    for (const topic of body.topics) topicNames.set(topic.id, topic.name);
+  } catch (error) {
+    console.warn('taxonomy unavailable', error);
   }
 }
 

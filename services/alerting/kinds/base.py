@@ -12,6 +12,8 @@ and has a lifecycle (firing, then resolved). It declares:
 - ``measure``: the rule's rows of one touchpoint and an end -> a ``Measurement`` (or None:
   nothing to decide on);
 - ``describe``: how its alert names what was measured;
+- ``explain``: for kinds whose alerts get an explanation (services/alerting/explain.py), the
+  metric it explains, which way it breached and the baseline window it is compared with;
 - ``every_touchpoint``: whether it is evaluated for every touchpoint the loader finds rather
   than only for those a score batch updated (a touchpoint that stopped sending sends no
   updates).
@@ -25,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from services.alerting.engine import Measurement
 from services.alerting.rulebase import RuleBase
@@ -99,7 +101,7 @@ class Described:
     """How an alert of a window kind names what it measured."""
 
     metric: str
-    """The alert's ``metric``: what ``value`` is (schemas/topics/alert.v2.json)."""
+    """The alert's ``metric``: what ``value`` is (schemas/topics/alert.v3.json)."""
     operator: Operator
     threshold: float
     what: str
@@ -107,6 +109,18 @@ class Described:
     topic: str | None = None
     counted: str = "events"
     """What the alert's ``volume`` counts, for the message ("over 25 events")."""
+
+
+@dataclass(frozen=True)
+class Explained:
+    """What the explanation of one firing reads: the score metric it explains, which way it
+    breached (contributions are ranked that way), the baseline window of event time it is
+    compared with, and the topic its example comments must mention (None: the top topic)."""
+
+    metric: str
+    direction: Literal["up", "down"]
+    baseline: tuple[datetime, datetime]
+    focus_topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,7 @@ class WindowKind(Generic[R]):
     measure: Callable[[R, Sequence[Any], datetime], Measurement | None]
     describe: Callable[[R, Measurement], Described]
     every_touchpoint: bool = False
+    explain: Callable[[R, Measurement], Explained] | None = None
 
 
 @dataclass(frozen=True)

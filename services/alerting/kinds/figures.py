@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from services.alerting.engine import WEEK, Figures, Measurement, Row, aggregate, in_scope
-from services.alerting.kinds.base import Described, Span, WindowKind, lookback
+from services.alerting.kinds.base import Described, Explained, Span, WindowKind, lookback
 from services.alerting.kinds.loaders import score_windows
 from services.alerting.rulebase import (
     Problem,
@@ -248,16 +248,31 @@ def _change_history(rule: RateOfChangeRule) -> tuple[Span, ...]:
     return (lookback(2 * rule.lookback_s),)
 
 
+def _explained(rule: MetricRule, m: Measurement) -> Explained:
+    """A figure alert is explained on its own metric, against the window it was compared
+    with: the previous lookback (threshold), the compared period (rate of change), or the
+    baseline the deviation was measured from (anomaly)."""
+    span = m.end - m.start
+    if isinstance(rule, AnomalyRule):
+        up = rule.direction == "up" or (rule.direction == "both" and m.value >= 0)
+        return Explained(rule.metric, "up" if up else "down",
+                         (m.start - timedelta(seconds=rule.baseline_s), m.start))
+    direction: Literal["up", "down"] = "up" if rule.operator in (">", ">=") else "down"
+    if isinstance(rule, RateOfChangeRule) and rule.compare_to == "last_week":
+        return Explained(rule.metric, direction, (m.start - WEEK, m.end - WEEK))
+    return Explained(rule.metric, direction, (m.start - span, m.start))
+
+
 THRESHOLD = WindowKind(
     model=ThresholdRule, loader=score_windows,
     history=lambda rule: (lookback(rule.lookback_s),),
-    measure=measure_metric, describe=_describe_compared)
+    measure=measure_metric, describe=_describe_compared, explain=_explained)
 
 RATE_OF_CHANGE = WindowKind(
     model=RateOfChangeRule, loader=score_windows, history=_change_history,
-    measure=measure_metric, describe=_describe_compared)
+    measure=measure_metric, describe=_describe_compared, explain=_explained)
 
 ANOMALY = WindowKind(
     model=AnomalyRule, loader=score_windows,
     history=lambda rule: (lookback(rule.lookback_s + rule.baseline_s),),
-    measure=measure_metric, describe=_describe_anomaly)
+    measure=measure_metric, describe=_describe_anomaly, explain=_explained)

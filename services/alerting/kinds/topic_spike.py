@@ -21,7 +21,15 @@ from pydantic import Field, model_validator
 
 from services.alerting import queries
 from services.alerting.engine import Measurement
-from services.alerting.kinds.base import Described, Points, Rows, Wanted, WindowKind, lookback
+from services.alerting.kinds.base import (
+    Described,
+    Explained,
+    Points,
+    Rows,
+    Wanted,
+    WindowKind,
+    lookback,
+)
 from services.alerting.rulebase import Problem, WindowRuleBase
 from services.core.store import Store
 
@@ -122,9 +130,15 @@ def _describe(rule: TopicSpikeRule, m: Measurement) -> Described:
                      f"{rule.lookback_s}s", topic=rule.topic)
 
 
+def _explained(rule: TopicSpikeRule, m: Measurement) -> Explained:
+    """A spike is explained on the negative share of its scope, against the previous
+    lookback it was compared with; its comments are about the spiking topic."""
+    return Explained("negative_share", "up", (m.start - (m.end - m.start), m.start), rule.topic)
+
+
 TOPIC_SPIKE = WindowKind(
     model=TopicSpikeRule, loader=mention_buckets,
     history=lambda rule: (lookback(2 * rule.lookback_s),),
     measure=lambda rule, buckets, end: measure_topic(
         rule, topic_counts(buckets, end, rule.lookback_s), end),
-    describe=_describe)
+    describe=_describe, explain=_explained)
