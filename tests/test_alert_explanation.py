@@ -30,6 +30,7 @@ from services.alerting.engine import Measurement
 from services.alerting.explain import (
     carried,
     excerpt,
+    explain_firing,
     metric_value,
     part,
     pick_comments,
@@ -210,6 +211,30 @@ def test_each_figure_kind_names_metric_direction_and_baseline(kind_rules: dict) 
     assert (a.direction, a.baseline) == ("down", (m.start - timedelta(seconds=3000), m.start))
     s = explained["s"](by_id["s"], m)
     assert (s.metric, s.focus_topic) == ("negative_share", "billing")
+
+
+class FailingStore:
+    """A store whose every query fails with ``error`` (pure logic: what explain does with it)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, _: str) -> object:
+        async def fail(*_args: object, **_kwargs: object) -> None:
+            raise self.error
+        return fail
+
+
+def test_an_unreachable_store_retries_the_batch_a_broken_explanation_does_not(
+        kind_rules: dict) -> None:
+    m = Measurement(1.0, None, 30, True, False, NOW - timedelta(seconds=300), NOW)
+    rule = kind_rules["t"]
+    with pytest.raises(ConnectionRefusedError):
+        run(explain_firing(FailingStore(ConnectionRefusedError("store down")), rule, "app", m))
+    with pytest.raises(ConnectionRefusedError):
+        run(carried(FailingStore(ConnectionRefusedError("store down")), rule, "alert-1"))
+    assert run(explain_firing(FailingStore(ValueError("a bug")), rule, "app", m)) is None
+    assert run(carried(FailingStore(ValueError("a bug")), rule, "alert-1")) is None
 
 
 # ------------------------------------------------------------------------------ webhooks

@@ -54,6 +54,7 @@ from services.core.events import (
     TermLift,
     TopicDriver,
 )
+from services.core.failures import Kind, classify
 from services.core.pii import redact, snippet
 from services.core.store import Store
 
@@ -317,13 +318,17 @@ async def explanation(store: Store, rule: WindowRuleBase, explained: Explained,
 async def explain_firing(store: Store, rule: WindowRuleBase, touchpoint: str,
                          m: Measurement) -> Explanation | None:
     """The explanation of a firing alert of ``rule``, None for a kind without explanations
-    or when computing it failed (logged: the alert fires anyway)."""
+    or when computing it failed for good (logged: the alert fires anyway). A transient failure
+    (the store unreachable) is raised, so the failure policy retries the batch and the alert
+    goes out with its explanation once the store is back: nothing was published or stepped."""
     explain = window_kind(rule).explain
     if explain is None:
         return None
     try:
         return await explanation(store, rule, explain(rule, m), touchpoint, m)
-    except Exception:
+    except Exception as exc:
+        if classify(exc).kind is Kind.TRANSIENT:
+            raise
         log.exception("alert fires without an explanation: computing it failed",
                       rule=rule.id, touchpoint=touchpoint, window_end=m.end.isoformat())
         return None
@@ -331,13 +336,16 @@ async def explain_firing(store: Store, rule: WindowRuleBase, touchpoint: str,
 
 async def carried(store: Store, rule: WindowRuleBase, alert_id: str | None) -> Explanation | None:
     """The explanation stored with a firing alert, for its resolution to repeat (None when
-    there is none or it cannot be read: a resolution must not wait for it)."""
+    there is none or it cannot be read for good; a transient failure is raised for the batch
+    to be retried, as for the firing)."""
     if alert_id is None or window_kind(rule).explain is None:
         return None
     try:
         stored = await queries.stored_explanation(store, alert_id)
         return Explanation.model_validate_json(stored) if stored else None
-    except Exception:
+    except Exception as exc:
+        if classify(exc).kind is Kind.TRANSIENT:
+            raise
         log.exception("alert resolves without its explanation: reading it failed",
                       rule=rule.id, alert_id=alert_id)
         return None
