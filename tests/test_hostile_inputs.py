@@ -55,8 +55,10 @@ pytestmark = pytest.mark.slow
 VOC = str(Path(sys.executable).with_name("voc"))
 SOURCE = "hostile"
 GOOD_TEXTS = ["配送很快，服务很好", "客服态度不错，问题解决了", "东西质量很好，下次还买", "包装完好，物流很快"]
-SECOND = 1.0
-"""The bound on every API answer and every /healthz answer."""
+SECOND = 3.0
+"""The bound on every API answer and every /healthz answer: generous, because the machine may be
+shared (a 1 MB email answers in about 0.3 s alone and took 1.7 s at load average 8), while what it
+guards against blocked for 15 s (60,000 characters) to hours (issue 14)."""
 SCORED_WITHIN_S = 90.0
 
 
