@@ -52,7 +52,7 @@ def test_query_api(store_url: str, settings: Settings, broker: LocalBroker,
     run(scenario())
 
 
-async def get(client: httpx.AsyncClient, path: str, **params: str) -> dict:
+async def get(client: httpx.AsyncClient, path: str, **params: str | list[str]) -> dict:
     response = await client.get(path, params=params)
     assert response.status_code == 200, response.text
     return response.json()
@@ -140,7 +140,7 @@ async def check_drivers(client: httpx.AsyncClient) -> None:
 async def check_feedback(client: httpx.AsyncClient) -> None:
     day = {"from": "2026-11-23T00:00:00+08:00", "to": "2026-11-24T00:00:00+08:00"}
 
-    async def ids(**params: str) -> list[str]:
+    async def ids(**params: str | list[str]) -> list[str]:
         body = await get(client, "/v1/feedback", **day, **params)
         assert body["total"] >= len(body["items"])
         return [item["event_id"] for item in body["items"]]
@@ -153,6 +153,9 @@ async def check_feedback(client: httpx.AsyncClient) -> None:
     assert await ids(stage="unknown") == ["e4"]
     assert await ids(stage="售后", touchpoint="delivery") == ["e3"]
     assert await ids(page="2", page_size="2") == ["e3", "e2"]
+    assert await ids(event_id=["e1", "e3", "e1", "nope"]) == ["e3", "e1"], \
+        "an alert's quoted comments, by id"
+    assert await ids(event_id=["e1", "e2", "e3"], topic="waiting_time") == ["e2"]
     page = await get(client, "/v1/feedback", page="3", page_size="2", **day)
     assert page["total"] == 5 and [i["event_id"] for i in page["items"]] == ["e1"]
     item = (await get(client, "/v1/feedback", q="12315", **day))["items"][0]
@@ -181,6 +184,8 @@ BAD = [
     ("/v1/feedback", {"page": "0"}, "page"),
     ("/v1/feedback", {"sentiment": "angry"}, "sentiment"),
     ("/v1/feedback", {"intent": "rant"}, "intent"),
+    ("/v1/feedback", {"event_id": [f"e{i}" for i in range(51)]}, "event_id"),
+    ("/v1/feedback", {"event_id": "e" * 65}, "event_id"),
 ]
 
 

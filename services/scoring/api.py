@@ -61,6 +61,10 @@ from services.scoring.windows import (
 )
 
 PAGE_SIZE_MAX = 200
+EVENT_IDS_MAX = 50
+"""Most ``event_id`` values one /v1/feedback read names: an alert quotes three comments, a
+person pastes a few; more is a list for a time range or filter."""
+EVENT_ID_CHARS_MAX = 64
 PAGE_MAX = 10_000
 """Deepest page of /v1/feedback: ClickHouse reads every skipped row, so deeper reading is a
 narrower time range or filter, not a page number."""
@@ -479,6 +483,9 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             description="complaint, inquiry, praise, suggestion or other.")] = None,
         q: Annotated[str | None, Query(description="Text contains (case-insensitive).",
                                        examples=["配送"])] = None,
+        event_id: Annotated[list[str] | None, Query(description=(
+            f"Only these events (repeat the parameter, at most {EVENT_IDS_MAX}), e.g. the "
+            "comments an alert's explanation quotes."))] = None,
         page: Annotated[int, Query(ge=1, le=PAGE_MAX, description=(
             f"Page number, 1-{PAGE_MAX}; read further back with a narrower time range or "
             "filter."))] = 1,
@@ -489,9 +496,11 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         storage, and this route adds nothing back. Default range: the last 7 days."""
         forbidden_touchpoint(who, touchpoint)
         start, end = span
+        events = _event_ids(event_id)
         where = FeedbackFilter(
             start=start, end=end, touchpoint=touchpoint or None, topic=topic or None,
             sentiment=sentiment, channel=channel or None, intent=intent, q=q or None,
+            event_ids=events,
             stage=None if stage is None else "" if stage == UNKNOWN_STAGE else stage,
             scope=None if who.touchpoints is None else tuple(sorted(who.touchpoints)))
         total, rows = await queries.feedback_page(store, where, (page - 1) * page_size,
@@ -500,6 +509,21 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
                                     items=[_feedback_item(r) for r in rows]))
 
     return router
+
+
+def _event_ids(values: list[str] | None) -> tuple[str, ...] | None:
+    """The distinct event ids a read names (None: any), within the bounds a query accepts."""
+    wanted = tuple(sorted({v for v in values or () if v}))
+    if len(wanted) > EVENT_IDS_MAX:
+        raise bad_parameter("event_id", (
+            f"{len(wanted)} event ids; name at most {EVENT_IDS_MAX}, or narrow by time range "
+            "and filters instead"))
+    long = next((v for v in wanted if len(v) > EVENT_ID_CHARS_MAX), None)
+    if long is not None:
+        raise bad_parameter("event_id", (
+            f"{long[:20]!r}... is {len(long)} characters; event ids have at most "
+            f"{EVENT_ID_CHARS_MAX}"))
+    return wanted or None
 
 
 def _answer(model: BaseModel) -> Response:
