@@ -8,6 +8,7 @@ import {
 } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
+import { alertLinks, drillLink, metricFilter, openDrill, renderFeedback } from './drill.js';
 import { explainPanel } from './explain.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
@@ -231,8 +232,13 @@ function renderJourney(view) {
   view.append(h('h2', { class: 'section' }, t('journey_title')),
     h('label', { class: 'control' }, `${t('journey_metric')} `, select), empty, box);
   const heat = chart(box, t('journey_title'));
+  let touchpoints = [];
+  heat.on('click', (p) => openDrill({
+    touchpoint: touchpoints[p.value[0]], stage: STAGES[p.value[1]],
+    from: new Date(Date.now() - LIVE_WINDOWS * live.windowSeconds * 1000), to: new Date(),
+    ...metricFilter(info.name) }));
   function draw() {
-    const touchpoints = live.touchpoints();
+    touchpoints = live.touchpoints();
     const data = [];
     let max = 0;
     for (const [y, stage] of STAGES.entries()) {
@@ -339,6 +345,28 @@ function renderDetail(view, touchpoint) {
   const trend = Object.fromEntries(Object.entries(boxes).map(([k, el]) => [k, chart(el, t(`trend_${k}`))]));
   const topicsChart = chart(topicsBox, t('topics'));
   let fetched = [];
+  let shownRows = [];
+  let byMentions = [];
+  let driversSpan = {};
+  // A click anywhere in a trend's column opens that window's comments (a point is a few pixels
+  // wide); a click on a topic's row opens that topic's.
+  const category = (instance, e, axis) => {
+    if (!instance.containPixel('grid', [e.offsetX, e.offsetY])) return -1;
+    return Math.round(instance.convertFromPixel({ gridIndex: 0 }, [e.offsetX, e.offsetY])[axis]);
+  };
+  for (const instance of Object.values(trend)) {
+    instance.getZr().on('click', (e) => {
+      const row = shownRows[category(instance, e, 0)];
+      if (!row) return;
+      // Query rows carry their end; pushed rows their length.
+      const end = row.window_end ?? new Date(Date.parse(row.window_start) + row.window_seconds * 1000);
+      openDrill({ touchpoint, from: row.window_start, to: end });
+    });
+  }
+  topicsChart.getZr().on('click', (e) => {
+    const k = byMentions[category(topicsChart, e, 1)];
+    if (k) openDrill({ touchpoint, topic: k.topic, ...driversSpan });
+  });
 
   function drawTrends() {
     const byStart = new Map(fetched.map((r) => [Date.parse(r.window_start), r]));
@@ -346,6 +374,7 @@ function renderDetail(view, touchpoint) {
       for (const r of live.series(touchpoint)) byStart.set(Date.parse(r.window_start), r);
     }
     const rows = [...byStart.values()].sort((a, b) => Date.parse(a.window_start) - Date.parse(b.window_start));
+    shownRows = rows;
     const x = rows.map((r) => formatTime(r.window_start));
     const line = (name, values, color) => ({
       animation: false, tooltip: { trigger: 'axis', formatter: axisTip }, grid: { left: 45, right: 10, top: 10, bottom: 30 },
@@ -378,7 +407,8 @@ function renderDetail(view, touchpoint) {
     try {
       const body = await getJson(`/v1/drivers?touchpoint=${encodeURIComponent(touchpoint)}`);
       const items = body.touchpoints.find((x) => x.touchpoint === touchpoint)?.key_experiences ?? [];
-      const byMentions = [...items].sort((a, b) => a.mentions - b.mentions);
+      byMentions = [...items].sort((a, b) => a.mentions - b.mentions);
+      driversSpan = { from: body.from, to: body.to };
       topicsChart.setOption({
         animation: false, tooltip: { trigger: 'axis', formatter: axisTip }, grid: { left: 140, right: 20, top: 10, bottom: 30 },
         xAxis: { type: 'value' }, yAxis: { type: 'category', data: byMentions.map((k) => topicName(k.topic)) },
@@ -392,7 +422,8 @@ function renderDetail(view, touchpoint) {
         h('thead', {}, h('tr', {}, [t('rank'), t('topic'), t('mentions'), t('topic_sentiment'),
           t('importance'), t('expectation'), t('gap'), t('impact')].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, items.map((k) => h('tr', {},
-          h('td', {}, k.rank ?? '–'), h('th', { scope: 'row', title: k.topic }, topicName(k.topic)),
+          h('td', {}, k.rank ?? '–'), h('th', { scope: 'row', title: k.topic, 'data-topic': k.topic },
+            drillLink({ touchpoint, topic: k.topic, ...driversSpan }, topicName(k.topic))),
           h('td', {}, k.mentions),
           h('td', {}, fmt.num(k.mean_topic_sentiment)), h('td', {}, fmt.num(k.importance, 1)),
           h('td', {}, fmt.num(k.expectation, 1)),
@@ -523,7 +554,7 @@ function renderAlerts(view) {
     h('td', {}, h('a', { href: `#/touchpoint/${encodeURIComponent(a.touchpoint)}` }, a.touchpoint)),
     h('td', {}, a.rule_id), h('td', {}, `${a.metric} ${a.operator ?? ''} ${fmt.num(a.threshold)}: ${fmt.num(a.value)}`),
     h('td', {}, t(`status_${a.status}`)),
-    h('td', { class: 'wrap' }, a.message, explainPanel(a.explanation, topicName)))));
+    h('td', { class: 'wrap' }, a.message, ' ', alertLinks(a), explainPanel(a.explanation, topicName)))));
   };
   const drawCases = () => {
     // Redraws keep what someone is typing and where the keyboard focus is.
@@ -572,6 +603,7 @@ const ROUTES = {
   journey: renderJourney,
   touchpoint: renderDetail,
   alerts: renderAlerts,
+  feedback: (view, arg) => renderFeedback(view, arg, { getJson, topicName }),
 };
 
 function route() {
