@@ -6,7 +6,11 @@ The ingest API (which serves the dashboard and the query API) and the scoring st
 the real broker over chdb; enriched events are produced to the enriched topic, so the store's
 feedback, scores and topic scores are the scorer's own. The alert is stored as the alerting
 stage stores it (its explanation quoting two of the events). Chromium runs headless through
-Playwright; docs/screenshots/drill.png is a copy of this test's picture (build/screenshots/).
+Playwright; docs/screenshots/drill.png and journey-range.png are copies of this test's pictures
+(build/screenshots/).
+
+The journey map over a chosen range (GET /v1/journey) shows the touchpoints in the configured
+order (VOC_JOURNEY_ORDER), offers CES and complaint rate, and its cells click through too.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings
     from tests.test_dashboard_browser import browser
 
     create_topics(settings, broker.bootstrap)
+    settings = settings.model_copy(update={"journey_order": ["app_checkout", TOUCHPOINT]})
     alert, quoted = alert_with_comments()
 
     async def main() -> None:
@@ -200,6 +205,29 @@ def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings
                 span = (datetime.fromisoformat(query["to"][0])
                         - datetime.fromisoformat(query["from"][0]))
                 assert span == timedelta(seconds=settings.window_seconds)
+                # The journey map over the last 7 days, in journey order, by complaint rate.
+                await page.goto(f"{api}/dashboard/#/journey")
+                await page.select_option("#journey-range", "7d")
+                await page.wait_for_selector('#journey-chart[data-range="7d"]', timeout=20000)
+                assert await page.get_attribute("#journey-chart", "data-touchpoints") == \
+                    f"app_checkout,{TOUCHPOINT}", "configured order, listed ones without data"
+                options = await page.eval_on_selector_all(
+                    "#journey-metric option", "els => els.map((e) => e.value)")
+                assert {"experience", "ces", "complaint_rate", "nps"} <= set(options)
+                await page.select_option("#journey-metric", "complaint_rate")
+                assert await page.get_attribute("#journey-chart", "data-cells") == "3"
+                await page.wait_for_timeout(800)
+                await page.locator("main").screenshot(path=str(SHOTS / "journey-range.png"))
+                box = await page.locator("#journey-chart").bounding_box()
+                await click_at(page, "#journey-chart",
+                               (70 + (box["width"] - 90) * 0.75) / box["width"],
+                               (10 + (box["height"] - 90) * 0.5 / 3) / box["height"])
+                query, marks = await drilled(page)
+                assert query["touchpoint"] == [TOUCHPOINT] and query["stage"] == ["售前"]
+                assert query["intent"] == ["complaint"], "a complaint rate is its complaints"
+                span = (datetime.fromisoformat(query["to"][0])
+                        - datetime.fromisoformat(query["from"][0]))
+                assert span == timedelta(days=7) and marks
                 assert errors == [], errors
         finally:
             await producer.stop()

@@ -34,7 +34,8 @@ def test_query_api(store_url: str, settings: Settings, broker: LocalBroker,
                    tmp_path: Path) -> None:
     targets = tmp_path / "expectations.yaml"
     targets.write_text(yaml.safe_dump(EXPECTATIONS_DOC, allow_unicode=True), encoding="utf-8")
-    settings = settings.model_copy(update={"expectations_path": targets})
+    settings = settings.model_copy(update={"expectations_path": targets,
+                                           "journey_order": ["app_checkout", "delivery"]})
 
     async def scenario() -> None:
         async with scoring_rig(store_url, settings, broker.bootstrap) as rig:
@@ -46,6 +47,7 @@ def test_query_api(store_url: str, settings: Settings, broker: LocalBroker,
                 await check_scores(client)
                 await check_drivers(client)
                 await check_feedback(client)
+                await check_journey(client)
                 await check_bad_parameters(client)
                 await check_documented(client)
 
@@ -167,6 +169,35 @@ async def check_feedback(client: httpx.AsyncClient) -> None:
     assert item["urgent_flags"] == ["escalation_threat"] and item["scored"] is True
 
 
+async def check_journey(client: httpx.AsyncClient) -> None:
+    body = await get(client, "/v1/journey", **HOUR)
+    assert body["window"] == "1h", "an aligned range sums its coarsest windows"
+    assert body["touchpoints"] == ["app_checkout", "delivery"], \
+        "VOC_JOURNEY_ORDER first, listed ones even without data"
+    assert body["stages"] == ["售前", "售中", "售后"]
+    cells = {(c["touchpoint"], c["stage"]): c for c in body["cells"]}
+    assert set(cells) == {("delivery", "售中"), ("delivery", "售后")}, "e4 has no stage"
+    # 售中: e1 0.8, e2 -0.6, e5 0.5 -> mean 0.7 / 3; e2 negative and a complaint; CES 2, 6, 3.
+    mid = cells[("delivery", "售中")]
+    assert mid["volume"] == 3
+    assert mid["metrics"]["mean_sentiment"] == pytest.approx(0.7 / 3)
+    assert mid["experience"] == pytest.approx(5 * (0.7 / 3 + 1))
+    assert mid["metrics"]["negative_share"] == pytest.approx(1 / 3)
+    assert mid["metrics"]["complaint_rate"] == pytest.approx(1 / 3)
+    assert mid["metrics"]["ces"] == pytest.approx(11 / 3)
+    # 售后: e3 alone, negative, a complaint, no CES answer.
+    after = cells[("delivery", "售后")]["metrics"]
+    assert after["negative_share"] == 1.0 and after["complaint_rate"] == 1.0
+    assert after["ces"] is None
+    # Not aligned to an hour: summed from the base windows; 10:00-10:02 holds e1-e4 only.
+    minute = await get(client, "/v1/journey", **{
+        "from": T0.isoformat(), "to": (T0 + timedelta(minutes=2)).isoformat()})
+    assert minute["window"] == "1m"
+    assert {(c["stage"], c["volume"]) for c in minute["cells"]} == {("售中", 2), ("售后", 1)}
+    only_social = await get(client, "/v1/journey", channel="social", **HOUR)
+    assert [(c["stage"], c["volume"]) for c in only_social["cells"]] == [("售后", 1)]
+
+
 BAD = [
     ("/v1/scores", {"metric": "happiness"}, "metric"),
     ("/v1/scores", {"window": "2m"}, "window"),
@@ -186,6 +217,7 @@ BAD = [
     ("/v1/feedback", {"intent": "rant"}, "intent"),
     ("/v1/feedback", {"event_id": [f"e{i}" for i in range(51)]}, "event_id"),
     ("/v1/feedback", {"event_id": "e" * 65}, "event_id"),
+    ("/v1/journey", {"from": "2026-11-23T11:00:00Z", "to": "2026-11-23T10:00:00Z"}, "from"),
 ]
 
 

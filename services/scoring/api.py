@@ -13,6 +13,7 @@ annotations``): the window names a route accepts depend on ``VOC_WINDOW_SECONDS`
 
 import json
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -258,6 +259,28 @@ class DriversOut(_Out):
     touchpoints: list[TouchpointDrivers]
 
 
+class JourneyCell(_Out):
+    touchpoint: str
+    stage: str
+    volume: int
+    experience: float | None = Field(description="5 x (mean sentiment + 1): the 0-10 score.")
+    metrics: dict[str, int | float | None] = Field(description=(
+        "Every metric of the catalogue (GET /v1/metrics) over the range, derived from the "
+        "summed counts as the scoring stage derives a window's."))
+
+
+class JourneyOut(_Out):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    window: str = Field(description="The stored window length the range was summed from.")
+    channel: str = Field(description="'' = all channels.")
+    touchpoints: list[str] = Field(description=(
+        "Left to right: VOC_JOURNEY_ORDER's touchpoints (within the caller's scope), then "
+        "any others with data, by name."))
+    stages: list[str]
+    cells: list[JourneyCell] = Field(description="Touchpoint x stage cells with events.")
+
+
 class SentimentOut(_Out):
     score: float
     label: str
@@ -356,10 +379,11 @@ class MetricsOut(_Out):
 
 
 def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
-                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None) -> APIRouter:
+                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None,
+                 journey_order: Sequence[str] = ()) -> APIRouter:
     """The query routes, reading ``store``, for viewers; each answers only within the caller's
     touchpoints. ``taxonomy`` is the one the NLP stage tags with (the shipped default when
-    None)."""
+    None); ``journey_order`` the touchpoints in the order customers meet them."""
     spec = taxonomy or load_taxonomy_spec()
     taxonomy_out = TaxonomyOut(version=spec.version, topics=[
         TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
@@ -451,9 +475,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         impact of its feedback on the touchpoint's score, over all its feedback or one
         channel's or stage's. Default range: the last 7 days."""
         start, end = span
-        seconds = max(s for s in levels.values()
-                      if s == base_seconds or (int(start.timestamp()) % s == 0
-                                               and int(end.timestamp()) % s == 0))
+        seconds = _coarsest(levels.values(), base_seconds, start, end)
         cell = Cell(seconds, channel or ALL, stage or ALL, start, end,
                     _touchpoints(touchpoint, who))
         totals = await queries.score_totals(store, cell)
@@ -466,6 +488,37 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
                 key_experiences=_key_experiences(tp, total, topics.get(tp, []), expectations,
                                                  impact_metric, importance))
                 for tp, total in sorted(totals.items())]))
+
+    @router.get("/journey", summary="Journey map: every metric per touchpoint x stage over a "
+                "range", response_model=JourneyOut)
+    async def journey(
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(day)],
+        channel: Annotated[str | None, Query(description=(
+            "Only this channel's feedback (default: all channels)."))] = None,
+    ) -> Response:
+        """Per touchpoint and journey stage (售前, 售中, 售后), every metric of the catalogue
+        over the range, with the touchpoints in the configured journey order
+        (VOC_JOURNEY_ORDER). Any range: summed from the coarsest stored windows that fit it.
+        Default range: the last 24 hours."""
+        start, end = span
+        seconds = _coarsest(levels.values(), base_seconds, start, end)
+        scope = _touchpoints(None, who)
+        shown_stages = STAGES[:-1]
+        cells: list[JourneyCell] = []
+        for stage in shown_stages:
+            totals = await queries.score_totals(
+                store, Cell(seconds, channel or ALL, stage, start, end, scope))
+            cells.extend(_journey_cell(tp, stage, total) for tp, total in totals.items()
+                         if total["volume"])
+        seen = {c.touchpoint for c in cells}
+        listed = [tp for tp in dict.fromkeys(journey_order) if who.sees_touchpoint(tp)]
+        order = [*listed, *sorted(seen - set(listed))]
+        rank = {tp: i for i, tp in enumerate(order)}
+        cells.sort(key=lambda c: (rank[c.touchpoint], shown_stages.index(c.stage)))
+        return _answer(JourneyOut(from_=start, to=end, window=window_label(seconds),
+                                  channel=channel or ALL, touchpoints=order,
+                                  stages=list(shown_stages), cells=cells))
 
     @router.get("/feedback", summary="Stored feedback, filtered and paginated",
                 response_model=FeedbackPage)
@@ -509,6 +562,21 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
                                     items=[_feedback_item(r) for r in rows]))
 
     return router
+
+
+def _coarsest(levels: Iterable[int], base_seconds: int, start: datetime, end: datetime) -> int:
+    """The longest stored window whose boundaries both ends of ``[start, end)`` fall on (the
+    base window otherwise), so a range is summed from as few rows as exactly covers it."""
+    return max(s for s in levels if s == base_seconds
+               or (int(start.timestamp()) % s == 0 and int(end.timestamp()) % s == 0))
+
+
+def _journey_cell(touchpoint: str, stage: str, total: Row) -> JourneyCell:
+    figures = {**total, **cem_metrics.derive_scores(total)}
+    mean = figures["mean_sentiment"]
+    return JourneyCell(touchpoint=touchpoint, stage=stage, volume=int(total["volume"]),
+                       experience=None if mean is None else experience_0_10(mean),
+                       metrics={m: figures[m] for m in SCORE_METRICS})
 
 
 def _event_ids(values: list[str] | None) -> tuple[str, ...] | None:

@@ -37,7 +37,7 @@ const word = (key, ...args) => {
   return typeof value === 'function' ? value(...args) : value ?? key;
 };
 
-function el(tag, attrs = {}, ...children) {
+export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
     if (value === null || value === undefined || value === false) continue;

@@ -8,11 +8,12 @@ import {
 } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
-import { alertLinks, drillLink, metricFilter, openDrill, renderFeedback } from './drill.js';
+import { alertLinks, drillLink, openDrill, renderFeedback } from './drill.js';
 import { explainPanel } from './explain.js';
+import { renderJourney } from './journey.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
-  LIVE_WINDOWS, LiveState, STAGES, catalogue, gapBand, setCatalogue, windowLabel,
+  LIVE_WINDOWS, LiveState, gapBand, setCatalogue, windowLabel,
 } from './live.js';
 
 echarts.use([BarChart, HeatmapChart, LineChart, GridComponent, LegendComponent,
@@ -202,72 +203,6 @@ function renderOverview(view) {
   };
   draw('snapshot', null);
   return live.onChange(draw);
-}
-
-// ---------- Journey map
-
-// The experience score (0-10, the tiles' headline), then every metric of the catalogue.
-const EXPERIENCE = { name: 'experience', unit: 'score', minimum: 0, maximum: 10, lower_is_better: false };
-
-function journeyMetrics() {
-  return [EXPERIENCE, ...catalogue.metrics];
-}
-
-// A journey cell's value as shown: shares as percentages, counts whole, the rest to 0.1.
-function cellValue(info, value) {
-  return Number(value.toFixed(info.unit === 'share' ? 3 : info.unit === 'count' ? 0 : 1));
-}
-
-function renderJourney(view) {
-  const metrics = journeyMetrics();
-  const saved = sessionStorage.getItem('tingjian.journey');
-  let info = metrics.find((m) => m.name === saved) ?? EXPERIENCE;
-  const select = h('select', { id: 'journey-metric', onchange: (e) => {
-    info = metrics.find((m) => m.name === e.target.value) ?? EXPERIENCE;
-    sessionStorage.setItem('tingjian.journey', info.name);
-    draw();
-  } }, metrics.map((m) => h('option', { value: m.name, selected: m === info }, t(m.name))));
-  const empty = h('p', { class: 'muted', id: 'journey-empty', hidden: true }, t('journey_empty'));
-  const box = h('div', { class: 'chart heat', id: 'journey-chart' });
-  view.append(h('h2', { class: 'section' }, t('journey_title')),
-    h('label', { class: 'control' }, `${t('journey_metric')} `, select), empty, box);
-  const heat = chart(box, t('journey_title'));
-  let touchpoints = [];
-  heat.on('click', (p) => openDrill({
-    touchpoint: touchpoints[p.value[0]], stage: STAGES[p.value[1]],
-    from: new Date(Date.now() - LIVE_WINDOWS * live.windowSeconds * 1000), to: new Date(),
-    ...metricFilter(info.name) }));
-  function draw() {
-    touchpoints = live.touchpoints();
-    const data = [];
-    let max = 0;
-    for (const [y, stage] of STAGES.entries()) {
-      for (const [x, tp] of touchpoints.entries()) {
-        const s = live.summary(tp, stage);
-        const value = s[info.name];
-        if (value === null || value === undefined || !s.volume) continue;
-        data.push([x, y, cellValue(info, value)]);
-        max = Math.max(max, Math.abs(value));
-      }
-    }
-    empty.hidden = data.length > 0;
-    const lowIsGood = info.lower_is_better;
-    const range = info.maximum === null ? [0, Math.max(1, max)] : [info.minimum, info.maximum];
-    heat.setOption({
-      tooltip: { formatter: (p) => `${esc(t(`stage_${STAGES[p.value[1]]}`))} · ${esc(touchpoints[p.value[0]])}: ${esc(p.value[2])}` },
-      grid: { left: 70, right: 20, top: 10, bottom: 80 },
-      xAxis: { type: 'category', data: touchpoints, splitArea: { show: true } },
-      yAxis: { type: 'category', inverse: true, data: STAGES.map((s) => t(`stage_${s}`)), splitArea: { show: true } },
-      visualMap: {
-        min: range[0], max: range[1], calculable: true, orient: 'horizontal', left: 'center', bottom: 0,
-        inRange: { color: lowIsGood ? ['#1a9850', '#fee08b', '#d73027'] : ['#d73027', '#fee08b', '#1a9850'] },
-      },
-      series: [{ type: 'heatmap', data, label: { show: true,
-        formatter: (p) => (info.unit === 'share' ? fmt.pct(p.value[2]) : String(p.value[2])) } }],
-    }, true);
-  }
-  draw();
-  return live.onChange(() => draw());
 }
 
 // ---------- Touchpoint detail
@@ -600,7 +535,7 @@ function renderAlerts(view) {
 
 const ROUTES = {
   overview: renderOverview,
-  journey: renderJourney,
+  journey: (view) => renderJourney(view, { live, chart, getJson, esc }),
   touchpoint: renderDetail,
   alerts: renderAlerts,
   feedback: (view, arg) => renderFeedback(view, arg, { getJson, topicName }),
