@@ -44,6 +44,7 @@ pytestmark = pytest.mark.slow
 SHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 TOUCHPOINT = "delivery"
 # (text, topic, evidence word, sentiment): the evidence is where the word is.
+NAMES = {"logistics_delivery": "物流/配送", "service_attitude": "服务/态度"}
 COMMENTS = [
     ("😡配送太慢了，等了两个小时", "logistics_delivery", "配送", -0.8),
     ("客服态度很差，一直推脱", "service_attitude", "客服态度", -0.7),
@@ -60,7 +61,7 @@ def enriched(i: int, stage: str) -> EnrichedFeedback:
         event_id=f"drill-{i}", source="drill", external_id=f"drill-{i}", channel="app",
         touchpoint=TOUCHPOINT, stage=stage, text=text, occurred_at=at, received_at=at,
         sentiment=Sentiment(score=score, label=label, model="t"),
-        topics=[TopicTag(id=topic, name=topic, evidence=[(start, start + len(word))],
+        topics=[TopicTag(id=topic, name=NAMES[topic], evidence=[(start, start + len(word))],
                          sentiment=AspectSentiment(score=score, label=label))],
         intent="complaint" if score < 0 else "praise", urgency=[], keywords=[word],
         tokens=[], enriched_at=at)
@@ -184,6 +185,34 @@ def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings
                 assert query["topic"] == ["service_attitude"]
                 assert marks and {t for t, _ in marks} == {"service_attitude"}
                 assert {w for _, w in marks} == {"客服态度"}
+
+                # The importance x performance quadrant: a click on a topic's point.
+                await page.go_back()
+                await page.wait_for_selector('#quadrant-chart[data-points="2"]',
+                                             state="attached", timeout=20000)
+                drivers = await page.evaluate(
+                    "async (tp) => (await (await fetch(`/v1/drivers?touchpoint=${tp}`))"
+                    ".json()).touchpoints[0]", TOUCHPOINT)
+                placed = {k["topic"]: k for k in drivers["key_experiences"]}
+                assert {k["quadrant"] for k in placed.values()} <= {
+                    "concentrate", "keep_up", "low_priority", "overkill"}
+                attitude = placed["service_attitude"]
+                await page.wait_for_timeout(800)
+                await page.locator("#quadrant-chart").screenshot(
+                    path=str(SHOTS / "quadrant.png"))
+                box = await page.locator("#quadrant-chart").bounding_box()
+                # QUADRANT_GRID in web/src/quadrant.js, both axes 0-10.
+                left, right, top, bottom = 50, 20, 20, 45
+                await click_at(
+                    page, "#quadrant-chart",
+                    (left + attitude["experience"] / 10 * (box["width"] - left - right))
+                    / box["width"],
+                    (top + (1 - attitude["importance"] / 10) * (box["height"] - top - bottom))
+                    / box["height"])
+                query, marks = await drilled(page)
+                assert query["topic"] == ["service_attitude"]
+                assert query["touchpoint"] == [TOUCHPOINT] and {"from", "to"} <= set(query)
+                assert marks and {t for t, _ in marks} == {"service_attitude"}
 
                 # A topic bar: the row clicked names the topic the list is filtered by.
                 await page.go_back()

@@ -124,6 +124,14 @@ async def check_drivers(client: httpx.AsyncClient) -> None:
     assert [f["topic"] for f in delivery["key_experiences"]] == [
         "service_attitude", "waiting_time", "logistics_delivery"]
     assert [f["rank"] for f in delivery["key_experiences"]] == [1, 2, 3]
+    # Quadrant cuts: mean importance (5.375 + 9 + 3.5) / 3 = 5.9583, mean experience
+    # (0.5 + 6.1667 + 1.5) / 3 = 2.7222: logistics is important and at par (keep up), the
+    # other two below both (low priority).
+    assert delivery["quadrant_cuts"]["importance"] == pytest.approx(17.875 / 3)
+    assert delivery["quadrant_cuts"]["performance"] == pytest.approx((0.5 + 37 / 6 + 1.5) / 3)
+    assert {f["topic"]: f["quadrant"] for f in delivery["key_experiences"]} == {
+        "logistics_delivery": "keep_up", "service_attitude": "low_priority",
+        "waiting_time": "low_priority"}
     social = await get(client, "/v1/drivers", channel="social", **HOUR)
     # social: e3 (service_attitude, -0.9) and e4 (no topic); attitude's gap -6.5, importance
     # from data 5 x |-0.9 - 0.0| = 4.5.

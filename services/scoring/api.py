@@ -45,9 +45,12 @@ from services.scoring.drivers import (
     IMPACT_METRICS,
     Factor,
     ImportanceBasis,
+    Quadrant,
     derived_importance,
     experience_0_10,
     impact,
+    quadrant,
+    quadrant_cuts,
     rank_key_experiences,
 )
 from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
@@ -240,12 +243,23 @@ class KeyExperience(_Out):
     importance_sample: dict[str, int] | None
     weighted: float | None
     impact: ImpactOut
+    quadrant: Quadrant | None = Field(default=None, description=(
+        "Importance x performance: concentrate (important, below par), keep_up, "
+        "low_priority, overkill (at par, not important); null without an importance."))
+
+
+class QuadrantCutsOut(_Out):
+    importance: float = Field(description="Mean importance of the topics that have one.")
+    performance: float = Field(description="Their mean experience (0-10).")
 
 
 class TouchpointDrivers(_Out):
     touchpoint: str
     volume: int
     key_experiences: list[KeyExperience]
+    quadrant_cuts: QuadrantCutsOut | None = Field(description=(
+        "Where the importance x performance quadrants divide; null when no topic has an "
+        "importance."))
 
 
 class DriversOut(_Out):
@@ -483,10 +497,9 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         return _answer(DriversOut(
             from_=start, to=end, window=window_label(seconds), channel=cell.channel,
             stage=cell.stage, impact_metric=impact_metric, importance_basis=importance,
-            touchpoints=[TouchpointDrivers(
-                touchpoint=tp, volume=int(total["volume"]),
-                key_experiences=_key_experiences(tp, total, topics.get(tp, []), expectations,
-                                                 impact_metric, importance))
+            touchpoints=[_touchpoint_drivers(
+                tp, total, _key_experiences(tp, total, topics.get(tp, []), expectations,
+                                            impact_metric, importance))
                 for tp, total in sorted(totals.items())]))
 
     @router.get("/journey", summary="Journey map: every metric per touchpoint x stage over a "
@@ -648,6 +661,19 @@ def _topics_out(row: Row) -> list[TopicOut]:
     return [TopicOut(id=t, name=enriched.get(t, {}).get("name"), sentiment=s,
                      evidence=enriched.get(t, {}).get("evidence", []))
             for t, s in zip(row["topics"], row["topic_sentiments"])]
+
+
+def _touchpoint_drivers(touchpoint: str, total: Row, items: list[KeyExperience]
+                        ) -> TouchpointDrivers:
+    """The touchpoint's key experiences, each placed in its importance x performance
+    quadrant."""
+    cuts = quadrant_cuts((k.importance, k.experience) for k in items)
+    for k in items:
+        k.quadrant = quadrant(k.importance, k.experience, cuts)
+    return TouchpointDrivers(
+        touchpoint=touchpoint, volume=int(total["volume"]), key_experiences=items,
+        quadrant_cuts=None if cuts is None else QuadrantCutsOut(
+            importance=cuts.importance, performance=cuts.performance))
 
 
 def _key_experiences(touchpoint: str, total: Row, topics: list[Row],

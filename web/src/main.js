@@ -11,6 +11,7 @@ import { CanvasRenderer } from 'echarts/renderers';
 import { alertLinks, drillLink, openDrill, renderFeedback } from './drill.js';
 import { explainPanel } from './explain.js';
 import { renderJourney } from './journey.js';
+import { drawQuadrant, quadrantTitle } from './quadrant.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, gapBand, setCatalogue, windowLabel,
@@ -262,6 +263,7 @@ function renderDetail(view, touchpoint) {
     volume: h('div', { class: 'chart', id: 'trend-volume' }) };
   const topicsBox = h('div', { class: 'chart', id: 'topics-chart' });
   const driversBox = h('div', { id: 'drivers', class: 'scroll' });
+  const quadrantBox = h('div', { class: 'chart quadrant', id: 'quadrant-chart' });
   const verbatimBox = h('ul', { class: 'verbatims', id: 'verbatims' });
   view.append(
     h('div', { class: 'controls' },
@@ -275,10 +277,12 @@ function renderDetail(view, touchpoint) {
     h('div', { class: 'two' },
       h('section', {}, h('h3', {}, t('topics')), topicsBox),
       h('section', {}, h('h3', {}, t('key_experiences')), driversBox)),
+    h('section', {}, h('h3', {}, quadrantTitle()), quadrantBox),
     h('section', {}, h('h3', {}, t('verbatims')), verbatimBox));
   if (!touchpoint) return () => {};
   const trend = Object.fromEntries(Object.entries(boxes).map(([k, el]) => [k, chart(el, t(`trend_${k}`))]));
   const topicsChart = chart(topicsBox, t('topics'));
+  const quadrantChart = chart(quadrantBox, quadrantTitle());
   let fetched = [];
   let shownRows = [];
   let byMentions = [];
@@ -344,6 +348,8 @@ function renderDetail(view, touchpoint) {
       const items = body.touchpoints.find((x) => x.touchpoint === touchpoint)?.key_experiences ?? [];
       byMentions = [...items].sort((a, b) => a.mentions - b.mentions);
       driversSpan = { from: body.from, to: body.to };
+      drawQuadrant(quadrantChart, quadrantBox, body.touchpoints.find((x) => x.touchpoint === touchpoint),
+        { topicName, filter: { touchpoint, ...driversSpan }, esc });
       topicsChart.setOption({
         animation: false, tooltip: { trigger: 'axis', formatter: axisTip }, grid: { left: 140, right: 20, top: 10, bottom: 30 },
         xAxis: { type: 'value' }, yAxis: { type: 'category', data: byMentions.map((k) => topicName(k.topic)) },
