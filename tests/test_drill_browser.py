@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import pytest
@@ -88,25 +89,25 @@ async def count(store: Store, sql: str) -> int:
     return int((await store.query(sql))[0]["n"])
 
 
-async def drilled(page: object) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+async def drilled(page: Any) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
     """The filter the comment list shows (from the URL it was opened with, checked against
     the filter chips) and its highlighted spans as (topic, text)."""
-    await page.wait_for_selector("#drill-list li[data-event-id]", timeout=20000)  # type: ignore[attr-defined]
-    url = await page.evaluate("() => location.hash")  # type: ignore[attr-defined]
+    await page.wait_for_selector("#drill-list li[data-event-id]", timeout=20000)
+    url = await page.evaluate("() => location.hash")
     assert url.startswith("#/feedback/"), url
     query = parse_qs(unquote(url.removeprefix("#/feedback/")))
     chips = {await c.get_attribute("data-filter"): await c.get_attribute("data-value")
-             for c in await page.query_selector_all("#drill-filter [data-filter]")}  # type: ignore[attr-defined]
+             for c in await page.query_selector_all("#drill-filter [data-filter]")}
     assert chips == {k: ",".join(v) for k, v in query.items()}, (chips, query)
     marks = [(await m.get_attribute("data-topic"), await m.inner_text())
-             for m in await page.query_selector_all("#drill-list mark")]  # type: ignore[attr-defined]
+             for m in await page.query_selector_all("#drill-list mark")]
     return query, marks
 
 
-async def click_at(page: object, selector: str, fx: float, fy: float) -> None:
+async def click_at(page: Any, selector: str, fx: float, fy: float) -> None:
     """Click inside ``selector`` at the fractions ``fx``, ``fy`` of its box."""
-    box = await page.locator(selector).bounding_box()  # type: ignore[attr-defined]
-    await page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])  # type: ignore[attr-defined]
+    box = await page.locator(selector).bounding_box()
+    await page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
