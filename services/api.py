@@ -71,6 +71,7 @@ def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> N
     app.include_router(build_router(store, load_expectations(settings.expectations_path),
                                     settings.window_seconds,
                                     max_range_days=settings.query_max_range_days,
+                                    journey_order=settings.journey_order,
                                     taxonomy=load_taxonomy_spec(settings.taxonomy_path)))
     app.include_router(build_dashboard(LiveFeed(store, settings.window_seconds), access))
 

@@ -130,6 +130,11 @@ async def check_queries(client: httpx.AsyncClient, as_: dict, window: dict) -> N
     feedback = (await get("/v1/feedback", limited)).json()
     assert feedback["total"] == 4 and {i["touchpoint"] for i in feedback["items"]} == {"delivery"}
     assert (await get("/v1/feedback", everyone)).json()["total"] == 8
+    journey = (await get("/v1/journey", limited)).json()
+    assert journey["touchpoints"] == ["delivery"], "the journey map is within scope"
+    assert {c["touchpoint"] for c in journey["cells"]} == {"delivery"}
+    assert {c["touchpoint"] for c in (await get("/v1/journey", everyone)).json()["cells"]} \
+        == {"delivery", "hotline"}
 
 
 async def check_cases(client: httpx.AsyncClient, as_: dict, case_ids: dict, store: Any) -> None:
@@ -213,7 +218,7 @@ async def check_stream_cap(client: httpx.AsyncClient, as_: dict) -> None:
 
 async def check_range_cap(client: httpx.AsyncClient, as_: dict) -> None:
     now = utc_now()
-    for path in ("/v1/scores", "/v1/drivers", "/v1/feedback"):
+    for path in ("/v1/scores", "/v1/drivers", "/v1/feedback", "/v1/journey"):
         answer = await client.get(path, headers=as_["viewer-all"], params={
             "from": (now - timedelta(days=400)).isoformat(), "to": now.isoformat()})
         assert answer.status_code == 400, (path, answer.text)

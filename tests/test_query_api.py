@@ -34,7 +34,8 @@ def test_query_api(store_url: str, settings: Settings, broker: LocalBroker,
                    tmp_path: Path) -> None:
     targets = tmp_path / "expectations.yaml"
     targets.write_text(yaml.safe_dump(EXPECTATIONS_DOC, allow_unicode=True), encoding="utf-8")
-    settings = settings.model_copy(update={"expectations_path": targets})
+    settings = settings.model_copy(update={"expectations_path": targets,
+                                           "journey_order": ["app_checkout", "delivery"]})
 
     async def scenario() -> None:
         async with scoring_rig(store_url, settings, broker.bootstrap) as rig:
@@ -46,13 +47,14 @@ def test_query_api(store_url: str, settings: Settings, broker: LocalBroker,
                 await check_scores(client)
                 await check_drivers(client)
                 await check_feedback(client)
+                await check_journey(client)
                 await check_bad_parameters(client)
                 await check_documented(client)
 
     run(scenario())
 
 
-async def get(client: httpx.AsyncClient, path: str, **params: str) -> dict:
+async def get(client: httpx.AsyncClient, path: str, **params: str | list[str]) -> dict:
     response = await client.get(path, params=params)
     assert response.status_code == 200, response.text
     return response.json()
@@ -122,6 +124,14 @@ async def check_drivers(client: httpx.AsyncClient) -> None:
     assert [f["topic"] for f in delivery["key_experiences"]] == [
         "service_attitude", "waiting_time", "logistics_delivery"]
     assert [f["rank"] for f in delivery["key_experiences"]] == [1, 2, 3]
+    # Quadrant cuts: mean importance (5.375 + 9 + 3.5) / 3 = 5.9583, mean experience
+    # (0.5 + 6.1667 + 1.5) / 3 = 2.7222: logistics is important and at par (keep up), the
+    # other two below both (low priority).
+    assert delivery["quadrant_cuts"]["importance"] == pytest.approx(17.875 / 3)
+    assert delivery["quadrant_cuts"]["performance"] == pytest.approx((0.5 + 37 / 6 + 1.5) / 3)
+    assert {f["topic"]: f["quadrant"] for f in delivery["key_experiences"]} == {
+        "logistics_delivery": "keep_up", "service_attitude": "low_priority",
+        "waiting_time": "low_priority"}
     social = await get(client, "/v1/drivers", channel="social", **HOUR)
     # social: e3 (service_attitude, -0.9) and e4 (no topic); attitude's gap -6.5, importance
     # from data 5 x |-0.9 - 0.0| = 4.5.
@@ -140,7 +150,7 @@ async def check_drivers(client: httpx.AsyncClient) -> None:
 async def check_feedback(client: httpx.AsyncClient) -> None:
     day = {"from": "2026-11-23T00:00:00+08:00", "to": "2026-11-24T00:00:00+08:00"}
 
-    async def ids(**params: str) -> list[str]:
+    async def ids(**params: str | list[str]) -> list[str]:
         body = await get(client, "/v1/feedback", **day, **params)
         assert body["total"] >= len(body["items"])
         return [item["event_id"] for item in body["items"]]
@@ -153,6 +163,9 @@ async def check_feedback(client: httpx.AsyncClient) -> None:
     assert await ids(stage="unknown") == ["e4"]
     assert await ids(stage="售后", touchpoint="delivery") == ["e3"]
     assert await ids(page="2", page_size="2") == ["e3", "e2"]
+    assert await ids(event_id=["e1", "e3", "e1", "nope"]) == ["e3", "e1"], \
+        "an alert's quoted comments, by id"
+    assert await ids(event_id=["e1", "e2", "e3"], topic="waiting_time") == ["e2"]
     page = await get(client, "/v1/feedback", page="3", page_size="2", **day)
     assert page["total"] == 5 and [i["event_id"] for i in page["items"]] == ["e1"]
     item = (await get(client, "/v1/feedback", q="12315", **day))["items"][0]
@@ -162,6 +175,35 @@ async def check_feedback(client: httpx.AsyncClient) -> None:
          "evidence": [[0, 1]]},
         {"id": "waiting_time", "name": "waiting_time", "sentiment": -0.7, "evidence": [[0, 1]]}]
     assert item["urgent_flags"] == ["escalation_threat"] and item["scored"] is True
+
+
+async def check_journey(client: httpx.AsyncClient) -> None:
+    body = await get(client, "/v1/journey", **HOUR)
+    assert body["window"] == "1h", "an aligned range sums its coarsest windows"
+    assert body["touchpoints"] == ["app_checkout", "delivery"], \
+        "VOC_JOURNEY_ORDER first, listed ones even without data"
+    assert body["stages"] == ["售前", "售中", "售后"]
+    cells = {(c["touchpoint"], c["stage"]): c for c in body["cells"]}
+    assert set(cells) == {("delivery", "售中"), ("delivery", "售后")}, "e4 has no stage"
+    # 售中: e1 0.8, e2 -0.6, e5 0.5 -> mean 0.7 / 3; e2 negative and a complaint; CES 2, 6, 3.
+    mid = cells[("delivery", "售中")]
+    assert mid["volume"] == 3
+    assert mid["metrics"]["mean_sentiment"] == pytest.approx(0.7 / 3)
+    assert mid["experience"] == pytest.approx(5 * (0.7 / 3 + 1))
+    assert mid["metrics"]["negative_share"] == pytest.approx(1 / 3)
+    assert mid["metrics"]["complaint_rate"] == pytest.approx(1 / 3)
+    assert mid["metrics"]["ces"] == pytest.approx(11 / 3)
+    # 售后: e3 alone, negative, a complaint, no CES answer.
+    after = cells[("delivery", "售后")]["metrics"]
+    assert after["negative_share"] == 1.0 and after["complaint_rate"] == 1.0
+    assert after["ces"] is None
+    # Not aligned to an hour: summed from the base windows; 10:00-10:02 holds e1-e4 only.
+    minute = await get(client, "/v1/journey", **{
+        "from": T0.isoformat(), "to": (T0 + timedelta(minutes=2)).isoformat()})
+    assert minute["window"] == "1m"
+    assert {(c["stage"], c["volume"]) for c in minute["cells"]} == {("售中", 2), ("售后", 1)}
+    only_social = await get(client, "/v1/journey", channel="social", **HOUR)
+    assert [(c["stage"], c["volume"]) for c in only_social["cells"]] == [("售后", 1)]
 
 
 BAD = [
@@ -181,6 +223,9 @@ BAD = [
     ("/v1/feedback", {"page": "0"}, "page"),
     ("/v1/feedback", {"sentiment": "angry"}, "sentiment"),
     ("/v1/feedback", {"intent": "rant"}, "intent"),
+    ("/v1/feedback", {"event_id": [f"e{i}" for i in range(51)]}, "event_id"),
+    ("/v1/feedback", {"event_id": "e" * 65}, "event_id"),
+    ("/v1/journey", {"from": "2026-11-23T11:00:00Z", "to": "2026-11-23T10:00:00Z"}, "from"),
 ]
 
 

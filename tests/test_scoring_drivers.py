@@ -11,6 +11,8 @@ from services.scoring.drivers import (
     derived_importance,
     experience_0_10,
     impact,
+    quadrant,
+    quadrant_cuts,
     rank_key_experiences,
 )
 from services.scoring.expectations import load_expectations
@@ -109,3 +111,18 @@ def test_bad_expectations_file_names_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nsp") as caught:
         load_expectations(path)
     assert str(path) in str(caught.value) and "VOC_EXPECTATIONS_PATH" in str(caught.value)
+
+
+def test_quadrants_divide_at_the_mean_importance_and_performance() -> None:
+    """Importance-performance analysis: cuts at the means of the topics with an importance
+    (here (9 + 8 + 3 + 2) / 4 = 5.5 and (3 + 8 + 2 + 9) / 4 = 5.5); a topic without an
+    importance is in no quadrant and does not move the cuts."""
+    points = {"convenience": (9.0, 3.0), "quality": (8.0, 8.0), "packaging": (3.0, 2.0),
+              "gift_wrap": (2.0, 9.0), "unrated": (None, 0.0)}
+    cuts = quadrant_cuts(points.values())
+    assert cuts is not None and (cuts.importance, cuts.performance) == (5.5, 5.5)
+    assert {t: quadrant(i, p, cuts) for t, (i, p) in points.items()} == {
+        "convenience": "concentrate", "quality": "keep_up", "packaging": "low_priority",
+        "gift_wrap": "overkill", "unrated": None}
+    assert quadrant(5.5, 5.5, cuts) == "keep_up", "on a cut counts as important and at par"
+    assert quadrant_cuts([(None, 4.0)]) is None

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     query_max_range_days: int = Field(
         default=366, ge=1, le=3660, description="Longest `from`-`to` range one query may scan; "
         "longer is a 400 naming this setting.")
+    journey_order: list[str] = Field(
+        default_factory=list, description="JSON list of touchpoints in the order customers "
+        'meet them, e.g. `["app_browse", "app_checkout", "delivery", "hotline"]`: the journey '
+        "map (`GET /v1/journey`, the dashboard) shows them left to right in this order, listed "
+        "ones even without data, then any others by name. Empty: all by name.")
     cors_origins: list[str] = Field(
         default_factory=list, description="JSON list of origins allowed to call the API from a "
         'browser, e.g. `["https://voc.example.com"]`. Empty: CORS off.')

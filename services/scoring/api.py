@@ -13,6 +13,7 @@ annotations``): the window names a route accepts depend on ``VOC_WINDOW_SECONDS`
 
 import json
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -44,9 +45,12 @@ from services.scoring.drivers import (
     IMPACT_METRICS,
     Factor,
     ImportanceBasis,
+    Quadrant,
     derived_importance,
     experience_0_10,
     impact,
+    quadrant,
+    quadrant_cuts,
     rank_key_experiences,
 )
 from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
@@ -61,6 +65,10 @@ from services.scoring.windows import (
 )
 
 PAGE_SIZE_MAX = 200
+EVENT_IDS_MAX = 50
+"""Most ``event_id`` values one /v1/feedback read names: an alert quotes three comments, a
+person pastes a few; more is a list for a time range or filter."""
+EVENT_ID_CHARS_MAX = 64
 PAGE_MAX = 10_000
 """Deepest page of /v1/feedback: ClickHouse reads every skipped row, so deeper reading is a
 narrower time range or filter, not a page number."""
@@ -235,12 +243,23 @@ class KeyExperience(_Out):
     importance_sample: dict[str, int] | None
     weighted: float | None
     impact: ImpactOut
+    quadrant: Quadrant | None = Field(default=None, description=(
+        "Importance x performance: concentrate (important, below par), keep_up, "
+        "low_priority, overkill (at par, not important); null without an importance."))
+
+
+class QuadrantCutsOut(_Out):
+    importance: float = Field(description="Mean importance of the topics that have one.")
+    performance: float = Field(description="Their mean experience (0-10).")
 
 
 class TouchpointDrivers(_Out):
     touchpoint: str
     volume: int
     key_experiences: list[KeyExperience]
+    quadrant_cuts: QuadrantCutsOut | None = Field(description=(
+        "Where the importance x performance quadrants divide; null when no topic has an "
+        "importance."))
 
 
 class DriversOut(_Out):
@@ -252,6 +271,28 @@ class DriversOut(_Out):
     impact_metric: str
     importance_basis: str
     touchpoints: list[TouchpointDrivers]
+
+
+class JourneyCell(_Out):
+    touchpoint: str
+    stage: str
+    volume: int
+    experience: float | None = Field(description="5 x (mean sentiment + 1): the 0-10 score.")
+    metrics: dict[str, int | float | None] = Field(description=(
+        "Every metric of the catalogue (GET /v1/metrics) over the range, derived from the "
+        "summed counts as the scoring stage derives a window's."))
+
+
+class JourneyOut(_Out):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    window: str = Field(description="The stored window length the range was summed from.")
+    channel: str = Field(description="'' = all channels.")
+    touchpoints: list[str] = Field(description=(
+        "Left to right: VOC_JOURNEY_ORDER's touchpoints (within the caller's scope), then "
+        "any others with data, by name."))
+    stages: list[str]
+    cells: list[JourneyCell] = Field(description="Touchpoint x stage cells with events.")
 
 
 class SentimentOut(_Out):
@@ -352,10 +393,11 @@ class MetricsOut(_Out):
 
 
 def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
-                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None) -> APIRouter:
+                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None,
+                 journey_order: Sequence[str] = ()) -> APIRouter:
     """The query routes, reading ``store``, for viewers; each answers only within the caller's
     touchpoints. ``taxonomy`` is the one the NLP stage tags with (the shipped default when
-    None)."""
+    None); ``journey_order`` the touchpoints in the order customers meet them."""
     spec = taxonomy or load_taxonomy_spec()
     taxonomy_out = TaxonomyOut(version=spec.version, topics=[
         TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
@@ -447,9 +489,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         impact of its feedback on the touchpoint's score, over all its feedback or one
         channel's or stage's. Default range: the last 7 days."""
         start, end = span
-        seconds = max(s for s in levels.values()
-                      if s == base_seconds or (int(start.timestamp()) % s == 0
-                                               and int(end.timestamp()) % s == 0))
+        seconds = _coarsest(levels.values(), base_seconds, start, end)
         cell = Cell(seconds, channel or ALL, stage or ALL, start, end,
                     _touchpoints(touchpoint, who))
         totals = await queries.score_totals(store, cell)
@@ -457,11 +497,41 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         return _answer(DriversOut(
             from_=start, to=end, window=window_label(seconds), channel=cell.channel,
             stage=cell.stage, impact_metric=impact_metric, importance_basis=importance,
-            touchpoints=[TouchpointDrivers(
-                touchpoint=tp, volume=int(total["volume"]),
-                key_experiences=_key_experiences(tp, total, topics.get(tp, []), expectations,
-                                                 impact_metric, importance))
+            touchpoints=[_touchpoint_drivers(
+                tp, total, _key_experiences(tp, total, topics.get(tp, []), expectations,
+                                            impact_metric, importance))
                 for tp, total in sorted(totals.items())]))
+
+    @router.get("/journey", summary="Journey map: every metric per touchpoint x stage over a "
+                "range", response_model=JourneyOut)
+    async def journey(
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(day)],
+        channel: Annotated[str | None, Query(description=(
+            "Only this channel's feedback (default: all channels)."))] = None,
+    ) -> Response:
+        """Per touchpoint and journey stage (售前, 售中, 售后), every metric of the catalogue
+        over the range, with the touchpoints in the configured journey order
+        (VOC_JOURNEY_ORDER). Any range: summed from the coarsest stored windows that fit it.
+        Default range: the last 24 hours."""
+        start, end = span
+        seconds = _coarsest(levels.values(), base_seconds, start, end)
+        scope = _touchpoints(None, who)
+        shown_stages = STAGES[:-1]
+        cells: list[JourneyCell] = []
+        for stage in shown_stages:
+            totals = await queries.score_totals(
+                store, Cell(seconds, channel or ALL, stage, start, end, scope))
+            cells.extend(_journey_cell(tp, stage, total) for tp, total in totals.items()
+                         if total["volume"])
+        seen = {c.touchpoint for c in cells}
+        listed = [tp for tp in dict.fromkeys(journey_order) if who.sees_touchpoint(tp)]
+        order = [*listed, *sorted(seen - set(listed))]
+        rank = {tp: i for i, tp in enumerate(order)}
+        cells.sort(key=lambda c: (rank[c.touchpoint], shown_stages.index(c.stage)))
+        return _answer(JourneyOut(from_=start, to=end, window=window_label(seconds),
+                                  channel=channel or ALL, touchpoints=order,
+                                  stages=list(shown_stages), cells=cells))
 
     @router.get("/feedback", summary="Stored feedback, filtered and paginated",
                 response_model=FeedbackPage)
@@ -479,6 +549,9 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             description="complaint, inquiry, praise, suggestion or other.")] = None,
         q: Annotated[str | None, Query(description="Text contains (case-insensitive).",
                                        examples=["配送"])] = None,
+        event_id: Annotated[list[str] | None, Query(description=(
+            f"Only these events (repeat the parameter, at most {EVENT_IDS_MAX}), e.g. the "
+            "comments an alert's explanation quotes."))] = None,
         page: Annotated[int, Query(ge=1, le=PAGE_MAX, description=(
             f"Page number, 1-{PAGE_MAX}; read further back with a narrower time range or "
             "filter."))] = 1,
@@ -489,9 +562,11 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         storage, and this route adds nothing back. Default range: the last 7 days."""
         forbidden_touchpoint(who, touchpoint)
         start, end = span
+        events = _event_ids(event_id)
         where = FeedbackFilter(
             start=start, end=end, touchpoint=touchpoint or None, topic=topic or None,
             sentiment=sentiment, channel=channel or None, intent=intent, q=q or None,
+            event_ids=events,
             stage=None if stage is None else "" if stage == UNKNOWN_STAGE else stage,
             scope=None if who.touchpoints is None else tuple(sorted(who.touchpoints)))
         total, rows = await queries.feedback_page(store, where, (page - 1) * page_size,
@@ -500,6 +575,36 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
                                     items=[_feedback_item(r) for r in rows]))
 
     return router
+
+
+def _coarsest(levels: Iterable[int], base_seconds: int, start: datetime, end: datetime) -> int:
+    """The longest stored window whose boundaries both ends of ``[start, end)`` fall on (the
+    base window otherwise), so a range is summed from as few rows as exactly covers it."""
+    return max(s for s in levels if s == base_seconds
+               or (int(start.timestamp()) % s == 0 and int(end.timestamp()) % s == 0))
+
+
+def _journey_cell(touchpoint: str, stage: str, total: Row) -> JourneyCell:
+    figures = {**total, **cem_metrics.derive_scores(total)}
+    mean = figures["mean_sentiment"]
+    return JourneyCell(touchpoint=touchpoint, stage=stage, volume=int(total["volume"]),
+                       experience=None if mean is None else experience_0_10(mean),
+                       metrics={m: figures[m] for m in SCORE_METRICS})
+
+
+def _event_ids(values: list[str] | None) -> tuple[str, ...] | None:
+    """The distinct event ids a read names (None: any), within the bounds a query accepts."""
+    wanted = tuple(sorted({v for v in values or () if v}))
+    if len(wanted) > EVENT_IDS_MAX:
+        raise bad_parameter("event_id", (
+            f"{len(wanted)} event ids; name at most {EVENT_IDS_MAX}, or narrow by time range "
+            "and filters instead"))
+    long = next((v for v in wanted if len(v) > EVENT_ID_CHARS_MAX), None)
+    if long is not None:
+        raise bad_parameter("event_id", (
+            f"{long[:20]!r}... is {len(long)} characters; event ids have at most "
+            f"{EVENT_ID_CHARS_MAX}"))
+    return wanted or None
 
 
 def _answer(model: BaseModel) -> Response:
@@ -556,6 +661,19 @@ def _topics_out(row: Row) -> list[TopicOut]:
     return [TopicOut(id=t, name=enriched.get(t, {}).get("name"), sentiment=s,
                      evidence=enriched.get(t, {}).get("evidence", []))
             for t, s in zip(row["topics"], row["topic_sentiments"])]
+
+
+def _touchpoint_drivers(touchpoint: str, total: Row, items: list[KeyExperience]
+                        ) -> TouchpointDrivers:
+    """The touchpoint's key experiences, each placed in its importance x performance
+    quadrant."""
+    cuts = quadrant_cuts((k.importance, k.experience) for k in items)
+    for k in items:
+        k.quadrant = quadrant(k.importance, k.experience, cuts)
+    return TouchpointDrivers(
+        touchpoint=touchpoint, volume=int(total["volume"]), key_experiences=items,
+        quadrant_cuts=None if cuts is None else QuadrantCutsOut(
+            importance=cuts.importance, performance=cuts.performance))
 
 
 def _key_experiences(touchpoint: str, total: Row, topics: list[Row],

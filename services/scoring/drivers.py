@@ -41,6 +41,44 @@ class Factor:
         return round(self.importance * self.gap, 10)
 
 
+Quadrant = Literal["concentrate", "keep_up", "low_priority", "overkill"]
+"""Importance-performance analysis: important and below par (concentrate here), important and
+at par (keep up the good work), neither (low priority), at par but not important (possible
+overkill)."""
+
+
+@dataclass(frozen=True)
+class QuadrantCuts:
+    """Where the importance x performance grid is divided: the mean importance and the mean
+    performance (experience, 0-10) of the factors that have an importance, so each touchpoint's
+    factors are judged against each other (data-centred IPA)."""
+
+    importance: float
+    performance: float
+
+
+def quadrant_cuts(points: Iterable[tuple[float | None, float]]) -> QuadrantCuts | None:
+    """The cuts of ``(importance, performance)`` points; None when no point has an importance."""
+    rated = [(i, p) for i, p in points if i is not None]
+    if not rated:
+        return None
+    return QuadrantCuts(importance=round(sum(i for i, _ in rated) / len(rated), 10),
+                        performance=round(sum(p for _, p in rated) / len(rated), 10))
+
+
+def quadrant(importance: float | None, performance: float, cuts: QuadrantCuts | None
+             ) -> Quadrant | None:
+    """The quadrant of one factor; on a cut counts as important / at par. None without an
+    importance."""
+    if importance is None or cuts is None:
+        return None
+    important = importance >= cuts.importance
+    at_par = performance >= cuts.performance
+    if important:
+        return "keep_up" if at_par else "concentrate"
+    return "overkill" if at_par else "low_priority"
+
+
 def rank_key_experiences(factors: Iterable[Factor]) -> list[Factor]:
     """Factors worst first (most negative importance x gap); ties by larger importance."""
     return sorted(factors, key=lambda f: (f.weighted, -f.importance, f.topic))

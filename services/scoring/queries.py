@@ -236,6 +236,8 @@ class FeedbackFilter:
     stage: str | None = None
     intent: str | None = None
     q: str | None = None
+    event_ids: tuple[str, ...] | None = None
+    """These events only (e.g. the comments an alert's explanation quotes)."""
     scope: tuple[str, ...] | None = None
     """The caller's touchpoints, when it may not see all."""
 
@@ -248,6 +250,7 @@ _FEEDBACK_CONDITIONS = {
     "stage": "stage = %(stage)s",
     "intent": "intent = %(intent)s",
     "q": "positionCaseInsensitiveUTF8(text, %(q)s) > 0",
+    "event_ids": "event_id IN %(event_ids)s",
     "scope": "touchpoint IN %(scope)s",
 }
 

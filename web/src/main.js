@@ -8,10 +8,13 @@ import {
 } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
+import { alertLinks, drillLink, openDrill, renderFeedback } from './drill.js';
 import { explainPanel } from './explain.js';
+import { renderJourney } from './journey.js';
+import { drawQuadrant, quadrantTitle } from './quadrant.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
-  LIVE_WINDOWS, LiveState, STAGES, catalogue, gapBand, setCatalogue, windowLabel,
+  LIVE_WINDOWS, LiveState, gapBand, setCatalogue, windowLabel,
 } from './live.js';
 
 echarts.use([BarChart, HeatmapChart, LineChart, GridComponent, LegendComponent,
@@ -203,67 +206,6 @@ function renderOverview(view) {
   return live.onChange(draw);
 }
 
-// ---------- Journey map
-
-// The experience score (0-10, the tiles' headline), then every metric of the catalogue.
-const EXPERIENCE = { name: 'experience', unit: 'score', minimum: 0, maximum: 10, lower_is_better: false };
-
-function journeyMetrics() {
-  return [EXPERIENCE, ...catalogue.metrics];
-}
-
-// A journey cell's value as shown: shares as percentages, counts whole, the rest to 0.1.
-function cellValue(info, value) {
-  return Number(value.toFixed(info.unit === 'share' ? 3 : info.unit === 'count' ? 0 : 1));
-}
-
-function renderJourney(view) {
-  const metrics = journeyMetrics();
-  const saved = sessionStorage.getItem('tingjian.journey');
-  let info = metrics.find((m) => m.name === saved) ?? EXPERIENCE;
-  const select = h('select', { id: 'journey-metric', onchange: (e) => {
-    info = metrics.find((m) => m.name === e.target.value) ?? EXPERIENCE;
-    sessionStorage.setItem('tingjian.journey', info.name);
-    draw();
-  } }, metrics.map((m) => h('option', { value: m.name, selected: m === info }, t(m.name))));
-  const empty = h('p', { class: 'muted', id: 'journey-empty', hidden: true }, t('journey_empty'));
-  const box = h('div', { class: 'chart heat', id: 'journey-chart' });
-  view.append(h('h2', { class: 'section' }, t('journey_title')),
-    h('label', { class: 'control' }, `${t('journey_metric')} `, select), empty, box);
-  const heat = chart(box, t('journey_title'));
-  function draw() {
-    const touchpoints = live.touchpoints();
-    const data = [];
-    let max = 0;
-    for (const [y, stage] of STAGES.entries()) {
-      for (const [x, tp] of touchpoints.entries()) {
-        const s = live.summary(tp, stage);
-        const value = s[info.name];
-        if (value === null || value === undefined || !s.volume) continue;
-        data.push([x, y, cellValue(info, value)]);
-        max = Math.max(max, Math.abs(value));
-      }
-    }
-    empty.hidden = data.length > 0;
-    const lowIsGood = info.lower_is_better;
-    const range = info.maximum === null ? [0, Math.max(1, max)] : [info.minimum, info.maximum];
-    heat.setOption({
-      tooltip: { formatter: (p) => `${esc(t(`stage_${STAGES[p.value[1]]}`))} · ${esc(touchpoints[p.value[0]])}: ${esc(p.value[2])}` },
-      grid: { left: 70, right: 20, top: 10, bottom: 80 },
-      xAxis: { type: 'category', data: touchpoints, splitArea: { show: true } },
-      yAxis: { type: 'category', inverse: true, data: STAGES.map((s) => t(`stage_${s}`)), splitArea: { show: true } },
-      visualMap: {
-        min: range[0], max: range[1], calculable: true, orient: 'horizontal', left: 'center', bottom: 0,
-        inRange: { color: lowIsGood ? ['#1a9850', '#fee08b', '#d73027'] : ['#d73027', '#fee08b', '#1a9850'] },
-      },
-      series: [{ type: 'heatmap', data, label: { show: true,
-        formatter: (p) => (info.unit === 'share' ? fmt.pct(p.value[2]) : String(p.value[2])) } }],
-    }, true);
-  }
-  draw();
-  return live.onChange(() => draw());
-}
-
 // ---------- Touchpoint detail
 
 // How far back each window's trend reaches; the base window (VOC_WINDOW_SECONDS) gets 2 hours.
@@ -321,6 +263,7 @@ function renderDetail(view, touchpoint) {
     volume: h('div', { class: 'chart', id: 'trend-volume' }) };
   const topicsBox = h('div', { class: 'chart', id: 'topics-chart' });
   const driversBox = h('div', { id: 'drivers', class: 'scroll' });
+  const quadrantBox = h('div', { class: 'chart quadrant', id: 'quadrant-chart' });
   const verbatimBox = h('ul', { class: 'verbatims', id: 'verbatims' });
   view.append(
     h('div', { class: 'controls' },
@@ -334,11 +277,35 @@ function renderDetail(view, touchpoint) {
     h('div', { class: 'two' },
       h('section', {}, h('h3', {}, t('topics')), topicsBox),
       h('section', {}, h('h3', {}, t('key_experiences')), driversBox)),
+    h('section', {}, h('h3', {}, quadrantTitle()), quadrantBox),
     h('section', {}, h('h3', {}, t('verbatims')), verbatimBox));
   if (!touchpoint) return () => {};
   const trend = Object.fromEntries(Object.entries(boxes).map(([k, el]) => [k, chart(el, t(`trend_${k}`))]));
   const topicsChart = chart(topicsBox, t('topics'));
+  const quadrantChart = chart(quadrantBox, quadrantTitle());
   let fetched = [];
+  let shownRows = [];
+  let byMentions = [];
+  let driversSpan = {};
+  // A click anywhere in a trend's column opens that window's comments (a point is a few pixels
+  // wide); a click on a topic's row opens that topic's.
+  const category = (instance, e, axis) => {
+    if (!instance.containPixel('grid', [e.offsetX, e.offsetY])) return -1;
+    return Math.round(instance.convertFromPixel({ gridIndex: 0 }, [e.offsetX, e.offsetY])[axis]);
+  };
+  for (const instance of Object.values(trend)) {
+    instance.getZr().on('click', (e) => {
+      const row = shownRows[category(instance, e, 0)];
+      if (!row) return;
+      // Query rows carry their end; pushed rows their length.
+      const end = row.window_end ?? new Date(Date.parse(row.window_start) + row.window_seconds * 1000);
+      openDrill({ touchpoint, from: row.window_start, to: end });
+    });
+  }
+  topicsChart.getZr().on('click', (e) => {
+    const k = byMentions[category(topicsChart, e, 1)];
+    if (k) openDrill({ touchpoint, topic: k.topic, ...driversSpan });
+  });
 
   function drawTrends() {
     const byStart = new Map(fetched.map((r) => [Date.parse(r.window_start), r]));
@@ -346,6 +313,7 @@ function renderDetail(view, touchpoint) {
       for (const r of live.series(touchpoint)) byStart.set(Date.parse(r.window_start), r);
     }
     const rows = [...byStart.values()].sort((a, b) => Date.parse(a.window_start) - Date.parse(b.window_start));
+    shownRows = rows;
     const x = rows.map((r) => formatTime(r.window_start));
     const line = (name, values, color) => ({
       animation: false, tooltip: { trigger: 'axis', formatter: axisTip }, grid: { left: 45, right: 10, top: 10, bottom: 30 },
@@ -378,7 +346,10 @@ function renderDetail(view, touchpoint) {
     try {
       const body = await getJson(`/v1/drivers?touchpoint=${encodeURIComponent(touchpoint)}`);
       const items = body.touchpoints.find((x) => x.touchpoint === touchpoint)?.key_experiences ?? [];
-      const byMentions = [...items].sort((a, b) => a.mentions - b.mentions);
+      byMentions = [...items].sort((a, b) => a.mentions - b.mentions);
+      driversSpan = { from: body.from, to: body.to };
+      drawQuadrant(quadrantChart, quadrantBox, body.touchpoints.find((x) => x.touchpoint === touchpoint),
+        { topicName, filter: { touchpoint, ...driversSpan }, esc });
       topicsChart.setOption({
         animation: false, tooltip: { trigger: 'axis', formatter: axisTip }, grid: { left: 140, right: 20, top: 10, bottom: 30 },
         xAxis: { type: 'value' }, yAxis: { type: 'category', data: byMentions.map((k) => topicName(k.topic)) },
@@ -392,7 +363,8 @@ function renderDetail(view, touchpoint) {
         h('thead', {}, h('tr', {}, [t('rank'), t('topic'), t('mentions'), t('topic_sentiment'),
           t('importance'), t('expectation'), t('gap'), t('impact')].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, items.map((k) => h('tr', {},
-          h('td', {}, k.rank ?? '–'), h('th', { scope: 'row', title: k.topic }, topicName(k.topic)),
+          h('td', {}, k.rank ?? '–'), h('th', { scope: 'row', title: k.topic, 'data-topic': k.topic },
+            drillLink({ touchpoint, topic: k.topic, ...driversSpan }, topicName(k.topic))),
           h('td', {}, k.mentions),
           h('td', {}, fmt.num(k.mean_topic_sentiment)), h('td', {}, fmt.num(k.importance, 1)),
           h('td', {}, fmt.num(k.expectation, 1)),
@@ -523,7 +495,7 @@ function renderAlerts(view) {
     h('td', {}, h('a', { href: `#/touchpoint/${encodeURIComponent(a.touchpoint)}` }, a.touchpoint)),
     h('td', {}, a.rule_id), h('td', {}, `${a.metric} ${a.operator ?? ''} ${fmt.num(a.threshold)}: ${fmt.num(a.value)}`),
     h('td', {}, t(`status_${a.status}`)),
-    h('td', { class: 'wrap' }, a.message, explainPanel(a.explanation, topicName)))));
+    h('td', { class: 'wrap' }, a.message, ' ', alertLinks(a), explainPanel(a.explanation, topicName)))));
   };
   const drawCases = () => {
     // Redraws keep what someone is typing and where the keyboard focus is.
@@ -569,9 +541,10 @@ function renderAlerts(view) {
 
 const ROUTES = {
   overview: renderOverview,
-  journey: renderJourney,
+  journey: (view) => renderJourney(view, { live, chart, getJson, esc }),
   touchpoint: renderDetail,
   alerts: renderAlerts,
+  feedback: (view, arg) => renderFeedback(view, arg, { getJson, topicName }),
 };
 
 function route() {
