@@ -71,7 +71,9 @@ def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> N
     app.include_router(build_router(store, load_expectations(settings.expectations_path),
                                     settings.window_seconds,
                                     max_range_days=settings.query_max_range_days,
-                                    taxonomy=load_taxonomy_spec(settings.taxonomy_path)))
+                                    taxonomy=load_taxonomy_spec(settings.taxonomy_path),
+                                    dimensions=tuple(settings.dimensions),
+                                    dimension_max_values=settings.dimension_max_values))
     app.include_router(build_dashboard(LiveFeed(store, settings.window_seconds), access))
 
 

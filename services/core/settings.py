@@ -13,7 +13,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.events import MAX_META_KEY, NAME_PATTERN, NAME_RULE
+
 _CLUSTER_NAME = re.compile(r"\w{1,100}")
+_META_KEY = re.compile(NAME_PATTERN)
 
 
 INGEST_BATCH_LIMIT = 10_000
@@ -126,6 +129,15 @@ class Settings(BaseSettings):
     query_max_range_days: int = Field(
         default=366, ge=1, le=3660, description="Longest `from`-`to` range one query may scan; "
         "longer is a 400 naming this setting.")
+    dimensions: list[str] = Field(
+        default_factory=list, max_length=16, description="JSON list of the metadata keys to "
+        'score by besides touchpoint, channel, stage and segment, e.g. `["city", "campaign"]` '
+        "(at most 16; names as touchpoints). `GET /v1/dimensions/{name}` answers the figures "
+        "per value, `/v1/feedback?meta=city=上海` filters by them (docs/metrics.md#dimensions).")
+    dimension_max_values: int = Field(
+        default=20, ge=1, le=1000, description="Most values of one dimension answered with "
+        "figures of their own (the largest by volume); the rest are folded into `other`, "
+        "with the number of values folded.")
     cors_origins: list[str] = Field(
         default_factory=list, description="JSON list of origins allowed to call the API from a "
         'browser, e.g. `["https://voc.example.com"]`. Empty: CORS off.')
@@ -271,6 +283,20 @@ class Settings(BaseSettings):
         if 300 % value:
             raise ValueError(f"VOC_WINDOW_SECONDS={value}: use a divisor of 300 (e.g. 60) so "
                              "windows roll up exactly into 5 minutes, 1 hour and 1 day")
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimension_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if len(name) > MAX_META_KEY or not _META_KEY.fullmatch(name):
+                raise ValueError(f"VOC_DIMENSIONS: {name!r} is no metadata key; {NAME_RULE}, "
+                                 f"at most {MAX_META_KEY} characters")
+            if name == "segment":
+                raise ValueError("VOC_DIMENSIONS: 'segment' is always a dimension; list only "
+                                 "metadata keys")
+        if len(set(value)) != len(value):
+            raise ValueError(f"VOC_DIMENSIONS={value}: each key once")
         return value
 
     @field_validator("clickhouse_cluster")

@@ -30,6 +30,7 @@ from pydantic_core import PydanticCustomError
 from services.core import cem_metrics
 from services.core.access import Caller, Principal, Require, forbidden_touchpoint
 from services.core.cem_metrics import (
+    FLOAT_COUNTS,
     RESPONSES_OF,
     SCORE_COUNTS,
     SCORE_METRICS,
@@ -37,7 +38,13 @@ from services.core.cem_metrics import (
     mean_topic_sentiment,
 )
 from services.core.errors import PROBLEM_RESPONSES, ParameterRoute, bad_parameter
-from services.core.events import Intent, SentimentLabel, utc_now
+from services.core.events import (
+    MAX_META_KEY,
+    MAX_SEGMENT,
+    Intent,
+    SentimentLabel,
+    utc_now,
+)
 from services.core.store import Row, Store
 from services.scoring import queries
 from services.scoring.drivers import (
@@ -51,7 +58,7 @@ from services.scoring.drivers import (
 )
 from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
 from services.scoring.expectations import Expectations
-from services.scoring.queries import Cell, FeedbackFilter
+from services.scoring.queries import SEGMENT, Cell, DimensionFilter, FeedbackFilter
 from services.scoring.windows import (
     ALL,
     STAGES,
@@ -107,6 +114,38 @@ TouchpointParam = Annotated[str | None, Query(description="Touchpoint (default: 
                                               examples=["delivery"])]
 StageParam = Annotated[Stage | None, BeforeValidator(_blank), Query(description=(
     "售前, 售中, 售后 or unknown (events that carried no stage); default: all stages."))]
+
+
+SegmentParam = Annotated[str | None, BeforeValidator(_blank), Query(
+    max_length=MAX_SEGMENT, description="Only feedback of this segment (e.g. VIP).")]
+MetaParam = Annotated[list[str] | None, Query(description=(
+    "`key=value`: only feedback whose metadata holds this value of a configured dimension "
+    "(VOC_DIMENSIONS); repeat for several keys."), examples=["city=上海"])]
+META_VALUE_MAX = 1024
+
+
+class MetaFilter:
+    """Dependency: the ``meta`` parameters as (key, value) pairs, each key one of the
+    dimensions the deployment lists (any other is a 400 naming them), each at most once."""
+
+    def __init__(self, dimensions: tuple[str, ...]) -> None:
+        self.dimensions = dimensions
+
+    def __call__(self, meta: MetaParam = None) -> tuple[tuple[str, str], ...]:
+        pairs: dict[str, str] = {}
+        for item in meta or ():
+            key, sep, value = item.partition("=")
+            if not sep or key not in self.dimensions:
+                raise bad_parameter("meta", (
+                    f"{item[:MAX_META_KEY + 2]!r}: use key=value with a key of "
+                    f"VOC_DIMENSIONS {list(self.dimensions)}"))
+            if key in pairs:
+                raise bad_parameter("meta", f"{key!r} given twice; give each key once")
+            if len(value) > META_VALUE_MAX:
+                raise bad_parameter("meta", f"the value of {key!r} is longer than "
+                                            f"{META_VALUE_MAX} characters")
+            pairs[key] = value
+        return tuple(pairs.items())
 
 
 class Span:
@@ -194,6 +233,44 @@ ScoreRow = create_model(
     urgent_flags=(dict[str, int], Field(description="Events carrying each urgency flag.")),
     expectations=(list[ExpectationOut], ...),
 )
+
+
+_FIGURES = {
+    **{name: (_metric_type(name), Field(description=cem_metrics.BY_NAME[name].description))
+       for name in SCORE_METRICS},
+    "counts": (dict[str, int | float], Field(description="Every additive count.")),
+}
+DimensionValue = create_model(
+    "DimensionValue", __base__=_Out,
+    __doc__="The figures (docs/metrics.md) of one value of a dimension.",
+    value=(str, Field(description="The value; '' = events that carry none.")),
+    **_FIGURES)
+DimensionOther = create_model(
+    "DimensionOther", __base__=_Out,
+    __doc__="The figures of every value beyond VOC_DIMENSION_MAX_VALUES, folded together.",
+    folded_values=(int, Field(description="How many distinct values were folded.")),
+    **_FIGURES)
+DimensionTotal = create_model(
+    "DimensionTotal", __base__=_Out, __doc__="The figures of all the feedback read.",
+    distinct_values=(int, Field(description="Distinct values of the dimension.")),
+    **_FIGURES)
+
+
+class DimensionFiguresOut(_Out):
+    dimension: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    values: list[DimensionValue] = Field(  # type: ignore[valid-type]
+        description="The largest values by volume, then by value, at most "
+        "VOC_DIMENSION_MAX_VALUES.")
+    other: DimensionOther | None = Field(  # type: ignore[valid-type]
+        description="The values beyond those, folded; null when none were.")
+    total: DimensionTotal  # type: ignore[valid-type]
+
+
+class DimensionsOut(_Out):
+    dimensions: list[str] = Field(description="'segment', then VOC_DIMENSIONS' keys.")
+    max_values: int = Field(description="VOC_DIMENSION_MAX_VALUES.")
 
 
 class MetricRow(_ScoreHead):
@@ -352,10 +429,14 @@ class MetricsOut(_Out):
 
 
 def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
-                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None) -> APIRouter:
+                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None,
+                 dimensions: tuple[str, ...] = (), dimension_max_values: int = 20
+                 ) -> APIRouter:
     """The query routes, reading ``store``, for viewers; each answers only within the caller's
     touchpoints. ``taxonomy`` is the one the NLP stage tags with (the shipped default when
-    None)."""
+    None); ``dimensions`` the metadata keys scored besides segment (VOC_DIMENSIONS)."""
+    meta_filter = MetaFilter(tuple(dimensions))
+    dimension_names = (SEGMENT, *dimensions)
     spec = taxonomy or load_taxonomy_spec()
     taxonomy_out = TaxonomyOut(version=spec.version, topics=[
         TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
@@ -479,6 +560,8 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             description="complaint, inquiry, praise, suggestion or other.")] = None,
         q: Annotated[str | None, Query(description="Text contains (case-insensitive).",
                                        examples=["配送"])] = None,
+        segment: SegmentParam = None,
+        meta: Annotated[tuple[tuple[str, str], ...], Depends(meta_filter)] = (),
         page: Annotated[int, Query(ge=1, le=PAGE_MAX, description=(
             f"Page number, 1-{PAGE_MAX}; read further back with a narrower time range or "
             "filter."))] = 1,
@@ -493,13 +576,81 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             start=start, end=end, touchpoint=touchpoint or None, topic=topic or None,
             sentiment=sentiment, channel=channel or None, intent=intent, q=q or None,
             stage=None if stage is None else "" if stage == UNKNOWN_STAGE else stage,
-            scope=None if who.touchpoints is None else tuple(sorted(who.touchpoints)))
+            scope=None if who.touchpoints is None else tuple(sorted(who.touchpoints)),
+            segment=segment, metadata=meta)
         total, rows = await queries.feedback_page(store, where, (page - 1) * page_size,
                                                   page_size)
         return _answer(FeedbackPage(page=page, page_size=page_size, total=total,
                                     items=[_feedback_item(r) for r in rows]))
 
+    @router.get("/dimensions", summary="The dimensions feedback is scored by",
+                response_model=DimensionsOut)
+    async def dimensions_list() -> Response:
+        """`segment`, then the metadata keys the deployment lists (VOC_DIMENSIONS), and how
+        many values of one are answered with figures of their own."""
+        return _answer(DimensionsOut(dimensions=list(dimension_names),
+                                     max_values=dimension_max_values))
+
+    @router.get("/dimensions/{name}", summary="Figures per value of a dimension",
+                response_model=DimensionFiguresOut)
+    async def dimension(
+        name: str,
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(week)],
+        touchpoint: TouchpointParam = None,
+        channel: Annotated[str | None, Query(description=(
+            "Only this channel's feedback (default: all channels)."))] = None,
+        stage: StageParam = None,
+        segment: SegmentParam = None,
+        meta: Annotated[tuple[tuple[str, str], ...], Depends(meta_filter)] = (),
+    ) -> Response:
+        """Every metric of the catalogue per value of the dimension (`segment` or a key of
+        VOC_DIMENSIONS), over the on-time feedback of the range and filters: the largest
+        VOC_DIMENSION_MAX_VALUES values by volume, the rest folded into `other` (with how many
+        were folded), and the total. Computed from the stored feedback when asked, so the
+        range is bounded by VOC_QUERY_MAX_RANGE_DAYS. Default range: the last 7 days."""
+        if name not in dimension_names:
+            raise bad_parameter("name", f"{name[:MAX_META_KEY]!r} is not a dimension; use one "
+                                        f"of {list(dimension_names)}", where="path")
+        start, end = span
+        where = DimensionFilter(
+            start=start, end=end, touchpoints=_touchpoints(touchpoint, who),
+            channel=channel or None,
+            stage=None if stage is None else "" if stage == UNKNOWN_STAGE else stage,
+            segment=segment, metadata=meta)
+        top, total = await queries.dimension_figures(store, name, where, dimension_max_values)
+        total_counts = _dimension_counts(total)
+        values = [DimensionValue(value=row["dim_value"], **_figures(_dimension_counts(row)))
+                  for row in top]
+        folded = int(total["dim_values"]) - len(values)
+        other = None
+        if folded > 0:
+            rest = {c: total_counts[c] - sum(v.counts[c] for v in values)
+                    for c in SCORE_COUNTS}
+            other = DimensionOther(folded_values=folded, **_figures(_rounded(rest)))
+        return _answer(DimensionFiguresOut(
+            dimension=name, from_=start, to=end, values=values, other=other,
+            total=DimensionTotal(distinct_values=int(total["dim_values"]),
+                                 **_figures(total_counts))))
+
     return router
+
+
+def _rounded(counts: dict[str, Any]) -> dict[str, Any]:
+    """Counts as the scorer stores them: floats to 9 places, so a figure reads the same
+    whether summed in the store or derived here."""
+    return {c: round(float(v), 9) if c in FLOAT_COUNTS else int(v) for c, v in counts.items()}
+
+
+def _dimension_counts(row: Row) -> dict[str, Any]:
+    return _rounded({c: row[f"agg_{c}"] for c in SCORE_COUNTS})
+
+
+def _figures(counts: dict[str, Any]) -> dict[str, Any]:
+    """Every metric of the catalogue, and the counts, from one set of counts."""
+    derived = cem_metrics.derive_scores(counts)
+    return {**{m: counts[m] if m in counts else derived[m] for m in SCORE_METRICS},
+            "counts": counts}
 
 
 def _answer(model: BaseModel) -> Response:

@@ -238,6 +238,9 @@ class FeedbackFilter:
     q: str | None = None
     scope: tuple[str, ...] | None = None
     """The caller's touchpoints, when it may not see all."""
+    segment: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    """(key, value) pairs of configured dimensions the feedback's metadata must hold."""
 
 
 _FEEDBACK_CONDITIONS = {
@@ -249,6 +252,7 @@ _FEEDBACK_CONDITIONS = {
     "intent": "intent = %(intent)s",
     "q": "positionCaseInsensitiveUTF8(text, %(q)s) > 0",
     "scope": "touchpoint IN %(scope)s",
+    "segment": "segment = %(segment)s",
 }
 
 _FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, text, "
@@ -263,12 +267,84 @@ async def feedback_page(store: Store, where: FeedbackFilter, offset: int,
     rows from ``offset``."""
     active = {name: getattr(where, name) for name in _FEEDBACK_CONDITIONS
               if getattr(where, name) is not None}
-    condition = " AND ".join(["occurred_at >= %(lo)s", "occurred_at < %(hi)s",
-                              *(_FEEDBACK_CONDITIONS[name] for name in active)])
-    params = {**active, "lo": where.start, "hi": where.end, "offset": offset, "limit": limit}
+    meta_condition, meta_params = DimensionFilter(where.start, where.end,
+                                                  metadata=where.metadata).where()
+    condition = " AND ".join([meta_condition, *(_FEEDBACK_CONDITIONS[name] for name in active)])
+    params = {**active, **meta_params, "offset": offset, "limit": limit}
     total = await store.query(f"SELECT count() AS n FROM feedback FINAL WHERE {condition}",
                               params)
     rows = await store.query(
         f"SELECT {_FEEDBACK_COLUMNS} FROM feedback FINAL WHERE {condition} "
         "ORDER BY occurred_at DESC, event_id LIMIT %(offset)s, %(limit)s", params)
     return int(total[0]["n"]), rows
+
+
+# ------------------------------------------------------------------------- dimensions
+
+SEGMENT = "segment"
+"""The dimension every deployment has: the event's own ``segment`` field."""
+
+_COMPACT_METADATA = """replaceAll(metadata, '": "', '":"')"""
+
+
+def _dimension_value(name: str, param: str) -> str:
+    """The SQL value of dimension ``name``: the ``segment`` column, or the metadata key read
+    from the stored metadata JSON (the key travels as the parameter ``param``). The metadata
+    is a flat object of strings (``events.Metadata``) written by ``json.dumps``, so a key's
+    quoted name cannot occur inside a value, where its quotes are escaped. visitParam
+    functions read only ``"key":"value"`` without a space, and ``json.dumps`` writes ``": "``
+    between a key and its value: the space is taken out first (inside a value, a quote is
+    always escaped, so ``": "`` occurs only between keys and values)."""
+    if name == SEGMENT:
+        return "segment"
+    return f"visitParamExtractString({_COMPACT_METADATA}, %({param})s)"
+
+
+@dataclass(frozen=True)
+class DimensionFilter:
+    """Which stored feedback a dimension read covers: the time range, the touchpoints (None:
+    all), and optionally one channel, stage ('' = none given), segment and metadata values."""
+
+    start: datetime
+    end: datetime
+    touchpoints: tuple[str, ...] | None = None
+    channel: str | None = None
+    stage: str | None = None
+    segment: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """The WHERE condition and its parameters."""
+        parts = ["occurred_at >= %(lo)s", "occurred_at < %(hi)s"]
+        params: dict[str, Any] = {"lo": self.start, "hi": self.end}
+        for name, value in (("touchpoint", self.touchpoints), ("channel", self.channel),
+                            ("stage", self.stage), ("segment", self.segment)):
+            if value is not None:
+                parts.append(f"{name} IN %({name})s" if name == "touchpoint"
+                             else f"{name} = %({name})s")
+                params[name] = value
+        for i, (key, value) in enumerate(self.metadata):
+            parts.append(f"{_dimension_value(key, f'mk{i}')} = %(mv{i})s")
+            params.update({f"mk{i}": key, f"mv{i}": value})
+        return " AND ".join(parts), params
+
+
+async def dimension_figures(store: Store, name: str, where: DimensionFilter,
+                            max_values: int) -> tuple[list[Row], Row]:
+    """Every catalogue count of the on-time feedback ``where`` covers, per value of dimension
+    ``name`` for the ``max_values`` largest values by volume (then by value), and over all of
+    it (``values`` is the number of distinct values). The answer is bounded however many
+    values the store holds; the caller folds the rest into ``other`` as total minus the
+    values answered, which is exact because the counts are additive."""
+    condition, params = where.where()
+    value = _dimension_value(name, "dimension")
+    params = {**params, "dimension": name, "limit": max_values}
+    counts = _aggregates(SCORE_COUNTS)
+    top = await store.query(
+        f"SELECT {value} AS dim_value, {counts} FROM feedback FINAL "
+        f"WHERE {condition} AND too_late = 0 GROUP BY dim_value "
+        "ORDER BY agg_volume DESC, dim_value LIMIT %(limit)s", params)
+    total = await store.query(
+        f"SELECT uniqExact({value}) AS dim_values, {counts} FROM feedback FINAL "
+        f"WHERE {condition} AND too_late = 0", params)
+    return top, total[0]

@@ -9,6 +9,7 @@ import {
 import { CanvasRenderer } from 'echarts/renderers';
 
 import { explainPanel } from './explain.js';
+import { renderDimensions } from './dimensions.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, STAGES, catalogue, gapBand, setCatalogue, windowLabel,
@@ -572,10 +573,11 @@ const ROUTES = {
   journey: renderJourney,
   touchpoint: renderDetail,
   alerts: renderAlerts,
+  segments: (view) => renderDimensions(view, getJson),
 };
 
 function route() {
-  const [, name = 'overview', arg] = location.hash.split('/');
+  const [, name = 'overview', arg] = location.hash.split('?')[0].split('/');
   const key = ROUTES[name] ? name : 'overview';
   teardown();
   disposeCharts();
