@@ -57,7 +57,7 @@ EVENTS = [
 
 def test_dimension_settings_are_checked() -> None:
     assert load_settings(dimensions=["city", "产品线"]).dimensions == ["city", "产品线"]
-    for bad in (["segment"], ["city", "city"], ["<b>"], ["x" * 65]):
+    for bad in (["segment"], ["agent"], ["city", "city"], ["<b>"], ["x" * 65]):
         with pytest.raises(ValidationError, match="VOC_DIMENSIONS"):
             load_settings(dimensions=bad)
 
@@ -96,7 +96,7 @@ async def get(client: httpx.AsyncClient, path: str, status: int = 200, **params:
 
 async def check_list(client: httpx.AsyncClient) -> None:
     assert await get(client, "/v1/dimensions") == {
-        "dimensions": ["segment", "city", "campaign"], "max_values": 2}
+        "dimensions": ["segment", "agent", "queue", "city", "campaign"], "max_values": 2}
 
 
 async def check_segments(client: httpx.AsyncClient) -> None:

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
         default=20, ge=1, le=1000, description="Most values of one dimension answered with "
         "figures of their own (the largest by volume); the rest are folded into `other`, "
         "with the number of values folded.")
+    fcr_days: int = Field(
+        default=7, ge=1, le=90, description="First-contact resolution: a call counts as "
+        "resolved when its customer does not contact again about one of its topics within "
+        "this many days (docs/metrics.md#contact-center).")
     cors_origins: list[str] = Field(
         default_factory=list, description="JSON list of origins allowed to call the API from a "
         'browser, e.g. `["https://voc.example.com"]`. Empty: CORS off.')
@@ -292,9 +296,9 @@ class Settings(BaseSettings):
             if len(name) > MAX_META_KEY or not _META_KEY.fullmatch(name):
                 raise ValueError(f"VOC_DIMENSIONS: {name!r} is no metadata key; {NAME_RULE}, "
                                  f"at most {MAX_META_KEY} characters")
-            if name == "segment":
-                raise ValueError("VOC_DIMENSIONS: 'segment' is always a dimension; list only "
-                                 "metadata keys")
+            if name in ("segment", "agent", "queue"):
+                raise ValueError(f"VOC_DIMENSIONS: {name!r} is always a dimension (segment, "
+                                 "agent, queue); list only metadata keys")
         if len(set(value)) != len(value):
             raise ValueError(f"VOC_DIMENSIONS={value}: each key once")
         return value

@@ -47,6 +47,7 @@ from services.core.events import (
 )
 from services.core.store import Row, Store
 from services.scoring import queries
+from services.ingest.call_transcript import SPEAKER_LABELS
 from services.scoring.drivers import (
     IMPACT_METRICS,
     Factor,
@@ -58,7 +59,7 @@ from services.scoring.drivers import (
 )
 from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
 from services.scoring.expectations import Expectations
-from services.scoring.queries import SEGMENT, Cell, DimensionFilter, FeedbackFilter
+from services.scoring.queries import COLUMN_DIMENSIONS, Cell, DimensionFilter, FeedbackFilter
 from services.scoring.windows import (
     ALL,
     STAGES,
@@ -116,6 +117,10 @@ StageParam = Annotated[Stage | None, BeforeValidator(_blank), Query(description=
     "售前, 售中, 售后 or unknown (events that carried no stage); default: all stages."))]
 
 
+AgentParam = Annotated[str | None, BeforeValidator(_blank), Query(
+    max_length=128, description="Only calls of this agent id.")]
+QueueParam = Annotated[str | None, BeforeValidator(_blank), Query(
+    max_length=128, description="Only calls of this queue.")]
 SegmentParam = Annotated[str | None, BeforeValidator(_blank), Query(
     max_length=MAX_SEGMENT, description="Only feedback of this segment (e.g. VIP).")]
 MetaParam = Annotated[list[str] | None, Query(description=(
@@ -268,8 +273,77 @@ class DimensionFiguresOut(_Out):
     total: DimensionTotal  # type: ignore[valid-type]
 
 
+_FCR = {
+    "fcr": (float | None, Field(description=(
+        "First-contact resolution: fcr_resolved / fcr_calls; null without such calls."))),
+    "fcr_calls": (int, Field(description=(
+        "Calls of a known customer whose VOC_FCR_DAYS have passed."))),
+    "fcr_resolved": (int, Field(description=(
+        "Of those, calls after which the customer did not contact again about one of the "
+        "call's topics within VOC_FCR_DAYS."))),
+    "fcr_pending": (int, Field(description=(
+        "Calls of a known customer whose VOC_FCR_DAYS have not passed yet (not counted)."))),
+}
+ContactCenterValue = create_model(
+    "ContactCenterValue", __base__=_Out,
+    __doc__="The call figures (docs/metrics.md#contact-center) of one agent or queue.",
+    value=(str, Field(description="The agent id or queue; '' = calls that named none.")),
+    **_FIGURES, **_FCR)
+ContactCenterOther = create_model(
+    "ContactCenterOther", __base__=_Out,
+    __doc__="The agents or queues beyond VOC_DIMENSION_MAX_VALUES, folded together.",
+    folded_values=(int, Field(description="How many distinct values were folded.")),
+    **_FIGURES, **_FCR)
+ContactCenterTotal = create_model(
+    "ContactCenterTotal", __base__=_Out, __doc__="The figures of all the calls read.",
+    distinct_values=(int, Field(description="Distinct agents or queues.")),
+    **_FIGURES, **_FCR)
+
+
+class ContactCenterOut(_Out):
+    by: Literal["agent", "queue"]
+    from_: datetime = Field(alias="from")
+    to: datetime
+    fcr_days: int = Field(description="VOC_FCR_DAYS.")
+    values: list[ContactCenterValue]  # type: ignore[valid-type]
+    other: ContactCenterOther | None  # type: ignore[valid-type]
+    total: ContactCenterTotal  # type: ignore[valid-type]
+
+
+class ToneOut(_Out):
+    first: float = Field(description="Customer sentiment in the call's first third.")
+    last: float = Field(description="Customer sentiment in the call's last third.")
+    change: float
+
+
+class TurnOut(_Out):
+    speaker: Literal["customer", "agent", "ivr"]
+    text: str
+
+
+class CoachingCall(_Out):
+    event_id: str
+    occurred_at: datetime
+    touchpoint: str
+    agent: str
+    queue: str
+    sentiment: float
+    topics: list[str]
+    tone: ToneOut | None
+    transcript: list[TurnOut] = Field(description=(
+        "The call's turns as stored (redacted), in order; the customer's are what coaching "
+        "highlights."))
+
+
+class CoachingOut(_Out):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    calls: list[CoachingCall]
+
+
 class DimensionsOut(_Out):
-    dimensions: list[str] = Field(description="'segment', then VOC_DIMENSIONS' keys.")
+    dimensions: list[str] = Field(description="'segment', 'agent', 'queue', then "
+                                              "VOC_DIMENSIONS' keys.")
     max_values: int = Field(description="VOC_DIMENSION_MAX_VALUES.")
 
 
@@ -430,13 +504,13 @@ class MetricsOut(_Out):
 
 def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
                  max_range_days: int = 366, taxonomy: TaxonomySpec | None = None,
-                 dimensions: tuple[str, ...] = (), dimension_max_values: int = 20
-                 ) -> APIRouter:
+                 dimensions: tuple[str, ...] = (), dimension_max_values: int = 20,
+                 fcr_days: int = 7) -> APIRouter:
     """The query routes, reading ``store``, for viewers; each answers only within the caller's
     touchpoints. ``taxonomy`` is the one the NLP stage tags with (the shipped default when
     None); ``dimensions`` the metadata keys scored besides segment (VOC_DIMENSIONS)."""
     meta_filter = MetaFilter(tuple(dimensions))
-    dimension_names = (SEGMENT, *dimensions)
+    dimension_names = (*COLUMN_DIMENSIONS, *dimensions)
     spec = taxonomy or load_taxonomy_spec()
     taxonomy_out = TaxonomyOut(version=spec.version, topics=[
         TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
@@ -633,7 +707,108 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             total=DimensionTotal(distinct_values=int(total["dim_values"]),
                                  **_figures(total_counts))))
 
+    @router.get("/contact-center/coaching", summary="Calls whose customer's tone worsened",
+                response_model=CoachingOut)
+    async def coaching(
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(week)],
+        touchpoint: TouchpointParam = None,
+        agent: AgentParam = None,
+        queue: QueueParam = None,
+        limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX, description=(
+            f"Most calls (1-{PAGE_SIZE_MAX}, default 50)."))] = 50,
+    ) -> Response:
+        """The coaching list: calls whose customer tone worsened from the first to the last
+        third, newest first, each with its transcript turn by turn. Default range: the last 7
+        days."""
+        start, end = span
+        where = DimensionFilter(start=start, end=end, touchpoints=_touchpoints(touchpoint, who),
+                                agent=agent, queue=queue)
+        rows = await queries.worsened_calls(store, where, limit)
+        return _answer(CoachingOut(from_=start, to=end, calls=[_coaching(r) for r in rows]))
+
+    @router.get("/contact-center/{by}", summary="Call figures per agent or per queue",
+                response_model=ContactCenterOut)
+    async def contact_center(
+        by: Literal["agent", "queue"],
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(week)],
+        touchpoint: TouchpointParam = None,
+        agent: AgentParam = None,
+        queue: QueueParam = None,
+        segment: SegmentParam = None,
+    ) -> Response:
+        """Per agent or queue (the largest VOC_DIMENSION_MAX_VALUES by calls, the rest folded
+        into `other`): every metric of the catalogue over its calls (calls, mean customer
+        sentiment, tone worsened / improved, hold and silence, transfers, escalation threats)
+        and first-contact resolution. Default range: the last 7 days."""
+        start, end = span
+        where = DimensionFilter(start=start, end=end, touchpoints=_touchpoints(touchpoint, who),
+                                segment=segment, agent=agent, queue=queue, calls_only=True)
+        top, total = await queries.dimension_figures(store, by, where, dimension_max_values)
+        now = utc_now()
+        per_value = await queries.first_contact_resolution(
+            store, by, where, [r["dim_value"] for r in top], fcr_days, now) if top else {}
+        overall = (await queries.first_contact_resolution(
+            store, by, where, None, fcr_days, now)).get("", {})
+        total_counts = _dimension_counts(total)
+        total_fcr = _fcr(overall)
+        values = [ContactCenterValue(value=r["dim_value"], **_figures(_dimension_counts(r)),
+                                     **_fcr(per_value.get(r["dim_value"], {}))) for r in top]
+        folded = int(total["dim_values"]) - len(values)
+        other = None
+        if folded > 0:
+            rest = {c: total_counts[c] - sum(v.counts[c] for v in values) for c in SCORE_COUNTS}
+            left = {k: total_fcr[k] - sum(getattr(v, k) for v in values)
+                    for k in ("fcr_calls", "fcr_resolved", "fcr_pending")}
+            other = ContactCenterOther(folded_values=folded, **_figures(_rounded(rest)),
+                                       **_fcr_of(left))
+        return _answer(ContactCenterOut(
+            by=by, from_=start, to=end, fcr_days=fcr_days, values=values, other=other,
+            total=ContactCenterTotal(distinct_values=int(total["dim_values"]),
+                                     **_figures(total_counts), **total_fcr)))
+
     return router
+
+
+def _fcr(row: Row) -> dict[str, Any]:
+    """First-contact resolution figures from a ``first_contact_resolution`` row."""
+    calls, matured = int(row.get("calls", 0)), int(row.get("matured", 0))
+    return _fcr_of({"fcr_calls": matured, "fcr_resolved": int(row.get("resolved", 0)),
+                    "fcr_pending": calls - matured})
+
+
+def _fcr_of(counts: dict[str, int]) -> dict[str, Any]:
+    calls = counts["fcr_calls"]
+    return {**counts, "fcr": round(counts["fcr_resolved"] / calls, 10) if calls else None}
+
+
+_SPEAKERS = {f"{label}：": speaker for speaker, label in SPEAKER_LABELS.items()}
+
+
+def _turns(text: str) -> list[TurnOut]:
+    """A stored transcript (``客户：...`` lines, services/ingest/call_transcript.py) as turns;
+    a line without a speaker's label continues the turn before it."""
+    turns: list[TurnOut] = []
+    for line in text.split("\n"):
+        label, sep, rest = line.partition("：")
+        speaker = _SPEAKERS.get(label + sep)
+        if speaker is not None:
+            turns.append(TurnOut(speaker=speaker, text=rest))  # type: ignore[arg-type]
+        elif turns:
+            turns[-1] = TurnOut(speaker=turns[-1].speaker, text=f"{turns[-1].text}\n{line}")
+        else:
+            turns.append(TurnOut(speaker="customer", text=line))
+    return turns
+
+
+def _coaching(row: Row) -> CoachingCall:
+    tone = json.loads(row["enriched_json"] or "{}").get("call_tone")
+    return CoachingCall(
+        event_id=row["event_id"], occurred_at=row["occurred_at"], touchpoint=row["touchpoint"],
+        agent=row["call_agent"], queue=row["call_queue"], sentiment=row["sentiment"],
+        topics=row["topics"], tone=ToneOut.model_validate(tone) if tone else None,
+        transcript=_turns(row["text"]))
 
 
 def _rounded(counts: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import { CanvasRenderer } from 'echarts/renderers';
 
 import { explainPanel } from './explain.js';
 import { renderDimensions } from './dimensions.js';
+import { renderAgents } from './agents.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, STAGES, catalogue, gapBand, setCatalogue, windowLabel,
@@ -574,6 +575,7 @@ const ROUTES = {
   touchpoint: renderDetail,
   alerts: renderAlerts,
   segments: (view) => renderDimensions(view, getJson),
+  agents: (view) => renderAgents(view, getJson),
 };
 
 function route() {
