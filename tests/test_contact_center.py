@@ -180,6 +180,10 @@ async def check_coaching(client: httpx.AsyncClient) -> None:
         {"speaker": "agent", "text": "好的，请稍等"},
         {"speaker": "customer", "text": "等了半天了\n还没好，我要投诉"}]
     assert (await get(client, "/v1/contact-center/coaching", agent="A2"))["calls"] == []
+    # An empty parameter is "not given", as on every route.
+    blank = await get(client, "/v1/contact-center/coaching", agent="", queue="")
+    assert [c["event_id"] for c in blank["calls"]] == ["c1"]
+    await get(client, "/v1/contact-center/coaching", 400, agent="x" * 129)
 
 
 async def check_scope(client: httpx.AsyncClient) -> None:

@@ -158,6 +158,8 @@ async def check_bad_parameters(client: httpx.AsyncClient) -> None:
     assert "twice" in twice["detail"]
     long_segment = await get(client, "/v1/dimensions/city", 400, segment="x" * 65)
     assert long_segment["errors"][0]["loc"] == ["query", "segment"], long_segment
+    blank = await get(client, "/v1/dimensions/segment", segment="", touchpoint="delivery")
+    assert blank["total"]["volume"] == 6
 
 
 async def check_scope(client: httpx.AsyncClient) -> None:

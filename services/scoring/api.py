@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     create_model,
 )
 from pydantic_core import PydanticCustomError
@@ -117,12 +118,15 @@ StageParam = Annotated[Stage | None, BeforeValidator(_blank), Query(description=
     "售前, 售中, 售后 or unknown (events that carried no stage); default: all stages."))]
 
 
-AgentParam = Annotated[str | None, BeforeValidator(_blank), Query(
-    max_length=128, description="Only calls of this agent id.")]
-QueueParam = Annotated[str | None, BeforeValidator(_blank), Query(
-    max_length=128, description="Only calls of this queue.")]
-SegmentParam = Annotated[str | None, BeforeValidator(_blank), Query(
-    max_length=MAX_SEGMENT, description="Only feedback of this segment (e.g. VIP).")]
+# Lengths are bounded on the string itself: a Query(max_length=...) would also apply to the
+# None an empty parameter becomes (``_blank``), and fail on it.
+AgentParam = Annotated[Annotated[str, StringConstraints(max_length=128)] | None,
+                       BeforeValidator(_blank), Query(description="Only calls of this agent id.")]
+QueueParam = Annotated[Annotated[str, StringConstraints(max_length=128)] | None,
+                       BeforeValidator(_blank), Query(description="Only calls of this queue.")]
+SegmentParam = Annotated[Annotated[str, StringConstraints(max_length=MAX_SEGMENT)] | None,
+                         BeforeValidator(_blank), Query(
+                             description="Only feedback of this segment (e.g. VIP).")]
 MetaParam = Annotated[list[str] | None, Query(description=(
     "`key=value`: only feedback whose metadata holds this value of a configured dimension "
     "(VOC_DIMENSIONS); repeat for several keys."), examples=["city=上海"])]
