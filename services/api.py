@@ -72,7 +72,10 @@ def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> N
                                     settings.window_seconds,
                                     max_range_days=settings.query_max_range_days,
                                     journey_order=settings.journey_order,
-                                    taxonomy=load_taxonomy_spec(settings.taxonomy_path)))
+                                    taxonomy=load_taxonomy_spec(settings.taxonomy_path),
+                                    dimensions=tuple(settings.dimensions),
+                                    dimension_max_values=settings.dimension_max_values,
+                                    fcr_days=settings.fcr_days))
     app.include_router(build_dashboard(LiveFeed(store, settings.window_seconds), access))
 
 

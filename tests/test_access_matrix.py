@@ -62,6 +62,10 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/drivers"): "viewer",
     ("GET", "/v1/feedback"): "viewer",
     ("GET", "/v1/journey"): "viewer",
+    ("GET", "/v1/dimensions"): "viewer",
+    ("GET", "/v1/dimensions/{name}"): "viewer",
+    ("GET", "/v1/contact-center/coaching"): "viewer",
+    ("GET", "/v1/contact-center/{by}"): "viewer",
     ("GET", "/v1/stream"): "viewer",
     ("GET", "/v1/cases"): "viewer",
     ("GET", "/v1/cases/metrics"): "viewer",
@@ -72,7 +76,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "admin",
     ("GET", "/metrics/"): "admin",
 }
-FILL = {"{case_id}": "no-such-case", "{source}": "src-a", "{name}": "no-such-asset.js"}
+FILL = {"{case_id}": "no-such-case", "{source}": "src-a", "{name}": "no-such-asset.js",
+        "{by}": "agent"}
 
 
 def may(role: str, granted: list[str] | None) -> bool:

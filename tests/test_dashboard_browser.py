@@ -277,7 +277,7 @@ async def check_keyboard_and_language(page: object) -> None:
     await page.goto(page.url.split("#")[0] + "#/overview")  # type: ignore[attr-defined]
     await page.wait_for_selector(".tile")  # type: ignore[attr-defined]
     reached = set()
-    for _ in range(12):
+    for _ in range(16):  # the nav's six links, language, sign-out, then the tiles
         await page.keyboard.press("Tab")  # type: ignore[attr-defined]
         reached.add(await page.evaluate(  # type: ignore[attr-defined]
             "document.activeElement.id || document.activeElement.dataset.route"

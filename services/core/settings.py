@@ -13,7 +13,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.events import MAX_META_KEY, NAME_PATTERN, NAME_RULE
+
 _CLUSTER_NAME = re.compile(r"\w{1,100}")
+_META_KEY = re.compile(NAME_PATTERN)
 
 
 INGEST_BATCH_LIMIT = 10_000
@@ -131,6 +134,19 @@ class Settings(BaseSettings):
         'meet them, e.g. `["app_browse", "app_checkout", "delivery", "hotline"]`: the journey '
         "map (`GET /v1/journey`, the dashboard) shows them left to right in this order, listed "
         "ones even without data, then any others by name. Empty: all by name.")
+    dimensions: list[str] = Field(
+        default_factory=list, max_length=16, description="JSON list of the metadata keys to "
+        'score by besides touchpoint, channel, stage and segment, e.g. `["city", "campaign"]` '
+        "(at most 16; names as touchpoints). `GET /v1/dimensions/{name}` answers the figures "
+        "per value, `/v1/feedback?meta=city=上海` filters by them (docs/metrics.md#dimensions).")
+    dimension_max_values: int = Field(
+        default=20, ge=1, le=1000, description="Most values of one dimension answered with "
+        "figures of their own (the largest by volume); the rest are folded into `other`, "
+        "with the number of values folded.")
+    fcr_days: int = Field(
+        default=7, ge=1, le=90, description="First-contact resolution: a call counts as "
+        "resolved when its customer does not contact again about one of its topics within "
+        "this many days (docs/metrics.md#contact-center).")
     cors_origins: list[str] = Field(
         default_factory=list, description="JSON list of origins allowed to call the API from a "
         'browser, e.g. `["https://voc.example.com"]`. Empty: CORS off.')
@@ -276,6 +292,20 @@ class Settings(BaseSettings):
         if 300 % value:
             raise ValueError(f"VOC_WINDOW_SECONDS={value}: use a divisor of 300 (e.g. 60) so "
                              "windows roll up exactly into 5 minutes, 1 hour and 1 day")
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimension_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if len(name) > MAX_META_KEY or not _META_KEY.fullmatch(name):
+                raise ValueError(f"VOC_DIMENSIONS: {name!r} is no metadata key; {NAME_RULE}, "
+                                 f"at most {MAX_META_KEY} characters")
+            if name in ("segment", "agent", "queue"):
+                raise ValueError(f"VOC_DIMENSIONS: {name!r} is always a dimension (segment, "
+                                 "agent, queue); list only metadata keys")
+        if len(set(value)) != len(value):
+            raise ValueError(f"VOC_DIMENSIONS={value}: each key once")
         return value
 
     @field_validator("clickhouse_cluster")

@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     create_model,
 )
 from pydantic_core import PydanticCustomError
@@ -31,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from services.core import cem_metrics
 from services.core.access import Caller, Principal, Require, forbidden_touchpoint
 from services.core.cem_metrics import (
+    FLOAT_COUNTS,
     RESPONSES_OF,
     SCORE_COUNTS,
     SCORE_METRICS,
@@ -38,9 +40,16 @@ from services.core.cem_metrics import (
     mean_topic_sentiment,
 )
 from services.core.errors import PROBLEM_RESPONSES, ParameterRoute, bad_parameter
-from services.core.events import Intent, SentimentLabel, utc_now
+from services.core.events import (
+    MAX_META_KEY,
+    MAX_SEGMENT,
+    Intent,
+    SentimentLabel,
+    utc_now,
+)
 from services.core.store import Row, Store
 from services.scoring import queries
+from services.ingest.call_transcript import SPEAKER_LABELS
 from services.scoring.drivers import (
     IMPACT_METRICS,
     Factor,
@@ -55,7 +64,7 @@ from services.scoring.drivers import (
 )
 from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
 from services.scoring.expectations import Expectations
-from services.scoring.queries import Cell, FeedbackFilter
+from services.scoring.queries import COLUMN_DIMENSIONS, Cell, DimensionFilter, FeedbackFilter
 from services.scoring.windows import (
     ALL,
     STAGES,
@@ -115,6 +124,45 @@ TouchpointParam = Annotated[str | None, Query(description="Touchpoint (default: 
                                               examples=["delivery"])]
 StageParam = Annotated[Stage | None, BeforeValidator(_blank), Query(description=(
     "售前, 售中, 售后 or unknown (events that carried no stage); default: all stages."))]
+
+
+# Lengths are bounded on the string itself: a Query(max_length=...) would also apply to the
+# None an empty parameter becomes (``_blank``), and fail on it.
+AgentParam = Annotated[Annotated[str, StringConstraints(max_length=128)] | None,
+                       BeforeValidator(_blank), Query(description="Only calls of this agent id.")]
+QueueParam = Annotated[Annotated[str, StringConstraints(max_length=128)] | None,
+                       BeforeValidator(_blank), Query(description="Only calls of this queue.")]
+SegmentParam = Annotated[Annotated[str, StringConstraints(max_length=MAX_SEGMENT)] | None,
+                         BeforeValidator(_blank), Query(
+                             description="Only feedback of this segment (e.g. VIP).")]
+MetaParam = Annotated[list[str] | None, Query(description=(
+    "`key=value`: only feedback whose metadata holds this value of a configured dimension "
+    "(VOC_DIMENSIONS); repeat for several keys."), examples=["city=上海"])]
+META_VALUE_MAX = 1024
+
+
+class MetaFilter:
+    """Dependency: the ``meta`` parameters as (key, value) pairs, each key one of the
+    dimensions the deployment lists (any other is a 400 naming them), each at most once."""
+
+    def __init__(self, dimensions: tuple[str, ...]) -> None:
+        self.dimensions = dimensions
+
+    def __call__(self, meta: MetaParam = None) -> tuple[tuple[str, str], ...]:
+        pairs: dict[str, str] = {}
+        for item in meta or ():
+            key, sep, value = item.partition("=")
+            if not sep or key not in self.dimensions:
+                raise bad_parameter("meta", (
+                    f"{item[:MAX_META_KEY + 2]!r}: use key=value with a key of "
+                    f"VOC_DIMENSIONS {list(self.dimensions)}"))
+            if key in pairs:
+                raise bad_parameter("meta", f"{key!r} given twice; give each key once")
+            if len(value) > META_VALUE_MAX:
+                raise bad_parameter("meta", f"the value of {key!r} is longer than "
+                                            f"{META_VALUE_MAX} characters")
+            pairs[key] = value
+        return tuple(pairs.items())
 
 
 class Span:
@@ -202,6 +250,113 @@ ScoreRow = create_model(
     urgent_flags=(dict[str, int], Field(description="Events carrying each urgency flag.")),
     expectations=(list[ExpectationOut], ...),
 )
+
+
+_FIGURES = {
+    **{name: (_metric_type(name), Field(description=cem_metrics.BY_NAME[name].description))
+       for name in SCORE_METRICS},
+    "counts": (dict[str, int | float], Field(description="Every additive count.")),
+}
+DimensionValue = create_model(
+    "DimensionValue", __base__=_Out,
+    __doc__="The figures (docs/metrics.md) of one value of a dimension.",
+    value=(str, Field(description="The value; '' = events that carry none.")),
+    **_FIGURES)
+DimensionOther = create_model(
+    "DimensionOther", __base__=_Out,
+    __doc__="The figures of every value beyond VOC_DIMENSION_MAX_VALUES, folded together.",
+    folded_values=(int, Field(description="How many distinct values were folded.")),
+    **_FIGURES)
+DimensionTotal = create_model(
+    "DimensionTotal", __base__=_Out, __doc__="The figures of all the feedback read.",
+    distinct_values=(int, Field(description="Distinct values of the dimension.")),
+    **_FIGURES)
+
+
+class DimensionFiguresOut(_Out):
+    dimension: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    values: list[DimensionValue] = Field(  # type: ignore[valid-type]
+        description="The largest values by volume, then by value, at most "
+        "VOC_DIMENSION_MAX_VALUES.")
+    other: DimensionOther | None = Field(  # type: ignore[valid-type]
+        description="The values beyond those, folded; null when none were.")
+    total: DimensionTotal  # type: ignore[valid-type]
+
+
+_FCR = {
+    "fcr": (float | None, Field(description=(
+        "First-contact resolution: fcr_resolved / fcr_calls; null without such calls."))),
+    "fcr_calls": (int, Field(description=(
+        "Calls of a known customer whose VOC_FCR_DAYS have passed."))),
+    "fcr_resolved": (int, Field(description=(
+        "Of those, calls after which the customer did not contact again about one of the "
+        "call's topics within VOC_FCR_DAYS."))),
+    "fcr_pending": (int, Field(description=(
+        "Calls of a known customer whose VOC_FCR_DAYS have not passed yet (not counted)."))),
+}
+ContactCenterValue = create_model(
+    "ContactCenterValue", __base__=_Out,
+    __doc__="The call figures (docs/metrics.md#contact-center) of one agent or queue.",
+    value=(str, Field(description="The agent id or queue; '' = calls that named none.")),
+    **_FIGURES, **_FCR)
+ContactCenterOther = create_model(
+    "ContactCenterOther", __base__=_Out,
+    __doc__="The agents or queues beyond VOC_DIMENSION_MAX_VALUES, folded together.",
+    folded_values=(int, Field(description="How many distinct values were folded.")),
+    **_FIGURES, **_FCR)
+ContactCenterTotal = create_model(
+    "ContactCenterTotal", __base__=_Out, __doc__="The figures of all the calls read.",
+    distinct_values=(int, Field(description="Distinct agents or queues.")),
+    **_FIGURES, **_FCR)
+
+
+class ContactCenterOut(_Out):
+    by: Literal["agent", "queue"]
+    from_: datetime = Field(alias="from")
+    to: datetime
+    fcr_days: int = Field(description="VOC_FCR_DAYS.")
+    values: list[ContactCenterValue]  # type: ignore[valid-type]
+    other: ContactCenterOther | None  # type: ignore[valid-type]
+    total: ContactCenterTotal  # type: ignore[valid-type]
+
+
+class ToneOut(_Out):
+    first: float = Field(description="Customer sentiment in the call's first third.")
+    last: float = Field(description="Customer sentiment in the call's last third.")
+    change: float
+
+
+class TurnOut(_Out):
+    speaker: Literal["customer", "agent", "ivr"]
+    text: str
+
+
+class CoachingCall(_Out):
+    event_id: str
+    occurred_at: datetime
+    touchpoint: str
+    agent: str
+    queue: str
+    sentiment: float
+    topics: list[str]
+    tone: ToneOut | None
+    transcript: list[TurnOut] = Field(description=(
+        "The call's turns as stored (redacted), in order; the customer's are what coaching "
+        "highlights."))
+
+
+class CoachingOut(_Out):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    calls: list[CoachingCall]
+
+
+class DimensionsOut(_Out):
+    dimensions: list[str] = Field(description="'segment', 'agent', 'queue', then "
+                                              "VOC_DIMENSIONS' keys.")
+    max_values: int = Field(description="VOC_DIMENSION_MAX_VALUES.")
 
 
 class MetricRow(_ScoreHead):
@@ -394,10 +549,15 @@ class MetricsOut(_Out):
 
 def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
                  max_range_days: int = 366, taxonomy: TaxonomySpec | None = None,
-                 journey_order: Sequence[str] = ()) -> APIRouter:
+                 journey_order: Sequence[str] = (),
+                 dimensions: tuple[str, ...] = (), dimension_max_values: int = 20,
+                 fcr_days: int = 7) -> APIRouter:
     """The query routes, reading ``store``, for viewers; each answers only within the caller's
     touchpoints. ``taxonomy`` is the one the NLP stage tags with (the shipped default when
-    None); ``journey_order`` the touchpoints in the order customers meet them."""
+    None); ``journey_order`` the touchpoints in the order customers meet them; ``dimensions``
+    the metadata keys scored besides segment (VOC_DIMENSIONS)."""
+    meta_filter = MetaFilter(tuple(dimensions))
+    dimension_names = (*COLUMN_DIMENSIONS, *dimensions)
     spec = taxonomy or load_taxonomy_spec()
     taxonomy_out = TaxonomyOut(version=spec.version, topics=[
         TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
@@ -552,6 +712,8 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         event_id: Annotated[list[str] | None, Query(description=(
             f"Only these events (repeat the parameter, at most {EVENT_IDS_MAX}), e.g. the "
             "comments an alert's explanation quotes."))] = None,
+        segment: SegmentParam = None,
+        meta: Annotated[tuple[tuple[str, str], ...], Depends(meta_filter)] = (),
         page: Annotated[int, Query(ge=1, le=PAGE_MAX, description=(
             f"Page number, 1-{PAGE_MAX}; read further back with a narrower time range or "
             "filter."))] = 1,
@@ -568,11 +730,123 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             sentiment=sentiment, channel=channel or None, intent=intent, q=q or None,
             event_ids=events,
             stage=None if stage is None else "" if stage == UNKNOWN_STAGE else stage,
-            scope=None if who.touchpoints is None else tuple(sorted(who.touchpoints)))
+            scope=None if who.touchpoints is None else tuple(sorted(who.touchpoints)),
+            segment=segment, metadata=meta)
         total, rows = await queries.feedback_page(store, where, (page - 1) * page_size,
                                                   page_size)
         return _answer(FeedbackPage(page=page, page_size=page_size, total=total,
                                     items=[_feedback_item(r) for r in rows]))
+
+    @router.get("/dimensions", summary="The dimensions feedback is scored by",
+                response_model=DimensionsOut)
+    async def dimensions_list() -> Response:
+        """`segment`, then the metadata keys the deployment lists (VOC_DIMENSIONS), and how
+        many values of one are answered with figures of their own."""
+        return _answer(DimensionsOut(dimensions=list(dimension_names),
+                                     max_values=dimension_max_values))
+
+    @router.get("/dimensions/{name}", summary="Figures per value of a dimension",
+                response_model=DimensionFiguresOut)
+    async def dimension(
+        name: str,
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(week)],
+        touchpoint: TouchpointParam = None,
+        channel: Annotated[str | None, Query(description=(
+            "Only this channel's feedback (default: all channels)."))] = None,
+        stage: StageParam = None,
+        segment: SegmentParam = None,
+        meta: Annotated[tuple[tuple[str, str], ...], Depends(meta_filter)] = (),
+    ) -> Response:
+        """Every metric of the catalogue per value of the dimension (`segment` or a key of
+        VOC_DIMENSIONS), over the on-time feedback of the range and filters: the largest
+        VOC_DIMENSION_MAX_VALUES values by volume, the rest folded into `other` (with how many
+        were folded), and the total. Computed from the stored feedback when asked, so the
+        range is bounded by VOC_QUERY_MAX_RANGE_DAYS. Default range: the last 7 days."""
+        if name not in dimension_names:
+            raise bad_parameter("name", f"{name[:MAX_META_KEY]!r} is not a dimension; use one "
+                                        f"of {list(dimension_names)}", where="path")
+        start, end = span
+        where = DimensionFilter(
+            start=start, end=end, touchpoints=_touchpoints(touchpoint, who),
+            channel=channel or None,
+            stage=None if stage is None else "" if stage == UNKNOWN_STAGE else stage,
+            segment=segment, metadata=meta)
+        top, total = await queries.dimension_figures(store, name, where, dimension_max_values)
+        total_counts = _dimension_counts(total)
+        values = [DimensionValue(value=row["dim_value"], **_figures(_dimension_counts(row)))
+                  for row in top]
+        folded = int(total["dim_values"]) - len(values)
+        other = None
+        if folded > 0:
+            rest = {c: total_counts[c] - sum(v.counts[c] for v in values)
+                    for c in SCORE_COUNTS}
+            other = DimensionOther(folded_values=folded, **_figures(_rounded(rest)))
+        return _answer(DimensionFiguresOut(
+            dimension=name, from_=start, to=end, values=values, other=other,
+            total=DimensionTotal(distinct_values=int(total["dim_values"]),
+                                 **_figures(total_counts))))
+
+    @router.get("/contact-center/coaching", summary="Calls whose customer's tone worsened",
+                response_model=CoachingOut)
+    async def coaching(
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(week)],
+        touchpoint: TouchpointParam = None,
+        agent: AgentParam = None,
+        queue: QueueParam = None,
+        limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX, description=(
+            f"Most calls (1-{PAGE_SIZE_MAX}, default 50)."))] = 50,
+    ) -> Response:
+        """The coaching list: calls whose customer tone worsened from the first to the last
+        third, newest first, each with its transcript turn by turn. Default range: the last 7
+        days."""
+        start, end = span
+        where = DimensionFilter(start=start, end=end, touchpoints=_touchpoints(touchpoint, who),
+                                agent=agent, queue=queue)
+        rows = await queries.worsened_calls(store, where, limit)
+        return _answer(CoachingOut(from_=start, to=end, calls=[_coaching(r) for r in rows]))
+
+    @router.get("/contact-center/{by}", summary="Call figures per agent or per queue",
+                response_model=ContactCenterOut)
+    async def contact_center(
+        by: Literal["agent", "queue"],
+        who: Caller,
+        span: Annotated[tuple[datetime, datetime], Depends(week)],
+        touchpoint: TouchpointParam = None,
+        agent: AgentParam = None,
+        queue: QueueParam = None,
+        segment: SegmentParam = None,
+    ) -> Response:
+        """Per agent or queue (the largest VOC_DIMENSION_MAX_VALUES by calls, the rest folded
+        into `other`): every metric of the catalogue over its calls (calls, mean customer
+        sentiment, tone worsened / improved, hold and silence, transfers, escalation threats)
+        and first-contact resolution. Default range: the last 7 days."""
+        start, end = span
+        where = DimensionFilter(start=start, end=end, touchpoints=_touchpoints(touchpoint, who),
+                                segment=segment, agent=agent, queue=queue, calls_only=True)
+        top, total = await queries.dimension_figures(store, by, where, dimension_max_values)
+        now = utc_now()
+        per_value = await queries.first_contact_resolution(
+            store, by, where, [r["dim_value"] for r in top], fcr_days, now) if top else {}
+        overall = (await queries.first_contact_resolution(
+            store, by, where, None, fcr_days, now)).get("", {})
+        total_counts = _dimension_counts(total)
+        total_fcr = _fcr(overall)
+        values = [ContactCenterValue(value=r["dim_value"], **_figures(_dimension_counts(r)),
+                                     **_fcr(per_value.get(r["dim_value"], {}))) for r in top]
+        folded = int(total["dim_values"]) - len(values)
+        other = None
+        if folded > 0:
+            rest = {c: total_counts[c] - sum(v.counts[c] for v in values) for c in SCORE_COUNTS}
+            left = {k: total_fcr[k] - sum(getattr(v, k) for v in values)
+                    for k in ("fcr_calls", "fcr_resolved", "fcr_pending")}
+            other = ContactCenterOther(folded_values=folded, **_figures(_rounded(rest)),
+                                       **_fcr_of(left))
+        return _answer(ContactCenterOut(
+            by=by, from_=start, to=end, fcr_days=fcr_days, values=values, other=other,
+            total=ContactCenterTotal(distinct_values=int(total["dim_values"]),
+                                     **_figures(total_counts), **total_fcr)))
 
     return router
 
@@ -605,6 +879,61 @@ def _event_ids(values: list[str] | None) -> tuple[str, ...] | None:
             f"{long[:20]!r}... is {len(long)} characters; event ids have at most "
             f"{EVENT_ID_CHARS_MAX}"))
     return wanted or None
+def _fcr(row: Row) -> dict[str, Any]:
+    """First-contact resolution figures from a ``first_contact_resolution`` row."""
+    calls, matured = int(row.get("calls", 0)), int(row.get("matured", 0))
+    return _fcr_of({"fcr_calls": matured, "fcr_resolved": int(row.get("resolved", 0)),
+                    "fcr_pending": calls - matured})
+
+
+def _fcr_of(counts: dict[str, int]) -> dict[str, Any]:
+    calls = counts["fcr_calls"]
+    return {**counts, "fcr": round(counts["fcr_resolved"] / calls, 10) if calls else None}
+
+
+_SPEAKERS = {f"{label}：": speaker for speaker, label in SPEAKER_LABELS.items()}
+
+
+def _turns(text: str) -> list[TurnOut]:
+    """A stored transcript (``客户：...`` lines, services/ingest/call_transcript.py) as turns;
+    a line without a speaker's label continues the turn before it."""
+    turns: list[TurnOut] = []
+    for line in text.split("\n"):
+        label, sep, rest = line.partition("：")
+        speaker = _SPEAKERS.get(label + sep)
+        if speaker is not None:
+            turns.append(TurnOut(speaker=speaker, text=rest))  # type: ignore[arg-type]
+        elif turns:
+            turns[-1] = TurnOut(speaker=turns[-1].speaker, text=f"{turns[-1].text}\n{line}")
+        else:
+            turns.append(TurnOut(speaker="customer", text=line))
+    return turns
+
+
+def _coaching(row: Row) -> CoachingCall:
+    tone = json.loads(row["enriched_json"] or "{}").get("call_tone")
+    return CoachingCall(
+        event_id=row["event_id"], occurred_at=row["occurred_at"], touchpoint=row["touchpoint"],
+        agent=row["call_agent"], queue=row["call_queue"], sentiment=row["sentiment"],
+        topics=row["topics"], tone=ToneOut.model_validate(tone) if tone else None,
+        transcript=_turns(row["text"]))
+
+
+def _rounded(counts: dict[str, Any]) -> dict[str, Any]:
+    """Counts as the scorer stores them: floats to 9 places, so a figure reads the same
+    whether summed in the store or derived here."""
+    return {c: round(float(v), 9) if c in FLOAT_COUNTS else int(v) for c, v in counts.items()}
+
+
+def _dimension_counts(row: Row) -> dict[str, Any]:
+    return _rounded({c: row[f"agg_{c}"] for c in SCORE_COUNTS})
+
+
+def _figures(counts: dict[str, Any]) -> dict[str, Any]:
+    """Every metric of the catalogue, and the counts, from one set of counts."""
+    derived = cem_metrics.derive_scores(counts)
+    return {**{m: counts[m] if m in counts else derived[m] for m in SCORE_METRICS},
+            "counts": counts}
 
 
 def _answer(model: BaseModel) -> Response:

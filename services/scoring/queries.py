@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from services.core.cem_metrics import RATIOS, SCORE_COUNTS, TOPIC_COUNTS
@@ -240,6 +240,9 @@ class FeedbackFilter:
     """These events only (e.g. the comments an alert's explanation quotes)."""
     scope: tuple[str, ...] | None = None
     """The caller's touchpoints, when it may not see all."""
+    segment: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    """(key, value) pairs of configured dimensions the feedback's metadata must hold."""
 
 
 _FEEDBACK_CONDITIONS = {
@@ -252,6 +255,7 @@ _FEEDBACK_CONDITIONS = {
     "q": "positionCaseInsensitiveUTF8(text, %(q)s) > 0",
     "event_ids": "event_id IN %(event_ids)s",
     "scope": "touchpoint IN %(scope)s",
+    "segment": "segment = %(segment)s",
 }
 
 _FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, text, "
@@ -266,12 +270,159 @@ async def feedback_page(store: Store, where: FeedbackFilter, offset: int,
     rows from ``offset``."""
     active = {name: getattr(where, name) for name in _FEEDBACK_CONDITIONS
               if getattr(where, name) is not None}
-    condition = " AND ".join(["occurred_at >= %(lo)s", "occurred_at < %(hi)s",
-                              *(_FEEDBACK_CONDITIONS[name] for name in active)])
-    params = {**active, "lo": where.start, "hi": where.end, "offset": offset, "limit": limit}
+    meta_condition, meta_params = DimensionFilter(where.start, where.end,
+                                                  metadata=where.metadata).where()
+    condition = " AND ".join([meta_condition, *(_FEEDBACK_CONDITIONS[name] for name in active)])
+    params = {**active, **meta_params, "offset": offset, "limit": limit}
     total = await store.query(f"SELECT count() AS n FROM feedback FINAL WHERE {condition}",
                               params)
     rows = await store.query(
         f"SELECT {_FEEDBACK_COLUMNS} FROM feedback FINAL WHERE {condition} "
         "ORDER BY occurred_at DESC, event_id LIMIT %(offset)s, %(limit)s", params)
     return int(total[0]["n"]), rows
+
+
+# ------------------------------------------------------------------------- dimensions
+
+SEGMENT = "segment"
+"""The dimension every deployment has: the event's own ``segment`` field."""
+
+COLUMN_DIMENSIONS = {SEGMENT: "segment", "agent": "call_agent", "queue": "call_queue"}
+"""Dimensions every deployment has, each a column of ``feedback``: the segment, and a call's
+agent and queue (empty for other channels)."""
+
+_COMPACT_METADATA = """replaceAll(metadata, '": "', '":"')"""
+
+
+def _dimension_value(name: str, param: str) -> str:
+    """The SQL value of dimension ``name``: the ``segment`` column, or the metadata key read
+    from the stored metadata JSON (the key travels as the parameter ``param``). The metadata
+    is a flat object of strings (``events.Metadata``) written by ``json.dumps``, so a key's
+    quoted name cannot occur inside a value, where its quotes are escaped. visitParam
+    functions read only ``"key":"value"`` without a space, and ``json.dumps`` writes ``": "``
+    between a key and its value: the space is taken out first (inside a value, a quote is
+    always escaped, so ``": "`` occurs only between keys and values)."""
+    if name in COLUMN_DIMENSIONS:
+        return COLUMN_DIMENSIONS[name]
+    return f"visitParamExtractString({_COMPACT_METADATA}, %({param})s)"
+
+
+@dataclass(frozen=True)
+class DimensionFilter:
+    """Which stored feedback a dimension read covers: the time range, the touchpoints (None:
+    all), and optionally one channel, stage ('' = none given), segment and metadata values."""
+
+    start: datetime
+    end: datetime
+    touchpoints: tuple[str, ...] | None = None
+    channel: str | None = None
+    stage: str | None = None
+    segment: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    agent: str | None = None
+    queue: str | None = None
+    calls_only: bool = False
+    """Only contact-center calls (events with call facts)."""
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """The WHERE condition and its parameters."""
+        parts = ["occurred_at >= %(lo)s", "occurred_at < %(hi)s"]
+        if self.calls_only:
+            parts.append("isNotNull(call_duration_s)")
+        params: dict[str, Any] = {"lo": self.start, "hi": self.end}
+        for name, value in (("touchpoint", self.touchpoints), ("channel", self.channel),
+                            ("stage", self.stage), ("segment", self.segment),
+                            ("call_agent", self.agent), ("call_queue", self.queue)):
+            if value is not None:
+                parts.append(f"{name} IN %({name})s" if name == "touchpoint"
+                             else f"{name} = %({name})s")
+                params[name] = value
+        for i, (key, value) in enumerate(self.metadata):
+            parts.append(f"{_dimension_value(key, f'mk{i}')} = %(mv{i})s")
+            params.update({f"mk{i}": key, f"mv{i}": value})
+        return " AND ".join(parts), params
+
+
+async def dimension_figures(store: Store, name: str, where: DimensionFilter,
+                            max_values: int) -> tuple[list[Row], Row]:
+    """Every catalogue count of the on-time feedback ``where`` covers, per value of dimension
+    ``name`` for the ``max_values`` largest values by volume (then by value), and over all of
+    it (``values`` is the number of distinct values). The answer is bounded however many
+    values the store holds; the caller folds the rest into ``other`` as total minus the
+    values answered, which is exact because the counts are additive."""
+    condition, params = where.where()
+    value = _dimension_value(name, "dimension")
+    params = {**params, "dimension": name, "limit": max_values}
+    counts = _aggregates(SCORE_COUNTS)
+    top = await store.query(
+        f"SELECT {value} AS dim_value, {counts} FROM feedback FINAL "
+        f"WHERE {condition} AND too_late = 0 GROUP BY dim_value "
+        "ORDER BY agg_volume DESC, dim_value LIMIT %(limit)s", params)
+    total = await store.query(
+        f"SELECT uniqExact({value}) AS dim_values, {counts} FROM feedback FINAL "
+        f"WHERE {condition} AND too_late = 0", params)
+    return top, total[0]
+
+
+# ------------------------------------------------------------------ contact center
+
+_FCR_SQL = """
+SELECT dim_value, count() AS calls, sum(is_matured) AS matured,
+    sum(is_matured * (1 - is_repeated)) AS resolved
+FROM (
+    SELECT event_id, any(call_value) AS dim_value, any(call_matured) AS is_matured,
+        max(later_at > at AND later_at <= at + %(fcr_s)s) AS is_repeated
+    FROM (
+        SELECT event_id, {value} AS call_value, customer_id, toUInt32(occurred_at) AS at,
+            toUInt8(toUInt32(occurred_at) + %(fcr_s)s <= %(now_epoch)s) AS call_matured,
+            arrayJoin(if(empty(topics), [''], topics)) AS topic
+        FROM feedback FINAL
+        WHERE {condition} AND too_late = 0 AND isNotNull(call_duration_s)
+          AND customer_id != '' {only}
+    ) AS call_rows ALL LEFT JOIN (
+        SELECT DISTINCT customer_id, toUInt32(occurred_at) AS later_at,
+            arrayJoin(arrayPushBack(topics, '')) AS topic
+        FROM feedback FINAL
+        WHERE occurred_at >= %(lo)s AND occurred_at < %(fcr_hi)s AND too_late = 0
+          AND customer_id IN (
+            SELECT customer_id FROM feedback
+            WHERE {condition} AND isNotNull(call_duration_s) AND customer_id != '')
+    ) AS later_rows USING (customer_id, topic)
+    GROUP BY event_id
+)
+GROUP BY dim_value
+"""
+
+
+async def first_contact_resolution(store: Store, name: str, where: DimensionFilter,
+                                   values: Iterable[str] | None, days: int,
+                                   now: datetime) -> dict[str, Row]:
+    """Per value of dimension ``name`` among ``values`` (None: one row over all, keyed ''),
+    the calls of a known customer (``calls``), those whose ``days`` have passed by ``now``
+    (``matured``) and, of those, the ones after which the customer did not contact us again
+    (any channel) about one of the call's topics within ``days`` (``resolved``; a call
+    without topics: about anything). Later contacts are read up to ``days`` after the range,
+    so a call near its end is judged on the same span as any other."""
+    condition, params = where.where()
+    fcr_s = days * 86400
+    only = "" if values is None else f"AND {_dimension_value(name, 'dimension')} IN %(values)s"
+    sql = _FCR_SQL.format(value="''" if values is None else _dimension_value(name, "dimension"),
+                          condition=condition, only=only)
+    rows = await store.query(sql, {
+        **params, "dimension": name, "values": tuple(values or ()), "fcr_s": fcr_s,
+        "now_epoch": int(now.timestamp()),
+        "fcr_hi": datetime.fromtimestamp(int(where.end.timestamp()) + fcr_s, UTC)})
+    return {row["dim_value"]: row for row in rows}
+
+
+_COACHING_COLUMNS = ("event_id, occurred_at, touchpoint, call_agent, call_queue, text, "
+                     "sentiment, topics, call_tone_change, enriched_json")
+
+
+async def worsened_calls(store: Store, where: DimensionFilter, limit: int) -> list[Row]:
+    """Calls whose customer tone worsened, newest first, at most ``limit``."""
+    condition, params = where.where()
+    return await store.query(
+        f"SELECT {_COACHING_COLUMNS} FROM feedback FINAL WHERE {condition} "
+        "AND isNotNull(call_duration_s) AND call_tone = 'worsened' "
+        "ORDER BY occurred_at DESC, event_id LIMIT %(limit)s", {**params, "limit": limit})

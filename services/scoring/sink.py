@@ -127,6 +127,8 @@ def channel_columns(event: EnrichedFeedback) -> dict[str, Any]:
         "analysis_text": event.analysis_text or "",
         "thread_id": (mail and mail.thread_id) or (post and post.root_id) or "",
         "parent_id": (mail and mail.in_reply_to) or (post and post.parent_id) or "",
+        "call_agent": (call.agent_id or "") if call else "",
+        "call_queue": (call.queue or "") if call else "",
         "call_duration_s": call.duration_s if call else None,
         "call_silence_s": call.silence_s if call else None,
         "call_hold_s": call.hold_s if call else None,

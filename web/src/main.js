@@ -12,6 +12,8 @@ import { alertLinks, drillLink, openDrill, renderFeedback } from './drill.js';
 import { explainPanel } from './explain.js';
 import { renderJourney } from './journey.js';
 import { drawQuadrant, quadrantTitle } from './quadrant.js';
+import { renderDimensions } from './dimensions.js';
+import { renderAgents } from './agents.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, gapBand, setCatalogue, windowLabel,
@@ -545,10 +547,12 @@ const ROUTES = {
   touchpoint: renderDetail,
   alerts: renderAlerts,
   feedback: (view, arg) => renderFeedback(view, arg, { getJson, topicName }),
+  segments: (view) => renderDimensions(view, getJson),
+  agents: (view) => renderAgents(view, getJson),
 };
 
 function route() {
-  const [, name = 'overview', arg] = location.hash.split('/');
+  const [, name = 'overview', arg] = location.hash.split('?')[0].split('/');
   const key = ROUTES[name] ? name : 'overview';
   teardown();
   disposeCharts();
