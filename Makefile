@@ -22,7 +22,7 @@ run: $(STAMP)
 ## system-deps: Debian packages the tests need, installed when missing: clickhouse-server,
 ## zookeeper (the cluster tests' coordinator; pulls in Java), chromium with a CJK font for the
 ## dashboard's browser tests, and kcat (the librdkafka client whose use of the local broker
-## tests/test_broker_clients.py measures)
+## tests/integration/test_broker_clients.py measures)
 system-deps:
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || missing="$$missing clickhouse-server"; \

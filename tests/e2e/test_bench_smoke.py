@@ -18,7 +18,7 @@ import pytest
 
 from bench.common import percentiles
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "sentiment_sample.csv"
 
 

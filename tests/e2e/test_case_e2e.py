@@ -32,7 +32,7 @@ from services.core.store import open_store
 from tests.access_fixtures import principals_file, secured
 from tests.conftest import run
 from tests.pipeline_harness import eventually, read_topic, running
-from tests.test_webhooks import SECRET, Receiver
+from tests.integration.test_webhooks import SECRET, Receiver
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from services.core.store import Store, open_store
 from services.pipeline import SERVICES
 from tests.conftest import run
 from tests.pipeline_harness import eventually, group_lag, read_topic, running
-from tests.test_channel_api import RAW_PII, assert_no_pii, fixture
+from tests.integration.test_channel_api import RAW_PII, assert_no_pii, fixture
 
 pytestmark = pytest.mark.slow
 

@@ -37,7 +37,7 @@ from tests.pipeline_harness import eventually, running
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 POSITIVE = ["配送很快，半小时就送到了，骑手态度也很好", "客服很耐心，问题一次就解决了，非常满意",
             "下单流程很顺畅，支付一次就成功了，体验很好", "包装完好无损，物流速度超出预期，好评"]
@@ -312,7 +312,7 @@ async def check_phone_width(page: object, api: str) -> None:
 
 def test_push_bench_runs() -> None:
     """bench/dashboard_push.py keeps working (a tiny run; its figures are not asserted)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, str(root / "bench" / "dashboard_push.py"),
                            "--rounds", "2"], cwd=root, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(root)})

@@ -29,8 +29,8 @@ from services.core.settings import Settings
 from services.core.store import Store, open_store
 from tests.conftest import run
 from tests.pipeline_harness import running
-from tests.test_access_scopes import alert, alert_row
-from tests.test_dashboard_browser import CHROMIUM, browser
+from tests.e2e.test_access_scopes import alert, alert_row
+from tests.e2e.test_dashboard_browser import CHROMIUM, browser
 
 pytestmark = pytest.mark.slow
 

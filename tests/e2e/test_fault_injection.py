@@ -45,7 +45,7 @@ from services.nlp import transport
 from services.nlp.analyzer import Analyzer
 from tests.conftest import run
 from tests.pipeline_harness import eventually, group_lag, read_topic, running, store_and_producer
-from tests.test_alert_e2e import event
+from tests.e2e.test_alert_e2e import event
 
 pytestmark = pytest.mark.slow
 
@@ -283,7 +283,7 @@ def test_a_store_error_after_a_webhook_delivery_does_not_page_again(
     the outcome it already has instead of delivering (paging) a second time."""
     from services.alerting.delivery import WebhookDispatcher
     from services.alerting.worker import RulesFile
-    from tests.test_webhooks import ALERT, Receiver, _consume
+    from tests.integration.test_webhooks import ALERT, Receiver, _consume
 
     create_topics(settings, broker.bootstrap)
     with Receiver([200]) as receiver:

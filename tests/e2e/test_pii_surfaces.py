@@ -38,9 +38,9 @@ from services.web import router as web_router
 from services.web.feed import LiveFeed
 from tests.conftest import run
 from tests.pipeline_harness import eventually, group_lag, read_topic, running, store_and_producer
-from tests.test_channel_pii import with_check_digit, with_luhn_digit
-from tests.test_rules import enriched, event_rule
-from tests.test_webhooks import ALERT, Receiver
+from tests.unit.test_channel_pii import with_check_digit, with_luhn_digit
+from tests.unit.test_rules import enriched, event_rule
+from tests.integration.test_webhooks import ALERT, Receiver
 
 FULL_WIDTH = str.maketrans("0123456789+X@.", "０１２３４５６７８９＋Ｘ＠．")
 SEPARATORS = ["", " ", ".", "-", "．", "－", "—", "\u3000", "\xa0", " - "]

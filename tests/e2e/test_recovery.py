@@ -209,7 +209,7 @@ def test_kill_9_of_nlp_and_scoring_mid_stream_loses_and_doubles_nothing(
         broker: LocalBroker, clickhouse_server: str, settings: Settings, tmp_path: Path) -> None:
     """10,000 events; kill -9 the NLP worker, later the scoring worker, restart each: ClickHouse
     ends with exactly 10,000 distinct events and every window equals a recomputation."""
-    from tests.test_e2e_pipeline import check_scores_match_rows
+    from tests.e2e.test_e2e_pipeline import check_scores_match_rows
 
     create_topics(settings, broker.bootstrap)
     url = with_database(clickhouse_server, f"crash_{settings.topic_prefix}")

@@ -34,7 +34,7 @@ from services.core.kafka import create_topics
 from services.core.settings import Settings
 from tests.conftest import run
 from tests.pipeline_harness import eventually, running, store_and_producer
-from tests.test_alert_e2e import alerts_on_topic, event, produce, tuned
+from tests.e2e.test_alert_e2e import alerts_on_topic, event, produce, tuned
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v2"),
@@ -87,7 +87,7 @@ def test_invalid_rules_are_load_errors_naming_the_field(tmp_path: Path, fields: 
 
 
 def test_the_documented_rules_load_and_document_every_option(tmp_path: Path) -> None:
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "alerting.md").read_text("utf-8")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "alerting.md").read_text("utf-8")
     block = re.search(r"### Volume drop: .*?\n```yaml\n(.*?)```", docs, re.DOTALL)[1]
     path = tmp_path / "rules.yaml"
     path.write_text(block.replace("notify: [ops-wecom], ", ""), encoding="utf-8")

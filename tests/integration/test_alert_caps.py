@@ -33,7 +33,7 @@ from services.core.settings import Settings
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, store_and_producer
 from tests.scoring_fixtures import records
-from tests.test_alert_e2e import event
+from tests.e2e.test_alert_e2e import event
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 OWNERS = {"r": Owner("r", "event", "critical", "ops", None, ("pager",))}

@@ -13,7 +13,7 @@ from services.core.kafka import create_topics
 from services.core.settings import Settings
 from tests.conftest import run
 from tests.pipeline_harness import store_and_producer
-from tests.test_cases import ALERT, T0
+from tests.unit.test_cases import ALERT, T0
 
 RULES = RuleSet.model_validate({
     "rules": [{"id": "vip", "type": "event", "match": {"segments": ["VIP"]}}],

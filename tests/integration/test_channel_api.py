@@ -20,7 +20,7 @@ from services.core.access import key_hash
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, running
 
-DATA = Path(__file__).parent / "data" / "channels"
+DATA = Path(__file__).parents[1] / "data" / "channels"
 RAW_PII = ["13812345678", "13912345678", "13700001111", "11010519491231002X",
            "6222021234567890128", "021-68881234", "zhangwei.sh@163.com", "021-61234567"]
 
@@ -275,7 +275,7 @@ def test_duplicates_are_counted_not_written_twice(broker: LocalBroker,
 
 def readme_curls() -> list[str]:
     """Every `curl -X POST` example in the README, continuation lines joined."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     commands, current = [], ""
     for block in re.findall(r"```\n(.*?)```", readme, flags=re.S):
         for line in block.splitlines():
@@ -308,7 +308,7 @@ def test_every_readme_example_is_accepted(broker: LocalBroker, settings: Setting
                     body = words[words.index("-d") + 1].encode()
                 else:
                     path = words[words.index("--data-binary") + 1].removeprefix("@")
-                    body = (Path(__file__).resolve().parents[1] / path).read_bytes()
+                    body = (Path(__file__).resolve().parents[2] / path).read_bytes()
                 answer = await client.post(target, content=body, headers=headers)
                 assert answer.status_code == 202, (command[:80], answer.text)
 

@@ -9,7 +9,7 @@ from services.core.migrations import migrate
 from services.core.store import Store, open_store
 from services.core.touchpoints import TouchpointLimit
 from tests.conftest import run
-from tests.test_store import feedback
+from tests.integration.test_store import feedback
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -27,8 +27,8 @@ from services.nlp.aspect_tagger import (
 from services.nlp.sentiment_model import holdout_mask
 from services.nlp.taxonomy import Taxonomy, dataset_ids, load_taxonomy
 
-DATA = Path(__file__).parent / "data"
-TAXONOMIES = Path(__file__).parent.parent / "services" / "nlp" / "taxonomies"
+DATA = Path(__file__).parents[1] / "data"
+TAXONOMIES = Path(__file__).parents[2] / "services" / "nlp" / "taxonomies"
 
 # dataset: (keywords-only micro-F1 floor, combined micro-F1 floor) on the sample's inner hold-out
 FLOORS = {"makeup": (0.83, 0.85), "car": (0.83, 0.85)}  # measured 0.845/0.862, 0.846/0.876

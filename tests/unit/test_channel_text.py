@@ -21,7 +21,7 @@ from services.ingest.email_message import (
     parse_rfc822,
 )
 
-DATA = Path(__file__).parent / "data" / "channels"
+DATA = Path(__file__).parents[1] / "data" / "channels"
 
 
 def test_traditional_is_converted_and_other_text_kept() -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from services.core.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -1,7 +1,7 @@
 """The entrance bounds as pure logic: event time against the clock with the default settings,
 invisible characters, lone surrogate escapes, email structure budgets and bounded 422s.
 
-The same bounds through the running pipeline are in tests/test_hostile_inputs.py.
+The same bounds through the running pipeline are in tests/e2e/test_hostile_inputs.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The failure policy (services/core/failures.py) as pure logic: how errors are classified, and
 what the policy does with a batch whose handler fails (handlers here are our own test
-doubles; tests/test_fault_injection.py runs the real stages on the real broker and stores)."""
+doubles; tests/e2e/test_fault_injection.py runs the real stages on the real broker and stores)."""
 
 from __future__ import annotations
 

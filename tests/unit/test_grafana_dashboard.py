@@ -21,7 +21,7 @@ from services.core.migrations import migrate
 from services.core.store import open_store
 from tests.conftest import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards" / "tingjian.json").read_text(encoding="utf-8"))
 

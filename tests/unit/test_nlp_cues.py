@@ -135,7 +135,7 @@ def test_segmentation_matches_jieba() -> None:
 
     jieba.setLogLevel(30)
     reference = jieba.Tokenizer()
-    reference.load_userdict(str(Path(__file__).parent.parent / "services/nlp/user_dict.txt"))
+    reference.load_userdict(str(Path(__file__).parents[2] / "services/nlp/user_dict.txt"))
     texts = ["APP闪退了，快递员也联系不上，我要打12315找消协", "菜很好吃，但是配送太慢！！",
              "iPhone13 Pro 128G 买了3天就坏了 a.b@qq.com", "第三次打电话了还没人处理\n再不退款我就投诉",
              "   ", "😡😡 气死了#物流太慢#", "房间很干净，服务员态度也很好，下次还来。"]

@@ -20,7 +20,7 @@ from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
 from services.nlp.taxonomy import load_taxonomy
 
-SAMPLE = Path(__file__).parent / "data" / "contact_center_intent.csv"
+SAMPLE = Path(__file__).parents[1] / "data" / "contact_center_intent.csv"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 

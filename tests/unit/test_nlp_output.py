@@ -25,7 +25,7 @@ from services.nlp.cues import load_urgency
 from services.nlp.keywords import _WORDLIKE, KeywordExtractor
 from services.nlp.sentiment_model import NgramIndex, char_ngrams
 from services.nlp.taxonomy import load_taxonomy
-from tests.test_channel_contract import CALL_EVENT
+from tests.unit.test_channel_contract import CALL_EVENT
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 TEXTS = ["菜很好吃，但是配送太慢", "第三次打电话了还没人处理，再不退款我就投诉到12315",

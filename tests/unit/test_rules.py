@@ -627,7 +627,7 @@ def test_the_documented_complete_rules_file_loads_and_uses_every_option(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "alerting.md").read_text("utf-8")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "alerting.md").read_text("utf-8")
     block = re.search(r"### A complete file with every option\n\n```yaml\n(.*?)```", docs,
                       re.DOTALL)[1]
     for name in ("DINGTALK_SECRET", "DINGTALK_L2_SECRET", "FEISHU_SECRET", "AUDIT_WEBHOOK_SECRET"):

@@ -11,7 +11,7 @@ import pytest
 
 from services.nlp.sentiment_model import CharNgramSentiment, char_ngrams, load_default
 
-SAMPLE = Path(__file__).parent / "data" / "sentiment_sample.csv"
+SAMPLE = Path(__file__).parents[1] / "data" / "sentiment_sample.csv"
 
 
 @pytest.fixture(scope="module")
