@@ -11,15 +11,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-import schemas
-from services.core.migrations import migrate
-from services.core.store import open_store
-from tests.conftest import run
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -87,23 +83,3 @@ def test_provisioning_points_grafana_at_the_dashboard_folder() -> None:
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yaml").read_text())
     mounts = dict(v.rsplit(":", 1)[0].split(":") for v in compose["services"]["grafana"]["volumes"])
     assert mounts["./grafana/dashboards"] == providers[0]["options"]["path"]
-
-
-def test_every_query_runs_on_the_migrated_schema(tmp_path: Path) -> None:
-    tables = {m.group(1) for migration in schemas.migrations() for statement in
-              migration.statements for m in
-              re.finditer(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)}
-
-    async def scenario() -> None:
-        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
-        try:
-            await migrate(store)
-            end = datetime.now(UTC)
-            for where, target in queries():
-                used = set(re.findall(r"\bvoc\.(\w+)", target["rawSql"]))
-                assert used and used <= tables, f"{where}: unknown tables {used - tables}"
-                await store.query(expand(target["rawSql"], end - timedelta(hours=6), end))
-        finally:
-            await store.close()
-
-    run(scenario())
