@@ -41,7 +41,7 @@ from services.core.kafka import create_topics
 from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import Store, open_store
-from services.scoring.windows import feedback_row
+from services.scoring.sink import feedback_row
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, store_and_producer
 from tests.scoring_fixtures import records
