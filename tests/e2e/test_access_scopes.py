@@ -26,8 +26,9 @@ from services.core.events import Alert, utc_now
 from services.core.settings import Settings
 from tests.access_fixtures import principals_file
 from tests.conftest import run
-from tests.pipeline_harness import eventually, running
+from tests.pipeline_harness import running
 from tests.scoring_fixtures import event, records, scoring_rig
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -33,8 +33,10 @@ from services.core.events import (
 )
 from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
+from services.core.store import Store
 from tests.conftest import run
-from tests.pipeline_harness import eventually, read_topic, running, store_and_producer
+from tests.pipeline_harness import read_topic, running, store_and_producer
+from tests.waiting import eventually, stays_true
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +75,22 @@ def alerts_on_topic(settings: Settings, bootstrap: str) -> list[dict]:
     return [value for _, value in read_topic(bootstrap, settings.topic("alerts"))]
 
 
+async def stored_at_least(store: Store, count: int) -> bool:
+    return (await store.query("SELECT count() AS n FROM feedback"))[0]["n"] >= count
+
+
+async def no_new_alerts(store: Store, for_s: float) -> None:
+    """No alert is added or changes status for ``for_s`` seconds (a second firing of a rule
+    would have a new id, a resolution a new status); distinct pairs, so merges do not count."""
+    query = "SELECT uniqExact(alert_id, status) AS n FROM alerts"
+    before = (await store.query(query))[0]["n"]
+
+    async def unchanged() -> bool:
+        return (await store.query(query))[0]["n"] == before
+
+    await stays_true(unchanged, for_s, f"no alert row beyond the {before} stored")
+
+
 def tuned(settings: Settings, tmp_path: Path, rules: str) -> Settings:
     path = tmp_path / "rules.yaml"
     path.write_text(rules, encoding="utf-8")
@@ -107,7 +125,7 @@ def test_negative_surge_fires_exactly_one_alert(broker: LocalBroker, store_url: 
                 vip = [event(f"v{i}", "app_checkout", True, now, segment="VIP", customer="c-vip")
                        for i in range(2)]
                 await produce(producer, settings, healthy + urgent + vip)
-                await asyncio.sleep(3)
+                await eventually(lambda: stored_at_least(store, 125), 60, "the 125 baseline events")
                 for burst in range(10):
                     await produce(producer, settings, [
                         event(f"s{burst}-{i}", "delivery", True, utc_now()) for i in range(20)])
@@ -120,7 +138,7 @@ def test_negative_surge_fires_exactly_one_alert(broker: LocalBroker, store_url: 
                         a["rule_id"] for a in alerts}
 
                 await eventually(surge_alerted, 90, "325 stored events and the surge alert")
-                await asyncio.sleep(3)
+                await no_new_alerts(store, 3)
             alerts = await asyncio.to_thread(alerts_on_topic, settings, broker.bootstrap)
             stored = await store.query(
                 "SELECT rule_id, touchpoint, status, latency_ms FROM alerts FINAL ORDER BY rule_id")
@@ -217,7 +235,7 @@ def test_topic_surge_fires_only_the_rule_scoped_to_its_topic(
                     event(f"h{i}", tp, i % 10 in (0, 1), now - timedelta(seconds=i % 50),
                           topic="logistics_delivery" if i % 2 == 0 else "after_sales_returns")
                     for tp in surge_topic for i in range(60)])
-                await asyncio.sleep(3)
+                await eventually(lambda: stored_at_least(store, 120), 60, "the 120 baseline events")
                 for burst in range(10):
                     await produce(producer, settings, [
                         event(f"s{burst}-{i}", tp, True, utc_now(), topic=topic)
@@ -232,7 +250,7 @@ def test_topic_surge_fires_only_the_rule_scoped_to_its_topic(
                         (a["rule_id"], a["touchpoint"]) for a in alerts}
 
                 await eventually(both_alerted, 90, "520 stored events and both surge alerts")
-                await asyncio.sleep(3)
+                await no_new_alerts(store, 3)
             alerts = await asyncio.to_thread(alerts_on_topic, settings, broker.bootstrap)
             stored = await store.query(
                 "SELECT topic, mentions, negative_count FROM topic_scores FINAL "

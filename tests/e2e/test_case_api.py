@@ -27,7 +27,8 @@ from services.core.settings import Settings
 from services.core.store import Store, open_store
 from tests.access_fixtures import principals_file, secured
 from tests.conftest import run
-from tests.pipeline_harness import eventually, read_topic, running
+from tests.pipeline_harness import read_topic, running
+from tests.waiting import eventually
 
 
 def alert() -> Alert:

@@ -31,8 +31,9 @@ from services.core.settings import Settings
 from services.core.store import open_store
 from tests.access_fixtures import principals_file, secured
 from tests.conftest import run
-from tests.pipeline_harness import eventually, read_topic, running
 from tests.integration.test_webhooks import SECRET, Receiver
+from tests.pipeline_harness import read_topic, running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,9 @@ from services.core.settings import Settings
 from services.core.store import Store, open_store
 from services.pipeline import SERVICES
 from tests.conftest import run
-from tests.pipeline_harness import eventually, group_lag, read_topic, running
 from tests.integration.test_channel_api import RAW_PII, assert_no_pii, fixture
+from tests.pipeline_harness import group_lag, read_topic, running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

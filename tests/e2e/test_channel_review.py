@@ -22,8 +22,9 @@ from services.core.settings import Settings
 from services.core.store import open_store
 from services.pipeline import SERVICES
 from tests.conftest import run
-from tests.pipeline_harness import eventually, read_topic, running
+from tests.pipeline_harness import read_topic, running
 from tests.unit.test_events_schema import ENRICHED, RAW, _agree, _set
+from tests.waiting import eventually
 
 # 4532015112830366 passes Luhn: as a phone-like or card-like number in text it is redacted, as
 # the platform's review id it must stay as it is (threads and re-sends need it).

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import schemas
 from services.core.broker import free_port, pid_alive
+from tests.waiting import eventually_sync, stays_true_sync
 
 VOC = str(Path(sys.executable).with_name("voc"))
 
@@ -72,12 +72,23 @@ def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
 
 
 def _wait_for(log: Path, text: str, timeout_s: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if text in log.read_text():
-            return time.monotonic() - started
-        time.sleep(0.5)
-    raise AssertionError(f"{text!r} not logged within {timeout_s}s:\n{log.read_text()[-5000:]}")
+    return eventually_sync(lambda: text in log.read_text(), timeout_s,
+                           lambda: f"{text!r} in the log:\n{log.read_text()[-5000:]}")
+
+
+def _alerts(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "alert_id=" in line]
+
+
+def _only_delivery_alerts(log: Path, attempt: str, for_s: float) -> None:
+    """The degrading touchpoint alerts, and no other starts to for ``for_s`` seconds."""
+    stays_true_sync(lambda: all("touchpoint=delivery" in line for line in _alerts(log)), for_s,
+                    lambda: f"{attempt} run: alerts only on delivery {_alerts(log)}")
+
+
+def _children_exit(children: list[int], timeout_s: float) -> None:
+    eventually_sync(lambda: not any(pid_alive(pid) for pid in children), timeout_s,
+                    lambda: f"no orphaned child processes: {children}", interval_s=0.2)
 
 
 @pytest.mark.slow
@@ -87,17 +98,14 @@ def test_voc_up_demo_alerts_on_the_degrading_touchpoint_and_stops_cleanly(tmp_pa
         try:
             _wait_for(log, "Tingjian (听见) is running", 90)
             seconds = _wait_for(log, "alert_id=", 60)
-            time.sleep(3)
-            fired = [line for line in log.read_text().splitlines() if "alert_id=" in line]
-            assert all("touchpoint=delivery" in line for line in fired), (attempt, fired)
+            _only_delivery_alerts(log, attempt, for_s=3)
             assert seconds < 60
             children = _children(process.pid)
             assert children, "voc up should run the local broker as a child"
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=40) == 0
             assert "pipeline stopped" in log.read_text()
-            time.sleep(0.5)
-            assert not [pid for pid in children if pid_alive(pid)], "orphaned child processes"
+            _children_exit(children, 10)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -111,10 +119,7 @@ def test_killed_voc_up_leaves_no_broker_behind(tmp_path: Path) -> None:
         assert children
         process.kill()
         process.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(pid_alive(p) for p in children):
-            time.sleep(0.2)
-        assert not [pid for pid in children if pid_alive(pid)]
+        _children_exit(children, 10)
     finally:
         if process.poll() is None:
             process.kill()

@@ -23,6 +23,7 @@ from services.core.events import Alert, CaseEvent
 from services.core.kafka import create_topics
 from services.core.settings import Settings
 from tests.conftest import run
+from tests.waiting import eventually_sync
 
 VOC = str(Path(sys.executable).with_name("voc"))
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -264,10 +265,10 @@ def test_tail_sees_the_alert_the_demo_feed_fires_on_voc_up(tmp_path: Path) -> No
         up = subprocess.Popen([VOC, "up"], env=env, stdout=out, stderr=subprocess.STDOUT)
     tail = None
     try:
-        deadline = time.monotonic() + 90
-        while "Tingjian (听见) is running" not in log.read_text():
-            assert time.monotonic() < deadline and up.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.5)
+        def running() -> bool:
+            assert up.poll() is None, log.read_text()[-3000:]
+            return "Tingjian (听见) is running" in log.read_text()
+        eventually_sync(running, 90, lambda: f"voc up to run:\n{log.read_text()[-3000:]}")
         assert f"Kafka:      127.0.0.1:{env['VOC_LOCAL_BROKER_PORT']}" in log.read_text()
         tail = start_tail(env, "alerts", "tail", "--touchpoint", "delivery", "-n", "1")
         wait_for_stderr(tail, "following", 60)

@@ -31,7 +31,8 @@ from services.core.migrations import missing_columns
 from services.core.settings import Settings, load_settings
 from services.core.store import Store, open_store
 from tests.conftest import run, unique
-from tests.pipeline_harness import eventually, group_lag
+from tests.pipeline_harness import group_lag
+from tests.waiting import eventually, stays_true
 
 pytestmark = pytest.mark.slow
 
@@ -435,8 +436,11 @@ def test_zookeeper_outage_of_30s_pauses_the_sinks_and_loses_nothing(
                                           pipeline.settings.group("scoring"),
                                           pipeline.settings.topic("feedback.enriched"))
             assert lag > 0, "the sinks must not commit what they could not write"
-            await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stopped_at)))
-            assert await stored(store, source) == held, "nothing can be written meanwhile"
+
+            async def nothing_written() -> bool:
+                return await stored(store, source) == held
+            await stays_true(nothing_written, 30 - (time.monotonic() - stopped_at),
+                             f"{held} stored events while ZooKeeper is down (nothing written)")
             zookeeper.start()  # main thread, as above
             back_at = time.monotonic()
 

@@ -32,7 +32,8 @@ from services.core.store import Store, open_store
 from services.pipeline import SERVICES
 from tests.access_fixtures import principals_file
 from tests.conftest import run
-from tests.pipeline_harness import eventually, running
+from tests.pipeline_harness import running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

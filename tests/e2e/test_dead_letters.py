@@ -13,11 +13,12 @@ from kafka import KafkaProducer
 from services.core.broker import LocalBroker
 from services.core.events import RawFeedback, stable_event_id
 from services.core.kafka import create_topics
-from services.core.settings import Settings
 from services.core.migrations import migrate
+from services.core.settings import Settings
 from services.core.store import open_store
 from tests.conftest import run
-from tests.pipeline_harness import eventually, read_topic, running
+from tests.pipeline_harness import read_topic, running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

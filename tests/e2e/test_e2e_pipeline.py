@@ -11,8 +11,8 @@ variant runs each service as its own ``voc`` process (as a deployment does).
 from __future__ import annotations
 
 import asyncio
-import random
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -31,7 +31,8 @@ from services.core.settings import Settings
 from services.core.store import Store, open_store
 from services.pipeline import SERVICES
 from tests.conftest import run, with_database
-from tests.pipeline_harness import eventually, group_lag, read_topic, running
+from tests.pipeline_harness import group_lag, read_topic, running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

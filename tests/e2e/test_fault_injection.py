@@ -44,8 +44,9 @@ from services.core.store import Store, StoreError
 from services.nlp import transport
 from services.nlp.analyzer import Analyzer
 from tests.conftest import run
-from tests.pipeline_harness import eventually, group_lag, read_topic, running, store_and_producer
 from tests.e2e.test_alert_e2e import event
+from tests.pipeline_harness import group_lag, read_topic, running, store_and_producer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -49,6 +49,7 @@ from services.core.events import (
     stable_event_id,
 )
 from tests.conftest import unique, with_database
+from tests.waiting import eventually_sync
 
 pytestmark = pytest.mark.slow
 
@@ -86,18 +87,18 @@ class Up:
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen([VOC, "up", "--no-demo"], env=self.env, stdout=out,
                                             stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"voc up exited:\n{self.tail()}"
+        process = self.process
+
+        def ready() -> bool:
+            assert process.poll() is None, f"voc up exited:\n{self.tail()}"
             try:
-                ready = httpx.get(f"{self.url}/readyz", timeout=2)
-                components = ready.json().get("components", {})
-                if ready.status_code == 200 and len(components) >= 4:
-                    return self
+                answer = httpx.get(f"{self.url}/readyz", timeout=2)
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"voc up was not ready within 180 s:\n{self.tail()}")
+                return False
+            return answer.status_code == 200 and len(answer.json().get("components", {})) >= 4
+
+        eventually_sync(ready, 180, lambda: f"voc up to be ready:\n{self.tail()}")
+        return self
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -276,22 +277,25 @@ def assert_scored_once(running: Running, case: str, tp: str, expected: list[str]
     """Every id in ``expected`` is stored and scored once, nothing else of ``tp`` is stored,
     and the scores count each once. Marks the pipeline stuck when it never gets there."""
     assert running.up is not None
-    deadline = time.monotonic() + timeout_s
     seen: tuple[dict[str, bool], float] = ({}, 0.0)
     with httpx.Client(base_url=running.up.url, timeout=30) as client:
-        while time.monotonic() < deadline:
+
+        def stored_and_scored() -> bool:
+            nonlocal seen
             try:
                 seen = (_feedback(client, tp, since), _volume(client, tp, since))
             except httpx.HTTPError:
                 seen = ({}, 0.0)
-            if seen == ({i: True for i in expected}, float(len(expected))):
-                return
-            time.sleep(0.5)
-    running.up.stuck_by = case
-    raise AssertionError(
-        f"{case}: expected {len(expected)} events of {tp} stored and scored once, found "
-        f"{seen[0]} with score volume {seen[1]} after {timeout_s}s; last log lines:\n"
-        f"{running.up.tail(25)}")
+            return seen == (dict.fromkeys(expected, True), float(len(expected)))
+
+        try:
+            eventually_sync(stored_and_scored, timeout_s, f"{case}: {tp} stored and scored")
+        except AssertionError:
+            running.up.stuck_by = case
+            raise AssertionError(
+                f"{case}: expected {len(expected)} events of {tp} stored and scored once, found "
+                f"{seen[0]} with score volume {seen[1]} after {timeout_s}s; last log lines:\n"
+                f"{running.up.tail(25)}") from None
 
 
 def assert_healthy(running: Running, case: str, since: float) -> None:
@@ -685,12 +689,13 @@ def _letters_about(running: Running, marker: str, count: int) -> list[dict[str, 
     """The dead letters about ``marker`` once ``count`` arrived (they are written before the
     batch's good events are handled), or what there is after a few seconds."""
     assert running.letters is not None
-    deadline = time.monotonic() + 10
-    letters = running.letters.about(marker)
-    while len(letters) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-        letters = running.letters.about(marker)
-    return letters
+    letters = running.letters
+    try:
+        eventually_sync(lambda: len(letters.about(marker)) >= count, 10,
+                        f"{count} dead letters about {marker}", interval_s=0.2)
+    except AssertionError:
+        pass  # the caller names what is missing
+    return letters.about(marker)
 
 
 # --- bounds that need their own settings ------------------------------------------------------
@@ -791,13 +796,14 @@ def assert_stored_once(running: Running, tp: str, expected: list[str], since: da
     """Every id stored once (backfilled events behind the touchpoint's newest one are stored
     as too late, not scored; see docs/metrics.md), nothing else; the recent ones scored."""
     assert running.up is not None
-    deadline = time.monotonic() + SCORED_WITHIN_S
+    up = running.up
     found: dict[str, bool] = {}
-    with httpx.Client(base_url=running.up.url, timeout=30) as client:
-        while time.monotonic() < deadline:
+    with httpx.Client(base_url=up.url, timeout=30) as client:
+
+        def all_stored() -> bool:
+            nonlocal found
             found = _feedback(client, tp, since)
-            if set(found) == set(expected) and len(found) == len(expected):
-                return
-            time.sleep(0.5)
-    raise AssertionError(f"{tp}: {len(found)} of {len(expected)} stored after "
-                         f"{SCORED_WITHIN_S}s:\n{running.up.tail(25)}")
+            return set(found) == set(expected) and len(found) == len(expected)
+
+        eventually_sync(all_stored, SCORED_WITHIN_S, lambda: (
+            f"{tp}: all {len(expected)} stored (found {len(found)}):\n{up.tail(25)}"))

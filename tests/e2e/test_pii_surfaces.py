@@ -37,10 +37,11 @@ from services.nlp.taxonomy import load_taxonomy
 from services.web import router as web_router
 from services.web.feed import LiveFeed
 from tests.conftest import run
-from tests.pipeline_harness import eventually, group_lag, read_topic, running, store_and_producer
+from tests.integration.test_webhooks import ALERT, Receiver
+from tests.pipeline_harness import group_lag, read_topic, running, store_and_producer
 from tests.unit.test_channel_pii import with_check_digit, with_luhn_digit
 from tests.unit.test_rules import enriched, event_rule
-from tests.integration.test_webhooks import ALERT, Receiver
+from tests.waiting import eventually
 
 FULL_WIDTH = str.maketrans("0123456789+X@.", "０１２３４５６７８９＋Ｘ＠．")
 SEPARATORS = ["", " ", ".", "-", "．", "－", "—", "\u3000", "\xa0", " - "]
@@ -316,8 +317,7 @@ async def watch_stream(store, settings: Settings, act, until: str) -> str:  # no
     serving = asyncio.create_task(server.serve())
     frames: list[str] = []
     try:
-        while not server.started:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: server.started, 30, "the server to start", interval_s=0.05)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             async with client.stream("GET", "/v1/stream") as response:
                 async for line in response.aiter_lines():

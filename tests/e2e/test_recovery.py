@@ -27,7 +27,8 @@ from services.core.ops import READINESS
 from services.core.settings import Settings
 from services.core.store import open_store
 from tests.conftest import run, with_database
-from tests.pipeline_harness import eventually, group_lag, read_topic, running
+from tests.pipeline_harness import group_lag, read_topic, running
+from tests.waiting import eventually, stays_true
 
 pytestmark = pytest.mark.slow
 
@@ -106,12 +107,23 @@ def test_store_outage_pauses_the_sink_and_loses_nothing(broker: LocalBroker, set
                 await eventually(first_landed, 120, "the first 600 events in ClickHouse")
 
                 await asyncio.to_thread(server.stop)
+                stopped_at = time.monotonic()
                 await asyncio.to_thread(produce, broker.bootstrap, raw_topic, second)
-                await asyncio.sleep(30)
-                lag = await asyncio.to_thread(group_lag, broker.bootstrap, settings.group("scoring"),
-                                              settings.topic("feedback.enriched"))
-                assert lag > 0, "the sink must not commit what it could not write"
-                assert READINESS.report()[1][settings.group("scoring")] is False
+
+                def not_ready() -> bool:
+                    return READINESS.report()[1][settings.group("scoring")] is False
+
+                async def holding_back() -> bool:
+                    lag = await asyncio.to_thread(group_lag, broker.bootstrap,
+                                                  settings.group("scoring"),
+                                                  settings.topic("feedback.enriched"))
+                    return lag > 0 and not_ready()
+
+                await eventually(not_ready, 30, "the sink to report not ready")
+                # The rest of the 30 s outage: the sink keeps what it could not write
+                # uncommitted and stays not ready the whole time, not just at its end.
+                await stays_true(holding_back, 30 - (time.monotonic() - stopped_at),
+                                 "uncommitted lag and not ready while ClickHouse is down")
                 await asyncio.to_thread(server.start)
                 back_at = time.monotonic()
 

@@ -15,7 +15,8 @@ from services.core.kafka import BatchConsumer, Producer, create_topics
 from services.core.ops import READINESS
 from services.core.settings import Settings
 from tests.conftest import run
-from tests.pipeline_harness import eventually, group_lag, read_topic
+from tests.pipeline_harness import group_lag, read_topic
+from tests.waiting import eventually, stays_true
 
 
 async def _batches(settings: Settings, bootstrap: str, *, max_records: int, fill_s: float,
@@ -111,9 +112,11 @@ def test_transient_failures_commit_nothing_and_a_poison_record_is_dead_lettered(
             async def retrying() -> bool:
                 return "ConnectionRefusedError" in READINESS.reasons().get(group, "")
             await eventually(retrying, 30, "the consumer to report the outage")
-            await asyncio.sleep(1)
-            assert await asyncio.to_thread(group_lag, broker.bootstrap, group, topic) == 20
-            assert READINESS.report()[1][group] is False
+
+            async def holding() -> bool:
+                lag = await asyncio.to_thread(group_lag, broker.bootstrap, group, topic)
+                return lag == 20 and READINESS.report()[1][group] is False
+            await stays_true(holding, 1, "all 20 uncommitted and not ready during the outage")
             outage.clear()
 
             async def committed() -> bool:

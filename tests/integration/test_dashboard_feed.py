@@ -19,10 +19,11 @@ from services.core.http import harden
 from services.core.migrations import migrate
 from services.core.settings import load_settings
 from services.core.store import Store, open_store
-from services.web.feed import SNAPSHOT_WINDOWS, LiveFeed
 from services.web import router as web_router
+from services.web.feed import SNAPSHOT_WINDOWS, LiveFeed
 from services.web.router import sse
 from tests.conftest import run
+from tests.waiting import eventually, stays_true
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
 
@@ -89,8 +90,9 @@ def test_snapshot_then_each_new_row_once_with_one_poller(store_url: str) -> None
             first, second = feed.subscribe(), feed.subscribe()
             assert feed.subscribers == 2
             poller = feed._task
-            await asyncio.sleep(0.5)
-            assert first.empty(), "rows stored before connecting come from the snapshot only"
+            await stays_true(first.empty, 0.5,
+                             "no push of rows stored before connecting (the snapshot has them)",
+                             interval_s=0.1)
 
             await store.insert("cem_scores", [score("delivery", 70, now_ms + 1000, 8, 6)])
             pushed = await next_message(first)
@@ -191,8 +193,7 @@ def test_stream_over_http_snapshot_then_pushes_and_poller_stops_when_page_leaves
                                                timeout_graceful_shutdown=1))
         serving = asyncio.create_task(server.serve())
         try:
-            while not server.started:
-                await asyncio.sleep(0.05)
+            await eventually(lambda: server.started, 30, "the server to start", interval_s=0.05)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
                 page = await client.get("/dashboard/")
                 assert page.status_code == 200 and "/dashboard/assets/app-" in page.text
@@ -212,11 +213,8 @@ def test_stream_over_http_snapshot_then_pushes_and_poller_stops_when_page_leaves
                                 break
                 assert [n for n, _ in events] == ["snapshot", "scores"]
                 assert events[0][1]["scores"] == [] and events[1][1]["rows"][0]["volume"] == 10
-                for _ in range(50):
-                    if feed.subscribers == 0:
-                        break
-                    await asyncio.sleep(0.1)
-                assert feed.subscribers == 0 and feed._task is None, "page left: polling stops"
+                await eventually(lambda: feed.subscribers == 0 and feed._task is None, 5,
+                                 "the page to leave and the polling to stop", interval_s=0.1)
         finally:
             server.should_exit = True
             await serving

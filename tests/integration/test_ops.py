@@ -14,7 +14,8 @@ from services.core.ops import READINESS, Readiness, ops_app
 from services.core.settings import Settings
 from services.core.store import open_store
 from tests.conftest import run
-from tests.pipeline_harness import eventually, running
+from tests.pipeline_harness import running
+from tests.waiting import eventually
 
 
 def test_readiness_needs_every_component() -> None:

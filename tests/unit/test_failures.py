@@ -16,6 +16,7 @@ from services.core.failures import FailurePolicy, Kind, Stopped, classify
 from services.core.ops import READINESS, LabelBudget
 from services.core.store import StoreError
 from tests.conftest import run
+from tests.waiting import eventually
 
 
 def wrapped(cause: BaseException) -> StoreError:
@@ -175,7 +176,8 @@ def test_a_stop_during_transient_retries_leaves_the_batch_unhandled() -> None:
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(rig.policy(stop=stop).run([1, 2]))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: rig.calls > 0, 5, "the first transient failure",
+                         interval_s=0.01)
         stop.set()
         with pytest.raises(Stopped):
             await asyncio.wait_for(task, 5)
