@@ -24,6 +24,7 @@ from services.alerting.rules import Sla
 from services.core.broker import LocalBroker
 from services.core.events import Alert, utc_now
 from services.core.settings import Settings
+from tests import factories
 from tests.access_fixtures import principals_file
 from tests.conftest import run
 from tests.pipeline_harness import running
@@ -43,13 +44,9 @@ CASES = {"delivery/cx-ops": ("delivery", "cx-ops"), "hotline/vip": ("hotline", "
 
 def alert(name: str, touchpoint: str, team: str) -> Alert:
     now = utc_now() - timedelta(minutes=5)
-    return Alert(alert_id=f"a-{name}", dedupe_key=name, rule_id="r", rule_type="threshold",
-                 severity="warning", status="firing", touchpoint=touchpoint, channel=None,
-                 stage=None, topic=None, metric="negative_share", operator=">", threshold=0.4,
-                 value=0.8, baseline=None, volume=30, window_start=now, window_end=now,
-                 fired_at=now, resolved_at=None, emitted_at=now, team=team, owner=None,
-                 notify=[], open_case=True, event_ids=[], latest_received_at=now,
-                 message=f"{touchpoint} 负面占比过高")
+    return factories.alert(at=now, alert_id=f"a-{name}", dedupe_key=name, severity="warning",
+                           touchpoint=touchpoint, team=team, latest_received_at=now,
+                           message=f"{touchpoint} 负面占比过高")
 
 
 def alert_row(a: Alert) -> dict[str, Any]:

@@ -24,16 +24,13 @@ import schemas
 from services.core.broker import LocalBroker
 from services.core.cem_metrics import window_start
 from services.core.events import (
-    AspectSentiment,
     EnrichedFeedback,
-    Sentiment,
-    TopicTag,
-    UrgencyFlag,
     utc_now,
 )
 from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
 from services.core.store import Store
+from tests import factories
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, running, store_and_producer
 from tests.waiting import eventually, stays_true
@@ -51,19 +48,14 @@ def event(n: str, touchpoint: str, negative: bool, occurred_at: datetime, *,
           urgency: str | None = None, segment: str | None = None,
           customer: str | None = None, topic: str = "logistics_delivery") -> EnrichedFeedback:
     score = -0.8 if negative else 0.7
-    label = "negative" if negative else "positive"
     now = utc_now()
-    return EnrichedFeedback(
-        event_id=f"{touchpoint}-{n}", source="test", channel="app", touchpoint=touchpoint,
+    return factories.enriched(
+        score=score, event_id=f"{touchpoint}-{n}", touchpoint=touchpoint,
         text="配送太慢了，我要打12315投诉" if negative else "配送很快，很满意",
         occurred_at=occurred_at, received_at=now, customer_id=customer, segment=segment,
-        sentiment=Sentiment(score=score, label=label, model="test"),
-        topics=[TopicTag(id=topic, name=TOPIC_NAMES[topic],
-                         sentiment=AspectSentiment(score=score, label=label),
-                         evidence=[(0, 2)])],
+        topics=[factories.topic_tag(topic, TOPIC_NAMES[topic], score)],
         intent="complaint" if negative else "praise",
-        urgency=[UrgencyFlag(flag=urgency, term="12315", evidence=[(8, 13)])] if urgency else [],
-        keywords=[], tokens=[], enriched_at=now)
+        urgency=[factories.urgency(urgency)] if urgency else [], enriched_at=now)
 
 
 async def produce(producer: Producer, settings: Settings, events: list[EnrichedFeedback]) -> None:

@@ -25,6 +25,7 @@ from services.core.kafka import Producer, create_topics
 from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import Store, open_store
+from tests import factories
 from tests.access_fixtures import principals_file, secured
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, running
@@ -33,13 +34,12 @@ from tests.waiting import eventually
 
 def alert() -> Alert:
     now = utc_now() - timedelta(minutes=5)
-    return Alert(alert_id="a-api", dedupe_key="vip:hotline:customer=c1", rule_id="vip",
-                 rule_type="event", severity="warning", status="firing", touchpoint="hotline",
-                 channel="call", stage="售后", topic=None, metric="event_sentiment",
-                 operator=None, threshold=-0.6, value=-0.9, baseline=None, volume=1,
-                 window_start=now, window_end=now, fired_at=now, resolved_at=None,
-                 emitted_at=now, team="vip-care", owner="张三", notify=[], open_case=True,
-                 event_ids=["e-1"], latest_received_at=now, message="VIP 客户强烈不满")
+    return factories.alert(at=now, alert_id="a-api", dedupe_key="vip:hotline:customer=c1",
+                           rule_id="vip", rule_type="event", severity="warning",
+                           touchpoint="hotline", channel="call", stage="售后",
+                           metric="event_sentiment", operator=None, threshold=-0.6, value=-0.9,
+                           volume=1, team="vip-care", owner="张三", event_ids=["e-1"],
+                           latest_received_at=now, message="VIP 客户强烈不满")
 
 
 OPERATORS = {"李四": {"roles": ["operator"]}, "王五": {"roles": ["operator"]}}

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from services.core.broker import LocalBroker, free_port
 from services.core.events import Alert, CaseEvent
 from services.core.kafka import create_topics
 from services.core.settings import Settings
+from tests import factories
 from tests.conftest import run
 from tests.waiting import eventually_sync
 
@@ -31,23 +32,15 @@ NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 def alert(n: int, *, severity: str = "critical", touchpoint: str = "delivery",
           status: str = "firing", rule: str = "negative-share-high") -> Alert:
-    return Alert(alert_id=f"a-{n}", dedupe_key=f"{rule}:{touchpoint}", rule_id=rule,
-                 rule_type="threshold", severity=severity, status=status, touchpoint=touchpoint,
-                 channel=None, stage=None, topic=None, metric="negative_share", operator=">",
-                 threshold=0.4, value=0.8, baseline=None, volume=30, window_start=NOW,
-                 window_end=NOW, fired_at=NOW, resolved_at=NOW if status == "resolved" else None,
-                 emitted_at=NOW, team="cx-ops", owner=None, notify=[], open_case=False,
-                 event_ids=[], latest_received_at=None, message=f"alert {n}")
+    return factories.alert(at=NOW, alert_id=f"a-{n}", dedupe_key=f"{rule}:{touchpoint}",
+                           rule_id=rule, severity=severity, status=status, touchpoint=touchpoint,
+                           resolved_at=NOW if status == "resolved" else None, team="cx-ops",
+                           open_case=False, message=f"alert {n}")
 
 
 def case(n: int, status: str) -> CaseEvent:
-    return CaseEvent(event_id=f"ce-{n}", case_id="c-1", seq=n, action="opened", status=status,
-                     at=NOW, actor="alerting", comment=None, severity="critical", team="cx-ops",
-                     assignee=None, escalation_level=0, touchpoint="delivery", rule_id="r",
-                     alert_ids=["a-1"], feedback_event_ids=[], opened_at=NOW,
-                     acknowledged_at=None, resolved_at=None, closed_at=None, ack_due_at=NOW,
-                     resolve_due_at=NOW + timedelta(hours=4), followup_outcome=None,
-                     followup_rating=None)
+    return factories.case_event(at=NOW, event_id=f"ce-{n}", seq=n, status=status,
+                                team="cx-ops")
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"k") -> None:

@@ -30,22 +30,21 @@ from services.core.broker import LocalBroker
 from services.core.events import Alert, utc_now
 from services.core.kafka import create_topics
 from services.core.settings import Settings
+from tests import factories
 from tests.conftest import run
+from tests.e2e.test_alert_e2e import event
 from tests.pipeline_harness import read_topic, store_and_producer
 from tests.scoring_fixtures import records
-from tests.e2e.test_alert_e2e import event
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 OWNERS = {"r": Owner("r", "event", "critical", "ops", None, ("pager",))}
 
 
 def alert(n: int, status: str = "firing", rule: str = "r") -> Alert:
-    return Alert(alert_id=f"a{n}", dedupe_key=f"{rule}:k{n}", rule_id=rule, rule_type="event",
-                 severity="critical", status=status, touchpoint="delivery", channel=None,
-                 stage=None, topic=None, metric="event_sentiment", operator=None, threshold=None,
-                 value=-0.9, baseline=None, volume=1, window_start=T0, window_end=T0, fired_at=T0,
-                 resolved_at=None, emitted_at=T0, team="ops", owner=None, notify=["pager"],
-                 open_case=True, event_ids=[], latest_received_at=None, message="m")
+    return factories.alert(at=T0, alert_id=f"a{n}", dedupe_key=f"{rule}:k{n}", rule_id=rule,
+                           rule_type="event", status=status, metric="event_sentiment",
+                           operator=None, threshold=None, value=-0.9, volume=1,
+                           notify=["pager"])
 
 
 def pending(n: int, status: str = "firing") -> Pending:

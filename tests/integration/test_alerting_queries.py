@@ -17,6 +17,7 @@ from services.alerting.rules import Sla
 from services.core.events import Alert, CaseEvent
 from services.core.migrations import migrate
 from services.core.store import Store, open_store
+from tests import factories
 from tests.conftest import run
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -24,14 +25,13 @@ SLA = Sla(ack_minutes=30, resolve_hours=4)
 
 
 def alert(n: int, touchpoint: str, team: str | None, **changes: Any) -> Alert:
-    fields: dict[str, Any] = dict(
-        alert_id=f"a{n}", dedupe_key=f"r:{touchpoint}:{n}", rule_id="r", rule_type="event",
-        severity="warning", status="firing", touchpoint=touchpoint, channel="app", stage=None,
-        topic=None, metric="event_sentiment", operator=None, threshold=-0.6, value=-0.9,
-        baseline=None, volume=1, window_start=T0, window_end=T0, fired_at=T0, resolved_at=None,
-        emitted_at=T0, team=team, owner=None, notify=["pager"], open_case=True,
-        event_ids=[f"e{n}"], latest_received_at=T0 - timedelta(seconds=3), message=f"m{n}")
-    return Alert(**{**fields, **changes})
+    return factories.alert(**{
+        "at": T0, "alert_id": f"a{n}", "dedupe_key": f"r:{touchpoint}:{n}",
+        "rule_type": "event", "severity": "warning", "touchpoint": touchpoint,
+        "channel": "app", "metric": "event_sentiment", "operator": None, "threshold": -0.6,
+        "value": -0.9, "volume": 1, "team": team, "notify": ["pager"],
+        "event_ids": [f"e{n}"], "latest_received_at": T0 - timedelta(seconds=3),
+        "message": f"m{n}", **changes})
 
 
 def history() -> list[CaseEvent]:

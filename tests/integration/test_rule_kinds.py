@@ -42,6 +42,7 @@ from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import Store, open_store
 from services.scoring.sink import feedback_row
+from tests import factories
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, store_and_producer
 from tests.scoring_fixtures import records
@@ -233,17 +234,7 @@ def history() -> tuple[list[dict], list[EnrichedFeedback]]:
 def score_update(touchpoint: str, end: datetime) -> Score:
     """The score event that tells the alerting stage a touchpoint's window ending at ``end``
     changed (its figures are read from the store, not from the event)."""
-    return Score.model_validate({
-        "touchpoint": touchpoint, "channel": "", "stage": "", "window": "1m",
-        "window_start": end - timedelta(minutes=1), "window_end": end, "window_seconds": 60,
-        "volume": 1, "positive_count": 0, "neutral_count": 0, "negative_count": 1,
-        "mean_sentiment": -0.5, "net_sentiment": -100, "negative_share": 1, "nps": None,
-        "nps_responses": 0, "nps_promoters": 0, "nps_detractors": 0, "csat": None,
-        "csat_responses": 0, "csat_satisfied": 0, "ces": None, "ces_responses": 0,
-        "complaint_count": 0, "complaint_rate": 0, "urgent_count": 0,
-        "urgent_flags": {"escalation_threat": 0, "churn_intent": 0, "repeat_contact": 0,
-                         "safety": 0},
-        "topics": [], "expectations": [], "computed_at": end})
+    return factories.score(touchpoint=touchpoint, window_end=end)
 
 
 def comparable(alert: dict) -> tuple:

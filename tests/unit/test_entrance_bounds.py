@@ -17,16 +17,17 @@ from services.core.bounds import entrance_problem, without_invisibles
 from services.core.events import RawFeedback
 from services.core.settings import load_settings
 from services.ingest.channels.generic import FeedbackIn
-from services.ingest.guards import error_details, lone_surrogate
 from services.ingest.email_message import EmailTooComplex, parse_rfc822
+from services.ingest.guards import error_details, lone_surrogate
+from tests import factories
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 DEFAULTS = load_settings()
 
 
 def _event(occurred: datetime, received: datetime = NOW) -> RawFeedback:
-    return RawFeedback(event_id="e", source="s", channel="web", touchpoint="t", text="x",
-                       occurred_at=occurred, received_at=received)
+    return factories.raw(channel="web", touchpoint="t", text="x", occurred_at=occurred,
+                         received_at=received)
 
 
 @pytest.mark.parametrize(("occurred", "received", "field", "says"), [

@@ -16,6 +16,7 @@ from services.nlp.cues import intent_of, load_urgency
 from services.nlp.keywords import KeywordExtractor
 from services.nlp.matching import MAX_CUE_MATCHES
 from services.nlp.taxonomy import load_taxonomy
+from tests import factories
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -26,8 +27,8 @@ def analyzer() -> Analyzer:
 
 
 def raw(text: str) -> RawFeedback:
-    return RawFeedback(event_id=text[:8], source="t", channel="web", touchpoint="tp", text=text,
-                       occurred_at=NOW, received_at=NOW)
+    return factories.raw(event_id=text[:8], channel="web", touchpoint="tp", text=text,
+                         occurred_at=NOW)
 
 
 @pytest.mark.parametrize(("text", "flag", "term"), [

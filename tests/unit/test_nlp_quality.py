@@ -13,6 +13,7 @@ from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
 from services.nlp.stance import clause_weights, cues_of
 from services.nlp.taxonomy import load_taxonomy
+from tests import factories
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -23,8 +24,8 @@ def analyzer() -> Analyzer:
 
 
 def raw(text: str, channel: str = "chat", **extra: object) -> RawFeedback:
-    return RawFeedback(event_id=str(abs(hash(text)))[:12], source="t", channel=channel,  # type: ignore[arg-type]
-                       touchpoint="tp", text=text, occurred_at=NOW, received_at=NOW, **extra)
+    return factories.raw(event_id=str(abs(hash(text)))[:12], channel=channel, touchpoint="tp",
+                         text=text, occurred_at=NOW, **extra)
 
 
 def topics_of(text: str) -> set[str]:
