@@ -46,8 +46,16 @@ from services.nlp.call_tone import call_tones
 from services.nlp.cues import UrgencyCues
 from services.nlp.keywords import KeywordExtractor
 from services.nlp.segmenter import Segmenter
-from services.nlp.stance import REFERENCE_BAND, Cues, Stance, StanceModel, cues_of, decide, kept_clauses
 from services.nlp.stance import FEATURES as STANCE_FEATURES
+from services.nlp.stance import (
+    REFERENCE_BAND,
+    Cues,
+    Stance,
+    StanceModel,
+    cues_of,
+    decide,
+    kept_clauses,
+)
 from services.nlp.stance import features as stance_features
 from services.nlp.taxonomy import CLAUSE, Taxonomy, TopicMatch
 

@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 
 from services.nlp.segmenter import Segmenter
-from services.nlp.sentiment_model import NgramIndex, char_ngrams, normalise, read_arrays, write_arrays
+from services.nlp.sentiment_model import (
+    NgramIndex,
+    char_ngrams,
+    normalise,
+    read_arrays,
+    write_arrays,
+)
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"

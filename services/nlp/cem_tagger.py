@@ -32,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from services.nlp.aspect_tagger import KEYWORD_WEIGHTS, MIN_EXAMPLES, _fusion, f1_scores, train_tagger
+from services.nlp.aspect_tagger import (
+    KEYWORD_WEIGHTS,
+    MIN_EXAMPLES,
+    _fusion,
+    f1_scores,
+    train_tagger,
+)
 
 MAKEUP = {"使用体验": "product_quality", "功效": "product_quality", "气味": "product_quality",
           "包装": "product_quality", "真伪": "product_quality", "成分": "product_quality",

@@ -102,7 +102,7 @@ async def caught_up(store: Store, settings: Settings, bootstrap: str) -> bool:
 async def check_rows(store: Store) -> None:
     rows = await store.query("SELECT * FROM feedback FINAL")
     assert len(rows) == EXPECTED_ROWS == len({r["event_id"] for r in rows})
-    everything = [{k: v for k, v in r.items()} for r in rows]
+    everything = [dict(r) for r in rows]
     assert_no_pii(json.loads(json.dumps(everything, default=str, ensure_ascii=False)))
     assert "13600002222" not in json.dumps(everything, default=str)
     by_source: dict[str, list[dict]] = {}

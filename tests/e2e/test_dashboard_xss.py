@@ -28,9 +28,9 @@ from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import Store, open_store
 from tests.conftest import run
-from tests.pipeline_harness import running
 from tests.e2e.test_access_scopes import alert, alert_row
 from tests.e2e.test_dashboard_browser import CHROMIUM, browser
+from tests.pipeline_harness import running
 
 pytestmark = pytest.mark.slow
 

@@ -208,7 +208,7 @@ def test_each_service_its_own_process_on_clickhouse_server(
                 await store.close()
 
         run(main())
-        for name, process in processes.items():
+        for process in processes.values():
             process.send_signal(signal.SIGTERM)
         for name, process in processes.items():
             assert process.wait(timeout=40) == 0, f"voc {name} did not exit cleanly on SIGTERM"

@@ -13,10 +13,10 @@ from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
+from services.core.access import key_hash
 from services.core.broker import LocalBroker
 from services.core.kafka import create_topics
 from services.core.settings import Settings
-from services.core.access import key_hash
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, running
 

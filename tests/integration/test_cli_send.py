@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from services.cli_send import Progress, Tally, _indexed_errors, read_lines, retry_after
+from services.core.access import key_hash
 from services.core.broker import LocalBroker, free_port
 from services.core.events import stable_event_id
 from services.core.kafka import create_topics
 from services.core.settings import Settings
-from services.core.access import key_hash
 from tests.conftest import run
 from tests.pipeline_harness import read_topic, running
 

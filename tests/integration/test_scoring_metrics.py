@@ -14,9 +14,9 @@ from prometheus_client import REGISTRY
 
 from services.api import create_app
 from services.core.broker import LocalBroker
+from services.core.cem_metrics import URGENT_FLAGS, window_start, wire_fields
 from services.core.settings import Settings
 from services.core.store import Store
-from services.core.cem_metrics import URGENT_FLAGS, window_start, wire_fields
 from tests.conftest import run
 from tests.pipeline_harness import read_topic
 from tests.scoring_fixtures import (

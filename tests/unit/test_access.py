@@ -58,12 +58,12 @@ survey-tool:
 
 
 @pytest.mark.parametrize(("document", "error"), [
-    ("alice: {roles: [superuser], keys: [%s]}" % key_hash("k"), "roles are ingest, viewer"),
+    (f"alice: {{roles: [superuser], keys: [{key_hash('k')}]}}", "roles are ingest, viewer"),
     ("alice: {roles: [viewer], keys: [plaintext-key]}", "sha256 hex"),
     ("alice: {roles: [viewer]}", "keys"),
-    ("alice: {roles: [viewer], keys: [%s], touchpoints: []}" % key_hash("k"), "touchpoints"),
-    ("alice: {roles: [viewer], keys: [%s]}\nbob: {roles: [admin], keys: [%s]}"
-     % (key_hash("k"), key_hash("k")), "both 'alice' and 'bob'"),
+    (f"alice: {{roles: [viewer], keys: [{key_hash('k')}], touchpoints: []}}", "touchpoints"),
+    (f"alice: {{roles: [viewer], keys: [{key_hash('k')}]}}\n"
+     f"bob: {{roles: [admin], keys: [{key_hash('k')}]}}", "both 'alice' and 'bob'"),
     ("[just, a, list]", "expected a mapping"),
 ])
 def test_principals_file_errors_name_the_file_and_the_entry(tmp_path: Path, document: str,

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from services.nlp.aspect_tagger import (
+    WORD_JOIN,
     AspectExample,
     AspectTagger,
     f1_scores,
-    WORD_JOIN,
     read_aspect_examples,
     topic_strata,
     train_tagger,
@@ -181,7 +181,8 @@ def test_vectorised_margins_match_the_reference_features(
 
 
 def test_word_ngrams_join_consecutive_words_and_skip_whitespace() -> None:
-    assert word_ngrams(["后排", " ", "空间", "大"], 2) == ["后排", "空间", "大", f"后排{WORD_JOIN}空间", f"空间{WORD_JOIN}大"]
+    assert word_ngrams(["后排", " ", "空间", "大"], 2) == [
+        "后排", "空间", "大", f"后排{WORD_JOIN}空间", f"空间{WORD_JOIN}大"]
     assert word_ngrams(["后排", "空间"], 1) == ["后排", "空间"]
     assert word_ngrams([], 2) == []
 

@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 
 import schemas
 from services.core.access import KeyRing, key_hash
+from services.core.channels import prepare_raw
 from services.core.events import (
     CallFacts,
     CallTone,
@@ -21,7 +22,6 @@ from services.core.events import (
     Sentiment,
     SocialFacts,
 )
-from services.core.channels import prepare_raw
 from services.core.normalize import pseudonym
 from services.nlp.call_tone import call_tones
 

@@ -34,8 +34,8 @@ def test_compose_uses_only_real_settings_and_pinned_images() -> None:
             if variable.startswith("VOC_"):
                 assert variable in known, f"{name}: {variable} is not a setting"
     assert {"ingest", "nlp", "scoring", "alerting"} <= set(compose["services"])
-    assert [c for c in (compose["services"][s].get("command") for s in
-                        ("ingest", "nlp", "scoring", "alerting"))] == \
+    assert [compose["services"][s].get("command") for s in
+            ("ingest", "nlp", "scoring", "alerting")] == \
         [["ingest"], ["nlp"], ["scoring"], ["alerting"]]
 
 

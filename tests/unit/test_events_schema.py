@@ -13,15 +13,15 @@ from pydantic import ValidationError
 import schemas
 from services.core.events import (
     Alert,
+    AspectSentiment,
     CaseEvent,
     DeadLetter,
     EnrichedFeedback,
+    ExpectationGap,
+    Ratings,
     RawFeedback,
     Score,
     Sentiment,
-    AspectSentiment,
-    Ratings,
-    ExpectationGap,
     TopicFigure,
     TopicTag,
     UrgencyFlag,

@@ -18,8 +18,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import schemas
-from services.core.events import EnrichedFeedback, Ratings, RawFeedback, Sentiment, trusted
 from services.core.channels import prepare_raw
+from services.core.events import EnrichedFeedback, Ratings, RawFeedback, Sentiment, trusted
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
 from services.nlp.keywords import _WORDLIKE, KeywordExtractor
