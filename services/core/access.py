@@ -798,7 +798,7 @@ def route_roles(app: Any) -> dict[tuple[str, str], str]:
         declared = _declared(dependant)
         for method in sorted(route.methods or []):
             if declared:
-                roles[(method, path)] = max(declared, key=_STRICTNESS.__getitem__)
+                roles[(method, str(path))] = max(declared, key=_STRICTNESS.__getitem__)
             else:
                 undeclared.append(f"{method} {path}")
     if undeclared:

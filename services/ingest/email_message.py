@@ -106,7 +106,8 @@ def _depth(message: Message, limit: int) -> int:
         deepest = max(deepest, level)
         if deepest > limit:
             return deepest
-        pending.extend((child, level + 1) for child in part.get_payload())
+        pending.extend((child, level + 1) for child in part.get_payload()
+                       if isinstance(child, Message))
     return deepest
 
 

@@ -553,7 +553,7 @@ def train_tagger(
             # Coordinate ascent on the micro-F1 of all topics: each topic's bonus and cut in turn,
             # given the other topics' current decisions, two passes over the topics.
             for _ in range(2):
-                for k in np.flatnonzero(learned):
+                for k in np.flatnonzero(learned).tolist():
                     rest = np.delete(np.arange(len(topic_list)), k)
                     d, t = oof_decisions[:, rest], y[:, rest]
                     others = (int((d & t).sum()), int((d & ~t).sum()), int((~d & t).sum()))

@@ -318,7 +318,7 @@ def train(rows: np.ndarray, labels: Sequence[str], c: float = 1.0, version: str 
     """Fit the stance model on feature rows and gold labels (scikit-learn, training only)."""
     from sklearn.linear_model import LogisticRegression
 
-    y = np.array([LABELS.index(lab) for lab in labels])  # type: ignore[arg-type]
+    y = np.array([LABELS.index(lab) for lab in labels])
     fitted = LogisticRegression(C=c, max_iter=5000).fit(rows, y)
     return StanceModel(fitted.coef_, fitted.intercept_, version)
 
