@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
-.PHONY: run test test-fast train bench assets schemas docs system-deps clean
+.PHONY: run lint test test-unit test-fast train bench assets schemas docs system-deps test-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -19,15 +19,24 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/voc up --demo
 
-## system-deps: Debian packages the tests need, installed when missing: clickhouse-server,
-## zookeeper (the cluster tests' coordinator; pulls in Java), chromium with a CJK font for the
-## dashboard's browser tests, and kcat (the librdkafka client whose use of the local broker
-## tests/test_broker_clients.py measures)
-system-deps:
+## test-deps: the Debian packages the unit and integration tiers need, installed when missing:
+## clickhouse-server, and kcat (the librdkafka client whose use of the local broker
+## tests/integration/test_broker_clients.py measures)
+test-deps:
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || missing="$$missing clickhouse-server"; \
-	{ command -v java >/dev/null && [ -f /usr/share/java/zookeeper.jar ]; } || missing="$$missing zookeeper"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing (Debian):$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## system-deps: everything the whole suite needs, installed when missing: test-deps, plus
+## zookeeper (the cluster tests' coordinator; pulls in Java) and chromium with a CJK font for
+## the dashboard's browser tests
+system-deps: test-deps
+	@missing=""; \
+	{ command -v java >/dev/null && [ -f /usr/share/java/zookeeper.jar ]; } || missing="$$missing zookeeper"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
@@ -50,13 +59,28 @@ docs: $(STAMP)
 	$(BIN)/python -m services.core.settings_docs > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
 
-## test: everything the tests need, then the whole suite (slow end-to-end tests included)
-test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -p no:cacheprovider -ra --durations=15
+## lint: ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade and a few more) over the
+## repository and mypy over services/ and schemas/, both configured in pyproject.toml; any
+## finding fails it
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
-## test-fast: the suite without the slow end-to-end tests
-test-fast: $(STAMP) system-deps
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
+TIERS := tests/unit tests/integration tests/e2e
+
+## test: lint and types, then the three test tiers in order in one run (slow end-to-end
+## tests included); what CI runs
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest -p no:cacheprovider -ra --durations=15 $(TIERS)
+
+## test-unit: the unit tier alone; needs nothing but pip (no apt, no servers), about a minute
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+
+## test-fast: lint, then every tier without the slow end-to-end tests; installs only what
+## those need (test-deps)
+test-fast: $(STAMP) test-deps lint
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow" $(TIERS)
 
 ## train: retrain the shipped sentiment model from the shared dev data
 train: $(STAMP)

@@ -121,9 +121,9 @@ async def main(args: argparse.Namespace) -> dict:
             await store.close()
         alerts = [a for _, a in read_topic(broker.bootstrap, settings.topic("alerts"))
                   if a["status"] == "firing"]
-    latencies = list(
+    latencies = [
         (datetime.fromisoformat(a["emitted_at"])
-         - datetime.fromisoformat(a["latest_received_at"])).total_seconds() for a in alerts)
+         - datetime.fromisoformat(a["latest_received_at"])).total_seconds() for a in alerts]
     per_surge = {s: sum(1 for a in alerts if a["touchpoint"] == s) for s in surges}
     emitted = {a["touchpoint"]: datetime.fromisoformat(a["emitted_at"]).timestamp()
                for a in alerts}

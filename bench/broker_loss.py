@@ -40,7 +40,6 @@ async def post_until_killed(api: str, rate: float, seconds: float, batch: int,
     """POST ``batch`` events every ``batch / rate`` s; kill -9 ``process`` after ``seconds``.
     Returns the external ids ingest acknowledged (202) and the kill time."""
     acknowledged: list[str] = []
-    interval = batch / rate
     start = time.monotonic()
     n = 0
     async with httpx.AsyncClient(base_url=api, timeout=10) as client:

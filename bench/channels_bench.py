@@ -24,7 +24,7 @@ from services.ingest.channels.calls import call_event  # noqa: E402
 from services.ingest.channels.surveys import SurveyBatchIn, survey_event  # noqa: E402
 from services.ingest.email_message import parse_rfc822  # noqa: E402
 from services.nlp.worker import build_analyzer  # noqa: E402
-from tests.test_channel_e2e import long_call  # noqa: E402
+from tests.e2e.test_channel_e2e import long_call  # noqa: E402
 
 DATA = REPO_ROOT / "tests" / "data" / "channels"
 

@@ -1,7 +1,7 @@
 """The pipeline's multi-process layout on a sharded, replicated ClickHouse cluster: figures
 and CPU per event next to the single-server figures of the same ``make bench``.
 
-Layout (as tests/test_cluster.py): ZooKeeper, 2 shards x 2 replicas of clickhouse-server,
+Layout (as tests/e2e/test_cluster.py): ZooKeeper, 2 shards x 2 replicas of clickhouse-server,
 one tansu broker, and ``voc ingest`` x2, ``voc nlp`` x2, ``voc scoring`` x2, ``voc alerting``
 x1 as separate processes, all on this machine. Load goes over HTTP, half to each ingest
 process, open-loop as in bench/e2e_bench.py (latency from each event's due time). On 2 cores

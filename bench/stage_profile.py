@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT, write_json  # noqa: E402
 from bench.e2e.plan import load_texts  # noqa: E402
-from services.core.events import EnrichedFeedback, RawFeedback, stable_event_id  # noqa: E402
 from services.core.channels import prepare_raw  # noqa: E402
+from services.core.events import EnrichedFeedback, RawFeedback, stable_event_id  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402
 
 

@@ -73,7 +73,6 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, fl
     from datetime import UTC, datetime
 
     from services.core.events import RawFeedback
-
     from services.nlp.stance import decide
 
     items = tuning_items()

@@ -45,8 +45,8 @@ from typing import Any  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT, write_json  # noqa: E402
-from services.core.events import EnrichedFeedback, RawFeedback  # noqa: E402
 from services.core.channels import prepare_raw  # noqa: E402
+from services.core.events import EnrichedFeedback, RawFeedback  # noqa: E402
 from services.core.normalize import to_simplified  # noqa: E402
 from services.core.pii import fold  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402

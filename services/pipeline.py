@@ -87,6 +87,7 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
     if store is None and {"ingest", "scoring", "alerting"} & set(names):
         store = await open_store(settings.store_url)
         own_store = True
+    # Ingest, scoring and alerting get the store opened above; the other stages need none.
     try:
         if store is not None and settings.clickhouse_cluster:
             await require_current(store, settings.clickhouse_cluster)
@@ -94,6 +95,7 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
             await migrate(store)
         coroutines = []
         if "ingest" in names:
+            assert store is not None
             coroutines.append(_serve_ingest(settings, bootstrap, store, stop, on_listening,
                                             access))
         if settings.ops_port is not None:
@@ -108,10 +110,12 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
         if "scoring" in names:
             from services.scoring import worker as scoring
 
+            assert store is not None
             coroutines.append(scoring.run(settings, bootstrap, store, stop))
         if "alerting" in names:
             from services.alerting import worker as alerting
 
+            assert store is not None
             coroutines.append(alerting.run(settings, bootstrap, store, stop))
         tasks = [asyncio.create_task(c) for c in coroutines]
         stopping = asyncio.create_task(stop.wait())

@@ -4,6 +4,17 @@ topic prefix and database so tests never see each other's data.
 
 Set VOC_TEST_CLICKHOUSE=testcontainers on a machine with Docker to run the server-backend
 tests against a ClickHouse container instead of the local clickhouse-server binary.
+
+The tests come in three tiers, so a change can be checked at the speed it needs:
+
+- ``tests/unit/``: pip alone, about a minute (``make test-unit``). No broker, no ClickHouse
+  server, no chdb store, no browser, no processes; tests/unit/conftest.py fails a test that
+  tries.
+- ``tests/integration/``: the real broker, clickhouse-server and chdb store, in-process.
+- ``tests/e2e/``: modules with ``slow`` end-to-end tests: the whole pipeline, service
+  processes, the browser, the ClickHouse cluster.
+
+``make test`` runs all three (plus lint and types); ``make test-fast`` leaves out ``slow``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -49,17 +48,6 @@ async def running(settings: Settings, names: Sequence[str], bootstrap: str,
     finally:
         stop.set()
         await task
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float,
-                     what: str) -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def _read(bootstrap: str, topic: str) -> list:

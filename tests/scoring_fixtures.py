@@ -95,7 +95,7 @@ MINUTE_ALL = {
     "ces": 4.0, "ces_responses": 2, "complaint_count": 2, "complaint_rate": 0.5,
     "urgent_count": 2, "escalation_threat_count": 2, "churn_intent_count": 1,
     "repeat_contact_count": 1, "safety_count": 0, "repeat_contact_rate": 0.25,
-    # No calls in this set: the call figures are worked out in tests/test_contact_center.py.
+    # No calls in this set: the call figures are worked out in tests/e2e/test_contact_center.py.
     "call_count": 0, "tone_worsened_share": None, "tone_improved_share": None,
     "mean_hold_s": None, "mean_silence_s": None, "transfers_per_call": None,
 }

@@ -1,7 +1,7 @@
 // Builds the dashboard into services/web/static/ (or the directory given as the argument).
 // Output names carry a hash of their content and manifest.json records the package version and
 // a hash of every build input, so the Python side and tests can tell which sources a committed
-// bundle came from (tests/test_dashboard_assets.py computes the same source hash).
+// bundle came from (tests/unit/test_dashboard_assets.py computes the same source hash).
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

@@ -139,10 +139,10 @@ class AlertCaps:
         """Admit or suppress each pending alert, and close the summaries of ended periods."""
         period = self.period_of(now)
         plan = CapPlan()
-        for rule_id, cap in self.caps.items():
-            if cap.period_start < period:
-                if cap.summary is not None:
-                    closed = self._resolved(cap.summary, cap.suppressed, now)
+        for rule_id, held in self.caps.items():
+            if held.period_start < period:
+                if held.summary is not None:
+                    closed = self._resolved(held.summary, held.suppressed, now)
                     plan.alerts.append((closed, closed.window_end))
                 plan.caps[rule_id] = RuleCap(period)
         for item in pending:

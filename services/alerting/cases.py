@@ -39,6 +39,7 @@ from services.core.events import (
     CaseStatus,
     Ratings,
     RawFeedback,
+    Severity,
     stable_event_id,
     utc_now,
 )
@@ -50,7 +51,7 @@ from services.core.store import Store
 log = structlog.get_logger(__name__)
 
 _CASE_NAMESPACE = uuid.UUID("5d2e8a61-0c3b-4d7e-9f41-6a2b8c9d0e13")
-DEFAULT_SLA = {"critical": Sla(ack_minutes=15, resolve_hours=4),
+DEFAULT_SLA: dict[Severity, Sla] = {"critical": Sla(ack_minutes=15, resolve_hours=4),
                "warning": Sla(ack_minutes=60, resolve_hours=24),
                "info": Sla(ack_minutes=240, resolve_hours=72)}
 
@@ -80,8 +81,8 @@ def allowed_actions(status: str) -> list[str]:
     return sorted(a for a, (sources, _) in _MOVES.items() if status in sources)
 
 
-def sla_for(rules: RuleSet, severity: str) -> Sla:
-    return rules.sla.get(severity, DEFAULT_SLA[severity])  # type: ignore[index]
+def sla_for(rules: RuleSet, severity: Severity) -> Sla:
+    return rules.sla.get(severity, DEFAULT_SLA[severity])
 
 
 def case_id_for(alert_id: str) -> str:

@@ -263,7 +263,7 @@ def pick_comments(rows: Iterable[queries.CommentRow], topic: str | None) -> list
         wanted = topic or (tags[0]["id"] if tags else None)
         spans = [tuple(s) for tag in tags if tag.get("id") == wanted
                  for s in tag.get("evidence") or [] if len(s) == 2]
-        shown, kept = excerpt(str(text), spans)  # type: ignore[arg-type]
+        shown, kept = excerpt(str(text), spans)
         if shown in seen:
             continue
         seen.add(shown)
@@ -285,8 +285,8 @@ async def explanation(store: Store, rule: WindowRuleBase, explained: Explained,
         *explained.baseline)
     counts = metric_counts(explained.metric)
     cells = await queries.explain_cells(store, scope, counts)
-    whole: Counts = {k: 0 for k in counts}
-    baseline: Counts = {k: 0 for k in counts}
+    whole: Counts = dict.fromkeys(counts, 0)
+    baseline: Counts = dict.fromkeys(counts, 0)
     for cell in cells:
         if cell.current:
             whole = _add(whole, cell.counts)

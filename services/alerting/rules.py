@@ -50,14 +50,21 @@ else:
     """One rule of any kind in the table, told apart by its ``type``."""
 
 
+def _both_statuses() -> list[Literal["firing", "resolved"]]:
+    return ["firing", "resolved"]
+
+
+def _opened_and_escalated() -> list[CaseAction]:
+    return ["opened", "escalated"]
+
+
 class Webhook(Strict):
     """A delivery target; the secret is read from an environment variable, never the file."""
 
     url: str = Field(pattern=r"^https?://")
     format: Literal["generic", "dingtalk", "wecom", "feishu"] = "generic"
     secret_env: str | None = None
-    statuses: list[Literal["firing", "resolved"]] = Field(
-        default_factory=lambda: ["firing", "resolved"])
+    statuses: list[Literal["firing", "resolved"]] = Field(default_factory=_both_statuses)
 
     def secret(self) -> str | None:
         """The signing secret; missing variables are caught when the file loads."""
@@ -78,7 +85,7 @@ class Team(Strict):
 
     notify: list[str] = Field(default_factory=list, description="webhook names")
     case_actions: list[CaseAction] = Field(
-        default_factory=lambda: ["opened", "escalated"],
+        default_factory=_opened_and_escalated,
         description="case transitions that page the case's team (after the transition)")
 
 

@@ -5,7 +5,7 @@ Why it is built this way:
   once, before its body is parsed, through :meth:`Access.authenticate`, so rate limits count per
   authenticated principal and failed attempts per client address. Routes never read credentials.
 - **Every route declares who may call it** with one dependency, :class:`Require` (a role, or any
-  signed-in principal) or :class:`Public`. ``tests/test_access_matrix.py`` walks the app's route
+  signed-in principal) or :class:`Public`. ``tests/e2e/test_access_matrix.py`` walks the app's route
   table, so a route added without a declaration fails the suite.
 - **Roles** (docs/security.md): ``ingest`` sends feedback for its sources; ``viewer`` reads
   scores, drivers, feedback, cases, the stream and the dashboard; ``operator`` also acts on cases;
@@ -784,7 +784,7 @@ def route_roles(app: Any) -> dict[tuple[str, str], str]:
     """(method, path) -> the role each route declares (the strictest, when it declares several).
 
     Raises ValueError naming every route that declares none, so an app with such a route is
-    never served (``services/api.py``) and the suite fails (tests/test_access_matrix.py).
+    never served (``services/api.py``) and the suite fails (tests/e2e/test_access_matrix.py).
     """
     roles: dict[tuple[str, str], str] = {}
     undeclared = []
@@ -798,7 +798,7 @@ def route_roles(app: Any) -> dict[tuple[str, str], str]:
         declared = _declared(dependant)
         for method in sorted(route.methods or []):
             if declared:
-                roles[(method, path)] = max(declared, key=_STRICTNESS.__getitem__)
+                roles[(method, str(path))] = max(declared, key=_STRICTNESS.__getitem__)
             else:
                 undeclared.append(f"{method} {path}")
     if undeclared:

@@ -145,7 +145,7 @@ class LocalBroker:
                 start_new_session=True,
             )
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):  # a log file, not DEVNULL
                 out.close()
         try:
             wait_for_port("127.0.0.1", self.port, 15, "the local tansu broker")

@@ -133,7 +133,7 @@ FACTS: dict[str, Facts] = {
     "review": Facts(redacted=_redacted_review, own_id=review_key),
 }
 """facts field of RawFeedback -> how its object is prepared. Every facts field is listed
-(tests/test_channel_registry.py checks it), with nothing to do where nothing needs doing."""
+(tests/integration/test_channel_registry.py checks it), with nothing to do where nothing needs doing."""
 
 
 def analysis_text(text: str, channel: str) -> str:

@@ -1,7 +1,7 @@
 """Typed views of the topic payloads defined in ``schemas/topics``.
 
 The JSON Schema files are the contract; these models exist so code gets types and fast
-validation. ``tests/test_events_schema.py`` fails if a model drifts from its schema file.
+validation. ``tests/unit/test_events_schema.py`` fails if a model drifts from its schema file.
 """
 
 from __future__ import annotations

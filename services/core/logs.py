@@ -8,7 +8,7 @@ import sys
 import structlog
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """A handler that writes to ``sys.stderr`` as it is when a record is written, not as it was
     when logging was configured: a command run in-process (a CLI invoked by a test or an
     embedding program) may have swapped it meanwhile and closed the stream it swapped in."""
@@ -29,7 +29,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    shared = [
+    shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

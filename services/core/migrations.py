@@ -22,8 +22,8 @@ import re
 import structlog
 
 import schemas
-from services.core.events import utc_now
 from services.core.cluster_ddl import cluster_migrations, create_database
+from services.core.events import utc_now
 from services.core.store import Store, StoreError, StoreUrl
 from services.core.store_server import ServerStore
 

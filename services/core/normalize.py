@@ -19,7 +19,7 @@ import opencc
 # Every pattern here runs over customer text in linear time: a scan tries each position once,
 # and from a position it reads either one maximal run of a character class (which the next
 # try starts after, when it matched) or at most a bounded number of characters: the bound is
-# stated where it is more than a few (tests/test_patterns_linear.py times each on 100 KB).
+# stated where it is more than a few (tests/unit/test_patterns_linear.py times each on 100 KB).
 _URL = re.compile(r"(?:https?://|www\.|t\.cn/)[^\s\u3000-\u303f\u4e00-\u9fff\uff00-\uffef<>\"']+",
                   re.IGNORECASE)
 # A handle runs until whitespace or punctuation; Weibo ends a mention with a space or colon.

@@ -220,7 +220,8 @@ def _redact_document(document: Any) -> tuple[Any, bool]:
     stack = [document] if isinstance(document, dict | list) else []
     while stack:
         node = stack.pop()
-        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        items: list[tuple[Any, Any]] = (list(node.items()) if isinstance(node, dict)
+                                        else list(enumerate(node)))
         if isinstance(node, dict):
             node.clear()
         for key, item in items:

@@ -76,20 +76,20 @@ def _accepts(field: FieldInfo) -> str:
                 bounds.append(f"{sign} {getattr(item, attribute):,}".replace(",", " "))
     args = set(get_args(annotation)) or {annotation}
     if get_origin(annotation) is list:
-        kind = "JSON list"
+        described = "JSON list"
     elif bool in args:
-        kind = "`true`/`false`"
+        described = "`true`/`false`"
     elif int in args:
-        kind = "integer"
+        described = "integer"
     elif float in args:
-        kind = "number"
+        described = "number"
     elif Path in args:
-        kind = "path"
+        described = "path"
     elif SecretStr in args:
-        kind = "secret text"
+        described = "secret text"
     else:
-        kind = "text"
-    return kind + (f" {', '.join(bounds)}" if bounds else "")
+        described = "text"
+    return described + (f" {', '.join(bounds)}" if bounds else "")
 
 
 def _meaning(name: str, field: FieldInfo) -> str:

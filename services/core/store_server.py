@@ -23,7 +23,6 @@ from clickhouse_driver import Client
 
 from services.core.store import Row, Store, StoreUrl, columns_of
 
-
 CLUSTER_CONSISTENCY = {
     "insert_distributed_sync": 1,
     "load_balancing": "in_order",
@@ -40,9 +39,9 @@ class ServerStore(Store):
     def __init__(self, url: StoreUrl) -> None:
         super().__init__(url.database)
         self.url = url
-        common = dict(host=url.host, port=url.port, user=url.user, password=url.password,
-                      connect_timeout=5, send_receive_timeout=60, settings=CLUSTER_CONSISTENCY,
-                      alt_hosts=url.alt_hosts or None)
+        common = {"host": url.host, "port": url.port, "user": url.user,
+                  "password": url.password, "connect_timeout": 5, "send_receive_timeout": 60,
+                  "settings": CLUSTER_CONSISTENCY, "alt_hosts": url.alt_hosts or None}
         bootstrap = Client(database="default", **common)
         try:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS `{url.database}`")

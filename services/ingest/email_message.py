@@ -106,7 +106,8 @@ def _depth(message: Message, limit: int) -> int:
         deepest = max(deepest, level)
         if deepest > limit:
             return deepest
-        pending.extend((child, level + 1) for child in part.get_payload())
+        pending.extend((child, level + 1) for child in part.get_payload()
+                       if isinstance(child, Message))
     return deepest
 
 
@@ -162,7 +163,7 @@ def decode_text(payload: bytes, declared: str | None) -> tuple[str, str]:
 _BLOCKS = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "table", "hr"})
 _SKIP = frozenset({"script", "style", "head", "title"})
 # libxml2 refuses C0 control characters in text; they carry nothing a reader sees.
-_CONTROLS = dict.fromkeys((*range(0, 9), 11, 12, *range(14, 32), 127), " ")
+_CONTROLS = dict.fromkeys((*range(9), 11, 12, *range(14, 32), 127), " ")
 
 
 def html_to_text(html: str) -> str:

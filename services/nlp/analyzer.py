@@ -46,8 +46,16 @@ from services.nlp.call_tone import call_tones
 from services.nlp.cues import UrgencyCues
 from services.nlp.keywords import KeywordExtractor
 from services.nlp.segmenter import Segmenter
-from services.nlp.stance import REFERENCE_BAND, Cues, Stance, StanceModel, cues_of, decide, kept_clauses
 from services.nlp.stance import FEATURES as STANCE_FEATURES
+from services.nlp.stance import (
+    REFERENCE_BAND,
+    Cues,
+    Stance,
+    StanceModel,
+    cues_of,
+    decide,
+    kept_clauses,
+)
 from services.nlp.stance import features as stance_features
 from services.nlp.taxonomy import CLAUSE, Taxonomy, TopicMatch
 
@@ -151,7 +159,7 @@ class Analyzer:
         scores = self._predict(texts + clause_texts)
         clause_score = {clause: scores[i] for clause, i in single.items()}
         clause_score.update(zip(clause_texts, scores[len(texts):], strict=True))
-        flags = [[u.flag for u in found] for found in found_urgency]
+        flags: list[list[str]] = [[u.flag for u in found] for found in found_urgency]
         cues = [cues_of(text) for text in texts]
         rows = _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues)
         stances = decide(self.stance, rows, texts, flags, cues)
@@ -185,7 +193,7 @@ class Analyzer:
         """The stance model's feature rows for events, with their analysed texts and urgency
         flags, computed as :meth:`analyze` computes them (for fitting the stance model)."""
         texts = [(e.analysis_text or e.text)[own_start(e, e.analysis_text or e.text):] for e in events]
-        flags = [[u.flag for u in self.urgency.find(text)] for text in texts]
+        flags: list[list[str]] = [[u.flag for u in self.urgency.find(text)] for text in texts]
         read_spans = [kept_clauses([m.span() for m in CLAUSE.finditer(text)]) for text in texts]
         clause_texts = sorted({text[a:b] for text, read in zip(texts, read_spans, strict=True)
                                for a, b in read})

@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 
 from services.nlp.segmenter import Segmenter
-from services.nlp.sentiment_model import NgramIndex, char_ngrams, normalise, read_arrays, write_arrays
+from services.nlp.sentiment_model import (
+    NgramIndex,
+    char_ngrams,
+    normalise,
+    read_arrays,
+    write_arrays,
+)
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
@@ -547,7 +553,7 @@ def train_tagger(
             # Coordinate ascent on the micro-F1 of all topics: each topic's bonus and cut in turn,
             # given the other topics' current decisions, two passes over the topics.
             for _ in range(2):
-                for k in np.flatnonzero(learned):
+                for k in np.flatnonzero(learned).tolist():
                     rest = np.delete(np.arange(len(topic_list)), k)
                     d, t = oof_decisions[:, rest], y[:, rest]
                     others = (int((d & t).sum()), int((d & ~t).sum()), int((~d & t).sum()))

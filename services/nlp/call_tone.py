@@ -8,7 +8,7 @@ the sentiment model; the raw event carries where each customer turn is in ``anal
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.core.events import CallTone, RawFeedback
 
@@ -38,7 +38,7 @@ def thirds(event: RawFeedback) -> tuple[str, str] | None:
     return "\n".join(first), "\n".join(last)
 
 
-def call_tones(events: list[RawFeedback],
+def call_tones(events: Sequence[RawFeedback],
                predict: Callable[[list[str]], list[float]]) -> list[CallTone | None]:
     """The tone trend of each call event (None for other events or too little speech).
 

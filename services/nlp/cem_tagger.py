@@ -32,16 +32,24 @@ from typing import Any
 
 import numpy as np
 
-from services.nlp.aspect_tagger import KEYWORD_WEIGHTS, MIN_EXAMPLES, _fusion, f1_scores, train_tagger
+from services.nlp.aspect_tagger import (
+    KEYWORD_WEIGHTS,
+    MIN_EXAMPLES,
+    _fusion,
+    f1_scores,
+    train_tagger,
+)
 
-MAKEUP = {"使用体验": "product_quality", "功效": "product_quality", "气味": "product_quality",
-          "包装": "product_quality", "真伪": "product_quality", "成分": "product_quality",
-          "尺寸": "product_quality", "新鲜度": "product_quality", "整体": "product_quality",
-          "价格": "price_fees", "物流": "logistics_delivery", "服务": "service_attitude", "其他": None}
-CAR = {"动力": "product_quality", "油耗": "product_quality", "操控": "product_quality",
-       "舒适性": "product_quality", "配置": "product_quality", "安全性": "product_quality",
-       "内饰": "product_quality", "外观": "product_quality", "空间": "product_quality",
-       "价格": "price_fees"}
+MAKEUP: dict[str, str | None] = {
+    "使用体验": "product_quality", "功效": "product_quality", "气味": "product_quality",
+    "包装": "product_quality", "真伪": "product_quality", "成分": "product_quality",
+    "尺寸": "product_quality", "新鲜度": "product_quality", "整体": "product_quality",
+    "价格": "price_fees", "物流": "logistics_delivery", "服务": "service_attitude", "其他": None}
+CAR: dict[str, str | None] = {
+    "动力": "product_quality", "油耗": "product_quality", "操控": "product_quality",
+    "舒适性": "product_quality", "配置": "product_quality", "安全性": "product_quality",
+    "内饰": "product_quality", "外观": "product_quality", "空间": "product_quality",
+    "价格": "price_fees"}
 REVIEW_SAMPLE = 12_000
 """Reviews of sentiment_dev.csv labelled weakly; more add training time, not topics."""
 

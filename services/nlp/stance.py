@@ -60,7 +60,7 @@ transcript or email has thousands; its opening and closing are where the stance 
 and the cap bounds the model's work per event."""
 
 # Every pattern below runs over customer text: alternations of literals and short bounded
-# classes, no nested quantifier, so each scan is linear (tests/test_patterns_linear.py).
+# classes, no nested quantifier, so each scan is linear (tests/unit/test_patterns_linear.py).
 CONTRAST = re.compile(r"^\s*(?:但是|但係|但系|但|就是|只是|不过|不過|可惜|然而|可是|只不过|倒是)")
 QUESTION = re.compile(
     r"[?？]|请问|想问|问一下|问下|咨询|吗[。！!，,\s]*$|怎么(?:办|弄|操作|处理|查|退|改|开通|提交|用|交|算|样)|"
@@ -318,7 +318,7 @@ def train(rows: np.ndarray, labels: Sequence[str], c: float = 1.0, version: str 
     """Fit the stance model on feature rows and gold labels (scikit-learn, training only)."""
     from sklearn.linear_model import LogisticRegression
 
-    y = np.array([LABELS.index(lab) for lab in labels])  # type: ignore[arg-type]
+    y = np.array([LABELS.index(lab) for lab in labels])
     fitted = LogisticRegression(C=c, max_iter=5000).fit(rows, y)
     return StanceModel(fitted.coef_, fitted.intercept_, version)
 

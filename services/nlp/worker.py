@@ -23,10 +23,10 @@ import faust
 import structlog
 from pydantic import ValidationError
 
+from services.core.channels import prepare_raw
 from services.core.events import RawFeedback
 from services.core.failures import FailurePolicy
 from services.core.kafka import MAX_MESSAGE_BYTES, Producer, dead_letter, parse_or_reason
-from services.core.channels import prepare_raw
 from services.core.ops import BATCH_SECONDS, EVENTS_IN, READINESS
 from services.core.settings import Settings
 from services.nlp.analyzer import Analyzer, load_sentiment

@@ -12,9 +12,9 @@ annotations``): the window names a route accepts depend on ``VOC_WINDOW_SECONDS`
 """
 
 import json
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import (
@@ -48,8 +48,9 @@ from services.core.events import (
     utc_now,
 )
 from services.core.store import Row, Store
-from services.scoring import queries
 from services.ingest.call_transcript import SPEAKER_LABELS
+from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
+from services.scoring import queries
 from services.scoring.drivers import (
     IMPACT_METRICS,
     Factor,
@@ -62,7 +63,6 @@ from services.scoring.drivers import (
     quadrant_cuts,
     rank_key_experiences,
 )
-from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
 from services.scoring.expectations import Expectations
 from services.scoring.queries import COLUMN_DIMENSIONS, Cell, DimensionFilter, FeedbackFilter
 from services.scoring.windows import (
@@ -241,18 +241,21 @@ def _metric_type(name: str) -> Any:
     return float | None if metric.nullable else float
 
 
+_SCORE_ROW_FIELDS: dict[str, Any] = {
+    **{name: (_metric_type(name), Field(description=cem_metrics.BY_NAME[name].description))
+       for name in SCORE_METRICS},
+    "counts": (dict[str, int | float], Field(description="Every additive count of the row.")),
+    "urgent_flags": (dict[str, int], Field(description="Events carrying each urgency flag.")),
+    "expectations": (list[ExpectationOut], ...),
+}
 ScoreRow = create_model(
     "ScoreRow", __base__=_ScoreHead,
     __doc__="One window's figures (docs/metrics.md), its counts and expectation gaps.",
-    **{name: (_metric_type(name), Field(description=cem_metrics.BY_NAME[name].description))
-       for name in SCORE_METRICS},
-    counts=(dict[str, int | float], Field(description="Every additive count of the row.")),
-    urgent_flags=(dict[str, int], Field(description="Events carrying each urgency flag.")),
-    expectations=(list[ExpectationOut], ...),
+    **_SCORE_ROW_FIELDS,
 )
 
 
-_FIGURES = {
+_FIGURES: dict[str, Any] = {
     **{name: (_metric_type(name), Field(description=cem_metrics.BY_NAME[name].description))
        for name in SCORE_METRICS},
     "counts": (dict[str, int | float], Field(description="Every additive count.")),
@@ -277,15 +280,15 @@ class DimensionFiguresOut(_Out):
     dimension: str
     from_: datetime = Field(alias="from")
     to: datetime
-    values: list[DimensionValue] = Field(  # type: ignore[valid-type]
+    values: list[DimensionValue] = Field(
         description="The largest values by volume, then by value, at most "
         "VOC_DIMENSION_MAX_VALUES.")
-    other: DimensionOther | None = Field(  # type: ignore[valid-type]
+    other: DimensionOther | None = Field(
         description="The values beyond those, folded; null when none were.")
-    total: DimensionTotal  # type: ignore[valid-type]
+    total: DimensionTotal
 
 
-_FCR = {
+_FCR: dict[str, Any] = {
     "fcr": (float | None, Field(description=(
         "First-contact resolution: fcr_resolved / fcr_calls; null without such calls."))),
     "fcr_calls": (int, Field(description=(
@@ -317,9 +320,9 @@ class ContactCenterOut(_Out):
     from_: datetime = Field(alias="from")
     to: datetime
     fcr_days: int = Field(description="VOC_FCR_DAYS.")
-    values: list[ContactCenterValue]  # type: ignore[valid-type]
-    other: ContactCenterOther | None  # type: ignore[valid-type]
-    total: ContactCenterTotal  # type: ignore[valid-type]
+    values: list[ContactCenterValue]
+    other: ContactCenterOther | None
+    total: ContactCenterTotal
 
 
 class ToneOut(_Out):
@@ -375,7 +378,7 @@ class ScoresOut(_Out):
     from_: datetime = Field(alias="from")
     to: datetime
     truncated: bool = Field(description="More rows matched than `limit`.")
-    rows: list[ScoreRow] | list[MetricRow]  # type: ignore[valid-type]
+    rows: list[ScoreRow] | list[MetricRow]
 
 
 class ImpactOut(_Out):
@@ -563,7 +566,10 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
         for t in spec.topics])
     levels = {window_label(s): s for s in granularities(base_seconds)}
-    WindowName = Literal[tuple(levels)]  # type: ignore[valid-type]  # noqa: N806
+    if TYPE_CHECKING:
+        WindowName: TypeAlias = str  # the labels are known only here, at run time
+    else:
+        WindowName = Literal[tuple(levels)]  # noqa: N806
     day = Span(timedelta(days=1), max_range_days)
     week = Span(timedelta(days=7), max_range_days)
     router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(Require("viewer"))],
@@ -779,7 +785,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         folded = int(total["dim_values"]) - len(values)
         other = None
         if folded > 0:
-            rest = {c: total_counts[c] - sum(v.counts[c] for v in values)
+            rest = {c: total_counts[c] - sum(_dimension_counts(r)[c] for r in top)
                     for c in SCORE_COUNTS}
             other = DimensionOther(folded_values=folded, **_figures(_rounded(rest)))
         return _answer(DimensionFiguresOut(
@@ -838,7 +844,8 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
         folded = int(total["dim_values"]) - len(values)
         other = None
         if folded > 0:
-            rest = {c: total_counts[c] - sum(v.counts[c] for v in values) for c in SCORE_COUNTS}
+            rest = {c: total_counts[c] - sum(_dimension_counts(r)[c] for r in top)
+                    for c in SCORE_COUNTS}
             left = {k: total_fcr[k] - sum(getattr(v, k) for v in values)
                     for k in ("fcr_calls", "fcr_resolved", "fcr_pending")}
             other = ContactCenterOther(folded_values=folded, **_figures(_rounded(rest)),
@@ -902,7 +909,7 @@ def _turns(text: str) -> list[TurnOut]:
         label, sep, rest = line.partition("：")
         speaker = _SPEAKERS.get(label + sep)
         if speaker is not None:
-            turns.append(TurnOut(speaker=speaker, text=rest))  # type: ignore[arg-type]
+            turns.append(TurnOut(speaker=speaker, text=rest))
         elif turns:
             turns[-1] = TurnOut(speaker=turns[-1].speaker, text=f"{turns[-1].text}\n{line}")
         else:

@@ -1,0 +1,125 @@
+"""The ``voc`` command and the process hygiene of ``voc up`` (real child processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import schemas
+from services.core.broker import free_port, pid_alive
+from tests.waiting import eventually_sync, stays_true_sync
+
+VOC = str(Path(sys.executable).with_name("voc"))
+
+
+@pytest.mark.parametrize("command", [
+    [], ["up"], ["ingest"], ["nlp"], ["nlp", "train"], ["scoring"], ["alerting"],
+    ["topics", "create"], ["db", "migrate"], ["alerts", "tail"], ["cases", "tail"],
+    ["feedback", "send"],
+])
+def test_help_everywhere(command: list[str]) -> None:
+    done = subprocess.run([VOC, *command, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Usage:" in done.stdout
+
+
+def test_scoring_refuses_chdb_with_advice(tmp_path: Path) -> None:
+    env = {**os.environ, "VOC_CLICKHOUSE_URL": f"chdb://{tmp_path}"}
+    done = subprocess.run([VOC, "scoring"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode != 0
+    assert "voc up" in done.stderr and "ClickHouse server" in done.stderr
+
+
+def test_bad_setting_is_a_clear_error() -> None:
+    env = {**os.environ, "VOC_TOPIC_PARTITIONS": "many"}
+    done = subprocess.run([VOC, "topics", "create"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode != 0 and "topic_partitions" in done.stderr
+
+
+def test_db_migrate_on_chdb(tmp_path: Path) -> None:
+    env = {**os.environ, "VOC_CLICKHOUSE_URL": f"chdb://{tmp_path / 'db'}"}
+    first = subprocess.run([VOC, "db", "migrate"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr
+    every = [m.version for m in schemas.migrations()]
+    assert f"applied migrations: {every}" in first.stdout
+    again = subprocess.run([VOC, "db", "migrate"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert "up to date" in again.stdout
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    log = tmp_path / "up.log"
+    env = {**os.environ, "VOC_DATA_DIR": str(tmp_path / "data"), "VOC_HTTP_PORT": str(free_port()),
+           "VOC_DEMO_RATE": "10", "VOC_LOCAL_BROKER_PORT": "0"}
+    env.pop("VOC_KAFKA_BOOTSTRAP", None)
+    env.pop("VOC_CLICKHOUSE_URL", None)
+    with open(log, "w") as out:
+        process = subprocess.Popen([VOC, "up", *args], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, text=True)
+    return process, log
+
+
+def _wait_for(log: Path, text: str, timeout_s: float) -> float:
+    return eventually_sync(lambda: text in log.read_text(), timeout_s,
+                           lambda: f"{text!r} in the log:\n{log.read_text()[-5000:]}")
+
+
+def _alerts(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "alert_id=" in line]
+
+
+def _only_delivery_alerts(log: Path, attempt: str, for_s: float) -> None:
+    """The degrading touchpoint alerts, and no other starts to for ``for_s`` seconds."""
+    stays_true_sync(lambda: all("touchpoint=delivery" in line for line in _alerts(log)), for_s,
+                    lambda: f"{attempt} run: alerts only on delivery {_alerts(log)}")
+
+
+def _children_exit(children: list[int], timeout_s: float) -> None:
+    eventually_sync(lambda: not any(pid_alive(pid) for pid in children), timeout_s,
+                    lambda: f"no orphaned child processes: {children}", interval_s=0.2)
+
+
+@pytest.mark.slow
+def test_voc_up_demo_alerts_on_the_degrading_touchpoint_and_stops_cleanly(tmp_path: Path) -> None:
+    for attempt in ("first", "second"):  # a re-run must alert again, not sit in a cooldown
+        process, log = _start_up(tmp_path)
+        try:
+            _wait_for(log, "Tingjian (听见) is running", 90)
+            seconds = _wait_for(log, "alert_id=", 60)
+            _only_delivery_alerts(log, attempt, for_s=3)
+            assert seconds < 60
+            children = _children(process.pid)
+            assert children, "voc up should run the local broker as a child"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=40) == 0
+            assert "pipeline stopped" in log.read_text()
+            _children_exit(children, 10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_killed_voc_up_leaves_no_broker_behind(tmp_path: Path) -> None:
+    process, log = _start_up(tmp_path, "--no-demo")
+    try:
+        _wait_for(log, "local broker started", 60)
+        children = _children(process.pid)
+        assert children
+        process.kill()
+        process.wait(timeout=10)
+        _children_exit(children, 10)
+    finally:
+        if process.poll() is None:
+            process.kill()

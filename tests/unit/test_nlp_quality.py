@@ -1,0 +1,185 @@
+"""Issue 16's behaviours one by one: phrases in context, packs, stance, replies, signatures, urgency."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.core.events import EmailFacts, RawFeedback
+from services.core.normalize import strip_history, strip_signature
+from services.nlp.analyzer import Analyzer, load_sentiment
+from services.nlp.cues import load_urgency
+from services.nlp.stance import clause_weights, cues_of
+from services.nlp.taxonomy import load_taxonomy
+from tests import factories
+
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(load_sentiment("default"), load_taxonomy(), load_urgency(), neutral_band=0.2)
+
+
+def raw(text: str, channel: str = "chat", **extra: object) -> RawFeedback:
+    return factories.raw(event_id=str(abs(hash(text)))[:12], channel=channel, touchpoint="tp",
+                         text=text, occurred_at=NOW, **extra)
+
+
+def topics_of(text: str) -> set[str]:
+    return {m.id for m in load_taxonomy().tag(text)}
+
+
+@pytest.mark.parametrize(("text", "absent", "present"), [
+    ("转账手续费太高了", "convenience_process", "price_fees"),
+    ("我找了半天才找到退款按钮", "waiting_time", "account_app_system"),
+    ("申请退款三天了", "convenience_process", "after_sales_returns"),
+    ("客服把地址发错了", None, "service_attitude"),
+])
+def test_keywords_count_in_context_only(text: str, absent: str | None, present: str) -> None:
+    found = topics_of(text)
+    assert present in found
+    if absent:
+        assert absent not in found
+
+
+@pytest.mark.parametrize(("text", "topic"), [
+    ("空调装好第二天就不制冷了", "product_quality"),
+    ("手机信号差，电梯里打不了电话", "product_quality"),
+    ("屏幕有坏点", "product_quality"),
+    ("酒店隔音很差", "product_quality"),
+    ("航班延误三个小时", "waiting_time"),
+    ("排队排了四十分钟才接通", "waiting_time"),
+    ("網路銀行一直無法登入", "account_app_system"),
+    ("真係好食，但係要等成個鐘", "waiting_time"),
+])
+def test_faults_and_waits_in_their_own_words_find_their_topic(analyzer: Analyzer, text: str, topic: str) -> None:
+    [event] = analyzer.analyze([raw(text)])
+    assert topic in {t.id for t in event.topics}
+    analysed = event.analysis_text or event.text
+    for tag in event.topics:
+        assert all(analysed[a:b].strip() for a, b in tag.evidence)
+
+
+def test_a_phrase_inside_a_word_does_not_count(tmp_path: Path) -> None:
+    """A one-character phrase must be a word of its own (慢 in 物流慢, not in 慢慢来); a longer
+    one must start or end where a word does (员卡 ends with 会员卡, 员工 starts nothing here)."""
+    from services.nlp.segmenter import Segmenter
+
+    path = tmp_path / "t.yaml"
+    path.write_text("topics:\n  - {id: a, name: A, keywords: [慢, 员]}\n", encoding="utf-8")
+    taxonomy = load_taxonomy(path)
+    segmenter = Segmenter()
+    for text, expected in (("物流慢", ["慢"]), ("慢慢来吧", []), ("会员卡", []), ("店员", [])):
+        found = [text[a:b] for m in taxonomy.tag(text, segmenter.cut(text)) for a, b in m.evidence]
+        assert found == expected, text
+    assert [m.id for m in taxonomy.tag("慢慢来吧")] == ["a"], "without words every match counts"
+
+
+def test_lexicon_packs_extend_topics_and_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "pack.yaml").write_text(
+        "industry: gas\ntopics:\n  a:\n    keywords: [煤气味]\n    exclude: [煤气味道很香]\n", encoding="utf-8")
+    (tmp_path / "t.yaml").write_text(
+        "packs: [pack.yaml]\ntopics:\n  - {id: a, name: A, keywords: [漏气]}\n", encoding="utf-8")
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+    assert {m.id for m in taxonomy.tag("楼道里有煤气味")} == {"a"}
+    assert taxonomy.tag("这煤气味道很香") == []
+    (tmp_path / "pack.yaml").write_text("industry: gas\ntopics:\n  zz:\n    keywords: [x]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="pack.yaml names topic 'zz'"):
+        load_taxonomy(tmp_path / "t.yaml")
+    (tmp_path / "t.yaml").write_text(
+        "topics:\n  - {id: a, name: A, keywords: [手续], exclude: [费用]}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="guards nothing"):
+        load_taxonomy(tmp_path / "t.yaml")
+
+
+def test_the_clause_after_a_contrast_counts_more() -> None:
+    assert clause_weights(["还行吧", "就是噪音比想象中大", "晚上睡不着"]) == [1.0, 3.0, 3.0]
+    assert clause_weights(["质量很好", "物流也快"]) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(("text", "label", "intent"), [
+    ("还行吧，就是噪音比想象中大，晚上开着睡不着", "negative", "complaint"),
+    ("这能用吗？？刚拆开就有一股刺鼻的味道", "negative", "complaint"),
+    ("出了事谁负责？", "negative", "complaint"),
+    ("太“好”了，第三次收到坏的鸡蛋了", "negative", "complaint"),
+    ("谢谢你这几天的帮忙，问题终于解决了", "positive", "praise"),
+    ("家里光猫一直亮红灯，上不了网，能派人来修吗", "negative", "complaint"),
+    ("一点也不慢，前一天下单第二天就到了", "positive", "praise"),
+    ("请问这款有没有黑色的？", "neutral", "inquiry"),
+    ("希望以后能支持花呗分期", "neutral", "suggestion"),
+    ("好的，收到，谢谢", "neutral", "other"),
+])
+def test_sentiment_and_intent_read_like_a_person(analyzer: Analyzer, text: str, label: str, intent: str) -> None:
+    [event] = analyzer.analyze([raw(text)])
+    assert (event.sentiment.label, event.intent) == (label, intent)
+    if label == "neutral":
+        assert all(t.sentiment.label == "neutral" for t in event.topics)
+
+
+def test_sarcastic_emoji_after_a_complaint_is_not_praise() -> None:
+    assert cues_of("等了半个月就等来一个坏的 赞 真棒").sarcasm
+    assert not cues_of("质量杠杠的 赞").sarcasm
+
+
+def test_an_email_reply_is_read_without_the_old_subject(analyzer: Analyzer) -> None:
+    subject = "回复：宽带故障多次报修未解决"
+    body = "好的，收到，谢谢。"
+    reply = raw(body, channel="email", analysis_text=f"{subject}\n{body}",
+                email=EmailFacts(subject=subject))
+    new = raw("家里宽带又断网了", channel="email", analysis_text="宽带故障\n家里宽带又断网了",
+              email=EmailFacts(subject="宽带故障"))
+    got_reply, got_new = analyzer.analyze([reply, new])
+    assert (got_reply.topics, got_reply.urgency, got_reply.sentiment.label) == ([], [], "neutral")
+    assert got_new.topics and got_new.sentiment.label == "negative"
+    quoted = raw("好的。快递还没到", channel="email", analysis_text="Re: 问题\n好的。快递还没到",
+                 email=EmailFacts(subject="Re: 问题"))
+    [event] = analyzer.analyze([quoted])
+    spans = [span for t in event.topics for span in t.evidence]
+    assert spans and all("Re: 问题\n好的。快递还没到"[a:b] in ("快递", "还没到") for a, b in spans)
+
+
+@pytest.mark.parametrize(("body", "kept"), [
+    ("退款还没到账，请给个时间。\n\n王先生\n手机：<PHONE>", "退款还没到账，请给个时间。"),
+    ("东西很好。\n\n祝工作顺利\n陈明", "东西很好。"),
+    ("请问报价？\n\nBest regards,\n刘洋\n采购部 | 某科技有限公司\n电话：0512-6688 1234", "请问报价？"),
+    ("收到的包包脫線了。\n--\nAmy Wong", "收到的包包脫線了。"),
+    ("空调不制冷\n张三", "空调不制冷\n张三"),
+    ("谢谢", "谢谢"),
+])
+def test_signatures_without_a_delimiter_are_cut(body: str, kept: str) -> None:
+    assert strip_history(body) == kept
+    assert strip_signature(kept) == kept
+
+
+@pytest.mark.parametrize(("text", "flag"), [
+    ("你们这样乱扣钱，我要去银保监会投诉", "escalation_threat"),
+    ("我会向民航局投诉的", "escalation_threat"),
+    ("已经给电视台打电话了", "escalation_threat"),
+    ("已经在黑猫投诉上发了", "escalation_threat"),
+    ("再不解决我就打市长热线", "escalation_threat"),
+    ("我要去消委會投訴", "escalation_threat"),
+    ("楼道里好大一股煤气味", "safety"),
+    ("电表箱一直冒火花", "safety"),
+    ("车开着突然熄火，差点出事", "safety"),
+    ("安全气囊灯一直亮", "safety"),
+    ("这个月已经是第四次了", "repeat_contact"),
+    ("刹车异响，已经修了三回了", "repeat_contact"),
+    ("我打了好几次电话都没人管", "repeat_contact"),
+    ("今天终于携号转网了", "churn_intent"),
+    ("再这样我就转到别家了", "churn_intent"),
+])
+def test_urgency_phrasings(text: str, flag: str) -> None:
+    from services.core.normalize import to_simplified
+
+    assert flag in {u.flag for u in load_urgency().find(to_simplified(text))}
+
+
+@pytest.mark.parametrize("text", [
+    "我要投诉你们眼科的医生，态度太差", "客服直接把我拉黑了", "第二次在这家买，东西不错",
+    "物流爆炸快，第二天就到了", "我想问一下这个跟团游的退订规则",
+])
+def test_urgency_cues_that_would_page_for_nothing_do_not_fire(text: str) -> None:
+    assert load_urgency().find(text) == []
