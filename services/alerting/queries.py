@@ -119,6 +119,73 @@ async def topic_mentions(store: Store, *, topic: str, touchpoints: Collection[st
                           int(r["volume"]), int(r["mentions"])) for r in rows]
 
 
+@dataclass(frozen=True)
+class PhraseCount:
+    """One candidate phrase of one touchpoint ('' for every touchpoint together): the events
+    mentioning it in the window and in the baseline before it, and the window's distinct
+    customers among them."""
+
+    touchpoint: str
+    phrase: str
+    mentions: int
+    customers: int
+    baseline: int
+
+
+@dataclass(frozen=True)
+class PhraseVolume:
+    """All events of one touchpoint ('' for all together) in the window and the baseline."""
+
+    touchpoint: str
+    volume: int
+    baseline: int
+
+
+def _phrase_scope(touchpoints: Collection[str] | None,
+                  overall: bool) -> tuple[str, str, dict[str, Any]]:
+    where, params = _touchpoints(touchpoints)
+    return ("''" if overall else "touchpoint"), where, params
+
+
+async def phrase_counts(store: Store, *, touchpoints: Collection[str] | None, lo: datetime,
+                        start: datetime, hi: datetime, min_mentions: int, limit: int,
+                        overall: bool = False) -> list[PhraseCount]:
+    """Candidate phrases (``feedback.phrases``) mentioned in at least ``min_mentions`` events
+    of the window ``[start, hi)``, at most ``limit`` per touchpoint (most mentioned first),
+    each with its mentions in the baseline ``[lo, start)``; per touchpoint, or with
+    ``overall`` across them all (touchpoint '')."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    scope, where, params = _phrase_scope(touchpoints, overall)
+    rows = await store.query(
+        f"SELECT {scope} AS tp, phrase, countIf(occurred_at >= %(start)s) AS mentions,"
+        " uniqExactIf(if(customer_id = '', event_id, customer_id), occurred_at >= %(start)s)"
+        " AS customers, countIf(occurred_at < %(start)s) AS baseline"
+        " FROM feedback FINAL ARRAY JOIN phrases AS phrase"
+        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where
+        + " GROUP BY tp, phrase HAVING mentions >= %(min)s"
+        " ORDER BY tp, mentions DESC, phrase LIMIT %(limit)s BY tp",
+        {"lo": lo, "start": start, "hi": hi, "min": min_mentions, "limit": limit, **params})
+    return [PhraseCount(r["tp"], r["phrase"], int(r["mentions"]), int(r["customers"]),
+                        int(r["baseline"])) for r in rows]
+
+
+async def phrase_volumes(store: Store, *, touchpoints: Collection[str] | None, lo: datetime,
+                         start: datetime, hi: datetime,
+                         overall: bool = False) -> list[PhraseVolume]:
+    """Events per touchpoint (or overall) in the window ``[start, hi)`` and the baseline
+    ``[lo, start)``: the denominators of the phrases' shares."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    scope, where, params = _phrase_scope(touchpoints, overall)
+    rows = await store.query(
+        f"SELECT {scope} AS tp, countIf(occurred_at >= %(start)s) AS volume,"
+        " countIf(occurred_at < %(start)s) AS baseline FROM feedback FINAL"
+        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where + " GROUP BY tp",
+        {"lo": lo, "start": start, "hi": hi, **params})
+    return [PhraseVolume(r["tp"], int(r["volume"]), int(r["baseline"])) for r in rows]
+
+
 async def latest_received(store: Store, touchpoint: str, lo: datetime,
                           hi: datetime) -> datetime | None:
     """Ingest time of the newest stored event of ``touchpoint`` that occurred in ``[lo, hi)``
