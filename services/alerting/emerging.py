@@ -28,7 +28,6 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 import ahocorasick_rs
 
@@ -36,9 +35,6 @@ from services.alerting import queries
 from services.core.phrases import display, words
 from services.core.settings import Settings
 from services.core.store import Store
-
-if TYPE_CHECKING:
-    from services.nlp.taxonomy import TaxonomySpec
 
 COHESION = 0.5
 """Share of its rarest word's window mentions a multi-word phrase must hold to count as one
@@ -174,10 +170,13 @@ def detect(counts: Sequence[Count], volume: int, baseline_volume: int, t: Thresh
     return sorted(kept, key=lambda r: (-r.llr, r.phrase))
 
 
-def taxonomy_exclusions(spec: TaxonomySpec) -> Excluded:
-    """Every keyword and synonym of the taxonomy's topics."""
-    return Excluded([term for topic in spec.topics for term in (*topic.keywords,
-                                                                 *topic.synonyms)])
+@dataclass(frozen=True)
+class Detection:
+    """One touchpoint's window: its events, its baseline's, and its rising phrases."""
+
+    volume: int
+    baseline_volume: int
+    rising: list[Rising]
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ class Window:
 
 async def rising(store: Store, window: Window, t: Thresholds, excluded: Excluded, *,
                  touchpoints: Collection[str] | None = None,
-                 overall: bool = False) -> dict[str, list[Rising]]:
+                 overall: bool = False) -> dict[str, Detection]:
     """The rising phrases of each touchpoint (or, with ``overall``, of all together under
     touchpoint '') in one window: two queries, then :func:`detect` per touchpoint."""
     minimum = min(t.min_mentions, t.new_min_mentions)
@@ -215,5 +214,6 @@ async def rising(store: Store, window: Window, t: Thresholds, excluded: Excluded
     for c in counts:
         by_touchpoint.setdefault(c.touchpoint, []).append(
             Count(c.phrase, c.mentions, c.customers, c.baseline))
-    return {v.touchpoint: detect(by_touchpoint.get(v.touchpoint, []), v.volume, v.baseline,
-                                 t, excluded) for v in volumes}
+    return {v.touchpoint: Detection(v.volume, v.baseline, detect(
+        by_touchpoint.get(v.touchpoint, []), v.volume, v.baseline, t, excluded))
+        for v in volumes}

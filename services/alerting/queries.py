@@ -347,13 +347,17 @@ class CommentRow:
 
 
 async def explain_comments(store: Store, scope: ExplainScope, topic: str | None,
-                           limit: int) -> list[CommentRow]:
-    """The window's most negative events in scope, mentioning ``topic`` when one is given."""
+                           limit: int, phrase: str | None = None) -> list[CommentRow]:
+    """The window's most negative events in scope, mentioning ``topic`` when one is given,
+    or else the candidate ``phrase`` when one is given (feedback.phrases)."""
     where, params = scope.where()
     where += " AND occurred_at >= %(lo)s AND occurred_at < %(hi)s"
     if topic is not None:
         where += " AND has(topics, %(topic)s)"
         params["topic"] = topic
+    elif phrase is not None:
+        where += " AND has(phrases, %(phrase)s)"
+        params["phrase"] = phrase
     rows = await store.query(
         "SELECT event_id, channel, stage, sentiment, enriched_json FROM feedback FINAL"
         f"{where} ORDER BY sentiment, event_id LIMIT %(limit)s", {**params, "limit": limit})

@@ -246,6 +246,19 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     return Taxonomy(spec, tagger)
 
 
+def taxonomy_file(path: Path | None = None) -> Path:
+    """The taxonomy file in use: ``path``, or the shipped one."""
+    return path or Path(str(resources.files(__package__))) / "taxonomy.yaml"
+
+
+def load_terms(path: Path | None = None) -> list[str]:
+    """Every keyword and synonym of the taxonomy's topics, its lexicon packs' included,
+    without loading its tagger: what tells a phrase no topic names (docs/emerging.md)."""
+    file = ConfigFile.read(path, __package__, "taxonomy.yaml", "taxonomy", "VOC_TAXONOMY_PATH")
+    spec = _with_packs(file.validate(TaxonomySpec), taxonomy_file(path).parent)
+    return [term for topic in spec.topics for term in (*topic.keywords, *topic.synonyms)]
+
+
 def load_taxonomy_spec(path: Path | None = None) -> TaxonomySpec:
     """The taxonomy file's topics (ids, display names, parents, stages) without its packs and
     tagger: what readers that only name topics need (GET /v1/taxonomy)."""
