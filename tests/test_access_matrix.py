@@ -61,6 +61,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/scores"): "viewer",
     ("GET", "/v1/drivers"): "viewer",
     ("GET", "/v1/feedback"): "viewer",
+    ("GET", "/v1/emerging"): "viewer",
     ("GET", "/v1/stream"): "viewer",
     ("GET", "/v1/cases"): "viewer",
     ("GET", "/v1/cases/metrics"): "viewer",

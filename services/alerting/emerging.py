@@ -33,8 +33,9 @@ import ahocorasick_rs
 
 from services.alerting import queries
 from services.core.phrases import display, words
-from services.core.settings import Settings
+from services.core.settings import Settings, load_settings
 from services.core.store import Store
+from services.nlp.taxonomy import load_terms, taxonomy_file
 
 COHESION = 0.5
 """Share of its rarest word's window mentions a multi-word phrase must hold to count as one
@@ -217,3 +218,18 @@ async def rising(store: Store, window: Window, t: Thresholds, excluded: Excluded
     return {v.touchpoint: Detection(v.volume, v.baseline, detect(
         by_touchpoint.get(v.touchpoint, []), v.volume, v.baseline, t, excluded))
         for v in volumes}
+
+
+_EXCLUDED: dict[tuple[str, float], Excluded] = {}
+
+
+def current_exclusions() -> Excluded:
+    """The taxonomy's keywords as the NLP stage has them now: re-read when the taxonomy file
+    changed (a topic added from an emerging phrase stops it being emerging), one entry kept."""
+    configured = load_settings().taxonomy_path
+    path = taxonomy_file(configured)
+    key = (str(path), path.stat().st_mtime)
+    if key not in _EXCLUDED:
+        _EXCLUDED.clear()
+        _EXCLUDED[key] = Excluded(load_terms(configured))
+    return _EXCLUDED[key]

@@ -8,6 +8,7 @@ import {
 } from 'echarts/components';
 import { CanvasRenderer } from 'echarts/renderers';
 
+import { renderEmerging } from './emerging.js';
 import { explainPanel } from './explain.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
@@ -572,6 +573,7 @@ const ROUTES = {
   journey: renderJourney,
   touchpoint: renderDetail,
   alerts: renderAlerts,
+  emerging: (view, end) => renderEmerging(view, end, getJson),
 };
 
 function route() {

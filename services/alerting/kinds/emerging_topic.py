@@ -26,14 +26,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from services.alerting import emerging
-from services.alerting.emerging import Excluded, Rising, Thresholds, Window
+from services.alerting.emerging import Rising, Thresholds, Window
 from services.alerting.engine import Measurement
 from services.alerting.kinds.base import Described, Explained, Points, Rows, Wanted, WindowKind
 from services.alerting.rulebase import Problem, WindowRuleBase
 from services.core.events import MAX_EXPLAIN_TERMS, TermLift
-from services.core.settings import load_settings
 from services.core.store import Store
-from services.nlp.taxonomy import load_terms, taxonomy_file
 
 
 class EmergingTopicRule(WindowRuleBase):
@@ -82,24 +80,9 @@ class Found:
     rising: tuple[Rising, ...]
 
 
-_EXCLUDED: dict[tuple[str, float], Excluded] = {}
-
-
-def current_exclusions() -> Excluded:
-    """The taxonomy's keywords as the NLP stage has them now: re-read when the taxonomy file
-    changed (a topic added from an emerging phrase stops it being emerging), one entry kept."""
-    configured = load_settings().taxonomy_path
-    path = taxonomy_file(configured)
-    key = (str(path), path.stat().st_mtime)
-    if key not in _EXCLUDED:
-        _EXCLUDED.clear()
-        _EXCLUDED[key] = Excluded(load_terms(configured))
-    return _EXCLUDED[key]
-
-
 async def detections(store: Store, wanted: Sequence[Wanted[Any]], points: Points) -> Rows:
     """Each rule's detections at every end, per touchpoint: two queries per rule and end."""
-    excluded = await asyncio.to_thread(current_exclusions)
+    excluded = await asyncio.to_thread(emerging.current_exclusions)
     found: Rows = {}
     for item in wanted:
         rule: EmergingTopicRule = item.rule

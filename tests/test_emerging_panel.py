@@ -1,0 +1,67 @@
+"""The 新话题 panel (web/src/emerging.js) in Chromium on the running API over chdb: the injected
+phrase is listed overall and at its touchpoint with its figures, the usual touchpoint shows
+none, and clicking the phrase opens its comments. Its screenshot goes to build/screenshots/."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.core.broker import LocalBroker
+from services.core.kafka import create_topics
+from services.core.migrations import migrate
+from services.core.settings import Settings
+from services.core.store import open_store
+from services.scoring.sink import feedback_row
+from tests.conftest import run
+from tests.pipeline_harness import running
+from tests.test_dashboard_browser import CHROMIUM, browser, shoot
+from tests.test_emerging_detector import stream
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: make system-deps")
+def test_the_panel_lists_rising_phrases_and_opens_their_comments(
+        broker: LocalBroker, settings: Settings, tmp_path) -> None:
+    settings = settings.model_copy(update={"emerging_window_s": 300,
+                                           "emerging_baseline_s": 3600})
+    create_topics(settings, broker.bootstrap)
+
+    async def main() -> dict:
+        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
+        try:
+            await migrate(store)
+            await store.insert("feedback", [feedback_row(e, 1) for e in stream()])
+            async with running(settings, ("ingest",), broker.bootstrap, store=store) as api, \
+                    browser() as chromium:
+                page = await chromium.new_page(viewport={"width": 1280, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await page.goto(f"{api}/dashboard/#/emerging/2026-11-23T11:05:00Z")
+                row = '.emerging-group[data-touchpoint="checkout"] tr[data-phrase]'
+                await page.wait_for_selector(row, timeout=20000)
+                seen = {
+                    "nav": await page.get_attribute('nav a[data-route="emerging"]',
+                                                    "aria-current"),
+                    "overall": await page.inner_text('.emerging-group[data-touchpoint=""]'),
+                    "checkout": await page.inner_text(row),
+                    "delivery": await page.inner_text(
+                        '.emerging-group[data-touchpoint="delivery"]'),
+                }
+                await page.click(f"{row} button.phrase")
+                await page.wait_for_selector("#emerging-comments li.verbatim")
+                seen["comments"] = await page.eval_on_selector_all(
+                    "#emerging-comments li .text", "(nodes) => nodes.map((n) => n.textContent)")
+                await shoot(page, "emerging")
+                seen["errors"] = errors
+                return seen
+        finally:
+            await store.close()
+
+    seen = run(main())
+    assert seen["errors"] == []
+    assert seen["nav"] == "page"
+    assert "二维码扫不出" in seen["overall"]
+    cells = seen["checkout"].split("\t")
+    assert cells[0].startswith("二维码扫不出") and cells[1:3] == ["12", "8"], cells
+    assert "暂无上升的说法" in seen["delivery"]
+    assert len(seen["comments"]) == 12
+    assert all("二维码扫不出" in text for text in seen["comments"])

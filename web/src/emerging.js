@@ -1,0 +1,105 @@
+// The 新话题 (emerging topics) view: phrases no taxonomy topic names, rising in the newest
+// window (GET /v1/emerging, docs/emerging.md), over all the caller's touchpoints and per
+// touchpoint. Each phrase opens its comments (GET /v1/feedback with the phrase's text and the
+// window). Phrases and comments are customer words: every value goes in as a text node.
+
+import { currentLang } from './i18n.js';
+
+const WORDS = {
+  zh: {
+    title: '新话题', intro: '分类尚未覆盖、在最近窗口内显著上升的说法', window: '窗口',
+    baseline: '基线自', overall: '全部触点', phrase: '说法', mentions: '提及', customers: '客户数',
+    share: '占比', before: '基线占比', lift: '提升', llr: 'G²', new: '新出现', none: '暂无上升的说法',
+    comments: '相关反馈', loading: '加载中…', failed: '加载失败',
+  },
+  en: {
+    title: 'Emerging topics', intro: 'Phrases no topic names yet, rising in the newest window',
+    window: 'Window', baseline: 'baseline from', overall: 'All touchpoints', phrase: 'Phrase',
+    mentions: 'Mentions', customers: 'Customers', share: 'Share', before: 'Baseline share',
+    lift: 'Lift', llr: 'G²', new: 'new', none: 'No rising phrases', comments: 'Comments',
+    loading: 'Loading…', failed: 'Could not load',
+  },
+};
+
+const word = (key) => (WORDS[currentLang()] ?? WORDS.zh)[key];
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const percent = (v) => `${(100 * Number(v ?? 0)).toFixed(1)}%`;
+
+async function showComments(getJson, box, answer, touchpoint, phrase) {
+  box.replaceChildren(el('p', { class: 'muted' }, word('loading')));
+  const params = new URLSearchParams({
+    q: phrase.text, from: answer.window_start, to: answer.window_end, page_size: '20',
+  });
+  if (touchpoint) params.set('touchpoint', touchpoint);
+  try {
+    const page = await getJson(`/v1/feedback?${params}`);
+    box.replaceChildren(
+      el('h3', {}, `${word('comments')}: ${phrase.text} (${page.total})`),
+      el('ul', { class: 'verbatims', id: 'emerging-comments' }, page.items.map((item) => el(
+        'li', { class: `verbatim s-${item.sentiment?.label ?? 'neutral'}`, 'data-event-id': item.event_id },
+        el('p', { class: 'text' }, item.text),
+        el('small', { class: 'muted' }, `${item.touchpoint} · ${item.channel} · ${item.occurred_at}`)))));
+  } catch {
+    box.replaceChildren(el('p', { class: 'muted' }, word('failed')));
+  }
+}
+
+function phraseTable(getJson, box, answer, group) {
+  if (!group.phrases.length) return el('p', { class: 'muted' }, word('none'));
+  const head = ['phrase', 'mentions', 'customers', 'share', 'before', 'lift', 'llr']
+    .map((key) => el('th', { scope: 'col' }, word(key)));
+  return el('table', { class: 'grid emerging-phrases' },
+    el('thead', {}, el('tr', {}, head)),
+    el('tbody', {}, group.phrases.map((phrase) => el('tr', { 'data-phrase': phrase.phrase },
+      el('td', {}, el('button', {
+        type: 'button', class: 'link phrase',
+        onclick: () => showComments(getJson, box, answer, group.touchpoint, phrase),
+      }, phrase.text), phrase.new ? el('small', { class: 'badge' }, ` ${word('new')}`) : null),
+      el('td', {}, phrase.mentions), el('td', {}, phrase.customers),
+      el('td', {}, percent(phrase.share)), el('td', {}, percent(phrase.baseline_share)),
+      el('td', {}, `×${Number(phrase.lift).toFixed(1)}`),
+      el('td', {}, Number(phrase.llr).toFixed(1))))));
+}
+
+// Renders the view into ``view``; ``end`` (an ISO instant from the route, #/emerging/<end>)
+// picks the window, default now. ``getJson`` is the dashboard's authenticated fetch.
+export function renderEmerging(view, end, getJson) {
+  const comments = el('section', { id: 'emerging-detail', 'aria-live': 'polite' });
+  const body = el('div', { id: 'emerging-body' }, el('p', { class: 'muted' }, word('loading')));
+  view.append(el('h2', {}, word('title')), el('p', { class: 'muted' }, word('intro')), body,
+    comments);
+  const query = end ? `?${new URLSearchParams({ end })}` : '';
+  let live = true;
+  getJson(`/v1/emerging${query}`).then((answer) => {
+    if (!live) return;
+    const groups = [
+      ...(answer.overall ? [{ ...answer.overall, label: word('overall') }] : []),
+      ...answer.touchpoints.map((group) => ({ ...group, label: group.touchpoint })),
+    ];
+    body.replaceChildren(
+      el('p', { id: 'emerging-window', class: 'muted' },
+        `${word('window')} ${answer.window_start} – ${answer.window_end} · `
+        + `${word('baseline')} ${answer.baseline_start}`),
+      ...groups.map((group) => el('section', {
+        class: 'card emerging-group', 'data-touchpoint': group.touchpoint,
+      }, el('h3', {}, `${group.label} · ${group.volume}`),
+      phraseTable(getJson, comments, answer, group))));
+  }).catch(() => {
+    if (live) body.replaceChildren(el('p', { class: 'muted' }, word('failed')));
+  });
+  return () => { live = false; };
+}
