@@ -1,8 +1,12 @@
 """The 新话题 panel (web/src/emerging.js) in Chromium on the running API over chdb: the injected
 phrase is listed overall and at its touchpoint with its figures, the usual touchpoint shows
-none, and clicking the phrase opens its comments. Its screenshot goes to build/screenshots/."""
+none, clicking the phrase opens its comments, and the operator's 加入分类 previews how many
+comments it would tag and adds it to the taxonomy file as a new topic. Its screenshots go to
+build/screenshots/."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -11,18 +15,23 @@ from services.core.kafka import create_topics
 from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import open_store
+from services.nlp.taxonomy import load_taxonomy
 from services.scoring.sink import feedback_row
 from tests.conftest import run
 from tests.pipeline_harness import running
 from tests.test_dashboard_browser import CHROMIUM, browser, shoot
 from tests.test_emerging_detector import stream
+from tests.test_taxonomy_action import TAXONOMY
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: make system-deps")
 def test_the_panel_lists_rising_phrases_and_opens_their_comments(
         broker: LocalBroker, settings: Settings, tmp_path) -> None:
+    taxonomy = tmp_path / "taxonomy.yaml"
+    taxonomy.write_text(TAXONOMY, encoding="utf-8")
     settings = settings.model_copy(update={"emerging_window_s": 300,
-                                           "emerging_baseline_s": 3600})
+                                           "emerging_baseline_s": 3600,
+                                           "taxonomy_path": taxonomy})
     create_topics(settings, broker.bootstrap)
 
     async def main() -> dict:
@@ -51,6 +60,17 @@ def test_the_panel_lists_rising_phrases_and_opens_their_comments(
                 seen["comments"] = await page.eval_on_selector_all(
                     "#emerging-comments li .text", "(nodes) => nodes.map((n) => n.textContent)")
                 await shoot(page, "emerging")
+                await page.click(f"{row} button.add-topic")
+                await page.fill("#taxonomy-topic", "qr_code_scan")
+                await page.fill("#taxonomy-name", "二维码扫码")
+                await page.click("#taxonomy-preview")
+                await page.wait_for_function(
+                    "() => document.querySelector('#taxonomy-note').textContent.includes('将标注')")
+                seen["preview"] = await page.inner_text("#taxonomy-note")
+                await page.click("#taxonomy-confirm")
+                await page.wait_for_selector('#taxonomy-note[data-state="done"]')
+                seen["done"] = await page.inner_text("#taxonomy-note")
+                await shoot(page, "emerging-add-topic")
                 seen["errors"] = errors
                 return seen
         finally:
@@ -65,3 +85,8 @@ def test_the_panel_lists_rising_phrases_and_opens_their_comments(
     assert "暂无上升的说法" in seen["delivery"]
     assert len(seen["comments"]) == 12
     assert all("二维码扫不出" in text for text in seen["comments"])
+    assert re.search(r"将标注 \d+ 条反馈", seen["preview"]), seen["preview"]
+    assert "qr_code_scan" in seen["done"] and "二维码扫不出" in seen["done"]
+    spec = load_taxonomy(taxonomy).spec
+    assert [(t.id, t.name, t.keywords) for t in spec.topics][-1] == (
+        "qr_code_scan", "二维码扫码", ["二维码扫不出"])

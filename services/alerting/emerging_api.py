@@ -1,26 +1,41 @@
 """GET /v1/emerging: the rising phrases of one window, per touchpoint and over all of them,
-for the dashboard's 新话题 panel and for people (docs/api.md, docs/emerging.md).
+for the dashboard's 新话题 panel and for people (docs/api.md, docs/emerging.md); and the
+taxonomy action that turns a phrase into a topic or keywords of one (operators), with its
+preview and its record.
 
 The detection is the one ``emerging_topic`` rules run (services/alerting/emerging.py) with the
 deployment's thresholds (``VOC_EMERGING_*``), read on demand: nothing is kept between calls. A
 caller limited to touchpoints gets only those, and "overall" is then the sum over them, so no
 figure of another touchpoint reaches it. Each phrase comes with the window, so a client opens
 its comments with ``GET /v1/feedback?q=<text>&touchpoint=..&from=..&to=..``.
+
+The taxonomy action edits the file the NLP stage tags with (``VOC_TAXONOMY_PATH``; the shipped
+file is never edited): services/nlp/taxonomy.add_to_taxonomy checks the edited file loads, then
+replaces the old one in one rename, and the stage reloads it at its next batch. The change is
+recorded (principal, time, topic, keywords, phrase, preview count) in ``taxonomy_changes``,
+after the file was replaced: a record names only a change that was made. It changes what every
+touchpoint is tagged with, so a principal limited to touchpoints or teams may not make it.
 """
 
 import asyncio
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from services.alerting import emerging
+from services.alerting import emerging, queries
 from services.alerting.emerging import Detection, Thresholds, Window
-from services.core.access import Caller, Require, forbidden_touchpoint
+from services.core.access import Caller, Principal, Require, forbidden_touchpoint
 from services.core.errors import PROBLEM_RESPONSES, ParameterRoute
 from services.core.settings import Settings
 from services.core.store import Store
+from services.nlp.taxonomy import TaxonomyEditError, add_to_taxonomy, load_taxonomy_spec
+
+log = structlog.get_logger(__name__)
 
 MAX_SHOWN = 50
 """Most phrases answered per touchpoint: a panel, not an export."""
@@ -56,6 +71,49 @@ class EmergingOut(_Out):
     baseline_start: datetime
     overall: TouchpointPhrases | None
     touchpoints: list[TouchpointPhrases]
+
+
+Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+TopicId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$", max_length=64)]
+Operator = Annotated[Principal, Depends(Require("operator"))]
+
+
+class PreviewOut(_Out):
+    keywords: list[str]
+    topic: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    matches: int = Field(description="Stored comments of the period holding a keyword.")
+    already_tagged: int = Field(description="Of those, the ones the topic tags already.")
+    new_topic: bool
+
+
+class ChangeIn(_Out):
+    topic: TopicId = Field(description="An existing topic's id, or the id of the new topic.")
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                           max_length=64)] | None = Field(
+        default=None, description="The new topic's display name (only for a new topic).")
+    parent: TopicId | None = None
+    keywords: list[Keyword] = Field(min_length=1, max_length=20)
+    phrase: Annotated[str, StringConstraints(max_length=64)] = Field(
+        default="", description="The emerging phrase this change comes from, for the record.")
+    days: int = Field(default=30, ge=1, le=366, description="Preview period, in days.")
+
+
+class ChangeOut(_Out):
+    change_id: str
+    at: datetime
+    principal: str
+    action: str
+    topic: str
+    name: str
+    keywords: list[str]
+    phrase: str
+    matches: int
+
+
+class ChangesOut(_Out):
+    changes: list[ChangeOut]
 
 
 def _shaped(touchpoint: str, found: Detection) -> TouchpointPhrases:
@@ -105,5 +163,78 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
             touchpoints=sorted((_shaped(tp, found) for tp, found in per.items()),
                                key=lambda t: (-len(t.phrases), t.touchpoint)))
         return Response(answer.model_dump_json(), media_type="application/json")
+
+    async def preview_of(keywords: list[str], topic: str, days: int,
+                         who: Principal) -> PreviewOut:
+        if days > settings.query_max_range_days:
+            raise HTTPException(400, {"parameter": "days", "error": (
+                f"{days} days is more than VOC_QUERY_MAX_RANGE_DAYS "
+                f"({settings.query_max_range_days}); ask for fewer")})
+        to = datetime.now(UTC)
+        start = to - timedelta(days=days)
+        counted = await queries.keyword_matches(
+            store, keywords=keywords, topic=topic, lo=start, hi=to,
+            touchpoints=sorted(who.touchpoints) if who.touchpoints is not None else None)
+        spec = await asyncio.to_thread(load_taxonomy_spec, settings.taxonomy_path)
+        return PreviewOut(keywords=keywords, topic=topic, **{"from": start}, to=to,
+                          matches=counted.matches, already_tagged=counted.already,
+                          new_topic=all(t.id != topic for t in spec.topics))
+
+    @router.get("/taxonomy/preview", summary="How many stored comments keywords would tag",
+                response_model=PreviewOut)
+    async def preview(
+        who: Caller,
+        keywords: Annotated[list[Keyword], Query(min_length=1, max_length=20, description=(
+            "Keywords (repeat the parameter), e.g. an emerging phrase as written."))],
+        topic: Annotated[TopicId, Query(description="The topic they would be added to.")],
+        days: Annotated[int, Query(ge=1, le=366, description=(
+            "Period before now to count in (default 30 days)."))] = 30,
+    ) -> Response:
+        """The stored comments of the last `days` (within the caller's touchpoints) holding
+        one of `keywords`, and how many of them `topic` tags already: what the change would
+        add, before making it. Substring matching, ignoring case: the NLP stage's word edges
+        for Latin words and the topic's exclusions can tag a few fewer."""
+        answer = await preview_of(keywords, topic, days, who)
+        return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
+    @router.post("/taxonomy/changes", summary="Turn a phrase into a topic or keywords of one",
+                 response_model=ChangeOut, status_code=201,
+                 dependencies=[Depends(Require("operator"))])
+    async def change(body: ChangeIn, who: Operator) -> Response:
+        """Adds `keywords` to topic `topic`, or creates it (with `name`, under `parent`), in
+        the taxonomy file (VOC_TAXONOMY_PATH); the NLP stage tags with it from its next batch,
+        without a restart. Recorded with who made it, when, and the preview's count."""
+        if who.limited:
+            raise HTTPException(403, "a taxonomy change affects every touchpoint: a principal "
+                                     "limited to touchpoints or teams may not make it")
+        path = settings.taxonomy_path
+        if path is None:
+            raise HTTPException(409, "the shipped taxonomy is not edited: copy it, point "
+                                     "VOC_TAXONOMY_PATH at the copy and restart, then retry")
+        preview_answer = await preview_of(body.keywords, body.topic, body.days, who)
+        try:
+            created = await asyncio.to_thread(
+                add_to_taxonomy, path, topic=body.topic, keywords=body.keywords,
+                name=body.name, parent=body.parent)
+        except TaxonomyEditError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        record = queries.TaxonomyChange(
+            change_id=str(uuid.uuid4()), at=datetime.now(UTC).replace(microsecond=0),
+            principal=who.name, action="add_topic" if created else "add_keywords",
+            topic=body.topic, name=body.name or "", keywords=body.keywords,
+            phrase=body.phrase, matches=preview_answer.matches)
+        await queries.record_taxonomy_change(store, record, int(time.time() * 1000))
+        log.info("taxonomy changed", principal=who.name, action=record.action,
+                 topic=body.topic, keywords=body.keywords, phrase=body.phrase)
+        return Response(ChangeOut(**record.__dict__).model_dump_json(), status_code=201,
+                        media_type="application/json")
+
+    @router.get("/taxonomy/changes", summary="Changes made to the taxonomy through the API",
+                response_model=ChangesOut)
+    async def changes(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+        """Newest first: who changed what, when, from which phrase."""
+        rows = await queries.taxonomy_changes(store, limit)
+        return Response(ChangesOut(changes=[ChangeOut(**r.__dict__) for r in rows])
+                        .model_dump_json(), media_type="application/json")
 
     return router

@@ -186,6 +186,65 @@ async def phrase_volumes(store: Store, *, touchpoints: Collection[str] | None, l
     return [PhraseVolume(r["tp"], int(r["volume"]), int(r["baseline"])) for r in rows]
 
 
+@dataclass(frozen=True)
+class TaggedPreview:
+    """Stored comments a set of keywords would tag: all matching, and those among them the
+    topic already tags (0 for a new topic)."""
+
+    matches: int
+    already: int
+
+
+async def keyword_matches(store: Store, *, keywords: Sequence[str], topic: str, lo: datetime,
+                          hi: datetime,
+                          touchpoints: Collection[str] | None) -> TaggedPreview:
+    """Feedback of ``[lo, hi)`` whose analysed text contains one of ``keywords`` (ignoring
+    case): the taxonomy's matching, less its word edges for Latin words and its exclusions."""
+    if not keywords or (touchpoints is not None and not touchpoints):
+        return TaggedPreview(0, 0)
+    where, params = _touchpoints(touchpoints)
+    names = {f"kw{i}": k for i, k in enumerate(keywords)}
+    found = " OR ".join(f"positionCaseInsensitiveUTF8(if(analysis_text = '', text,"
+                        f" analysis_text), %({name})s) > 0" for name in names)
+    rows = await store.query(
+        "SELECT count() AS matches, countIf(has(topics, %(topic)s)) AS already"
+        " FROM feedback FINAL WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s"
+        f"{where} AND ({found})", {"lo": lo, "hi": hi, "topic": topic, **names, **params})
+    return TaggedPreview(int(rows[0]["matches"]), int(rows[0]["already"])) if rows \
+        else TaggedPreview(0, 0)
+
+
+@dataclass(frozen=True)
+class TaxonomyChange:
+    """One change made to the taxonomy through the API (table ``taxonomy_changes``)."""
+
+    change_id: str
+    at: datetime
+    principal: str
+    action: Literal["add_topic", "add_keywords"]
+    topic: str
+    name: str
+    keywords: list[str]
+    phrase: str
+    matches: int
+
+
+async def record_taxonomy_change(store: Store, change: TaxonomyChange,
+                                 inserted_ms: int) -> None:
+    await store.insert("taxonomy_changes", [{**change.__dict__, "inserted_ms": inserted_ms}])
+
+
+async def taxonomy_changes(store: Store, limit: int) -> list[TaxonomyChange]:
+    """The newest ``limit`` changes, newest first."""
+    rows = await store.query(
+        "SELECT change_id, at, principal, action, topic, name, keywords, phrase, matches"
+        " FROM taxonomy_changes FINAL ORDER BY at DESC, change_id LIMIT %(limit)s",
+        {"limit": limit})
+    return [TaxonomyChange(r["change_id"], _utc(r["at"]), r["principal"], r["action"],
+                           r["topic"], r["name"], list(r["keywords"]), r["phrase"],
+                           int(r["matches"])) for r in rows]
+
+
 async def latest_received(store: Store, touchpoint: str, lo: datetime,
                           hi: datetime) -> datetime | None:
     """Ingest time of the newest stored event of ``touchpoint`` that occurred in ``[lo, hi)``

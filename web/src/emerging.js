@@ -1,7 +1,9 @@
 // The 新话题 (emerging topics) view: phrases no taxonomy topic names, rising in the newest
 // window (GET /v1/emerging, docs/emerging.md), over all the caller's touchpoints and per
 // touchpoint. Each phrase opens its comments (GET /v1/feedback with the phrase's text and the
-// window). Phrases and comments are customer words: every value goes in as a text node.
+// window); operators may turn it into a topic or keywords of one, after a preview of how many
+// stored comments it would tag (GET /v1/taxonomy/preview, POST /v1/taxonomy/changes).
+// Phrases and comments are customer words: every value goes in as a text node.
 
 import { currentLang } from './i18n.js';
 
@@ -10,14 +12,20 @@ const WORDS = {
     title: '新话题', intro: '分类尚未覆盖、在最近窗口内显著上升的说法', window: '窗口',
     baseline: '基线自', overall: '全部触点', phrase: '说法', mentions: '提及', customers: '客户数',
     share: '占比', before: '基线占比', lift: '提升', llr: 'G²', new: '新出现', none: '暂无上升的说法',
-    comments: '相关反馈', loading: '加载中…', failed: '加载失败',
+    comments: '相关反馈', loading: '加载中…', failed: '加载失败', add: '加入分类',
+    topic: '话题 id（已有或新建）', topic_name: '新话题名称', preview: '预览',
+    would_tag: (n, m) => `过去 30 天将标注 ${n} 条反馈（其中 ${m} 条已属该话题）`,
+    confirm: '确认加入', done: (c) => `已由 ${c.principal} 加入 ${c.topic}：${c.keywords.join('、')}`,
   },
   en: {
     title: 'Emerging topics', intro: 'Phrases no topic names yet, rising in the newest window',
     window: 'Window', baseline: 'baseline from', overall: 'All touchpoints', phrase: 'Phrase',
     mentions: 'Mentions', customers: 'Customers', share: 'Share', before: 'Baseline share',
     lift: 'Lift', llr: 'G²', new: 'new', none: 'No rising phrases', comments: 'Comments',
-    loading: 'Loading…', failed: 'Could not load',
+    loading: 'Loading…', failed: 'Could not load', add: 'Add to taxonomy',
+    topic: 'Topic id (existing or new)', topic_name: 'New topic name', preview: 'Preview',
+    would_tag: (n, m) => `Would tag ${n} comments of the last 30 days (${m} already in the topic)`,
+    confirm: 'Add', done: (c) => `${c.principal} added ${c.keywords.join(', ')} to ${c.topic}`,
   },
 };
 
@@ -58,7 +66,45 @@ async function showComments(getJson, box, answer, touchpoint, phrase) {
   }
 }
 
-function phraseTable(getJson, box, answer, group) {
+// The form turning ``phrase`` into a topic or keywords of one, shown in ``box``.
+function taxonomyForm(api, box, phrase) {
+  const topic = el('input', { id: 'taxonomy-topic', required: true, pattern: '[a-z0-9_]+' });
+  const name = el('input', { id: 'taxonomy-name' });
+  const note = el('p', { id: 'taxonomy-note', class: 'muted', 'aria-live': 'polite' });
+  const preview = async () => {
+    const params = new URLSearchParams({ topic: topic.value, keywords: phrase.text });
+    try {
+      const found = await api.getJson(`/v1/taxonomy/preview?${params}`);
+      note.textContent = word('would_tag')(found.matches, found.already_tagged);
+    } catch {
+      note.textContent = word('failed');
+    }
+  };
+  const submit = async (event) => {
+    event.preventDefault();
+    const response = await fetch('/v1/taxonomy/changes', {
+      method: 'POST',
+      headers: { ...api.headers, 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({
+        topic: topic.value, name: name.value || null, keywords: [phrase.text], phrase: phrase.phrase,
+      }),
+    });
+    const answer = await response.json().catch(() => ({}));
+    note.textContent = response.ok ? word('done')(answer)
+      : `${word('failed')}: ${typeof answer.detail === 'string' ? answer.detail : response.status}`;
+    note.dataset.state = response.ok ? 'done' : 'failed';
+  };
+  box.replaceChildren(el('form', { id: 'taxonomy-form', class: 'card', onsubmit: submit },
+    el('h3', {}, `${word('add')}: ${phrase.text}`),
+    el('label', {}, word('topic'), ' ', topic), ' ',
+    el('label', {}, word('topic_name'), ' ', name), ' ',
+    el('button', { type: 'button', id: 'taxonomy-preview', onclick: preview }, word('preview')), ' ',
+    el('button', { type: 'submit', id: 'taxonomy-confirm' }, word('confirm')),
+    note));
+}
+
+function phraseTable(api, box, answer, group) {
+  const { getJson } = api;
   if (!group.phrases.length) return el('p', { class: 'muted' }, word('none'));
   const head = ['phrase', 'mentions', 'customers', 'share', 'before', 'lift', 'llr']
     .map((key) => el('th', { scope: 'col' }, word(key)));
@@ -68,7 +114,10 @@ function phraseTable(getJson, box, answer, group) {
       el('td', {}, el('button', {
         type: 'button', class: 'link phrase',
         onclick: () => showComments(getJson, box, answer, group.touchpoint, phrase),
-      }, phrase.text), phrase.new ? el('small', { class: 'badge' }, ` ${word('new')}`) : null),
+      }, phrase.text), phrase.new ? el('small', { class: 'badge' }, ` ${word('new')}`) : null,
+      api.mayAct() ? el('button', {
+        type: 'button', class: 'add-topic', onclick: () => taxonomyForm(api, box, phrase),
+      }, word('add')) : null),
       el('td', {}, phrase.mentions), el('td', {}, phrase.customers),
       el('td', {}, percent(phrase.share)), el('td', {}, percent(phrase.baseline_share)),
       el('td', {}, `×${Number(phrase.lift).toFixed(1)}`),
@@ -76,8 +125,10 @@ function phraseTable(getJson, box, answer, group) {
 }
 
 // Renders the view into ``view``; ``end`` (an ISO instant from the route, #/emerging/<end>)
-// picks the window, default now. ``getJson`` is the dashboard's authenticated fetch.
-export function renderEmerging(view, end, getJson) {
+// picks the window, default now. ``api`` has the dashboard's authenticated ``getJson``,
+// ``mayAct()`` (the signed-in principal is an operator) and the ``headers`` a POST needs.
+export function renderEmerging(view, end, api) {
+  const { getJson } = api;
   const comments = el('section', { id: 'emerging-detail', 'aria-live': 'polite' });
   const body = el('div', { id: 'emerging-body' }, el('p', { class: 'muted' }, word('loading')));
   view.append(el('h2', {}, word('title')), el('p', { class: 'muted' }, word('intro')), body,
@@ -97,7 +148,7 @@ export function renderEmerging(view, end, getJson) {
       ...groups.map((group) => el('section', {
         class: 'card emerging-group', 'data-touchpoint': group.touchpoint,
       }, el('h3', {}, `${group.label} · ${group.volume}`),
-      phraseTable(getJson, comments, answer, group))));
+      phraseTable(api, comments, answer, group))));
   }).catch(() => {
     if (live) body.replaceChildren(el('p', { class: 'muted' }, word('failed')));
   });

@@ -573,7 +573,7 @@ const ROUTES = {
   journey: renderJourney,
   touchpoint: renderDetail,
   alerts: renderAlerts,
-  emerging: (view, end) => renderEmerging(view, end, getJson),
+  emerging: (view, end) => renderEmerging(view, end, { getJson, mayAct, headers: CSRF }),
 };
 
 function route() {
