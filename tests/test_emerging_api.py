@@ -6,6 +6,7 @@ backends.
 - A phrase's comments open through /v1/feedback with the phrase's text and window.
 - A principal limited to one touchpoint sees only it: overall is then its own figures, and
   asking for another touchpoint is refused.
+- Once the phrase is in the taxonomy (VOC_TAXONOMY_PATH), it is no longer emerging.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from services.core.broker import LocalBroker
 from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import open_store
+from services.nlp.taxonomy import add_to_taxonomy
 from services.scoring.sink import feedback_row
 from tests.access_fixtures import principals_file
 from tests.conftest import run
 from tests.test_emerging_detector import T0, stream
+from tests.test_taxonomy_action import TAXONOMY
 
 END = T0 + timedelta(hours=1, minutes=5)
 
@@ -33,8 +36,11 @@ def test_rising_phrases_per_touchpoint_overall_and_within_scope(
     path, keys = principals_file(tmp_path, {
         "lead": {"roles": ["viewer"]},
         "courier": {"roles": ["viewer"], "touchpoints": ["delivery"]}})
+    taxonomy = tmp_path / "taxonomy.yaml"
+    taxonomy.write_text(TAXONOMY, encoding="utf-8")
     settings = settings.model_copy(update={
-        "api_keys_file": path, "emerging_window_s": 300, "emerging_baseline_s": 3600})
+        "api_keys_file": path, "emerging_window_s": 300, "emerging_baseline_s": 3600,
+        "taxonomy_path": taxonomy})
 
     async def main() -> dict:
         store = await open_store(store_url)
@@ -56,10 +62,13 @@ def test_rising_phrases_per_touchpoint_overall_and_within_scope(
                 refused = await get("/v1/emerging", "courier", end=END.isoformat(),
                                     touchpoint="checkout")
                 anonymous = await client.get("/v1/emerging")
+                add_to_taxonomy(taxonomy, topic="qr_code_scan", name="二维码扫码",
+                                keywords=["二维码扫不出"])
+                known = (await get("/v1/emerging", "lead", end=END.isoformat())).json()
         finally:
             await store.close()
         return {"seen": seen, "comments": comments, "limited": limited, "refused": refused,
-                "anonymous": anonymous}
+                "anonymous": anonymous, "known": known}
 
     got = run(main())
     seen = got["seen"]
@@ -84,3 +93,5 @@ def test_rising_phrases_per_touchpoint_overall_and_within_scope(
         "overall is the sum over the caller's own touchpoints"
     assert got["refused"].status_code == 403
     assert got["anonymous"].status_code == 401
+    assert all(not t["phrases"] for t in got["known"]["touchpoints"])
+    assert got["known"]["overall"]["phrases"] == []

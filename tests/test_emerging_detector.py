@@ -93,6 +93,16 @@ def test_taxonomy_keywords_are_never_emerging() -> None:
     assert [r.phrase for r in found] == ["蓝牙 断连"]
 
 
+def test_the_words_of_a_known_phrase_are_known_too() -> None:
+    rows = counts(("二维码", 14, 9, 0), ("扫不出", 12, 8, 0), ("二维码 扫不出", 12, 8, 0))
+    known = Excluded(["二维码扫不出"])
+    assert detect(rows, 500, 10_000, T, known) == [], \
+        "both words are (mostly) the keyword: nothing new"
+    alone = counts(("二维码", 40, 30, 0), ("二维码 扫不出", 12, 8, 0))
+    assert [r.phrase for r in detect(alone, 500, 10_000, T, known)] == ["二维码"], \
+        "二维码 said mostly elsewhere is news of its own"
+
+
 def test_a_cohesive_phrase_stands_for_its_words() -> None:
     rows = counts(("电池", 40, 30, 5), ("鼓包", 36, 30, 0), ("电池 鼓包", 35, 29, 0),
                   ("发热", 60, 50, 2), ("电池 发热", 6, 6, 0))

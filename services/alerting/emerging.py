@@ -6,7 +6,9 @@ The store counts (queries.phrase_counts): for each candidate phrase mentioned at
 its mentions in the baseline period before; with the window's and the baseline's event totals
 (queries.phrase_volumes). Deciding is then a pure function of those counts (:func:`detect`):
 
-1. a phrase holding a taxonomy keyword is left out: the taxonomy already names it;
+1. a phrase holding a taxonomy keyword is left out: the taxonomy already names it; so is a
+   phrase inside such a phrase that holds most of its mentions (二维码 when most of it is
+   二维码扫不出, a keyword);
 2. a phrase of several words counts only if it is *cohesive*: it is mentioned in at least
    ``cohesion`` of the events mentioning its rarest word in the window (电池 鼓包 when most
    鼓包 is about batteries, not 电池 ... 鼓包 by chance);
@@ -28,12 +30,13 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import ahocorasick_rs
 
 from services.alerting import queries
 from services.core.phrases import display, words
-from services.core.settings import Settings, load_settings
+from services.core.settings import Settings
 from services.core.store import Store
 from services.nlp.taxonomy import load_terms, taxonomy_file
 
@@ -153,12 +156,15 @@ def detect(counts: Sequence[Count], volume: int, baseline_volume: int, t: Thresh
     if volume <= 0 or baseline_volume < t.min_baseline_volume:
         return []
     by_phrase = {c.phrase: c for c in counts}
+    known = [c for c in counts if excluded(c.phrase)]
     found: list[Rising] = []
     for c in counts:
         new = c.baseline == 0
         if (c.mentions < (t.new_min_mentions if new else t.min_mentions)
                 or c.customers < (t.new_min_customers if new else t.min_customers)
-                or excluded(c.phrase) or not _cohesive(c, by_phrase)):
+                or c in known or not _cohesive(c, by_phrase)
+                or any(_inside(c.phrase, k.phrase) and k.mentions >= COHESION * c.mentions
+                       for k in known)):
             continue
         g2 = llr(c.mentions, volume, c.baseline, baseline_volume)
         up = lift(c.mentions, volume, c.baseline, baseline_volume)
@@ -223,10 +229,10 @@ async def rising(store: Store, window: Window, t: Thresholds, excluded: Excluded
 _EXCLUDED: dict[tuple[str, float], Excluded] = {}
 
 
-def current_exclusions() -> Excluded:
-    """The taxonomy's keywords as the NLP stage has them now: re-read when the taxonomy file
-    changed (a topic added from an emerging phrase stops it being emerging), one entry kept."""
-    configured = load_settings().taxonomy_path
+def current_exclusions(configured: Path | None) -> Excluded:
+    """The keywords of the taxonomy at ``configured`` (VOC_TAXONOMY_PATH; None: the shipped
+    one) as the NLP stage has them now: re-read when the file changed (a topic added from an
+    emerging phrase stops it being emerging), one entry kept."""
     path = taxonomy_file(configured)
     key = (str(path), path.stat().st_mtime)
     if key not in _EXCLUDED:

@@ -149,7 +149,7 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
                         settings.emerging_max_phrases)
         scope = ([touchpoint] if touchpoint else
                  sorted(who.touchpoints) if who.touchpoints is not None else None)
-        excluded = await asyncio.to_thread(emerging.current_exclusions)
+        excluded = await asyncio.to_thread(emerging.current_exclusions, settings.taxonomy_path)
         per = await emerging.rising(store, window, thresholds, excluded, touchpoints=scope)
         overall = None
         if touchpoint is None:

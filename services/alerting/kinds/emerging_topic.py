@@ -31,6 +31,7 @@ from services.alerting.engine import Measurement
 from services.alerting.kinds.base import Described, Explained, Points, Rows, Wanted, WindowKind
 from services.alerting.rulebase import Problem, WindowRuleBase
 from services.core.events import MAX_EXPLAIN_TERMS, TermLift
+from services.core.settings import load_settings
 from services.core.store import Store
 
 
@@ -82,7 +83,10 @@ class Found:
 
 async def detections(store: Store, wanted: Sequence[Wanted[Any]], points: Points) -> Rows:
     """Each rule's detections at every end, per touchpoint: two queries per rule and end."""
-    excluded = await asyncio.to_thread(emerging.current_exclusions)
+    # A loader is given no settings: the taxonomy is the one the environment names, as for
+    # the NLP stage of the same deployment.
+    excluded = await asyncio.to_thread(emerging.current_exclusions,
+                                       load_settings().taxonomy_path)
     found: Rows = {}
     for item in wanted:
         rule: EmergingTopicRule = item.rule
