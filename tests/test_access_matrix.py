@@ -62,6 +62,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/drivers"): "viewer",
     ("GET", "/v1/feedback"): "viewer",
     ("GET", "/v1/emerging"): "viewer",
+    ("GET", "/v1/emerging/clusters"): "viewer",
     ("GET", "/v1/taxonomy/preview"): "viewer",
     ("GET", "/v1/taxonomy/changes"): "viewer",
     ("POST", "/v1/taxonomy/changes"): "operator",

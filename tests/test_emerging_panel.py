@@ -1,6 +1,7 @@
 """The 新话题 panel (web/src/emerging.js) in Chromium on the running API over chdb: the injected
 phrase is listed overall and at its touchpoint with its figures, the usual touchpoint shows
-none, clicking the phrase opens its comments, and the operator's 加入分类 previews how many
+none, clicking the phrase opens its comments, the untagged negative comments are grouped in
+clusters (the injected one among them, opening its comments), and the operator's 加入分类 previews how many
 comments it would tag and adds it to the taxonomy file as a new topic. Its screenshots go to
 build/screenshots/."""
 
@@ -59,6 +60,13 @@ def test_the_panel_lists_rising_phrases_and_opens_their_comments(
                 await page.wait_for_selector("#emerging-comments li.verbatim")
                 seen["comments"] = await page.eval_on_selector_all(
                     "#emerging-comments li .text", "(nodes) => nodes.map((n) => n.textContent)")
+                qr = '.emerging-cluster[data-size="12"]'
+                await page.wait_for_selector(qr, timeout=20000)
+                seen["cluster"] = await page.inner_text(f"{qr} h4")
+                await page.click(f"{qr} button.open-cluster")
+                await page.wait_for_selector("#cluster-comments li.verbatim")
+                seen["cluster_comments"] = await page.eval_on_selector_all(
+                    "#cluster-comments li .text", "(nodes) => nodes.map((n) => n.textContent)")
                 await shoot(page, "emerging")
                 await page.click(f"{row} button.add-topic")
                 await page.fill("#taxonomy-topic", "qr_code_scan")
@@ -85,6 +93,9 @@ def test_the_panel_lists_rising_phrases_and_opens_their_comments(
     assert "暂无上升的说法" in seen["delivery"]
     assert len(seen["comments"]) == 12
     assert all("二维码扫不出" in text for text in seen["comments"])
+    assert "二维码" in seen["cluster"] and "12" in seen["cluster"]
+    assert len(seen["cluster_comments"]) == 12
+    assert all("二维码扫不出" in text for text in seen["cluster_comments"])
     assert re.search(r"将标注 \d+ 条反馈", seen["preview"]), seen["preview"]
     assert "qr_code_scan" in seen["done"] and "二维码扫不出" in seen["done"]
     spec = load_taxonomy(taxonomy).spec

@@ -27,7 +27,7 @@ import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from services.alerting import emerging, queries
+from services.alerting import clusters, emerging, queries
 from services.alerting.emerging import Detection, Thresholds, Window
 from services.core.access import Caller, Principal, Require, forbidden_touchpoint
 from services.core.errors import PROBLEM_RESPONSES, ParameterRoute
@@ -63,6 +63,33 @@ class TouchpointPhrases(_Out):
     volume: int
     baseline_volume: int
     phrases: list[PhraseOut]
+
+
+class ClusterComment(_Out):
+    event_id: str
+    touchpoint: str
+    occurred_at: datetime
+    text: str
+
+
+class ClusterOut(_Out):
+    size: int
+    trend: list[int] = Field(description="Events per sixth of the period, oldest first.")
+    phrases: list[str] = Field(description="Its most characteristic phrases, as written.")
+    representative: list[ClusterComment] = Field(description="Nearest its centroid.")
+    comments: list[ClusterComment] = Field(description="Its newest comments (at most 20).")
+
+
+class ClustersOut(_Out):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    events: int = Field(description="Untagged negative comments clustered.")
+    clusters: list[ClusterOut]
+
+
+def _comment(text: clusters.Text) -> ClusterComment:
+    return ClusterComment(event_id=text.event_id, touchpoint=text.touchpoint,
+                          occurred_at=text.occurred_at, text=text.text)
 
 
 class EmergingOut(_Out):
@@ -163,6 +190,38 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
             touchpoints=sorted((_shaped(tp, found) for tp, found in per.items()),
                                key=lambda t: (-len(t.phrases), t.touchpoint)))
         return Response(answer.model_dump_json(), media_type="application/json")
+
+    @router.get("/emerging/clusters", summary="Clusters of negative feedback no topic tags",
+                response_model=ClustersOut)
+    async def untagged_clusters(
+        who: Caller,
+        end: Annotated[AwareDatetime | None, Query(description=(
+            "End of the period (default: now, to the minute)."))] = None,
+        touchpoint: Annotated[str | None, Query(description="Only this touchpoint.")] = None,
+    ) -> Response:
+        """The negative feedback of the `VOC_EMERGING_CLUSTER_HOURS` before `end` that no topic
+        tags (at most `VOC_EMERGING_CLUSTER_MAX_EVENTS`, the newest), grouped by the character
+        n-grams of its text: each cluster with its size, trend, top phrases, representative
+        comments and newest comments, largest first (docs/emerging.md, "Clusters")."""
+        forbidden_touchpoint(who, touchpoint)
+        stop = end or datetime.now(UTC).replace(second=0, microsecond=0)
+        start = stop - timedelta(hours=settings.emerging_cluster_hours)
+        scope = ([touchpoint] if touchpoint else
+                 sorted(who.touchpoints) if who.touchpoints is not None else None)
+        rows = await queries.untagged_negative(store, touchpoints=scope, lo=start, hi=stop,
+                                               limit=settings.emerging_cluster_max_events)
+        texts = [clusters.Text(r["event_id"], r["touchpoint"],
+                               r["occurred_at"], r["body"],
+                               tuple(r["phrases"])) for r in rows]
+        found = await asyncio.to_thread(
+            clusters.cluster, texts, start, stop,
+            similarity=settings.emerging_cluster_similarity,
+            min_size=settings.emerging_cluster_min_size)
+        answer = ClustersOut(**{"from": start}, to=stop, events=len(texts), clusters=[
+            ClusterOut(size=c.size, trend=c.trend, phrases=c.phrases,
+                       representative=[_comment(t) for t in c.representative],
+                       comments=[_comment(t) for t in c.members]) for c in found])
+        return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
 
     async def preview_of(keywords: list[str], topic: str, days: int,
                          who: Principal) -> PreviewOut:

@@ -186,6 +186,23 @@ async def phrase_volumes(store: Store, *, touchpoints: Collection[str] | None, l
     return [PhraseVolume(r["tp"], int(r["volume"]), int(r["baseline"])) for r in rows]
 
 
+async def untagged_negative(store: Store, *, touchpoints: Collection[str] | None,
+                            lo: datetime, hi: datetime, limit: int) -> list[Row]:
+    """The newest ``limit`` negative feedback events of ``[lo, hi)`` that no topic tags, oldest
+    first: event_id, touchpoint, occurred_at, the analysed text and the candidate phrases."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    where, params = _touchpoints(touchpoints)
+    rows = await store.query(
+        "SELECT event_id, touchpoint, occurred_at,"
+        " if(analysis_text = '', text, analysis_text) AS body, phrases FROM feedback FINAL"
+        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s"
+        " AND sentiment_label = 'negative' AND empty(topics)" + where
+        + " ORDER BY occurred_at DESC, event_id LIMIT %(limit)s",
+        {"lo": lo, "hi": hi, "limit": limit, **params})
+    return [{**r, "occurred_at": _utc(r["occurred_at"])} for r in reversed(rows)]
+
+
 @dataclass(frozen=True)
 class TaggedPreview:
     """Stored comments a set of keywords would tag: all matching, and those among them the

@@ -253,6 +253,17 @@ class Settings(BaseSettings):
     emerging_max_phrases: int = Field(
         default=500, ge=10, le=10_000, description="Most candidate phrases read per touchpoint "
         "and window (the most mentioned first): bounds each detection's work.")
+    emerging_cluster_hours: int = Field(
+        default=24, ge=1, le=24 * 30, description="Period of untagged negative feedback the "
+        "clusters of GET /v1/emerging/clusters are made of, before its end (docs/emerging.md).")
+    emerging_cluster_max_events: int = Field(
+        default=2000, ge=10, le=20_000, description="Most events clustered (the newest): "
+        "bounds each clustering's memory and time.")
+    emerging_cluster_similarity: float = Field(
+        default=0.2, gt=0, lt=1, description="Least cosine similarity of a comment's "
+        "character n-grams to a cluster's centroid for it to join the cluster.")
+    emerging_cluster_min_size: int = Field(
+        default=3, ge=2, description="Fewest comments a cluster needs to be shown.")
     webhook_max_attempts: int = Field(
         default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
     webhook_backoff_s: float = Field(

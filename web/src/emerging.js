@@ -16,6 +16,8 @@ const WORDS = {
     topic: '话题 id（已有或新建）', topic_name: '新话题名称', preview: '预览',
     would_tag: (n, m) => `过去 30 天将标注 ${n} 条反馈（其中 ${m} 条已属该话题）`,
     confirm: '确认加入', done: (c) => `已由 ${c.principal} 加入 ${c.topic}：${c.keywords.join('、')}`,
+    clusters: '未归类的负面反馈', clusters_intro: '没有话题标签的负面反馈，按字符 n-gram 相似度聚类',
+    size: '条', trend: '趋势', open: '查看反馈', no_clusters: '暂无聚类',
   },
   en: {
     title: 'Emerging topics', intro: 'Phrases no topic names yet, rising in the newest window',
@@ -26,6 +28,8 @@ const WORDS = {
     topic: 'Topic id (existing or new)', topic_name: 'New topic name', preview: 'Preview',
     would_tag: (n, m) => `Would tag ${n} comments of the last 30 days (${m} already in the topic)`,
     confirm: 'Add', done: (c) => `${c.principal} added ${c.keywords.join(', ')} to ${c.topic}`,
+    clusters: 'Untagged negative feedback', clusters_intro: 'Negative feedback no topic tags, grouped by character n-gram similarity',
+    size: 'comments', trend: 'Trend', open: 'Show comments', no_clusters: 'No clusters',
   },
 };
 
@@ -103,6 +107,33 @@ function taxonomyForm(api, box, phrase) {
     note));
 }
 
+function commentList(items) {
+  return el('ul', { class: 'verbatims' }, items.map((item) => el(
+    'li', { class: 'verbatim s-negative', 'data-event-id': item.event_id },
+    el('p', { class: 'text' }, item.text),
+    el('small', { class: 'muted' }, `${item.touchpoint} · ${item.occurred_at}`))));
+}
+
+function clusterCards(api, box, answer) {
+  if (!answer.clusters.length) return [el('p', { class: 'muted' }, word('no_clusters'))];
+  return answer.clusters.map((found, index) => el('section', {
+    class: 'card emerging-cluster', 'data-size': found.size,
+  },
+  el('h4', {}, `${found.phrases.join(' · ') || '–'} · ${found.size} ${word('size')}`),
+  el('p', { class: 'muted trend' }, `${word('trend')}: ${found.trend.join(' → ')}`),
+  commentList(found.representative),
+  el('button', {
+    type: 'button', class: 'open-cluster', 'data-index': index,
+    onclick: () => box.replaceChildren(
+      el('h3', {}, `${word('comments')}: ${found.phrases.join(' · ')} (${found.size})`),
+      el('div', { id: 'cluster-comments' }, commentList(found.comments))),
+  }, word('open')),
+  api.mayAct() && found.phrases.length ? el('button', {
+    type: 'button', class: 'add-topic',
+    onclick: () => taxonomyForm(api, box, { text: found.phrases[0], phrase: found.phrases[0] }),
+  }, word('add')) : null));
+}
+
 function phraseTable(api, box, answer, group) {
   const { getJson } = api;
   if (!group.phrases.length) return el('p', { class: 'muted' }, word('none'));
@@ -151,6 +182,14 @@ export function renderEmerging(view, end, api) {
       phraseTable(api, comments, answer, group))));
   }).catch(() => {
     if (live) body.replaceChildren(el('p', { class: 'muted' }, word('failed')));
+  });
+  const grouped = el('div', { id: 'emerging-clusters' }, el('p', { class: 'muted' }, word('loading')));
+  body.after(el('h2', {}, word('clusters')), el('p', { class: 'muted' }, word('clusters_intro')),
+    grouped);
+  getJson(`/v1/emerging/clusters${query}`).then((answer) => {
+    if (live) grouped.replaceChildren(...clusterCards(api, comments, answer));
+  }).catch(() => {
+    if (live) grouped.replaceChildren(el('p', { class: 'muted' }, word('failed')));
   });
   return () => { live = false; };
 }
