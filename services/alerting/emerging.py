@@ -143,10 +143,18 @@ def _cohesive(count: Count, by_phrase: dict[str, Count]) -> bool:
     return not known or count.mentions >= COHESION * min(known)
 
 
-def _inside(short: str, long: str) -> bool:
-    """Whether the words of ``short`` are a run of the words of ``long``."""
-    a, b = words(short), words(long)
-    return len(a) < len(b) and any(b[i:i + len(a)] == a for i in range(len(b) - len(a) + 1))
+def _covering(phrases: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """For every shorter run of words inside one of ``phrases`` (phrase, mentions), the most
+    mentions of a phrase holding it: one look-up then tells whether a longer phrase stands
+    for a shorter one (linear in the phrases, a phrase having at most three words)."""
+    most: dict[str, int] = {}
+    for phrase, mentions in phrases:
+        parts = words(phrase)
+        for n in range(1, len(parts)):
+            for i in range(len(parts) - n + 1):
+                run = " ".join(parts[i:i + n])
+                most[run] = max(most.get(run, 0), mentions)
+    return most
 
 
 def detect(counts: Sequence[Count], volume: int, baseline_volume: int, t: Thresholds,
@@ -156,24 +164,23 @@ def detect(counts: Sequence[Count], volume: int, baseline_volume: int, t: Thresh
     if volume <= 0 or baseline_volume < t.min_baseline_volume:
         return []
     by_phrase = {c.phrase: c for c in counts}
-    known = [c for c in counts if excluded(c.phrase)]
+    known = {c.phrase for c in counts if excluded(c.phrase)}
+    in_known = _covering([(c.phrase, c.mentions) for c in counts if c.phrase in known])
     found: list[Rising] = []
     for c in counts:
         new = c.baseline == 0
         if (c.mentions < (t.new_min_mentions if new else t.min_mentions)
                 or c.customers < (t.new_min_customers if new else t.min_customers)
-                or c in known or not _cohesive(c, by_phrase)
-                or any(_inside(c.phrase, k.phrase) and k.mentions >= COHESION * c.mentions
-                       for k in known)):
+                or c.phrase in known or not _cohesive(c, by_phrase)
+                or in_known.get(c.phrase, 0) >= COHESION * c.mentions):
             continue
         g2 = llr(c.mentions, volume, c.baseline, baseline_volume)
         up = lift(c.mentions, volume, c.baseline, baseline_volume)
         if g2 >= t.min_llr and up >= t.min_lift:
             found.append(Rising(c.phrase, display(c.phrase), c.mentions, c.customers,
                                 c.baseline, volume, baseline_volume, g2, up, new))
-    kept = [r for r in found
-            if not any(_inside(r.phrase, o.phrase) and o.mentions >= COHESION * r.mentions
-                       for o in found)]
+    in_found = _covering([(r.phrase, r.mentions) for r in found])
+    kept = [r for r in found if in_found.get(r.phrase, 0) < COHESION * r.mentions]
     return sorted(kept, key=lambda r: (-r.llr, r.phrase))
 
 
