@@ -151,9 +151,11 @@ async def phrase_counts(store: Store, *, touchpoints: Collection[str] | None, lo
                         start: datetime, hi: datetime, min_mentions: int, limit: int,
                         overall: bool = False) -> list[PhraseCount]:
     """Candidate phrases (``feedback.phrases``) mentioned in at least ``min_mentions`` events
-    of the window ``[start, hi)``, at most ``limit`` per touchpoint (most mentioned first),
-    each with its mentions in the baseline ``[lo, start)``; per touchpoint, or with
-    ``overall`` across them all (touchpoint '')."""
+    of the window ``[start, hi)``, each with its mentions in the baseline ``[lo, start)``; per
+    touchpoint, or with ``overall`` across them all (touchpoint ''). At most ``limit`` per
+    touchpoint, those most mentioned relative to their baseline first (mentions / (baseline
+    + 1)): at high volume hundreds of everyday words are mentioned more often than a new
+    issue's phrase in its first minute, and the limit must not cut the new phrase off."""
     if touchpoints is not None and not touchpoints:
         return []
     scope, where, params = _phrase_scope(touchpoints, overall)
@@ -164,7 +166,7 @@ async def phrase_counts(store: Store, *, touchpoints: Collection[str] | None, lo
         " FROM feedback FINAL ARRAY JOIN phrases AS phrase"
         " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where
         + " GROUP BY tp, phrase HAVING mentions >= %(min)s"
-        " ORDER BY tp, mentions DESC, phrase LIMIT %(limit)s BY tp",
+        " ORDER BY tp, mentions / (baseline + 1) DESC, phrase LIMIT %(limit)s BY tp",
         {"lo": lo, "start": start, "hi": hi, "min": min_mentions, "limit": limit, **params})
     return [PhraseCount(r["tp"], r["phrase"], int(r["mentions"]), int(r["customers"]),
                         int(r["baseline"])) for r in rows]
