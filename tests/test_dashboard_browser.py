@@ -277,12 +277,13 @@ async def check_keyboard_and_language(page: object) -> None:
     await page.goto(page.url.split("#")[0] + "#/overview")  # type: ignore[attr-defined]
     await page.wait_for_selector(".tile")  # type: ignore[attr-defined]
     reached = set()
-    for _ in range(12):
+    for _ in range(16):  # the skip link, five views, sign-out, language, then the tiles
         await page.keyboard.press("Tab")  # type: ignore[attr-defined]
         reached.add(await page.evaluate(  # type: ignore[attr-defined]
             "document.activeElement.id || document.activeElement.dataset.route"
             " || document.activeElement.dataset.touchpoint || document.activeElement.tagName"))
-    assert {"overview", "journey", "touchpoint", "alerts", "signout", "lang", "delivery"} <= reached, \
+    assert {"overview", "journey", "touchpoint", "alerts", "emerging", "signout", "lang",
+            "delivery"} <= reached, \
         reached
     await page.click("#lang")  # type: ignore[attr-defined]
     assert await page.inner_text('nav a[data-route="overview"]') == "Overview"  # type: ignore[attr-defined]
