@@ -346,6 +346,13 @@ def explain_section(explain: dict[str, Any]) -> list[str]:
             "it add to firing.", "", explain["markdown"]]
 
 
+def emerging_section(emerging: dict[str, Any]) -> list[str]:
+    """Issue 18's targets, as ``bench/emerging_bench.py`` measured them."""
+    return ["Emerging topics ([docs/emerging.md](emerging.md)): a new issue at 1 % of one "
+            "touchpoint's traffic on a week of background at 1,000 events/s.", "",
+            emerging["markdown"]]
+
+
 def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, Any]]:
     nlp = _load(out_dir / "nlp.json")
     e2e = _load(out_dir / "e2e.json")
@@ -397,6 +404,8 @@ def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, 
             lines += voc_section(payload)
         elif name == "explain.json" and isinstance(payload, dict):
             lines += explain_section(payload)
+        elif name == "emerging.json" and isinstance(payload, dict):
+            lines += emerging_section(payload)
         elif isinstance(payload, dict) and isinstance(payload.get("markdown"), str):
             lines.append(payload["markdown"])
         else:

@@ -122,6 +122,9 @@ class Measurement:
     cleared: bool
     start: datetime
     end: datetime
+    evidence: tuple[Any, ...] = ()
+    """What a kind found besides the value, for its description and explanation (the
+    emerging phrases of an ``emerging_topic`` rule); empty for most kinds."""
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ it with, ``kinds.base.Explained``) over the feedback of the rule's touchpoint an
 - **channels and stages**: the same contribution per channel and per journey stage, and the
   one that carries the breach;
 - **terms**: the keywords most over-represented against the baseline (a cause outside the
-  taxonomy still shows);
-- **comments**: up to three of the window's most negative comments about the top topic, as
-  redacted excerpts with the evidence spans that tagged the topic, and their event ids.
+  taxonomy still shows), or the rising phrases an ``emerging_topic`` rule measured itself
+  (``Explained.terms``), with their distinct customers;
+- **comments**: up to three of the window's most negative comments about the top topic (or
+  carrying the top emerging phrase), as redacted excerpts with the evidence spans that tagged
+  the topic (or where the phrase stands), and their event ids.
 
 Four queries (services/alerting/queries.py), each bounded by LIMITs, and arithmetic on their
 rows, all in a few tens of milliseconds. The arithmetic is pure and unit-tested on its own.
@@ -55,6 +57,7 @@ from services.core.events import (
     TopicDriver,
 )
 from services.core.failures import Kind, classify
+from services.core.phrases import display, words
 from services.core.pii import redact, snippet
 from services.core.store import Store
 
@@ -246,9 +249,21 @@ def excerpt(text: str, spans: Sequence[Span],
     return out, kept[:MAX_COMMENT_SPANS]
 
 
-def pick_comments(rows: Iterable[queries.CommentRow], topic: str | None) -> list[ExampleComment]:
+def phrase_spans(text: str, phrase: str) -> list[Span]:
+    """Where a candidate phrase (services/core/phrases.py) stands in a text: the first
+    occurrence of it as written, else of each of its words (one linear scan each)."""
+    for piece in (display(phrase), *words(phrase)):
+        at = text.find(piece)
+        if at >= 0:
+            return [(at, at + len(piece))]
+    return []
+
+
+def pick_comments(rows: Iterable[queries.CommentRow], topic: str | None,
+                  phrase: str | None = None) -> list[ExampleComment]:
     """Up to three distinct comments, most negative first, each with the spans that tagged
-    ``topic`` (or its first topic). A row whose document does not parse is skipped."""
+    ``topic`` (or its first topic), or where ``phrase`` stands when one is given. A row whose
+    document does not parse is skipped."""
     picked: list[ExampleComment] = []
     seen: set[str] = set()
     for row in rows:
@@ -261,8 +276,9 @@ def pick_comments(rows: Iterable[queries.CommentRow], topic: str | None) -> list
                         event_id=row.event_id)
             continue
         wanted = topic or (tags[0]["id"] if tags else None)
-        spans = [tuple(s) for tag in tags if tag.get("id") == wanted
-                 for s in tag.get("evidence") or [] if len(s) == 2]
+        spans = phrase_spans(str(text), phrase) if phrase is not None else [
+            tuple(s) for tag in tags if tag.get("id") == wanted
+            for s in tag.get("evidence") or [] if len(s) == 2]
         shown, kept = excerpt(str(text), spans)
         if shown in seen:
             continue
@@ -298,10 +314,16 @@ async def explanation(store: Store, rule: WindowRuleBase, explained: Explained,
     channels = rank_splits(explained.metric, direction, cells, "channel", whole, baseline)
     stages = rank_splits(explained.metric, direction, cells, "stage", whole, baseline)
     volume, baseline_volume = int(whole["volume"]), int(baseline["volume"])
-    terms = rank_terms(await queries.explain_terms(store, scope), volume, baseline_volume)
-    focus = explained.focus_topic or (topics[0].topic if topics else None)
-    comments = pick_comments(
-        await queries.explain_comments(store, scope, focus, COMMENT_CANDIDATES), focus)
+    if explained.focus_phrase is not None:
+        terms = list(explained.terms)
+        comments = pick_comments(await queries.explain_comments(
+            store, scope, None, COMMENT_CANDIDATES, phrase=explained.focus_phrase), None,
+            phrase=explained.focus_phrase)
+    else:
+        terms = rank_terms(await queries.explain_terms(store, scope), volume, baseline_volume)
+        focus = explained.focus_topic or (topics[0].topic if topics else None)
+        comments = pick_comments(
+            await queries.explain_comments(store, scope, focus, COMMENT_CANDIDATES), focus)
     elapsed = time.perf_counter() - started
     EXPLAIN_SECONDS.observe(elapsed)
     return Explanation(

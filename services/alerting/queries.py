@@ -119,6 +119,151 @@ async def topic_mentions(store: Store, *, topic: str, touchpoints: Collection[st
                           int(r["volume"]), int(r["mentions"])) for r in rows]
 
 
+@dataclass(frozen=True)
+class PhraseCount:
+    """One candidate phrase of one touchpoint ('' for every touchpoint together): the events
+    mentioning it in the window and in the baseline before it, and the window's distinct
+    customers among them."""
+
+    touchpoint: str
+    phrase: str
+    mentions: int
+    customers: int
+    baseline: int
+
+
+@dataclass(frozen=True)
+class PhraseVolume:
+    """All events of one touchpoint ('' for all together) in the window and the baseline."""
+
+    touchpoint: str
+    volume: int
+    baseline: int
+
+
+def _phrase_scope(touchpoints: Collection[str] | None,
+                  overall: bool) -> tuple[str, str, dict[str, Any]]:
+    where, params = _touchpoints(touchpoints)
+    return ("''" if overall else "touchpoint"), where, params
+
+
+async def phrase_counts(store: Store, *, touchpoints: Collection[str] | None, lo: datetime,
+                        start: datetime, hi: datetime, min_mentions: int, limit: int,
+                        overall: bool = False) -> list[PhraseCount]:
+    """Candidate phrases (``feedback.phrases``) mentioned in at least ``min_mentions`` events
+    of the window ``[start, hi)``, each with its mentions in the baseline ``[lo, start)``; per
+    touchpoint, or with ``overall`` across them all (touchpoint ''). At most ``limit`` per
+    touchpoint, those most mentioned relative to their baseline first (mentions / (baseline
+    + 1)): at high volume hundreds of everyday words are mentioned more often than a new
+    issue's phrase in its first minute, and the limit must not cut the new phrase off."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    scope, where, params = _phrase_scope(touchpoints, overall)
+    rows = await store.query(
+        f"SELECT {scope} AS tp, phrase, countIf(occurred_at >= %(start)s) AS mentions,"
+        " uniqExactIf(if(customer_id = '', event_id, customer_id), occurred_at >= %(start)s)"
+        " AS customers, countIf(occurred_at < %(start)s) AS baseline"
+        " FROM feedback FINAL ARRAY JOIN phrases AS phrase"
+        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where
+        + " GROUP BY tp, phrase HAVING mentions >= %(min)s"
+        " ORDER BY tp, mentions / (baseline + 1) DESC, phrase LIMIT %(limit)s BY tp",
+        {"lo": lo, "start": start, "hi": hi, "min": min_mentions, "limit": limit, **params})
+    return [PhraseCount(r["tp"], r["phrase"], int(r["mentions"]), int(r["customers"]),
+                        int(r["baseline"])) for r in rows]
+
+
+async def phrase_volumes(store: Store, *, touchpoints: Collection[str] | None, lo: datetime,
+                         start: datetime, hi: datetime,
+                         overall: bool = False) -> list[PhraseVolume]:
+    """Events per touchpoint (or overall) in the window ``[start, hi)`` and the baseline
+    ``[lo, start)``: the denominators of the phrases' shares."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    scope, where, params = _phrase_scope(touchpoints, overall)
+    rows = await store.query(
+        f"SELECT {scope} AS tp, countIf(occurred_at >= %(start)s) AS volume,"
+        " countIf(occurred_at < %(start)s) AS baseline FROM feedback FINAL"
+        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where + " GROUP BY tp",
+        {"lo": lo, "start": start, "hi": hi, **params})
+    return [PhraseVolume(r["tp"], int(r["volume"]), int(r["baseline"])) for r in rows]
+
+
+async def untagged_negative(store: Store, *, touchpoints: Collection[str] | None,
+                            lo: datetime, hi: datetime, limit: int) -> list[Row]:
+    """The newest ``limit`` negative feedback events of ``[lo, hi)`` that no topic tags, oldest
+    first: event_id, touchpoint, occurred_at, the analysed text and the candidate phrases."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    where, params = _touchpoints(touchpoints)
+    rows = await store.query(
+        "SELECT event_id, touchpoint, occurred_at,"
+        " if(analysis_text = '', text, analysis_text) AS body, phrases FROM feedback FINAL"
+        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s"
+        " AND sentiment_label = 'negative' AND empty(topics)" + where
+        + " ORDER BY occurred_at DESC, event_id LIMIT %(limit)s",
+        {"lo": lo, "hi": hi, "limit": limit, **params})
+    return [{**r, "occurred_at": _utc(r["occurred_at"])} for r in reversed(rows)]
+
+
+@dataclass(frozen=True)
+class TaggedPreview:
+    """Stored comments a set of keywords would tag: all matching, and those among them the
+    topic already tags (0 for a new topic)."""
+
+    matches: int
+    already: int
+
+
+async def keyword_matches(store: Store, *, keywords: Sequence[str], topic: str, lo: datetime,
+                          hi: datetime,
+                          touchpoints: Collection[str] | None) -> TaggedPreview:
+    """Feedback of ``[lo, hi)`` whose analysed text contains one of ``keywords`` (ignoring
+    case): the taxonomy's matching, less its word edges for Latin words and its exclusions."""
+    if not keywords or (touchpoints is not None and not touchpoints):
+        return TaggedPreview(0, 0)
+    where, params = _touchpoints(touchpoints)
+    names = {f"kw{i}": k for i, k in enumerate(keywords)}
+    found = " OR ".join(f"positionCaseInsensitiveUTF8(if(analysis_text = '', text,"
+                        f" analysis_text), %({name})s) > 0" for name in names)
+    rows = await store.query(
+        "SELECT count() AS matches, countIf(has(topics, %(topic)s)) AS already"
+        " FROM feedback FINAL WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s"
+        f"{where} AND ({found})", {"lo": lo, "hi": hi, "topic": topic, **names, **params})
+    return TaggedPreview(int(rows[0]["matches"]), int(rows[0]["already"])) if rows \
+        else TaggedPreview(0, 0)
+
+
+@dataclass(frozen=True)
+class TaxonomyChange:
+    """One change made to the taxonomy through the API (table ``taxonomy_changes``)."""
+
+    change_id: str
+    at: datetime
+    principal: str
+    action: Literal["add_topic", "add_keywords"]
+    topic: str
+    name: str
+    keywords: list[str]
+    phrase: str
+    matches: int
+
+
+async def record_taxonomy_change(store: Store, change: TaxonomyChange,
+                                 inserted_ms: int) -> None:
+    await store.insert("taxonomy_changes", [{**change.__dict__, "inserted_ms": inserted_ms}])
+
+
+async def taxonomy_changes(store: Store, limit: int) -> list[TaxonomyChange]:
+    """The newest ``limit`` changes, newest first."""
+    rows = await store.query(
+        "SELECT change_id, at, principal, action, topic, name, keywords, phrase, matches"
+        " FROM taxonomy_changes FINAL ORDER BY at DESC, change_id LIMIT %(limit)s",
+        {"limit": limit})
+    return [TaxonomyChange(r["change_id"], _utc(r["at"]), r["principal"], r["action"],
+                           r["topic"], r["name"], list(r["keywords"]), r["phrase"],
+                           int(r["matches"])) for r in rows]
+
+
 async def latest_received(store: Store, touchpoint: str, lo: datetime,
                           hi: datetime) -> datetime | None:
     """Ingest time of the newest stored event of ``touchpoint`` that occurred in ``[lo, hi)``
@@ -280,13 +425,17 @@ class CommentRow:
 
 
 async def explain_comments(store: Store, scope: ExplainScope, topic: str | None,
-                           limit: int) -> list[CommentRow]:
-    """The window's most negative events in scope, mentioning ``topic`` when one is given."""
+                           limit: int, phrase: str | None = None) -> list[CommentRow]:
+    """The window's most negative events in scope, mentioning ``topic`` when one is given,
+    or else the candidate ``phrase`` when one is given (feedback.phrases)."""
     where, params = scope.where()
     where += " AND occurred_at >= %(lo)s AND occurred_at < %(hi)s"
     if topic is not None:
         where += " AND has(topics, %(topic)s)"
         params["topic"] = topic
+    elif phrase is not None:
+        where += " AND has(phrases, %(phrase)s)"
+        params["phrase"] = phrase
     rows = await store.query(
         "SELECT event_id, channel, stage, sentiment, enriched_json FROM feedback FINAL"
         f"{where} ORDER BY sentiment, event_id LIMIT %(limit)s", {**params, "limit": limit})

@@ -33,7 +33,7 @@ UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact",
 Severity = Literal["info", "warning", "critical"]
 Operator = Literal[">", ">=", "<", "<="]
 RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "volume_drop",
-                   "event"]
+                   "emerging_topic", "event"]
 AlertStatus = Literal["firing", "resolved"]
 
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -551,6 +551,8 @@ class TermLift(_Wire):
     share: Annotated[float, Field(ge=0, le=1)]
     baseline_share: Annotated[float, Field(ge=0, le=1)]
     lift: Annotated[float, Field(ge=0)]
+    customers: Annotated[int, Field(ge=1)] | None = None
+    """Distinct customers among the window's events carrying it (emerging phrases)."""
 
 
 class ExampleComment(_Wire):

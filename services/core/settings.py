@@ -244,6 +244,47 @@ class Settings(BaseSettings):
     alert_cap_period_s: int = Field(
         default=3600, ge=60, le=7 * 86400, description="Period of `VOC_ALERT_MAX_PER_RULE`, "
         "aligned to the UTC epoch (3600: each clock hour).")
+    emerging_window_s: int = Field(
+        default=300, ge=60, le=86400, description="Window of event time the emerging-topic "
+        "detector counts phrases in, compared with the baseline before it (docs/emerging.md).")
+    emerging_baseline_s: int = Field(
+        default=86400, ge=600, le=30 * 86400, description="Event time before the window a "
+        "phrase's usual frequency is measured over (docs/emerging.md).")
+    emerging_min_baseline_volume: int = Field(
+        default=200, ge=1, description="Fewest events a touchpoint's baseline needs before "
+        "anything it says is called emerging (a new touchpoint's first words are all new).")
+    emerging_min_mentions: int = Field(
+        default=5, ge=1, description="Fewest events in the window mentioning a phrase seen in "
+        "the baseline before it can be rising.")
+    emerging_min_customers: int = Field(
+        default=3, ge=1, description="Fewest distinct customers among those mentions (an "
+        "event without a customer id counts as its own customer).")
+    emerging_new_min_mentions: int = Field(
+        default=8, ge=1, description="Fewest mentions of a phrase never seen in the baseline.")
+    emerging_new_min_customers: int = Field(
+        default=5, ge=1, description="Fewest distinct customers among a never-seen phrase's "
+        "mentions.")
+    emerging_min_llr: float = Field(
+        default=20.0, gt=0, description="Least log-likelihood ratio (Dunning's G², one-sided) "
+        "of a phrase's window share against its baseline share; 20 is p < 1e-5 for one phrase, "
+        "strict because hundreds are tested per window.")
+    emerging_min_lift: float = Field(
+        default=3.0, ge=1, description="Least ratio of a phrase's window share to its "
+        "baseline share (one mention added to the baseline, so a never-seen phrase has one).")
+    emerging_max_phrases: int = Field(
+        default=500, ge=10, le=10_000, description="Most candidate phrases read per touchpoint "
+        "and window (the most mentioned first): bounds each detection's work.")
+    emerging_cluster_hours: int = Field(
+        default=24, ge=1, le=24 * 30, description="Period of untagged negative feedback the "
+        "clusters of GET /v1/emerging/clusters are made of, before its end (docs/emerging.md).")
+    emerging_cluster_max_events: int = Field(
+        default=2000, ge=10, le=20_000, description="Most events clustered (the newest): "
+        "bounds each clustering's memory and time.")
+    emerging_cluster_similarity: float = Field(
+        default=0.2, gt=0, lt=1, description="Least cosine similarity of a comment's "
+        "character n-grams to a cluster's centroid for it to join the cluster.")
+    emerging_cluster_min_size: int = Field(
+        default=3, ge=2, description="Fewest comments a cluster needs to be shown.")
     webhook_max_attempts: int = Field(
         default=5, ge=1, description="Tries per webhook delivery before it is dead-lettered.")
     webhook_backoff_s: float = Field(

@@ -130,6 +130,11 @@ class Analyzer:
         self.segmenter = Segmenter(user_dict)
         self.keywords = KeywordExtractor()
 
+    def use_taxonomy(self, taxonomy: Taxonomy) -> None:
+        """Tag with ``taxonomy`` from the next batch on (a reloaded taxonomy file)."""
+        _check_names(taxonomy)
+        self.taxonomy = taxonomy
+
     def analyze(self, events: Sequence[RawFeedback]) -> list[EnrichedFeedback]:
         """One enriched event per input event, in the same order.
 

@@ -16,6 +16,7 @@ aspect's own sentiment is computed from.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,12 +25,16 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import structlog
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.core.config_file import ConfigFile
 from services.core.events import Span
 from services.nlp.aspect_tagger import AspectTagger
 from services.nlp.matching import KeywordMatcher
+
+log = structlog.get_logger(__name__)
 
 CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n]+")
 """A clause: a run of text between sentence or clause punctuation (linear: each match is a
@@ -246,6 +251,19 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     return Taxonomy(spec, tagger)
 
 
+def taxonomy_file(path: Path | None = None) -> Path:
+    """The taxonomy file in use: ``path``, or the shipped one."""
+    return path or Path(str(resources.files(__package__))) / "taxonomy.yaml"
+
+
+def load_terms(path: Path | None = None) -> list[str]:
+    """Every keyword and synonym of the taxonomy's topics, its lexicon packs' included,
+    without loading its tagger: what tells a phrase no topic names (docs/emerging.md)."""
+    file = ConfigFile.read(path, __package__, "taxonomy.yaml", "taxonomy", "VOC_TAXONOMY_PATH")
+    spec = _with_packs(file.validate(TaxonomySpec), taxonomy_file(path).parent)
+    return [term for topic in spec.topics for term in (*topic.keywords, *topic.synonyms)]
+
+
 def load_taxonomy_spec(path: Path | None = None) -> TaxonomySpec:
     """The taxonomy file's topics (ids, display names, parents, stages) without its packs and
     tagger: what readers that only name topics need (GET /v1/taxonomy)."""
@@ -349,3 +367,80 @@ def train_topics(taxonomy_path: Path, data_path: Path, out_dir: Path, holdout: f
         report["holdout_combined"] = f1_scores(
             [ex.topics for ex in test], tagger.combine(texts, [[m.id for m in taxonomy.tag(t)] for t in texts]))
     return report
+
+
+class TaxonomyFile:
+    """The taxonomy the NLP stage tags with, reloaded when its file's mtime changes (a topic
+    added from an emerging phrase applies to the next batch, without a restart).
+
+    A broken edit is logged and the previous taxonomy stays in force. The shipped taxonomy
+    (no ``VOC_TAXONOMY_PATH``) never changes under a running process and is not watched.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime = self._stat()
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path else None
+        except OSError:
+            return None
+
+    def reload_if_changed(self) -> Taxonomy | None:
+        """The taxonomy when the file changed and loads; None otherwise."""
+        mtime = self._stat()
+        if mtime is None or mtime == self._mtime:
+            return None
+        self._mtime = mtime
+        try:
+            taxonomy = load_taxonomy(self.path)
+        except ValueError as exc:
+            log.error("taxonomy NOT reloaded; the previous one stays in force", error=str(exc))
+            return None
+        log.info("taxonomy reloaded", path=str(self.path), topics=len(taxonomy.spec.topics))
+        return taxonomy
+
+
+class TaxonomyEditError(ValueError):
+    """A taxonomy change that cannot be made, saying why and what to do."""
+
+
+def add_to_taxonomy(path: Path, *, topic: str, keywords: Sequence[str],
+                    name: str | None = None, parent: str | None = None) -> bool:
+    """Add ``keywords`` to topic ``topic`` of the taxonomy file at ``path``, or create the topic
+    (with ``name``, under ``parent``) when there is none; True when a topic was created.
+
+    The edited file must load as the NLP stage loads it (load_taxonomy) before it replaces
+    the old one, which is kept next to it as ``<name>.bak``; the replacement is one rename,
+    so the stage never reads half a file. The file is written by the YAML dumper: its comments
+    are not kept (the .bak has them).
+    """
+    text = path.read_text(encoding="utf-8")
+    document = yaml.safe_load(text) or {}
+    topics = document.setdefault("topics", [])
+    found = next((t for t in topics if t.get("id") == topic), None)
+    created = found is None
+    if found is None:
+        if not name:
+            raise TaxonomyEditError(f"topic {topic!r} does not exist: give its name to create "
+                                    "it, or name an existing topic")
+        found = {"id": topic, "name": name, "keywords": []}
+        if parent:
+            found["parent"] = parent
+        topics.append(found)
+    known = set(found.get("keywords") or [])
+    found["keywords"] = [*(found.get("keywords") or []),
+                         *(k for k in dict.fromkeys(keywords) if k not in known)]
+    document["version"] = int(document.get("version") or 1) + 1
+    candidate = path.with_name(f".{path.name}.new")
+    candidate.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False),
+                         encoding="utf-8")
+    try:
+        load_taxonomy(candidate)
+    except ValueError as exc:
+        candidate.unlink()
+        raise TaxonomyEditError(f"the change would make {path} invalid: {exc}") from exc
+    path.with_name(f"{path.name}.bak").write_text(text, encoding="utf-8")
+    os.replace(candidate, path)
+    return created

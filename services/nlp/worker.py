@@ -31,7 +31,7 @@ from services.core.ops import BATCH_SECONDS, EVENTS_IN, READINESS
 from services.core.settings import Settings
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
-from services.nlp.taxonomy import load_taxonomy
+from services.nlp.taxonomy import TaxonomyFile, load_taxonomy
 
 log = structlog.get_logger(__name__)
 
@@ -109,8 +109,16 @@ class Enricher:
         self.producer = producer
         self.enriched_topic = settings.topic("feedback.enriched")
         self.dlq_topic = settings.topic("deadletter")
+        self.taxonomy_file = TaxonomyFile(settings.taxonomy_path)
 
     async def handle(self, batch: list[Any]) -> None:
+        reloaded = await asyncio.to_thread(self.taxonomy_file.reload_if_changed)
+        if reloaded is not None:
+            try:
+                self.analyzer.use_taxonomy(reloaded)
+            except ValueError as exc:
+                log.error("taxonomy NOT reloaded; the previous one stays in force",
+                          error=str(exc))
         valid: list[RawFeedback] = []
         dead: list[tuple[Any, str]] = []
         for event in batch:

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from services.core.events import EnrichedFeedback
 from services.core.kafka import Producer
+from services.core.phrases import candidate_phrases
 from services.core.store import Row, Store
 
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -113,6 +114,7 @@ def feedback_row(event: EnrichedFeedback, inserted_ms: int) -> dict[str, Any]:
         "intent": event.intent,
         "urgent_flags": sorted({u.flag for u in event.urgency}),
         "keywords": event.keywords,
+        "phrases": candidate_phrases(event.tokens),
         "metadata": json.dumps(event.metadata, ensure_ascii=False),
         "enriched_json": event.model_dump_json(by_alias=True),
         "inserted_ms": inserted_ms,

@@ -131,3 +131,13 @@ def test_cluster_and_broker_loss_benches_tiny_runs_and_report(tmp_path: Path) ->
     text = out.read_text()
     assert "## cluster.json" in text and "| HTTP all-out | sustained events/s |" in text
     assert "## broker_loss.json" in text and "| 100 |" in text
+
+
+def test_emerging_bench_tiny_run(tmp_path: Path) -> None:
+    out = tmp_path / "emerging.json"
+    _run("emerging_bench.py", "--data", str(_dev_shaped_sample(tmp_path / "dev.csv")),
+         "--rate", "100", "--days", "0.05", "--per-domain", "500", "--inject-minutes", "10",
+         "--json", str(out))
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["touchpoints"] >= 1 and result["vocabulary"] > 0
+    assert result["false_per_day"] >= 0 and "| figure | target | measured |" in result["markdown"]

@@ -278,12 +278,13 @@ async def check_keyboard_and_language(page: object) -> None:
     await page.goto(page.url.split("#")[0] + "#/overview")  # type: ignore[attr-defined]
     await page.wait_for_selector(".tile")  # type: ignore[attr-defined]
     reached = set()
-    for _ in range(16):  # the nav's six links, language, sign-out, then the tiles
+    for _ in range(17):  # the skip link, seven views, sign-out, language, then the tiles
         await page.keyboard.press("Tab")  # type: ignore[attr-defined]
         reached.add(await page.evaluate(  # type: ignore[attr-defined]
             "document.activeElement.id || document.activeElement.dataset.route"
             " || document.activeElement.dataset.touchpoint || document.activeElement.tagName"))
-    assert {"overview", "journey", "touchpoint", "alerts", "signout", "lang", "delivery"} <= reached, \
+    assert {"overview", "journey", "touchpoint", "alerts", "segments", "agents", "emerging", "signout", "lang",
+            "delivery"} <= reached, \
         reached
     await page.click("#lang")  # type: ignore[attr-defined]
     assert await page.inner_text('nav a[data-route="overview"]') == "Overview"  # type: ignore[attr-defined]

@@ -53,7 +53,8 @@ MINUTES = 30
 # One rule per kind, each tuned to fire (and the figure ones to resolve) on the history that
 # ``history`` stores: a negative surge at `delivery` in minutes 10-14, a surge of refund
 # mentions at `hotline` in minutes 11-13, three escalation threats at `hotline` in minutes 20-22,
-# and `app`, which sends ten events a minute until minute 20 and nothing after.
+# and `app`, which sends ten events a minute until minute 20 and nothing after. The refund
+# surge says a phrase no topic names (蓝牙 断连), which nothing said before.
 SAMPLES: dict[str, dict[str, Any]] = {
     "threshold": {"metric": "negative_share", "operator": ">", "threshold": 0.4,
                   "clear_threshold": 0.3, "resolve_after_s": 120, "lookback_s": 300,
@@ -66,6 +67,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "topic_spike": {"topic": "after_sales_returns", "factor": 3, "min_count": 5,
                     "lookback_s": 300},
     "volume_drop": {"lookback_s": 180, "baseline_s": 600, "share": 0, "min_baseline": 5},
+    "emerging_topic": {"window_s": 120, "baseline_s": 600, "min_baseline_volume": 10,
+                       "new_min_mentions": 5, "new_min_customers": 3, "min_llr": 10},
     "event": {"match": {"urgency": ["escalation_threat"]}},
 }
 
@@ -206,8 +209,8 @@ def score_row(minute: int, negatives: int, volume: int = 20,
             "negative_share": negatives / volume, "computed_ms": 1}
 
 
-def feedback(n: int, minute: float, *, refund: bool = False,
-             threat: bool = False) -> EnrichedFeedback:
+def feedback(n: int, minute: float, *, refund: bool = False, threat: bool = False,
+             tokens: tuple[str, ...] = ("服务", "还行")) -> EnrichedFeedback:
     moment = T0 + timedelta(minutes=minute)
     tag = TopicTag(id="after_sales_returns", name="售后/退换",
                    sentiment=AspectSentiment(score=-0.5, label="negative"), evidence=[(0, 2)])
@@ -217,7 +220,7 @@ def feedback(n: int, minute: float, *, refund: bool = False,
         sentiment=Sentiment(score=-0.5, label="negative", model="t"),
         topics=[tag] if refund else [], intent="complaint",
         urgency=[UrgencyFlag(flag="escalation_threat", term="12315", evidence=[(0, 5)])]
-        if threat else [], keywords=[], tokens=[], enriched_at=moment)
+        if threat else [], keywords=[], tokens=list(tokens), enriched_at=moment)
 
 
 def history() -> tuple[list[dict], list[EnrichedFeedback]]:
@@ -226,7 +229,8 @@ def history() -> tuple[list[dict], list[EnrichedFeedback]]:
     scores += [score_row(m, 0, volume=10, touchpoint="app") for m in range(20)]
     events = [feedback(i, 1 + i * 0.2) for i in range(20)]
     events += [feedback(100 + i, 6 + i * 0.4, refund=True) for i in range(2)]
-    events += [feedback(200 + i, 11 + i * 0.2, refund=True) for i in range(12)]
+    events += [feedback(200 + i, 11 + i * 0.2, refund=True, tokens=("蓝牙", "断连"))
+               for i in range(12)]
     events += [feedback(300 + i, 20 + i, threat=True) for i in range(3)]
     return scores, events
 

@@ -9,6 +9,7 @@ import {
 import { CanvasRenderer } from 'echarts/renderers';
 
 import { alertLinks, drillLink, openDrill, renderFeedback } from './drill.js';
+import { renderEmerging } from './emerging.js';
 import { explainPanel } from './explain.js';
 import { renderJourney } from './journey.js';
 import { drawQuadrant, quadrantTitle } from './quadrant.js';
@@ -549,6 +550,7 @@ const ROUTES = {
   feedback: (view, arg) => renderFeedback(view, arg, { getJson, topicName }),
   segments: (view) => renderDimensions(view, getJson),
   agents: (view) => renderAgents(view, getJson),
+  emerging: (view, end) => renderEmerging(view, end, { getJson, mayAct, headers: CSRF }),
 };
 
 function route() {

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeGuard, get_args
 
 from services.alerting.kinds.base import EventKind, WindowKind
+from services.alerting.kinds.emerging_topic import EMERGING_TOPIC
 from services.alerting.kinds.event import EVENT
 from services.alerting.kinds.figures import ANOMALY, RATE_OF_CHANGE, THRESHOLD
 from services.alerting.kinds.topic_spike import TOPIC_SPIKE
@@ -18,7 +19,7 @@ from services.alerting.kinds.volume_drop import VOLUME_DROP
 from services.alerting.rulebase import RuleBase, WindowRuleBase
 
 WINDOW_KINDS: tuple[WindowKind[Any], ...] = (THRESHOLD, RATE_OF_CHANGE, ANOMALY, TOPIC_SPIKE,
-                                              VOLUME_DROP)
+                                              VOLUME_DROP, EMERGING_TOPIC)
 EVENT_KINDS: tuple[EventKind[Any], ...] = (EVENT,)
 
 _WINDOW = {kind.model: kind for kind in WINDOW_KINDS}

@@ -31,7 +31,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from services.alerting.engine import Measurement
 from services.alerting.rulebase import RuleBase
-from services.core.events import Alert, EnrichedFeedback, Operator
+from services.core.events import Alert, EnrichedFeedback, Operator, TermLift
 from services.core.store import Store
 
 R = TypeVar("R", bound=RuleBase)
@@ -121,6 +121,11 @@ class Explained:
     direction: Literal["up", "down"]
     baseline: tuple[datetime, datetime]
     focus_topic: str | None = None
+    terms: tuple[TermLift, ...] = ()
+    """The over-represented terms, when the kind measured them itself (emerging phrases);
+    empty: the explanation ranks the events' keywords."""
+    focus_phrase: str | None = None
+    """The stored candidate phrase example comments must carry (instead of a topic)."""
 
 
 @dataclass(frozen=True)
