@@ -56,8 +56,9 @@ from services.core.settings import Settings
 from services.core.store import open_store
 from tests.conftest import run
 from tests.integration.test_webhooks import Receiver
-from tests.pipeline_harness import eventually, read_topic, running, store_and_producer
+from tests.pipeline_harness import read_topic, running, store_and_producer
 from tests.unit.test_events_schema import ALERT, ALERT_V2, ALERT_V3, EXPLANATION
+from tests.waiting import eventually
 
 V3 = Draft202012Validator(schemas.topic_schema("alert.v3"),
                           format_checker=Draft202012Validator.FORMAT_CHECKER)

@@ -37,8 +37,9 @@ from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import Store, open_store
 from tests.conftest import run
-from tests.pipeline_harness import eventually, running
+from tests.pipeline_harness import running
 from tests.unit.test_events_schema import ALERT_V3, EXPLANATION
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

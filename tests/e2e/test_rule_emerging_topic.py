@@ -35,7 +35,8 @@ from services.core.kafka import create_topics
 from services.core.settings import Settings
 from tests.conftest import run
 from tests.e2e.test_alert_e2e import alerts_on_topic, produce, tuned
-from tests.pipeline_harness import eventually, running, store_and_producer
+from tests.pipeline_harness import running, store_and_producer
+from tests.waiting import eventually
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v3"),

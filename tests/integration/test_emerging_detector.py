@@ -26,7 +26,8 @@ from services.core.phrases import MAX_PHRASES, candidate_phrases, display
 from services.core.settings import Settings
 from services.nlp.taxonomy import load_taxonomy_spec, load_terms
 from tests.conftest import run
-from tests.pipeline_harness import eventually, running, store_and_producer
+from tests.pipeline_harness import running, store_and_producer
+from tests.waiting import eventually
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 NONE = Excluded([])
