@@ -50,6 +50,7 @@ from services.alerting.kinds import event_kind, window_kind
 from services.alerting.kinds.base import Points
 from services.alerting.rulebase import WindowRuleBase
 from services.alerting.rules import RuleSet, load_rules
+from services.core.config_file import Watched
 from services.core.events import Alert, EnrichedFeedback, Score, utc_now
 from services.core.kafka import BatchConsumer, Producer, parse_or_dead_letter, parse_or_reason
 from services.core.settings import Settings
@@ -72,20 +73,12 @@ class RulesFile:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.rules = load_rules(path)
-        self._mtime = self._stat()
-
-    def _stat(self) -> float | None:
-        try:
-            return self.path.stat().st_mtime if self.path else None
-        except OSError:
-            return None
+        self._file = Watched(path)
 
     def reload_if_changed(self) -> bool:
         """True when a changed file was loaded."""
-        mtime = self._stat()
-        if mtime is None or mtime == self._mtime:
+        if not self._file.changed():
             return False
-        self._mtime = mtime
         try:
             self.rules = load_rules(self.path)
         except ValueError as exc:

@@ -119,3 +119,27 @@ def describe_error(error: ErrorDetails, file: ConfigFile) -> str:
     loc = list(error["loc"])
     subject = "field " + ".".join(str(part) for part in loc) if loc else "file"
     return f"{file.where(loc)}: {subject}: {error_message(error)}"
+
+
+class Watched:
+    """A configuration file a running stage re-reads when it is edited (alert rules, the
+    taxonomy): the stage asks :meth:`changed` before each batch. No path (the shipped default)
+    and an unreadable file never count as a change, so the stage keeps what it has."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime = self._stat()
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path else None
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        """True once per change of the file's modification time since the last call."""
+        mtime = self._stat()
+        if mtime is None or mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        return True

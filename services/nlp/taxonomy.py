@@ -29,7 +29,7 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.core.config_file import ConfigFile
+from services.core.config_file import ConfigFile, Watched
 from services.core.events import Span
 from services.nlp.aspect_tagger import AspectTagger
 from services.nlp.matching import KeywordMatcher
@@ -379,20 +379,12 @@ class TaxonomyFile:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._mtime = self._stat()
-
-    def _stat(self) -> float | None:
-        try:
-            return self.path.stat().st_mtime if self.path else None
-        except OSError:
-            return None
+        self._file = Watched(path)
 
     def reload_if_changed(self) -> Taxonomy | None:
         """The taxonomy when the file changed and loads; None otherwise."""
-        mtime = self._stat()
-        if mtime is None or mtime == self._mtime:
+        if not self._file.changed():
             return None
-        self._mtime = mtime
         try:
             taxonomy = load_taxonomy(self.path)
         except ValueError as exc:

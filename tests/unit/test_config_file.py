@@ -3,6 +3,7 @@ the line to fix, under a heading naming the setting that points at the file."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.alerting.rules import load_rules
-from services.core.config_file import ConfigError
+from services.core.config_file import ConfigError, Watched
 from services.nlp.cues import load_urgency
 from services.nlp.taxonomy import load_taxonomy
 from services.scoring.expectations import load_expectations
@@ -70,3 +71,16 @@ def test_broken_yaml_and_missing_files_name_the_file(tmp_path: Path, kind: str) 
 def test_the_shipped_files_load(kind: str) -> None:
     load, _ = LOADERS[kind]
     assert load(None) is not None
+
+
+def test_a_watched_file_changes_once_per_edit_and_never_without_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("a: 1\n", encoding="utf-8")
+    watched = Watched(path)
+    assert not watched.changed()
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert watched.changed() and not watched.changed()
+    path.unlink()
+    assert not watched.changed(), "an unreadable file keeps what the stage has"
+    assert not Watched(None).changed()
