@@ -4,6 +4,7 @@
 // queues and transcripts come from senders and customers: every value goes in as a text node.
 
 import { currentLang, formatTime, t } from './i18n.js';
+import { el } from './dom.js';
 
 const WORDS = {
   zh: {
@@ -39,19 +40,6 @@ const fmtNum = (v, d = 2) => (v === null || v === undefined ? '–' : Number(v).
 const fmtPct = (v) => (v === null || v === undefined ? '–' : `${(100 * v).toFixed(1)}%`);
 const fmtInt = (v) => (v === null || v === undefined ? '–' : Math.round(v).toLocaleString());
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value === true ? '' : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 // Renders the scorecard into `view`; `getJson` is the dashboard's fetch (it handles sign-out).
 export function renderAgents(view, getJson) {

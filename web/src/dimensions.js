@@ -4,6 +4,7 @@
 // senders chose: every one goes in as a text node or an attribute value, never as markup.
 
 import { currentLang, t } from './i18n.js';
+import { el } from './dom.js';
 
 const WORDS = {
   zh: {
@@ -26,19 +27,6 @@ const word = (key, ...args) => {
 const COLUMNS = ['volume', 'mean_sentiment', 'negative_share', 'nps', 'csat', 'ces'];
 const RANGES = [1, 7, 30];
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value === true ? '' : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 const dimensionName = (name) => (name === 'segment' ? word('dimension_segment') : name);
 const valueName = (value) => (value === '' ? word('none') : value);

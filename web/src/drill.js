@@ -6,6 +6,7 @@
 // in as a text node.
 
 import { currentLang, formatTime } from './i18n.js';
+import { el } from './dom.js';
 
 // The /v1/feedback filters a drill-down may carry, in the order they are shown.
 const FILTERS = ['touchpoint', 'topic', 'channel', 'stage', 'sentiment', 'intent', 'event_id',
@@ -37,19 +38,6 @@ const word = (key, ...args) => {
   return typeof value === 'function' ? value(...args) : value ?? key;
 };
 
-export function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 const iso = (value) => (value instanceof Date ? value.toISOString() : String(value));
 

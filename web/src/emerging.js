@@ -6,6 +6,7 @@
 // Phrases and comments are customer words: every value goes in as a text node.
 
 import { currentLang } from './i18n.js';
+import { el } from './dom.js';
 
 const WORDS = {
   zh: {
@@ -35,19 +36,6 @@ const WORDS = {
 
 const word = (key) => (WORDS[currentLang()] ?? WORDS.zh)[key];
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 const percent = (v) => `${(100 * Number(v ?? 0)).toFixed(1)}%`;
 

@@ -4,6 +4,7 @@
 // or names a producer chose, so every value goes in as a text node; nothing uses innerHTML.
 
 import { currentLang } from './i18n.js';
+import { el } from './dom.js';
 
 const WORDS = {
   zh: {
@@ -22,17 +23,6 @@ const WORDS = {
 
 const word = (key) => (WORDS[currentLang()] ?? WORDS.zh)[key];
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value !== null && value !== undefined) node.setAttribute(name, String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 const number = (v, digits = 3) => (v === null || v === undefined ? '–' : Number(v).toFixed(digits));
 const percent = (v) => (v === null || v === undefined ? '–' : `${(100 * Number(v)).toFixed(0)}%`);

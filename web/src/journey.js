@@ -4,7 +4,8 @@
 
 import { currentLang, t } from './i18n.js';
 import { LIVE_WINDOWS, STAGES, catalogue } from './live.js';
-import { el, metricFilter, openDrill } from './drill.js';
+import { el } from './dom.js';
+import { metricFilter, openDrill } from './drill.js';
 
 // The experience score (0-10, the tiles' headline), then every metric of the catalogue
 // (CES and complaint rate among them).
