@@ -69,12 +69,15 @@ def enriched(i: int, stage: str) -> EnrichedFeedback:
         tokens=[], enriched_at=at)
 
 
-EVENTS = [enriched(i, stage) for i, stage in enumerate(["售前", "售中", "售后"] * 4)]
+def recent_events() -> list[EnrichedFeedback]:
+    """Events of the last few seconds, made when the test runs (not at collection, which in
+    the whole suite is half an hour earlier: they would fall outside the alert's window)."""
+    return [enriched(i, stage) for i, stage in enumerate(["售前", "售中", "售后"] * 4)]
 
 
-def alert_with_comments() -> tuple[Alert, list[EnrichedFeedback]]:
+def alert_with_comments(events: list[EnrichedFeedback]) -> tuple[Alert, list[EnrichedFeedback]]:
     now = utc_now().replace(microsecond=0)
-    quoted = [e for e in EVENTS if e.sentiment.label == "negative"][:2]
+    quoted = [e for e in events if e.sentiment.label == "negative"][:2]
     comments = [EXPLANATION.comments[0].model_copy(update={
         "event_id": e.event_id, "channel": e.channel, "text": e.text,
         "evidence": e.topics[0].evidence}) for e in quoted]
@@ -118,7 +121,8 @@ def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings
 
     create_topics(settings, broker.bootstrap)
     settings = settings.model_copy(update={"journey_order": ["app_checkout", TOUCHPOINT]})
-    alert, quoted = alert_with_comments()
+    events = recent_events()
+    alert, quoted = alert_with_comments(events)
 
     async def main() -> None:
         store = await open_store(f"chdb://{tmp_path / 'chdb'}")
@@ -130,11 +134,11 @@ def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings
             async with running(settings, ("ingest", "scoring"), broker.bootstrap,
                                store=store) as api, browser() as chromium:
                 await producer.send_many(settings.topic("feedback.enriched"), [
-                    (e.touchpoint.encode(), e.to_bytes()) for e in EVENTS])
+                    (e.touchpoint.encode(), e.to_bytes()) for e in events])
 
                 async def scored() -> bool:
                     return (await count(store, "SELECT count() AS n FROM feedback FINAL")
-                            == len(EVENTS)
+                            == len(events)
                             and await count(store, "SELECT count() AS n FROM topic_scores")
                             > 0)
 
