@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT, machine, write_json  # noqa: E402
 from bench.e2e.plan import load_texts  # noqa: E402
+from bench.producer_bench import one_send_each  # noqa: E402
 from services.core.events import RawFeedback, stable_event_id  # noqa: E402
 from services.core.ops import EVENTS_OUT  # noqa: E402
 from services.core.settings import Settings, load_settings  # noqa: E402
@@ -72,9 +73,7 @@ def use_mode(mode: str) -> None:
     if mode == "per-message":
         async def per_message(self: Producer, topic: str,
                               messages: Sequence[tuple[bytes | None, bytes]]) -> None:
-            futures = [await self._producer.send(topic, value=value, key=key)
-                       for key, value in messages]
-            await asyncio.gather(*futures)
+            await one_send_each(self, topic, messages)
             EVENTS_OUT.labels(topic).inc(len(messages))
 
         Producer.send_many = per_message  # type: ignore[method-assign]
