@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,14 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.common import percentile  # noqa: E402
-from services.core.broker import LocalBroker  # noqa: E402
+from bench.scoring_alerting import scoring_and_alerting  # noqa: E402
 from services.core.events import EnrichedFeedback, Sentiment, utc_now  # noqa: E402
-from services.core.kafka import Producer, create_topics  # noqa: E402
-from services.core.logs import configure_logging  # noqa: E402
-from services.core.settings import load_settings  # noqa: E402
-from services.core.store import open_store  # noqa: E402
-from services.pipeline import run_services  # noqa: E402
-from tests.pipeline_harness import read_topic  # noqa: E402
+from services.core.kafka import Producer  # noqa: E402
 
 RULES = """
 rules:
@@ -88,39 +82,18 @@ async def load(producer: Producer, topic: str, rate: int, seconds: float, surge_
 
 
 async def main(args: argparse.Namespace) -> dict:
-    configure_logging("ERROR", "console")
-    work = Path(tempfile.mkdtemp(prefix="alert-bench-"))
-    rules = work / "rules.yaml"
-    rules.write_text(RULES)
-    with LocalBroker(log_path=work / "broker.log") as broker:
-        settings = load_settings(topic_prefix="bench", group_prefix="bench", data_dir=work,
-                                 alert_rules_path=rules, sink_batch_wait_s=0.1,
-                                 topic_partitions=4)
-        create_topics(settings, broker.bootstrap)
-        store = await open_store(f"chdb://{work / 'chdb'}")
-        stop = asyncio.Event()
-        services = asyncio.create_task(run_services(settings, ("scoring", "alerting"),
-                                                    broker.bootstrap, stop, store=store))
-        producer = Producer(broker.bootstrap, client_id="bench")
-        await producer.start()
-        try:
-            await asyncio.sleep(3)
-            began = time.monotonic()
-            sent_at: dict[str, float] = {}
-            sent, surges = await load(producer, settings.topic("feedback.enriched"), args.rate,
-                                      args.seconds, args.surge_every_s, args.surge_size, sent_at)
-            achieved = sent / (time.monotonic() - began)
-            await asyncio.sleep(args.drain_s)
-            scored = {r["touchpoint"]: r["ms"] / 1000 for r in await store.query(
-                "SELECT touchpoint, min(computed_ms) AS ms FROM scores WHERE volume >= 20 "
-                "AND touchpoint IN %(surges)s GROUP BY touchpoint", {"surges": tuple(surges)})}
-        finally:
-            await producer.stop()
-            stop.set()
-            await services
-            await store.close()
-        alerts = [a for _, a in read_topic(broker.bootstrap, settings.topic("alerts"))
-                  if a["status"] == "firing"]
+    async with scoring_and_alerting(RULES, "alert-bench") as rig:
+        await asyncio.sleep(3)
+        began = time.monotonic()
+        sent_at: dict[str, float] = {}
+        sent, surges = await load(rig.producer, rig.enriched_topic, args.rate,
+                                  args.seconds, args.surge_every_s, args.surge_size, sent_at)
+        achieved = sent / (time.monotonic() - began)
+        await asyncio.sleep(args.drain_s)
+        scored = {r["touchpoint"]: r["ms"] / 1000 for r in await rig.store.query(
+            "SELECT touchpoint, min(computed_ms) AS ms FROM cem_scores WHERE volume >= 20 "
+            "AND touchpoint IN %(surges)s GROUP BY touchpoint", {"surges": tuple(surges)})}
+    alerts = rig.firing
     latencies = [
         (datetime.fromisoformat(a["emitted_at"])
          - datetime.fromisoformat(a["latest_received_at"])).total_seconds() for a in alerts]

@@ -23,7 +23,6 @@ import asyncio
 import json
 import random
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.common import percentiles  # noqa: E402
-from services.core.broker import LocalBroker  # noqa: E402
+from bench.scoring_alerting import scoring_and_alerting  # noqa: E402
 from services.core.events import (  # noqa: E402
     AspectSentiment,
     EnrichedFeedback,
@@ -41,12 +40,6 @@ from services.core.events import (  # noqa: E402
     TopicTag,
     utc_now,
 )
-from services.core.kafka import Producer, create_topics  # noqa: E402
-from services.core.logs import configure_logging  # noqa: E402
-from services.core.settings import load_settings  # noqa: E402
-from services.core.store import open_store  # noqa: E402
-from services.pipeline import run_services  # noqa: E402
-from tests.pipeline_harness import read_topic  # noqa: E402
 
 TARGET_TOP1 = 0.95
 TARGET_P95_MS = 200.0
@@ -102,28 +95,13 @@ def background_event(n: int, touchpoint: str, rng: random.Random) -> bytes:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    configure_logging("ERROR", "console")
     rng = random.Random(args.seed)
-    work = Path(tempfile.mkdtemp(prefix="explain-bench-"))
-    rules = work / "rules.yaml"
-    rules.write_text(RULES)
     touchpoints = [f"tp-{i:02d}" for i in range(args.trials)]
     trials: list[dict[str, Any]] = []
-    with LocalBroker(log_path=work / "broker.log") as broker:
-        settings = load_settings(topic_prefix="bench", group_prefix="bench", data_dir=work,
-                                 alert_rules_path=rules, sink_batch_wait_s=0.1,
-                                 topic_partitions=4)
-        create_topics(settings, broker.bootstrap)
-        store = await open_store(f"chdb://{work / 'chdb'}")
-        stop = asyncio.Event()
-        services = asyncio.create_task(run_services(settings, ("scoring", "alerting"),
-                                                    broker.bootstrap, stop, store=store))
-        producer = Producer(broker.bootstrap, client_id="bench")
-        await producer.start()
-        topic = settings.topic("feedback.enriched")
-        sent = 0
-        injecting: dict[str, tuple[str, str]] = {}
-        stopped = asyncio.Event()
+    sent = 0
+    injecting: dict[str, tuple[str, str]] = {}
+    stopped = asyncio.Event()
+    async with scoring_and_alerting(RULES, "explain-bench") as rig:
 
         async def feed() -> None:
             """Background at ``rate`` events/s in 100 ms ticks, plus the running injection."""
@@ -144,7 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             topics.append(rng.choice([t for t in TOPICS if t != topic_id]))
                         messages.append((tp.encode(), event(sent, tp, topics, channel, True, rng)))
                         sent += 1
-                await producer.send_many(topic, messages)
+                await rig.producer.send_many(rig.enriched_topic, messages)
                 tick += 1
                 await asyncio.sleep(max(0.0, started + tick * 0.1 - time.monotonic()))
 
@@ -158,7 +136,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 began = time.monotonic()
                 fired = None
                 while time.monotonic() - began < args.trial_timeout_s:
-                    rows = await store.query(
+                    rows = await rig.store.query(
                         "SELECT explanation FROM alerts FINAL WHERE touchpoint = %(tp)s"
                         " AND status = 'firing'", {"tp": touchpoint})
                     if rows:
@@ -172,13 +150,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             stopped.set()
             await feeder
-            await producer.stop()
-            stop.set()
-            await services
-            await store.close()
-        alerts = {a["touchpoint"]: a for _, a in read_topic(broker.bootstrap,
-                                                            settings.topic("alerts"))
-                  if a["status"] == "firing"}
+    alerts = {a["touchpoint"]: a for a in rig.firing}
     for trial in trials:
         alert = alerts.get(trial["touchpoint"])
         explanation = (alert or {}).get("explanation") or {}

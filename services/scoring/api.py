@@ -260,20 +260,28 @@ _FIGURES: dict[str, Any] = {
        for name in SCORE_METRICS},
     "counts": (dict[str, int | float], Field(description="Every additive count.")),
 }
-DimensionValue = create_model(
-    "DimensionValue", __base__=_Out,
-    __doc__="The figures (docs/metrics.md) of one value of a dimension.",
-    value=(str, Field(description="The value; '' = events that carry none.")),
+_Figures = create_model(
+    "Figures", __base__=_Out, __doc__="Every catalogue figure (docs/metrics.md) of a row.",
     **_FIGURES)
-DimensionOther = create_model(
-    "DimensionOther", __base__=_Out,
-    __doc__="The figures of every value beyond VOC_DIMENSION_MAX_VALUES, folded together.",
-    folded_values=(int, Field(description="How many distinct values were folded.")),
-    **_FIGURES)
-DimensionTotal = create_model(
-    "DimensionTotal", __base__=_Out, __doc__="The figures of all the feedback read.",
-    distinct_values=(int, Field(description="Distinct values of the dimension.")),
-    **_FIGURES)
+_FOLDED = "How many distinct values were folded."
+
+
+class DimensionValue(_Figures):
+    """The figures (docs/metrics.md) of one value of a dimension."""
+
+    value: str = Field(description="The value; '' = events that carry none.")
+
+
+class DimensionOther(_Figures):
+    """The figures of every value beyond VOC_DIMENSION_MAX_VALUES, folded together."""
+
+    folded_values: int = Field(description=_FOLDED)
+
+
+class DimensionTotal(_Figures):
+    """The figures of all the feedback read."""
+
+    distinct_values: int = Field(description="Distinct values of the dimension.")
 
 
 class DimensionFiguresOut(_Out):
@@ -299,20 +307,27 @@ _FCR: dict[str, Any] = {
     "fcr_pending": (int, Field(description=(
         "Calls of a known customer whose VOC_FCR_DAYS have not passed yet (not counted)."))),
 }
-ContactCenterValue = create_model(
-    "ContactCenterValue", __base__=_Out,
-    __doc__="The call figures (docs/metrics.md#contact-center) of one agent or queue.",
-    value=(str, Field(description="The agent id or queue; '' = calls that named none.")),
-    **_FIGURES, **_FCR)
-ContactCenterOther = create_model(
-    "ContactCenterOther", __base__=_Out,
-    __doc__="The agents or queues beyond VOC_DIMENSION_MAX_VALUES, folded together.",
-    folded_values=(int, Field(description="How many distinct values were folded.")),
-    **_FIGURES, **_FCR)
-ContactCenterTotal = create_model(
-    "ContactCenterTotal", __base__=_Out, __doc__="The figures of all the calls read.",
-    distinct_values=(int, Field(description="Distinct agents or queues.")),
-    **_FIGURES, **_FCR)
+_CallFigures = create_model(
+    "CallFigures", __base__=_Figures,
+    __doc__="Every catalogue figure of a row of calls, with first-contact resolution.", **_FCR)
+
+
+class ContactCenterValue(_CallFigures):
+    """The call figures (docs/metrics.md#contact-center) of one agent or queue."""
+
+    value: str = Field(description="The agent id or queue; '' = calls that named none.")
+
+
+class ContactCenterOther(_CallFigures):
+    """The agents or queues beyond VOC_DIMENSION_MAX_VALUES, folded together."""
+
+    folded_values: int = Field(description=_FOLDED)
+
+
+class ContactCenterTotal(_CallFigures):
+    """The figures of all the calls read."""
+
+    distinct_values: int = Field(description="Distinct agents or queues.")
 
 
 class ContactCenterOut(_Out):
