@@ -296,6 +296,39 @@ async def enriched_events(store: Store, lo: datetime, hi: datetime) -> list[Enri
     return events
 
 
+async def negative_contacts(store: Store, *, customers: Collection[str], lo: datetime,
+                            hi: datetime, sentiment_at_most: float, nps_at_most: int | None,
+                            csat_at_most: int | None, touchpoints: Collection[str] | None,
+                            channels: Collection[str] | None, stages: Collection[str] | None,
+                            topics: Collection[str] | None, per_customer: int) -> list[Row]:
+    """Stored negative contacts (sentiment, NPS or CSAT at or below the given bounds) of
+    ``customers`` that occurred in ``[lo, hi]``, within the scope; the newest
+    ``per_customer`` of each customer (customer_history rules)."""
+    if not customers:
+        return []
+    negative = ["sentiment <= %(sentiment)s"]
+    if nps_at_most is not None:
+        negative.append("nps <= %(nps)s")
+    if csat_at_most is not None:
+        negative.append("csat <= %(csat)s")
+    where = (" WHERE customer_id IN %(customers)s AND occurred_at >= %(lo)s"
+             " AND occurred_at <= %(hi)s AND (" + " OR ".join(negative) + ")")
+    params: dict[str, Any] = {"customers": tuple(customers), "lo": lo, "hi": hi,
+                              "sentiment": sentiment_at_most, "nps": nps_at_most or 0,
+                              "csat": csat_at_most or 0, "n": per_customer}
+    for column, values in (("touchpoint", touchpoints), ("channel", channels),
+                           ("stage", stages)):
+        if values:
+            where += f" AND {column} IN %({column}s)s"
+            params[f"{column}s"] = tuple(values)
+    if topics:
+        where += " AND hasAny(topics, %(topics)s)"
+        params["topics"] = list(topics)
+    return await store.query(
+        "SELECT event_id, customer_id, occurred_at, channel FROM feedback FINAL" + where
+        + " ORDER BY customer_id, occurred_at DESC LIMIT %(n)s BY customer_id", params)
+
+
 # ---------------------------------------------------------------------------- explanations
 
 @dataclass(frozen=True)
@@ -508,7 +541,8 @@ def alert_row(alert: Alert, fired_end: datetime, inserted_ms: int) -> Row:
     """The ``alerts`` table row of an alert event (the current status of its alert)."""
     latency = (None if alert.latest_received_at is None else
                int((alert.emitted_at - alert.latest_received_at).total_seconds() * 1000))
-    row = alert.model_dump(exclude={"schema_", "notify", "open_case", "explanation"})
+    row = alert.model_dump(exclude={"schema_", "notify", "open_case", "explanation",
+                                    "customer_id", "channels"})
     row["explanation"] = alert.explanation.model_dump_json() if alert.explanation else ""
     for name in ("channel", "stage", "topic", "team", "owner", "operator"):
         row[name] = row[name] or ""
@@ -554,8 +588,9 @@ _UNRESOLVED = ("open", "acknowledged", "in_progress")
 
 def case_row(event: CaseEvent, inserted_ms: int) -> Row:
     """The ``case_events`` row of a case event."""
-    row = event.model_dump(exclude={"schema_"})
-    for name in ("comment", "team", "assignee", "followup_outcome"):
+    row = event.model_dump(exclude={"schema_", "kind"})
+    row["case_kind"] = event.kind or ""
+    for name in ("comment", "team", "assignee", "followup_outcome", "customer_id"):
         row[name] = row[name] or ""
     ack = event.acknowledged_at
     resolved = event.resolved_at
@@ -570,8 +605,9 @@ def event_from_row(row: Row) -> CaseEvent:
     """A case event from its ``case_events`` row."""
     fields = {k: _utc(v) if k in _CASE_TIMES else v for k, v in row.items()
               if k in CaseEvent.model_fields}
-    for name in ("comment", "team", "assignee", "followup_outcome"):
-        fields[name] = fields[name] or None
+    fields["kind"] = row.get("case_kind") or None
+    for name in ("comment", "team", "assignee", "followup_outcome", "customer_id"):
+        fields[name] = fields.get(name) or None
     return CaseEvent.model_validate(fields)
 
 
@@ -687,3 +723,4 @@ async def case_figures(store: Store, since: datetime) -> list[CaseFigures]:
     return [CaseFigures(r["team"], r["touchpoint"], int(r["cases"]), int(r["unresolved"]),
                         _number(r["mtta_s"]), _number(r["mttr_s"]),
                         int(r["max_escalation_level"])) for r in rows]
+

@@ -1,0 +1,122 @@
+"""The customer-level closed loop (issue 19) on the real broker and both store backends:
+customer rules -> alerts -> cases carrying the customer -> the customer's timeline -> the
+callback KPIs.
+
+The alerting stage's event consumer and case opener are driven with consumer records, as their
+BatchConsumers would call them; what they publish is read back from the broker and what they
+store from the store.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from aiokafka import ConsumerRecord
+
+from services.alerting import queries
+from services.alerting.cases import CaseOpener, CaseService
+from services.alerting.worker import AlertEvaluator, RulesFile
+from services.core.broker import LocalBroker
+from services.core.events import Alert, EnrichedFeedback, Ratings
+from services.core.kafka import Producer, create_topics
+from services.core.settings import Settings
+from services.core.store import Store
+from services.scoring.sink import feedback_row
+from tests.conftest import run
+from tests.factories import T0, enriched
+from tests.pipeline_harness import read_topic, store_and_producer
+from tests.scoring_fixtures import records
+
+RULES = """
+rules:
+  - id: callback
+    type: rating
+    nps_at_most: 6
+    csat_at_most: 2
+    route: {team: cx-callback, open_case: true}
+  - id: churn
+    type: customer_history
+    min_contacts: 2
+    within_days: 7
+    sentiment_at_most: -0.3
+    route: {team: cx-retention, open_case: true}
+"""
+
+
+def history() -> tuple[list[EnrichedFeedback], list[EnrichedFeedback]]:
+    """What is stored already, and the batch that arrives: `c-1` rates NPS 3 in a survey
+    (a detractor, not negative in tone); `c-9` called angry two days ago and now complains
+    in the app (a churn risk); `c-5` complains once (nothing)."""
+    stored = [enriched(event_id="old-c9", customer_id="c-9", channel="call",
+                       occurred_at=T0 - timedelta(days=2), score=-0.7),
+              enriched(event_id="older-c9", customer_id="c-9", channel="email",
+                       occurred_at=T0 - timedelta(days=9), score=-0.7)]
+    batch = [enriched(event_id="rate-c1", customer_id="c-1", channel="survey", score=0.1,
+                      ratings=Ratings(nps=3), text="一般吧"),
+             enriched(event_id="new-c9", customer_id="c-9", channel="app",
+                      occurred_at=T0 + timedelta(minutes=1), score=-0.6),
+             enriched(event_id="once-c5", customer_id="c-5", score=-0.9)]
+    return stored, batch
+
+
+def loop_settings(settings: Settings, tmp_path: Path) -> Settings:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    return settings.model_copy(update={"alert_rules_path": path})
+
+
+async def evaluate_and_open(settings: Settings, bootstrap: str, store: Store,
+                            producer: Producer, batch: list[EnrichedFeedback]) -> list[Alert]:
+    """One pass of the event consumer (a fresh evaluator: as after a restart that lost its
+    memory) and of the case opener over what it published."""
+    rules = RulesFile(settings.alert_rules_path)
+    evaluator = AlertEvaluator(settings, store, producer, rules)
+    await evaluator.handle_events(records(batch))
+    published = [Alert.model_validate(v) for _, v in
+                 read_topic(bootstrap, settings.topic("alerts"))]
+    opener = CaseOpener(CaseService(settings, store, producer), rules)
+    await opener.handle(alert_records(published, settings.topic("alerts")))
+    return published
+
+
+def alert_records(alerts: list[Alert], topic: str) -> list[ConsumerRecord]:
+    return [ConsumerRecord(topic=topic, partition=0, offset=i, timestamp=0, timestamp_type=0,
+                           key=a.dedupe_key.encode(), value=a.to_bytes(), checksum=None,
+                           serialized_key_size=0, serialized_value_size=0, headers=())
+            for i, a in enumerate(alerts)]
+
+
+def test_customer_rules_open_cases_that_carry_the_customer_once(
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path) -> None:
+    settings = loop_settings(settings, tmp_path)
+    create_topics(settings, broker.bootstrap)
+    stored, batch = history()
+
+    async def main() -> tuple[list[Alert], list, int]:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
+            await store.insert("feedback", [feedback_row(e, 1) for e in stored])
+            first = await evaluate_and_open(settings, broker.bootstrap, store, producer, batch)
+            # Re-delivered (the consumer died before committing): same alerts, no new case.
+            await evaluate_and_open(settings, broker.bootstrap, store, producer, batch)
+            cases = await queries.cases(store, status=None, team=None, touchpoint=None,
+                                        touchpoints=None, teams=None, limit=100)
+            rows = await store.query("SELECT count() AS n FROM case_events FINAL")
+            return first, cases, int(rows[0]["n"])
+
+    alerts, cases, case_rows = run(main())
+    by_rule = {a.rule_id: a for a in alerts}
+    assert set(by_rule) == {"callback", "churn"}, "c-5's single complaint raises nothing"
+    assert by_rule["callback"].customer_id == "c-1"
+    assert by_rule["churn"].event_ids == ["old-c9", "new-c9"], \
+        "the contact nine days ago is outside within_days"
+    assert len(cases) == 2 and case_rows == 2, "a re-delivered event opens no second case"
+    by_kind = {c.kind: c for c in cases}
+    callback, churn = by_kind["callback"], by_kind["churn_risk"]
+    assert (callback.customer_id, callback.feedback_event_ids, callback.channels,
+            callback.team) == ("c-1", ["rate-c1"], ["survey"], "cx-callback")
+    assert (churn.customer_id, churn.feedback_event_ids, churn.channels) == \
+        ("c-9", ["old-c9", "new-c9"], ["app", "call"])
+    published = [v for _, v in read_topic(broker.bootstrap, settings.topic("cases"))]
+    assert {(v["kind"], v["customer_id"]) for v in published} == \
+        {("callback", "c-1"), ("churn_risk", "c-9")}
