@@ -724,3 +724,43 @@ async def case_figures(store: Store, since: datetime) -> list[CaseFigures]:
                         _number(r["mtta_s"]), _number(r["mttr_s"]),
                         int(r["max_escalation_level"])) for r in rows]
 
+
+
+# ------------------------------------------------------------------------------- customers
+
+TIMELINE_COLUMNS = ("event_id, occurred_at, channel, touchpoint, stage, segment, sentiment,"
+                    " sentiment_label, nps, csat, ces, topics, intent, text")
+
+
+async def customer_feedback(store: Store, customer_id: str, *,
+                            touchpoints: Collection[str] | None,
+                            before: tuple[datetime, str] | None, limit: int) -> list[Row]:
+    """A customer's stored feedback across channels, newest first (ties by event id), from
+    before the cursor ``(occurred_at, event_id)`` of the previous page; at most ``limit``."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    where = " WHERE customer_id = %(customer)s"
+    params: dict[str, Any] = {"customer": customer_id, "limit": limit}
+    if touchpoints is not None:
+        where += " AND touchpoint IN %(touchpoints)s"
+        params["touchpoints"] = tuple(sorted(touchpoints))
+    if before is not None:
+        where += (" AND (occurred_at < %(at)s OR (occurred_at = %(at)s"
+                  " AND event_id < %(event_id)s))")
+        params.update(at=before[0], event_id=before[1])
+    return await store.query(
+        f"SELECT {TIMELINE_COLUMNS} FROM feedback FINAL{where}"
+        " ORDER BY occurred_at DESC, event_id DESC LIMIT %(limit)s", params)
+
+
+async def customer_cases(store: Store, customer_id: str, event_ids: Collection[str],
+                         limit: int) -> list[CaseEvent]:
+    """Current state of the cases of a customer, or linking any of ``event_ids`` (a case
+    opened by an event rule carries no customer), newest-opened first; at most ``limit``."""
+    linked = " OR hasAny(feedback_event_ids, %(events)s)" if event_ids else ""
+    rows = await store.query(
+        "SELECT * FROM case_events FINAL WHERE case_id IN ("
+        " SELECT case_id FROM case_events FINAL WHERE customer_id = %(customer)s" + linked
+        + ")" + _CURRENT, {"customer": customer_id, "events": sorted(event_ids)})
+    found = sorted((event_from_row(r) for r in rows), key=lambda c: c.opened_at, reverse=True)
+    return found[:limit]

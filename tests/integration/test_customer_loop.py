@@ -12,17 +12,20 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 from aiokafka import ConsumerRecord
 
 from services.alerting import queries
 from services.alerting.cases import CaseOpener, CaseService
 from services.alerting.worker import AlertEvaluator, RulesFile
+from services.api import create_app
 from services.core.broker import LocalBroker
 from services.core.events import Alert, EnrichedFeedback, Ratings
 from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
 from services.core.store import Store
 from services.scoring.sink import feedback_row
+from tests.access_fixtures import principals_file
 from tests.conftest import run
 from tests.factories import T0, enriched
 from tests.pipeline_harness import read_topic, store_and_producer
@@ -46,12 +49,13 @@ rules:
 
 def history() -> tuple[list[EnrichedFeedback], list[EnrichedFeedback]]:
     """What is stored already, and the batch that arrives: `c-1` rates NPS 3 in a survey
-    (a detractor, not negative in tone); `c-9` called angry two days ago and now complains
-    in the app (a churn risk); `c-5` complains once (nothing)."""
+    (a detractor, not negative in tone); `c-9` called the hotline angry two days ago (and
+    wrote an email nine days ago) and now complains in the app about delivery (a churn risk);
+    `c-5` complains once (nothing)."""
     stored = [enriched(event_id="old-c9", customer_id="c-9", channel="call",
-                       occurred_at=T0 - timedelta(days=2), score=-0.7),
+                       touchpoint="hotline", occurred_at=T0 - timedelta(days=2), score=-0.7),
               enriched(event_id="older-c9", customer_id="c-9", channel="email",
-                       occurred_at=T0 - timedelta(days=9), score=-0.7)]
+                       touchpoint="hotline", occurred_at=T0 - timedelta(days=9), score=-0.7)]
     batch = [enriched(event_id="rate-c1", customer_id="c-1", channel="survey", score=0.1,
                       ratings=Ratings(nps=3), text="一般吧"),
              enriched(event_id="new-c9", customer_id="c-9", channel="app",
@@ -120,3 +124,70 @@ def test_customer_rules_open_cases_that_carry_the_customer_once(
     published = [v for _, v in read_topic(broker.bootstrap, settings.topic("cases"))]
     assert {(v["kind"], v["customer_id"]) for v in published} == \
         {("callback", "c-1"), ("churn_risk", "c-9")}
+
+
+PRINCIPALS = {"viewer-all": {"roles": ["viewer"]},
+              "viewer-delivery": {"roles": ["viewer"], "touchpoints": ["delivery"]},
+              "viewer-callback": {"roles": ["viewer"], "teams": ["cx-callback"]}}
+
+
+def test_the_timeline_shows_a_customers_feedback_across_channels_with_its_cases(
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path) -> None:
+    """Newest first, a page at a time, with scores, topics and linked cases; a principal
+    limited to touchpoints sees only their feedback, one limited to teams only their cases."""
+    settings = loop_settings(settings, tmp_path)
+    keys_file, keys = principals_file(tmp_path, PRINCIPALS)
+    settings = settings.model_copy(update={"api_keys_file": keys_file})
+    as_ = {name: {"X-API-Key": key} for name, key in keys.items()}
+    create_topics(settings, broker.bootstrap)
+    stored, batch = history()
+
+    async def main() -> dict[str, object]:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
+            await store.insert("feedback", [feedback_row(e, 1) for e in stored])
+            await evaluate_and_open(settings, broker.bootstrap, store, producer, batch)
+            await store.insert("feedback", [feedback_row(e, 1) for e in batch])
+            app = create_app(settings, broker.bootstrap, store)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://127.0.0.1") as client:
+                async def timeline(customer: str, who: str, **params: str) -> httpx.Response:
+                    return await client.get(f"/v1/customers/{customer}/timeline",
+                                            params=params, headers=as_[who])
+
+                pages, cursor = [], None
+                while True:
+                    answer = (await timeline("c-9", "viewer-all", limit="2",
+                                             **({"cursor": cursor} if cursor else {}))).json()
+                    pages.append(answer)
+                    cursor = answer["next_cursor"]
+                    if cursor is None:
+                        break
+                return {
+                    "pages": pages,
+                    "delivery": (await timeline("c-9", "viewer-delivery")).json(),
+                    "callback team": (await timeline("c-9", "viewer-callback")).json(),
+                    "c-1": (await timeline("c-1", "viewer-callback")).json(),
+                    "bad cursor": (await timeline("c-9", "viewer-all", cursor="!!")).status_code,
+                    "anonymous": (await client.get("/v1/customers/c-9/timeline")).status_code,
+                }
+
+    got = run(main())
+    pages = got["pages"]
+    assert [[i["event_id"] for i in p["items"]] for p in pages] == \
+        [["new-c9", "old-c9"], ["older-c9"]], "newest first, two per page, then the rest"
+    first = pages[0]["items"][0]
+    assert (first["channel"], first["touchpoint"], first["sentiment"], first["topics"]) == \
+        ("app", "delivery", -0.6, ["logistics_delivery"])
+    (churn,) = pages[0]["cases"]
+    assert churn["kind"] == "churn_risk" and churn["team"] == "cx-retention"
+    assert [i["case_ids"] for i in pages[0]["items"]] == [[churn["case_id"]]] * 2
+    assert pages[1]["items"][0]["case_ids"] == [], "nine days ago: outside the churn window"
+    assert [i["event_id"] for i in got["delivery"]["items"]] == ["new-c9"], \
+        "the hotline contacts are outside the principal's touchpoints"
+    assert got["callback team"]["cases"] == [], "the churn case belongs to another team"
+    assert len(got["callback team"]["items"]) == 3
+    c1 = got["c-1"]
+    assert [(i["event_id"], i["nps"]) for i in c1["items"]] == [("rate-c1", 3)]
+    assert [c["kind"] for c in c1["cases"]] == ["callback"]
+    assert c1["items"][0]["case_ids"] == [c1["cases"][0]["case_id"]]
+    assert (got["bad cursor"], got["anonymous"]) == (400, 401)
