@@ -764,3 +764,57 @@ async def customer_cases(store: Store, customer_id: str, event_ids: Collection[s
         + ")" + _CURRENT, {"customer": customer_id, "events": sorted(event_ids)})
     found = sorted((event_from_row(r) for r in rows), key=lambda c: c.opened_at, reverse=True)
     return found[:limit]
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One callback case opened in a period, with what the callback KPIs need of it."""
+
+    case_id: str
+    touchpoint: str
+    team: str
+    customer_id: str
+    opening_event: str
+    first_resolved_at: datetime | None
+    resolve_due_at: datetime
+    """The resolve deadline the case was opened with (escalations re-arm the current one)."""
+
+
+async def callback_cases(store: Store, since: datetime, limit: int) -> list[Callback]:
+    """Callback cases opened since ``since``, newest-opened first (at most ``limit``)."""
+    rows = await store.query(
+        "SELECT case_id, argMax(touchpoint, seq) AS touchpoint, argMax(team, seq) AS team,"
+        " argMax(customer_id, seq) AS customer_id,"
+        " argMin(feedback_event_ids, seq) AS events, argMin(resolve_due_at, seq) AS due,"
+        " minIf(at, action = 'resolved') AS resolved, countIf(action = 'resolved') AS times,"
+        " min(opened_at) AS opened"
+        " FROM case_events FINAL WHERE case_kind = 'callback' AND opened_at >= %(since)s"
+        " GROUP BY case_id ORDER BY opened DESC, case_id LIMIT %(limit)s",
+        {"since": since, "limit": limit})
+    return [Callback(r["case_id"], r["touchpoint"], r["team"], r["customer_id"],
+                     (r["events"] or [""])[0],
+                     _utc(r["resolved"]) if int(r["times"]) else None, _utc(r["due"]))
+            for r in rows]
+
+
+async def feedback_by_id(store: Store, event_ids: Collection[str]) -> dict[str, Row]:
+    """Ratings and sentiment of stored feedback events, by event id."""
+    if not event_ids:
+        return {}
+    rows = await store.query(
+        "SELECT event_id, customer_id, occurred_at, nps, csat, sentiment FROM feedback FINAL"
+        " WHERE event_id IN %(ids)s", {"ids": tuple(sorted(event_ids))})
+    return {r["event_id"]: r for r in rows}
+
+
+async def feedback_after(store: Store, customers: Collection[str], since: datetime,
+                         per_customer: int) -> list[Row]:
+    """The earliest ``per_customer`` feedback events of each customer from ``since`` on,
+    oldest first."""
+    if not customers:
+        return []
+    return await store.query(
+        "SELECT event_id, customer_id, occurred_at, nps, csat, sentiment FROM feedback FINAL"
+        " WHERE customer_id IN %(customers)s AND occurred_at >= %(since)s"
+        " ORDER BY customer_id, occurred_at, event_id LIMIT %(n)s BY customer_id",
+        {"customers": tuple(sorted(customers)), "since": since, "n": per_customer})

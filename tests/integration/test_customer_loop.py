@@ -16,11 +16,11 @@ import httpx
 from aiokafka import ConsumerRecord
 
 from services.alerting import queries
-from services.alerting.cases import CaseOpener, CaseService
+from services.alerting.cases import CaseOpener, CaseService, transition
 from services.alerting.worker import AlertEvaluator, RulesFile
 from services.api import create_app
 from services.core.broker import LocalBroker
-from services.core.events import Alert, EnrichedFeedback, Ratings
+from services.core.events import Alert, EnrichedFeedback, Ratings, utc_now
 from services.core.kafka import Producer, create_topics
 from services.core.settings import Settings
 from services.core.store import Store
@@ -191,3 +191,61 @@ def test_the_timeline_shows_a_customers_feedback_across_channels_with_its_cases(
     assert [c["kind"] for c in c1["cases"]] == ["callback"]
     assert c1["items"][0]["case_ids"] == [c1["cases"][0]["case_id"]]
     assert (got["bad cursor"], got["anonymous"]) == (400, 401)
+
+
+def test_callback_kpis_count_detractors_called_back_within_the_sla_and_recovered(
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path) -> None:
+    """Three detractors: `c-1` called back at once and then rates the callback CSAT 5
+    (recovered), `c-2` called back two days late and then rates NPS 1 (not recovered), `c-3`
+    at another touchpoint not called back yet."""
+    settings = loop_settings(settings, tmp_path)
+    keys_file, keys = principals_file(tmp_path, PRINCIPALS)
+    settings = settings.model_copy(update={"api_keys_file": keys_file})
+    as_ = {name: {"X-API-Key": key} for name, key in keys.items()}
+    create_topics(settings, broker.bootstrap)
+    now = utc_now().replace(microsecond=0) - timedelta(minutes=5)
+    detractors = [
+        enriched(event_id="d1", customer_id="c-1", ratings=Ratings(nps=3), occurred_at=now),
+        enriched(event_id="d2", customer_id="c-2", ratings=Ratings(nps=5), occurred_at=now),
+        enriched(event_id="d3", customer_id="c-3", ratings=Ratings(csat=1), occurred_at=now,
+                 touchpoint="hotline")]
+
+    async def main() -> dict[str, object]:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
+            await store.insert("feedback", [feedback_row(e, 1) for e in detractors])
+            await evaluate_and_open(settings, broker.bootstrap, store, producer, detractors)
+            service = CaseService(settings, store, producer)
+            by_customer = {c.customer_id: c for c in await service.list()}
+            first, late = by_customer["c-1"], by_customer["c-2"]
+            await service.act(first.case_id, "resolved", "张三")
+            _, answer = await service.follow_up(first.case_id, "张三", "reached", 5, None, None)
+            resolved_late = first.opened_at + timedelta(days=2)
+            await service.write([transition(late, "resolved", "李四", resolved_late)])
+            stored_answer = enriched(**answer.model_dump(exclude={"schema_"}), score=0.6)
+            worse = enriched(event_id="later-c2", customer_id="c-2", ratings=Ratings(nps=1),
+                             occurred_at=resolved_late + timedelta(hours=1))
+            await store.insert("feedback", [feedback_row(e, 1) for e in (stored_answer, worse)])
+            app = create_app(settings, broker.bootstrap, store)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://127.0.0.1") as client:
+                async def kpis(who: str, **params: str) -> httpx.Response:
+                    return await client.get("/v1/customers/kpis", params=params,
+                                            headers=as_[who])
+
+                return {"answer": answer, "all": (await kpis("viewer-all")).json(),
+                        "delivery": (await kpis("viewer-delivery")).json(),
+                        "too long": (await kpis("viewer-all", days="100000")).status_code}
+
+    got = run(main())
+    assert got["answer"].customer_id == "c-1", "the follow-up carries the case's customer"
+    figures = ("detractors", "called_back", "called_back_within_sla", "callback_sla_share",
+               "followed", "recovered", "recovery_rate")
+    total = got["all"]["total"]
+    assert [total[f] for f in figures] == [3, 2, 1, 1 / 3, 2, 1, 0.5]
+    assert {t["touchpoint"]: t["detractors"] for t in got["all"]["touchpoints"]} == \
+        {"delivery": 2, "hotline": 1}
+    assert got["all"]["capped"] is False
+    delivery = got["delivery"]["total"]
+    assert [delivery[f] for f in figures] == [2, 2, 1, 0.5, 2, 1, 0.5], \
+        "a principal limited to delivery does not count the hotline detractor"
+    assert got["too long"] == 400

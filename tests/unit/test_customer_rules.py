@@ -141,3 +141,26 @@ def test_the_default_rules_call_back_detractors_and_watch_for_churn() -> None:
     assert (callback.nps_at_most, callback.csat_at_most) == (6, 2)
     assert isinstance(churn, CustomerHistoryRule) and churn.route.open_case
     assert (churn.min_contacts, churn.within_days) == (2, 7)
+
+
+@pytest.mark.parametrize(("later", "opening", "expected"), [
+    ({"nps": None, "csat": 5, "sentiment": -0.9}, {"nps": 3, "csat": None, "sentiment": 0.5},
+     True),                                    # CSAT 5 (1.0) beats NPS 3 (0.3), whatever the tone
+    ({"nps": 2, "csat": None, "sentiment": 0.9}, {"nps": 3, "csat": None, "sentiment": -0.5},
+     False),
+    ({"nps": None, "csat": None, "sentiment": 0.1}, {"nps": 3, "csat": None, "sentiment": -0.5},
+     True),                                    # unrated: the sentiment decides
+    ({"nps": None, "csat": None, "sentiment": -0.5}, {"nps": 3, "csat": None, "sentiment": -0.5},
+     False)])
+def test_a_customer_recovers_when_the_next_feedback_is_better(later: dict, opening: dict,
+                                                              expected: bool) -> None:
+    from services.alerting.customers import better
+    assert better(later, opening) is expected
+
+
+@pytest.mark.parametrize("cursor", ["!!", "", "bm9jb2xvbg", "OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA"])
+def test_a_cursor_the_route_did_not_return_is_refused(cursor: str) -> None:
+    from services.alerting.customers import decode_cursor, encode_cursor
+    with pytest.raises(ValueError, match="not a cursor"):
+        decode_cursor(cursor)
+    assert decode_cursor(encode_cursor(T0, "e:1")) == (T0, "e:1")
