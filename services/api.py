@@ -62,6 +62,7 @@ def create_app(settings: Settings, bootstrap: str, store: Store,
 
 def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> None:
     """Mount every service's query router on ``app``, and the dashboard."""
+    from services.alerting.customers import build_router as build_customers
     from services.alerting.emerging_api import build_router as build_emerging
     from services.nlp.taxonomy import load_taxonomy_spec
     from services.scoring.api import build_router
@@ -78,6 +79,7 @@ def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> N
                                     dimension_max_values=settings.dimension_max_values,
                                     fcr_days=settings.fcr_days))
     app.include_router(build_emerging(store, settings))
+    app.include_router(build_customers(store, settings))
     app.include_router(build_dashboard(LiveFeed(store, settings.window_seconds), access))
 
 

@@ -8,13 +8,14 @@ same live. Nothing is published or stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.alerting import queries
 from services.alerting.engine import KeyState, Measurement, metric_key, step
 from services.alerting.evaluation import Loaded, lifecycle_alert, load
-from services.alerting.kinds import event_kind
+from services.alerting.kinds import event_kind, recall_all
 from services.alerting.kinds.base import Points
 from services.alerting.rulebase import RuleBase, WindowRuleBase
 from services.alerting.rules import RuleSet
@@ -61,15 +62,18 @@ def _advance(states: dict[str, KeyState], rule: WindowRuleBase, touchpoint: str,
                             transition, m, end)]
 
 
-def replay_events(rules: Sequence[RuleBase], events: Iterable[EnrichedFeedback]) -> list[Alert]:
-    """Single-event alerts over events in occurred_at order, with per-key cooldowns."""
+def replay_events(rules: Sequence[RuleBase], events: Iterable[EnrichedFeedback],
+                  recalled: Mapping[int, Any] | None = None) -> list[Alert]:
+    """Single-event alerts over events in occurred_at order, with per-key cooldowns;
+    ``recalled`` is what kinds reading a customer's history read (kinds.recall_all)."""
     last: dict[str, datetime] = {}
     out = []
     for event in events:
         for rule in rules:
             kind = event_kind(rule)
             key = kind.key(rule, event)
-            alert = kind.alert(rule, event, last.get(key), event.occurred_at)
+            alert = kind.alert(rule, event, last.get(key), event.occurred_at,
+                               (recalled or {}).get(id(kind)))
             if alert is not None:
                 last[key] = event.occurred_at
                 out.append(alert)
@@ -88,7 +92,9 @@ async def backtest(store: Store, rules: RuleSet, start: datetime, end: datetime,
         alerts += replay_windows(window_rules, loaded, ends)
     event_rules = rules.event_rules()
     if event_rules:
-        alerts += replay_events(event_rules, await queries.enriched_events(store, start, end))
+        events = await queries.enriched_events(store, start, end)
+        alerts += replay_events(event_rules, events,
+                                await recall_all(store, event_rules, events))
     return sorted(alerts, key=lambda a: (a.window_end, a.rule_id, a.touchpoint))
 
 

@@ -36,6 +36,7 @@ from services.core.events import (
     Alert,
     CaseAction,
     CaseEvent,
+    CaseKind,
     CaseStatus,
     Ratings,
     RawFeedback,
@@ -85,6 +86,10 @@ def sla_for(rules: RuleSet, severity: Severity) -> Sla:
     return rules.sla.get(severity, DEFAULT_SLA[severity])
 
 
+CASE_KINDS: dict[str, CaseKind] = {"rating": "callback", "customer_history": "churn_risk"}
+"""The case a customer rule's alert opens, by the rule's type."""
+
+
 def case_id_for(alert_id: str) -> str:
     """One case per alert, so a re-delivered alert never opens a second one."""
     return str(uuid.uuid5(_CASE_NAMESPACE, alert_id))
@@ -105,7 +110,10 @@ def open_case(alert: Alert, sla: Sla, now: datetime) -> CaseEvent:
         opened_at=now, acknowledged_at=None, resolved_at=None, closed_at=None,
         ack_due_at=now + timedelta(minutes=sla.ack_minutes),
         resolve_due_at=now + timedelta(hours=sla.resolve_hours),
-        followup_outcome=None, followup_rating=None)
+        followup_outcome=None, followup_rating=None, kind=CASE_KINDS.get(alert.rule_type),
+        customer_id=redact_optional(alert.customer_id) or None,
+        channels=alert.channels or ([alert.channel] if alert.customer_id and alert.channel
+                                    else []))
 
 
 def _redacted_comment(comment: str | None) -> str | None:
@@ -252,8 +260,8 @@ class CaseService:
         now = utc_now()
         event = transition(case, "followed_up", actor, now, comment=text,
                            followup_outcome=outcome, followup_rating=rating)
-        feedback = followup_feedback(case, outcome, rating, text, customer_id, now,
-                                     operator=actor)
+        feedback = followup_feedback(case, outcome, rating, text,
+                                     customer_id or case.customer_id, now, operator=actor)
         await self.producer.send_many(self.settings.topic("feedback.raw"),
                                       [(feedback.touchpoint.encode(), feedback.to_bytes())])
         await self.write([event])

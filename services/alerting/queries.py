@@ -296,6 +296,39 @@ async def enriched_events(store: Store, lo: datetime, hi: datetime) -> list[Enri
     return events
 
 
+async def negative_contacts(store: Store, *, customers: Collection[str], lo: datetime,
+                            hi: datetime, sentiment_at_most: float, nps_at_most: int | None,
+                            csat_at_most: int | None, touchpoints: Collection[str] | None,
+                            channels: Collection[str] | None, stages: Collection[str] | None,
+                            topics: Collection[str] | None, per_customer: int) -> list[Row]:
+    """Stored negative contacts (sentiment, NPS or CSAT at or below the given bounds) of
+    ``customers`` that occurred in ``[lo, hi]``, within the scope; the newest
+    ``per_customer`` of each customer (customer_history rules)."""
+    if not customers:
+        return []
+    negative = ["sentiment <= %(sentiment)s"]
+    if nps_at_most is not None:
+        negative.append("nps <= %(nps)s")
+    if csat_at_most is not None:
+        negative.append("csat <= %(csat)s")
+    where = (" WHERE customer_id IN %(customers)s AND occurred_at >= %(lo)s"
+             " AND occurred_at <= %(hi)s AND (" + " OR ".join(negative) + ")")
+    params: dict[str, Any] = {"customers": tuple(customers), "lo": lo, "hi": hi,
+                              "sentiment": sentiment_at_most, "nps": nps_at_most or 0,
+                              "csat": csat_at_most or 0, "n": per_customer}
+    for column, values in (("touchpoint", touchpoints), ("channel", channels),
+                           ("stage", stages)):
+        if values:
+            where += f" AND {column} IN %({column}s)s"
+            params[f"{column}s"] = tuple(values)
+    if topics:
+        where += " AND hasAny(topics, %(topics)s)"
+        params["topics"] = list(topics)
+    return await store.query(
+        "SELECT event_id, customer_id, occurred_at, channel FROM feedback FINAL" + where
+        + " ORDER BY customer_id, occurred_at DESC LIMIT %(n)s BY customer_id", params)
+
+
 # ---------------------------------------------------------------------------- explanations
 
 @dataclass(frozen=True)
@@ -508,7 +541,8 @@ def alert_row(alert: Alert, fired_end: datetime, inserted_ms: int) -> Row:
     """The ``alerts`` table row of an alert event (the current status of its alert)."""
     latency = (None if alert.latest_received_at is None else
                int((alert.emitted_at - alert.latest_received_at).total_seconds() * 1000))
-    row = alert.model_dump(exclude={"schema_", "notify", "open_case", "explanation"})
+    row = alert.model_dump(exclude={"schema_", "notify", "open_case", "explanation",
+                                    "customer_id", "channels"})
     row["explanation"] = alert.explanation.model_dump_json() if alert.explanation else ""
     for name in ("channel", "stage", "topic", "team", "owner", "operator"):
         row[name] = row[name] or ""
@@ -554,8 +588,9 @@ _UNRESOLVED = ("open", "acknowledged", "in_progress")
 
 def case_row(event: CaseEvent, inserted_ms: int) -> Row:
     """The ``case_events`` row of a case event."""
-    row = event.model_dump(exclude={"schema_"})
-    for name in ("comment", "team", "assignee", "followup_outcome"):
+    row = event.model_dump(exclude={"schema_", "kind"})
+    row["case_kind"] = event.kind or ""
+    for name in ("comment", "team", "assignee", "followup_outcome", "customer_id"):
         row[name] = row[name] or ""
     ack = event.acknowledged_at
     resolved = event.resolved_at
@@ -570,8 +605,9 @@ def event_from_row(row: Row) -> CaseEvent:
     """A case event from its ``case_events`` row."""
     fields = {k: _utc(v) if k in _CASE_TIMES else v for k, v in row.items()
               if k in CaseEvent.model_fields}
-    for name in ("comment", "team", "assignee", "followup_outcome"):
-        fields[name] = fields[name] or None
+    fields["kind"] = row.get("case_kind") or None
+    for name in ("comment", "team", "assignee", "followup_outcome", "customer_id"):
+        fields[name] = fields.get(name) or None
     return CaseEvent.model_validate(fields)
 
 
@@ -687,3 +723,98 @@ async def case_figures(store: Store, since: datetime) -> list[CaseFigures]:
     return [CaseFigures(r["team"], r["touchpoint"], int(r["cases"]), int(r["unresolved"]),
                         _number(r["mtta_s"]), _number(r["mttr_s"]),
                         int(r["max_escalation_level"])) for r in rows]
+
+
+
+# ------------------------------------------------------------------------------- customers
+
+TIMELINE_COLUMNS = ("event_id, occurred_at, channel, touchpoint, stage, segment, sentiment,"
+                    " sentiment_label, nps, csat, ces, topics, intent, text")
+
+
+async def customer_feedback(store: Store, customer_id: str, *,
+                            touchpoints: Collection[str] | None,
+                            before: tuple[datetime, str] | None, limit: int) -> list[Row]:
+    """A customer's stored feedback across channels, newest first (ties by event id), from
+    before the cursor ``(occurred_at, event_id)`` of the previous page; at most ``limit``."""
+    if touchpoints is not None and not touchpoints:
+        return []
+    where = " WHERE customer_id = %(customer)s"
+    params: dict[str, Any] = {"customer": customer_id, "limit": limit}
+    if touchpoints is not None:
+        where += " AND touchpoint IN %(touchpoints)s"
+        params["touchpoints"] = tuple(sorted(touchpoints))
+    if before is not None:
+        where += (" AND (occurred_at < %(at)s OR (occurred_at = %(at)s"
+                  " AND event_id < %(event_id)s))")
+        params.update(at=before[0], event_id=before[1])
+    return await store.query(
+        f"SELECT {TIMELINE_COLUMNS} FROM feedback FINAL{where}"
+        " ORDER BY occurred_at DESC, event_id DESC LIMIT %(limit)s", params)
+
+
+async def customer_cases(store: Store, customer_id: str, event_ids: Collection[str],
+                         limit: int) -> list[CaseEvent]:
+    """Current state of the cases of a customer, or linking any of ``event_ids`` (a case
+    opened by an event rule carries no customer), newest-opened first; at most ``limit``."""
+    linked = " OR hasAny(feedback_event_ids, %(events)s)" if event_ids else ""
+    rows = await store.query(
+        "SELECT * FROM case_events FINAL WHERE case_id IN ("
+        " SELECT case_id FROM case_events FINAL WHERE customer_id = %(customer)s" + linked
+        + ")" + _CURRENT, {"customer": customer_id, "events": sorted(event_ids)})
+    found = sorted((event_from_row(r) for r in rows), key=lambda c: c.opened_at, reverse=True)
+    return found[:limit]
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One callback case opened in a period, with what the callback KPIs need of it."""
+
+    case_id: str
+    touchpoint: str
+    team: str
+    customer_id: str
+    opening_event: str
+    first_resolved_at: datetime | None
+    resolve_due_at: datetime
+    """The resolve deadline the case was opened with (escalations re-arm the current one)."""
+
+
+async def callback_cases(store: Store, since: datetime, limit: int) -> list[Callback]:
+    """Callback cases opened since ``since``, newest-opened first (at most ``limit``)."""
+    rows = await store.query(
+        "SELECT case_id, argMax(touchpoint, seq) AS touchpoint, argMax(team, seq) AS team,"
+        " argMax(customer_id, seq) AS customer_id,"
+        " argMin(feedback_event_ids, seq) AS events, argMin(resolve_due_at, seq) AS due,"
+        " minIf(at, action = 'resolved') AS resolved, countIf(action = 'resolved') AS times,"
+        " min(opened_at) AS opened"
+        " FROM case_events FINAL WHERE case_kind = 'callback' AND opened_at >= %(since)s"
+        " GROUP BY case_id ORDER BY opened DESC, case_id LIMIT %(limit)s",
+        {"since": since, "limit": limit})
+    return [Callback(r["case_id"], r["touchpoint"], r["team"], r["customer_id"],
+                     (r["events"] or [""])[0],
+                     _utc(r["resolved"]) if int(r["times"]) else None, _utc(r["due"]))
+            for r in rows]
+
+
+async def feedback_by_id(store: Store, event_ids: Collection[str]) -> dict[str, Row]:
+    """Ratings and sentiment of stored feedback events, by event id."""
+    if not event_ids:
+        return {}
+    rows = await store.query(
+        "SELECT event_id, customer_id, occurred_at, nps, csat, sentiment FROM feedback FINAL"
+        " WHERE event_id IN %(ids)s", {"ids": tuple(sorted(event_ids))})
+    return {r["event_id"]: r for r in rows}
+
+
+async def feedback_after(store: Store, customers: Collection[str], since: datetime,
+                         per_customer: int) -> list[Row]:
+    """The earliest ``per_customer`` feedback events of each customer from ``since`` on,
+    oldest first."""
+    if not customers:
+        return []
+    return await store.query(
+        "SELECT event_id, customer_id, occurred_at, nps, csat, sentiment FROM feedback FINAL"
+        " WHERE customer_id IN %(customers)s AND occurred_at >= %(since)s"
+        " ORDER BY customer_id, occurred_at, event_id LIMIT %(n)s BY customer_id",
+        {"customers": tuple(sorted(customers)), "since": since, "n": per_customer})

@@ -46,7 +46,7 @@ from services.alerting.caps import (
 from services.alerting.engine import KeyState, Measurement, metric_key, step
 from services.alerting.evaluation import Loaded, lifecycle_alert, load
 from services.alerting.explain import carried, explain_firing
-from services.alerting.kinds import event_kind, window_kind
+from services.alerting.kinds import event_kind, recall_all, window_kind
 from services.alerting.kinds.base import Points
 from services.alerting.rulebase import WindowRuleBase
 from services.alerting.rules import RuleSet, load_rules
@@ -192,6 +192,7 @@ class AlertEvaluator:
         events = [e for e, _ in (parse_or_reason(EnrichedFeedback, r.value, self.settings)
                                             for r in records)
                   if e is not None]
+        recalled = await recall_all(self.store, rules, events)
         now = utc_now()
         staged: dict[str, KeyState] = {}
         pending = []
@@ -200,7 +201,7 @@ class AlertEvaluator:
                 kind = event_kind(rule)
                 key = kind.key(rule, event)
                 state = staged.get(key) or self.states.get(key)
-                alert = kind.alert(rule, event, state.fired_end, now)
+                alert = kind.alert(rule, event, state.fired_end, now, recalled.get(id(kind)))
                 if alert is not None:
                     staged[key] = KeyState("ok", None, event.occurred_at, now)
                     pending.append(Pending(alert, event.occurred_at, key, staged[key],

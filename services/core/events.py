@@ -34,6 +34,12 @@ Severity = Literal["info", "warning", "critical"]
 Operator = Literal[">", ">=", "<", "<="]
 RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "volume_drop",
                    "emerging_topic", "event"]
+AlertRuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "volume_drop",
+                        "emerging_topic", "event", "rating", "customer_history"]
+"""``alert.v3``'s rule types: alert.v2's plus the customer rules (a rating, a history)."""
+CaseKind = Literal["callback", "churn_risk"]
+"""What a customer case asks for: call back a detractor, or keep a customer at risk."""
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 AlertStatus = Literal["firing", "resolved"]
 
 SOURCE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -589,6 +595,9 @@ class Explanation(_Wire):
     computed_ms: Annotated[float, Field(ge=0)]
 
 
+MAX_CASE_FEEDBACK = 100
+"""Most feedback events (and their channels) one customer alert or case links."""
+
 class Alert(AlertV2):
     """``alert.v3``: ``alert.v2`` plus the explanation of a figure alert.
 
@@ -598,7 +607,13 @@ class Alert(AlertV2):
 
     schema_: Literal["alert.v3"] = Field(  # type: ignore[assignment]
         default="alert.v3", alias="schema")
+    rule_type: AlertRuleType  # type: ignore[assignment]
     explanation: Explanation | None = None
+    customer_id: CustomerId | None = None
+    """The (pseudonymous, redacted) customer a customer rule fired on; None for other rules."""
+    channels: Annotated[list[Annotated[str, StringConstraints(max_length=32)]],
+                        Field(max_length=MAX_CASE_FEEDBACK)] = Field(default_factory=list)
+    """The channels of the linked feedback (customer rules); empty for other rules."""
 
     @model_validator(mode="before")
     @classmethod
@@ -642,6 +657,10 @@ class CaseEvent(_Wire):
     resolve_due_at: UtcTime
     followup_outcome: Literal["reached", "unreachable", "declined"] | None
     followup_rating: Annotated[int, Field(ge=1, le=5)] | None
+    kind: CaseKind | None = None
+    customer_id: CustomerId | None = None
+    channels: Annotated[list[Annotated[str, StringConstraints(max_length=32)]],
+                        Field(max_length=MAX_CASE_FEEDBACK)] = Field(default_factory=list)
 
 
 class DeadLetter(_Wire):

@@ -494,6 +494,9 @@ class FeedbackItem(_Out):
     channel: str
     stage: str | None
     segment: str | None
+    customer_id: str | None = Field(default=None, description=(
+        "The pseudonymous customer id as stored; its timeline is "
+        "/v1/customers/{customer_id}/timeline."))
     text: str = Field(description="The feedback as received (redacted at ingest).")
     analysis_text: str = Field(
         description="The text the NLP stage analysed: simplified, without markup, quoted "
@@ -995,7 +998,8 @@ def _feedback_item(row: Row) -> FeedbackItem:
     return FeedbackItem(
         event_id=row["event_id"], occurred_at=row["occurred_at"],
         touchpoint=row["touchpoint"], channel=row["channel"],
-        stage=row["stage"] or None, segment=row["segment"] or None, text=row["text"],
+        stage=row["stage"] or None, segment=row["segment"] or None,
+        customer_id=row["customer_id"] or None, text=row["text"],
         analysis_text=row["analysis_text"] or row["text"],
         sentiment=SentimentOut(score=row["sentiment"], label=row["sentiment_label"]),
         intent=row["intent"], topics=_topics_out(row),

@@ -258,7 +258,8 @@ _FEEDBACK_CONDITIONS = {
     "segment": "segment = %(segment)s",
 }
 
-_FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, text, "
+_FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, customer_id, "
+                     "text, "
                      "analysis_text, "
                      "sentiment, sentiment_label, intent, topics, topic_sentiments, "
                      "urgent_flags, keywords, nps, csat, ces, too_late, enriched_json")

@@ -66,6 +66,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/dimensions/{name}"): "viewer",
     ("GET", "/v1/contact-center/coaching"): "viewer",
     ("GET", "/v1/contact-center/{by}"): "viewer",
+    ("GET", "/v1/customers/{customer_id}/timeline"): "viewer",
+    ("GET", "/v1/customers/kpis"): "viewer",
     ("GET", "/v1/emerging"): "viewer",
     ("GET", "/v1/emerging/clusters"): "viewer",
     ("GET", "/v1/taxonomy/preview"): "viewer",

@@ -29,9 +29,10 @@ from services.alerting.rules import RuleSet, load_rules
 from services.alerting.worker import AlertEvaluator, RulesFile
 from services.core.broker import LocalBroker
 from services.core.events import (
+    AlertRuleType,
     AspectSentiment,
     EnrichedFeedback,
-    RuleType,
+    Ratings,
     Score,
     Sentiment,
     TopicTag,
@@ -53,8 +54,9 @@ MINUTES = 30
 # One rule per kind, each tuned to fire (and the figure ones to resolve) on the history that
 # ``history`` stores: a negative surge at `delivery` in minutes 10-14, a surge of refund
 # mentions at `hotline` in minutes 11-13, three escalation threats at `hotline` in minutes 20-22,
-# and `app`, which sends ten events a minute until minute 20 and nothing after. The refund
-# surge says a phrase no topic names (蓝牙 断连), which nothing said before.
+# an NPS 2 at `hotline` in minute 25, and `app`, which sends ten events a minute until minute 20
+# and nothing after. The refund surge says a phrase no topic names (蓝牙 断连), which nothing
+# said before. Every event is negative and from one of three customers (their history).
 SAMPLES: dict[str, dict[str, Any]] = {
     "threshold": {"metric": "negative_share", "operator": ">", "threshold": 0.4,
                   "clear_threshold": 0.3, "resolve_after_s": 120, "lookback_s": 300,
@@ -70,6 +72,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "emerging_topic": {"window_s": 120, "baseline_s": 600, "min_baseline_volume": 10,
                        "new_min_mentions": 5, "new_min_customers": 3, "min_llr": 10},
     "event": {"match": {"urgency": ["escalation_threat"]}},
+    "rating": {"nps_at_most": 6, "route": {"open_case": True}},
+    "customer_history": {"min_contacts": 3, "within_days": 1},
 }
 
 
@@ -120,7 +124,7 @@ def test_every_kind_may_appear_in_an_alert_event() -> None:
     """The alert's rule_type is a closed enum in events.py and alert.v3: a kind missing there
     could not publish its alerts."""
     names = {kind_name(model) for model in models()}
-    assert names <= set(get_args(RuleType))
+    assert names <= set(get_args(AlertRuleType))
     assert names <= set(schemas.topic_schema("alert.v3")["properties"]["rule_type"]["enum"])
 
 
@@ -210,7 +214,8 @@ def score_row(minute: int, negatives: int, volume: int = 20,
 
 
 def feedback(n: int, minute: float, *, refund: bool = False, threat: bool = False,
-             tokens: tuple[str, ...] = ("服务", "还行")) -> EnrichedFeedback:
+             tokens: tuple[str, ...] = ("服务", "还行"), nps: int | None = None
+             ) -> EnrichedFeedback:
     moment = T0 + timedelta(minutes=minute)
     tag = TopicTag(id="after_sales_returns", name="售后/退换",
                    sentiment=AspectSentiment(score=-0.5, label="negative"), evidence=[(0, 2)])
@@ -220,7 +225,8 @@ def feedback(n: int, minute: float, *, refund: bool = False, threat: bool = Fals
         sentiment=Sentiment(score=-0.5, label="negative", model="t"),
         topics=[tag] if refund else [], intent="complaint",
         urgency=[UrgencyFlag(flag="escalation_threat", term="12315", evidence=[(0, 5)])]
-        if threat else [], keywords=[], tokens=list(tokens), enriched_at=moment)
+        if threat else [], keywords=[], tokens=list(tokens), enriched_at=moment,
+        ratings=Ratings(nps=nps))
 
 
 def history() -> tuple[list[dict], list[EnrichedFeedback]]:
@@ -232,6 +238,7 @@ def history() -> tuple[list[dict], list[EnrichedFeedback]]:
     events += [feedback(200 + i, 11 + i * 0.2, refund=True, tokens=("蓝牙", "断连"))
                for i in range(12)]
     events += [feedback(300 + i, 20 + i, threat=True) for i in range(3)]
+    events += [feedback(400, 25, nps=2)]
     return scores, events
 
 

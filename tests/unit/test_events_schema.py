@@ -67,7 +67,8 @@ ALERT = Alert(alert_id="a", dedupe_key="r:delivery", rule_id="r", rule_type="thr
               fired_at=NOW, resolved_at=None, emitted_at=NOW, team="ops", owner=None,
               notify=["dingtalk"], open_case=True, event_ids=[], latest_received_at=NOW,
               message="m")
-ALERT_V2 = AlertV2(**ALERT.model_dump(exclude={"schema_", "explanation"}))
+V3_ONLY = {"schema_", "explanation", "customer_id", "channels"}
+ALERT_V2 = AlertV2(**ALERT.model_dump(exclude=V3_ONLY))
 EXPLANATION = Explanation(
     metric="negative_share", direction="up", value=0.8, baseline_value=0.2, volume=30,
     baseline_volume=25, baseline_start=NOW, baseline_end=NOW,
@@ -152,8 +153,7 @@ def test_alert_v2_messages_are_read_as_v3_without_an_explanation() -> None:
     validator("alert.v2").validate(json.loads(old))
     read = Alert.model_validate_json(old)
     assert read.explanation is None and read.schema_ == "alert.v3"
-    assert read.model_dump(exclude={"schema_", "explanation"}) == \
-        ALERT_V2.model_dump(exclude={"schema_"})
+    assert read.model_dump(exclude=V3_ONLY) == ALERT_V2.model_dump(exclude={"schema_"})
     validator("alert.v3").validate(json.loads(read.to_bytes()))
 
 
@@ -349,3 +349,23 @@ def test_a_stored_name_from_before_the_check_still_makes_scores_alerts_and_cases
     legacy = "门店<旧>"
     for schema_name, model, sample in CASES[2:5]:
         _agree(schema_name, model, _set(json.loads(sample.to_bytes()), "touchpoint", legacy), True)
+
+
+def test_customer_fields_are_optional_on_alert_v3_and_case_v1() -> None:
+    """Customer rules' alerts and the cases they open carry the customer and the channels
+    (issue 19); a document written before them still validates and reads."""
+    alert = ALERT.model_copy(update={"rule_type": "rating", "customer_id": "c-1",
+                                     "channels": ["survey"]})
+    case = CASE.model_copy(update={"kind": "callback", "customer_id": "c-1",
+                                   "channels": ["survey"]})
+    for name, model, sample in (("alert.v3", Alert, alert), ("case.v1", CaseEvent, case)):
+        document = json.loads(sample.to_bytes())
+        validator(name).validate(document)
+        assert model.model_validate(document) == sample
+        older = {k: v for k, v in document.items()
+                 if k not in ("customer_id", "channels", "kind")}
+        validator(name).validate(older)
+        assert model.model_validate(older).customer_id is None
+    assert list(validator("alert.v2").iter_errors(
+        {**json.loads(ALERT_V2.to_bytes()), "rule_type": "rating"})), \
+        "alert.v2 keeps its own rule types"

@@ -65,7 +65,8 @@ def at(minute: float) -> datetime:
 def test_shipped_rules_load_with_every_type_they_use() -> None:
     shipped = load_rules()
     assert [r.id for r in shipped.rules] == ["negative-share-high", "escalation-threat",
-                                             "vip-strongly-negative"]
+                                             "vip-strongly-negative", "detractor-callback",
+                                             "churn-risk"]
     first = shipped.rules[0]
     assert (first.threshold, first.clear_threshold, first.min_volume) == (0.4, 0.3, 20)
 

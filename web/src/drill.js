@@ -7,6 +7,7 @@
 
 import { currentLang, formatTime } from './i18n.js';
 import { el } from './dom.js';
+import { customerLink } from './customer.js';
 
 // The /v1/feedback filters a drill-down may carry, in the order they are shown.
 const FILTERS = ['touchpoint', 'topic', 'channel', 'stage', 'sentiment', 'intent', 'event_id',
@@ -180,7 +181,8 @@ export function renderFeedback(view, arg, { getJson, topicName }) {
         el('p', { class: 'meta' }, formatTime(item.occurred_at), ' · ', item.touchpoint, ' · ',
           item.channel, item.stage ? ` · ${item.stage}` : '', ' · ', word(item.sentiment.label),
           ' · ', word(item.intent),
-          item.topics.length ? ` · ${item.topics.map((x) => topicName(x.id)).join('、')}` : '')));
+          item.topics.length ? ` · ${item.topics.map((x) => topicName(x.id)).join('、')}` : '',
+          item.customer_id ? [' · ', customerLink(item.customer_id, item.customer_id)] : null)));
     }
     more.textContent = word('more');
     more.hidden = page * PAGE_SIZE >= body.total;

@@ -15,6 +15,7 @@ import { renderJourney } from './journey.js';
 import { drawQuadrant, quadrantTitle } from './quadrant.js';
 import { renderDimensions } from './dimensions.js';
 import { renderAgents } from './agents.js';
+import { customerLink, renderCustomer } from './customer.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, gapBand, setCatalogue, windowLabel,
@@ -463,7 +464,7 @@ function caseRow(c, onError) {
   const open = !['resolved', 'closed'].includes(c.status) && mayAct();
   return h('tr', { 'data-case-id': c.case_id, 'data-case-state': c.status, class: `sev-${c.severity}` },
     h('td', {}, formatTime(c.opened_at)), h('td', {}, t(`sev_${c.severity}`)),
-    h('td', {}, c.touchpoint), h('td', {}, c.rule_id),
+    h('td', {}, c.touchpoint), h('td', {}, c.rule_id, c.customer_id ? [' · ', customerLink(c.customer_id, c.customer_id)] : null),
     h('td', { class: 'case-state' }, t(`case_${c.status}`)),
     h('td', { class: `sla${clock.over ? ' sla-over' : ''}`, 'data-due': c.status }, clock.text),
     h('td', {}, h('div', { class: 'case-actions' },
@@ -550,6 +551,7 @@ const ROUTES = {
   feedback: (view, arg) => renderFeedback(view, arg, { getJson, topicName }),
   segments: (view) => renderDimensions(view, getJson),
   agents: (view) => renderAgents(view, getJson),
+  customer: (view, id) => renderCustomer(view, id, { getJson, topicName }),
   emerging: (view, end) => renderEmerging(view, end, { getJson, mayAct, headers: CSRF }),
 };
 

@@ -8,19 +8,24 @@ package plus a line in this table (docs/extending.md, "Add a rule kind").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeGuard, get_args
 
-from services.alerting.kinds.base import EventKind, WindowKind
+from services.alerting.kinds.base import EventKind, Recall, WindowKind
+from services.alerting.kinds.customer_history import CUSTOMER_HISTORY
 from services.alerting.kinds.emerging_topic import EMERGING_TOPIC
 from services.alerting.kinds.event import EVENT
 from services.alerting.kinds.figures import ANOMALY, RATE_OF_CHANGE, THRESHOLD
+from services.alerting.kinds.rating import RATING
 from services.alerting.kinds.topic_spike import TOPIC_SPIKE
 from services.alerting.kinds.volume_drop import VOLUME_DROP
 from services.alerting.rulebase import RuleBase, WindowRuleBase
+from services.core.events import EnrichedFeedback
+from services.core.store import Store
 
 WINDOW_KINDS: tuple[WindowKind[Any], ...] = (THRESHOLD, RATE_OF_CHANGE, ANOMALY, TOPIC_SPIKE,
                                               VOLUME_DROP, EMERGING_TOPIC)
-EVENT_KINDS: tuple[EventKind[Any], ...] = (EVENT,)
+EVENT_KINDS: tuple[EventKind[Any], ...] = (EVENT, RATING, CUSTOMER_HISTORY)
 
 _WINDOW = {kind.model: kind for kind in WINDOW_KINDS}
 _EVENT = {kind.model: kind for kind in EVENT_KINDS}
@@ -51,3 +56,18 @@ def is_window_rule(rule: RuleBase) -> TypeGuard[WindowRuleBase]:
     """Whether a rule is of a window kind (whose models derive from WindowRuleBase)."""
     return type(rule) in _WINDOW
 
+
+
+async def recall_all(store: Store, rules: Sequence[RuleBase],
+                     events: Sequence[EnrichedFeedback]) -> dict[int, Any]:
+    """What each event kind with a ``recall`` reads for a batch, by ``id(kind)``: one store
+    query per kind and batch, whatever the number of events."""
+    by_kind: dict[int, tuple[Recall, list[RuleBase]]] = {}
+    for rule in rules:
+        kind = event_kind(rule)
+        if kind.recall is not None:
+            by_kind.setdefault(id(kind), (kind.recall, []))[1].append(rule)
+    if not events:
+        return {}
+    return {key: await recall(store, kind_rules, events)
+            for key, (recall, kind_rules) in by_kind.items()}

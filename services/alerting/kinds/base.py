@@ -141,15 +141,25 @@ class WindowKind(Generic[R]):
     explain: Callable[[R, Measurement], Explained] | None = None
 
 
+Recall = Callable[[Store, Sequence[Any], Sequence[EnrichedFeedback]], Awaitable[Any]]
+"""What a kind that reads a customer's history needs for a batch of events: one store query
+per batch (rules of the kind, the batch's events -> what its ``alert`` gets as ``recalled``)."""
+
+
 @dataclass(frozen=True)
 class EventKind(Generic[R]):
     """A kind evaluated on each enriched event; its alerts only fire."""
 
     model: type[R]
     key: Callable[[R, EnrichedFeedback], str]
-    alert: Callable[[R, EnrichedFeedback, datetime | None, datetime], Alert | None]
+    alert: Callable[[R, EnrichedFeedback, datetime | None, datetime, Any], Alert | None]
     """The alert for an event (None: no match, or its key fired within the cooldown), given
-    when the key last fired and the time to stamp."""
+    when the key last fired, the time to stamp and what ``recall`` read (None without one)."""
+    recall: Recall | None = None
+    """For kinds that decide on more than the event (a customer's earlier contacts): reads
+    that from the store, once per batch, before ``alert`` is asked about each event. The
+    state such a kind decides on lives in the store, so it is bounded there and survives
+    restarts and re-deliveries."""
 
 
 def lookback(seconds: int) -> Span:

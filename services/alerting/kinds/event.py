@@ -81,7 +81,7 @@ the matched cue terms and a redacted snippet of the feedback, which webhooks lea
 
 
 def event_alert(rule: EventRule, event: EnrichedFeedback, last_fired: datetime | None,
-                now: datetime) -> Alert | None:
+                now: datetime, recalled: object = None) -> Alert | None:
     """The alert for an event that matches, unless its key fired within the cooldown.
 
     Single-event alerts only fire: the problem is one customer, and it is closed by the case

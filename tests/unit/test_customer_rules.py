@@ -1,0 +1,166 @@
+"""Customer rules (issue 19): a detractor rating opens a callback, repeated negative contacts a
+churn risk; their alerts carry the customer and open cases that do. Without I/O."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from jsonschema import Draft202012Validator
+
+import schemas
+from services.alerting.cases import open_case
+from services.alerting.kinds.customer_history import (
+    Contact,
+    CustomerHistoryRule,
+    history_alert,
+)
+from services.alerting.kinds.rating import RatingRule, rating_alert
+from services.alerting.rules import RuleSet, Sla
+from services.core.events import Ratings
+from tests.factories import T0, enriched
+
+SLA = Sla(ack_minutes=30, resolve_hours=24)
+ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v3"),
+                                    format_checker=Draft202012Validator.FORMAT_CHECKER)
+CASE_SCHEMA = Draft202012Validator(schemas.topic_schema("case.v1"),
+                                   format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def rule(**fields: object) -> RatingRule | CustomerHistoryRule:
+    doc = {"id": "r", "route": {"open_case": True}, **fields}
+    loaded = RuleSet.model_validate({"rules": [doc]}).rules[0]
+    assert isinstance(loaded, RatingRule | CustomerHistoryRule)
+    return loaded
+
+
+CALLBACK = rule(type="rating", nps_at_most=6, csat_at_most=2)
+CHURN = rule(type="customer_history", min_contacts=2, within_days=7, sentiment_at_most=-0.3)
+
+
+@pytest.mark.parametrize(("ratings", "fires", "metric"), [
+    (Ratings(nps=6), True, "nps"), (Ratings(nps=7), False, None),
+    (Ratings(csat=2), True, "csat"), (Ratings(csat=3), False, None),
+    (Ratings(nps=9, csat=1), True, "csat"), (Ratings(), False, None)])
+def test_a_rating_at_or_below_the_thresholds_fires(ratings: Ratings, fires: bool,
+                                                   metric: str | None) -> None:
+    event = enriched(ratings=ratings, customer_id="c-1", score=0.5)
+    alert = rating_alert(CALLBACK, event, None, T0)
+    assert (alert is not None) == fires
+    if alert is not None:
+        assert alert.metric == metric and alert.rule_type == "rating"
+        assert alert.customer_id == "c-1" and alert.channels == ["app"]
+        assert alert.dedupe_key == "r:customer=c-1"
+        ALERT_SCHEMA.validate(json.loads(alert.to_bytes()))
+
+
+def test_a_rating_rule_needs_a_threshold() -> None:
+    with pytest.raises(ValueError, match="nps_at_most or csat_at_most"):
+        rule(type="rating")
+
+
+def test_one_callback_per_customer_within_the_cooldown_and_per_event_id() -> None:
+    first = enriched(event_id="e1", ratings=Ratings(nps=2), customer_id="c-1")
+    again = enriched(event_id="e2", ratings=Ratings(nps=3), customer_id="c-1",
+                     occurred_at=T0 + timedelta(hours=2))
+    alert = rating_alert(CALLBACK, first, None, T0)
+    assert alert is not None
+    assert rating_alert(CALLBACK, again, T0, T0) is None, "cooldown (one day by default)"
+    assert rating_alert(CALLBACK, first, None, T0 + timedelta(minutes=5)).alert_id \
+        == alert.alert_id, "a re-delivered event is the same alert, hence the same case"
+    anonymous = enriched(event_id="e3", ratings=Ratings(nps=0))
+    assert rating_alert(CALLBACK, anonymous, None, T0).dedupe_key == "r:event=e3"
+
+
+def test_a_callback_case_carries_the_customer_the_feedback_and_its_channel() -> None:
+    event = enriched(event_id="e9", channel="survey", ratings=Ratings(nps=1),
+                     customer_id="c-77")
+    alert = rating_alert(CALLBACK, event, None, T0)
+    assert alert is not None
+    case = open_case(alert, SLA, T0)
+    assert (case.kind, case.customer_id, case.feedback_event_ids, case.channels) == \
+        ("callback", "c-77", ["e9"], ["survey"])
+    CASE_SCHEMA.validate(json.loads(case.to_bytes()))
+
+
+def test_a_case_never_carries_a_raw_phone_number_as_the_customer() -> None:
+    event = enriched(ratings=Ratings(nps=1), customer_id="13812345678")
+    alert = rating_alert(CALLBACK, event, None, T0)
+    assert alert is not None
+    assert "13812345678" not in alert.to_bytes().decode()
+    assert "13812345678" not in open_case(alert, SLA, T0).to_bytes().decode()
+
+
+def contacts(*hours: float) -> list[Contact]:
+    return [Contact(f"e{h}", T0 + timedelta(hours=h), "call" if h % 2 else "app")
+            for h in hours]
+
+
+def test_the_second_negative_contact_within_the_window_raises_a_churn_risk() -> None:
+    event = enriched(event_id="e48.0", customer_id="c-1", score=-0.6,
+                     occurred_at=T0 + timedelta(hours=48))
+    recalled = {"r": {"c-1": contacts(1, 48.0)}}
+    alert = history_alert(CHURN, event, None, event.occurred_at, recalled)
+    assert alert is not None
+    assert (alert.rule_type, alert.value, alert.event_ids, alert.channels) == \
+        ("customer_history", 2, ["e1", "e48.0"], ["app", "call"])
+    case = open_case(alert, SLA, T0)
+    assert case.kind == "churn_risk" and case.customer_id == "c-1"
+    CASE_SCHEMA.validate(json.loads(case.to_bytes()))
+
+
+@pytest.mark.parametrize(("recalled_hours", "score", "customer"), [
+    ((48.0,), -0.6, "c-1"),              # only this one contact
+    ((-200, 48.0), -0.6, "c-1"),         # the other is older than within_days
+    ((1, 48.0, 60), 0.4, "c-1"),         # this contact is not negative
+    ((1, 48.0), -0.6, None),             # no customer id: no history
+])
+def test_no_churn_risk_without_two_negative_contacts_of_one_customer(
+        recalled_hours: tuple[float, ...], score: float, customer: str | None) -> None:
+    event = enriched(event_id="e48.0", customer_id=customer, score=score,
+                     occurred_at=T0 + timedelta(hours=48))
+    recalled = {"r": {"c-1": contacts(*recalled_hours)}}
+    assert history_alert(CHURN, event, None, event.occurred_at, recalled) is None
+
+
+def test_a_low_rating_counts_as_a_negative_contact_when_the_rule_says_so() -> None:
+    by_rating = rule(type="customer_history", nps_at_most=6)
+    event = enriched(event_id="e48.0", customer_id="c-1", score=0.5, ratings=Ratings(nps=3),
+                     occurred_at=T0 + timedelta(hours=48))
+    recalled = {"r": {"c-1": contacts(1, 48.0)}}
+    assert history_alert(by_rating, event, None, event.occurred_at, recalled) is not None
+    assert history_alert(CHURN, event, None, event.occurred_at, recalled) is None
+
+
+def test_the_default_rules_call_back_detractors_and_watch_for_churn() -> None:
+    from services.alerting.rules import load_rules
+    rules = {r.id: r for r in load_rules().rules}
+    callback, churn = rules["detractor-callback"], rules["churn-risk"]
+    assert isinstance(callback, RatingRule) and callback.route.open_case
+    assert (callback.nps_at_most, callback.csat_at_most) == (6, 2)
+    assert isinstance(churn, CustomerHistoryRule) and churn.route.open_case
+    assert (churn.min_contacts, churn.within_days) == (2, 7)
+
+
+@pytest.mark.parametrize(("later", "opening", "expected"), [
+    ({"nps": None, "csat": 5, "sentiment": -0.9}, {"nps": 3, "csat": None, "sentiment": 0.5},
+     True),                                    # CSAT 5 (1.0) beats NPS 3 (0.3), whatever the tone
+    ({"nps": 2, "csat": None, "sentiment": 0.9}, {"nps": 3, "csat": None, "sentiment": -0.5},
+     False),
+    ({"nps": None, "csat": None, "sentiment": 0.1}, {"nps": 3, "csat": None, "sentiment": -0.5},
+     True),                                    # unrated: the sentiment decides
+    ({"nps": None, "csat": None, "sentiment": -0.5}, {"nps": 3, "csat": None, "sentiment": -0.5},
+     False)])
+def test_a_customer_recovers_when_the_next_feedback_is_better(later: dict, opening: dict,
+                                                              expected: bool) -> None:
+    from services.alerting.customers import better
+    assert better(later, opening) is expected
+
+
+@pytest.mark.parametrize("cursor", ["!!", "", "bm9jb2xvbg", "OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA"])
+def test_a_cursor_the_route_did_not_return_is_refused(cursor: str) -> None:
+    from services.alerting.customers import decode_cursor, encode_cursor
+    with pytest.raises(ValueError, match="not a cursor"):
+        decode_cursor(cursor)
+    assert decode_cursor(encode_cursor(T0, "e:1")) == (T0, "e:1")
