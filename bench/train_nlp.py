@@ -1,15 +1,15 @@
 """Fit the NLP stage's shipped calibrations: the stance model and the CEM topic tagger.
 
-Both are fitted on what issue 16 allows: the tuning half of ``bench/data/voc_eval.jsonl`` and
-the public dev corpora. The held-out half is never read here (rows are filtered by their
-``split`` field before anything else), and the restaurant corpus never is (its licence forbids
-shipping a model trained on it).
+Both are fitted on what issue 16 allows: the tuning data of ``bench/data/voc_eval.jsonl`` (its
+``tuning`` and ``retired`` splits) and the public dev corpora. The held-out set is a separate
+file that is never read here, and the restaurant corpus never is (its licence forbids shipping
+a model trained on it).
 
     python bench/train_nlp.py stance      # services/nlp/model_data/stance.json
     python bench/train_nlp.py topics --data-dir ../shared/data/nlp   # services/nlp/taggers/cem/
 
 ``stance`` fits the three-class stance model (services/nlp/stance.py) on the feature rows the
-analyzer computes for the tuning items. ``topics`` trains the CEM tagger (see
+analyzer computes for the tuning data. ``topics`` trains the CEM tagger (see
 :func:`services.nlp.cem_tagger.train_cem_tagger`).
 """
 
@@ -30,14 +30,14 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT  # noqa: E402
-from bench.voc_eval import DATA, raw_event, read_items  # noqa: E402
+from bench.voc_eval import DATA, TUNABLE, fold_of, raw_event, read_items  # noqa: E402
 
 MODEL_DATA = REPO_ROOT / "services" / "nlp" / "model_data"
 
 
 def tuning_items(path: Path = DATA) -> list:
-    """The tuning half of the evaluation set; held-out rows are dropped unread."""
-    return [item for item in read_items(path) if item.row["split"] == "tuning"]
+    """The tuning data of the evaluation set (its tuning and retired splits)."""
+    return [item for item in read_items(path) if item.row["split"] in TUNABLE]
 
 
 def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str, str]]:
@@ -85,7 +85,7 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, fl
                     text=text, occurred_at=now, received_at=now) for i, (text, _) in enumerate(reviews)])
     all_rows = np.vstack([rows, extra_rows]) if reviews else rows
     all_labels = labels + [label for _, label in reviews]
-    folds = np.arange(len(items)) % 5
+    folds = np.array([fold_of(item) for item in items])
     hits = decided_hits = intent_hits = 0
     for k in range(5):
         keep = np.concatenate([folds != k, np.ones(len(reviews), dtype=bool)])
