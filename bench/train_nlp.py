@@ -33,6 +33,8 @@ from bench.common import REPO_ROOT  # noqa: E402
 from bench.voc_eval import DATA, TUNABLE, fold_of, raw_event, read_items  # noqa: E402
 
 MODEL_DATA = REPO_ROOT / "services" / "nlp" / "model_data"
+STANCE_VERSION = "1.1.0"
+"""1.1.0: fitted on tuning + retired (609 items) with the negation-aware cues."""
 
 
 def tuning_items(path: Path = DATA) -> list:
@@ -58,8 +60,9 @@ def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str
 
 def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, float]:
     """Fit and save the stance model on the tuning items and ``public`` review rows; returns
-    the 5-fold cross-validated accuracy of the tuning items (before the intent rules) and the
-    accuracy on the rows it was fitted on."""
+    the 5-fold cross-validated accuracy of the tuning items (before the intent rules; the folds
+    of :func:`bench.voc_eval.fold_of`, overall and per fold) and the accuracy on the rows it was
+    fitted on."""
     from services.core.settings import load_settings
     from services.nlp.analyzer import Analyzer, load_sentiment
     from services.nlp.cues import load_urgency
@@ -87,6 +90,7 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, fl
     all_labels = labels + [label for _, label in reviews]
     folds = np.array([fold_of(item) for item in items])
     hits = decided_hits = intent_hits = 0
+    per_fold: dict[int, dict[str, float]] = {}
     for k in range(5):
         keep = np.concatenate([folds != k, np.ones(len(reviews), dtype=bool)])
         fold_model = train(all_rows[keep], [lab for lab, kept in zip(all_labels, keep, strict=True) if kept], c=c)
@@ -94,16 +98,20 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, fl
         predicted = fold_model.probabilities(rows[part]).argmax(axis=1)
         hits += sum(LABELS[p] == labels[i] for p, i in zip(predicted, part, strict=True))
         stances = decide(fold_model, rows[part], [texts[i] for i in part], [flags[i] for i in part])
-        decided_hits += sum(st.label == labels[i] for st, i in zip(stances, part, strict=True))
-        intent_hits += sum(st.intent == items[i].labels["intent"] for st, i in zip(stances, part, strict=True))
-    model = train(all_rows, all_labels, c=c)
+        fold_sentiment = sum(st.label == labels[i] for st, i in zip(stances, part, strict=True))
+        fold_intent = sum(st.intent == items[i].labels["intent"] for st, i in zip(stances, part, strict=True))
+        per_fold[k] = {"n": len(part), "sentiment": round(fold_sentiment / len(part), 4),
+                       "intent": round(fold_intent / len(part), 4)}
+        decided_hits += fold_sentiment
+        intent_hits += fold_intent
+    model = train(all_rows, all_labels, c=c, version=STANCE_VERSION)
     model.save(out)
     predicted = model.probabilities(rows).argmax(axis=1)
     fitted = float(np.mean([LABELS[p] == lab for p, lab in zip(predicted, labels, strict=True)]))
     return {"tuning_rows": len(items), "review_rows": len(reviews), "C": c,
             "cv5_accuracy_before_intent_rules": hits / len(items),
             "cv5_sentiment_accuracy": decided_hits / len(items),
-            "cv5_intent_accuracy": intent_hits / len(items),
+            "cv5_intent_accuracy": intent_hits / len(items), "cv5_per_fold": per_fold,
             "fit_accuracy_before_intent_rules": fitted}
 
 
