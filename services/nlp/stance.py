@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from services.core.events import Intent, SentimentLabel
-from services.nlp.matching import compile_cue, cue_spans, screen
+from services.nlp.matching import MAX_CUE_MATCHES, compile_cue, cue_spans, screen
 
 STANCE_FILE = "stance.json"
 LABELS: tuple[SentimentLabel, ...] = ("negative", "neutral", "positive")
@@ -103,9 +103,9 @@ SUGGESTION = re.compile(
     r"可不可以(?:加|增加|提供|开通|支持)|可以(?:加|增加)一个|可否|最好(?:能|是)|要是能|如果能|就(?:更)?好了|"
     r"应该(?:增加|加|改|提供|优化)|加一个|增加一个|出个|能否(?:增加|提供)")
 ACKNOWLEDGEMENT = re.compile(
-    r"^(?:(?:好的?|嗯|哦|收到了?|知道了|明白了?|我明白|了解了?|谢谢[你您]?|多谢|唔该|麻烦[你您]?了|ok|OK|好吧|行吧|"
+    r"^(?:(?:好的?|嗯|哦|收到了?|知道了|明白了?|我明白了?|了解了?|谢谢[你您]?|多谢|唔该|麻烦[你您]?了|ok|OK|好吧|行吧|"
     r"行|确认|可以|没问题|辛苦了|谢谢啦|那我再等等吧|我再考虑一下|再看看|无|没有|暂无|无意见|没意见|"
-    r"没有意见|无建议|没有建议)"
+    r"没有意见|无建议|没有建议|那?我等(?:你们的?)?消息)"
     r"[，,。！!~～\s]*)+$")
 NOTICE = re.compile(
     r"^(?:我的?)?(?:订单号?|单号|手机号?|电话(?:号码)?|地址|姓名|账号|会员号|身份证号?|卡号|邮箱|联系电话)(?:是|为|：|:)|"
@@ -129,7 +129,8 @@ RESOLVED = re.compile(r"解决了|解决咗|搞定了|处理好了|退回来了|
 
 FEATURES = ("score_text", "score_clauses", "score_min", "score_max", "score_last", "question",
             "rhetorical", "grievance", "problem", "praise", "acknowledgement", "suggestion",
-            "notice", "sarcasm", "negated_negative", "urgent", "exclaim", "long")
+            "notice", "sarcasm", "negated_negative", "urgent", "exclaim", "long", "contrast",
+            "score_after_contrast")
 """The stance model's inputs, in order: model scores in [-1, 1], then cue indicators."""
 
 
@@ -179,6 +180,8 @@ def cues_of(text: str) -> Cues:
     if 12 in found:
         praise = praise and _PRAISE.search(_blanked(_NEGATED_PRAISE, text)) is not None
         grievance = True
+    if problem and 0 in found:
+        problem = _problem_outside_questions(text)
     return Cues(
         question=0 in found, rhetorical=1 in found, grievance=grievance, problem=problem,
         praise=praise, acknowledgement=ACKNOWLEDGEMENT_INDEX in found, suggestion=6 in found,
@@ -191,6 +194,20 @@ def cues_of(text: str) -> Cues:
 
 _GRIEVANCE, _PROBLEM, _PRAISE = (compile_cue(p.pattern) for p in (GRIEVANCE, PROBLEM, PRAISE))
 _NEGATED_NEGATIVE, _NEGATED_PRAISE = compile_cue(NEGATED_NEGATIVE.pattern), compile_cue(NEGATED_PRAISE.pattern)
+
+
+_SENTENCE = compile_cue(r"[^。！!？?\n]+[。！!？?\n]*")
+_QUESTION = compile_cue(QUESTION.pattern)
+
+
+def _problem_outside_questions(text: str) -> bool:
+    """Whether a problem word occurs in a sentence that is not a question: 航班取消了，退票要扣
+    手续费吗？ asks about a problem, 宽带断了。能派人来修吗？ reports one and asks for help. A
+    text of more sentences than are read counts as reporting one."""
+    sentences = [text[a:b] for _, a, b in cue_spans(_SENTENCE, text)]
+    if len(sentences) >= MAX_CUE_MATCHES:
+        return True
+    return any(_PROBLEM.search(s) is not None and _QUESTION.search(s) is None for s in sentences)
 
 
 def _blanked(pattern: Any, text: str) -> str:
@@ -226,16 +243,21 @@ def features(text: str, text_score: float, clauses: Sequence[str], clause_scores
         # opposite of what its words score.
         clause_scores = [abs(score) if _NEGATED_NEGATIVE.search(clause) else score
                          for clause, score in zip(clauses, clause_scores, strict=True)]
+    contrast, after_contrast = 0.0, 0.0
     if clause_scores:
         weights = clause_weights(clauses)
         weighted = float(np.dot(weights, clause_scores) / sum(weights))
         low, high, last = min(clause_scores), max(clause_scores), clause_scores[-1]
+        after = [score for score, weight in zip(clause_scores, weights, strict=True) if weight > 1.0]
+        if after:
+            contrast, after_contrast = 1.0, float(np.mean(after))
     else:
         weighted = low = high = last = text_score
     return np.array([
         text_score, weighted, low, high, last, cues.question, cues.rhetorical, cues.grievance,
         cues.problem, cues.praise, cues.acknowledgement, cues.suggestion, cues.notice,
         cues.sarcasm, cues.negated_negative, urgent, cues.exclaim, math.log1p(len(text)) / 8.0,
+        contrast, after_contrast,
     ], dtype=np.float64)
 
 
