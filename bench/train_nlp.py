@@ -59,7 +59,8 @@ def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str
     return chosen
 
 
-def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, float]:
+def fit_stance(c: float, out: Path, data_dir: Path, public: int,
+               hold_fold: int | None = None) -> dict[str, object]:
     """Fit and save the stance model on the tuning items and ``public`` review rows; returns
     the 5-fold cross-validated accuracy of the tuning items (before the intent rules; the folds
     of :func:`bench.voc_eval.fold_of`, overall and per fold) and the accuracy on the rows it was
@@ -105,7 +106,11 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, fl
                        "intent": round(fold_intent / len(part), 4)}
         decided_hits += fold_sentiment
         intent_hits += fold_intent
-    model = train(all_rows, all_labels, c=c, version=STANCE_VERSION)
+    # With a held fold the saved model is fitted without it, so that fold can be scored out
+    # of sample by bench/voc_eval.py --hold-fold; the shipped model is fitted on every item.
+    shipped = np.concatenate([folds != hold_fold, np.ones(len(reviews), dtype=bool)])
+    model = train(all_rows[shipped], [lab for lab, kept in zip(all_labels, shipped, strict=True) if kept],
+                  c=c, version=STANCE_VERSION)
     model.save(out)
     predicted = model.probabilities(rows).argmax(axis=1)
     fitted = float(np.mean([LABELS[p] == lab for p, lab in zip(predicted, labels, strict=True)]))
@@ -163,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     stance.add_argument("--c", type=float, default=3.0, help="inverse L2 strength")
     stance.add_argument("--out", type=Path, default=MODEL_DATA / "stance.json")
     stance.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
+    stance.add_argument("--hold-fold", type=int, default=None, choices=range(5),
+                        help="fit the saved model without this fold (to score it out of sample)")
     stance.add_argument("--public", type=int, default=0,
                         help="review rows of sentiment_dev.csv added to the tuning items")
     topics = sub.add_parser("topics", help="train the CEM topic tagger")
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "fusion":
         print(json.dumps(fit_fusion(args.out, args.hold_fold), indent=1, ensure_ascii=False, default=str))
     elif args.what == "stance":
-        print(json.dumps(fit_stance(args.c, args.out, args.data_dir, args.public), indent=1))
+        print(json.dumps(fit_stance(args.c, args.out, args.data_dir, args.public, args.hold_fold), indent=1))
     else:
         from services.nlp.cem_tagger import train_cem_tagger
 
