@@ -16,8 +16,8 @@ So the event's stance is decided from three kinds of evidence:
   acknowledgements and notices, sarcasm, negated negatives (一点也不慢);
 - a three-class logistic regression over those features (:class:`StanceModel`), which is the
   calibrated neutral class: it replaces the fixed damping of non-evaluative messages, and its
-  probabilities say how sure it is. It is fitted on the tuning half of the multi-channel
-  evaluation set (``bench/train_nlp.py``; docs/model-card.md).
+  probabilities say how sure it is. It is fitted on the tuning data (``tuning`` +
+  ``retired``) of the multi-channel evaluation set (``bench/train_nlp.py``; docs/model-card.md).
 
 Intent then follows from the cues and the stance (:func:`intent_of_stance`): escalation,
 safety and repeat-contact flags, grievances, angry questions and sarcasm make a complaint
