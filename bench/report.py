@@ -333,8 +333,10 @@ def voc_section(voc: dict[str, Any]) -> list[str]:
     lines = ["Every figure of issue 16 on `bench/data/voc_eval.jsonl` (surveys, chat, calls, emails, "
              "social posts, app reviews and web forms, a fifth in traditional Chinese; "
              "[annotation guide](annotation-guide.md)), read from the enriched records the NLP stage "
-             "returns; `tuning` is the half the rules and models were tuned on, `heldout` the half "
-             "never looked at while tuning ([model card](model-card.md#multi-channel-evaluation-set)).", ""]
+             "returns. `tuning` and `retired` (the first held-out half, retired after its one "
+             "reported run) are what the rules and models are tuned on; `heldout` is a separate "
+             "set written by someone else and never looked at while tuning "
+             "([model card](model-card.md#multi-channel-evaluation-set-issue-16)).", ""]
     lines.append(voc["markdown"])
     return lines
 

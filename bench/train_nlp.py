@@ -1,15 +1,16 @@
 """Fit the NLP stage's shipped calibrations: the stance model and the CEM topic tagger.
 
-Both are fitted on what issue 16 allows: the tuning half of ``bench/data/voc_eval.jsonl`` and
-the public dev corpora. The held-out half is never read here (rows are filtered by their
-``split`` field before anything else), and the restaurant corpus never is (its licence forbids
-shipping a model trained on it).
+Both are fitted on what issue 16 allows: the tuning data of ``bench/data/voc_eval.jsonl`` (its
+``tuning`` and ``retired`` splits) and the public dev corpora. The held-out set is a separate
+file that is never read here, and the restaurant corpus never is (its licence forbids shipping
+a model trained on it).
 
     python bench/train_nlp.py stance      # services/nlp/model_data/stance.json
     python bench/train_nlp.py topics --data-dir ../shared/data/nlp   # services/nlp/taggers/cem/
+    python bench/train_nlp.py fusion [--hold-fold K]   # only the tagger's fusion, re-tuned
 
 ``stance`` fits the three-class stance model (services/nlp/stance.py) on the feature rows the
-analyzer computes for the tuning items. ``topics`` trains the CEM tagger (see
+analyzer computes for the tuning data. ``topics`` trains the CEM tagger (see
 :func:`services.nlp.cem_tagger.train_cem_tagger`).
 """
 
@@ -30,14 +31,16 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT  # noqa: E402
-from bench.voc_eval import DATA, raw_event, read_items  # noqa: E402
+from bench.voc_eval import DATA, TUNABLE, fold_of, raw_event, read_items  # noqa: E402
 
 MODEL_DATA = REPO_ROOT / "services" / "nlp" / "model_data"
+STANCE_VERSION = "1.1.0"
+"""1.1.0: fitted on tuning + retired (609 items) with the negation-aware cues."""
 
 
 def tuning_items(path: Path = DATA) -> list:
-    """The tuning half of the evaluation set; held-out rows are dropped unread."""
-    return [item for item in read_items(path) if item.row["split"] == "tuning"]
+    """The tuning data of the evaluation set (its tuning and retired splits)."""
+    return [item for item in read_items(path) if item.row["split"] in TUNABLE]
 
 
 def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str, str]]:
@@ -56,10 +59,12 @@ def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str
     return chosen
 
 
-def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, float]:
+def fit_stance(c: float, out: Path, data_dir: Path, public: int,
+               hold_fold: int | None = None) -> dict[str, object]:
     """Fit and save the stance model on the tuning items and ``public`` review rows; returns
-    the 5-fold cross-validated accuracy of the tuning items (before the intent rules) and the
-    accuracy on the rows it was fitted on."""
+    the 5-fold cross-validated accuracy of the tuning items (before the intent rules; the folds
+    of :func:`bench.voc_eval.fold_of`, overall and per fold) and the accuracy on the rows it was
+    fitted on."""
     from services.core.settings import load_settings
     from services.nlp.analyzer import Analyzer, load_sentiment
     from services.nlp.cues import load_urgency
@@ -85,8 +90,9 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, fl
                     text=text, occurred_at=now, received_at=now) for i, (text, _) in enumerate(reviews)])
     all_rows = np.vstack([rows, extra_rows]) if reviews else rows
     all_labels = labels + [label for _, label in reviews]
-    folds = np.arange(len(items)) % 5
+    folds = np.array([fold_of(item) for item in items])
     hits = decided_hits = intent_hits = 0
+    per_fold: dict[int, dict[str, float]] = {}
     for k in range(5):
         keep = np.concatenate([folds != k, np.ones(len(reviews), dtype=bool)])
         fold_model = train(all_rows[keep], [lab for lab, kept in zip(all_labels, keep, strict=True) if kept], c=c)
@@ -94,17 +100,65 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int) -> dict[str, fl
         predicted = fold_model.probabilities(rows[part]).argmax(axis=1)
         hits += sum(LABELS[p] == labels[i] for p, i in zip(predicted, part, strict=True))
         stances = decide(fold_model, rows[part], [texts[i] for i in part], [flags[i] for i in part])
-        decided_hits += sum(st.label == labels[i] for st, i in zip(stances, part, strict=True))
-        intent_hits += sum(st.intent == items[i].labels["intent"] for st, i in zip(stances, part, strict=True))
-    model = train(all_rows, all_labels, c=c)
+        fold_sentiment = sum(st.label == labels[i] for st, i in zip(stances, part, strict=True))
+        fold_intent = sum(st.intent == items[i].labels["intent"] for st, i in zip(stances, part, strict=True))
+        per_fold[k] = {"n": len(part), "sentiment": round(fold_sentiment / len(part), 4),
+                       "intent": round(fold_intent / len(part), 4)}
+        decided_hits += fold_sentiment
+        intent_hits += fold_intent
+    # With a held fold the saved model is fitted without it, so that fold can be scored out
+    # of sample by bench/voc_eval.py --hold-fold; the shipped model is fitted on every item.
+    shipped = np.concatenate([folds != hold_fold, np.ones(len(reviews), dtype=bool)])
+    model = train(all_rows[shipped], [lab for lab, kept in zip(all_labels, shipped, strict=True) if kept],
+                  c=c, version=STANCE_VERSION)
     model.save(out)
     predicted = model.probabilities(rows).argmax(axis=1)
     fitted = float(np.mean([LABELS[p] == lab for p, lab in zip(predicted, labels, strict=True)]))
     return {"tuning_rows": len(items), "review_rows": len(reviews), "C": c,
             "cv5_accuracy_before_intent_rules": hits / len(items),
             "cv5_sentiment_accuracy": decided_hits / len(items),
-            "cv5_intent_accuracy": intent_hits / len(items),
+            "cv5_intent_accuracy": intent_hits / len(items), "cv5_per_fold": per_fold,
             "fit_accuracy_before_intent_rules": fitted}
+
+
+def fit_fusion(out: Path, hold_fold: int | None) -> dict[str, object]:
+    """Re-tune the shipped CEM tagger's fusion (each topic's keyword bonus and threshold) on
+    the tuning data, without retraining its weights, and write them into its parameters.
+
+    With ``hold_fold`` that fold is left out of the tuning and scored before and after, which
+    is how a gain is checked on data not tuned on; without it every item is used.
+    """
+    from services.nlp.aspect_tagger import f1_scores
+    from services.nlp.cem_tagger import tune_fusion
+    from services.nlp.segmenter import Segmenter
+    from services.nlp.taxonomy import Taxonomy, load_taxonomy
+
+    loaded = load_taxonomy()
+    tagger = loaded.tagger
+    assert tagger is not None, "the shipped taxonomy names no tagger"
+    keywords = Taxonomy(loaded.spec)
+    segmenter = Segmenter()
+    items = tuning_items()
+    texts = [raw_event(item).analysis_text or "" for item in items]
+    gold = [set(item.labels["topics"]) for item in items]
+    hits = [{m.id for m in keywords.tag(text, segmenter.cut(text))} for text in texts]
+    tuned = [i for i, item in enumerate(items) if fold_of(item) != hold_fold]
+    held = [i for i, item in enumerate(items) if fold_of(item) == hold_fold]
+
+    def held_f1() -> object:
+        return f1_scores([gold[i] for i in held], tagger.combine(
+            [texts[i] for i in held], [sorted(hits[i]) for i in held])) if held else None
+
+    before = held_f1()
+    figures = tune_fusion(tagger, [texts[i] for i in tuned], [gold[i] for i in tuned],
+                          [hits[i] for i in tuned])
+    params_file = out / "aspect_tagger.json"
+    params = json.loads(params_file.read_text(encoding="utf-8"))
+    params["keyword_weights"] = tagger.keyword_weights.tolist()
+    params["fused_thresholds"] = tagger.fused_thresholds.tolist()
+    params_file.write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return {"tuned_items": len(tuned), "held_fold": hold_fold, "held_items": len(held),
+            "held_before": before, "held_after": held_f1(), **figures}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,14 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     stance.add_argument("--c", type=float, default=3.0, help="inverse L2 strength")
     stance.add_argument("--out", type=Path, default=MODEL_DATA / "stance.json")
     stance.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
+    stance.add_argument("--hold-fold", type=int, default=None, choices=range(5),
+                        help="fit the saved model without this fold (to score it out of sample)")
     stance.add_argument("--public", type=int, default=0,
                         help="review rows of sentiment_dev.csv added to the tuning items")
     topics = sub.add_parser("topics", help="train the CEM topic tagger")
     topics.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
     topics.add_argument("--out", type=Path, default=REPO_ROOT / "services/nlp/taggers/cem")
+    fusion = sub.add_parser("fusion", help="re-tune the CEM tagger's fusion without retraining it")
+    fusion.add_argument("--out", type=Path, default=REPO_ROOT / "services/nlp/taggers/cem")
+    fusion.add_argument("--hold-fold", type=int, default=None, choices=range(5),
+                        help="leave this fold out of the tuning and score it before and after")
     args = parser.parse_args(argv)
-    if args.what == "stance":
-        print(json.dumps(fit_stance(args.c, args.out, args.data_dir, args.public), indent=1))
+    if args.what == "fusion":
+        print(json.dumps(fit_fusion(args.out, args.hold_fold), indent=1, ensure_ascii=False, default=str))
+    elif args.what == "stance":
+        print(json.dumps(fit_stance(args.c, args.out, args.data_dir, args.public, args.hold_fold), indent=1))
     else:
         from services.nlp.cem_tagger import train_cem_tagger
 

@@ -9,7 +9,7 @@ ingest builder (an email as raw RFC 822 bytes in its own charset), then the NLP 
 ``prepare_raw`` and analyzer in batches; the serialised enriched event is the returned record
 every figure is read from.
 
-Figures, on the ``tuning`` and ``heldout`` splits and per channel: sentiment accuracy (3
+Figures, per split and per channel: sentiment accuracy (3
 classes), intent accuracy, topic micro precision / recall / F1 and ``product_quality`` recall,
 urgency-flag precision and recall, evidence spans (every span of a returned record lies on the
 text it indexes, ``analysis_text``, and an expected evidence phrase is covered by a span of its
@@ -17,9 +17,21 @@ topic when the topic is returned), and the records holding raw PII. SnowNLP's se
 same analysed texts is the baseline.
 
     python bench/voc_eval.py --json build/bench/voc_eval.json
-    python bench/voc_eval.py --errors          # the tuning split's errors, for tuning
+    python bench/voc_eval.py --errors          # tuning and retired items' errors, for tuning
+    python bench/voc_eval.py --errors --hold-fold 0 --splits tuning retired
 
-``--errors`` lists errors of the tuning split only: held-out items are scored, never shown.
+The splits (docs/model-card.md, "The set and the protocol"):
+
+- ``tuning`` and ``retired`` items of ``bench/data/voc_eval.jsonl`` are both tuning data. The
+  retired items were the first held-out half; it had its one reported run and was retired.
+- ``heldout`` is a separate file (``--heldout``, by default ``bench/data/voc_heldout2.jsonl``
+  when it exists), written by someone who does not tune: every item of it is scored as
+  ``heldout`` whatever its own ``split`` field says, and its errors are never listed
+  (:func:`errors` refuses them).
+
+``--hold-fold K`` keeps one fifth of the tuning data (:func:`fold_of`) out of ``--errors`` and
+reports it apart (``fold K`` against ``other folds``), so that a gain found by reading four
+folds' errors can be checked on the fifth.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import zlib  # noqa: E402
 from collections.abc import Iterable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
@@ -52,7 +65,11 @@ from services.core.pii import fold  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402
 
 DATA = REPO_ROOT / "bench" / "data" / "voc_eval.jsonl"
-SPLITS = ("tuning", "heldout")
+HELDOUT = REPO_ROOT / "bench" / "data" / "voc_heldout2.jsonl"
+TUNABLE = ("tuning", "retired")
+"""Splits whose errors may be read and tuned on."""
+SPLITS = (*TUNABLE, "heldout")
+FOLDS = 5
 CHANNELS = ("survey", "chat", "call", "email", "social", "app", "web")
 NEUTRAL_BAND = 0.2
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -94,6 +111,18 @@ def read_items(path: Path = DATA) -> list[Item]:
     """The set's items in file order."""
     with path.open(encoding="utf-8") as fh:
         return [Item(json.loads(line)) for line in fh if line.strip()]
+
+
+def read_heldout(path: Path) -> list[Item]:
+    """The held-out file's items, each marked ``heldout`` whatever its file says, so that no
+    split field written there can make its errors listable."""
+    return [Item({**item.row, "split": "heldout"}) for item in read_items(path)]
+
+
+def fold_of(item: Item) -> int:
+    """The item's fold of :data:`FOLDS`, fixed by its id alone (CRC-32), so folds do not move
+    when items are added or reordered."""
+    return zlib.crc32(item.id.encode("utf-8")) % FOLDS
 
 
 def raw_event(item: Item) -> RawFeedback:
@@ -281,10 +310,10 @@ def snownlp_accuracy(items: Sequence[Item], records: Sequence[dict[str, Any]]) -
 
 
 def errors(items: Sequence[Item], records: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per wrong figure of each tuning item (never called on held-out items)."""
+    """One line per wrong figure of each tuning or retired item (never of a held-out one)."""
     lines = []
     for item, record in zip(items, records, strict=True):
-        assert item.row["split"] == "tuning", "held-out errors are never shown"
+        assert item.row["split"] in TUNABLE, "held-out errors are never shown"
         text = record.get("analysis_text") or record["text"]
         got_topics = sorted(t["id"] for t in record["topics"])
         wrong = []
@@ -321,11 +350,14 @@ def markdown(result: dict[str, Any]) -> str:
             ("evidence phrase covered by its topic's spans", "evidence_hit_rate"),
             ("records whose spans all lie on the indexed text", "span_validity")]
     sizes = ", ".join(f"{split} {figures['all']['n']}" for split, figures in result["splits"].items())
-    lines = [f"Data: `{result['data']}` ({result['items']} items; {sizes}). Model `{result['model']}`; "
-             f"analyzer {result['analyze_us_per_event']:.0f} CPU µs per event on this set.", ""]
-    for split, figures in result["splits"].items():
+    held = (f"held-out file `{result['heldout']}`" if result.get("heldout")
+            else "no held-out file, so no `heldout` figures")
+    lines = [f"Data: `{result['data']}` ({result['items']} items; {sizes}); {held}. Model "
+             f"`{result['model']}`; analyzer {result['analyze_us_per_event']:.0f} CPU µs per event "
+             "on this set.", ""]
+    for split, figures in [*result["splits"].items(), *result.get("folds", {}).items()]:
         present = [c for c in CHANNELS if c in figures["channels"]]
-        lines += [f"**{split}**", "",
+        lines += [f"**{split}** (n = {figures['all']['n']})", "",
                   "| figure | target | all | " + " | ".join(present) + " |",
                   "|---|---:|---:|" + "---:|" * len(present)]
         for label, key in rows:
@@ -341,28 +373,61 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(path: Path = DATA, with_snownlp: bool = True, splits: Sequence[str] = SPLITS
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def default_heldout() -> Path | None:
+    """The held-out file when it exists."""
+    return HELDOUT if HELDOUT.exists() else None
+
+
+def _figures(chosen: Sequence[tuple[Item, dict[str, Any]]], with_snownlp: bool) -> dict[str, Any]:
+    part_items = [i for i, _ in chosen]
+    part_records = [r for _, r in chosen]
+    figures: dict[str, Any] = {"all": score(part_items, part_records), "channels": {}}
+    for channel in CHANNELS:
+        subset = [(i, r) for i, r in chosen if i.channel == channel]
+        if subset:
+            figures["channels"][channel] = score([i for i, _ in subset], [r for _, r in subset])
+    figures["snownlp_sentiment_accuracy"] = (snownlp_accuracy(part_items, part_records)
+                                             if with_snownlp else None)
+    return figures
+
+
+def run(path: Path = DATA, with_snownlp: bool = True, splits: Sequence[str] = SPLITS,
+        heldout: Path | None = None, hold_fold: int | None = None
         ) -> tuple[dict[str, Any], list[Item], list[dict[str, Any]]]:
-    """Every figure on the splits asked for, with the items and their returned records."""
-    items = read_items(path)
+    """Every figure on the splits asked for, with the items and their returned records.
+
+    ``heldout`` is the held-out file (scored as split ``heldout``); with ``hold_fold`` the
+    tuning splits' items of that fold and of the others are also scored apart.
+    """
+    items = [i for i in read_items(path) if i.row["split"] in splits]
+    unknown = sorted({i.row["split"] for i in items} - set(TUNABLE))
+    if unknown:
+        raise SystemExit(f"{path}: split values {unknown} are not tuning splits {TUNABLE}; a "
+                         "held-out set goes in its own file, given with --heldout")
+    if heldout is not None and "heldout" in splits:
+        items += read_heldout(heldout)
     records, us = enrich(items)
     from services.nlp.worker import build_analyzer
 
-    result: dict[str, Any] = {"data": str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path),
+    result: dict[str, Any] = {"data": _shown(path), "heldout": _shown(heldout) if heldout else None,
                               "items": len(items), "model": build_analyzer(load_settings()).model_id,
                               "analyze_us_per_event": us, "targets": TARGETS, "splits": {}}
+    pairs = list(zip(items, records, strict=True))
     for split in splits:
-        chosen = [(i, r) for i, r in zip(items, records, strict=True) if i.row["split"] == split]
-        part_items = [i for i, _ in chosen]
-        part_records = [r for _, r in chosen]
-        figures: dict[str, Any] = {"all": score(part_items, part_records), "channels": {}}
-        for channel in CHANNELS:
-            subset = [(i, r) for i, r in chosen if i.channel == channel]
-            if subset:
-                figures["channels"][channel] = score([i for i, _ in subset], [r for _, r in subset])
-        figures["snownlp_sentiment_accuracy"] = (snownlp_accuracy(part_items, part_records)
-                                                 if with_snownlp else None)
-        result["splits"][split] = figures
+        chosen = [(i, r) for i, r in pairs if i.row["split"] == split]
+        if chosen:
+            result["splits"][split] = _figures(chosen, with_snownlp)
+    if hold_fold is not None:
+        tunable = [(i, r) for i, r in pairs if i.row["split"] in TUNABLE]
+        result["folds"] = {
+            f"other folds ({' + '.join(TUNABLE)})": _figures(
+                [(i, r) for i, r in tunable if fold_of(i) != hold_fold], with_snownlp),
+            f"fold {hold_fold} ({' + '.join(TUNABLE)})": _figures(
+                [(i, r) for i, r in tunable if fold_of(i) == hold_fold], with_snownlp)}
     result["markdown"] = markdown(result)
     return result, items, records
 
@@ -371,18 +436,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--heldout", type=Path, default=default_heldout(),
+                        help="the held-out file, scored as split heldout and never listed "
+                             f"(default {HELDOUT.relative_to(REPO_ROOT)} when it exists)")
     parser.add_argument("--errors", action="store_true",
-                        help="list the tuning split's errors (held-out errors are never listed)")
+                        help="list the tuning and retired items' errors (held-out errors are "
+                             "never listed)")
+    parser.add_argument("--hold-fold", type=int, choices=range(FOLDS), default=None,
+                        help="leave this fold of the tuning data out of --errors and report it "
+                             "apart from the other folds")
     parser.add_argument("--no-snownlp", action="store_true", help="skip the SnowNLP baseline")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
-                        help="score only these splits (tuning: --splits tuning)")
+                        help="score only these splits (while tuning: --splits tuning retired)")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    result, items, records = run(args.data, with_snownlp=not args.no_snownlp, splits=args.splits)
+    result, items, records = run(args.data, with_snownlp=not args.no_snownlp, splits=args.splits,
+                                 heldout=args.heldout, hold_fold=args.hold_fold)
     if args.errors:
-        tuning = [(i, r) for i, r in zip(items, records, strict=True) if i.row["split"] == "tuning"]
-        print("\n".join(errors([i for i, _ in tuning], [r for _, r in tuning])))
+        listed = [(i, r) for i, r in zip(items, records, strict=True)
+                  if i.row["split"] in TUNABLE and (args.hold_fold is None or fold_of(i) != args.hold_fold)]
+        print("\n".join(errors([i for i, _ in listed], [r for _, r in listed])))
         print()
     print(result["markdown"])
     if args.json:

@@ -18,8 +18,8 @@ The model is :class:`~services.nlp.aspect_tagger.AspectTagger` (NB-LR over char 
 words, 5 averaged fold models), trained by :func:`~services.nlp.aspect_tagger.train_tagger`.
 Its out-of-fold fusion with keywords would be tuned against weak labels that are the keywords
 themselves, so the fusion (each topic's keyword bonus and threshold, for the micro-F1 of all
-topics together) is tuned on the tuning half of the multi-channel evaluation set instead, whose
-labels are a person's: margins there are out of sample, since none of it is trained on.
+topics together) is tuned on the tuning data (``tuning`` + ``retired``) of the multi-channel
+evaluation set instead, whose labels are a person's: margins there are out of sample, since none of it is trained on.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def tune_fusion(tagger: Any, texts: Sequence[str], gold: Sequence[set[str]],
 
 def train_cem_tagger(data_dir: Path, out: Path, tuning_texts: Sequence[str],
                      tuning_topics: Sequence[set[str]]) -> dict[str, Any]:
-    """Train the CEM tagger, tune its fusion on the tuning split's analysed texts and topics,
+    """Train the CEM tagger, tune its fusion on the tuning data's analysed texts and topics,
     and save it to ``out``; returns what it was trained on and its tuning figures."""
     from services.nlp.segmenter import Segmenter
     from services.nlp.taxonomy import Taxonomy, load_taxonomy

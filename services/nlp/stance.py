@@ -16,8 +16,8 @@ So the event's stance is decided from three kinds of evidence:
   acknowledgements and notices, sarcasm, negated negatives (一点也不慢);
 - a three-class logistic regression over those features (:class:`StanceModel`), which is the
   calibrated neutral class: it replaces the fixed damping of non-evaluative messages, and its
-  probabilities say how sure it is. It is fitted on the tuning half of the multi-channel
-  evaluation set (``bench/train_nlp.py``; docs/model-card.md).
+  probabilities say how sure it is. It is fitted on the tuning data (``tuning`` +
+  ``retired``) of the multi-channel evaluation set (``bench/train_nlp.py``; docs/model-card.md).
 
 Intent then follows from the cues and the stance (:func:`intent_of_stance`): escalation,
 safety and repeat-contact flags, grievances, angry questions and sarcasm make a complaint
@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from services.core.events import Intent, SentimentLabel
-from services.nlp.matching import compile_cue, screen
+from services.nlp.matching import MAX_CUE_MATCHES, compile_cue, cue_spans, screen
 
 STANCE_FILE = "stance.json"
 LABELS: tuple[SentimentLabel, ...] = ("negative", "neutral", "positive")
@@ -80,7 +81,9 @@ GRIEVANCE = re.compile(
     r"很差|好差|真差|最差|不满意|不满|不解决|没解决|不处理|没处理|不合理|乱收|多收|多扣|被盗|被骗|没收到|"
     r"弄丢|摔坏|烂了|霉|蟑螂|漏水|漏电|漏气|故障|失灵|死机|闪退|崩了|黑屏|断网|没信号|延误|超时|冒领|"
     r"拒赔|不赔|不给退|不能退|冇人|唔通|未到|差很远|太旧|不敢|危险|累死|浪费|白跑|白攒|莫名其妙|推卸|"
-    r"踢皮球|推来推去|不清不楚|说不清|爱答不理|被坑|吐槽|痛苦|头疼|崩溃|醉了|呵呵|受不了")
+    r"踢皮球|推来推去|不清不楚|说不清|爱答不理|被坑|吐槽|痛苦|头疼|崩溃|醉了|呵呵|受不了|"
+    r"经常(?:崩|坏|断|卡|掉线|出错|报错|死机|停电|停水)|进不去|登不上|虚假宣传|被冒用|冒用|忽冷忽热|"
+    r"(?:没有任何|也没个|没有|没)(?:提前)?通知|才(?:到|来|接通|回复|回电|处理)")
 PROBLEM = re.compile(
     r"坏|故障|失败|错误|异常|不了|不能|没法|无法|没有收到|没收到|一直|断|停电|停水|漏|丢|少了|少送|少发|"
     r"发错|送错|超时|延误|晚点|没到账|未到账|冻结|扣了|多扣|被扣|收了|多收|不见|消失|查不到|不一致|不匹配|"
@@ -92,19 +95,23 @@ PRAISE = re.compile(
     r"很好|真好|挺好|不错|好棒|真棒|一流|很专业|耐心|热情|贴心|周到|细心|放心|省心|感动|喜欢|值了|超值|"
     r"划算|没话说|杠杠的|666|大推|好用|好吃|好喝|好看|舒服|干净|温柔|可爱|nice|棒|好正|好有心|好有礼貌|"
     r"好快|很快|及时|准时|顺利|解决了|解决咗|搞定了|没失望|致敬|心疼|实用|方便|清楚|直觉|真实|透明|"
-    r"非常好|实惠|用心|性价比(?:很)?高|有面子|超赞|完美|太棒|优秀|物美价廉|值得|好评如潮")
+    r"非常好|实惠|用心|性价比(?:很)?高|有面子|超赞|完美|太棒|优秀|物美价廉|值得|好评如潮|"
+    r"态度(?:很|超|真|特别|非常|挺|蛮|也太)?好|效率(?:是)?(?:真的|很|超|挺|非常|特别)?高|最好的|"
+    r"见过最好|挺快|蛮快|超快")
 SUGGESTION = re.compile(
     r"建议|希望(?:你们|贵司|能|可以|以后|下次|平台|贵公司|增加|别|提供)|能不能(?:加|增加|出|别|提供|支持)|"
     r"可不可以(?:加|增加|提供|开通|支持)|可以(?:加|增加)一个|可否|最好(?:能|是)|要是能|如果能|就(?:更)?好了|"
     r"应该(?:增加|加|改|提供|优化)|加一个|增加一个|出个|能否(?:增加|提供)")
 ACKNOWLEDGEMENT = re.compile(
-    r"^(?:(?:好的?|嗯|哦|收到了?|知道了|明白了?|我明白|了解了?|谢谢[你您]?|多谢|唔该|麻烦[你您]?了|ok|OK|好吧|行吧|"
-    r"行|确认|可以|没问题|辛苦了|谢谢啦|那我再等等吧|我再考虑一下|再看看)"
+    r"^(?:(?:好的?|嗯|哦|收到了?|知道了|明白了?|我明白了?|了解了?|谢谢[你您]?|多谢|唔该|麻烦[你您]?了|ok|OK|好吧|行吧|"
+    r"行|确认|可以|没问题|辛苦了|谢谢啦|那我再等等吧|我再考虑一下|再看看|无|没有|暂无|无意见|没意见|"
+    r"没有意见|无建议|没有建议|那?我等(?:你们的?)?消息)"
     r"[，,。！!~～\s]*)+$")
 NOTICE = re.compile(
-    r"^(?:我的)?(?:订单号?|单号|手机号?|电话(?:号码)?|地址|姓名|账号|会员号|身份证号?|卡号|邮箱|联系电话)(?:是|为|：|:)|"
+    r"^(?:我的?)?(?:订单号?|单号|手机号?|电话(?:号码)?|地址|姓名|账号|会员号|身份证号?|卡号|邮箱|联系电话)(?:是|为|：|:)|"
     r"通知|提醒大家|请大家|大家留意|请留意|留意|请帮我|帮我(?:改|查|把|更新)|确认|预约|申请|办理|变更|转发|"
-    r"联系人|联系邮箱|请尽快安排|请告知|已(?:经)?收到")
+    r"联系人|联系邮箱|请尽快安排|请告知|已(?:经)?收到|已受理|请等待|<PHONE>|<EMAIL>|<ID_CARD>|"
+    r"<BANK_CARD>")
 SARCASM = re.compile(
     r"[“\"][^”\"\s]{1,4}[”\"]|真行|好样的|真是人才|越来越厉害|谢谢你们给我|恭喜.{0,12}(?:成功|让我)|寂寞|"
     r"解脱了|笑死|真会谢|难忘的|呵呵|微笑")
@@ -113,10 +120,17 @@ NEGATED_NEGATIVE = re.compile(
     r"一点(?:也|都)不(?:慢|贵|差|难|麻烦|痛|疼|累)|不会痛|不痛|没问题|没毛病|不贵|不慢|不麻烦|没(?:让我)?失望|"
     r"不失望|没有不耐烦|没(?:有)?洒|不吹不黑|没踩过雷|没进过店|不用排队|不用跑|不用一直")
 EXCLAIM = re.compile(r"[!！]{2,}|‼")
+NEGATED_PRAISE = re.compile(
+    r"(?:不|没有?|不太|不够|不是很|一点也不|一点都不)(?:满意|方便|好用|靠谱|专业|推荐|值得|及时|实用|"
+    r"划算|耐心|热情|透明|准时|顺利|给力|喜欢|舒服|干净|好吃|好看|贴心|用心|放心|省心)")
+"""A praise word under negation (不满意, 不方便, 没有及时): a grievance, not praise."""
+RESOLVED = re.compile(r"解决了|解决咗|搞定了|处理好了|退回来了|修好了|换新|已经到账|到账了")
+"""The problem was resolved: an emoji word after it is thanks, not sarcasm."""
 
 FEATURES = ("score_text", "score_clauses", "score_min", "score_max", "score_last", "question",
             "rhetorical", "grievance", "problem", "praise", "acknowledgement", "suggestion",
-            "notice", "sarcasm", "negated_negative", "urgent", "exclaim", "long")
+            "notice", "sarcasm", "negated_negative", "urgent", "exclaim", "long", "contrast",
+            "score_after_contrast")
 """The stance model's inputs, in order: model scores in [-1, 1], then cue indicators."""
 
 
@@ -138,28 +152,72 @@ class Cues:
 
 
 _KINDS = (QUESTION, RHETORICAL, GRIEVANCE, PROBLEM, PRAISE, ACKNOWLEDGEMENT, SUGGESTION, NOTICE,
-          SARCASM, POSITIVE_EMOJI_WORD, NEGATED_NEGATIVE, EXCLAIM)
+          SARCASM, POSITIVE_EMOJI_WORD, NEGATED_NEGATIVE, EXCLAIM, NEGATED_PRAISE, RESOLVED)
 _ALL_KINDS = screen([compile_cue(p.pattern) for p in _KINDS])
 """Every cue pattern in one RE2 set: one linear pass over a text says which kinds occur, where
 a search per pattern with ``re`` cost about 20 µs per event."""
 
 
 def cues_of(text: str) -> Cues:
-    """The cue kinds of ``text`` (the analysed, simplified text)."""
+    """The cue kinds of ``text`` (the analysed, simplified text).
+
+    Negation is read as a person reads it: a grievance word inside a negated negative
+    (失望 in 没让我失望, 慢 in 一点也不慢) is no grievance or problem, and a praise word inside a
+    negated praise (满意 in 不满意, 方便 in 不方便) is no praise but a grievance. Those texts (few)
+    are scanned once more with the negated phrases blanked out.
+    """
     found = set(_ALL_KINDS.Match(text) or ())
     if ACKNOWLEDGEMENT_INDEX in found:
         # The set scans the text as it is; an acknowledgement must be the whole stripped text.
         found.discard(ACKNOWLEDGEMENT_INDEX)
         if ACKNOWLEDGEMENT.match(text.strip()) is not None:
             found.add(ACKNOWLEDGEMENT_INDEX)
-    grievance = 2 in found
+    grievance, problem, praise = 2 in found, 3 in found, 4 in found
+    if 10 in found and (grievance or problem):
+        rest = _blanked(_NEGATED_NEGATIVE, text)
+        grievance = grievance and _GRIEVANCE.search(rest) is not None
+        problem = problem and _PROBLEM.search(rest) is not None
+    if 12 in found:
+        praise = praise and _PRAISE.search(_blanked(_NEGATED_PRAISE, text)) is not None
+        grievance = True
+    if problem and 0 in found:
+        problem = _problem_outside_questions(text)
     return Cues(
-        question=0 in found, rhetorical=1 in found, grievance=grievance, problem=3 in found,
-        praise=4 in found, acknowledgement=ACKNOWLEDGEMENT_INDEX in found, suggestion=6 in found,
+        question=0 in found, rhetorical=1 in found, grievance=grievance, problem=problem,
+        praise=praise, acknowledgement=ACKNOWLEDGEMENT_INDEX in found, suggestion=6 in found,
         notice=7 in found,
-        sarcasm=8 in found or (9 in found and (grievance or 3 in found) and 10 not in found),
+        sarcasm=8 in found or (9 in found and (grievance or problem) and 10 not in found
+                               and 13 not in found),
         negated_negative=10 in found, exclaim=11 in found,
     )
+
+
+_GRIEVANCE, _PROBLEM, _PRAISE = (compile_cue(p.pattern) for p in (GRIEVANCE, PROBLEM, PRAISE))
+_NEGATED_NEGATIVE, _NEGATED_PRAISE = compile_cue(NEGATED_NEGATIVE.pattern), compile_cue(NEGATED_PRAISE.pattern)
+
+
+_SENTENCE = compile_cue(r"[^。！!？?\n]+[。！!？?\n]*")
+_QUESTION = compile_cue(QUESTION.pattern)
+
+
+def _problem_outside_questions(text: str) -> bool:
+    """Whether a problem word occurs in a sentence that is not a question: 航班取消了，退票要扣
+    手续费吗？ asks about a problem, 宽带断了。能派人来修吗？ reports one and asks for help. A
+    text of more sentences than are read counts as reporting one."""
+    sentences = [text[a:b] for _, a, b in cue_spans(_SENTENCE, text)]
+    if len(sentences) >= MAX_CUE_MATCHES:
+        return True
+    return any(_PROBLEM.search(s) is not None and _QUESTION.search(s) is None for s in sentences)
+
+
+def _blanked(pattern: Any, text: str) -> str:
+    """``text`` with each match of ``pattern`` replaced by a clause break."""
+    parts, at = [], 0
+    for _, start, end in cue_spans(pattern, text):
+        parts.append(text[at:start])
+        at = end
+    parts.append(text[at:])
+    return "，".join(parts)
 
 
 ACKNOWLEDGEMENT_INDEX = _KINDS.index(ACKNOWLEDGEMENT)
@@ -180,16 +238,26 @@ def features(text: str, text_score: float, clauses: Sequence[str], clause_scores
              urgent: bool, cues: Cues | None = None) -> np.ndarray:
     """The stance model's input row for one text (see :data:`FEATURES`)."""
     cues = cues if cues is not None else cues_of(text)
+    if cues.negated_negative:
+        # The review model reads 慢 in 一点也不慢: a clause that negates a negative says the
+        # opposite of what its words score.
+        clause_scores = [abs(score) if _NEGATED_NEGATIVE.search(clause) else score
+                         for clause, score in zip(clauses, clause_scores, strict=True)]
+    contrast, after_contrast = 0.0, 0.0
     if clause_scores:
         weights = clause_weights(clauses)
         weighted = float(np.dot(weights, clause_scores) / sum(weights))
         low, high, last = min(clause_scores), max(clause_scores), clause_scores[-1]
+        after = [score for score, weight in zip(clause_scores, weights, strict=True) if weight > 1.0]
+        if after:
+            contrast, after_contrast = 1.0, float(np.mean(after))
     else:
         weighted = low = high = last = text_score
     return np.array([
         text_score, weighted, low, high, last, cues.question, cues.rhetorical, cues.grievance,
         cues.problem, cues.praise, cues.acknowledgement, cues.suggestion, cues.notice,
         cues.sarcasm, cues.negated_negative, urgent, cues.exclaim, math.log1p(len(text)) / 8.0,
+        contrast, after_contrast,
     ], dtype=np.float64)
 
 

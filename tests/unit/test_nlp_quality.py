@@ -11,7 +11,7 @@ from services.core.events import EmailFacts, RawFeedback
 from services.core.normalize import strip_history, strip_signature
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
-from services.nlp.stance import clause_weights, cues_of
+from services.nlp.stance import FEATURES, clause_weights, cues_of, features
 from services.nlp.taxonomy import load_taxonomy
 from tests import factories
 
@@ -122,6 +122,31 @@ def test_sentiment_and_intent_read_like_a_person(analyzer: Analyzer, text: str, 
 def test_sarcastic_emoji_after_a_complaint_is_not_praise() -> None:
     assert cues_of("等了半个月就等来一个坏的 赞 真棒").sarcasm
     assert not cues_of("质量杠杠的 赞").sarcasm
+    assert not cues_of("信用卡盗刷的事两天就给我解决了 赞").sarcasm, "thanks after a resolved problem"
+
+
+def test_negation_is_read_as_a_person_reads_it() -> None:
+    assert not cues_of("问题都耐心回答，东西也没让我失望").grievance
+    assert not cues_of("一点也不慢，第二天就到了").problem
+    assert cues_of("东西让我很失望").grievance
+    negated_praise = cues_of("停水也不通知，非常不方便")
+    assert negated_praise.grievance and not negated_praise.praise
+    assert cues_of("用起来很方便").praise
+
+
+def test_a_problem_asked_about_is_not_a_problem_reported() -> None:
+    assert not cues_of("航班取消了，退票要扣手续费吗？").problem
+    assert cues_of("宽带又断了。能派人来修吗？").problem
+    assert cues_of("无").acknowledgement and cues_of("我明白了，谢谢").acknowledgement
+
+
+def test_what_follows_a_contrast_is_a_feature_of_its_own() -> None:
+    row = dict(zip(FEATURES, features("还行吧，就是噪音大", 0.4, ["还行吧", "就是噪音大"], [0.5, -0.8], False),
+                   strict=True))
+    assert (row["contrast"], row["score_after_contrast"]) == (1.0, -0.8)
+    plain = dict(zip(FEATURES, features("质量很好，物流也快", 0.9, ["质量很好", "物流也快"], [0.9, 0.8], False),
+                     strict=True))
+    assert (plain["contrast"], plain["score_after_contrast"]) == (0.0, 0.0)
 
 
 def test_an_email_reply_is_read_without_the_old_subject(analyzer: Analyzer) -> None:
