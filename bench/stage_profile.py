@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "build/bench/profile.json")
     args = parser.parse_args(argv)
     if not args.data.exists():
-        args.data = REPO_ROOT / "tests/data/sentiment_sample.csv"
+        parser.error(f"--data {args.data} does not exist: pass the shared sentiment_dev.csv "
+                     "(../shared/data/nlp/ from the checkout) or tests/data/sentiment_sample.csv")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 

@@ -47,10 +47,10 @@ def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str
     """``count`` reviews (text, positive or negative) from the sentiment model's inner hold-out
     of ``sentiment_dev.csv``, balanced by label: rows the sentiment model never trained on,
     so their scores are as confident as on new feedback, not as on its training rows."""
-    from services.nlp.sentiment_model import holdout_mask, read_examples
+    from services.nlp.sentiment_model import holdout_mask, read_examples, sentiment_strata
 
     examples = read_examples(data_dir / "sentiment_dev.csv")
-    held = [ex for ex, h in zip(examples, holdout_mask(examples, 0.2, 42), strict=True) if h]
+    held = [ex for ex, h in zip(examples, holdout_mask(sentiment_strata(examples), 0.2, 42), strict=True) if h]
     rng = np.random.default_rng(seed)
     chosen: list[tuple[str, str]] = []
     for label, name in ((1, "positive"), (0, "negative")):
