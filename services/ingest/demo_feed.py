@@ -87,7 +87,8 @@ AGENTS = ("A-1001", "A-1002", "A-1003", "A-1004", "A-1005", "A-1006")
 QUEUES = ("售后-物流", "售后-退款", "账单")
 DETRACTORS = ("c-demo-0001", "c-demo-0002", "c-demo-0003")
 """Recurring customers who keep answering surveys with NPS <= 6."""
-DETRACTOR_SHARE = 0.04
+DETRACTOR_SHARE = 0.06
+"""Of the items of a touchpoint that takes surveys: the detractors' answers."""
 DETRACTOR_TEXTS = (
     "打了三次电话，转了好几个人，问题还是没解决，很失望",
     "退款申请的材料交了又交，两周了还没到账，不会再推荐",
@@ -140,7 +141,7 @@ class DemoFeed:
         }
         if item["channel"] == "survey":
             item["ratings"] = self._ratings(negative)
-        if self.random.random() < DETRACTOR_SHARE:
+        if "survey" in tp.channels and self.random.random() < DETRACTOR_SHARE:
             item.update(channel="survey", customer_id=self.random.choice(DETRACTORS),
                         segment=self.random.choice(SEGMENTS),
                         text=self.random.choice(DETRACTOR_TEXTS), ratings=self._ratings(True))

@@ -4,8 +4,8 @@ effort-flagged comments with their effort cues highlighted on the analysed text.
 
 The real analyzer enriches the comments; the ingest API (dashboard and query API) and the
 scoring stage run on the real broker over chdb, so every figure is the scorer's own.
-Chromium runs headless through Playwright; docs/screenshots/effort.png is a copy of this
-test's picture (build/screenshots/).
+Chromium runs headless through Playwright; its picture goes to build/screenshots/effort.png
+(docs/screenshots/effort.png and effort-drill.png come from a `voc up --demo` run).
 """
 
 from __future__ import annotations
