@@ -10,8 +10,8 @@ the cue counts three or more (三次, 好几趟, 十几遍), capped at 1. So one
 one counted cue 0.75, two kinds of effort 1.0: a scale that says how strongly the text
 complains of effort, every point of it traceable to the spans it came from.
 
-A cue that counts one (打一次电话就解决了, 问一次性付款) is no effort and is dropped, except for
-waiting, where one hour in a queue is.
+A cue that counts one (打一次电话就解决了, 问一次性付款) or none (打了0次) is no effort and is
+dropped, except for waiting, where one hour in a queue is.
 
 The patterns read the analysed text, which ingest converts to simplified Chinese; the few
 characters that differ in the traditional form (幾, 兩, 電話, 轉, 來, 隊...) are in the classes as
@@ -36,7 +36,7 @@ from services.core.events import (
 )
 from services.nlp.matching import compile_cue, cue_spans, screen
 
-NUMBER = "[一二两兩三四五六七八九十百几幾多好无無数數0-9０-９]+"
+NUMBER = "[零〇一二两兩三四五六七八九十百几幾多好无無数數0-9０-９]+"
 """A count: 三, 十几, 好几, 无数, 20."""
 _OF = "(?:了|咗|过|過)?"
 _CALL = "(?:电话|電話)"
@@ -100,12 +100,13 @@ MANY_WEIGHT = 0.75
 """What it adds when its cue counts three or more (or 好几, 无数: more than a couple)."""
 MANY = 3
 
-_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"两": 2, "兩": 2}
+_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2, "兩": 2}
 _INDEFINITE = frozenset("几幾多好无無数數")
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
 
 
 def count_of(term: str) -> int | None:
-    """The number a cue states (打了三次电话 -> 3, 跑了十几趟 -> 3 or more, 问了20遍 -> 20),
+    """The number a cue states (打了三次电话 -> 3, 跑了十几趟 -> 10, 问了20遍 -> 20),
     None when it states none (踢皮球). An indefinite count (好几, 无数, 十几) reads as
     :data:`MANY` or its tens, since it means more than a couple."""
     found = _COUNT.search(term)
@@ -124,10 +125,7 @@ def count_of(term: str) -> int | None:
             value, digit = value + 10 * (digit or 1), None
         elif char in _DIGITS:
             digit = _DIGITS[char]
-    return min(UINT32_MAX, value + (digit or 0)) or None
-
-
-_FULL_WIDTH = str.maketrans("０１２３４５６７８９", "0123456789")
+    return min(UINT32_MAX, value + (digit or 0))
 
 
 def read_effort(text: str, shift: int = 0) -> Effort | None:
@@ -148,7 +146,7 @@ def read_effort(text: str, shift: int = 0) -> Effort | None:
             spans.setdefault(term, []).append((start + shift, end + shift))
         counted = {term: count_of(term) for term in spans}
         if kind != "waiting":  # one call or one visit is no effort; one hour in a queue is
-            spans = {term: found for term, found in spans.items() if counted[term] != 1}
+            spans = {term: found for term, found in spans.items() if counted[term] not in (0, 1)}
         if not spans:
             continue
         counts = [counted[term] for term in spans]

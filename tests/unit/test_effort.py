@@ -57,7 +57,7 @@ def test_effort_phrasings_are_flagged_with_their_span(text: str, kind: str, term
 
 @pytest.mark.parametrize("text", [
     "菜很好吃，配送也快", "想问一次性付款可以吗", "打一次电话就解决了，客服很专业", "麻烦您帮我查一下",
-    "跑步机很好用", "我去了一趟超市", "转账成功", "他说了一句谢谢", "等了三天快递"])
+    "跑步机很好用", "我去了一趟超市", "转账成功", "他说了一句谢谢", "等了三天快递", "打了0次电话"])
 def test_texts_without_effort_are_not_flagged(text: str) -> None:
     assert read_effort(text) is None
 
@@ -73,7 +73,8 @@ def test_score_adds_the_kinds_and_weighs_counts_of_three_or_more() -> None:
 
 @pytest.mark.parametrize(("spelled", "value"), [
     ("三", 3), ("两", 2), ("兩", 2), ("十", 10), ("十二", 12), ("二十", 20), ("二十五", 25),
-    ("两百", 200), ("20", 20), ("２０", 20), ("好几", 3), ("几", 3), ("十几", 10), ("无数", 3),
+    ("两百", 200), ("一百零五", 105), ("20", 20), ("２０", 20), ("好几", 3), ("几", 3),
+    ("十几", 10), ("无数", 3),
     ("多", 3)])
 def test_counts_in_hanzi_and_digits(spelled: str, value: int) -> None:
     assert count_of(f"打了{spelled}次电话") == value
