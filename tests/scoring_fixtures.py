@@ -66,9 +66,9 @@ E1 = event("e1", T0 + timedelta(seconds=5), score=0.8, nps=10, csat=5, ces=2, in
            topics=[("logistics_delivery", 0.9)], text="配送很快，骑手很好")
 E2 = event("e2", T0 + timedelta(seconds=20), score=-0.6, nps=3, csat=2, ces=6,
            intent="complaint", topics=[("logistics_delivery", -0.8), ("waiting_time", -0.7)],
-           flags=["escalation_threat"], text="配送太慢，等了两小时，要打12315",
-           effort=Effort(score=0.5, cues=[EffortCue(kind="waiting", term="等了两小时", count=2,
-                                                    evidence=[(5, 10)])]))
+           flags=["escalation_threat"], text="配送太慢，打了两次电话，要打12315",
+           effort=Effort(score=0.5, cues=[EffortCue(kind="calls", term="打了两次电话", count=2,
+                                                    evidence=[(5, 11)])]))
 E3 = event("e3", T0 + timedelta(seconds=40), channel="social", stage="售后", score=-0.9,
            intent="complaint", topics=[("service_attitude", -0.9)],
            flags=["churn_intent", "escalation_threat", "repeat_contact"],
@@ -88,7 +88,7 @@ FIXTURE = [E1, E2, E3, E4, E5]
 #   CES responses 2, 6 -> mean 4.0; complaints 2 (e2, e3) -> 0.5
 #   urgent events 2 (e2, e3); escalation_threat 2, churn_intent 1, repeat_contact 1 (e3)
 #   -> repeat contact rate 1 / 4 = 0.25
-#   effort: e2 only (等了两小时, score 0.5) -> effort_count 1, flag rate 1 / 4 = 0.25, text
+#   effort: e2 only (打了两次电话, score 0.5) -> effort_count 1, flag rate 1 / 4 = 0.25, text
 #   effort 0.5 / 4 = 0.125
 #   gaps (delivery targets): nps 0 - 30 = -30; negative_share 0.15 - 0.5 = -0.35 (lower is
 #   better); ces 3 - 4 = -1 (lower is better); csat 66.67 - 60 = 6.67; mean_sentiment

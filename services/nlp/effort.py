@@ -13,6 +13,10 @@ complains of effort, every point of it traceable to the spans it came from.
 A cue that counts one (打一次电话就解决了, 问一次性付款) or none (打了0次) is no effort and is
 dropped, except for waiting, where one hour in a queue is.
 
+Waiting counts where the customer had to queue or hold (排了两个小时队, 在线等了一个小时), not
+a wait for a delivery (等了两个小时饭都凉了), which the 等待时长 topic covers; repetition needs
+the past (问了5遍), so 重要的事情说三遍 is no effort.
+
 The patterns read the analysed text, which ingest converts to simplified Chinese; the few
 characters that differ in the traditional form (幾, 兩, 電話, 轉, 來, 隊...) are in the classes as
 well, for texts analysed without that conversion. Numerals are hanzi or digits, half or full
@@ -38,7 +42,8 @@ from services.nlp.matching import compile_cue, cue_spans, screen
 
 NUMBER = "[零〇一二两兩三四五六七八九十百几幾多好无無数數0-9０-９]+"
 """A count: 三, 十几, 好几, 无数, 20."""
-_OF = "(?:了|咗|过|過)?"
+_DID = "(?:了|咗|过|過)"
+_OF = f"{_DID}?"
 _CALL = "(?:电话|電話)"
 _TURN = "(?:转|轉)"
 _BACK = "(?:来|來)"
@@ -75,14 +80,14 @@ _PATTERNS: dict[EffortKind, tuple[str, ...]] = {
         "(?:手续|手續|流程|步骤|步驟|程序)(?:太|好|特别|特別|非常|很|超级|超級|真)?(?:繁琐|繁瑣|复杂|複雜|麻烦|麻煩)",
     ),
     "repetition": (
-        f"(?:问|問|说|說|讲|講|解释|解釋|重复|重複|描述|核对|核對|报|報){_OF}{NUMBER}(?:遍|次|回)",
+        f"(?:问|問|说|說|讲|講|解释|解釋|重复|重複|描述|核对|核對|报|報){_DID}{NUMBER}(?:遍|次|回)",
         "(?:每次都要|又要|还要|還要)(?:重新)?(?:说|說|讲|講|解释|解釋|描述)(?:一)?(?:遍|次)",
     ),
     "waiting": (
         f"排{_OF}(?:{NUMBER}|半)(?:个|個)?多?{_HOURS}(?:的)?(?:队|隊)",
         f"排(?:队|隊)(?:排|等)?{_OF}(?:{NUMBER}|半)(?:个|個)?多?{_HOURS}",
         "排(?:了|咗)?(?:半天|一上午|一下午|一整天|好久|好长时间|好長時間)(?:的)?(?:队|隊)|排(?:队|隊)(?:排|等)?(?:了|咗)(?:半天|一上午|一下午|一整天|好久)",
-        f"等{_OF}(?:{NUMBER}|半)(?:个|個)?多?{_HOURS}|排(?:大|长|長)(?:队|隊)",
+        f"(?:在线|线上|電話裡|电话里|电话那头|窗口|柜台|櫃檯|大厅|大廳)(?:排队|排隊)?等{_DID}(?:{NUMBER}|半)(?:个|個)?多?{_HOURS}|排(?:大|长|長)(?:队|隊)",
     ),
 }
 

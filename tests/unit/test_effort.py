@@ -41,6 +41,7 @@ FLAGGED = [
     ("排了两个小时队才办完", "waiting", "排了两个小时队", 2),
     ("排了一个多小时的队", "waiting", "排了一个多小时的队", 1),
     ("排队排了三个小时", "waiting", "排队排了三个小时", 3),
+    ("客服电话在线等了一个多小时", "waiting", "在线等了一个多小时", 1),
 ]
 
 
@@ -57,7 +58,8 @@ def test_effort_phrasings_are_flagged_with_their_span(text: str, kind: str, term
 
 @pytest.mark.parametrize("text", [
     "菜很好吃，配送也快", "想问一次性付款可以吗", "打一次电话就解决了，客服很专业", "麻烦您帮我查一下",
-    "跑步机很好用", "我去了一趟超市", "转账成功", "他说了一句谢谢", "等了三天快递", "打了0次电话"])
+    "跑步机很好用", "我去了一趟超市", "转账成功", "他说了一句谢谢", "等了三天快递", "打了0次电话",
+    "外卖等了两个小时，饭都凉了", "重要的事情说三遍", "给孩子讲四五遍都听不烦"])
 def test_texts_without_effort_are_not_flagged(text: str) -> None:
     assert read_effort(text) is None
 
