@@ -10,8 +10,8 @@ and a queue, some calming down and some getting angrier (the 坐席 scorecard an
 list); every item has a customer segment and a value for each of the deployment's dimension
 keys (``VOC_DIMENSIONS``, the 客群与维度 view); survey answers carry NPS, CSAT and CES ratings;
 some complaints say what effort they took (跑了好几趟, 打了三次电话: the effort figures beside
-CES); and a few recurring customers keep answering surveys with NPS <= 6, the detractors a
-callback rule turns into cases. VIP customers are only ever happy in the demo, so the
+CES); and a few recurring customers keep answering delivery's surveys with NPS <= 6, the
+detractors a callback rule turns into cases. VIP customers are only ever happy in the demo, so the
 VIP-strongly-negative rule stays quiet and the first alert is the degrading touchpoint's.
 """
 
@@ -86,9 +86,12 @@ DEMO_DIMENSIONS = ("city", "campaign")
 AGENTS = ("A-1001", "A-1002", "A-1003", "A-1004", "A-1005", "A-1006")
 QUEUES = ("售后-物流", "售后-退款", "账单")
 DETRACTORS = ("c-demo-0001", "c-demo-0002", "c-demo-0003")
-"""Recurring customers who keep answering surveys with NPS <= 6."""
-DETRACTOR_SHARE = 0.06
-"""Of the items of a touchpoint that takes surveys: the detractors' answers."""
+"""Recurring customers who keep answering delivery's surveys with NPS <= 6: the only ratings of
+NPS <= 6 or CSAT <= 2 in the demo, so a callback rule opens a few cases (one per customer),
+not one per complaint, and on the touchpoint whose alert the demo is about."""
+DETRACTOR_TOUCHPOINT = "delivery"
+DETRACTOR_SHARE = 0.1
+"""Of the delivery items: the detractors' answers."""
 DETRACTOR_TEXTS = (
     "打了三次电话，转了好几个人，问题还是没解决，很失望",
     "退款申请的材料交了又交，两周了还没到账，不会再推荐",
@@ -135,16 +138,17 @@ class DemoFeed:
             "channel": self.random.choice(tp.channels),
             "touchpoint": tp.name,
             "text": self.random.choice(tp.negative if negative else tp.positive),
-            "customer_id": f"c-{self.random.randint(1000, 9999)}",
+            # One-off customers, from ids enough that two of them rarely collide.
+            "customer_id": f"c-{self.random.randint(10_000, 99_999)}",
             "segment": self.random.choice(SEGMENTS if negative else ("VIP", *SEGMENTS)),
             "metadata": self._metadata(),
         }
         if item["channel"] == "survey":
             item["ratings"] = self._ratings(negative)
-        if "survey" in tp.channels and self.random.random() < DETRACTOR_SHARE:
+        if tp.name == DETRACTOR_TOUCHPOINT and self.random.random() < DETRACTOR_SHARE:
             item.update(channel="survey", customer_id=self.random.choice(DETRACTORS),
                         segment=self.random.choice(SEGMENTS),
-                        text=self.random.choice(DETRACTOR_TEXTS), ratings=self._ratings(True))
+                        text=self.random.choice(DETRACTOR_TEXTS), ratings=self._ratings(True, True))
             negative = True
         return item, negative
 
@@ -180,10 +184,14 @@ class DemoFeed:
         return {key: self.random.choice(DIMENSION_VALUES.get(
             key, (f"{key}-A", f"{key}-B", f"{key}-C"))) for key in keys}
 
-    def _ratings(self, negative: bool) -> dict[str, int]:
-        if negative:
+    def _ratings(self, negative: bool, detractor: bool = False) -> dict[str, int]:
+        """A detractor's ratings, an unhappy customer's (passive NPS, CSAT 3, a hard CES) or
+        a happy one's."""
+        if detractor:
             return {"nps": self.random.randint(0, 6), "csat": self.random.randint(1, 2),
                     "ces": self.random.randint(5, 7)}
+        if negative:
+            return {"nps": self.random.randint(7, 8), "csat": 3, "ces": self.random.randint(5, 7)}
         return {"nps": self.random.randint(7, 10), "csat": self.random.randint(4, 5),
                 "ces": self.random.randint(1, 3)}
 
