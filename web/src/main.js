@@ -9,13 +9,13 @@ import {
 import { CanvasRenderer } from 'echarts/renderers';
 
 import { alertLinks, drillLink, openDrill, renderFeedback } from './drill.js';
+import { effortFigures, effortPanel } from './effort.js';
 import { renderEmerging } from './emerging.js';
 import { explainPanel } from './explain.js';
 import { renderJourney } from './journey.js';
 import { drawQuadrant, quadrantTitle } from './quadrant.js';
 import { renderDimensions } from './dimensions.js';
 import { renderAgents } from './agents.js';
-import { effortFigures, effortPanel } from './effort.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, gapBand, setCatalogue, windowLabel,
