@@ -86,6 +86,11 @@ def up(demo: bool, port: int | None, insecure: bool | None) -> None:
         # alert would hold the cooldown and a second `make run` would show no alert.
         settings = settings.model_copy(update={"data_dir": settings.data_dir / "demo"})
         shutil.rmtree(settings.data_dir / "chdb", ignore_errors=True)
+    if demo and not settings.dimensions:
+        from services.ingest.demo_feed import DEMO_DIMENSIONS
+
+        # The demo's feedback carries these keys, so the segments view has them to show.
+        settings = settings.model_copy(update={"dimensions": list(DEMO_DIMENSIONS)})
     _run_until_signal(lambda stop: run_embedded(settings, stop, demo=demo))
 
 

@@ -95,4 +95,5 @@ async def _announce_and_feed(settings: Settings, bootstrap: str, api_url: asynci
     if demo:
         from services.ingest.demo_feed import run_demo
 
-        await run_demo(url, settings.demo_rate, stop, api_key=demo_key)
+        await run_demo(url, settings.demo_rate, stop, api_key=demo_key,
+                       dimensions=settings.dimensions)

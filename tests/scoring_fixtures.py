@@ -17,6 +17,8 @@ from aiokafka import ConsumerRecord
 
 from services.core.events import (
     AspectSentiment,
+    Effort,
+    EffortCue,
     EnrichedFeedback,
     Ratings,
     Sentiment,
@@ -45,7 +47,7 @@ def event(event_id: str, at: datetime, *, touchpoint: str = "delivery", channel:
           stage: str | None = "售中", score: float = 0.0, nps: int | None = None,
           csat: int | None = None, ces: int | None = None, intent: str = "other",
           topics: Sequence[tuple[str, float]] = (), flags: Sequence[str] = (),
-          text: str = "配送很快") -> EnrichedFeedback:
+          text: str = "配送很快", effort: Effort | None = None) -> EnrichedFeedback:
     label = "negative" if score <= -0.2 else "positive" if score >= 0.2 else "neutral"
     return EnrichedFeedback(
         event_id=event_id, source="test", external_id=event_id, channel=channel,
@@ -56,7 +58,7 @@ def event(event_id: str, at: datetime, *, touchpoint: str = "delivery", channel:
             score=s, label="negative" if s <= -0.2 else "positive" if s >= 0.2 else "neutral"))
             for t, s in topics],
         intent=intent, urgency=[UrgencyFlag(flag=f, term="x", evidence=[(0, 1)]) for f in flags],
-        keywords=[], tokens=[], enriched_at=at)
+        keywords=[], tokens=[], enriched_at=at, effort=effort)
 
 
 # Minute 10:00 (e1-e4) and minute 10:03 (e5): one 5-minute window, one hour, one day.
@@ -64,7 +66,9 @@ E1 = event("e1", T0 + timedelta(seconds=5), score=0.8, nps=10, csat=5, ces=2, in
            topics=[("logistics_delivery", 0.9)], text="配送很快，骑手很好")
 E2 = event("e2", T0 + timedelta(seconds=20), score=-0.6, nps=3, csat=2, ces=6,
            intent="complaint", topics=[("logistics_delivery", -0.8), ("waiting_time", -0.7)],
-           flags=["escalation_threat"], text="配送太慢，等了两小时，要打12315")
+           flags=["escalation_threat"], text="配送太慢，打了两次电话，要打12315",
+           effort=Effort(score=0.5, cues=[EffortCue(kind="calls", term="打了两次电话", count=2,
+                                                    evidence=[(5, 11)])]))
 E3 = event("e3", T0 + timedelta(seconds=40), channel="social", stage="售后", score=-0.9,
            intent="complaint", topics=[("service_attitude", -0.9)],
            flags=["churn_intent", "escalation_threat", "repeat_contact"],
@@ -84,6 +88,8 @@ FIXTURE = [E1, E2, E3, E4, E5]
 #   CES responses 2, 6 -> mean 4.0; complaints 2 (e2, e3) -> 0.5
 #   urgent events 2 (e2, e3); escalation_threat 2, churn_intent 1, repeat_contact 1 (e3)
 #   -> repeat contact rate 1 / 4 = 0.25
+#   effort: e2 only (打了两次电话, score 0.5) -> effort_count 1, flag rate 1 / 4 = 0.25, text
+#   effort 0.5 / 4 = 0.125
 #   gaps (delivery targets): nps 0 - 30 = -30; negative_share 0.15 - 0.5 = -0.35 (lower is
 #   better); ces 3 - 4 = -1 (lower is better); csat 66.67 - 60 = 6.67; mean_sentiment
 #   (default target 0.3) -0.175 - 0.3 = -0.475
@@ -95,6 +101,7 @@ MINUTE_ALL = {
     "ces": 4.0, "ces_responses": 2, "complaint_count": 2, "complaint_rate": 0.5,
     "urgent_count": 2, "escalation_threat_count": 2, "churn_intent_count": 1,
     "repeat_contact_count": 1, "safety_count": 0, "repeat_contact_rate": 0.25,
+    "effort_count": 1, "effort_score_sum": 0.5, "effort_flag_rate": 0.25, "text_effort": 0.125,
     # No calls in this set: the call figures are worked out in tests/e2e/test_contact_center.py.
     "call_count": 0, "tone_worsened_share": None, "tone_improved_share": None,
     "mean_hold_s": None, "mean_silence_s": None, "transfers_per_call": None,
@@ -118,12 +125,14 @@ MINUTE_SOCIAL_UNKNOWN = {"volume": 1, "neutral_count": 1, "nps": 0.0, "nps_respo
 #   net 100 x 0 / 5 = 0; negative share 0.4
 #   NPS responses 10, 3, 8, 9 -> promoters 2, detractors 1 -> 100 x 1 / 4 = 25
 #   CSAT 5, 2, 4, 3 -> 2 of 4 = 50; CES 2, 6, 3 -> 11 / 3; complaint rate 2 / 5 = 0.4
-#   repeat contact rate 1 (e3) / 5 = 0.2
+#   repeat contact rate 1 (e3) / 5 = 0.2; effort flag rate 1 (e2) / 5 = 0.2, text effort
+#   0.5 / 5 = 0.1
 ROLLUP_ALL = {"volume": 5, "positive_count": 2, "neutral_count": 1, "negative_count": 2,
               "mean_sentiment": -0.04, "net_sentiment": 0.0, "negative_share": 0.4,
               "nps": 25.0, "nps_responses": 4, "csat": 50.0, "csat_responses": 4,
               "ces": 11 / 3, "ces_responses": 3, "complaint_rate": 0.4, "urgent_count": 2,
-              "repeat_contact_rate": 0.2}
+              "repeat_contact_rate": 0.2, "effort_count": 1, "effort_flag_rate": 0.2,
+              "text_effort": 0.1}
 # logistics_delivery over the rollup: e1 0.9, e2 -0.8, e5 0.6 -> 3 mentions, mean 0.7 / 3.
 ROLLUP_TOPICS = {"logistics_delivery": (3, 0.7 / 3), "waiting_time": (1, -0.7),
                  "service_attitude": (1, -0.9)}

@@ -184,6 +184,23 @@ CATALOGUE: tuple[Metric, ...] = (
           "Mean transfers per call; null without calls.",
           Label("平均转接次数", "Transfers per call"), "mean", 0, 65535, nullable=True,
           lower_is_better=True, wire_required=False),
+    Count("effort_count", "countIf(effort = 1)",
+          "Events whose text holds an effort cue (effort on feedback.enriched.v2: 跑了好几趟, "
+          "打了三次电话, 转了好几个人...).", label=Label("费力反馈", "Effort events"),
+          wire_required=False),
+    Count("effort_score_sum", "toFloat64(sum(effort_score))",
+          "Sum of the events' text effort scores.", floating=True, wire=False),
+    Ratio("effort_flag_rate", ("effort_count",), "volume",
+          "Share of events whose text holds an effort cue (effort_count / volume); null only "
+          "in messages written before this metric existed.",
+          Label("费力反馈占比", "Effort flag rate"), "share", 0, 1, lower_is_better=True,
+          wire_required=False),
+    Ratio("text_effort", ("effort_score_sum",), "volume",
+          "Mean text effort score of the events (0: no effort cue, 0.5 one, 0.75 a cue "
+          "counting three or more, 1 two kinds of effort); null only in messages written "
+          "before this metric existed.",
+          Label("文本费力度", "Text effort"), "mean", 0, 1, clamp=True, lower_is_better=True,
+          wire_required=False),
 )
 """Every figure of a score row, in the order of the wire's fields."""
 

@@ -30,6 +30,8 @@ SentimentLabel = Literal["negative", "neutral", "positive"]
 Stage = Literal["售前", "售中", "售后"]
 Intent = Literal["complaint", "inquiry", "praise", "suggestion", "other"]
 UrgencyFlagName = Literal["escalation_threat", "churn_intent", "repeat_contact", "safety"]
+EffortKind = Literal["visits", "calls", "transfers", "resubmission", "runaround", "repetition",
+                     "waiting"]
 Severity = Literal["info", "warning", "critical"]
 Operator = Literal[">", ">=", "<", "<="]
 RuleType = Literal["threshold", "rate_of_change", "anomaly", "topic_spike", "volume_drop",
@@ -385,6 +387,26 @@ class UrgencyFlag(_Wire):
     evidence: Evidence
 
 
+MAX_EFFORT_CUES = 32
+
+
+class EffortCue(_Wire):
+    """One effort cue of a text (跑了好几趟, 打了三次电话) with where it was found."""
+
+    kind: EffortKind
+    term: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TERM)]
+    count: Count | None = Field(description="The count the cue states (三次 -> 3; 好几 -> 3), "
+                                "None when it states none.")
+    evidence: Evidence
+
+
+class Effort(_Wire):
+    """The effort a customer's text says it took (services/nlp/effort.py)."""
+
+    score: Annotated[float, Field(ge=0, le=1)]
+    cues: Annotated[list[EffortCue], Field(min_length=1, max_length=MAX_EFFORT_CUES)]
+
+
 class EnrichedFeedback(RawFeedback):
     """``feedback.enriched.v2``: the raw event plus the NLP stage's findings."""
 
@@ -399,6 +421,7 @@ class EnrichedFeedback(RawFeedback):
     tokens: Annotated[list[Token], Field(max_length=MAX_TOKENS)]
     enriched_at: UtcTime
     call_tone: CallTone | None = None
+    effort: Effort | None = None
 
 
 class UrgentCounts(_Wire):

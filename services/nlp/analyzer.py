@@ -44,6 +44,7 @@ from services.core.events import (
 )
 from services.nlp.call_tone import call_tones
 from services.nlp.cues import UrgencyCues
+from services.nlp.effort import read_effort
 from services.nlp.keywords import KeywordExtractor
 from services.nlp.segmenter import Segmenter
 from services.nlp.stance import FEATURES as STANCE_FEATURES
@@ -105,7 +106,8 @@ def clause_of(text: str, clauses: list[Span], starts: list[int], position: int) 
 
 
 class Analyzer:
-    """Enriches raw events with tokens, sentiment, aspect topics, intent, urgency and keywords.
+    """Enriches raw events with tokens, sentiment, aspect topics, intent, urgency, effort
+    (services/nlp/effort.py) and keywords.
 
     Each event's ``analysis_text`` (simplified, markup-free, customer-only) is what is analysed
     when present, while the enriched event keeps the original text; evidence spans point into
@@ -190,6 +192,7 @@ class Analyzer:
                 tokens=[t[:MAX_TOKEN_CHARS] for t in tokens[:MAX_TOKENS]],
                 enriched_at=now,
                 call_tone=tone,
+                effort=read_effort(text, start),
             )
             enriched.append(trusted(EnrichedFeedback, **fields))
         return enriched

@@ -481,6 +481,20 @@ class TopicOut(_Out):
         description="[start, end) offsets, in Unicode code points, into `analysis_text`.")
 
 
+class EffortCueOut(_Out):
+    kind: str = Field(description="visits, calls, transfers, resubmission, runaround, "
+                      "repetition or waiting (docs/nlp.md, Effort).")
+    term: str
+    count: int | None = Field(description="The count the cue states; null without one.")
+    evidence: list[tuple[int, int]] = Field(
+        description="[start, end) offsets, in Unicode code points, into `analysis_text`.")
+
+
+class EffortOut(_Out):
+    score: float = Field(description="Text effort score in [0, 1] (docs/metrics.md).")
+    cues: list[EffortCueOut]
+
+
 class RatingsOut(_Out):
     nps: int | None
     csat: int | None
@@ -511,6 +525,9 @@ class FeedbackItem(_Out):
     urgent_flags: list[str]
     keywords: list[str]
     ratings: RatingsOut
+    effort: EffortOut | None = Field(default=None, description=(
+        "The effort the text says it took, with its cues' spans; null when its text holds no "
+        "effort cue."))
     scored: bool = Field(description="False: stored, but too late for its window.")
 
 
@@ -738,6 +755,9 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             "comments an alert's explanation quotes."))] = None,
         segment: SegmentParam = None,
         meta: Annotated[tuple[tuple[str, str], ...], Depends(meta_filter)] = (),
+        effort: Annotated[bool | None, BeforeValidator(_blank), Query(description=(
+            "true: only feedback whose text holds an effort cue (跑了好几趟, 打了三次电话...), "
+            "the comments behind effort_flag_rate; false: only feedback without."))] = None,
         page: Annotated[int, Query(ge=1, le=PAGE_MAX, description=(
             f"Page number, 1-{PAGE_MAX}; read further back with a narrower time range or "
             "filter."))] = 1,
@@ -755,7 +775,7 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
             event_ids=events,
             stage=None if stage is None else "" if stage == UNKNOWN_STAGE else stage,
             scope=None if who.touchpoints is None else tuple(sorted(who.touchpoints)),
-            segment=segment, metadata=meta)
+            segment=segment, metadata=meta, effort=None if effort is None else int(effort))
         total, rows = await queries.feedback_page(store, where, (page - 1) * page_size,
                                                   page_size)
         return _answer(FeedbackPage(page=page, page_size=page_size, total=total,
@@ -1005,7 +1025,18 @@ def _feedback_item(row: Row) -> FeedbackItem:
         intent=row["intent"], topics=_topics_out(row),
         urgent_flags=row["urgent_flags"], keywords=row["keywords"],
         ratings=RatingsOut(nps=row["nps"], csat=row["csat"], ces=row["ces"]),
-        scored=not row["too_late"])
+        effort=_effort_out(row), scored=not row["too_late"])
+
+
+def _effort_out(row: Row) -> EffortOut | None:
+    """The stored event's effort with its cues' spans, read from the enriched event (the
+    ``effort_score`` column says whether there is one, so most rows skip the JSON)."""
+    if not row["effort_score"]:
+        return None
+    effort = json.loads(row["enriched_json"] or "{}").get("effort")
+    if not effort:
+        return None
+    return EffortOut(score=effort["score"], cues=[EffortCueOut(**cue) for cue in effort["cues"]])
 
 
 def _topics_out(row: Row) -> list[TopicOut]:

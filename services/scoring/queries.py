@@ -243,6 +243,8 @@ class FeedbackFilter:
     segment: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
     """(key, value) pairs of configured dimensions the feedback's metadata must hold."""
+    effort: int | None = None
+    """1: only events whose text holds an effort cue; 0: only those without."""
 
 
 _FEEDBACK_CONDITIONS = {
@@ -256,13 +258,14 @@ _FEEDBACK_CONDITIONS = {
     "event_ids": "event_id IN %(event_ids)s",
     "scope": "touchpoint IN %(scope)s",
     "segment": "segment = %(segment)s",
+    "effort": "effort = %(effort)s",
 }
 
 _FEEDBACK_COLUMNS = ("event_id, occurred_at, touchpoint, channel, stage, segment, customer_id, "
                      "text, "
                      "analysis_text, "
                      "sentiment, sentiment_label, intent, topics, topic_sentiments, "
-                     "urgent_flags, keywords, nps, csat, ces, too_late, enriched_json")
+                     "urgent_flags, keywords, nps, csat, ces, too_late, effort_score, enriched_json")
 
 
 async def feedback_page(store: Store, where: FeedbackFilter, offset: int,

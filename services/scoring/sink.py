@@ -113,6 +113,8 @@ def feedback_row(event: EnrichedFeedback, inserted_ms: int) -> dict[str, Any]:
         "ces": event.ratings.ces,
         "intent": event.intent,
         "urgent_flags": sorted({u.flag for u in event.urgency}),
+        "effort": int(event.effort is not None),
+        "effort_score": event.effort.score if event.effort is not None else 0.0,
         "keywords": event.keywords,
         "phrases": candidate_phrases(event.tokens),
         "metadata": json.dumps(event.metadata, ensure_ascii=False),

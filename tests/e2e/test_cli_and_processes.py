@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 import schemas
@@ -91,6 +93,34 @@ def _children_exit(children: list[int], timeout_s: float) -> None:
                     lambda: f"no orphaned child processes: {children}", interval_s=0.2)
 
 
+def _demo_fills_the_people_views(log: Path) -> None:
+    """Cheap reads of what the running demo has stored by its first alert (issue 19): calls per
+    agent and queue, feedback per segment and per demo dimension, effort-flagged comments with
+    their cues, and NPS detractors among the recurring customers."""
+    found = re.search(r"API:\s+(\S+)", log.read_text())
+    assert found, log.read_text()[-2000:]
+    url = found.group(1)
+
+    def read(path: str, **params: str) -> dict:
+        answer = httpx.get(f"{url}{path}", params=params, timeout=10)
+        assert answer.status_code == 200, (path, answer.text)
+        return answer.json()
+
+    def filled() -> bool:
+        agents = read("/v1/contact-center/agent")["values"]
+        queues = read("/v1/contact-center/queue")["values"]
+        segments = {v["value"] for v in read("/v1/dimensions/segment")["values"]}
+        cities = read("/v1/dimensions/city")["values"]
+        effort = read("/v1/feedback", effort="true", page_size="5")["items"]
+        surveys = read("/v1/feedback", q="不会再推荐", page_size="50")["items"]
+        return (len(agents) >= 3 and len(queues) >= 2 and {"VIP", "新客"} <= segments
+                and len(cities) >= 3 and bool(effort) and all(i["effort"]["cues"] for i in effort)
+                and any((i["ratings"]["nps"] or 10) <= 6 for i in surveys))
+
+    eventually_sync(filled, 30, lambda: "agents, queues, segments, cities, effort and "
+                    "detractors in the demo's store")
+
+
 @pytest.mark.slow
 def test_voc_up_demo_alerts_on_the_degrading_touchpoint_and_stops_cleanly(tmp_path: Path) -> None:
     for attempt in ("first", "second"):  # a re-run must alert again, not sit in a cooldown
@@ -100,6 +130,8 @@ def test_voc_up_demo_alerts_on_the_degrading_touchpoint_and_stops_cleanly(tmp_pa
             seconds = _wait_for(log, "alert_id=", 60)
             _only_delivery_alerts(log, attempt, for_s=3)
             assert seconds < 60
+            if attempt == "first":
+                _demo_fills_the_people_views(log)
             children = _children(process.pid)
             assert children, "voc up should run the local broker as a child"
             process.send_signal(signal.SIGINT)

@@ -17,6 +17,8 @@ from services.core.events import (
     AspectSentiment,
     CaseEvent,
     DeadLetter,
+    Effort,
+    EffortCue,
     EnrichedFeedback,
     ExampleComment,
     ExpectationGap,
@@ -48,7 +50,9 @@ ENRICHED = EnrichedFeedback(
                      sentiment=AspectSentiment(score=-0.8, label="negative"), evidence=[(0, 2)])],
     intent="complaint",
     urgency=[UrgencyFlag(flag="escalation_threat", term="12315", evidence=[(5, 10)])],
-    keywords=["配送", "太慢"], tokens=["配送", "太慢", "了"], enriched_at=NOW)
+    keywords=["配送", "太慢"], tokens=["配送", "太慢", "了"], enriched_at=NOW,
+    effort=Effort(score=0.75, cues=[EffortCue(kind="calls", term="打了三次电话", count=3,
+                                              evidence=[(0, 6)])]))
 SCORE = Score(touchpoint="delivery", channel="", stage="", window="1m", window_start=NOW,
               window_end=NOW, window_seconds=60, volume=3, positive_count=1, neutral_count=0,
               negative_count=2, mean_sentiment=-0.2, net_sentiment=-100 / 3,

@@ -43,6 +43,7 @@ from services.core import channels, normalize, pii
 from services.ingest.email_message import html_to_text
 from services.nlp import taxonomies
 from services.nlp.cues import intent_of, load_urgency
+from services.nlp.effort import read_effort
 from services.nlp.matching import cue_spans
 from services.nlp.taxonomy import load_taxonomy
 
@@ -389,7 +390,8 @@ def test_discovery_finds_the_patterns_over_customer_text() -> None:
     names = {t.name for t in CODE}
     for expected in ("services.core.pii._EMAIL", "services.core.pii._MOBILE",
                      "services.nlp.stance.ACKNOWLEDGEMENT", "services.core.normalize._HISTORY",
-                     "services.nlp.taxonomy.CLAUSE", "services.ingest.call_transcript._TRANSFER"):
+                     "services.nlp.taxonomy.CLAUSE", "services.ingest.call_transcript._TRANSFER",
+                     "services.nlp.effort.CUES[0]", "services.nlp.effort._COUNT"):
         assert expected in names, sorted(names)
     assert set(NOT_CUSTOMER_TEXT) <= set(module_patterns()), "stale NOT_CUSTOMER_TEXT entries"
     assert len(urgency_targets()) == 4 and len(taxonomy_targets()) >= 2
@@ -427,6 +429,7 @@ HOSTILE = [(f"{unit!r} repeated", (unit * SIZE)[:SIZE]) for unit in (
     ("email_message.html_to_text", html_to_text),
     ("cues.intent_of", lambda s: intent_of(s, "neutral")),
     ("urgency.find", load_urgency().find),
+    ("effort.read_effort", read_effort),
 ])
 def test_the_text_functions_run_in_linear_time(name: str, scan: Callable[[str], object]) -> None:
     assert too_slow(Target(name, scan, ""), inputs=HOSTILE) == []

@@ -10,8 +10,8 @@ import { el } from './dom.js';
 import { customerLink } from './customer.js';
 
 // The /v1/feedback filters a drill-down may carry, in the order they are shown.
-const FILTERS = ['touchpoint', 'topic', 'channel', 'stage', 'sentiment', 'intent', 'event_id',
-  'from', 'to'];
+const FILTERS = ['touchpoint', 'topic', 'channel', 'stage', 'sentiment', 'intent', 'effort',
+  'event_id', 'from', 'to'];
 const PAGE_SIZE = 50;
 
 const WORDS = {
@@ -22,6 +22,7 @@ const WORDS = {
     comments: '查看评论', window_comments: '窗口内反馈',
     negative: '负面', neutral: '中性', positive: '正面', complaint: '投诉', inquiry: '咨询',
     praise: '表扬', suggestion: '建议', other: '其他', unknown: '未标注',
+    effort: '费力', true: '是', false: '否',
   },
   en: {
     title: 'Feedback', back: 'Back', more: 'Load more', none: 'No feedback matches',
@@ -30,7 +31,7 @@ const WORDS = {
     to: 'To', comments: 'Quoted comments', window_comments: 'Feedback in the window',
     negative: 'negative', neutral: 'neutral', positive: 'positive', complaint: 'complaint',
     inquiry: 'inquiry', praise: 'praise', suggestion: 'suggestion', other: 'other',
-    unknown: 'unlabelled',
+    unknown: 'unlabelled', effort: 'Effort', true: 'yes', false: 'no',
   },
 };
 
@@ -47,6 +48,7 @@ const iso = (value) => (value instanceof Date ? value.toISOString() : String(val
 export function metricFilter(metric) {
   if (metric === 'negative_share' || metric === 'negative_count') return { sentiment: 'negative' };
   if (metric === 'complaint_rate' || metric === 'complaint_count') return { intent: 'complaint' };
+  if (['effort_flag_rate', 'effort_count', 'text_effort'].includes(metric)) return { effort: 'true' };
   return {};
 }
 
@@ -118,6 +120,13 @@ export function marked(text, topics) {
   return out;
 }
 
+// A comment's effort cues as spans marked() highlights (as negative evidence).
+function effortSpans(item) {
+  return (item.effort?.cues ?? []).map((cue) => ({
+    id: `effort:${cue.kind}`, name: cue.term, evidence: cue.evidence, sentiment: -1,
+  }));
+}
+
 function parse(arg) {
   const params = new URLSearchParams(arg ?? '');
   const filter = {};
@@ -133,7 +142,7 @@ function shown(key, value, topicName) {
   if (key === 'topic') return topicName(value);
   if (key === 'from' || key === 'to') return formatTime(value);
   if (key === 'event_id') return value.join(', ');
-  if (['sentiment', 'intent'].includes(key) || value === 'unknown') return word(value);
+  if (['sentiment', 'intent', 'effort'].includes(key) || value === 'unknown') return word(value);
   return value;
 }
 
@@ -174,8 +183,10 @@ export function renderFeedback(view, arg, { getJson, topicName }) {
     list.dataset.loaded = String((page - 1) * PAGE_SIZE + body.items.length);
     if (!body.items.length && page === 1) list.append(el('li', { class: 'muted' }, word('none')));
     for (const item of body.items) {
-      // With a topic filter, the evidence of that topic; otherwise every topic's.
-      const topics = filter.topic ? item.topics.filter((x) => x.id === filter.topic) : item.topics;
+      // With the effort filter, the effort cues' spans; with a topic filter, that topic's
+      // evidence; otherwise every topic's.
+      const topics = filter.effort === 'true' ? effortSpans(item)
+        : filter.topic ? item.topics.filter((x) => x.id === filter.topic) : item.topics;
       list.append(el('li', { class: `verbatim s-${item.sentiment.label}`, 'data-event-id': item.event_id },
         el('p', { class: 'text' }, marked(item[item.spans_index] ?? item.text, topics)),
         el('p', { class: 'meta' }, formatTime(item.occurred_at), ' · ', item.touchpoint, ' · ',

@@ -9,6 +9,7 @@ import {
 import { CanvasRenderer } from 'echarts/renderers';
 
 import { alertLinks, drillLink, openDrill, renderFeedback } from './drill.js';
+import { effortFigures, effortPanel } from './effort.js';
 import { renderEmerging } from './emerging.js';
 import { explainPanel } from './explain.js';
 import { renderJourney } from './journey.js';
@@ -169,6 +170,7 @@ function tile(touchpoint) {
   ];
   if (s.nps !== null) figures.push([t('nps'), fmt.num(s.nps, 0)]);
   if (s.csat !== null) figures.push([t('csat'), `${fmt.num(s.csat, 0)}%`]);
+  figures.push(...effortFigures(s));
   return h('a', {
     class: `tile gap-${band}${firing ? ' firing' : ''}`,
     href: `#/touchpoint/${encodeURIComponent(touchpoint)}`,
@@ -269,11 +271,13 @@ function renderDetail(view, touchpoint) {
   const driversBox = h('div', { id: 'drivers', class: 'scroll' });
   const quadrantBox = h('div', { class: 'chart quadrant', id: 'quadrant-chart' });
   const verbatimBox = h('ul', { class: 'verbatims', id: 'verbatims' });
+  const effortBox = h('div', { id: 'effort-slot' });
+  const drawEffort = () => effortBox.replaceChildren(effortPanel(touchpoint, live.summary(touchpoint)));
   view.append(
     h('div', { class: 'controls' },
       h('label', { class: 'control' }, `${t('touchpoint')} `, picker),
       h('label', { class: 'control' }, `${t('window')} `, windows)),
-    h('h2', { class: 'section' }, touchpoint ?? t('choose_touchpoint')), trendNote,
+    h('h2', { class: 'section' }, touchpoint ?? t('choose_touchpoint')), trendNote, effortBox,
     h('div', { class: 'charts3' },
       h('figure', {}, h('figcaption', {}, t('trend_sentiment')), boxes.sentiment),
       h('figure', {}, h('figcaption', {}, t('trend_nps')), boxes.nps),
@@ -400,10 +404,12 @@ function renderDetail(view, touchpoint) {
 
   loadTrends();
   loadVerbatims().then(loadDrivers);
+  drawEffort();
   let refresh = null;
   const off = live.onChange((kind, touched) => {
     if (!touched?.has(touchpoint)) return;
     drawTrends();
+    drawEffort();
     // Coarser windows, drivers and verbatims come from queries: refresh them at most every 5 s.
     if (!refresh) {
       refresh = setTimeout(() => {
