@@ -214,3 +214,23 @@ def test_the_memory_forgets_the_least_recently_seen_customers_and_old_contacts()
                                      occurred_at=future)], later)
     assert [c.event_id for c in memory.between(CHURN, "c-3", *everything)] == ["late"], \
         "a made-up future event time does not wipe the memory"
+
+
+def test_an_older_negative_contact_arriving_after_a_newer_one_raises_the_churn_risk() -> None:
+    from services.alerting.kinds.customer_history import RecentContacts, recall
+    from tests.conftest import run
+
+    older = enriched(event_id="e0", customer_id="c-1", score=-0.6)
+    assert history_alert(CHURN, older, None, T0, {"r": {"c-1": contacts(0, 48.0)}}) \
+        is not None, "the newer contact two days later counts"
+    assert history_alert(CHURN, older, None, T0, {"r": {"c-1": contacts(0, 200)}}) is None, \
+        "more than within_days later: no"
+    memory = RecentContacts(max_customers=100)
+    newer = enriched(event_id="e-new", customer_id="c-1", score=-0.6,
+                     occurred_at=T0 + timedelta(days=3))
+    run(recall(NothingStored(), [CHURN], [newer], memory))  # type: ignore[arg-type]
+    recalled = run(recall(NothingStored(), [CHURN], [older], memory))  # type: ignore[arg-type]
+    alert = history_alert(CHURN, older, None, T0, recalled)
+    assert alert is not None and alert.event_ids == ["e0", "e-new"], "the memory, either side"
+    assert history_alert(CHURN, newer, older.occurred_at, T0, recalled) is None, \
+        "one case per customer: the newer contact is within the cooldown of the firing"

@@ -1,6 +1,11 @@
 """``customer_history``: the same customer's negative contacts piling up (two or more within
 N days, both in the rule) fire an alert whose case is a **churn risk**.
 
+The contacts counted for an event are those within N days of it on either side, so the order
+they arrive in does not matter: an older contact arriving after a newer one (a late channel, a
+replay) still raises the case, on the contact that arrived last. The dedupe key is the customer,
+so the cooldown keeps it to one case per customer.
+
 A contact is negative when its sentiment is at or below ``sentiment_at_most``, or its NPS /
 CSAT at or below the rule's thresholds. A customer's other contacts come from two sources, and
 either suffices (their union, deduplicated by event id, is what counts):
@@ -152,7 +157,7 @@ async def recall(store: Store, rules: Sequence[CustomerHistoryRule],
                  events: Sequence[EnrichedFeedback],
                  remembered: RecentContacts | None = None) -> Recalled:
     """Every rule's negative contacts of the customers whose negative contact is in the batch,
-    within the rule's ``within_days`` before the batch's newest event: the store's (at most
+    within the rule's ``within_days`` of the batch's events, either side: the store's (at most
     MAX_CASE_FEEDBACK per customer, the newest), the memory's (which learns the batch's) and
     the batch's own, deduplicated by event id."""
     out: dict[str, dict[str, list[Contact]]] = {}
@@ -164,7 +169,7 @@ async def recall(store: Store, rules: Sequence[CustomerHistoryRule],
             scope = rule.scope
             customers = {e.customer_id or "" for e in tripping}
             lo = min(e.occurred_at for e in tripping) - timedelta(days=rule.within_days)
-            hi = max(e.occurred_at for e in tripping)
+            hi = max(e.occurred_at for e in tripping) + timedelta(days=rule.within_days)
             rows = await queries.negative_contacts(
                 store, customers=customers, lo=lo, hi=hi,
                 sentiment_at_most=rule.sentiment_at_most, nps_at_most=rule.nps_at_most,
@@ -195,15 +200,16 @@ def history_alert(rule: CustomerHistoryRule, event: EnrichedFeedback,
                   last_fired: datetime | None, now: datetime,
                   recalled: Recalled | None) -> Alert | None:
     """The churn-risk alert when ``event`` is a negative contact that brings its customer's
-    count within the window to ``min_contacts``, unless the key fired within the cooldown."""
+    count within ``within_days`` of it (either side) to ``min_contacts``, unless the key fired
+    within the cooldown."""
     if not (event.customer_id and in_scope(rule, event) and negative(rule, event)):
         return None
     if last_fired is not None and event.occurred_at < last_fired + timedelta(
             seconds=rule.cooldown_s):
         return None
-    since = event.occurred_at - timedelta(days=rule.within_days)
+    within = timedelta(days=rule.within_days)
     contacts = [c for c in (recalled or {}).get(rule.id, {}).get(event.customer_id, ())
-                if since <= c.occurred_at <= event.occurred_at]
+                if abs(c.occurred_at - event.occurred_at) <= within]
     if len(contacts) < rule.min_contacts:
         return None
     contacts = contacts[-MAX_CASE_FEEDBACK:]
