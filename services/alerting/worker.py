@@ -46,7 +46,7 @@ from services.alerting.caps import (
 from services.alerting.engine import KeyState, Measurement, metric_key, step
 from services.alerting.evaluation import Loaded, lifecycle_alert, load
 from services.alerting.explain import carried, explain_firing
-from services.alerting.kinds import event_kind, recall_all, window_kind
+from services.alerting.kinds import event_kind, memories, recall_all, window_kind
 from services.alerting.kinds.base import Points
 from services.alerting.rulebase import WindowRuleBase
 from services.alerting.rules import RuleSet, load_rules
@@ -126,6 +126,7 @@ class AlertEvaluator:
         self.states = KeyStates(settings.alert_max_keys)
         self.caps = AlertCaps(settings.alert_max_per_rule, settings.alert_cap_period_s)
         self.latency = LatencyStats()
+        self.memories = memories(settings)
         self._publishing = asyncio.Lock()
 
     @property
@@ -192,7 +193,7 @@ class AlertEvaluator:
         events = [e for e, _ in (parse_or_reason(EnrichedFeedback, r.value, self.settings)
                                             for r in records)
                   if e is not None]
-        recalled = await recall_all(self.store, rules, events)
+        recalled = await recall_all(self.store, rules, events, self.memories)
         now = utc_now()
         staged: dict[str, KeyState] = {}
         pending = []

@@ -237,6 +237,11 @@ class Settings(BaseSettings):
         default=100_000, ge=100, description="Alert lifecycle keys (rule × touchpoint, or rule "
         "× customer for event rules) kept in memory; keys with an open alert are always kept, "
         "the least recently used others are forgotten beyond it.")
+    alert_customer_memory: int = Field(
+        default=50_000, ge=100, description="Customers (per customer_history rule) whose recent "
+        "negative contacts the alerting stage remembers in process, so two contacts meet even "
+        "when the scoring stage has not stored the first yet; the least recently seen are "
+        "forgotten beyond it (counted in voc_alert_customer_memory_evicted_total).")
     alert_max_per_rule: int = Field(
         default=20, ge=1, description="Most alerts one rule fires per "
         "`VOC_ALERT_CAP_PERIOD_S`; the excess opens no case and pages nobody, and is counted "

@@ -1,5 +1,6 @@
-"""The dashboard's customer timeline (issue 19) in Chromium, on a running API over chdb: a
-callback case in the alerts view links its customer; the link opens every feedback of that
+"""The dashboard's customer timeline (issue 19) in Chromium, on a running API over chdb: the
+alerts view shows the callback KPIs (one detractor, not called back yet); a callback case there
+links its customer; the link opens every feedback of that
 customer across channels, newest first, with the linked case, and a customer's markup is shown
 as text. Saves docs' screenshot (build/screenshots/customer.png)."""
 
@@ -63,6 +64,13 @@ def test_a_callback_case_opens_its_customers_timeline(broker: LocalBroker, setti
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 await page.goto(f"{api}/dashboard/#/alerts")
+                await page.wait_for_selector('#callback-kpis[data-loaded="true"]')
+                kpis = await page.evaluate(
+                    "() => Object.fromEntries([...document.querySelectorAll('#callback-kpis "
+                    "[data-figure]')].map((n) => [n.dataset.figure, "
+                    "n.querySelector('.kpi-value').textContent]))")
+                assert kpis == {"detractors": "1", "callback_sla_share": "0%",
+                                "recovery_rate": "—"}, kpis
                 link = f'#cases tr[data-case-id="{case.case_id}"] a.customer-link'
                 await page.wait_for_selector(link)
                 await page.click(link)

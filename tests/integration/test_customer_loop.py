@@ -249,3 +249,56 @@ def test_callback_kpis_count_detractors_called_back_within_the_sla_and_recovered
     assert [delivery[f] for f in figures] == [2, 2, 1, 0.5, 2, 1, 0.5], \
         "a principal limited to delivery does not count the hotline detractor"
     assert got["too long"] == 400
+
+
+def test_a_churn_risk_is_raised_while_scoring_lags(
+        broker: LocalBroker, settings: Settings, tmp_path: Path) -> None:
+    """The scoring stage has stored none of `c-4`'s contacts: two negative contacts in two
+    batches of one worker still raise the churn risk (its memory), once. On chdb only: what
+    is tested is the worker's memory, not SQL."""
+    store_url = f"chdb://{tmp_path / 'chdb'}"
+    settings = loop_settings(settings, tmp_path)
+    create_topics(settings, broker.bootstrap)
+    first = enriched(event_id="lag-1", customer_id="c-4", channel="call", score=-0.7)
+    second = enriched(event_id="lag-2", customer_id="c-4", channel="app", score=-0.5,
+                      occurred_at=T0 + timedelta(days=3))
+
+    async def main() -> None:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
+            evaluator = AlertEvaluator(settings, store, producer,
+                                       RulesFile(settings.alert_rules_path))
+            for batch in ([first], [second], [second]):
+                await evaluator.handle_events(records(batch))
+
+    run(main())
+    alerts = [Alert.model_validate(v) for _, v in read_topic(broker.bootstrap,
+                                                             settings.topic("alerts"))]
+    assert [(a.rule_id, a.event_ids) for a in alerts if a.rule_id == "churn"] == \
+        [("churn", ["lag-1", "lag-2"])], "raised once: the re-delivery is in the cooldown"
+
+
+def test_an_older_negative_contact_arriving_late_raises_one_churn_risk(
+        broker: LocalBroker, store_url: str, settings: Settings, tmp_path: Path) -> None:
+    """`c-6`'s newer complaint is stored; the older one (three days before it) arrives after
+    it, at a fresh worker: the store's contacts on either side count, and the newer
+    complaint re-delivered raises nothing more."""
+    settings = loop_settings(settings, tmp_path)
+    create_topics(settings, broker.bootstrap)
+    newer = enriched(event_id="late-new", customer_id="c-6", channel="app", score=-0.6,
+                     occurred_at=T0 + timedelta(days=3))
+    older = enriched(event_id="late-old", customer_id="c-6", channel="call", score=-0.8)
+
+    async def main() -> None:
+        async with store_and_producer(store_url, broker.bootstrap) as (store, producer):
+            await store.insert("feedback", [feedback_row(newer, 1)])
+            evaluator = AlertEvaluator(settings, store, producer,
+                                       RulesFile(settings.alert_rules_path))
+            for batch in ([older], [newer]):
+                await evaluator.handle_events(records(batch))
+
+    run(main())
+    alerts = [Alert.model_validate(v) for _, v in read_topic(broker.bootstrap,
+                                                             settings.topic("alerts"))]
+    assert [(a.rule_id, a.event_ids, a.window_end) for a in alerts if a.rule_id == "churn"] \
+        == [("churn", ["late-old", "late-new"], older.occurred_at)], \
+        "raised by the older contact, as it arrives; the re-delivered newer one is in the cooldown"

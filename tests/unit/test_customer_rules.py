@@ -164,3 +164,73 @@ def test_a_cursor_the_route_did_not_return_is_refused(cursor: str) -> None:
     with pytest.raises(ValueError, match="not a cursor"):
         decode_cursor(cursor)
     assert decode_cursor(encode_cursor(T0, "e:1")) == (T0, "e:1")
+
+
+class NothingStored:
+    """The store while the scoring stage lags: no contact stored yet."""
+
+    async def query(self, sql: str, params: object = None) -> list:
+        return []
+
+
+def test_two_negative_contacts_in_different_batches_meet_while_the_store_lags() -> None:
+    from services.alerting.kinds.customer_history import RecentContacts, recall
+    from tests.conftest import run
+
+    memory = RecentContacts(max_customers=100)
+    first = enriched(event_id="a", customer_id="c-1", score=-0.6, channel="call")
+    second = enriched(event_id="b", customer_id="c-1", score=-0.5,
+                      occurred_at=T0 + timedelta(days=2))
+    run(recall(NothingStored(), [CHURN], [first], memory))  # type: ignore[arg-type]
+    recalled = run(recall(NothingStored(), [CHURN], [second], memory))  # type: ignore[arg-type]
+    alert = history_alert(CHURN, second, None, second.occurred_at, recalled)
+    assert alert is not None and alert.event_ids == ["a", "b"]
+    again = run(recall(NothingStored(), [CHURN], [second], memory))  # type: ignore[arg-type]
+    assert [c.event_id for c in again["r"]["c-1"]] == ["a", "b"], "deduplicated by event id"
+    forgetful = run(recall(NothingStored(), [CHURN], [second]))  # type: ignore[arg-type]
+    assert history_alert(CHURN, second, None, second.occurred_at, forgetful) is None
+
+
+def test_the_memory_forgets_the_least_recently_seen_customers_and_old_contacts() -> None:
+    from services.alerting.kinds.customer_history import EVICTED, RecentContacts
+
+    memory = RecentContacts(max_customers=2)
+    evicted_before = EVICTED._value.get()
+    for i, customer in enumerate(("c-1", "c-2", "c-1", "c-3")):
+        memory.remember(CHURN, [enriched(event_id=f"e{i}", customer_id=customer, score=-0.9,
+                                         occurred_at=T0 + timedelta(hours=i))], T0)
+    assert len(memory) == 2 and EVICTED._value.get() - evicted_before == 1
+    everything = (T0 - timedelta(days=99), T0 + timedelta(days=99))
+    assert memory.between(CHURN, "c-2", *everything) == [], "least recently seen: forgotten"
+    assert [c.event_id for c in memory.between(CHURN, "c-1", *everything)] == ["e0", "e2"]
+    later = T0 + timedelta(days=8)
+    memory.remember(CHURN, [enriched(event_id="late", customer_id="c-3", score=-0.9,
+                                     occurred_at=later)], later)
+    assert [c.event_id for c in memory.between(CHURN, "c-1", *everything)] == [], \
+        "older than within_days before the newest event time: dropped"
+    assert len(memory) == 1, "a customer with nothing left is forgotten"
+    future = T0 + timedelta(days=400)
+    memory.remember(CHURN, [enriched(event_id="bogus", customer_id="c-3", score=-0.9,
+                                     occurred_at=future)], later)
+    assert [c.event_id for c in memory.between(CHURN, "c-3", *everything)] == ["late"], \
+        "a made-up future event time does not wipe the memory"
+
+
+def test_an_older_negative_contact_arriving_after_a_newer_one_raises_the_churn_risk() -> None:
+    from services.alerting.kinds.customer_history import RecentContacts, recall
+    from tests.conftest import run
+
+    older = enriched(event_id="e0", customer_id="c-1", score=-0.6)
+    assert history_alert(CHURN, older, None, T0, {"r": {"c-1": contacts(0, 48.0)}}) \
+        is not None, "the newer contact two days later counts"
+    assert history_alert(CHURN, older, None, T0, {"r": {"c-1": contacts(0, 200)}}) is None, \
+        "more than within_days later: no"
+    memory = RecentContacts(max_customers=100)
+    newer = enriched(event_id="e-new", customer_id="c-1", score=-0.6,
+                     occurred_at=T0 + timedelta(days=3))
+    run(recall(NothingStored(), [CHURN], [newer], memory))  # type: ignore[arg-type]
+    recalled = run(recall(NothingStored(), [CHURN], [older], memory))  # type: ignore[arg-type]
+    alert = history_alert(CHURN, older, None, T0, recalled)
+    assert alert is not None and alert.event_ids == ["e0", "e-new"], "the memory, either side"
+    assert history_alert(CHURN, newer, older.occurred_at, T0, recalled) is None, \
+        "one case per customer: the newer contact is within the cooldown of the firing"

@@ -16,7 +16,7 @@ import { renderJourney } from './journey.js';
 import { drawQuadrant, quadrantTitle } from './quadrant.js';
 import { renderDimensions } from './dimensions.js';
 import { renderAgents } from './agents.js';
-import { customerLink, renderCustomer } from './customer.js';
+import { callbackKpis, customerLink, renderCustomer } from './customer.js';
 import { currentLang, formatTime, setLang, setMetricLabels, t } from './i18n.js';
 import {
   LIVE_WINDOWS, LiveState, gapBand, setCatalogue, windowLabel,
@@ -487,7 +487,7 @@ function renderAlerts(view) {
   const note = h('p', { class: 'muted', id: 'cases-note', role: 'status' },
     mayAct() ? t('acting_as', session?.principal?.name ?? '') : t('read_only'));
   view.append(
-    h('h2', { class: 'section' }, t('cases')), note,
+    h('h2', { class: 'section' }, t('cases')), callbackKpis(getJson), note,
     h('div', { class: 'scroll' }, h('table', { class: 'grid' },
       h('thead', {}, h('tr', {}, [t('opened_at'), t('severity'), t('touchpoint'), t('rule'),
         t('status'), t('sla'), ''].map((c) => h('th', { scope: 'col' }, c)))),

@@ -8,7 +8,7 @@ package plus a line in this table (docs/extending.md, "Add a rule kind").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard, get_args
 
 from services.alerting.kinds.base import EventKind, Recall, WindowKind
@@ -21,6 +21,7 @@ from services.alerting.kinds.topic_spike import TOPIC_SPIKE
 from services.alerting.kinds.volume_drop import VOLUME_DROP
 from services.alerting.rulebase import RuleBase, WindowRuleBase
 from services.core.events import EnrichedFeedback
+from services.core.settings import Settings
 from services.core.store import Store
 
 WINDOW_KINDS: tuple[WindowKind[Any], ...] = (THRESHOLD, RATE_OF_CHANGE, ANOMALY, TOPIC_SPIKE,
@@ -59,9 +60,11 @@ def is_window_rule(rule: RuleBase) -> TypeGuard[WindowRuleBase]:
 
 
 async def recall_all(store: Store, rules: Sequence[RuleBase],
-                     events: Sequence[EnrichedFeedback]) -> dict[int, Any]:
+                     events: Sequence[EnrichedFeedback],
+                     memories: Mapping[int, Any] | None = None) -> dict[int, Any]:
     """What each event kind with a ``recall`` reads for a batch, by ``id(kind)``: one store
-    query per kind and batch, whatever the number of events."""
+    query per kind and batch, whatever the number of events. ``memories``: each kind's
+    in-process memory by ``id(kind)`` (see ``memories``); None reads the store alone."""
     by_kind: dict[int, tuple[Recall, list[RuleBase]]] = {}
     for rule in rules:
         kind = event_kind(rule)
@@ -69,5 +72,11 @@ async def recall_all(store: Store, rules: Sequence[RuleBase],
             by_kind.setdefault(id(kind), (kind.recall, []))[1].append(rule)
     if not events:
         return {}
-    return {key: await recall(store, kind_rules, events)
+    return {key: await recall(store, kind_rules, events, (memories or {}).get(key))
             for key, (recall, kind_rules) in by_kind.items()}
+
+
+def memories(settings: Settings) -> dict[int, Any]:
+    """A fresh in-process memory of every event kind that keeps one, by ``id(kind)``: what a
+    live evaluator keeps across batches and passes to ``recall_all``."""
+    return {id(kind): kind.memory(settings) for kind in EVENT_KINDS if kind.memory is not None}

@@ -32,6 +32,7 @@ from typing import Any, Generic, Literal, TypeVar
 from services.alerting.engine import Measurement
 from services.alerting.rulebase import RuleBase
 from services.core.events import Alert, EnrichedFeedback, Operator, TermLift
+from services.core.settings import Settings
 from services.core.store import Store
 
 R = TypeVar("R", bound=RuleBase)
@@ -141,9 +142,10 @@ class WindowKind(Generic[R]):
     explain: Callable[[R, Measurement], Explained] | None = None
 
 
-Recall = Callable[[Store, Sequence[Any], Sequence[EnrichedFeedback]], Awaitable[Any]]
+Recall = Callable[[Store, Sequence[Any], Sequence[EnrichedFeedback], Any], Awaitable[Any]]
 """What a kind that reads a customer's history needs for a batch of events: one store query
-per batch (rules of the kind, the batch's events -> what its ``alert`` gets as ``recalled``)."""
+per batch (rules of the kind, the batch's events, the kind's in-process memory or None ->
+what its ``alert`` gets as ``recalled``)."""
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,14 @@ class EventKind(Generic[R]):
     """The alert for an event (None: no match, or its key fired within the cooldown), given
     when the key last fired, the time to stamp and what ``recall`` read (None without one)."""
     recall: Recall | None = None
-    """For kinds that decide on more than the event (a customer's earlier contacts): reads
+    """For kinds that decide on more than the event (a customer's other contacts): reads
     that from the store, once per batch, before ``alert`` is asked about each event. The
     state such a kind decides on lives in the store, so it is bounded there and survives
     restarts and re-deliveries."""
+    memory: Callable[[Settings], Any] | None = None
+    """For kinds with a ``recall``: makes the bounded in-process memory the live worker keeps
+    for the kind and hands to every ``recall`` (what the store may not hold yet, because the
+    stage that writes it lags). The backtest passes None: the store holds the whole past."""
 
 
 def lookback(seconds: int) -> Span:
