@@ -96,7 +96,8 @@ def _children_exit(children: list[int], timeout_s: float) -> None:
 def _demo_fills_the_people_views(log: Path) -> None:
     """Cheap reads of what the running demo has stored by its first alert (issue 19): calls per
     agent and queue, feedback per segment and per demo dimension, effort-flagged comments with
-    their cues, and NPS detractors among the recurring customers."""
+    their cues, NPS detractors among the recurring customers, and the callback case the default
+    `detractor-callback` rule opens for one of them, carrying the customer and the channel."""
     found = re.search(r"API:\s+(\S+)", log.read_text())
     assert found, log.read_text()[-2000:]
     url = found.group(1)
@@ -105,6 +106,12 @@ def _demo_fills_the_people_views(log: Path) -> None:
         answer = httpx.get(f"{url}{path}", params=params, timeout=10)
         assert answer.status_code == 200, (path, answer.text)
         return answer.json()
+
+    def called_back() -> bool:
+        return any(c.get("kind") == "callback" and (c.get("customer_id") or "").startswith(
+                   "c-demo-") and c.get("channels") == ["survey"]
+                   for c in httpx.get(f"{url}/v1/cases", params={"limit": "50"},
+                                      timeout=10).json())
 
     def filled() -> bool:
         agents = read("/v1/contact-center/agent")["values"]
@@ -115,10 +122,11 @@ def _demo_fills_the_people_views(log: Path) -> None:
         surveys = read("/v1/feedback", q="不会再推荐", page_size="50")["items"]
         return (len(agents) >= 3 and len(queues) >= 2 and {"VIP", "新客"} <= segments
                 and len(cities) >= 3 and bool(effort) and all(i["effort"]["cues"] for i in effort)
-                and any((i["ratings"]["nps"] or 10) <= 6 for i in surveys))
+                and any((i["ratings"]["nps"] or 10) <= 6 for i in surveys)
+                and called_back())
 
     eventually_sync(filled, 30, lambda: "agents, queues, segments, cities, effort and "
-                    "detractors in the demo's store")
+                    "detractors in the demo's store, and a callback case")
 
 
 @pytest.mark.slow
