@@ -57,7 +57,7 @@ class Thresholds:
     min_customers: int = 3
     new_min_mentions: int = 8
     new_min_customers: int = 5
-    min_llr: float = 20.0
+    min_llr: float = 30.0
     min_lift: float = 3.0
     min_baseline_volume: int = 200
 
