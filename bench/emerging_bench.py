@@ -304,6 +304,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     store = await open_store(url)
     try:
         await migrate(store)
+        foreign = await store.query("SELECT count() AS n FROM feedback WHERE source != 'bench'")
+        if int(foreign[0]["n"]):
+            raise SystemExit(f"{url} holds feedback this bench did not write, and the bench "
+                             "empties the table: point --store at a database of its own")
         await store.execute("DROP TABLE IF EXISTS bench_pool")
         await store.execute(POOL_DDL)
         await store.execute("TRUNCATE TABLE feedback")
@@ -440,7 +444,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True,
                         help="the shared dev texts (../shared/data/nlp)")
     parser.add_argument("--store", help="store URL (default: a fresh chdb directory); "
-                        "clickhouse://... for a server (its feedback table is emptied)")
+                        "clickhouse://.../db for a server: a database of its own, whose feedback table the "
+                        "bench empties (refused when it holds other feedback)")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--tick-s", type=int, default=3600,
