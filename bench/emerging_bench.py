@@ -257,7 +257,8 @@ class Judge:
         self.query_s: list[float] = []
 
     async def at(self, end: datetime) -> list[tuple[str, Found, bool]]:
-        """(touchpoint, detection, breached) at ``end``, and the touchpoints that fired."""
+        """(touchpoint, its detection, whether its alert fired) for every touchpoint evaluated
+        at ``end``."""
         wanted = Wanted(self.rule, tuple(EMERGING_TOPIC.history(self.rule)))
         began = time.perf_counter()
         rows = await EMERGING_TOPIC.loader(self.store, [wanted],
