@@ -350,9 +350,10 @@ def explain_section(explain: dict[str, Any]) -> list[str]:
 
 def emerging_section(emerging: dict[str, Any]) -> list[str]:
     """Issue 18's targets, as ``bench/emerging_bench.py`` measured them."""
-    return ["Emerging topics ([docs/emerging.md](emerging.md)): a new issue at 1 % of one "
-            "touchpoint's traffic on a week of background at 1,000 events/s.", "",
-            emerging["markdown"]]
+    return ["Emerging topics ([docs/emerging.md](emerging.md)): background feedback from the "
+            "shared dev texts replayed into the store in accelerated event time, counted by the "
+            "alerting SQL and judged by the `emerging_topic` rule kind, then a new issue at 1 % "
+            "of one touchpoint's traffic.", "", emerging["markdown"]]
 
 
 def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, Any]]:

@@ -64,7 +64,6 @@ def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> N
     """Mount every service's query router on ``app``, and the dashboard."""
     from services.alerting.customers import build_router as build_customers
     from services.alerting.emerging_api import build_router as build_emerging
-    from services.nlp.taxonomy import load_taxonomy_spec
     from services.scoring.api import build_router
     from services.scoring.expectations import load_expectations
     from services.web.feed import LiveFeed
@@ -74,7 +73,7 @@ def include(app: FastAPI, settings: Settings, store: Store, access: Access) -> N
                                     settings.window_seconds,
                                     max_range_days=settings.query_max_range_days,
                                     journey_order=settings.journey_order,
-                                    taxonomy=load_taxonomy_spec(settings.taxonomy_path),
+                                    taxonomy_path=settings.taxonomy_path,
                                     dimensions=tuple(settings.dimensions),
                                     dimension_max_values=settings.dimension_max_values,
                                     fcr_days=settings.fcr_days))

@@ -33,12 +33,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import ahocorasick_rs
+import structlog
 
 from services.alerting import queries
 from services.core.phrases import display, words
 from services.core.settings import Settings
 from services.core.store import Store
-from services.nlp.taxonomy import load_terms, taxonomy_file
+from services.nlp.taxonomy import TaxonomyWatch, load_terms
+
+log = structlog.get_logger(__name__)
 
 COHESION = 0.5
 """Share of its rarest word's window mentions a multi-word phrase must hold to count as one
@@ -54,7 +57,7 @@ class Thresholds:
     min_customers: int = 3
     new_min_mentions: int = 8
     new_min_customers: int = 5
-    min_llr: float = 20.0
+    min_llr: float = 30.0
     min_lift: float = 3.0
     min_baseline_volume: int = 200
 
@@ -233,16 +236,26 @@ async def rising(store: Store, window: Window, t: Thresholds, excluded: Excluded
         for v in volumes}
 
 
-_EXCLUDED: dict[tuple[str, float], Excluded] = {}
+_EXCLUDED: dict[Path | None, tuple[TaxonomyWatch, Excluded]] = {}
 
 
 def current_exclusions(configured: Path | None) -> Excluded:
     """The keywords of the taxonomy at ``configured`` (VOC_TAXONOMY_PATH; None: the shipped
-    one) as the NLP stage has them now: re-read when the file changed (a topic added from an
-    emerging phrase stops it being emerging), one entry kept."""
-    path = taxonomy_file(configured)
-    key = (str(path), path.stat().st_mtime)
-    if key not in _EXCLUDED:
-        _EXCLUDED.clear()
-        _EXCLUDED[key] = Excluded(load_terms(configured))
-    return _EXCLUDED[key]
+    one) and its lexicon packs as the NLP stage has them now: read again when one of the files
+    changed (a topic added from an emerging phrase stops it being emerging), one entry kept. A
+    broken edit keeps the previous keywords, as the NLP stage keeps its previous taxonomy."""
+    held = _EXCLUDED.get(configured)
+    if held is not None and not held[0].changed():
+        return held[1]
+    watch = held[0] if held is not None else TaxonomyWatch(configured)
+    try:
+        excluded = Excluded(load_terms(configured))
+    except ValueError:
+        if held is None:
+            raise
+        log.error("taxonomy keywords NOT reloaded; the previous ones stay",
+                  path=str(configured))
+        return held[1]
+    _EXCLUDED.clear()
+    _EXCLUDED[configured] = (watch, excluded)
+    return excluded

@@ -12,9 +12,11 @@ its comments with ``GET /v1/feedback?q=<text>&touchpoint=..&from=..&to=..``.
 The taxonomy action edits the file the NLP stage tags with (``VOC_TAXONOMY_PATH``; the shipped
 file is never edited): services/nlp/taxonomy.add_to_taxonomy checks the edited file loads, then
 replaces the old one in one rename, and the stage reloads it at its next batch. The change is
-recorded (principal, time, topic, keywords, phrase, preview count) in ``taxonomy_changes``,
-after the file was replaced: a record names only a change that was made. It changes what every
-touchpoint is tagged with, so a principal limited to touchpoints or teams may not make it.
+recorded (principal, time, topic, keywords, phrase, preview count) in ``taxonomy_changes``
+after the file was replaced; when the record cannot be written the file is put back (from its
+``.bak``) and the answer is a 503, so a change is made only with its record and a record names
+only a change that was made. It changes what every touchpoint is tagged with, so a principal
+limited to touchpoints or teams may not make it.
 """
 
 import asyncio
@@ -33,7 +35,12 @@ from services.core.access import Caller, Principal, Require, forbidden_touchpoin
 from services.core.errors import PROBLEM_RESPONSES, ParameterRoute
 from services.core.settings import Settings
 from services.core.store import Store
-from services.nlp.taxonomy import TaxonomyEditError, add_to_taxonomy, load_taxonomy_spec
+from services.nlp.taxonomy import (
+    TaxonomyEditError,
+    add_to_taxonomy,
+    load_taxonomy_spec,
+    restore_taxonomy,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +165,8 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["emerging"], dependencies=[Depends(Require("viewer"))],
                        responses=PROBLEM_RESPONSES, route_class=ParameterRoute)
     thresholds = Thresholds.of(settings)
+    editing = asyncio.Lock()
+    """One change at a time: undoing one whose record failed must not undo another's."""
 
     @router.get("/emerging", summary="Rising phrases no topic names, per touchpoint",
                 response_model=EmergingOut)
@@ -271,18 +280,29 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
             raise HTTPException(409, "the shipped taxonomy is not edited: copy it, point "
                                      "VOC_TAXONOMY_PATH at the copy and restart, then retry")
         preview_answer = await preview_of(body.keywords, body.topic, body.days, who)
-        try:
-            created = await asyncio.to_thread(
-                add_to_taxonomy, path, topic=body.topic, keywords=body.keywords,
-                name=body.name, parent=body.parent)
-        except TaxonomyEditError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        record = queries.TaxonomyChange(
-            change_id=str(uuid.uuid4()), at=datetime.now(UTC).replace(microsecond=0),
-            principal=who.name, action="add_topic" if created else "add_keywords",
-            topic=body.topic, name=body.name or "", keywords=body.keywords,
-            phrase=body.phrase, matches=preview_answer.matches)
-        await queries.record_taxonomy_change(store, record, int(time.time() * 1000))
+        async with editing:
+            try:
+                created = await asyncio.to_thread(
+                    add_to_taxonomy, path, topic=body.topic, keywords=body.keywords,
+                    name=body.name, parent=body.parent)
+            except TaxonomyEditError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            record = queries.TaxonomyChange(
+                change_id=str(uuid.uuid4()), at=datetime.now(UTC).replace(microsecond=0),
+                principal=who.name, action="add_topic" if created else "add_keywords",
+                topic=body.topic, name=body.name or "", keywords=body.keywords,
+                phrase=body.phrase, matches=preview_answer.matches)
+            try:
+                await queries.record_taxonomy_change(store, record, int(time.time() * 1000))
+            except Exception as exc:
+                # No change without its record: the file goes back as it was, so the answer
+                # tells the truth (nothing changed) and a retry starts from the same file.
+                await asyncio.to_thread(restore_taxonomy, path)
+                log.error("taxonomy change NOT recorded, so undone", topic=body.topic,
+                          keywords=body.keywords, error=f"{type(exc).__name__}: {exc}"[:500])
+                raise HTTPException(503, "the change could not be recorded in the store "
+                                         "(taxonomy_changes), so it was undone: the taxonomy "
+                                         "is as before. Check the store, then retry") from exc
         log.info("taxonomy changed", principal=who.name, action=record.action,
                  topic=body.topic, keywords=body.keywords, phrase=body.phrase)
         return Response(ChangeOut(**record.__dict__).model_dump_json(), status_code=201,

@@ -270,9 +270,10 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Fewest distinct customers among a never-seen phrase's "
         "mentions.")
     emerging_min_llr: float = Field(
-        default=20.0, gt=0, description="Least log-likelihood ratio (Dunning's G², one-sided) "
-        "of a phrase's window share against its baseline share; 20 is p < 1e-5 for one phrase, "
-        "strict because hundreds are tested per window.")
+        default=30.0, gt=0, description="Least log-likelihood ratio (Dunning's G², one-sided) "
+        "of a phrase's window share against its baseline share; 30 is p < 1e-7 for one phrase, "
+        "strict because hundreds are tested per window and rare phrases are noisy (tuned with "
+        "bench/emerging_bench.py, docs/emerging.md).")
     emerging_min_lift: float = Field(
         default=3.0, ge=1, description="Least ratio of a phrase's window share to its "
         "baseline share (one mention added to the baseline, so a never-seen phrase has one).")

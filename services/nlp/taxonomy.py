@@ -369,9 +369,41 @@ def train_topics(taxonomy_path: Path, data_path: Path, out_dir: Path, holdout: f
     return report
 
 
+def taxonomy_paths(path: Path | None) -> list[Path]:
+    """The files the taxonomy at ``path`` is read from: the file and the lexicon packs it
+    lists (only the file when it does not parse: its packs are unknown until it does)."""
+    if path is None:
+        return []
+    try:
+        packs = load_taxonomy_spec(path).packs
+    except (OSError, ValueError):
+        return [path]
+    return [path, *(path.parent / name for name in packs)]
+
+
+class TaxonomyWatch:
+    """Whether the taxonomy file or one of its lexicon packs was edited since the last look:
+    a pack edit changes the topics' keywords as much as a taxonomy edit does. The packs
+    watched are those the file lists, looked up again after each change (a pack added to
+    ``packs:`` is watched from then on). The shipped taxonomy (None) never changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._files = {p: Watched(p) for p in taxonomy_paths(path)}
+
+    def changed(self) -> bool:
+        """True once per edit of any of the files since the last call."""
+        changed = [watched.changed() for watched in self._files.values()]
+        if not any(changed):
+            return False
+        self._files = {p: self._files.get(p) or Watched(p) for p in taxonomy_paths(self.path)}
+        return True
+
+
 class TaxonomyFile:
-    """The taxonomy the NLP stage tags with, reloaded when its file's mtime changes (a topic
-    added from an emerging phrase applies to the next batch, without a restart).
+    """The taxonomy the NLP stage tags with, reloaded when its file's or one of its lexicon
+    packs' mtime changes (a topic added from an emerging phrase applies to the next batch,
+    without a restart).
 
     A broken edit is logged and the previous taxonomy stays in force. The shipped taxonomy
     (no ``VOC_TAXONOMY_PATH``) never changes under a running process and is not watched.
@@ -379,11 +411,11 @@ class TaxonomyFile:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._file = Watched(path)
+        self._watch = TaxonomyWatch(path)
 
     def reload_if_changed(self) -> Taxonomy | None:
-        """The taxonomy when the file changed and loads; None otherwise."""
-        if not self._file.changed():
+        """The taxonomy when the file or a pack changed and it loads; None otherwise."""
+        if not self._watch.changed():
             return None
         try:
             taxonomy = load_taxonomy(self.path)
@@ -392,6 +424,26 @@ class TaxonomyFile:
             return None
         log.info("taxonomy reloaded", path=str(self.path), topics=len(taxonomy.spec.topics))
         return taxonomy
+
+
+class TaxonomyNames:
+    """The taxonomy's topics as readers that only name them see it (GET /v1/taxonomy): read
+    again when the file changed, so a topic added through the API shows its name at once; a
+    broken edit is logged and the previous topics stay."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._watch = TaxonomyWatch(path)
+        self._spec = load_taxonomy_spec(path)
+
+    def current(self) -> TaxonomySpec:
+        if self._watch.changed():
+            try:
+                self._spec = load_taxonomy_spec(self.path)
+            except ValueError as exc:
+                log.error("taxonomy names NOT reloaded; the previous ones stay",
+                          error=str(exc))
+        return self._spec
 
 
 class TaxonomyEditError(ValueError):
@@ -436,3 +488,11 @@ def add_to_taxonomy(path: Path, *, topic: str, keywords: Sequence[str],
     path.with_name(f"{path.name}.bak").write_text(text, encoding="utf-8")
     os.replace(candidate, path)
     return created
+
+
+def restore_taxonomy(path: Path) -> None:
+    """Put back the file :func:`add_to_taxonomy` replaced last (its ``.bak``), in one rename:
+    undoes a change whose record could not be written. The ``.bak`` stays."""
+    previous = path.with_name(f".{path.name}.old")
+    previous.write_bytes(path.with_name(f"{path.name}.bak").read_bytes())
+    os.replace(previous, path)

@@ -11,9 +11,11 @@ Annotations are evaluated where the routes are defined (no ``from __future__ imp
 annotations``): the window names a route accepts depend on ``VOC_WINDOW_SECONDS``.
 """
 
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -49,7 +51,7 @@ from services.core.events import (
 )
 from services.core.store import Row, Store
 from services.ingest.call_transcript import SPEAKER_LABELS
-from services.nlp.taxonomy import TaxonomySpec, load_taxonomy_spec
+from services.nlp.taxonomy import TaxonomyNames
 from services.scoring import queries
 from services.scoring.drivers import (
     IMPACT_METRICS,
@@ -586,20 +588,18 @@ class MetricsOut(_Out):
 
 
 def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
-                 max_range_days: int = 366, taxonomy: TaxonomySpec | None = None,
+                 max_range_days: int = 366, taxonomy_path: Path | None = None,
                  journey_order: Sequence[str] = (),
                  dimensions: tuple[str, ...] = (), dimension_max_values: int = 20,
                  fcr_days: int = 7) -> APIRouter:
     """The query routes, reading ``store``, for viewers; each answers only within the caller's
-    touchpoints. ``taxonomy`` is the one the NLP stage tags with (the shipped default when
-    None); ``journey_order`` the touchpoints in the order customers meet them; ``dimensions``
-    the metadata keys scored besides segment (VOC_DIMENSIONS)."""
+    touchpoints. ``taxonomy_path`` is the taxonomy the NLP stage tags with (VOC_TAXONOMY_PATH;
+    None: the shipped one), whose names are read again when it changes; ``journey_order``
+    the touchpoints in the order customers meet them; ``dimensions`` the metadata keys
+    scored besides segment (VOC_DIMENSIONS)."""
     meta_filter = MetaFilter(tuple(dimensions))
     dimension_names = (*COLUMN_DIMENSIONS, *dimensions)
-    spec = taxonomy or load_taxonomy_spec()
-    taxonomy_out = TaxonomyOut(version=spec.version, topics=[
-        TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
-        for t in spec.topics])
+    names = TaxonomyNames(taxonomy_path)
     levels = {window_label(s): s for s in granularities(base_seconds)}
     if TYPE_CHECKING:
         WindowName: TypeAlias = str  # the labels are known only here, at run time
@@ -623,8 +623,12 @@ def build_router(store: Store, expectations: Expectations, base_seconds: int, *,
     async def taxonomy_names() -> Response:
         """Every topic the NLP stage tags feedback with (VOC_TAXONOMY_PATH): its id, the name
         to show for it (中文), its parent and journey stage. Other answers name topics by id;
-        this maps them to names."""
-        return _answer(taxonomy_out)
+        this maps them to names. A topic added through POST /v1/taxonomy/changes (or by editing
+        the file) is named from the next call, without a restart."""
+        spec = await asyncio.to_thread(names.current)
+        return _answer(TaxonomyOut(version=spec.version, topics=[
+            TaxonomyTopicOut(id=t.id, name=t.name, parent=t.parent, stage=t.stage)
+            for t in spec.topics]))
 
     @router.get("/touchpoints", summary="Touchpoints with their volume and data range",
                 response_model=TouchpointsOut)

@@ -44,8 +44,10 @@ ALERT_SCHEMA = Draft202012Validator(schemas.topic_schema("alert.v3"),
 
 
 def rule(**fields: Any) -> EmergingTopicRule:
+    """A rule firing at G² 20 and clearing below 10 (the figures below are set around those;
+    the shipped min_llr is higher)."""
     [loaded] = RuleSet.model_validate({"rules": [
-        {"id": "new-words", "type": "emerging_topic", **fields}]}).rules
+        {"id": "new-words", "type": "emerging_topic", "min_llr": 20, **fields}]}).rules
     assert isinstance(loaded, EmergingTopicRule)
     return loaded
 
@@ -60,7 +62,7 @@ def at(minute: float) -> datetime:
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"clear_llr": 30}, "clear_llr 30.0 must not exceed min_llr 20.0"),
+    ({"clear_llr": 40}, "clear_llr 40.0 must not exceed min_llr 30.0"),
     ({"scope": {"channels": ["app"]}}, "drop scope.topics, scope.channels"),
     ({"window_s": 10}, "greater than or equal to 60"),
     ({"min_lift": 0.5}, "greater than or equal to 1"),

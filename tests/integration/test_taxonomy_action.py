@@ -179,3 +179,54 @@ def test_the_nlp_stage_tags_with_a_changed_taxonomy_without_a_restart(
     before, after = run(main())
     assert before == []
     assert after == ["qr_code_scan"]
+
+
+def test_names_follow_a_change_and_a_change_the_store_cannot_record_is_undone(
+        store_url: str, settings: Settings, broker: LocalBroker, tmp_path: Path) -> None:
+    """GET /v1/taxonomy names a topic added through the action without a restart; with
+    taxonomy_changes gone (a real store fault on either backend) the change answers 503 and
+    the file is as it was before, so no change is made without its record."""
+    taxonomy = tmp_path / "taxonomy.yaml"
+    taxonomy.write_text(TAXONOMY, encoding="utf-8")
+    path, keys = principals_file(tmp_path, {"王": {"roles": ["operator"]}})
+    settings = settings.model_copy(update={"api_keys_file": path, "taxonomy_path": taxonomy})
+    headers = {"X-API-Key": keys["王"]}
+
+    async def main() -> dict:
+        store = await open_store(store_url)
+        try:
+            await migrate(store)
+            app = create_app(settings, broker.bootstrap, store)
+            got: dict = {}
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://127.0.0.1") as client:
+                async def names() -> dict[str, str]:
+                    answer = (await client.get("/v1/taxonomy", headers=headers)).json()
+                    return {t["id"]: t["name"] for t in answer["topics"]}
+
+                got["before"] = await names()
+                created = await client.post("/v1/taxonomy/changes", headers=headers, json={
+                    "topic": "box_lid", "name": "餐盒盖子", "keywords": ["餐盒盖子"]})
+                got["created"] = created.status_code
+                got["named"] = await names()
+                got["file"] = taxonomy.read_text(encoding="utf-8")
+                await store.execute("DROP TABLE taxonomy_changes")
+                failed = await client.post("/v1/taxonomy/changes", headers=headers, json={
+                    "topic": "box_lid", "keywords": ["盖子裂了"]})
+                got["failed"] = (failed.status_code, failed.json())
+                got["after"] = taxonomy.read_text(encoding="utf-8")
+                got["still"] = await names()
+            return got
+        finally:
+            await store.close()
+
+    got = run(main())
+    assert "box_lid" not in got["before"]
+    assert got["created"] == 201
+    assert got["named"]["box_lid"] == "餐盒盖子", "named at once, no restart"
+    status, body = got["failed"]
+    assert status == 503 and "undone" in body["detail"], body
+    assert got["after"] == got["file"], "the unrecorded change was rolled back"
+    assert "盖子裂了" not in got["after"]
+    assert got["still"] == got["named"]
+    assert load_taxonomy(taxonomy).spec.version == 4, "the file loads, as after the first change"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,71 @@ def test_keyword_matching_is_literal_leftmost_longest_with_character_spans(tmp_p
     assert found == {"b": [(2, 6), (14, 15)], "a": [(7, 9), (9, 14)]}
     assert all(text[start:end] in ("物流", "(.*)+", "物流很慢", "慢")
                for spans in found.values() for start, end in spans)
+
+
+# --- hot reload of the taxonomy and its lexicon packs --------------------------------------
+
+PACKED = """
+version: 1
+packs: [shop.yaml]
+topics:
+  - {id: price, name: 价格, keywords: [价格]}
+"""
+
+
+def _pack(*keywords: str) -> str:
+    return f"industry: shop\ntopics:\n  price: {{keywords: [{', '.join(keywords)}]}}\n"
+
+
+def _touch_later(path: Path, text: str) -> None:
+    """Rewrite ``path`` with an mtime surely after the previous one (coarse filesystem clocks
+    could give an edit within the same tick the same mtime)."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_a_lexicon_pack_edit_reloads_the_stage_the_names_and_the_exclusions(
+        tmp_path: Path) -> None:
+    from services.alerting import emerging
+    from services.nlp.taxonomy import TaxonomyFile, TaxonomyNames
+
+    taxonomy = tmp_path / "taxonomy.yaml"
+    taxonomy.write_text(PACKED, encoding="utf-8")
+    pack = tmp_path / "shop.yaml"
+    pack.write_text(_pack("贵"), encoding="utf-8")
+    stage, names = TaxonomyFile(taxonomy), TaxonomyNames(taxonomy)
+    assert emerging.current_exclusions(taxonomy)("运费 太高") is False
+    assert stage.reload_if_changed() is None, "nothing edited yet"
+
+    _touch_later(pack, _pack("贵", "运费太高"))
+    reloaded = stage.reload_if_changed()
+    assert reloaded is not None, "a pack edit reloads the taxonomy"
+    assert [m.id for m in reloaded.tag("这次运费太高了")] == ["price"]
+    assert emerging.current_exclusions(taxonomy)("运费 太高") is True, \
+        "the pack's new keyword is no longer emerging"
+    assert stage.reload_if_changed() is None, "once per edit"
+
+    _touch_later(pack, "industry: shop\ntopics: {nope: {keywords: [x]}}\n")
+    assert stage.reload_if_changed() is None, "a broken pack keeps the previous taxonomy"
+    assert emerging.current_exclusions(taxonomy)("运费 太高") is True, \
+        "and the previous keywords"
+
+    _touch_later(taxonomy, PACKED.replace("name: 价格", "name: 价格与运费"))
+    assert names.current().topics[0].name == "价格与运费", "names follow the file"
+    _touch_later(taxonomy, "topics: []\n")
+    assert names.current().topics[0].name == "价格与运费", "a broken edit keeps the names"
+
+
+def test_restore_puts_back_the_file_before_the_last_change(tmp_path: Path) -> None:
+    from services.nlp.taxonomy import add_to_taxonomy, restore_taxonomy
+
+    taxonomy = tmp_path / "taxonomy.yaml"
+    taxonomy.write_text(PACKED, encoding="utf-8")
+    (tmp_path / "shop.yaml").write_text(_pack("贵"), encoding="utf-8")
+    assert add_to_taxonomy(taxonomy, topic="lid", name="餐盒盖子", keywords=["盖子"])
+    assert "lid" in taxonomy.read_text(encoding="utf-8")
+    restore_taxonomy(taxonomy)
+    assert taxonomy.read_text(encoding="utf-8") == PACKED
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "shop.yaml", "taxonomy.yaml", "taxonomy.yaml.bak"], "no temporary file left"

@@ -45,7 +45,7 @@ class EmergingTopicRule(WindowRuleBase):
     min_customers: int = Field(default=3, ge=1)
     new_min_mentions: int = Field(default=8, ge=1)
     new_min_customers: int = Field(default=5, ge=1)
-    min_llr: float = Field(default=20.0, gt=0)
+    min_llr: float = Field(default=30.0, gt=0)
     clear_llr: float | None = Field(default=None, gt=0)
     min_lift: float = Field(default=3.0, ge=1)
     min_baseline_volume: int = Field(default=200, ge=1)
