@@ -67,20 +67,33 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 TIERS := tests/unit tests/integration tests/e2e
+## TEST_WORKERS: pytest-xdist workers of make test and make test-fast (0: one process, in order)
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -ra --durations=15
+# $(call tiers,MARK): the tiers without the `serial` tests on TEST_WORKERS workers (a module's
+# tests, and the modules of one SAME_WORKER group in tests/conftest.py, on one worker), then the `serial` ones in one process, as
+# they bound wall-clock time; both phases run, and either failing fails the target. MARK is
+# appended to both -m expressions (" and not slow"); a phase that selects nothing passes.
+define tiers
+	rc=0; \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial$(1)" $(TIERS) || rc=$$?; \
+	$(PYTEST) -n 0 -m "serial$(1)" $(TIERS) || { s=$$?; [ $$s -eq 5 ] || rc=$$s; }; \
+	exit $$rc
+endef
 
-## test: lint and types, then the three test tiers in order in one run (slow end-to-end
-## tests included); what CI runs
+## test: lint and types, then the three test tiers (slow end-to-end tests included) on
+## TEST_WORKERS workers and the `serial` tests after them; what CI runs
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest -p no:cacheprovider -ra --durations=15 $(TIERS)
+	$(call tiers,)
 
 ## test-unit: the unit tier alone; needs nothing but pip (no apt, no servers), about a minute
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
-## test-fast: lint, then every tier without the slow end-to-end tests; installs only what
-## those need (test-deps)
+## test-fast: lint, then every tier without the slow end-to-end tests, as make test runs them;
+## installs only what those need (test-deps)
 test-fast: $(STAMP) test-deps lint
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow" $(TIERS)
+	$(call tiers, and not slow)
 
 ## train: retrain the shipped sentiment model from the shared dev data
 train: $(STAMP)

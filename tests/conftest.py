@@ -15,6 +15,9 @@ The tests come in three tiers, so a change can be checked at the speed it needs:
   processes, the browser, the ClickHouse cluster.
 
 ``make test`` runs all three (plus lint and types); ``make test-fast`` leaves out ``slow``.
+Both run them on ``TEST_WORKERS`` pytest-xdist workers (default 2), then the ``serial`` tests
+alone; the two hooks at the end of this file decide which tests share a worker and in what
+order (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +89,64 @@ def settings(tmp_path: Path) -> Settings:
 def run(coro):  # noqa: ANN001, ANN201
     """Run a coroutine to completion in a fresh event loop (tests stay plain functions)."""
     return asyncio.run(coro)
+
+
+# --- running on pytest-xdist workers ---------------------------------------------------------
+
+# Modules whose tests must never run beside each other's share a worker, one after the other.
+# Both start ZooKeeper and four clickhouse-servers with seven `voc` processes, too much to run
+# twice at once on two cores. (xdist's own `xdist_group` mark does nothing under pytest 9:
+# xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads, so groups are by path here.)
+SAME_WORKER = {
+    "tests/e2e/test_cluster.py": "cluster",
+    "tests/e2e/test_bench_smoke.py": "cluster",
+}
+# The modules that take longest, longest first: handed out first so the run does not end with
+# one worker busy for minutes on a module it got last while the other has nothing left.
+LONGEST_FIRST = (
+    "tests/e2e/test_bench_smoke.py",
+    "tests/e2e/test_cluster.py",
+    "tests/e2e/test_recovery.py",
+    "tests/e2e/test_alert_e2e.py",
+    "tests/e2e/test_cli_and_processes.py",
+    "tests/e2e/test_e2e_pipeline.py",
+)
+TIER_ORDER = ("tests/e2e/", "tests/integration/", "tests/unit/")
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _rank(item: pytest.Item) -> tuple[int, int]:
+    path = _module(item.nodeid)
+    tier = next((i for i, prefix in enumerate(TIER_ORDER) if path.startswith(prefix)),
+                len(TIER_ORDER))
+    heavy = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+    return tier, heavy
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers, order the work longest first (tiers, then LONGEST_FIRST; the order
+    inside a module is kept). Every worker sorts the same collection the same way, as xdist
+    requires."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=_rank)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (a module's tests on one worker, so module-scoped fixtures are built
+    once), except that the modules of one SAME_WORKER group form one unit of work. Units are
+    handed out in collection order, which ``pytest_collection_modifyitems`` made longest
+    first."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SAME_WORKER.get(_module(nodeid), _module(nodeid))
+
+    config.option.loadscopereorder = False
+    return ModulesAndGroups(config, log)

@@ -236,8 +236,15 @@ class BatchConsumer:
                 count += len(part)
 
     def _report_lag(self, batches: dict[Any, list[ConsumerRecord]]) -> None:
-        """Lag per partition just handled: high watermark minus the next offset to read."""
+        """Lag per partition just handled: high watermark minus the next offset to read.
+
+        A partition revoked by a rebalance while its batch was handled (another member of the
+        group was killed or joined) is no longer ours to report: aiokafka's ``highwater``
+        asserts on it, which killed the stage (seen in tests/e2e/test_cluster.py)."""
+        assigned = self._consumer.assignment()
         for tp, part in batches.items():
+            if tp not in assigned:
+                continue
             highwater = self._consumer.highwater(tp)
             if highwater is not None and part:
                 CONSUMER_LAG.labels(self._group, str(tp.partition)).set(

@@ -51,7 +51,8 @@ from services.core.events import (
 from tests.conftest import unique, with_database
 from tests.waiting import eventually_sync
 
-pytestmark = pytest.mark.slow
+# Serial: every answer is held to a wall-clock bound (SECOND), so nothing runs beside it.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 VOC = str(Path(sys.executable).with_name("voc"))
 SOURCE = "hostile"

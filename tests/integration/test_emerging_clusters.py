@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from services.alerting.clusters import Text, cluster, ngrams
 from services.api import create_app
@@ -67,6 +68,7 @@ def test_the_same_failure_in_other_words_is_one_cluster() -> None:
     assert len(qr.representative) == 3 and all("二维码" in t.text for t in qr.representative)
 
 
+@pytest.mark.serial
 def test_clustering_is_bounded_in_time() -> None:
     texts = [text(i, [f"问题{i % 50}", "扫不出", "第", str(i)], i / 10) for i in range(2000)]
     started = time.perf_counter()

@@ -46,6 +46,7 @@ def test_candidates_are_content_words_and_their_runs() -> None:
         "电池", "电池 鼓包", "电池 鼓包 严重"], "runs of two and three words"
 
 
+@pytest.mark.serial
 def test_candidates_are_bounded_and_linear() -> None:
     tokens = [f"词{i:05d}" for i in range(10_000)]
     began = time.perf_counter()

@@ -80,6 +80,7 @@ def test_lone_surrogate_escapes_are_found_in_json_bodies(body: bytes, offset: in
         json.loads(body).get("t", "").encode("utf-8")
 
 
+@pytest.mark.serial
 def test_lone_surrogate_search_is_linear() -> None:
     body = '{"t": "' + r"\ud83d\ude21" * 150_000 + '"}'
     started = time.perf_counter()
@@ -94,6 +95,7 @@ def _nested(levels: int) -> bytes:
     return b"Subject: x\r\n" + head + b"Content-Type: text/plain\r\n\r\nhello\r\n" + tail
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize(("raw", "limit"), [
     (_nested(2000), "mime_parts"), (_nested(900), "mime_parts"), (_nested(17), "mime_depth"),
     (b'Subject: x\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'

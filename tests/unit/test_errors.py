@@ -134,6 +134,7 @@ def test_field_error_lists_keep_fastapis_shape_for_now() -> None:
     assert [e["loc"] for e in answer.json()["detail"]] == [["body", "events", 3, "text"]]
 
 
+@pytest.mark.serial
 def test_echoed_input_is_cut_short() -> None:
     started = time.perf_counter()
     huge = call(app_with(), "GET", "/typed", params={"limit": "9" * 60_000})

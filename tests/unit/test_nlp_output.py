@@ -68,6 +68,7 @@ def test_output_stays_within_the_enriched_bounds_whatever_the_text(analyzer: Ana
         EnrichedFeedback.model_validate_json(event.to_bytes())
 
 
+@pytest.mark.serial
 def test_topic_clauses_of_a_long_text_cost_linear_time(analyzer: Analyzer) -> None:
     """100,000 characters (300 KB) of short clauses that all mention a topic: each evidence
     span finds its clause by binary search. Scanning the clauses for each span took 9 minutes

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import run
-from tests.waiting import eventually, eventually_sync, stays_true, stays_true_sync
+from tests.waiting import _pauses, eventually, eventually_sync, stays_true, stays_true_sync
 
 
 def test_eventually_returns_once_the_condition_holds() -> None:
@@ -22,6 +22,19 @@ def test_eventually_returns_once_the_condition_holds() -> None:
     run(eventually(third_time, 10, "the third call", interval_s=0.01))
     assert next(calls) == 4 and time.monotonic() - started < 5
     assert eventually_sync(lambda: True, 10, "at once") < 5
+
+
+def test_eventually_checks_again_soon_then_every_interval() -> None:
+    """A condition that holds at the third check ends the wait after two short pauses (0.05 s
+    and 0.075 s), not two whole intervals (1 s at 0.5 s); the pauses then grow to interval_s."""
+    calls = itertools.count(1)
+    assert run(eventually(lambda: next(calls) >= 3, 10, "the third check")) < 1.0
+    sync_calls = itertools.count(1)
+    assert eventually_sync(lambda: next(sync_calls) >= 3, 10, "the third check") < 1.0
+    pauses = _pauses(0.5)
+    assert [round(next(pauses), 4) for _ in range(8)] == [
+        0.05, 0.075, 0.1125, 0.1688, 0.2531, 0.3797, 0.5, 0.5]
+    assert next(_pauses(0.01)) == 0.01, "a shorter interval_s is never exceeded"
 
 
 def test_eventually_fails_naming_what_it_waited_for() -> None:
