@@ -263,7 +263,8 @@ def test_tail_sees_the_alert_the_demo_feed_fires_on_voc_up(tmp_path: Path) -> No
             return "Tingjian (听见) is running" in log.read_text()
         eventually_sync(running, 90, lambda: f"voc up to run:\n{log.read_text()[-3000:]}")
         assert f"Kafka:      127.0.0.1:{env['VOC_LOCAL_BROKER_PORT']}" in log.read_text()
-        tail = start_tail(env, "alerts", "tail", "--touchpoint", "delivery", "-n", "1")
+        tail = start_tail(env, "alerts", "tail", "--touchpoint", "delivery",
+                              "--rule", "negative-share-high", "-n", "1")
         wait_for_stderr(tail, "following", 60)
         (line,) = stdout_lines(tail, 1, 90)
         assert tail.wait(timeout=15) == 0
