@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import schemas
 from services.core.cem_metrics import TOPIC_SCORE_METRICS
-from services.core.events import Channel, Severity, Stage
+from services.core.events import Channel, EnrichedFeedback, Severity, Stage
 
 RuleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)]
 _NOT_METRICS = {"window_seconds"}
@@ -83,6 +83,14 @@ class Scope(Strict):
 
     def has_touchpoint(self, touchpoint: str) -> bool:
         return not self.touchpoints or touchpoint in self.touchpoints
+
+    def holds(self, event: EnrichedFeedback) -> bool:
+        """Whether one enriched event is in this scope: the per-event rule kinds' test, where
+        score rows have ``engine.in_scope`` (a cube with '' for "all")."""
+        return (self.has_touchpoint(event.touchpoint)
+                and not (self.channels and event.channel not in self.channels)
+                and not (self.stages and event.stage not in self.stages)
+                and not (self.topics and not {t.id for t in event.topics} & set(self.topics)))
 
 
 class Route(Strict):

@@ -37,7 +37,7 @@ from pydantic import Field
 
 from services.alerting import queries
 from services.alerting.kinds.base import EventKind
-from services.alerting.kinds.rating import customer_alert, customer_key, in_scope, low_rating
+from services.alerting.kinds.rating import customer_alert, customer_key, low_rating
 from services.alerting.rulebase import RuleBase
 from services.core.events import MAX_CASE_FEEDBACK, Alert, EnrichedFeedback, utc_now
 from services.core.settings import Settings
@@ -163,7 +163,7 @@ async def recall(store: Store, rules: Sequence[CustomerHistoryRule],
     out: dict[str, dict[str, list[Contact]]] = {}
     now = utc_now()
     for rule in rules:
-        tripping = [e for e in events if e.customer_id and in_scope(rule, e) and negative(rule, e)]
+        tripping = [e for e in events if e.customer_id and rule.scope.holds(e) and negative(rule, e)]
         found: dict[str, dict[str, Contact]] = {}
         if tripping:
             scope = rule.scope
@@ -202,7 +202,7 @@ def history_alert(rule: CustomerHistoryRule, event: EnrichedFeedback,
     """The churn-risk alert when ``event`` is a negative contact that brings its customer's
     count within ``within_days`` of it (either side) to ``min_contacts``, unless the key fired
     within the cooldown."""
-    if not (event.customer_id and in_scope(rule, event) and negative(rule, event)):
+    if not (event.customer_id and rule.scope.holds(event) and negative(rule, event)):
         return None
     if last_fired is not None and event.occurred_at < last_fired + timedelta(
             seconds=rule.cooldown_s):

@@ -44,14 +44,8 @@ class EventRule(RuleBase):
 
 def event_matches(rule: EventRule, event: EnrichedFeedback) -> bool:
     """Whether a single enriched event trips an event rule (all given conditions hold)."""
-    scope, match = rule.scope, rule.match
-    if not scope.has_touchpoint(event.touchpoint):
-        return False
-    if scope.channels and event.channel not in scope.channels:
-        return False
-    if scope.stages and event.stage not in scope.stages:
-        return False
-    if scope.topics and not {t.id for t in event.topics} & set(scope.topics):
+    match = rule.match
+    if not rule.scope.holds(event):
         return False
     if match.urgency and not {u.flag for u in event.urgency} & set(match.urgency):
         return False

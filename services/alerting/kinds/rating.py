@@ -41,15 +41,6 @@ class RatingRule(RuleBase):
         return self
 
 
-def in_scope(rule: RuleBase, event: EnrichedFeedback) -> bool:
-    """Whether an event is in a rule's scope (touchpoints, channels, stages, topics)."""
-    scope = rule.scope
-    return (scope.has_touchpoint(event.touchpoint)
-            and not (scope.channels and event.channel not in scope.channels)
-            and not (scope.stages and event.stage not in scope.stages)
-            and not (scope.topics and not {t.id for t in event.topics} & set(scope.topics)))
-
-
 def low_rating(nps_at_most: int | None, csat_at_most: int | None,
                event: EnrichedFeedback) -> tuple[str, int, int] | None:
     """The rating at or below its threshold (metric, value, threshold), NPS first; None when
@@ -99,7 +90,7 @@ def customer_alert(rule: RuleBase, rule_type: AlertRuleType, event: EnrichedFeed
 def rating_alert(rule: RatingRule, event: EnrichedFeedback, last_fired: datetime | None,
                  now: datetime, recalled: object = None) -> Alert | None:
     """The callback alert for a low rating, unless its key fired within the cooldown."""
-    if not in_scope(rule, event):
+    if not rule.scope.holds(event):
         return None
     low = low_rating(rule.nps_at_most, rule.csat_at_most, event)
     if low is None:
