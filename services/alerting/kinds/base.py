@@ -168,6 +168,13 @@ class EventKind(Generic[R]):
     stage that writes it lags). The backtest passes None: the store holds the whole past."""
 
 
+def cooling(last_fired: datetime | None, cooldown_s: int, event: EnrichedFeedback) -> bool:
+    """Whether an event rule's key fired within its cooldown before ``event`` (in event time,
+    so a replay decides as the live run did)."""
+    return last_fired is not None and event.occurred_at < last_fired + timedelta(
+        seconds=cooldown_s)
+
+
 def lookback(seconds: int) -> Span:
     """The span of a lookback ending at the evaluation end."""
     return (timedelta(seconds=seconds), timedelta(0))

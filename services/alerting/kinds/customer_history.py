@@ -36,7 +36,7 @@ from prometheus_client import Counter
 from pydantic import Field
 
 from services.alerting import queries
-from services.alerting.kinds.base import EventKind
+from services.alerting.kinds.base import EventKind, cooling
 from services.alerting.kinds.rating import customer_alert, customer_key, low_rating
 from services.alerting.rulebase import RuleBase
 from services.core.events import MAX_CASE_FEEDBACK, Alert, EnrichedFeedback, utc_now
@@ -204,8 +204,7 @@ def history_alert(rule: CustomerHistoryRule, event: EnrichedFeedback,
     within the cooldown."""
     if not (event.customer_id and rule.scope.holds(event) and negative(rule, event)):
         return None
-    if last_fired is not None and event.occurred_at < last_fired + timedelta(
-            seconds=rule.cooldown_s):
+    if cooling(last_fired, rule.cooldown_s, event):
         return None
     within = timedelta(days=rule.within_days)
     contacts = [c for c in (recalled or {}).get(rule.id, {}).get(event.customer_id, ())

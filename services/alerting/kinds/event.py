@@ -5,13 +5,13 @@ strongly negative). Evaluated on the enriched topic as events arrive; such alert
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from services.alerting.engine import ALERT_NAMESPACE
-from services.alerting.kinds.base import EventKind
+from services.alerting.kinds.base import EventKind, cooling
 from services.alerting.rulebase import RuleBase, Strict
 from services.core.events import Alert, EnrichedFeedback, UrgencyFlagName
 from services.core.pii import snippet
@@ -83,8 +83,7 @@ def event_alert(rule: EventRule, event: EnrichedFeedback, last_fired: datetime |
     """
     if not event_matches(rule, event):
         return None
-    cooldown = timedelta(seconds=rule.cooldown_s)
-    if last_fired is not None and event.occurred_at < last_fired + cooldown:
+    if cooling(last_fired, rule.cooldown_s, event):
         return None
     key = event_key(rule, event)
     flags = sorted({u.flag for u in event.urgency})

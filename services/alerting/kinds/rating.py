@@ -12,13 +12,13 @@ callback (``dedupe_by: customer``, the default); a re-delivered event is the sam
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from services.alerting.engine import ALERT_NAMESPACE
-from services.alerting.kinds.base import EventKind
+from services.alerting.kinds.base import EventKind, cooling
 from services.alerting.kinds.event import CUSTOMER_TEXT
 from services.alerting.rulebase import RuleBase
 from services.core.events import Alert, AlertRuleType, EnrichedFeedback, Operator
@@ -95,8 +95,7 @@ def rating_alert(rule: RatingRule, event: EnrichedFeedback, last_fired: datetime
     low = low_rating(rule.nps_at_most, rule.csat_at_most, event)
     if low is None:
         return None
-    if last_fired is not None and event.occurred_at < last_fired + timedelta(
-            seconds=rule.cooldown_s):
+    if cooling(last_fired, rule.cooldown_s, event):
         return None
     metric, value, threshold = low
     return customer_alert(rule, "rating", event, now, rating_key(rule, event), metric=metric,
