@@ -31,7 +31,17 @@ from services.core.broker import LocalBroker, free_port
 from services.core.events import RawFeedback, stable_event_id
 from services.core.http import harden
 from services.core.kafka import create_topics
-from services.core.pii import BANK_CARD, EMAIL, ID_CARD, PHONE, fold, redact, redact_bytes, snippet
+from services.core.pii import (
+    BANK_CARD,
+    EMAIL,
+    ID_CARD,
+    PHONE,
+    SNIPPET_CHARS,
+    fold,
+    redact,
+    redact_bytes,
+    snippet,
+)
 from services.core.settings import Settings
 from services.nlp.taxonomy import load_taxonomy
 from services.web import router as web_router
@@ -129,11 +139,13 @@ def test_cases_redact_comments_follow_up_text_and_customer_id(found: tuple[str, 
 MARKUP = st.lists(st.sampled_from([*"[]()!<>*_#`|~\\@&:/.w ", "中", "://", "www.", "\n", "\u202e",
                                     "[x](http://evil.example)", "![](http://x/i.png)",
                                     "<at user_id=\"all\">", "<font color=red>"]),
-                 max_size=20).map("".join)
+                 max_size=20).map("".join).map(lambda s: s[:SNIPPET_CHARS - 20])
 
 
 @given(PII, MARKUP)
 def test_webhook_bodies_carry_redacted_inert_snippets(found: tuple[str, str], markup: str) -> None:
+    """The markup is cut to leave room for the redacted value within the snippet's limit: a
+    longer prefix pushes the placeholder out of the message, which proves nothing."""
     value, placeholder = found
     alert = event_alert(event_rule(), enriched(f"{markup}，{value}"), None, NOW)
     assert alert is not None and placeholder in alert.message
