@@ -214,8 +214,7 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
                                         f"({max_days}); ask for fewer")
         since = utc_now() - timedelta(days=days)
         found = await queries.callback_cases(store, since, KPI_CASES_MAX + 1)
-        visible = [c for c in found[:KPI_CASES_MAX]
-                   if who.sees({"touchpoint": c.touchpoint, "team": c.team or None})]
+        visible = [c for c in found[:KPI_CASES_MAX] if _sees_case(who, c)]
         opening = await queries.feedback_by_id(store, {c.opening_event for c in visible
                                                         if c.opening_event})
         resolved = [c for c in visible if c.first_resolved_at is not None and c.customer_id]
@@ -258,5 +257,7 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
     return router
 
 
-def _sees_case(who: Principal, case: CaseEvent) -> bool:
-    return who.sees({"touchpoint": case.touchpoint, "team": case.team})
+def _sees_case(who: Principal, case: CaseEvent | Callback) -> bool:
+    """Whether a case is in the caller's touchpoint and team scope; the store's '' is no
+    team, which a principal limited to teams does not see."""
+    return who.sees({"touchpoint": case.touchpoint, "team": case.team or None})

@@ -55,6 +55,7 @@ from services.core.migrations import migrate
 from services.core.settings import Settings
 from services.core.store import open_store
 from tests.conftest import run
+from tests.e2e.browsing import SHOTS, dashboard, needs_chromium
 from tests.integration.test_webhooks import Receiver
 from tests.pipeline_harness import read_topic, running, store_and_producer
 from tests.unit.test_events_schema import ALERT, ALERT_V2, ALERT_V3, EXPLANATION
@@ -520,8 +521,6 @@ def test_alert_v2_messages_are_still_read_by_every_consumer(
 
 # ------------------------------------------------------------------------------ dashboard
 
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-"""Not committed; docs/screenshots/alert-explanation.png is a copy of this test's picture."""
 PWN = '<img src=x data-pwned onerror="window.__pwned=1">'
 
 
@@ -558,28 +557,23 @@ def shown_alert() -> Alert:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+@needs_chromium
 def test_the_alert_panel_shows_the_explanation(broker: LocalBroker, settings: Settings,
                                                tmp_path: Path) -> None:
-    from tests.e2e.test_dashboard_browser import browser
-
+    """Its picture, build/screenshots/alert-explanation.png, is docs/screenshots' copy."""
     create_topics(settings, broker.bootstrap)
     alert = shown_alert()
 
     async def main() -> None:
-        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
-        try:
-            await migrate(store)
+        async with store_and_producer(f"chdb://{tmp_path / 'chdb'}", broker.bootstrap) as (
+                store, _):
             old = ALERT.model_copy(update={"alert_id": "old", "dedupe_key": "old",
                                            "fired_at": alert.fired_at - timedelta(minutes=1)})
             await queries.record_alerts(store, [(alert, alert.window_end),
                                                 (old, old.window_end)], 1)
-            async with running(settings, ("ingest",), broker.bootstrap, store=store) as api, \
-                    browser() as chromium:
-                page = await chromium.new_page(viewport={"width": 1280, "height": 900})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(f"{api}/dashboard/#/alerts")
+            async with dashboard(settings, ("ingest",), broker.bootstrap, store) as shown:
+                page = shown.page
+                await page.goto(f"{shown.api}/dashboard/#/alerts")
                 row = '#alert-feed tr[data-alert-id="explained"]'
                 await page.wait_for_selector(row, timeout=20000)
                 assert await page.query_selector(
@@ -603,9 +597,7 @@ def test_the_alert_panel_shows_the_explanation(broker: LocalBroker, settings: Se
                     " window.__pwned ?? null]") == [0, None]
                 SHOTS.mkdir(parents=True, exist_ok=True)
                 await page.locator(row).screenshot(path=str(SHOTS / "alert-explanation.png"))
-                assert errors == [], errors
-        finally:
-            await store.close()
+                assert shown.errors == [], shown.errors
 
     run(main())
 

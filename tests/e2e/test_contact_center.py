@@ -34,6 +34,7 @@ from services.core.events import (
 from services.core.settings import Settings
 from tests.access_fixtures import principals_file
 from tests.conftest import run
+from tests.e2e.browsing import dashboard, needs_chromium, shoot
 from tests.scoring_fixtures import T0, event, records, scoring_rig
 
 HOUR = {"from": T0.isoformat(), "to": (T0 + timedelta(hours=1)).isoformat()}
@@ -196,15 +197,12 @@ PWN = "<img src=x onerror=window.__pwned=1>"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+@needs_chromium
 def test_the_agent_scorecard_opens_coaching_transcripts(broker: LocalBroker, settings: Settings,
                                                         tmp_path: Path) -> None:
     """The dashboard's 坐席 view on a running API: per-agent figures, the coaching list
     narrowed by clicking an agent, and a transcript whose customer turns are highlighted (a
     customer's markup shown as text)."""
-    from tests.e2e.test_dashboard_browser import SHOTS, browser
-    from tests.pipeline_harness import running
-
     now = utc_now().replace(microsecond=0) - timedelta(minutes=30)
     hostile = call("c1", "A1", "售后", "u1", -0.6, "worsened", 30, 10, 1, at=now,
                    topics=("refund",)).model_copy(
@@ -218,12 +216,10 @@ def test_the_agent_scorecard_opens_coaching_transcripts(broker: LocalBroker, set
     async def scenario() -> None:
         async with scoring_rig(f"chdb://{tmp_path / 'chdb'}", settings, broker.bootstrap) as rig:
             await rig.scorer.handle(records(calls))
-            async with running(settings, ("ingest",), broker.bootstrap, store=rig.store) as api, \
-                    browser() as chromium:
-                page = await chromium.new_page(viewport={"width": 1280, "height": 800})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(f"{api}/dashboard/#/agents")
+            async with dashboard(settings, ("ingest",), broker.bootstrap, rig.store,
+                                 height=800) as shown:
+                page = shown.page
+                await page.goto(f"{shown.api}/dashboard/#/agents")
                 await page.wait_for_selector("#scorecard table")
                 rows = [await r.get_attribute("data-value") for r in
                         await page.query_selector_all("#scorecard tbody tr[data-value]")]
@@ -243,8 +239,7 @@ def test_the_agent_scorecard_opens_coaching_transcripts(broker: LocalBroker, set
                 assert await page.evaluate(
                     "() => [document.querySelectorAll('img').length, window.__pwned ?? null]"
                 ) == [0, None]
-                SHOTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SHOTS / "agents.png"), full_page=True)
-                assert errors == [], errors
+                await shoot(page, "agents")
+                assert shown.errors == [], shown.errors
 
     run(scenario())

@@ -21,18 +21,17 @@ from services.core.events import Ratings, utc_now
 from services.core.settings import Settings
 from services.scoring.sink import feedback_row
 from tests.conftest import run
+from tests.e2e.browsing import dashboard, needs_chromium, shoot
 from tests.factories import enriched, topic_tag
-from tests.pipeline_harness import running, store_and_producer
+from tests.pipeline_harness import store_and_producer
 
 PWN = "<img src=x onerror=window.__pwned=1>"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+@needs_chromium
 def test_a_callback_case_opens_its_customers_timeline(broker: LocalBroker, settings: Settings,
                                                       tmp_path: Path) -> None:
-    from tests.e2e.test_dashboard_browser import SHOTS, browser
-
     now = utc_now().replace(microsecond=0) - timedelta(hours=1)
     feedback = [
         enriched(event_id="f-call", customer_id="c-42", channel="call", touchpoint="hotline",
@@ -58,12 +57,10 @@ def test_a_callback_case_opens_its_customers_timeline(broker: LocalBroker, setti
                 store, _):
             await store.insert("feedback", [feedback_row(e, 1) for e in feedback])
             await store.insert("case_events", [case_row(case, int(time.time() * 1000))])
-            async with running(settings, ("ingest",), broker.bootstrap, store=store) as api, \
-                    browser() as chromium:
-                page = await chromium.new_page(viewport={"width": 1280, "height": 800})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(f"{api}/dashboard/#/alerts")
+            async with dashboard(settings, ("ingest",), broker.bootstrap, store,
+                                 height=800) as shown:
+                page = shown.page
+                await page.goto(f"{shown.api}/dashboard/#/alerts")
                 await page.wait_for_selector('#callback-kpis[data-loaded="true"]')
                 kpis = await page.evaluate(
                     "() => Object.fromEntries([...document.querySelectorAll('#callback-kpis "
@@ -75,10 +72,10 @@ def test_a_callback_case_opens_its_customers_timeline(broker: LocalBroker, setti
                 await page.wait_for_selector(link)
                 await page.click(link)
                 await page.wait_for_selector('#timeline li[data-event-id="f-call"]')
-                shown = await page.evaluate(
+                order = await page.evaluate(
                     "() => [...document.querySelectorAll('#timeline li')]"
                     ".map((li) => li.dataset.eventId)")
-                assert shown == ["f-survey", "f-mail", "f-call"], shown
+                assert order == ["f-survey", "f-mail", "f-call"], order
                 survey = await page.inner_text('#timeline li[data-event-id="f-survey"]')
                 assert "survey" in survey and "NPS 2" in survey, survey
                 badge = await page.get_attribute(
@@ -90,8 +87,7 @@ def test_a_callback_case_opens_its_customers_timeline(broker: LocalBroker, setti
                 assert await page.evaluate(
                     "() => [document.querySelectorAll('img').length, window.__pwned ?? null]"
                 ) == [0, None]
-                SHOTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SHOTS / "customer.png"), full_page=True)
-                assert errors == [], errors
+                await shoot(page, "customer")
+                assert shown.errors == [], shown.errors
 
     run(scenario())

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,13 +30,12 @@ from services.core.store import Store, open_store
 from services.pipeline import SERVICES
 from tests.access_fixtures import principals_file
 from tests.conftest import run
+from tests.e2e.browsing import browser, needs_chromium, shoot
 from tests.pipeline_harness import running
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 POSITIVE = ["配送很快，半小时就送到了，骑手态度也很好", "客服很耐心，问题一次就解决了，非常满意",
             "下单流程很顺畅，支付一次就成功了，体验很好", "包装完好无损，物流速度超出预期，好评"]
@@ -103,32 +100,12 @@ async def stored(store: Store, sql: str) -> int:
     return int((await store.query(sql))[0]["n"])
 
 
-@asynccontextmanager
-async def browser() -> AsyncIterator[object]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-background-networking"])
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
 async def tile_attr(page: object, touchpoint: str, name: str) -> int:
     value = await page.get_attribute(f'.tile[data-touchpoint="{touchpoint}"]', name)  # type: ignore[attr-defined]
     return int(value or 0)
 
 
-async def shoot(page: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.wait_for_timeout(600)  # type: ignore[attr-defined]  # let charts finish drawing
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: make system-deps")
+@needs_chromium
 def test_dashboard_updates_live_and_shows_the_alert(
         broker: LocalBroker, settings: Settings, tmp_path: Path) -> None:
     create_topics(settings, broker.bootstrap)

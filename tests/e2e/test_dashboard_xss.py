@@ -24,13 +24,12 @@ from services.alerting.cases import case_row, open_case
 from services.alerting.rules import Sla
 from services.core.broker import LocalBroker
 from services.core.kafka import create_topics
-from services.core.migrations import migrate
 from services.core.settings import Settings
-from services.core.store import Store, open_store
+from services.core.store import Store
 from tests.conftest import run
+from tests.e2e.browsing import dashboard, needs_chromium
 from tests.e2e.test_access_scopes import alert, alert_row
-from tests.e2e.test_dashboard_browser import CHROMIUM, browser
-from tests.pipeline_harness import running
+from tests.pipeline_harness import store_and_producer
 
 pytestmark = pytest.mark.slow
 
@@ -123,22 +122,18 @@ async def harmless(page: Any, where: str) -> None:
     assert found == {"marked": 0, "pwned": None, "csp": []}, f"{where}: {found}"
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: make system-deps")
+@needs_chromium
 def test_markup_in_names_and_texts_never_runs(broker: LocalBroker, settings: Settings,
                                               tmp_path: Path) -> None:
     create_topics(settings, broker.bootstrap)
 
     async def main() -> None:
-        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
-        try:
-            await migrate(store)
+        async with store_and_producer(f"chdb://{tmp_path / 'chdb'}", broker.bootstrap) as (
+                store, _):
             await fill(store)
-            async with running(settings, ("ingest",), broker.bootstrap, store=store) as api, \
-                    browser() as chromium:
-                page = await chromium.new_page(viewport={"width": 1280, "height": 900})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
+            async with dashboard(settings, ("ingest",), broker.bootstrap, store) as shown:
+                page, api = shown.page, shown.api
+                page.on("dialog", lambda d: shown.errors.append(f"dialog: {d.message}"))
                 await page.add_init_script(WATCH)
                 answer = await page.goto(f"{api}/dashboard/")
                 policy = answer.headers["content-security-policy"]
@@ -147,8 +142,8 @@ def test_markup_in_names_and_texts_never_runs(broker: LocalBroker, settings: Set
                 await page.wait_for_selector(".tile h3", timeout=20000)
                 await page.wait_for_selector("#firing li")
                 await harmless(page, "overview")
-                shown = {await h.inner_text() for h in await page.query_selector_all(".tile h3")}
-                assert TOUCHPOINT in shown, "the hostile name is shown, as text"
+                names = {await h.inner_text() for h in await page.query_selector_all(".tile h3")}
+                assert TOUCHPOINT in names, "the hostile name is shown, as text"
 
                 await page.click('nav a[data-route="journey"]')
                 await page.wait_for_selector("#journey-chart canvas")
@@ -177,7 +172,7 @@ def test_markup_in_names_and_texts_never_runs(broker: LocalBroker, settings: Set
                 for path in ("/docs", "/openapi.json", "/v1/touchpoints"):
                     other = await page.request.get(f"{api}{path}")
                     assert other.headers["content-security-policy"] == policy, path
-                docs = await chromium.new_page()
+                docs = await page.context.browser.new_page()
                 await docs.add_init_script(WATCH)
                 await docs.goto(f"{api}/docs")
                 await docs.wait_for_selector(".swagger-ui .opblock", timeout=20000)
@@ -191,8 +186,6 @@ def test_markup_in_names_and_texts_never_runs(broker: LocalBroker, settings: Set
                 await page.wait_for_function("() => window.__csp.length > 0")
                 assert await page.evaluate("window.__planted ?? null") is None, \
                     "the browser enforces the policy: no inline handler runs"
-                assert errors == [], errors
-        finally:
-            await store.close()
+                assert shown.errors == [], shown.errors
 
     run(main())

@@ -29,6 +29,7 @@ from services.core.events import EnrichedFeedback, utc_now
 from services.core.settings import Settings, load_settings
 from tests.access_fixtures import principals_file
 from tests.conftest import run
+from tests.e2e.browsing import dashboard, needs_chromium, shoot
 from tests.scoring_fixtures import T0, event, records, scoring_rig
 
 HOUR = {"from": T0.isoformat(), "to": (T0 + timedelta(hours=1)).isoformat()}
@@ -176,14 +177,11 @@ PWN = "<img src=x onerror=window.__pwned=1>"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+@needs_chromium
 def test_the_segments_view_filters_and_folds(broker: LocalBroker, settings: Settings,
                                              tmp_path: Path) -> None:
     """The dashboard's 客群与维度 view on a running API: per-segment figures with the folded
     row, a city picker that narrows them, and a hostile value shown as text."""
-    from tests.e2e.test_dashboard_browser import SHOTS, browser
-    from tests.pipeline_harness import running
-
     settings = settings.model_copy(update={"dimensions": ["city"], "dimension_max_values": 2})
     now = utc_now().replace(microsecond=0) - timedelta(minutes=10)
     recent = [e.model_copy(update={"occurred_at": now + (e.occurred_at - T0),
@@ -196,12 +194,10 @@ def test_the_segments_view_filters_and_folds(broker: LocalBroker, settings: Sett
     async def scenario() -> None:
         async with scoring_rig(f"chdb://{tmp_path / 'chdb'}", settings, broker.bootstrap) as rig:
             await rig.scorer.handle(records(recent))
-            async with running(settings, ("ingest",), broker.bootstrap, store=rig.store) as api, \
-                    browser() as chromium:
-                page = await chromium.new_page(viewport={"width": 1280, "height": 800})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(f"{api}/dashboard/#/segments")
+            async with dashboard(settings, ("ingest",), broker.bootstrap, rig.store,
+                                 height=800) as shown:
+                page = shown.page
+                await page.goto(f"{shown.api}/dashboard/#/segments")
                 table = "#dimension-figures table"
                 await page.wait_for_selector(table, timeout=20000)
                 heads = [await c.inner_text() for c in
@@ -224,11 +220,10 @@ def test_the_segments_view_filters_and_folds(broker: LocalBroker, settings: Sett
                 assert await page.evaluate(
                     "() => [document.querySelectorAll('img').length, window.__pwned ?? null]"
                 ) == [0, None]
-                SHOTS.mkdir(parents=True, exist_ok=True)
                 await page.select_option('select[data-dimension="city"]', index=0)
                 await page.select_option("#dimension-by", "segment")
                 await page.wait_for_selector("#dimension-figures tr.other")
-                await page.screenshot(path=str(SHOTS / "segments.png"), full_page=True)
-                assert errors == [], errors
+                await shoot(page, "segments")
+                assert shown.errors == [], shown.errors
 
     run(scenario())

@@ -32,18 +32,17 @@ from services.core.events import (
     TopicTag,
     utc_now,
 )
-from services.core.kafka import Producer, create_topics
-from services.core.migrations import migrate
+from services.core.kafka import create_topics
 from services.core.settings import Settings
-from services.core.store import Store, open_store
+from services.core.store import Store
 from tests.conftest import run
-from tests.pipeline_harness import running
+from tests.e2e.browsing import SHOTS, dashboard, needs_chromium
+from tests.pipeline_harness import store_and_producer
 from tests.unit.test_events_schema import ALERT_V3, EXPLANATION
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 TOUCHPOINT = "delivery"
 # (text, topic, evidence word, sentiment): the evidence is where the word is.
 NAMES = {"logistics_delivery": "物流/配送", "service_attitude": "服务/态度"}
@@ -114,25 +113,21 @@ async def click_at(page: Any, selector: str, fx: float, fy: float) -> None:
     await page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+@needs_chromium
 def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings,
                                          tmp_path: Path) -> None:
-    from tests.e2e.test_dashboard_browser import browser
-
     create_topics(settings, broker.bootstrap)
     settings = settings.model_copy(update={"journey_order": ["app_checkout", TOUCHPOINT]})
     events = recent_events()
     alert, quoted = alert_with_comments(events)
 
     async def main() -> None:
-        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
-        producer = Producer(broker.bootstrap, client_id="drill-test")
-        await producer.start()
-        try:
-            await migrate(store)
+        async with store_and_producer(f"chdb://{tmp_path / 'chdb'}", broker.bootstrap) as (
+                store, producer):
             await alert_queries.record_alerts(store, [(alert, alert.window_end)], 1)
-            async with running(settings, ("ingest", "scoring"), broker.bootstrap,
-                               store=store) as api, browser() as chromium:
+            async with dashboard(settings, ("ingest", "scoring"), broker.bootstrap,
+                                 store) as shown:
+                page, api = shown.page, shown.api
                 await producer.send_many(settings.topic("feedback.enriched"), [
                     (e.touchpoint.encode(), e.to_bytes()) for e in events])
 
@@ -143,9 +138,6 @@ def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings
                             > 0)
 
                 await eventually(scored, 60, "the events stored and scored")
-                page = await chromium.new_page(viewport={"width": 1280, "height": 900})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
 
                 # An alert: the comments its explanation quotes, then its window and subject.
                 await page.goto(f"{api}/dashboard/#/alerts")
@@ -263,9 +255,6 @@ def test_every_figure_opens_its_comments(broker: LocalBroker, settings: Settings
                 span = (datetime.fromisoformat(query["to"][0])
                         - datetime.fromisoformat(query["from"][0]))
                 assert span == timedelta(days=7) and marks
-                assert errors == [], errors
-        finally:
-            await producer.stop()
-            await store.close()
+                assert shown.errors == [], shown.errors
 
     run(main())

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from services.core.broker import LocalBroker
 from services.core.kafka import create_topics
-from services.core.migrations import migrate
 from services.core.settings import Settings
-from services.core.store import open_store
 from services.nlp.taxonomy import load_taxonomy
 from services.scoring.sink import feedback_row
 from tests.conftest import run
-from tests.e2e.test_dashboard_browser import CHROMIUM, browser, shoot
+from tests.e2e.browsing import dashboard, needs_chromium, shoot
 from tests.integration.test_emerging_detector import stream
 from tests.integration.test_taxonomy_action import TAXONOMY
-from tests.pipeline_harness import running
+from tests.pipeline_harness import store_and_producer
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: make system-deps")
+@needs_chromium
 def test_the_panel_lists_rising_phrases_and_opens_their_comments(
         broker: LocalBroker, settings: Settings, tmp_path) -> None:
     taxonomy = tmp_path / "taxonomy.yaml"
@@ -36,16 +32,12 @@ def test_the_panel_lists_rising_phrases_and_opens_their_comments(
     create_topics(settings, broker.bootstrap)
 
     async def main() -> dict:
-        store = await open_store(f"chdb://{tmp_path / 'chdb'}")
-        try:
-            await migrate(store)
+        async with store_and_producer(f"chdb://{tmp_path / 'chdb'}", broker.bootstrap) as (
+                store, _):
             await store.insert("feedback", [feedback_row(e, 1) for e in stream()])
-            async with running(settings, ("ingest",), broker.bootstrap, store=store) as api, \
-                    browser() as chromium:
-                page = await chromium.new_page(viewport={"width": 1280, "height": 900})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(f"{api}/dashboard/#/emerging/2026-11-23T11:05:00Z")
+            async with dashboard(settings, ("ingest",), broker.bootstrap, store) as shown:
+                page = shown.page
+                await page.goto(f"{shown.api}/dashboard/#/emerging/2026-11-23T11:05:00Z")
                 row = '.emerging-group[data-touchpoint="checkout"] tr[data-phrase]'
                 await page.wait_for_selector(row, timeout=20000)
                 seen = {
@@ -79,10 +71,8 @@ def test_the_panel_lists_rising_phrases_and_opens_their_comments(
                 await page.wait_for_selector('#taxonomy-note[data-state="done"]')
                 seen["done"] = await page.inner_text("#taxonomy-note")
                 await shoot(page, "emerging-add-topic")
-                seen["errors"] = errors
+                seen["errors"] = shown.errors
                 return seen
-        finally:
-            await store.close()
 
     seen = run(main())
     assert seen["errors"] == []
