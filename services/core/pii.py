@@ -8,9 +8,11 @@ are left alone: redacting them would destroy the order numbers customers quote.
 
 Customers type numbers with full-width digits (``１３８…``, the default of many Chinese input
 methods), full-width or typographic separators (``138．1234．5678``, ``138—1234—5678``) and
-ideographic spaces. The rules match on a folded shadow of the text in which each such
-character is replaced by its ASCII form, one character for one, so every match span is also
-the span to replace in the original text.
+ideographic spaces; speech-to-text writes a number read out digit by digit in Chinese
+numerals (``一三九 零五七一 二二八八``, 幺 for one, 叉 for the X of a 身份证 number). The
+rules match on a folded shadow of the text in which each such character is replaced by its
+ASCII form, one character for one, so every match span is also the span to replace in the
+original text.
 
 Every pattern here runs in time linear in the text: each is bounded in length (digits,
 separators) or, for email addresses, may only start where a run of address characters
@@ -37,6 +39,12 @@ BANK_CARD = "<BANK_CARD>"
 EMAIL = "<EMAIL>"
 
 
+# A number read out digit by digit, as a transcript writes it. Only the characters of such a
+# reading: 十, 百 and 两 belong to counted numbers ("两百"), which are not PII.
+SPOKEN_DIGITS = {"〇": "0", "零": "0", "幺": "1", "一": "1", "二": "2", "三": "3", "四": "4",
+                 "五": "5", "六": "6", "七": "7", "八": "8", "九": "9", "叉": "X"}
+
+
 def _tables() -> tuple[dict[int, str], dict[int, None]]:
     """The folding table, and the invisible characters (controls and format characters such
     as zero-width spaces and bidi overrides) that a snippet drops.
@@ -60,6 +68,7 @@ def _tables() -> tuple[dict[int, str], dict[int, None]]:
     fold.update(dict.fromkeys(
         (0x00A0, *range(0x2000, 0x200C), 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF), " "))
     fold[0xFE6B] = "@"  # small commercial at
+    fold.update({ord(numeral): digit for numeral, digit in SPOKEN_DIGITS.items()})
     return fold, invisible
 
 
@@ -143,10 +152,11 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
 # cards come in groups of four at least, 身份证 and landline numbers in longer runs). Most
 # feedback has neither, and one search for that costs a fraction of folding the text and the
 # five rule scans, which run only when it finds something. It runs on the original text:
-# ``\d`` is every Unicode decimal digit, exactly what folding turns into ASCII digits, and
-# the at signs are those that fold to "@". A new rule must keep this true or widen the
-# pattern; a test checks it on text generated from the rules' own patterns.
-_MAYBE_PII = re.compile(r"[@＠﹫]|\d{4}")
+# ``\d`` is every Unicode decimal digit and the numerals are the spoken digits, exactly what
+# folding turns into ASCII digits, and the at signs are those that fold to "@". A new rule
+# must keep this true or widen the pattern; a test checks it on text generated from the
+# rules' own patterns.
+_MAYBE_PII = re.compile(r"[@＠﹫]|[\d〇零幺一二三四五六七八九]{4}")
 
 
 def fold(text: str) -> str:

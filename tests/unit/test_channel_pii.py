@@ -43,6 +43,11 @@ def with_luhn_digit(body: str) -> str:
     ("卡号 6222 0212 3456 7890 128 扣款两次", "卡号 <BANK_CARD> 扣款两次"),
     ("信用卡4111111111111111被盗刷", "信用卡<BANK_CARD>被盗刷"),
     ("请发到 zhang.wei+shop@163.com 或 li_na@example.com.cn", "请发到 <EMAIL> 或 <EMAIL>"),
+    # speech-to-text: numbers read out digit by digit
+    ("客户：我电话一三九 零五七一 二二八八", "客户：我电话<PHONE>"),
+    ("号码是幺三八五七一二六六零九对", "号码是<PHONE>对"),
+    ("身份证一一零一零五一九四九一二三一零零二叉", "身份证<ID_CARD>"),
+    ("我的号138 五七一二 六六零九", "我的号<PHONE>"),
 ])
 def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -56,6 +61,8 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "客服热线400-820-8820打不通",             # company hotline, not personal data
     "等了12315分钟",                          # short numbers
     "2026-11-23 10:00 下单",                  # dates and times
+    "一五一十地说了，一二三四五六七八九零",      # idiom, counting
+    "订单二零二四一一二三，打了一百二十三次",     # a spoken date, a counted number
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
@@ -117,6 +124,14 @@ def test_any_luhn_valid_card_is_redacted(bin_: str, length: int, rnd, grouped: b
 @given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
 def test_any_mobile_number_is_redacted(number: str) -> None:
     assert redact(f"请打{number}联系我") == f"请打{PHONE}联系我"
+
+
+@given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True), st.booleans())
+def test_any_mobile_number_read_out_is_redacted(number: str, grouped: bool) -> None:
+    spoken = number.translate(str.maketrans("0123456789", "零一二三四五六七八九"))
+    if grouped:
+        spoken = f"{spoken[:3]} {spoken[3:7]} {spoken[7:]}"
+    assert redact(f"客户：{spoken}，你记一下") == f"客户：{PHONE}，你记一下"
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
