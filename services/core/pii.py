@@ -82,6 +82,12 @@ _EMAIL = re.compile(
 # as one run or as 6-8-4.
 _ID_CARD = re.compile(
     r"(?<![0-9A-Za-z])[0-9]{6}[ .\-]?[0-9]{8}[ .\-]?[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
+# Hong Kong identity card: one or two letters, six digits, a check digit (0-9 or A), usually
+# in parentheses: K385126(5).
+_HK_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{6} ?(?:\([0-9A]\)|[0-9A])(?![0-9A-Za-z])")
+# Taiwan national identification number: a letter, 1 or 2 (8 or 9 on a resident
+# certificate), eight digits, the last a check digit.
+_TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
 # Bank cards: 16-19 digits, written as one run or in groups of four.
 _BANK_CARD = re.compile(
     r"(?<![0-9A-Za-z])(?:[0-9]{4}[ .\-]?){3}[0-9]{4}(?:[ .\-]?[0-9]{1,3})?(?![0-9A-Za-z])")
@@ -96,6 +102,7 @@ _LANDLINE = re.compile(
     rf"|0[0-9]{{2,3}}){_SEP}[2-9][0-9]{{2,3}}{_SEP}[0-9]{{4}}(?:(?:-|转|ext\.?)[0-9]{{1,5}})?"
     r"(?![0-9A-Za-z])")
 _NOT_DIGITS = str.maketrans("", "", " .-")
+_NOT_ID = str.maketrans("", "", " ()")
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -113,6 +120,27 @@ def id_card_valid(number: str) -> bool:
         return False
     total = sum(int(d) * w for d, w in zip(number[:17], _ID_WEIGHTS, strict=True))
     return _ID_CHECK[total % 11] == number[17].upper()
+
+
+def hk_id_valid(number: str) -> bool:
+    """Whether a Hong Kong identity card number (``K3851265``, without parentheses) has the
+    check digit its letters and digits give (weights 9 to 2, a missing first letter counting
+    36, modulo 11, 10 written A)."""
+    body, check = number[:-1].rjust(8), number[-1]
+    values = [36 if c == " " else ord(c) - 55 if c.isalpha() else int(c) for c in body]
+    remainder = -sum(v * w for v, w in zip(values, range(9, 1, -1), strict=True)) % 11
+    return check == ("A" if remainder == 10 else str(remainder))
+
+
+_TW_LETTERS = "ABCDEFGHJKLMNPQRSTUVXYWZIO"  # in the order of their codes 10-35
+
+
+def tw_id_valid(number: str) -> bool:
+    """Whether a Taiwan identification number's digits and letter code sum to a multiple of
+    ten with weights 1, 9, 8 ... 1, 1."""
+    code = _TW_LETTERS.index(number[0]) + 10
+    digits = [code // 10, code % 10, *map(int, number[1:])]
+    return sum(d * w for d, w in zip(digits, (1, 9, 8, 7, 6, 5, 4, 3, 2, 1, 1), strict=True)) % 10 == 0
 
 
 def luhn_valid(digits: str) -> bool:
@@ -134,6 +162,14 @@ def _id_card(match: re.Match[str]) -> str | None:
     return ID_CARD if id_card_valid(match[0].translate(_NOT_DIGITS)) else None
 
 
+def _hk_id(match: re.Match[str]) -> str | None:
+    return ID_CARD if hk_id_valid(match[0].translate(_NOT_ID)) else None
+
+
+def _tw_id(match: re.Match[str]) -> str | None:
+    return ID_CARD if tw_id_valid(match[0]) else None
+
+
 def _bank_card(match: re.Match[str]) -> str | None:
     digits = match[0].translate(_NOT_DIGITS)
     return BANK_CARD if 16 <= len(digits) <= 19 and luhn_valid(digits) else None
@@ -142,6 +178,8 @@ def _bank_card(match: re.Match[str]) -> str | None:
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
     (_EMAIL, lambda m: EMAIL),
     (_ID_CARD, _id_card),
+    (_HK_ID, _hk_id),
+    (_TW_ID, _tw_id),
     (_BANK_CARD, _bank_card),
     (_MOBILE, lambda m: PHONE),
     (_LANDLINE, lambda m: PHONE),

@@ -48,6 +48,10 @@ def with_luhn_digit(body: str) -> str:
     ("号码是幺三八五七一二六六零九对", "号码是<PHONE>对"),
     ("身份证一一零一零五一九四九一二三一零零二叉", "身份证<ID_CARD>"),
     ("我的号138 五七一二 六六零九", "我的号<PHONE>"),
+    # Hong Kong and Taiwan identity numbers, with their check digits
+    ("身份證號碼K385126(5)，唔該核對", "身份證號碼<ID_CARD>，唔該核對"),
+    ("身份證 AB987654（3）", "身份證 <ID_CARD>"),
+    ("身分證字號A123456789請協助", "身分證字號<ID_CARD>請協助"),
 ])
 def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -63,6 +67,7 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "2026-11-23 10:00 下单",                  # dates and times
     "一五一十地说了，一二三四五六七八九零",      # idiom, counting
     "订单二零二四一一二三，打了一百二十三次",     # a spoken date, a counted number
+    "K385126(4) 型號B100234567",                # check digits that do not match
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
@@ -124,6 +129,20 @@ def test_any_luhn_valid_card_is_redacted(bin_: str, length: int, rnd, grouped: b
 @given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
 def test_any_mobile_number_is_redacted(number: str) -> None:
     assert redact(f"请打{number}联系我") == f"请打{PHONE}联系我"
+
+
+@given(st.from_regex(r"[A-Z]{1,2}[0-9]{6}", fullmatch=True), st.sampled_from("0123456789A"))
+def test_a_hong_kong_id_is_redacted_exactly_when_its_check_digit_matches(
+        body: str, check: str) -> None:
+    text = f"身份證{body}({check})好"
+    assert (redact(text) == f"身份證{ID_CARD}好") == pii.hk_id_valid(body + check)
+
+
+@given(st.from_regex(r"[A-Z][12][0-9]{7}", fullmatch=True), st.integers(0, 9))
+def test_a_taiwan_id_is_redacted_exactly_when_its_check_digit_matches(
+        body: str, check: int) -> None:
+    text = f"身分證{body}{check}，謝謝"
+    assert (redact(text) == f"身分證{ID_CARD}，謝謝") == pii.tw_id_valid(f"{body}{check}")
 
 
 @given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True), st.booleans())
