@@ -10,8 +10,9 @@ and a queue, some calming down and some getting angrier (the 坐席 scorecard an
 list); every item has a customer segment and a value for each of the deployment's dimension
 keys (``VOC_DIMENSIONS``, the 客群与维度 view); survey answers carry NPS, CSAT and CES ratings;
 some complaints say what effort they took (跑了好几趟, 打了三次电话: the effort figures beside
-CES); and a few recurring customers keep answering delivery's surveys with NPS <= 6, the
-detractors a callback rule turns into cases. VIP customers are only ever happy in the demo, so the
+CES); a few recurring customers keep answering delivery's surveys with NPS <= 6, the
+detractors a callback rule turns into cases; and every item names its journey stage (售前,
+售中, 售后), which the journey map is drawn by. VIP customers are only ever happy in the demo, so the
 VIP-strongly-negative rule stays quiet and the first alert is the degrading touchpoint's.
 """
 
@@ -72,6 +73,9 @@ TOUCHPOINTS = (
 )
 
 
+STAGES = ("售前", "售中", "售后")
+"""Journey stages of the demo's feedback: every touchpoint serves all three (questions before
+buying, the order itself, after-sales), so each cell of the journey map has figures."""
 SEGMENTS = ("新客", "老客", "企业客户")
 """Segments of the demo's customers besides VIP (VIP customers are happy ones only)."""
 DIMENSION_VALUES = {
@@ -140,6 +144,7 @@ class DemoFeed:
             "text": self.random.choice(tp.negative if negative else tp.positive),
             # One-off customers, from ids enough that two of them rarely collide.
             "customer_id": f"c-{self.random.randint(10_000, 99_999)}",
+            "stage": self.random.choice(STAGES),
             "segment": self.random.choice(SEGMENTS if negative else ("VIP", *SEGMENTS)),
             "metadata": self._metadata(),
         }
@@ -147,7 +152,7 @@ class DemoFeed:
             item["ratings"] = self._ratings(negative)
         if tp.name == DETRACTOR_TOUCHPOINT and self.random.random() < DETRACTOR_SHARE:
             item.update(channel="survey", customer_id=self.random.choice(DETRACTORS),
-                        segment=self.random.choice(SEGMENTS),
+                        segment=self.random.choice(SEGMENTS), stage="售后",
                         text=self.random.choice(DETRACTOR_TEXTS), ratings=self._ratings(True, True))
             negative = True
         return item, negative
@@ -175,7 +180,7 @@ class DemoFeed:
             "touchpoint": item["touchpoint"],
             "started_at": (ended - timedelta(seconds=length_s)).isoformat(),
             "ended_at": ended.isoformat(), "customer_id": item["customer_id"],
-            "segment": item["segment"], "metadata": item["metadata"],
+            "stage": item["stage"], "segment": item["segment"], "metadata": item["metadata"],
             "transfers": self.random.randint(1, 3) if negative else 0, "turns": turns,
         }
 

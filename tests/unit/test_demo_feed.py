@@ -18,6 +18,7 @@ from services.ingest.demo_feed import (
     CALLS_ROUTE,
     DETRACTORS,
     QUEUES,
+    STAGES,
     DemoFeed,
 )
 from services.nlp.analyzer import Analyzer, load_sentiment
@@ -52,6 +53,18 @@ def test_calls_carry_agents_and_queues(minute: list[tuple[str, dict]]) -> None:
     assert {e.call.agent_id for e in events if e.call} == set(AGENTS)
     assert {e.call.queue for e in events if e.call} == set(QUEUES)
     assert any(e.call and e.call.transfers for e in events)
+
+
+def test_every_item_and_call_names_a_journey_stage(minute: list[tuple[str, dict]]) -> None:
+    """The journey map is drawn by stage: without one the demo's map stays empty."""
+    per_touchpoint: dict[str, set[str]] = {}
+    for _, body in minute:
+        per_touchpoint.setdefault(str(body["touchpoint"]), set()).add(str(body["stage"]))
+    assert len(per_touchpoint) == 4
+    assert all(stages == set(STAGES) for stages in per_touchpoint.values()), per_touchpoint
+    calls = [call_event("demo", CallIn.model_validate(body))
+             for route, body in minute if route == CALLS_ROUTE]
+    assert {e.stage for e in calls} == set(STAGES)
 
 
 def test_items_carry_a_segment_and_every_dimension_key(minute: list[tuple[str, dict]]) -> None:
