@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
-.PHONY: run lint test test-unit test-fast train bench assets schemas docs system-deps test-deps clean
+.PHONY: run lint test test-unit test-fast train bench assets schemas docs screenshots system-deps test-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -58,6 +58,12 @@ schemas: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m services.core.settings_docs > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
+
+## screenshots: retake docs/screenshots/*.png (the pictures README.md and docs/ show) from a fresh
+## `voc up --demo` on free ports in a temporary directory, in Chromium at 1280x800 (about five
+## minutes; needs chromium: make system-deps); see tests/e2e/screenshots.py
+screenshots: $(STAMP)
+	$(BIN)/python -m tests.e2e.screenshots
 
 ## lint: ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade and a few more) over the
 ## repository and mypy over services/ and schemas/, both configured in pyproject.toml; any

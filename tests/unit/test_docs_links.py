@@ -121,3 +121,14 @@ def test_slugs_follow_github() -> None:
     assert slug("Multi-channel evaluation set (issue 16)") == \
         "multi-channel-evaluation-set-issue-16"
     assert slug("Add a sink") == "add-a-sink"
+
+
+def test_every_screenshot_is_shown() -> None:
+    """docs/screenshots/ holds exactly the pictures the docs show (`make screenshots` retakes
+    them): a file nobody references is stale weight, a reference without a file is caught
+    above."""
+    shots = ROOT / "docs" / "screenshots"
+    shown = {(path.parent / target).resolve() for path in DOCS for _, target in links(path)}
+    unshown = sorted(p.name for p in shots.glob("*.png") if p.resolve() not in shown)
+    assert not unshown, f"docs/screenshots/ files no doc shows: {unshown}"
+    assert len(list(shots.glob("*.png"))) >= 10, "the pictures were found"
