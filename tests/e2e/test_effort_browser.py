@@ -5,7 +5,7 @@ effort-flagged comments with their effort cues highlighted on the analysed text.
 The real analyzer enriches the comments; the ingest API (dashboard and query API) and the
 scoring stage run on the real broker over chdb, so every figure is the scorer's own.
 Chromium runs headless through Playwright; its picture goes to build/screenshots/effort.png
-(docs/screenshots/effort.png and effort-drill.png come from a `voc up --demo` run).
+(docs/screenshots/effort.png and effort-drill.png come from `make screenshots`, a `voc up --demo` run).
 """
 
 from __future__ import annotations
