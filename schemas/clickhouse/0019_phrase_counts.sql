@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS phrase_counts
 )
 ENGINE = ReplacingMergeTree(rolled_ms)
 PARTITION BY toYYYYMM(bucket)
-ORDER BY (bucket_s, phrase, touchpoint, bucket);
+ORDER BY (bucket_s, bucket, phrase, touchpoint);
 
 CREATE TABLE IF NOT EXISTS phrase_rollups
 (
