@@ -99,7 +99,8 @@ test-fast: $(STAMP) test-deps lint
 train: $(STAMP)
 	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 
-## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; ~15-19 minutes
+## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; the emerging-topic
+## week (bench/emerging_bench.py) alone takes 15 to 25 minutes on 2 shared cores
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps
