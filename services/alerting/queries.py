@@ -171,7 +171,7 @@ def _raw_rows(rolled: Rolled | None, lo: datetime,
         at = max(at, start + rolled.bucket_s)
     if at < int(hi.timestamp()):
         ranges.append((at, int(hi.timestamp())))
-    params: dict[str, Any] = {"bucket_s": rolled.bucket_s, "rolled": rolled.starts}
+    params: dict[str, Any] = {}
     for i, (a, b) in enumerate(ranges):
         params[f"raw{i}_lo"] = datetime.fromtimestamp(a, UTC)
         params[f"raw{i}_hi"] = datetime.fromtimestamp(b, UTC)
@@ -186,7 +186,8 @@ def _rolled_rows(rolled: Rolled) -> tuple[str, dict[str, Any]]:
     return (" FROM phrase_counts FINAL WHERE bucket_s = %(bucket_s)s"
             " AND bucket >= %(first)s AND bucket <= %(last)s"
             " AND toUInt32(bucket) IN %(rolled)s",
-            {"first": datetime.fromtimestamp(rolled.starts[0], UTC),
+            {"bucket_s": rolled.bucket_s, "rolled": rolled.starts,
+             "first": datetime.fromtimestamp(rolled.starts[0], UTC),
              "last": datetime.fromtimestamp(rolled.starts[-1], UTC)})
 
 
@@ -210,7 +211,7 @@ async def phrase_counts(store: Store, *, touchpoints: Collection[str] | None, lo
     raw, raw_params = _raw_rows(rolled, lo, hi)
     window_rows = (" FROM feedback FINAL ARRAY JOIN phrases AS phrase"
                    " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where + raw)
-    if raw_params and rolled is not None:
+    if rolled is not None and rolled.starts:
         from_rolled, rolled_params = _rolled_rows(rolled)
         raw_params.update(rolled_params)
         in_window = ("SELECT phrase FROM feedback ARRAY JOIN phrases AS phrase"
@@ -257,7 +258,7 @@ async def phrase_volumes(store: Store, *, touchpoints: Collection[str] | None, l
                " countIf(occurred_at < %(start)s) AS b FROM feedback FINAL"
                " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where + raw
                + " GROUP BY tp")
-    if raw_params and rolled is not None:
+    if rolled is not None and rolled.starts:
         from_rolled, rolled_params = _rolled_rows(rolled)
         raw_params.update(rolled_params)
         counted += (f" UNION ALL SELECT {scope} AS tp, toUInt64(0) AS v, sum(mentions) AS b"
