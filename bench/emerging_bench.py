@@ -16,27 +16,39 @@ What runs, and how it is made to fit in minutes:
   pool, so a touchpoint's volume follows its share of the texts. **Organic drift:** a few
   ordinary phrases of the texts (not taxonomy keywords) rise and fall over hours, their texts
   drawn up to ``1 + --drift-peak`` times as often at the peak of a bump.
-- **Stored per event:** each event is one ``feedback`` row (event id, touchpoint, channel,
-  customer, event time, phrases; the text itself is left empty: nothing here reads it), written
-  by ``INSERT ... SELECT`` from a table holding the texts' phrases, ``--batch-s`` of event time
-  per insert. The store is the embedded chdb (``--store``, default a fresh temporary
-  directory) or a clickhouse-server (``--store clickhouse://...``).
-- **Judged by the real path:** at each evaluation end the ``emerging_topic`` kind's loader
-  (services/alerting/kinds/emerging_topic.py: queries.phrase_counts and phrase_volumes, then
-  the detector) and its ``measure``, then the alert lifecycle (engine.step: cooldown,
-  hysteresis), per touchpoint, with the shipped rule defaults unless ``--baseline-s`` says
-  otherwise.
-- **Sampled evaluation ticks:** the live stage evaluates every minute; each evaluation here
-  scans the whole baseline (``rate x baseline_s`` rows), so the background is evaluated only
-  every ``--tick-s`` of event time (one 5-minute window per tick). False alerts per day are
-  reported as counted over those ticks and extrapolated to every window of a day (breached
-  ticks / ticks x windows per day: an upper bound, one alert per breached window). After the
-  injection starts every minute is evaluated, as live.
+- **What is real and what is drawn:** a week at 1,000 events/s is 605 million events, and this
+  machine stores about 60,000 raw rows a second, so most background hours are not stored row
+  by row. Each hour of event time (a bucket of ``VOC_EMERGING_BUCKET_S``) is either
+  *raw*: ``feedback`` rows, one per event (event id, touchpoint, channel, customer, event time,
+  phrases; the text itself is left empty: nothing here reads it), written by
+  ``INSERT ... SELECT`` from a table of the texts' phrases, ``--batch-s`` of event time per
+  insert, and rolled up into ``phrase_counts`` by the real roll-up
+  (services/alerting/phrase_rollup.py); or *drawn*: per batch the same event count as raw rows
+  would have, the texts drawn by one multinomial draw over the pool (the drifting phrases'
+  extra texts likewise), their phrases summed per touchpoint into ``phrase_counts`` by the
+  store and the bucket recorded as rolled up. Raw: the injection's hour, the
+  ``--raw-hours`` before it, the first hour of every baseline read during the injection, and
+  the window of every evaluation (its bucket is drawn whole besides and recorded with those
+  rows, so the roll-up leaves it as drawn). So every window evaluated is read from raw rows,
+  and the baselines of the injection's windows hold real roll-ups. The store is the embedded
+  chdb (``--store``, default a fresh temporary directory) or a clickhouse-server
+  (``--store clickhouse://...``).
+- **Judged by the real path:** at each evaluation end the roll-up runs, then the
+  ``emerging_topic`` kind's loader (services/alerting/kinds/emerging_topic.py:
+  queries.rolled_buckets, phrase_counts and phrase_volumes, then the detector) and its
+  ``measure``, then the alert lifecycle (engine.step: cooldown, hysteresis), per touchpoint,
+  with the shipped rule defaults unless ``--baseline-s`` says otherwise.
+- **Sampled evaluation ticks:** the live stage evaluates every minute; here the background is
+  evaluated once every ``--tick-s`` of event time (the 5-minute window at the start of the
+  hour, against the 24 whole hours before it). False alerts per day are reported as counted
+  over those ticks and extrapolated to every window of a day (breached ticks / ticks x windows
+  per day: an upper bound, one alert per breached window). After the injection starts every
+  minute is evaluated, as live.
 - **Warm-up:** the store first gets one baseline of background that is not evaluated, so the
   first evaluated window has a full baseline, as a deployment has after its first day.
 
     python bench/emerging_bench.py --data-dir ../shared/data/nlp --rate 1000 --days 7 \\
-        --json build/bench/emerging.json
+        --tick-s 10800 --seed 18 --json build/bench/emerging.json
 """
 
 from __future__ import annotations
@@ -57,9 +69,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from services.alerting import phrase_rollup, queries  # noqa: E402
 from services.alerting.emerging import Excluded  # noqa: E402
 from services.alerting.engine import KeyState, step  # noqa: E402
 from services.alerting.kinds.base import Points, Wanted  # noqa: E402
@@ -71,6 +86,7 @@ from services.alerting.kinds.emerging_topic import (  # noqa: E402
 )
 from services.core.migrations import migrate  # noqa: E402
 from services.core.phrases import candidate_phrases, display  # noqa: E402
+from services.core.settings import load_settings  # noqa: E402
 from services.core.store import Store, open_store  # noqa: E402
 from services.nlp.segmenter import Segmenter  # noqa: E402
 from services.nlp.taxonomy import load_terms  # noqa: E402
@@ -157,6 +173,7 @@ def pick_drifts(pool: list[tuple[str, list[str]]], excluded: Excluded, count: in
 _CHANNELS_SQL = "[" + ", ".join(f"'{c}'" for c in CHANNELS) + "]"
 POOL_DDL = ("CREATE TABLE bench_pool (idx UInt32, touchpoint String, phrases Array(String))"
             " ENGINE = MergeTree ORDER BY idx")
+DRAWS_DDL = "CREATE TABLE bench_draws (idx UInt32, n UInt64) ENGINE = MergeTree ORDER BY idx"
 
 
 def _insert_sql(first_id: int, start_s: int, span_s: int, count: int, seed: int,
@@ -176,37 +193,55 @@ def _insert_sql(first_id: int, start_s: int, span_s: int, count: int, seed: int,
 
 
 class Replay:
-    """Writes event time forward into the store batch by batch."""
+    """Writes background into the store: raw ``feedback`` rows for a span of event time, or a
+    whole bucket's phrase counts drawn statistically (:meth:`generate`)."""
 
     def __init__(self, store: Store, pool_size: int, drifts: list[Drift], rate: float,
                  batch_s: int, seed: int) -> None:
         self.store, self.pool_size, self.drifts = store, pool_size, drifts
         self.rate, self.batch_s, self.seed = rate, batch_s, seed
         self.rng = random.Random(seed)
+        self.draws = np.random.default_rng(seed)
         self.written_s = 0
         self.next_id = 0
         self.events = 0
+        self.generated = 0
         self.insert_s = 0.0
+        self.generate_s = 0.0
 
-    async def until(self, at_s: int) -> None:
-        """Background up to ``at_s`` seconds after T0."""
-        while self.written_s < at_s:
-            start = self.written_s
-            span = min(self.batch_s, at_s - start)
-            middle = start + span / 2
-            count = int(self.rate * span * day_curve(middle) * self.rng.uniform(0.9, 1.1))
-            began = time.perf_counter()
-            await self._write(start, span, count, f"cityHash64(n, {self.seed}) % "
+    def _batches(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """(start, span, events) of each batch of ``[start, end)``: the day/night curve and a
+        tenth of noise per batch."""
+        out = []
+        while start < end:
+            span = min(self.batch_s, end - start)
+            count = int(self.rate * span * day_curve(start + span / 2)
+                        * self.rng.uniform(0.9, 1.1))
+            out.append((start, span, count))
+            start += span
+        return out
+
+    async def span(self, start: int, end: int) -> int:
+        """Raw background rows over ``[start, end)`` seconds after T0; how many."""
+        began, before = time.perf_counter(), self.events
+        for first, span, count in self._batches(start, end):
+            await self._write(first, span, count, f"cityHash64(n, {self.seed}) % "
                               f"{self.pool_size}")
             for drift in self.drifts:
                 share = len(drift.indexes) / self.pool_size
-                extra = int(count * share * drift.factor(middle))
+                extra = int(count * share * drift.factor(first + span / 2))
                 if extra:
                     listed = ",".join(map(str, drift.indexes))
-                    await self._write(start, span, extra, f"[{listed}][1 + cityHash64(n, "
+                    await self._write(first, span, extra, f"[{listed}][1 + cityHash64(n, "
                                       f"{self.seed}, 3) % {len(drift.indexes)}]")
-            self.insert_s += time.perf_counter() - began
-            self.written_s = start + span
+        self.written_s = max(self.written_s, end)
+        self.insert_s += time.perf_counter() - began
+        return self.events - before
+
+    async def until(self, at_s: int) -> None:
+        """Raw background up to ``at_s`` seconds after T0."""
+        if self.written_s < at_s:
+            await self.span(self.written_s, at_s)
 
     async def _write(self, start: int, span: int, count: int, choice: str) -> None:
         start_s = int(T0.timestamp()) + start
@@ -214,6 +249,41 @@ class Replay:
                                              choice))
         self.next_id += count
         self.events += count
+
+    async def generate(self, start: int, bucket_s: int, raw_rows: int) -> None:
+        """The phrase counts of the bucket ``[start, start + bucket_s)``, drawn as its raw rows
+        would be (per batch: the same event count, texts drawn uniformly from the pool by a
+        multinomial draw, the drifting phrases' extra texts likewise), summed per touchpoint
+        and phrase in the store and recorded as rolled up with ``raw_rows`` (the raw rows the
+        bucket holds besides, an evaluated window's) so the real roll-up leaves it as it is."""
+        began = time.perf_counter()
+        texts = np.zeros(self.pool_size, dtype=np.int64)
+        uniform = np.full(self.pool_size, 1 / self.pool_size)
+        for first, span, count in self._batches(start, start + bucket_s):
+            texts += self.draws.multinomial(count, uniform)
+            for drift in self.drifts:
+                extra = int(count * len(drift.indexes) / self.pool_size
+                            * drift.factor(first + span / 2))
+                if extra:
+                    picked = self.draws.multinomial(
+                        extra, np.full(len(drift.indexes), 1 / len(drift.indexes)))
+                    np.add.at(texts, np.asarray(drift.indexes), picked)
+        drawn = [{"idx": int(i), "n": int(texts[i])} for i in np.flatnonzero(texts)]
+        await self.store.execute("TRUNCATE TABLE bench_draws")
+        await self.store.insert("bench_draws", drawn)
+        rolled_ms = time.time_ns() // 1_000_000
+        at = int(T0.timestamp()) + start
+        await self.store.execute(
+            "INSERT INTO phrase_counts (bucket_s, bucket, touchpoint, phrase, mentions,"
+            f" rolled_ms) SELECT {bucket_s}, toDateTime({at}, 'UTC'), touchpoint, phrase,"
+            f" sum(n), {rolled_ms} FROM (SELECT touchpoint, phrases, n FROM bench_draws"
+            " ALL INNER JOIN bench_pool USING idx)"
+            " ARRAY JOIN arrayConcat([''], phrases) AS phrase GROUP BY touchpoint, phrase")
+        await queries.record_phrase_rollup(self.store, bucket_s=bucket_s, start=at,
+                                           rolled_ms=rolled_ms, done=True, rows=raw_rows)
+        self.generated += int(texts.sum())
+        self.written_s = max(self.written_s, start + bucket_s)
+        self.generate_s += time.perf_counter() - began
 
 
 async def inject(store: Store, replay: Replay, tp_share: float, share: float, begin_s: int,
@@ -282,6 +352,25 @@ def _firing(rule: EmergingTopicRule, found: Found) -> list[Any]:
     return [r for r in found.rising if r.llr >= rule.min_llr]
 
 
+def _evaluate(found: list[tuple[str, Found, bool]], rule: EmergingTopicRule, end: datetime,
+              tally: dict[str, Any]) -> None:
+    """Count a background evaluation's touchpoint-windows, breaches and alerts."""
+    for touchpoint, detection, fired in found:
+        tally["ticks"] += 1
+        firing = _firing(rule, detection)
+        tally["breached"] += bool(firing)
+        if firing and len(tally["breaches"]) < 200:
+            tally["breaches"].append({
+                "touchpoint": touchpoint, "at": end.isoformat(), "phrase": firing[0].text,
+                "mentions": firing[0].mentions, "baseline": firing[0].baseline,
+                "llr": round(firing[0].llr, 1), "new": firing[0].new})
+        if fired:
+            tally["false_alerts"].append({
+                "touchpoint": touchpoint, "at": end.isoformat(), "phrase": firing[0].text,
+                "mentions": firing[0].mentions, "baseline": firing[0].baseline,
+                "llr": round(firing[0].llr, 1)})
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     segmenter = Segmenter()
@@ -291,12 +380,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rule = EmergingTopicRule.model_validate(
         {"id": "new-complaint", "type": "emerging_topic",
          **({"baseline_s": args.baseline_s} if args.baseline_s else {})})
+    bucket_s = load_settings().emerging_bucket_s
+    if rule.baseline_s % bucket_s or args.tick_s % bucket_s or rule.window_s > bucket_s:
+        raise SystemExit(f"--baseline-s {rule.baseline_s} and --tick-s {args.tick_s} must be "
+                         f"whole buckets of VOC_EMERGING_BUCKET_S {bucket_s}, the window "
+                         f"{rule.window_s} s at most one")
     excluded = Excluded(load_terms())
     rng = random.Random(args.seed)
-    warmup_s = rule.baseline_s + rule.window_s
-    background_s = int(args.days * 86400)
-    drifts = pick_drifts(pool, excluded, args.drifts, warmup_s, background_s, args.drift_peak,
-                         rng)
+    warmup_h = rule.baseline_s // bucket_s
+    background_h = int(args.days * 86400) // bucket_s
+    tick_h = args.tick_s // bucket_s
+    drifts = pick_drifts(pool, excluded, args.drifts, warmup_h * bucket_s,
+                         background_h * bucket_s, args.drift_peak, rng)
+    # the injection, and which buckets hold raw rows the real roll-up rolls up: the hours
+    # just before it, its own, and the first hours of the baselines read every minute
+    inject_at = (warmup_h + background_h) * bucket_s + rng.randrange(60, 600)
+    minutes = list(range((inject_at // 60 + 1) * 60, inject_at + args.inject_minutes * 60 + 1,
+                         60))
+    inject_h = inject_at // bucket_s
+    raw_hours = set(range(inject_h - args.raw_hours, inject_h))
+    raw_hours |= {(m - rule.window_s - rule.baseline_s) // bucket_s for m in minutes}
+    horizon = phrase_rollup.horizon_s([rule.window_s + rule.baseline_s], bucket_s)
     directory = None
     url = args.store
     if url is None:
@@ -309,50 +413,56 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if int(foreign[0]["n"]):
             raise SystemExit(f"{url} holds feedback this bench did not write, and the bench "
                              "empties the table: point --store at a database of its own")
-        await store.execute("DROP TABLE IF EXISTS bench_pool")
+        for table in ("bench_pool", "bench_draws"):
+            await store.execute(f"DROP TABLE IF EXISTS {table}")
         await store.execute(POOL_DDL)
-        await store.execute("TRUNCATE TABLE feedback")
+        await store.execute(DRAWS_DDL)
+        for table in ("feedback", "phrase_counts", "phrase_rollups"):
+            await store.execute(f"TRUNCATE TABLE {table}")
         await store.insert("bench_pool", [{"idx": i, "touchpoint": tp, "phrases": phrases}
                                           for i, (tp, phrases) in enumerate(pool)])
         replay = Replay(store, len(pool), drifts, args.rate, args.batch_s, args.seed)
         judge = Judge(store, rule)
-        await replay.until(warmup_s)
-        # background: one evaluation every tick_s
-        ticks = breached = 0
-        false_alerts: list[dict[str, Any]] = []
-        breaches: list[dict[str, Any]] = []
-        for end_s in range(warmup_s + args.tick_s, warmup_s + background_s + 1, args.tick_s):
-            await replay.until(end_s)
-            end = T0 + timedelta(seconds=end_s)
-            for touchpoint, found, fired in await judge.at(end):
-                ticks += 1
-                firing = _firing(rule, found)
-                breached += bool(firing)
-                if firing and len(breaches) < 200:
-                    breaches.append({"touchpoint": touchpoint, "at": end.isoformat(),
-                                     "phrase": firing[0].text, "mentions": firing[0].mentions,
-                                     "baseline": firing[0].baseline,
-                                     "llr": round(firing[0].llr, 1), "new": firing[0].new})
-                if fired:
-                    false_alerts.append({"touchpoint": touchpoint, "at": end.isoformat(),
-                                         "phrase": firing[0].text,
-                                         "mentions": firing[0].mentions,
-                                         "baseline": firing[0].baseline,
-                                         "llr": round(firing[0].llr, 1)})
-            print(f"{end.isoformat()} events {replay.events} evaluations {ticks} "
-                  f"false alerts {len(false_alerts)} (insert {replay.insert_s:.0f}s, "
-                  f"queries {sum(judge.query_s):.0f}s)", file=sys.stderr, flush=True)
-        # the injection, evaluated every minute as live
+        rollup_s = 0.0
+
+        async def roll_up(now: datetime) -> None:
+            nonlocal rollup_s
+            began = time.perf_counter()
+            await phrase_rollup.roll_up(store, bucket_s=bucket_s, horizon=horizon, now=now)
+            rollup_s += time.perf_counter() - began
+
+        # warm-up and background, an hour at a time: evaluated every tick_h hours
+        tally: dict[str, Any] = {"ticks": 0, "breached": 0, "false_alerts": [], "breaches": []}
+        for hour in range(inject_h):
+            start = hour * bucket_s
+            evaluated = hour >= warmup_h and (hour - warmup_h) % tick_h == 0
+            if hour in raw_hours:
+                await replay.span(start, start + bucket_s)
+            else:
+                window_rows = (await replay.span(start, start + rule.window_s)
+                               if evaluated else 0)
+                await replay.generate(start, bucket_s, window_rows)
+            if not evaluated:
+                continue
+            end = T0 + timedelta(seconds=start + rule.window_s)
+            await roll_up(end)
+            _evaluate(await judge.at(end), rule, end, tally)
+            print(f"{end.isoformat()} raw {replay.events} generated {replay.generated} "
+                  f"evaluations {tally['ticks']} false alerts {len(tally['false_alerts'])} "
+                  f"(insert {replay.insert_s:.0f}s, generate {replay.generate_s:.0f}s, "
+                  f"roll-up {rollup_s:.0f}s, queries {sum(judge.query_s):.0f}s)",
+                  file=sys.stderr, flush=True)
+        background_ticks = len(judge.query_s)
+        # the injection, raw rows and the real roll-up, evaluated every minute as live
         tp_share = sum(1 for tp, _ in pool if tp == INJECTED_TOUCHPOINT) / len(pool)
-        inject_at = warmup_s + background_s + rng.randrange(60, 600)
         detection = None
         injected: list[datetime] = []
-        minute = (inject_at // 60 + 1) * 60
-        while minute <= inject_at + args.inject_minutes * 60 and detection is None:
+        for minute in minutes:
             await replay.until(minute)
             injected += await inject(store, replay, tp_share, args.share,
                                      max(inject_at, minute - 60), minute, segmenter, rng)
             end = T0 + timedelta(seconds=minute)
+            await roll_up(end)
             for touchpoint, found, fired in await judge.at(end):
                 firing = _firing(rule, found)
                 if not fired:
@@ -368,15 +478,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "mentions": firing[0].mentions, "customers": firing[0].customers,
                         "injected_before": len(injected)}
                 else:
-                    false_alerts.append({"touchpoint": touchpoint, "at": end.isoformat(),
-                                         "phrase": firing[0].text, "during_injection": True})
-            minute += 60
+                    tally["false_alerts"].append({
+                        "touchpoint": touchpoint, "at": end.isoformat(),
+                        "phrase": firing[0].text, "during_injection": True})
+            if detection is not None:
+                break
+        rolled = await store.query(
+            "SELECT count() AS n FROM phrase_rollups FINAL WHERE done = 1")
         windows_per_day = 86400 / rule.window_s
         touchpoints = len({tp for tp, _ in pool})
+        ticks, breached, false_alerts = tally["ticks"], tally["breached"], tally["false_alerts"]
         in_background = [a for a in false_alerts if not a.get("during_injection")]
         return {
             "store": store.backend, "rate": args.rate, "days": args.days,
             "tick_s": args.tick_s, "baseline_s": rule.baseline_s, "window_s": rule.window_s,
+            "bucket_s": bucket_s, "raw_hours": sorted(h - inject_h for h in raw_hours),
+            "raw_hours_before": args.raw_hours,
             "touchpoints": touchpoints, "texts": len(pool), "share": args.share,
             "injected_touchpoint": INJECTED_TOUCHPOINT,
             "injected_touchpoint_share": round(tp_share, 4),
@@ -385,14 +502,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "centre_h": round(d.centre_s / 3600, 1),
                         "width_h": round(d.width_s / 3600, 1), "peak": round(d.peak, 2)}
                        for d in drifts],
-            "events": replay.events, "evaluations": ticks, "breached": breached,
-            "breaches": breaches,
+            "events": replay.events + replay.generated, "raw_events": replay.events,
+            "generated_events": replay.generated, "buckets_rolled": int(rolled[0]["n"]),
+            "background_evaluations": background_ticks,
+            "evaluations": ticks, "breached": breached, "breaches": tally["breaches"],
             "false_alerts": false_alerts[:50], "false_alert_count": len(in_background),
             "false_per_day": round(len(in_background) / args.days, 3),
             "false_per_day_extrapolated": round(
                 breached / max(ticks, 1) * windows_per_day * touchpoints, 3),
             "detection": detection, "injected": len(injected),
-            "insert_s": round(replay.insert_s, 1), "query_s": round(sum(judge.query_s), 1),
+            "insert_s": round(replay.insert_s, 1), "generate_s": round(replay.generate_s, 1),
+            "rollup_s": round(rollup_s, 1), "query_s": round(sum(judge.query_s), 1),
+            "query_max_s": round(max(judge.query_s, default=0.0), 2),
             "segment_s": round(segmented_s, 1),
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -427,17 +548,25 @@ def markdown(result: dict[str, Any], command: str) -> str:
     drifts = ", ".join(f"{d['phrase']} ({d['touchpoint']}, x{1 + d['peak']:.1f} at "
                        f"{d['centre_h']} h)" for d in result["drifts"])
     return "\n".join([
-        f"`{command}`: {result['events']:,} events stored per event in {result['store']} "
+        f"`{command}`: {result['events']:,} background events in {result['store']} "
         f"({result['rate']:g} events/s on average with a day/night curve, "
         f"{result['touchpoints']} touchpoints from {result['texts']:,} shared dev texts, six "
-        f"channels; organic drift: {drifts}), after one baseline of warm-up, "
-        f"{result['days']:g} simulated days evaluated every {result['tick_s']} s of event time, "
-        f"then a new issue at {100 * result['share']:g} % of `{result['injected_touchpoint']}`'s "
-        f"traffic evaluated every minute; the `emerging_topic` kind with the shipped defaults"
+        f"channels; organic drift: {drifts}): one baseline of warm-up, then "
+        f"{result['days']:g} simulated days evaluated every {result['tick_s']} s of event time "
+        f"({result['background_evaluations']} windows), then a new issue at "
+        f"{100 * result['share']:g} % of `{result['injected_touchpoint']}`'s traffic evaluated "
+        f"every minute; the `emerging_topic` kind with the shipped defaults"
         + ("" if result["baseline_s"] == 86400 else
            f" but a {result['baseline_s']} s baseline") + ". "
-        f"Inserts took {result['insert_s']:g} s, evaluations {result['query_s']:g} s, the whole "
-        f"run {result['seconds']:g} s.", "", *rows, ""])
+        f"{result['raw_events']:,} of the events are `feedback` rows (each evaluated window; "
+        f"the injection's hour, the {result['raw_hours_before']} before it and the first hour "
+        f"of each baseline read during the injection, those rolled up by the real roll-up); "
+        f"the other "
+        f"{result['generated_events']:,} were drawn per hour into `phrase_counts` "
+        f"(multinomial, from the same texts). Raw inserts took {result['insert_s']:g} s, "
+        f"drawing {result['generate_s']:g} s, roll-ups {result['rollup_s']:g} s, evaluations "
+        f"{result['query_s']:g} s (at most {result['query_max_s']:g} s each), the whole run "
+        f"{result['seconds']:g} s.", "", *rows, ""])
 
 
 def main() -> None:
@@ -458,6 +587,8 @@ def main() -> None:
     parser.add_argument("--drifts", type=int, default=4)
     parser.add_argument("--drift-peak", type=float, default=2.0)
     parser.add_argument("--inject-minutes", type=int, default=30)
+    parser.add_argument("--raw-hours", type=int, default=2,
+                        help="hours of raw rows, rolled up for real, before the injection's")
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

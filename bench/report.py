@@ -350,8 +350,10 @@ def explain_section(explain: dict[str, Any]) -> list[str]:
 
 def emerging_section(emerging: dict[str, Any]) -> list[str]:
     """Issue 18's targets, as ``bench/emerging_bench.py`` measured them."""
-    return ["Emerging topics ([docs/emerging.md](emerging.md)): background feedback from the "
-            "shared dev texts replayed into the store in accelerated event time, counted by the "
+    return ["Emerging topics ([docs/emerging.md](emerging.md#measured)): a simulated week of "
+            "background feedback from the shared dev texts in accelerated event time (every "
+            "evaluated window and the injection's hours as `feedback` rows rolled up by the "
+            "real roll-up, the other hours' phrase counts drawn statistically), counted by the "
             "alerting SQL and judged by the `emerging_topic` rule kind, then a new issue at 1 % "
             "of one touchpoint's traffic.", "", emerging["markdown"]]
 

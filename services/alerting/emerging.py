@@ -199,12 +199,15 @@ class Detection:
 @dataclass(frozen=True)
 class Window:
     """Where a detection looks: the window ``[end - window_s, end)`` against the baseline
-    ``baseline_s`` before it, reading at most ``max_phrases`` phrases per touchpoint."""
+    ``baseline_s`` before it, reading at most ``max_phrases`` phrases per touchpoint; the
+    baseline's whole buckets of ``bucket_s`` (VOC_EMERGING_BUCKET_S) that are rolled up are
+    read from ``phrase_counts`` (0: every event from ``feedback``)."""
 
     end: datetime
     window_s: int
     baseline_s: int
     max_phrases: int
+    bucket_s: int = 3600
 
     @property
     def start(self) -> datetime:
@@ -219,14 +222,19 @@ async def rising(store: Store, window: Window, t: Thresholds, excluded: Excluded
                  touchpoints: Collection[str] | None = None,
                  overall: bool = False) -> dict[str, Detection]:
     """The rising phrases of each touchpoint (or, with ``overall``, of all together under
-    touchpoint '') in one window: two queries, then :func:`detect` per touchpoint."""
+    touchpoint '') in one window: which baseline buckets are rolled up, the counts and the
+    volumes (three queries), then :func:`detect` per touchpoint."""
     minimum = min(t.min_mentions, t.new_min_mentions)
+    rolled = None
+    if window.bucket_s:
+        rolled = await queries.rolled_buckets(store, bucket_s=window.bucket_s, lo=window.lo,
+                                              start=window.start)
     counts = await queries.phrase_counts(
         store, touchpoints=touchpoints, lo=window.lo, start=window.start, hi=window.end,
-        min_mentions=minimum, limit=window.max_phrases, overall=overall)
+        min_mentions=minimum, limit=window.max_phrases, overall=overall, rolled=rolled)
     volumes = await queries.phrase_volumes(
         store, touchpoints=touchpoints, lo=window.lo, start=window.start, hi=window.end,
-        overall=overall)
+        overall=overall, rolled=rolled)
     by_touchpoint: dict[str, list[Count]] = {}
     for c in counts:
         by_touchpoint.setdefault(c.touchpoint, []).append(

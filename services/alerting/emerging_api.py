@@ -182,7 +182,7 @@ def build_router(store: Store, settings: Settings) -> APIRouter:
         forbidden_touchpoint(who, touchpoint)
         stop = end or datetime.now(UTC).replace(second=0, microsecond=0)
         window = Window(stop, settings.emerging_window_s, settings.emerging_baseline_s,
-                        settings.emerging_max_phrases)
+                        settings.emerging_max_phrases, settings.emerging_bucket_s)
         scope = ([touchpoint] if touchpoint else
                  sorted(who.touchpoints) if who.touchpoints is not None else None)
         excluded = await asyncio.to_thread(emerging.current_exclusions, settings.taxonomy_path)

@@ -147,45 +147,196 @@ def _phrase_scope(touchpoints: Collection[str] | None,
     return ("''" if overall else "touchpoint"), where, params
 
 
+@dataclass(frozen=True)
+class Rolled:
+    """Which buckets of ``phrase_counts`` a read takes, instead of their ``feedback`` rows:
+    buckets of ``bucket_s`` seconds starting at the given epoch seconds, each inside the
+    baseline and rolled up completely (:func:`rolled_buckets`)."""
+
+    bucket_s: int
+    starts: tuple[int, ...]
+
+
+def _raw_rows(rolled: Rolled | None, lo: datetime,
+              hi: datetime) -> tuple[str, dict[str, Any]]:
+    """The filter keeping the feedback rows of ``[lo, hi)`` outside the rolled buckets (their
+    counts are read from ``phrase_counts``), as ranges of event time, so the store skips the
+    rolled buckets' rows by the sorting key instead of reading and dropping them."""
+    if rolled is None or not rolled.starts:
+        return "", {}
+    ranges, at = [], int(lo.timestamp())
+    for start in rolled.starts:
+        if start > at:
+            ranges.append((at, start))
+        at = max(at, start + rolled.bucket_s)
+    if at < int(hi.timestamp()):
+        ranges.append((at, int(hi.timestamp())))
+    params: dict[str, Any] = {}
+    for i, (a, b) in enumerate(ranges):
+        params[f"raw{i}_lo"] = datetime.fromtimestamp(a, UTC)
+        params[f"raw{i}_hi"] = datetime.fromtimestamp(b, UTC)
+    where = " OR ".join(f"(occurred_at >= %(raw{i}_lo)s AND occurred_at < %(raw{i}_hi)s)"
+                        for i in range(len(ranges)))
+    return f" AND ({where or '0'})", params
+
+
+def _rolled_rows(rolled: Rolled) -> tuple[str, dict[str, Any]]:
+    """The ``phrase_counts`` rows of the rolled buckets; the range lets the store skip every
+    other bucket by the sorting key."""
+    return (" FROM phrase_counts FINAL WHERE bucket_s = %(bucket_s)s"
+            " AND bucket >= %(first)s AND bucket <= %(last)s"
+            " AND toUInt32(bucket) IN %(rolled)s",
+            {"bucket_s": rolled.bucket_s, "rolled": rolled.starts,
+             "first": datetime.fromtimestamp(rolled.starts[0], UTC),
+             "last": datetime.fromtimestamp(rolled.starts[-1], UTC)})
+
+
 async def phrase_counts(store: Store, *, touchpoints: Collection[str] | None, lo: datetime,
                         start: datetime, hi: datetime, min_mentions: int, limit: int,
-                        overall: bool = False) -> list[PhraseCount]:
+                        overall: bool = False, rolled: Rolled | None = None
+                        ) -> list[PhraseCount]:
     """Candidate phrases (``feedback.phrases``) mentioned in at least ``min_mentions`` events
     of the window ``[start, hi)``, each with its mentions in the baseline ``[lo, start)``; per
     touchpoint, or with ``overall`` across them all (touchpoint ''). At most ``limit`` per
     touchpoint, those most mentioned relative to their baseline first (mentions / (baseline
     + 1)): at high volume hundreds of everyday words are mentioned more often than a new
-    issue's phrase in its first minute, and the limit must not cut the new phrase off."""
+    issue's phrase in its first minute, and the limit must not cut the new phrase off.
+
+    The baseline's ``rolled`` buckets are read from ``phrase_counts`` (only for the phrases
+    the window mentions), the rest of it and the window from ``feedback``: the same counts,
+    without reading every event of the baseline."""
     if touchpoints is not None and not touchpoints:
         return []
     scope, where, params = _phrase_scope(touchpoints, overall)
-    rows = await store.query(
-        f"SELECT {scope} AS tp, phrase, countIf(occurred_at >= %(start)s) AS mentions,"
-        " uniqExactIf(if(customer_id = '', event_id, customer_id), occurred_at >= %(start)s)"
-        " AS customers, countIf(occurred_at < %(start)s) AS baseline"
-        " FROM feedback FINAL ARRAY JOIN phrases AS phrase"
-        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where
-        + " GROUP BY tp, phrase HAVING mentions >= %(min)s"
-        " ORDER BY tp, mentions / (baseline + 1) DESC, phrase LIMIT %(limit)s BY tp",
-        {"lo": lo, "start": start, "hi": hi, "min": min_mentions, "limit": limit, **params})
+    raw, raw_params = _raw_rows(rolled, lo, hi)
+    window_rows = (" FROM feedback FINAL ARRAY JOIN phrases AS phrase"
+                   " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where + raw)
+    if rolled is not None and rolled.starts:
+        from_rolled, rolled_params = _rolled_rows(rolled)
+        raw_params.update(rolled_params)
+        in_window = ("SELECT phrase FROM feedback ARRAY JOIN phrases AS phrase"
+                     " WHERE occurred_at >= %(start)s AND occurred_at < %(hi)s" + where)
+        source = (
+            f"(SELECT {scope} AS tp, phrase, countIf(occurred_at >= %(start)s) AS m,"
+            " uniqExactIf(if(customer_id = '', event_id, customer_id),"
+            " occurred_at >= %(start)s) AS c, countIf(occurred_at < %(start)s) AS b"
+            + window_rows + " GROUP BY tp, phrase"
+            f" UNION ALL SELECT {scope} AS tp, phrase, toUInt64(0) AS m, toUInt64(0) AS c,"
+            " sum(mentions) AS b" + from_rolled + where
+            + f" AND phrase IN ({in_window}) GROUP BY tp, phrase)")
+        rows = await store.query(
+            "SELECT tp, phrase, sum(m) AS mentions, sum(c) AS customers, sum(b) AS baseline"
+            f" FROM {source} GROUP BY tp, phrase HAVING mentions >= %(min)s"
+            " ORDER BY tp, mentions / (baseline + 1) DESC, phrase LIMIT %(limit)s BY tp",
+            {"lo": lo, "start": start, "hi": hi, "min": min_mentions, "limit": limit,
+             **params, **raw_params})
+    else:
+        rows = await store.query(
+            f"SELECT {scope} AS tp, phrase, countIf(occurred_at >= %(start)s) AS mentions,"
+            " uniqExactIf(if(customer_id = '', event_id, customer_id),"
+            " occurred_at >= %(start)s) AS customers,"
+            " countIf(occurred_at < %(start)s) AS baseline" + window_rows
+            + " GROUP BY tp, phrase HAVING mentions >= %(min)s"
+            " ORDER BY tp, mentions / (baseline + 1) DESC, phrase LIMIT %(limit)s BY tp",
+            {"lo": lo, "start": start, "hi": hi, "min": min_mentions, "limit": limit,
+             **params})
     return [PhraseCount(r["tp"], r["phrase"], int(r["mentions"]), int(r["customers"]),
                         int(r["baseline"])) for r in rows]
 
 
 async def phrase_volumes(store: Store, *, touchpoints: Collection[str] | None, lo: datetime,
-                         start: datetime, hi: datetime,
-                         overall: bool = False) -> list[PhraseVolume]:
+                         start: datetime, hi: datetime, overall: bool = False,
+                         rolled: Rolled | None = None) -> list[PhraseVolume]:
     """Events per touchpoint (or overall) in the window ``[start, hi)`` and the baseline
-    ``[lo, start)``: the denominators of the phrases' shares."""
+    ``[lo, start)``: the denominators of the phrases' shares; the ``rolled`` buckets' events
+    are their phrase '' rows in ``phrase_counts``."""
     if touchpoints is not None and not touchpoints:
         return []
     scope, where, params = _phrase_scope(touchpoints, overall)
+    raw, raw_params = _raw_rows(rolled, lo, hi)
+    counted = (f"SELECT {scope} AS tp, countIf(occurred_at >= %(start)s) AS v,"
+               " countIf(occurred_at < %(start)s) AS b FROM feedback FINAL"
+               " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where + raw
+               + " GROUP BY tp")
+    if rolled is not None and rolled.starts:
+        from_rolled, rolled_params = _rolled_rows(rolled)
+        raw_params.update(rolled_params)
+        counted += (f" UNION ALL SELECT {scope} AS tp, toUInt64(0) AS v, sum(mentions) AS b"
+                    + from_rolled + where + " AND phrase = '' GROUP BY tp")
     rows = await store.query(
-        f"SELECT {scope} AS tp, countIf(occurred_at >= %(start)s) AS volume,"
-        " countIf(occurred_at < %(start)s) AS baseline FROM feedback FINAL"
-        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s" + where + " GROUP BY tp",
-        {"lo": lo, "start": start, "hi": hi, **params})
+        f"SELECT tp, sum(v) AS volume, sum(b) AS baseline FROM ({counted}) GROUP BY tp",
+        {"lo": lo, "start": start, "hi": hi, **params, **raw_params})
     return [PhraseVolume(r["tp"], int(r["volume"]), int(r["baseline"])) for r in rows]
+
+
+async def rolled_buckets(store: Store, *, bucket_s: int, lo: datetime,
+                         start: datetime) -> Rolled:
+    """The buckets inside ``[lo, start)`` whose newest roll-up is done (phrase_rollups): a
+    bucket being rolled up, or whose last roll-up failed, is read from ``feedback``."""
+    first = -(-int(lo.timestamp()) // bucket_s) * bucket_s
+    last = int(start.timestamp()) // bucket_s * bucket_s - bucket_s
+    if last < first:
+        return Rolled(bucket_s, ())
+    rows = await store.query(
+        "SELECT toUInt32(bucket) AS at FROM phrase_rollups"
+        " WHERE bucket_s = %(bucket_s)s AND bucket >= %(first)s AND bucket <= %(last)s"
+        " GROUP BY bucket HAVING argMax(done, rolled_ms) = 1",
+        {"bucket_s": bucket_s, "first": datetime.fromtimestamp(first, UTC),
+         "last": datetime.fromtimestamp(last, UTC)})
+    return Rolled(bucket_s, tuple(sorted(int(r["at"]) for r in rows)))
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """One bucket's feedback rows now, and what its newest roll-up recorded."""
+
+    start: int
+    rows: int
+    done: bool
+    rolled_rows: int | None
+
+
+async def phrase_buckets(store: Store, *, bucket_s: int, lo: datetime,
+                         hi: datetime) -> list[BucketState]:
+    """Every bucket in ``[lo, hi)`` holding feedback, oldest first: its rows (counted without
+    FINAL, so any insert, a late or a redelivered event, changes the figure) and its newest
+    roll-up record, if any."""
+    params = {"bucket_s": bucket_s, "lo": lo, "hi": hi}
+    stored = await store.query(
+        "SELECT intDiv(toUInt32(occurred_at), %(bucket_s)s) * %(bucket_s)s AS at,"
+        " count() AS n FROM feedback WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s"
+        " GROUP BY at", params)
+    records = await store.query(
+        "SELECT toUInt32(bucket) AS at, argMax(done, rolled_ms) AS done,"
+        " argMax(events, rolled_ms) AS events FROM phrase_rollups"
+        " WHERE bucket_s = %(bucket_s)s AND bucket >= %(lo)s AND bucket < %(hi)s"
+        " GROUP BY bucket", params)
+    recorded = {int(r["at"]): (bool(r["done"]), int(r["events"])) for r in records}
+    return [BucketState(at, int(r["n"]), *recorded.get(at, (False, None)))
+            for r in sorted(stored, key=lambda r: int(r["at"])) for at in [int(r["at"])]]
+
+
+async def record_phrase_rollup(store: Store, *, bucket_s: int, start: int, rolled_ms: int,
+                               done: bool, rows: int) -> None:
+    """One roll-up record of a bucket: before its counts are written (``done`` False) and
+    after (True, one millisecond later, so it is the newest)."""
+    await store.insert("phrase_rollups", [{
+        "bucket_s": bucket_s, "bucket": datetime.fromtimestamp(start, UTC),
+        "rolled_ms": rolled_ms + int(done), "done": int(done), "events": rows}])
+
+
+async def roll_up_phrases(store: Store, *, bucket_s: int, start: int, rolled_ms: int) -> None:
+    """Every phrase's mentions per touchpoint in the bucket starting at ``start``, and its
+    events as phrase '', from ``feedback FINAL`` (a redelivered event counts once), in one
+    INSERT ... SELECT."""
+    await store.execute(
+        "INSERT INTO phrase_counts (bucket_s, bucket, touchpoint, phrase, mentions, rolled_ms)"
+        " SELECT %(bucket_s)s, toDateTime(%(start_s)s, 'UTC'), touchpoint, phrase, count(),"
+        " %(rolled_ms)s FROM feedback FINAL ARRAY JOIN arrayConcat([''], phrases) AS phrase"
+        " WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s GROUP BY touchpoint, phrase",
+        {"bucket_s": bucket_s, "start_s": start, "rolled_ms": rolled_ms,
+         "lo": datetime.fromtimestamp(start, UTC),
+         "hi": datetime.fromtimestamp(start + bucket_s, UTC)})
 
 
 async def untagged_negative(store: Store, *, touchpoints: Collection[str] | None,

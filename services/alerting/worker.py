@@ -34,7 +34,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
-from services.alerting import queries
+from services.alerting import phrase_rollup, queries
 from services.alerting.caps import (
     CAP_KEY_SUFFIX,
     AlertCaps,
@@ -48,6 +48,7 @@ from services.alerting.evaluation import Loaded, lifecycle_alert, load
 from services.alerting.explain import carried, explain_firing
 from services.alerting.kinds import event_kind, memories, recall_all, window_kind
 from services.alerting.kinds.base import Points
+from services.alerting.kinds.emerging_topic import EmergingTopicRule
 from services.alerting.rulebase import WindowRuleBase
 from services.alerting.rules import RuleSet, load_rules
 from services.core.config_file import Watched
@@ -209,6 +210,16 @@ class AlertEvaluator:
                                            staged[key]))
         await self._publish_and_commit(pending, staged)
 
+    async def roll_up_phrases(self) -> None:
+        """Bring the phrase counts of the longest baseline an emerging reader uses up to date
+        (phrase_rollup.py); a store fault raises and the next tick redoes what is left."""
+        baselines = [r.window_s + r.baseline_s for r in self.rules.rules
+                     if isinstance(r, EmergingTopicRule)]
+        baselines.append(self.settings.emerging_window_s + self.settings.emerging_baseline_s)
+        bucket_s = self.settings.emerging_bucket_s
+        await phrase_rollup.roll_up(self.store, bucket_s=bucket_s,
+                                    horizon=phrase_rollup.horizon_s(baselines, bucket_s))
+
     async def flush_caps(self) -> None:
         """Resolve the cap summaries of periods that ended, without waiting for a batch."""
         await self._publish_and_commit([], {})
@@ -301,9 +312,17 @@ class AlertEvaluator:
                         latency_summary=self.latency.summary() if latency_ms else None)
 
 
+ROLLUP_EVERY_S = 30.0
+"""How often the alerting stage rolls phrase counts up: often enough that a closed bucket is
+read from phrase_counts within a minute, rarely enough that checking the baseline's buckets
+(one count over a day of feedback) costs nothing."""
+
+
 async def _poll_rules(rules: RulesFile, evaluator: AlertEvaluator, every_s: float,
                       stop: asyncio.Event) -> None:
-    """Reload changed rules, and close the cap summaries of ended periods, every ``every_s``."""
+    """Reload changed rules, and close the cap summaries of ended periods, every ``every_s``;
+    roll phrase counts up every ``ROLLUP_EVERY_S``."""
+    rolled_at = -ROLLUP_EVERY_S
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=every_s)
@@ -314,6 +333,13 @@ async def _poll_rules(rules: RulesFile, evaluator: AlertEvaluator, every_s: floa
             except Exception as exc:  # broker or store away: the next tick tries again
                 log.warning("closing alert cap summaries failed; retrying next tick",
                             error=str(exc)[:300])
+            if time.monotonic() - rolled_at >= ROLLUP_EVERY_S:
+                rolled_at = time.monotonic()
+                try:
+                    await evaluator.roll_up_phrases()
+                except Exception as exc:  # store away: the bucket stays not done, redone next
+                    log.warning("rolling phrase counts up failed; retrying next tick",
+                                error=str(exc)[:300])
 
 
 async def run(settings: Settings, bootstrap: str, store: Store, stop: asyncio.Event) -> None:

@@ -280,6 +280,11 @@ class Settings(BaseSettings):
     emerging_max_phrases: int = Field(
         default=500, ge=10, le=10_000, description="Most candidate phrases read per touchpoint "
         "and window (the most mentioned first): bounds each detection's work.")
+    emerging_bucket_s: int = Field(
+        default=3600, ge=60, le=86400, description="Bucket of event time the phrase counts "
+        "are rolled up in (table phrase_counts); the emerging-topic detector reads the whole "
+        "rolled-up buckets of its baseline from there and only the rest from the feedback "
+        "rows. One row per bucket, touchpoint and phrase (docs/emerging.md#phrase-counts).")
     emerging_cluster_hours: int = Field(
         default=24, ge=1, le=24 * 30, description="Period of untagged negative feedback the "
         "clusters of GET /v1/emerging/clusters are made of, before its end (docs/emerging.md).")

@@ -7,8 +7,9 @@ customers, a taxonomy keyword is never emerging, a cohesive phrase stands for it
 thin baseline decides nothing.
 
 On the real broker and both store backends: enriched events go through the scoring stage,
-which stores their phrases, and the store's per-window counts find the injected phrase at its
-touchpoint and overall, and nothing at the touchpoint that kept talking as usual.
+which stores their phrases, the baseline hour is rolled up into phrase_counts, and the
+store's per-window counts find the injected phrase at its touchpoint and overall, and nothing
+at the touchpoint that kept talking as usual.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.alerting import emerging, queries
+from services.alerting import emerging, phrase_rollup, queries
 from services.alerting.emerging import Count, Excluded, Thresholds, Window, detect, llr
 from services.core.events import EnrichedFeedback, Sentiment, utc_now
 from services.core.kafka import create_topics
@@ -169,6 +170,9 @@ def test_the_window_counts_find_the_injected_phrase(settings: Settings, broker,
                     return int(rows[0]["n"]) == len(events)
 
                 await eventually(stored, 60, "every event stored")
+            # the baseline hour is rolled up, so the detector reads it from phrase_counts
+            rolled = await phrase_rollup.roll_up(store, bucket_s=3600, horizon=3600,
+                                                 now=window.end)
             limited = await queries.phrase_counts(
                 store, touchpoints=None, lo=window.lo, start=window.start, hi=window.end,
                 min_mentions=1, limit=2)
@@ -176,9 +180,10 @@ def test_the_window_counts_find_the_injected_phrase(settings: Settings, broker,
                     "overall": await emerging.rising(store, window, T, NONE, overall=True),
                     "only_delivery": await emerging.rising(store, window, T, NONE,
                                                            touchpoints=["delivery"]),
-                    "limited": limited}
+                    "limited": limited, "rolled": rolled.rolled}
 
     found = run(scenario())
+    assert found["rolled"] == (int(T0.timestamp()),), "the baseline is read rolled up"
     checkout = found["per_touchpoint"]["checkout"].rising
     assert [(r.phrase, r.text) for r in checkout] == [("二维码 扫不出", "二维码扫不出")], \
         "the phrase stands for its two words, which only occur in it"

@@ -83,17 +83,18 @@ class Found:
 
 async def detections(store: Store, wanted: Sequence[Wanted[Any]], points: Points) -> Rows:
     """Each rule's detections at every end, per touchpoint: two queries per rule and end."""
-    # A loader is given no settings: the taxonomy is the one the environment names, as for
-    # the NLP stage of the same deployment.
-    excluded = await asyncio.to_thread(emerging.current_exclusions,
-                                       load_settings().taxonomy_path)
+    # A loader is given no settings: the taxonomy and the bucket size are the ones the
+    # environment names, as for the NLP stage and the roll-up of the same deployment.
+    settings = load_settings()
+    excluded = await asyncio.to_thread(emerging.current_exclusions, settings.taxonomy_path)
     found: Rows = {}
     for item in wanted:
         rule: EmergingTopicRule = item.rule
         by_touchpoint = found.setdefault(rule.id, {})
         relaxed = replace(rule.thresholds(), min_llr=rule.clear())
         for end, touchpoints in sorted(points.ends.items()):
-            window = Window(end, rule.window_s, rule.baseline_s, rule.max_phrases)
+            window = Window(end, rule.window_s, rule.baseline_s, rule.max_phrases,
+                            settings.emerging_bucket_s)
             detected = await emerging.rising(store, window, relaxed, excluded,
                                              touchpoints=touchpoints)
             for touchpoint, detection in detected.items():

@@ -1,0 +1,75 @@
+"""Roll closed buckets of event time up into ``phrase_counts`` (migration 0019), so the
+emerging-topic detector reads a day of baseline from a few rows per phrase
+(docs/emerging.md#phrase-counts).
+
+Each run looks at every bucket of the horizon (the longest baseline read) that ended before
+now, and rolls up again each one whose newest record in ``phrase_rollups`` is missing, not done
+(a run cut short), or counted other feedback rows than the bucket holds now (a late or a
+redelivered event arrived since): a ``done = 0`` record, the bucket's counts from
+``feedback FINAL`` in one INSERT ... SELECT, then a ``done = 1`` record. A store fault at any
+step leaves the bucket not done: readers count it from ``feedback`` and the next run redoes it
+whole, replacing whatever part was written (ReplacingMergeTree, newer ``rolled_ms``). Runs are
+idempotent, so two alerting processes rolling up at once only repeat work.
+
+The alerting stage runs it every ``VOC_ALERT_RULES_POLL_S``; bench/emerging_bench.py calls the
+same function at each evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from services.alerting import queries
+from services.core.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RollupRun:
+    """What one run did: the buckets rolled up (epoch seconds of their starts) and those
+    already current."""
+
+    rolled: tuple[int, ...]
+    current: int
+
+
+def horizon_s(baselines: Iterable[int], bucket_s: int) -> int:
+    """How far back a run looks: the longest window plus baseline any reader uses, and one
+    bucket for the baseline's first, partly covered bucket."""
+    return max(baselines, default=0) + bucket_s
+
+
+async def roll_up(store: Store, *, bucket_s: int, horizon: int,
+                  now: datetime | None = None) -> RollupRun:
+    """Bring every closed bucket of the ``horizon`` seconds before ``now`` (default the wall
+    clock) up to date, oldest first; raises on a store fault, leaving the bucket being
+    rolled up not done (module docstring)."""
+    moment = int((now or datetime.now(UTC)).timestamp())
+    hi = moment // bucket_s * bucket_s
+    lo = max(hi - horizon // bucket_s * bucket_s - bucket_s, 0)
+    buckets = await queries.phrase_buckets(store, bucket_s=bucket_s,
+                                           lo=datetime.fromtimestamp(lo, UTC),
+                                           hi=datetime.fromtimestamp(hi, UTC))
+    rolled = []
+    for bucket in buckets:
+        if bucket.done and bucket.rolled_rows == bucket.rows:
+            continue
+        rolled_ms = time.time_ns() // 1_000_000
+        await queries.record_phrase_rollup(store, bucket_s=bucket_s, start=bucket.start,
+                                           rolled_ms=rolled_ms, done=False, rows=bucket.rows)
+        await queries.roll_up_phrases(store, bucket_s=bucket_s, start=bucket.start,
+                                      rolled_ms=rolled_ms)
+        await queries.record_phrase_rollup(store, bucket_s=bucket_s, start=bucket.start,
+                                           rolled_ms=rolled_ms, done=True, rows=bucket.rows)
+        rolled.append(bucket.start)
+    if rolled:
+        log.info("phrase counts rolled up", bucket_s=bucket_s, buckets=len(rolled),
+                 first=datetime.fromtimestamp(rolled[0], UTC).isoformat(),
+                 last=datetime.fromtimestamp(rolled[-1], UTC).isoformat())
+    return RollupRun(tuple(rolled), len(buckets) - len(rolled))
