@@ -104,6 +104,7 @@ class Trainer:
 
 LOAO_TRAINERS: tuple[Trainer, ...] = (
     Trainer("bench.train_nlp", ("topics",), "taggers/cem"),
+    Trainer("bench.train_topics", ("urgency",), "taggers/urgency"),
     Trainer("bench.train_nlp", ("stance",), "model_data/stance.json"),
 )
 """What is fitted on the tuning data, in the order it is fitted (the stance model reads the

@@ -146,6 +146,12 @@ def f1_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterable[str]])
     return {"micro_f1": micro, "macro_f1": macro, "per_topic_f1": per_topic}
 
 
+EVIDENCE_SHARE = 0.5
+"""An n-gram joins a model-only topic's evidence span when it raises the margin at least this
+share as much as the strongest one does (:meth:`AspectTagger.evidence_span`)."""
+EVIDENCE_MAX = 32
+"""Longest evidence span, in characters, grown from a model-only topic's strongest n-gram."""
+
 KEYWORD_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 100.0)
 """Candidate margin bonuses of a keyword hit, tried per topic on out-of-fold scores."""
 
@@ -210,6 +216,7 @@ class AspectTagger:
         # Segmentation is the tagger's own (shipped dictionary only), so prediction sees the same
         # words as training whatever user dictionary a deployment loads for its tokens.
         self._segmenter = Segmenter() if word_n else None
+        self._char_column: dict[str, int] | None = None
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
@@ -258,6 +265,53 @@ class AspectTagger:
             present, starts = np.unique(rows, return_index=True)
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts, norm > 0
+
+    def evidence_span(self, text: str, topic: str, max_len: int = EVIDENCE_MAX) -> tuple[int, int] | None:
+        """The stretch of ``text`` whose n-grams raise ``topic``'s margin most: the n-gram (char
+        or word) with the largest positive contribution (IDF times weight), grown by every
+        overlapping or adjacent n-gram contributing at least :data:`EVIDENCE_SHARE` of it, at
+        most ``max_len`` characters; None when no n-gram of the text raises the margin.
+
+        A topic the model decided without a phrase has no matched phrase to point at; this
+        points at the characters that decided it, on the text as given (offsets are those of
+        ``text``: n-grams are looked up in its lower-cased form, which keeps its length for
+        Chinese; a text whose lower-casing changes its length gets None).
+        """
+        lowered = text[: self.max_chars].lower()
+        if len(lowered) != len(text[: self.max_chars]):
+            return None
+        if self._char_column is None:
+            self._char_column = {g: j for j, g in enumerate(self.vocabulary[: self.n_char])}
+        column = self.topics.index(topic)
+        found: list[tuple[float, int, int]] = []
+        lookup = self._char_column.get
+        for n in range(1, self.max_n + 1):
+            for i in range(len(lowered) - n + 1):
+                j = lookup(lowered[i: i + n])
+                if j is not None:
+                    found.append((float(self.idf[j] * self.weights[j, column]), i, i + n))
+        if self.word_n and self._segmenter is not None:
+            words = self._segmenter.cut(lowered)
+            if sum(map(len, words)) == len(lowered):
+                at = 0
+                for word in words:
+                    j = self._word_column.get(word)
+                    if j is not None:
+                        found.append((float(self.idf[j] * self.weights[j, column]), at, at + len(word)))
+                    at += len(word)
+        found = [f for f in found if f[0] > 0 and lowered[f[1]: f[2]].strip()]
+        if not found:
+            return None
+        found.sort(key=lambda f: (-f[0], f[1]))
+        top, start, end = found[0]
+        strong = [(a, b) for value, a, b in found[1:] if value >= EVIDENCE_SHARE * top]
+        grown = True
+        while grown:
+            grown = False
+            for a, b in strong:
+                if a <= end and b >= start and (a < start or b > end) and max(b, end) - min(a, start) <= max_len:
+                    start, end, grown = min(a, start), max(b, end), True
+        return start, end
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Topic ids per text, in the tagger's topic order."""

@@ -9,9 +9,9 @@ A taxonomy may name a learned tagger artifact (``tagger:``, a folder written by
 ``voc nlp train-topics``, relative to the YAML file). Keyword matches and the model's margins
 are then combined per topic (:meth:`AspectTagger.combine`). A topic kept with a keyword match
 keeps its keyword spans as evidence; a topic the model found without any keyword gets as
-evidence the clause (split at ，。！？；) on which the model alone scores that topic highest,
-since a linear model over n-grams has no single span to point at and the clause is what the
-aspect's own sentiment is computed from.
+evidence, inside the clause (split at ，。！？；) on which the model alone scores that topic
+highest, the characters whose n-grams raised its margin most (the strongest n-gram grown by the
+overlapping ones that contribute at least half as much): what decided it, not a phrase.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ class Taxonomy:
 
     def _place_model_topics(self, tagger: AspectTagger, texts: Sequence[str],
                             pending: list[tuple[int, str]], result: list[list[TopicMatch]]) -> None:
-        """Append model-only topics (and their parents) with their best clause as evidence."""
+        """Append model-only topics (and their parents) with the span that decided them as evidence."""
         clauses = {i: [m.span() for m in CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
                    for i, _ in pending}
         order = sorted(clauses)
@@ -203,12 +203,21 @@ class Taxonomy:
         column = {t: k for k, t in enumerate(tagger.topics)}
         for i, tid in pending:
             block = margins[first[i]: first[i] + len(clauses[i]), column[tid]]
-            span = clauses[i][int(block.argmax())]
+            span = _deciding_span(tagger, texts[i], clauses[i][int(block.argmax())], tid)
             present = {m.id for m in result[i]}
             for topic in self._chain[tid]:
                 if topic.id not in present:
                     result[i].append(TopicMatch(id=topic.id, name=topic.name, evidence=[span]))
                     present.add(topic.id)
+
+
+def _deciding_span(tagger: AspectTagger, text: str, clause: Span, topic: str) -> Span:
+    """Within the clause where the model scores ``topic`` highest, the characters whose
+    n-grams raised its margin most (:meth:`AspectTagger.evidence_span`); the clause when none
+    did."""
+    a, b = clause
+    found = tagger.evidence_span(text[a:b], topic)
+    return (a + found[0], a + found[1]) if found else clause
 
 
 def _word_edges(text: str, words: Sequence[str] | None) -> set[int] | None:
