@@ -36,12 +36,13 @@ from bench.common import REPO_ROOT  # noqa: E402
 from bench.voc_eval import PUBLIC_DATA, raw_event, read_tuning  # noqa: E402
 
 TAGGERS = REPO_ROOT / "services" / "nlp" / "taggers"
-TOPICS_FIT = {"public": "aspects", "author_weight": 3.0, "c": 3.0}
+TOPICS_FIT = {"public": "none", "author_weight": 1.0, "c": 3.0, "max_n": 3, "word_n": 1, "min_df": 1}
 """The shipped topic setting (chosen by ``loao``; docs/model-card.md, "Round 3")."""
-URGENCY_FIT = {"author_weight": 1.0, "c": 3.0, "max_n": 3, "word_n": 0}
+URGENCY_FIT = {"author_weight": 1.0, "c": 3.0, "max_n": 2, "word_n": 1}
 """The shipped urgency setting (chosen by ``loao``)."""
-PRECISION_FLOOR = 0.92
-"""Each flag's LOAO precision floor: issue 16's 0.9 plus a margin for the next author."""
+PRECISION_FLOOR = 0.9
+"""Each flag's precision floor on the pooled LOAO margins (issue 16's target; 0.92 measured a
+lower LOAO recall, 0.705 against 0.734, for no gain in the authors' mean precision)."""
 FLAGS = ("escalation_threat", "churn_intent", "repeat_contact", "safety")
 
 
@@ -102,7 +103,7 @@ def fit_topics(out: Path, data_dir: Path, hold_author: str | None, setting: dict
     from services.nlp.cem_tagger import Fit, train_topics
 
     items, texts = analysed(hold_author)
-    public = public_rows(data_dir, setting.get("public", "aspects"))
+    public = public_rows(data_dir, setting.get("public", "none"))
     fit = Fit(**{k: v for k, v in setting.items() if k != "public"})
     tagger, report = train_topics(public, topic_items(items, texts), topic_list(), fit)
     tagger.save(out)
@@ -140,7 +141,7 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
     report: dict[str, Any] = {"authors": {a: sum(r.author == a for r in rows) for a in authors},
                               "topics": [], "urgency": []}
     for setting in topic_settings:
-        public = public_rows(data_dir, setting.get("public", "aspects"))
+        public = public_rows(data_dir, setting.get("public", "none"))
         fit = Fit(**{k: v for k, v in setting.items() if k != "public"})
         per_author = {}
         for author in authors:
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     loao.add_argument("--topics", type=json.loads, default=[TOPICS_FIT], help="JSON list of settings")
     loao.add_argument("--urgency", type=json.loads, default=[URGENCY_FIT], help="JSON list of settings")
     loao.add_argument("--json", type=Path, default=None)
+    loao.add_argument("--floor", type=float, default=PRECISION_FLOOR, help="urgency precision floor")
     for command in (topics, urgency, loao):
         command.add_argument("--data-dir", type=Path, default=PUBLIC_DATA)
     for command in (topics, urgency):
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "urgency":
         report = fit_urgency(args.out, args.hold_author, args.setting, args.floor)
     else:
-        report = compare(args.data_dir, args.topics, args.urgency)
+        report = compare(args.data_dir, args.topics, args.urgency, args.floor)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

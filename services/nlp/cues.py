@@ -8,7 +8,7 @@ Cue lists miss phrasings no one wrote down (issue 16: recall 0.68 on a second au
 so the file may name a learned scorer (``scorer:``, a folder relative to the file, trained by
 ``bench/train_topics.py urgency``): per flag a linear model over char n-grams whose margin, plus
 a bonus when a cue of the flag matched, is held against a cut chosen leave-one-author-out for
-the highest recall at precision 0.92 (services/nlp/cem_tagger.py). A cue match the scorer does
+the highest recall at precision 0.9 (services/nlp/cem_tagger.py). A cue match the scorer does
 not confirm is dropped; a flag the scorer raises without a cue points at the characters whose
 n-grams raised it.
 
