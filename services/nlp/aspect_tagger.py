@@ -266,52 +266,57 @@ class AspectTagger:
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts, norm > 0
 
-    def evidence_span(self, text: str, topic: str, max_len: int = EVIDENCE_MAX) -> tuple[int, int] | None:
-        """The stretch of ``text`` whose n-grams raise ``topic``'s margin most: the n-gram (char
-        or word) with the largest positive contribution (IDF times weight), grown by every
-        overlapping or adjacent n-gram contributing at least :data:`EVIDENCE_SHARE` of it, at
-        most ``max_len`` characters; None when no n-gram of the text raises the margin.
-
-        A topic the model decided without a phrase has no matched phrase to point at; this
-        points at the characters that decided it, on the text as given (offsets are those of
-        ``text``: n-grams are looked up in its lower-cased form, which keeps its length for
-        Chinese; a text whose lower-casing changes its length gets None).
-        """
-        lowered = text[: self.max_chars].lower()
-        if len(lowered) != len(text[: self.max_chars]):
+    def grams_at(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Every known char n-gram of ``text`` as (start, end, vocabulary column) arrays, with
+        offsets of ``text`` as given: n-grams are looked up in its lower-cased form, which keeps
+        its length for Chinese (None when lower-casing changes the length). Computed once per
+        clause and shared by the topics pointed at in it (:meth:`evidence_span`)."""
+        head = text[: self.max_chars]
+        lowered = head.lower()
+        if len(lowered) != len(head):
             return None
         if self._char_column is None:
             self._char_column = {g: j for j, g in enumerate(self.vocabulary[: self.n_char])}
-        column = self.topics.index(topic)
-        found: list[tuple[float, int, int]] = []
         lookup = self._char_column.get
-        for n in range(1, self.max_n + 1):
-            for i in range(len(lowered) - n + 1):
-                j = lookup(lowered[i: i + n])
-                if j is not None:
-                    found.append((float(self.idf[j] * self.weights[j, column]), i, i + n))
-        if self.word_n and self._segmenter is not None:
-            words = self._segmenter.cut(lowered)
-            if sum(map(len, words)) == len(lowered):
-                at = 0
-                for word in words:
-                    j = self._word_column.get(word)
-                    if j is not None:
-                        found.append((float(self.idf[j] * self.weights[j, column]), at, at + len(word)))
-                    at += len(word)
-        found = [f for f in found if f[0] > 0 and lowered[f[1]: f[2]].strip()]
-        if not found:
+        found = [(i, i + n, j) for n in range(1, self.max_n + 1) for i in range(len(lowered) - n + 1)
+                 if (j := lookup(lowered[i: i + n])) is not None]
+        table = np.array(found, dtype=np.int64).reshape(len(found), 3)
+        return table[:, 0], table[:, 1], table[:, 2]
+
+    def evidence_span(self, text: str, topic: str, max_len: int = EVIDENCE_MAX,
+                      grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[int, int] | None:
+        """The stretch of ``text`` whose char n-grams raise ``topic``'s margin most: the n-gram
+        with the largest positive contribution (IDF times weight), grown by every overlapping or
+        adjacent n-gram contributing at least :data:`EVIDENCE_SHARE` of it, at most ``max_len``
+        characters; None when no n-gram of the text raises the margin (or lower-casing changes
+        the text's length). ``grams`` are :meth:`grams_at` of ``text`` when the caller has them.
+
+        A topic or flag the model decided without a phrase has no matched phrase to point at;
+        this points at the characters that decided it. Word features are left out: a
+        segmentation pass per span cost more than it changed the spans.
+        """
+        grams = grams if grams is not None else self.grams_at(text)
+        if grams is None or not len(grams[0]):
             return None
-        found.sort(key=lambda f: (-f[0], f[1]))
-        top, start, end = found[0]
-        strong = [(a, b) for value, a, b in found[1:] if value >= EVIDENCE_SHARE * top]
+        starts, ends, cols = grams
+        value = self.idf[cols] * self.weights[cols, self.topics.index(topic)]
+        best = int(np.argmax(value))
+        if value[best] <= 0:
+            return None
+        start, end = int(starts[best]), int(ends[best])
+        strong = [(int(starts[k]), int(ends[k])) for k in np.flatnonzero(value >= EVIDENCE_SHARE * value[best])]
         grown = True
         while grown:
             grown = False
             for a, b in strong:
                 if a <= end and b >= start and (a < start or b > end) and max(b, end) - min(a, start) <= max_len:
                     start, end, grown = min(a, start), max(b, end), True
-        return start, end
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        return (start, end) if start < end else None
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Topic ids per text, in the tagger's topic order."""

@@ -136,3 +136,24 @@ def test_a_model_only_topic_points_inside_its_clause(tmp_path: Path) -> None:
     assert clause[0] <= a < b <= clause[1]
     assert "屏" in text[a:b] or "幕" in text[a:b]
     assert _deciding_span(tagger, "好。", (0, 1), "product_quality") == (0, 1)
+
+
+def test_a_topic_kept_by_its_phrase_also_points_where_the_model_read_it() -> None:
+    from services.nlp.taxonomy import Taxonomy, TaxonomySpec
+
+    items = [Labelled(t, frozenset({"product_quality"} if "屏幕" in t else set()), frozenset(), "a")
+             for t in ["屏幕有坏点", "屏幕一直闪", "屏幕发黄", "快递很快", "客服很好", "价格便宜",
+                       "屏幕裂了", "物流慢"]]
+    tagger = fit_on(([], []), items, ["product_quality"],
+                    Fit(author_weight=1.0, c=10.0, max_n=2, word_n=1, min_df=1))
+    tagger.support = {"product_quality": 30}
+    tagger.keyword_weights = np.array([100.0])
+    tagger.fused_thresholds = np.array([50.0])
+    spec = TaxonomySpec.model_validate(
+        {"topics": [{"id": "product_quality", "name": "产品", "keywords": ["质量"]}]})
+    text = "质量一般，新买的屏幕有坏点"
+    (match,) = Taxonomy(spec, tagger).tag_many([text])[0]
+    assert match.evidence[0] == (0, 2)
+    assert len(match.evidence) == 2
+    a, b = match.evidence[1]
+    assert 5 <= a < b <= len(text) and "屏" in text[a:b]
