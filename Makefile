@@ -114,7 +114,7 @@ bench: $(STAMP) system-deps
 	rm -f build/bench/*.json
 	$(BIN)/python bench/nlp_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --limit-snownlp 2000 --json build/bench/nlp.json
 	$(BIN)/python bench/topics_eval.py --data-dir $(SHARED)/data/nlp --json build/bench/topics.json
-	$(BIN)/python bench/voc_eval.py --json build/bench/voc_eval.json
+	$(BIN)/python bench/voc_eval.py --loao --data-dir $(SHARED)/data/nlp --json build/bench/voc_eval.json
 	$(BIN)/python bench/scoring_bench.py --batches 10 --batch-size 1000
 	$(BIN)/python bench/channels_bench.py
 	$(BIN)/python bench/dashboard_push.py --rounds 20

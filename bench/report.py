@@ -330,12 +330,14 @@ def topics_section(datasets: list[dict]) -> list[str]:
 
 def voc_section(voc: dict[str, Any]) -> list[str]:
     """Issue 16's figures on the multi-channel evaluation set, as ``bench/voc_eval.py`` measured them."""
-    lines = ["Every figure of issue 16 on `bench/data/voc_eval.jsonl` (surveys, chat, calls, emails, "
-             "social posts, app reviews and web forms, a fifth in traditional Chinese; "
+    lines = ["Every figure of issue 16 on realistic multi-channel feedback (surveys, chat, calls, "
+             "emails, social posts, app reviews and web forms, a fifth in traditional Chinese; "
              "[annotation guide](annotation-guide.md)), read from the enriched records the NLP stage "
-             "returns. `tuning` and `retired` (the first held-out half, retired after its one "
-             "reported run) are what the rules and models are tuned on; `heldout` is a separate "
-             "set written by someone else and never looked at while tuning "
+             "returns. The tuning data is every author's file (`voc_eval.jsonl`, the retired "
+             "`voc_heldout2.jsonl`, `voc_train_*.jsonl`); the honest estimate is "
+             "leave-one-author-out (each author scored by models fitted without them), while "
+             "`tuning` and `retired` are in-sample; `heldout` is separate sets written by other "
+             "authors and never looked at while tuning "
              "([model card](model-card.md#multi-channel-evaluation-set-issue-16)).", ""]
     lines.append(voc["markdown"])
     return lines

@@ -1,17 +1,19 @@
 """Fit the NLP stage's shipped calibrations: the stance model and the CEM topic tagger.
 
-Both are fitted on what issue 16 allows: the tuning data of ``bench/data/voc_eval.jsonl`` (its
-``tuning`` and ``retired`` splits) and the public dev corpora. The held-out set is a separate
-file that is never read here, and the restaurant corpus never is (its licence forbids shipping
-a model trained on it).
+Both are fitted on what issue 16 allows: the tuning data of every author
+(:func:`bench.voc_eval.read_tuning`: ``voc_eval.jsonl``, the retired ``voc_heldout2.jsonl`` and
+``voc_train_*.jsonl``) and the public dev corpora. The held-out sets are separate files that are
+never read here, and the restaurant corpus never is (its licence forbids shipping a model
+trained on it). ``--hold-author X`` fits without author X's items, which is how
+``bench/voc_eval.py --loao`` scores X out of sample.
 
     python bench/train_nlp.py stance      # services/nlp/model_data/stance.json
     python bench/train_nlp.py topics --data-dir ../shared/data/nlp   # services/nlp/taggers/cem/
-    python bench/train_nlp.py fusion [--hold-fold K]   # only the tagger's fusion, re-tuned
 
 ``stance`` fits the three-class stance model (services/nlp/stance.py) on the feature rows the
-analyzer computes for the tuning data. ``topics`` trains the CEM tagger (see
-:func:`services.nlp.cem_tagger.train_cem_tagger`).
+analyzer computes for the tuning data. ``topics`` trains the CEM tagger with its shipped setting (see
+:func:`bench.train_topics.fit_topics`, which also trains the urgency scorer and compares settings
+by LOAO).
 """
 
 from __future__ import annotations
@@ -31,16 +33,19 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT  # noqa: E402
-from bench.voc_eval import DATA, TUNABLE, fold_of, raw_event, read_items  # noqa: E402
+from bench.voc_eval import fold_of, raw_event, read_tuning  # noqa: E402
 
 MODEL_DATA = REPO_ROOT / "services" / "nlp" / "model_data"
 STANCE_VERSION = "1.1.0"
 """1.1.0: fitted on tuning + retired (609 items) with the negation-aware cues."""
 
 
-def tuning_items(path: Path = DATA) -> list:
-    """The tuning data of the evaluation set (its tuning and retired splits)."""
-    return [item for item in read_items(path) if item.row["split"] in TUNABLE]
+def tuning_items(hold_author: str | None = None) -> list:
+    """Every author's tuning data but ``hold_author``'s."""
+    items = [item for item in read_tuning() if item.author != hold_author]
+    if not items:
+        raise SystemExit(f"no tuning items are left without author {hold_author!r}")
+    return items
 
 
 def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str, str]]:
@@ -60,7 +65,7 @@ def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str
 
 
 def fit_stance(c: float, out: Path, data_dir: Path, public: int,
-               hold_fold: int | None = None) -> dict[str, object]:
+               hold_fold: int | None = None, hold_author: str | None = None) -> dict[str, object]:
     """Fit and save the stance model on the tuning items and ``public`` review rows; returns
     the 5-fold cross-validated accuracy of the tuning items (before the intent rules; the folds
     of :func:`bench.voc_eval.fold_of`, overall and per fold) and the accuracy on the rows it was
@@ -80,7 +85,7 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int,
     from services.core.events import RawFeedback
     from services.nlp.stance import decide
 
-    items = tuning_items()
+    items = tuning_items(hold_author)
     rows, texts, flags = analyzer.stance_inputs([raw_event(item) for item in items])
     labels = [item.labels["sentiment"] for item in items]
     reviews = public_reviews(data_dir, public) if public else []
@@ -121,46 +126,6 @@ def fit_stance(c: float, out: Path, data_dir: Path, public: int,
             "fit_accuracy_before_intent_rules": fitted}
 
 
-def fit_fusion(out: Path, hold_fold: int | None) -> dict[str, object]:
-    """Re-tune the shipped CEM tagger's fusion (each topic's keyword bonus and threshold) on
-    the tuning data, without retraining its weights, and write them into its parameters.
-
-    With ``hold_fold`` that fold is left out of the tuning and scored before and after, which
-    is how a gain is checked on data not tuned on; without it every item is used.
-    """
-    from services.nlp.aspect_tagger import f1_scores
-    from services.nlp.cem_tagger import tune_fusion
-    from services.nlp.segmenter import Segmenter
-    from services.nlp.taxonomy import Taxonomy, load_taxonomy
-
-    loaded = load_taxonomy()
-    tagger = loaded.tagger
-    assert tagger is not None, "the shipped taxonomy names no tagger"
-    keywords = Taxonomy(loaded.spec)
-    segmenter = Segmenter()
-    items = tuning_items()
-    texts = [raw_event(item).analysis_text or "" for item in items]
-    gold = [set(item.labels["topics"]) for item in items]
-    hits = [{m.id for m in keywords.tag(text, segmenter.cut(text))} for text in texts]
-    tuned = [i for i, item in enumerate(items) if fold_of(item) != hold_fold]
-    held = [i for i, item in enumerate(items) if fold_of(item) == hold_fold]
-
-    def held_f1() -> object:
-        return f1_scores([gold[i] for i in held], tagger.combine(
-            [texts[i] for i in held], [sorted(hits[i]) for i in held])) if held else None
-
-    before = held_f1()
-    figures = tune_fusion(tagger, [texts[i] for i in tuned], [gold[i] for i in tuned],
-                          [hits[i] for i in tuned])
-    params_file = out / "aspect_tagger.json"
-    params = json.loads(params_file.read_text(encoding="utf-8"))
-    params["keyword_weights"] = tagger.keyword_weights.tolist()
-    params["fused_thresholds"] = tagger.fused_thresholds.tolist()
-    params_file.write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return {"tuned_items": len(tuned), "held_fold": hold_fold, "held_items": len(held),
-            "held_before": before, "held_after": held_f1(), **figures}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -170,27 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     stance.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
     stance.add_argument("--hold-fold", type=int, default=None, choices=range(5),
                         help="fit the saved model without this fold (to score it out of sample)")
+    stance.add_argument("--hold-author", default=None, help="fit without this author's items")
     stance.add_argument("--public", type=int, default=0,
                         help="review rows of sentiment_dev.csv added to the tuning items")
     topics = sub.add_parser("topics", help="train the CEM topic tagger")
     topics.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
     topics.add_argument("--out", type=Path, default=REPO_ROOT / "services/nlp/taggers/cem")
-    fusion = sub.add_parser("fusion", help="re-tune the CEM tagger's fusion without retraining it")
-    fusion.add_argument("--out", type=Path, default=REPO_ROOT / "services/nlp/taggers/cem")
-    fusion.add_argument("--hold-fold", type=int, default=None, choices=range(5),
-                        help="leave this fold out of the tuning and score it before and after")
+    topics.add_argument("--hold-author", default=None, help="fit without this author's items")
     args = parser.parse_args(argv)
-    if args.what == "fusion":
-        print(json.dumps(fit_fusion(args.out, args.hold_fold), indent=1, ensure_ascii=False, default=str))
-    elif args.what == "stance":
-        print(json.dumps(fit_stance(args.c, args.out, args.data_dir, args.public, args.hold_fold), indent=1))
+    if args.what == "stance":
+        print(json.dumps(fit_stance(args.c, args.out, args.data_dir, args.public, args.hold_fold,
+                                                    args.hold_author), indent=1))
     else:
-        from services.nlp.cem_tagger import train_cem_tagger
+        from bench.train_topics import TOPICS_FIT, fit_topics
 
-        items = tuning_items()
-        texts = [raw_event(item).analysis_text or "" for item in items]
-        report = train_cem_tagger(args.data_dir, args.out, texts, [set(i.labels["topics"]) for i in items])
-        print(json.dumps(report, indent=1, ensure_ascii=False))
+        print(json.dumps(fit_topics(args.out, args.data_dir, args.hold_author, TOPICS_FIT),
+                         indent=1, ensure_ascii=False))
     return 0
 
 

@@ -16,22 +16,30 @@ text it indexes, ``analysis_text``, and an expected evidence phrase is covered b
 topic when the topic is returned), and the records holding raw PII. SnowNLP's sentiment on the
 same analysed texts is the baseline.
 
-    python bench/voc_eval.py --json build/bench/voc_eval.json
-    python bench/voc_eval.py --errors          # tuning and retired items' errors, for tuning
-    python bench/voc_eval.py --errors --hold-fold 0 --splits tuning retired
+    python bench/voc_eval.py --json build/bench/voc_eval.json --loao
+    python bench/voc_eval.py --errors          # tuning items' errors (in sample), for reading
+    python bench/voc_eval.py --loao --errors   # each author's errors under models fitted without them
 
-The splits (docs/model-card.md, "The set and the protocol"):
+The data (docs/model-card.md, "Round 3"):
 
-- ``tuning`` and ``retired`` items of ``bench/data/voc_eval.jsonl`` are both tuning data. The
-  retired items were the first held-out half; it had its one reported run and was retired.
-- ``heldout`` is a separate file (``--heldout``, by default ``bench/data/voc_heldout2.jsonl``
-  when it exists), written by someone who does not tune: every item of it is scored as
-  ``heldout`` whatever its own ``split`` field says, and its errors are never listed
-  (:func:`errors` refuses them).
+- Tuning data is every labelled file of ``bench/data`` that is not held out, each item with its
+  author: ``voc_eval.jsonl`` (author ``v1``; splits ``tuning`` and ``retired``),
+  ``voc_heldout2.jsonl`` (author ``v2``; a held-out set that had its one run and was retired
+  into training, so its items are scored as ``retired``) and ``voc_train_*.jsonl`` (authors
+  ``a``, ``b``, ``c``: the file's suffix or the items' ``author`` field).
+- ``heldout`` is one or more separate files (``--heldout``, by default every
+  ``bench/data/voc_heldout3*.jsonl`` that exists), written by authors who do not tune: every
+  item of them is scored as ``heldout`` whatever its own ``split`` field says, and their errors
+  are never listed (:func:`errors` refuses them).
+
+The honest estimate is leave-one-author-out (``--loao``): for each author, every trainer of
+:data:`LOAO_TRAINERS` is called with ``--hold-author`` that author, writing its artifact into a
+scratch copy of ``services/nlp``; the author's items are then scored by an analyzer built from
+that copy (:func:`analyzer_from`). Each author's figures and their mean are reported; settings
+are chosen by that mean, never by the in-sample ``tuning`` figures.
 
 ``--hold-fold K`` keeps one fifth of the tuning data (:func:`fold_of`) out of ``--errors`` and
-reports it apart (``fold K`` against ``other folds``), so that a gain found by reading four
-folds' errors can be checked on the fifth.
+reports it apart (``fold K`` against ``other folds``).
 """
 
 from __future__ import annotations
@@ -42,10 +50,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
+from collections import Counter  # noqa: E402
 from collections.abc import Iterable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
@@ -64,11 +76,39 @@ from services.core.normalize import to_simplified  # noqa: E402
 from services.core.pii import fold  # noqa: E402
 from services.core.settings import load_settings  # noqa: E402
 
-DATA = REPO_ROOT / "bench" / "data" / "voc_eval.jsonl"
-HELDOUT = REPO_ROOT / "bench" / "data" / "voc_heldout2.jsonl"
+DATA_DIR = REPO_ROOT / "bench" / "data"
+DATA = DATA_DIR / "voc_eval.jsonl"
+RETIRED_FILES = {"voc_heldout2.jsonl": "v2"}
+"""Held-out files that had their one run and were retired into tuning data, with their author:
+their items are scored as ``retired`` whatever their ``split`` field says."""
+AUTHOR_FILES = {"voc_eval.jsonl": "v1", **RETIRED_FILES}
+TRAINING_GLOB = "voc_train_*.jsonl"
+HELDOUT_GLOB = "voc_heldout3*.jsonl"
 TUNABLE = ("tuning", "retired")
 """Splits whose errors may be read and tuned on."""
 SPLITS = (*TUNABLE, "heldout")
+NLP_DIR = REPO_ROOT / "services" / "nlp"
+PUBLIC_DATA = REPO_ROOT.parent / "shared" / "data" / "nlp"
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """One trainer run for each left-out author: ``module.main(args + ["--hold-author", X,
+    "--out", <copy of services/nlp>/out, "--data-dir", D])`` writes the artifact that the
+    analyzer of :func:`analyzer_from` loads from ``out`` (a path relative to services/nlp)."""
+
+    module: str
+    args: tuple[str, ...]
+    out: str
+
+
+LOAO_TRAINERS: tuple[Trainer, ...] = (
+    Trainer("bench.train_nlp", ("topics",), "taggers/cem"),
+    Trainer("bench.train_topics", ("urgency",), "taggers/urgency"),
+    Trainer("bench.train_nlp", ("stance",), "model_data/stance.json"),
+)
+"""What is fitted on the tuning data, in the order it is fitted (the stance model reads the
+outputs of the others)."""
 FOLDS = 5
 CHANNELS = ("survey", "chat", "call", "email", "social", "app", "web")
 NEUTRAL_BAND = 0.2
@@ -106,11 +146,50 @@ class Item:
     def labels(self) -> dict[str, Any]:
         return dict(self.row["labels"])
 
+    @property
+    def author(self) -> str:
+        return str(self.row.get("author", "?"))
+
+
+def author_of_file(path: Path) -> str:
+    """The author of a file's items that carry no ``author`` field: ``v1`` and ``v2`` for the
+    first two sets, ``X`` for ``voc_train_X.jsonl``, else the file's stem."""
+    if path.name in AUTHOR_FILES:
+        return AUTHOR_FILES[path.name]
+    return path.stem.removeprefix("voc_train_")
+
 
 def read_items(path: Path = DATA) -> list[Item]:
-    """The set's items in file order."""
+    """The file's items in file order, each with its author (its own field or the file's)."""
+    author = author_of_file(path)
     with path.open(encoding="utf-8") as fh:
-        return [Item(json.loads(line)) for line in fh if line.strip()]
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [Item({**row, "author": row.get("author") or author}) for row in rows]
+
+
+def tuning_files() -> list[Path]:
+    """Every labelled file of ``bench/data`` that is tuning data (see the module docstring)."""
+    named = [DATA_DIR / name for name in AUTHOR_FILES]
+    return [p for p in named if p.exists()] + sorted(DATA_DIR.glob(TRAINING_GLOB))
+
+
+def read_tuning(paths: Sequence[Path] | None = None) -> list[Item]:
+    """The tuning items of these files (default :func:`tuning_files`), each with its author.
+
+    A retired held-out file's items are ``retired``; an item of another file without a split is
+    ``tuning``; one marked ``heldout`` is refused, since held-out items live in their own
+    files whose errors are never listed.
+    """
+    items = []
+    for path in paths if paths is not None else tuning_files():
+        for item in read_items(path):
+            split = "retired" if path.name in RETIRED_FILES else item.row.get("split", "tuning")
+            if split not in TUNABLE:
+                raise SystemExit(f"{path}: split value {split!r} of {item.id} is not one of the "
+                                 f"tuning splits {TUNABLE}; a held-out set goes in its own file, "
+                                 "given with --heldout")
+            items.append(Item({**item.row, "split": split}))
+    return items
 
 
 def read_heldout(path: Path) -> list[Item]:
@@ -171,12 +250,13 @@ def raw_event(item: Item) -> RawFeedback:
     return prepare_raw(event)
 
 
-def enrich(items: Sequence[Item], batch_size: int = 256) -> tuple[list[dict[str, Any]], float]:
+def enrich(items: Sequence[Item], batch_size: int = 256, analyzer: Any = None
+           ) -> tuple[list[dict[str, Any]], float]:
     """The returned record (the serialised enriched event, parsed) of each item, and the
-    analyzer's CPU microseconds per event."""
+    analyzer's CPU microseconds per event (the shipped analyzer unless one is given)."""
     from services.nlp.worker import build_analyzer
 
-    analyzer = build_analyzer(load_settings())
+    analyzer = analyzer if analyzer is not None else build_analyzer(load_settings())
     raws = [raw_event(item) for item in items]
     enriched: list[EnrichedFeedback] = []
     started = time.process_time()
@@ -333,7 +413,7 @@ def errors(items: Sequence[Item], records: Sequence[dict[str, Any]]) -> list[str
                          f"{item.labels['urgency']}")
         if wrong:
             shown = text[:160].replace("\n", " / ")
-            lines.append(f"{item.id} [{item.channel}] {shown}\n    " + "\n    ".join(wrong))
+            lines.append(f"{item.id} [{item.channel}, {item.author}] {shown}\n    " + "\n    ".join(wrong))
     return lines
 
 
@@ -341,21 +421,31 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+ROWS = [("sentiment, 3 classes", "sentiment_accuracy"), ("intent", "intent_accuracy"),
+        ("topic micro-F1", "topic_micro_f1"), ("topic precision", "topic_precision"),
+        ("topic recall", "topic_recall"), ("`product_quality` recall", "product_quality_recall"),
+        ("urgency recall", "urgency_recall"), ("urgency precision", "urgency_precision"),
+        ("evidence phrase covered by its topic's spans", "evidence_hit_rate"),
+        ("records whose spans all lie on the indexed text", "span_validity")]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """The figures as tables: one per split, a column per channel, targets alongside."""
-    rows = [("sentiment, 3 classes", "sentiment_accuracy"), ("intent", "intent_accuracy"),
-            ("topic micro-F1", "topic_micro_f1"), ("topic precision", "topic_precision"),
-            ("topic recall", "topic_recall"), ("`product_quality` recall", "product_quality_recall"),
-            ("urgency recall", "urgency_recall"), ("urgency precision", "urgency_precision"),
-            ("evidence phrase covered by its topic's spans", "evidence_hit_rate"),
-            ("records whose spans all lie on the indexed text", "span_validity")]
+    """The figures as tables: LOAO per author when run, then one per split with a column per
+    channel (the pooled LOAO figures among them), targets alongside."""
+    rows = ROWS
     sizes = ", ".join(f"{split} {figures['all']['n']}" for split, figures in result["splits"].items())
-    held = (f"held-out file `{result['heldout']}`" if result.get("heldout")
+    authors = ", ".join(f"{a} {n}" for a, n in result["authors"].items())
+    held = (f"held-out files {', '.join(f'`{h}`' for h in result['heldout'])}" if result.get("heldout")
             else "no held-out file, so no `heldout` figures")
-    lines = [f"Data: `{result['data']}` ({result['items']} items; {sizes}); {held}. Model "
-             f"`{result['model']}`; analyzer {result['analyze_us_per_event']:.0f} CPU µs per event "
-             "on this set.", ""]
-    for split, figures in [*result["splits"].items(), *result.get("folds", {}).items()]:
+    lines = [f"Data: {', '.join(f'`{d}`' for d in result['data'])} ({result['items']} items; {sizes}; "
+             f"by author {authors}); {held}. Model `{result['model']}`; analyzer "
+             f"{result['analyze_us_per_event']:.0f} CPU µs per event on this set.", ""]
+    if result.get("loao"):
+        lines += loao_markdown(result["loao"])
+    tables = [*result["splits"].items(), *result.get("folds", {}).items()]
+    if result.get("loao"):
+        tables.insert(0, ("leave-one-author-out, pooled", result["loao"]["pooled"]))
+    for split, figures in tables:
         present = [c for c in CHANNELS if c in figures["channels"]]
         lines += [f"**{split}** (n = {figures['all']['n']})", "",
                   "| figure | target | all | " + " | ".join(present) + " |",
@@ -377,9 +467,84 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def default_heldout() -> Path | None:
-    """The held-out file when it exists."""
-    return HELDOUT if HELDOUT.exists() else None
+def default_heldout() -> list[Path]:
+    """The held-out files that exist (``bench/data/voc_heldout3*.jsonl``)."""
+    return sorted(DATA_DIR.glob(HELDOUT_GLOB))
+
+
+def analyzer_from(root: Path) -> Any:
+    """The analyzer as the NLP stage builds it, but with every artifact read from ``root``, a
+    copy of ``services/nlp`` (taxonomy and its tagger, urgency cues, stance model)."""
+    from services.nlp.analyzer import Analyzer, load_sentiment
+    from services.nlp.cues import load_urgency
+    from services.nlp.stance import STANCE_FILE, StanceModel
+    from services.nlp.taxonomy import load_taxonomy
+
+    settings = load_settings()
+    return Analyzer(load_sentiment(settings.sentiment_backend), load_taxonomy(root / "taxonomy.yaml"),
+                    load_urgency(root / "urgency.yaml"), settings.neutral_band,
+                    settings.jieba_user_dict,
+                    stance=StanceModel.load(root / "model_data" / STANCE_FILE))
+
+
+def loao(items: Sequence[Item], trainers: Sequence[Trainer] = LOAO_TRAINERS,
+         data_dir: Path = PUBLIC_DATA) -> list[dict[str, Any]]:
+    """Each item's record as returned by models fitted without its author's items.
+
+    For each author, a scratch copy of ``services/nlp`` receives what each trainer fits with
+    ``--hold-author`` that author; the author's items are scored by :func:`analyzer_from` it.
+    """
+    records: dict[int, dict[str, Any]] = {}
+    for author in sorted({item.author for item in items}):
+        mine = [k for k, item in enumerate(items) if item.author == author]
+        with tempfile.TemporaryDirectory(prefix=f"loao-{author}-") as scratch:
+            root = Path(scratch) / "nlp"
+            shutil.copytree(NLP_DIR, root, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+            for trainer in trainers:
+                importlib.import_module(trainer.module).main([
+                    *trainer.args, "--hold-author", author, "--out", str(root / trainer.out),
+                    "--data-dir", str(data_dir)])
+            got, _ = enrich([items[k] for k in mine], analyzer=analyzer_from(root))
+        records.update(zip(mine, got, strict=True))
+    return [records[k] for k in range(len(items))]
+
+
+MEAN_KEYS = ("sentiment_accuracy", "intent_accuracy", "topic_micro_f1", "topic_precision",
+             "topic_recall", "product_quality_recall", "urgency_recall", "urgency_precision",
+             "evidence_hit_rate", "span_validity")
+
+
+def loao_figures(items: Sequence[Item], records: Sequence[dict[str, Any]],
+                 with_snownlp: bool) -> dict[str, Any]:
+    """Each left-out author's figures, their mean (each author counts once) and the pooled
+    figures of all left-out items per channel."""
+    pairs = list(zip(items, records, strict=True))
+    authors = {author: _figures([(i, r) for i, r in pairs if i.author == author], with_snownlp)
+               for author in sorted({i.author for i in items})}
+    mean: dict[str, float | None] = {}
+    for key in MEAN_KEYS:
+        values = [f["all"][key] for f in authors.values() if f["all"][key] is not None]
+        mean[key] = sum(values) / len(values) if values else None
+    return {"authors": authors, "mean": mean, "pooled": _figures(pairs, with_snownlp)}
+
+
+def loao_markdown(figures: dict[str, Any]) -> list[str]:
+    """The LOAO table: a column per left-out author, their mean and the pooled figure."""
+    authors = figures["authors"]
+    lines = ["**leave-one-author-out** (each author scored by models fitted without them; the "
+             "mean counts each author once)", "",
+             "| figure | target | " + " | ".join(f"{a} (n = {f['all']['n']})" for a, f in authors.items())
+             + " | mean | pooled |", "|---|---:|" + "---:|" * (len(authors) + 2)]
+    for label, key in ROWS:
+        target = TARGETS.get(key)
+        cells = [_pct(f["all"][key]) for f in authors.values()]
+        lines.append(f"| {label} | {'' if target is None else f'≥ {target:g}'} | " + " | ".join(cells)
+                     + f" | {_pct(figures['mean'].get(key))} | {_pct(figures['pooled']['all'][key])} |")
+    lines.append("| records with raw PII | 0 | " + " | ".join(
+        str(f["all"]["records_with_raw_pii"]) for f in authors.values())
+        + f" | | {figures['pooled']['all']['records_with_raw_pii']} |")
+    lines.append("")
+    return lines
 
 
 def _figures(chosen: Sequence[tuple[Item, dict[str, Any]]], with_snownlp: bool) -> dict[str, Any]:
@@ -395,27 +560,35 @@ def _figures(chosen: Sequence[tuple[Item, dict[str, Any]]], with_snownlp: bool) 
     return figures
 
 
-def run(path: Path = DATA, with_snownlp: bool = True, splits: Sequence[str] = SPLITS,
-        heldout: Path | None = None, hold_fold: int | None = None
-        ) -> tuple[dict[str, Any], list[Item], list[dict[str, Any]]]:
-    """Every figure on the splits asked for, with the items and their returned records.
+def run(paths: Sequence[Path] | None = None, with_snownlp: bool = True,
+        splits: Sequence[str] = SPLITS, heldout: Sequence[Path] = (), hold_fold: int | None = None,
+        with_loao: bool = False, trainers: Sequence[Trainer] = LOAO_TRAINERS,
+        data_dir: Path = PUBLIC_DATA) -> tuple[dict[str, Any], list[Item], list[dict[str, Any]],
+                                               list[dict[str, Any]] | None]:
+    """Every figure on the splits asked for, with the items, their returned records and, with
+    ``with_loao``, their records under models fitted without their author.
 
-    ``heldout`` is the held-out file (scored as split ``heldout``); with ``hold_fold`` the
-    tuning splits' items of that fold and of the others are also scored apart.
+    ``paths`` are the tuning files (default :func:`tuning_files`) and ``heldout`` the held-out
+    files (scored as split ``heldout``, never fitted on in LOAO); with ``hold_fold`` the tuning
+    splits' items of that fold and of the others are also scored apart.
     """
-    items = [i for i in read_items(path) if i.row["split"] in splits]
-    unknown = sorted({i.row["split"] for i in items} - set(TUNABLE))
-    if unknown:
-        raise SystemExit(f"{path}: split values {unknown} are not tuning splits {TUNABLE}; a "
-                         "held-out set goes in its own file, given with --heldout")
-    if heldout is not None and "heldout" in splits:
-        items += read_heldout(heldout)
+    paths = list(paths) if paths is not None else tuning_files()
+    overlap = {p.resolve() for p in paths} & {p.resolve() for p in heldout}
+    if overlap:
+        raise SystemExit(f"{sorted(map(str, overlap))} given both as tuning data and as held out")
+    items = [i for i in read_tuning(paths) if i.row["split"] in splits]
+    if "heldout" in splits:
+        for path in heldout:
+            items += read_heldout(path)
     records, us = enrich(items)
     from services.nlp.worker import build_analyzer
 
-    result: dict[str, Any] = {"data": _shown(path), "heldout": _shown(heldout) if heldout else None,
-                              "items": len(items), "model": build_analyzer(load_settings()).model_id,
-                              "analyze_us_per_event": us, "targets": TARGETS, "splits": {}}
+    tunable_items = [i for i in items if i.row["split"] in TUNABLE]
+    result: dict[str, Any] = {
+        "data": [_shown(p) for p in paths], "heldout": [_shown(h) for h in heldout],
+        "items": len(items), "authors": dict(sorted(Counter(i.author for i in tunable_items).items())),
+        "model": build_analyzer(load_settings()).model_id, "analyze_us_per_event": us,
+        "targets": TARGETS, "splits": {}}
     pairs = list(zip(items, records, strict=True))
     for split in splits:
         chosen = [(i, r) for i, r in pairs if i.row["split"] == split]
@@ -428,20 +601,31 @@ def run(path: Path = DATA, with_snownlp: bool = True, splits: Sequence[str] = SP
                 [(i, r) for i, r in tunable if fold_of(i) != hold_fold], with_snownlp),
             f"fold {hold_fold} ({' + '.join(TUNABLE)})": _figures(
                 [(i, r) for i, r in tunable if fold_of(i) == hold_fold], with_snownlp)}
+    left_out = None
+    if with_loao and tunable_items:
+        left_out = loao(tunable_items, trainers, data_dir)
+        result["loao"] = loao_figures(tunable_items, left_out, with_snownlp)
     result["markdown"] = markdown(result)
-    return result, items, records
+    return result, items, records, left_out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, nargs="+", default=None,
+                        help="tuning files (default: voc_eval.jsonl, voc_heldout2.jsonl and "
+                             "voc_train_*.jsonl of bench/data)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--heldout", type=Path, default=default_heldout(),
-                        help="the held-out file, scored as split heldout and never listed "
-                             f"(default {HELDOUT.relative_to(REPO_ROOT)} when it exists)")
+    parser.add_argument("--heldout", type=Path, nargs="*", default=default_heldout(),
+                        help="held-out files, scored as split heldout and never listed "
+                             f"(default: every bench/data/{HELDOUT_GLOB} that exists)")
+    parser.add_argument("--loao", action="store_true",
+                        help="also score each author with models fitted without them (the "
+                             "trainers run with --hold-author) and report each and their mean")
+    parser.add_argument("--data-dir", type=Path, default=PUBLIC_DATA,
+                        help="the public dev corpora the trainers read (with --loao)")
     parser.add_argument("--errors", action="store_true",
-                        help="list the tuning and retired items' errors (held-out errors are "
-                             "never listed)")
+                        help="list the tuning items' errors (with --loao: under the models "
+                             "fitted without their author); held-out errors are never listed")
     parser.add_argument("--hold-fold", type=int, choices=range(FOLDS), default=None,
                         help="leave this fold of the tuning data out of --errors and report it "
                              "apart from the other folds")
@@ -451,11 +635,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    result, items, records = run(args.data, with_snownlp=not args.no_snownlp, splits=args.splits,
-                                 heldout=args.heldout, hold_fold=args.hold_fold)
+    result, items, records, left_out = run(
+        args.data, with_snownlp=not args.no_snownlp, splits=args.splits, heldout=args.heldout,
+        hold_fold=args.hold_fold, with_loao=args.loao, data_dir=args.data_dir)
     if args.errors:
-        listed = [(i, r) for i, r in zip(items, records, strict=True)
-                  if i.row["split"] in TUNABLE and (args.hold_fold is None or fold_of(i) != args.hold_fold)]
+        if left_out is not None:
+            tunable = [i for i in items if i.row["split"] in TUNABLE]
+            listed = list(zip(tunable, left_out, strict=True))
+        else:
+            listed = [(i, r) for i, r in zip(items, records, strict=True)
+                      if i.row["split"] in TUNABLE and (args.hold_fold is None or fold_of(i) != args.hold_fold)]
         print("\n".join(errors([i for i, _ in listed], [r for _, r in listed])))
         print()
     print(result["markdown"])

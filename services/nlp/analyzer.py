@@ -170,6 +170,9 @@ class Analyzer:
         cues = [cues_of(text) for text in texts]
         rows = _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues)
         stances = decide(self.stance, rows, texts, flags, cues)
+        # The stance model is fitted on the cue matches (stance_inputs); the scorer's
+        # decision is what the event carries.
+        found_urgency = self.urgency.decide(texts, found_urgency)
         tones = call_tones(events, self.sentiment.predict)
         now = utc_now()
         enriched = []

@@ -146,6 +146,12 @@ def f1_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterable[str]])
     return {"micro_f1": micro, "macro_f1": macro, "per_topic_f1": per_topic}
 
 
+EVIDENCE_SHARE = 0.5
+"""An n-gram joins a model-only topic's evidence span when it raises the margin at least this
+share as much as the strongest one does (:meth:`AspectTagger.evidence_span`)."""
+EVIDENCE_MAX = 32
+"""Longest evidence span, in characters, grown from a model-only topic's strongest n-gram."""
+
 KEYWORD_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 100.0)
 """Candidate margin bonuses of a keyword hit, tried per topic on out-of-fold scores."""
 
@@ -210,6 +216,7 @@ class AspectTagger:
         # Segmentation is the tagger's own (shipped dictionary only), so prediction sees the same
         # words as training whatever user dictionary a deployment loads for its tokens.
         self._segmenter = Segmenter() if word_n else None
+        self._char_column: dict[str, int] | None = None
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
@@ -258,6 +265,58 @@ class AspectTagger:
             present, starts = np.unique(rows, return_index=True)
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts, norm > 0
+
+    def grams_at(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Every known char n-gram of ``text`` as (start, end, vocabulary column) arrays, with
+        offsets of ``text`` as given: n-grams are looked up in its lower-cased form, which keeps
+        its length for Chinese (None when lower-casing changes the length). Computed once per
+        clause and shared by the topics pointed at in it (:meth:`evidence_span`)."""
+        head = text[: self.max_chars]
+        lowered = head.lower()
+        if len(lowered) != len(head):
+            return None
+        if self._char_column is None:
+            self._char_column = {g: j for j, g in enumerate(self.vocabulary[: self.n_char])}
+        lookup = self._char_column.get
+        found = [(i, i + n, j) for n in range(1, self.max_n + 1) for i in range(len(lowered) - n + 1)
+                 if (j := lookup(lowered[i: i + n])) is not None]
+        table = np.array(found, dtype=np.int64).reshape(len(found), 3)
+        return table[:, 0], table[:, 1], table[:, 2]
+
+    def evidence_span(self, text: str, topic: str, max_len: int = EVIDENCE_MAX,
+                      grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[int, int] | None:
+        """The stretch of ``text`` whose char n-grams raise ``topic``'s margin most: the n-gram
+        with the largest positive contribution (IDF times weight), grown by every overlapping or
+        adjacent n-gram contributing at least :data:`EVIDENCE_SHARE` of it, at most ``max_len``
+        characters; None when no n-gram of the text raises the margin (or lower-casing changes
+        the text's length). ``grams`` are :meth:`grams_at` of ``text`` when the caller has them.
+
+        A topic or flag the model decided without a phrase has no matched phrase to point at;
+        this points at the characters that decided it. Word features are left out: a
+        segmentation pass per span cost more than it changed the spans.
+        """
+        grams = grams if grams is not None else self.grams_at(text)
+        if grams is None or not len(grams[0]):
+            return None
+        starts, ends, cols = grams
+        value = self.idf[cols] * self.weights[cols, self.topics.index(topic)]
+        best = int(np.argmax(value))
+        if value[best] <= 0:
+            return None
+        start, end = int(starts[best]), int(ends[best])
+        strong = [(int(starts[k]), int(ends[k])) for k in np.flatnonzero(value >= EVIDENCE_SHARE * value[best])]
+        grown = True
+        while grown:
+            grown = False
+            for a, b in strong:
+                if a <= end and b >= start and (a < start or b > end) and max(b, end) - min(a, start) <= max_len:
+                    start, end, grown = min(a, start), max(b, end), True
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        return (start, end) if start < end else None
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Topic ids per text, in the tagger's topic order."""

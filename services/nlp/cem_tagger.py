@@ -1,43 +1,54 @@
-"""The learned tagger of the default CEM taxonomy, trained without labelling anything by hand.
+"""The learned tagger of the default CEM taxonomy, and the learned urgency scorer, fitted on
+several authors' labelled feedback and judged leave-one-author-out.
 
-No corpus is labelled with the CEM topics, but two public ones are labelled with aspects that
-map onto them, and the taxonomy's own phrases can label the rest weakly:
+Round 3 of issue 16 showed that what is fitted to one author's phrasing does not carry to the
+next author's (docs/model-card.md, "Round 3"), so both models here are trained on the labelled
+items of every author the set has (``bench/voc_eval.py``'s tuning data, one author per file)
+and every setting that is chosen from labelled data is chosen on **leave-one-author-out**
+(LOAO) margins: each author's items are scored by a model fitted without them.
 
-- the makeup reviews (Zhijiang Cup 2019): 使用体验, 功效, 气味, 包装, 真伪, 成分, 尺寸, 新鲜度 and
-  整体 (the product overall) are ``product_quality``, 价格 ``price_fees``, 物流
-  ``logistics_delivery``, 服务 ``service_attitude``; 其他 maps to nothing;
-- the car forum posts (CCF BDCI 2018): 动力, 油耗, 操控, 舒适性, 配置, 安全性, 内饰, 外观 and
-  空间 are ``product_quality``, 价格 ``price_fees``;
-- the topics a corpus does not annotate, and every topic of a sample of the shopping, hotel and
-  food-delivery reviews of ``sentiment_dev.csv``, are labelled weakly by the taxonomy's keywords
-  (with its packs and exclusions), so the model learns the words that come with them.
+Topics: a text's topics are those the fused decision of :class:`AspectTagger` keeps (the
+model's margin plus a per-topic bonus when a phrase of the taxonomy matched, against a per-topic
+cut). The model is NB-LR over char 1-2-grams and words (the 1.2.0 features), fitted on
+
+- the authors' items, whose topic labels are a person's (sample weight ``author_weight``);
+- optionally the public aspect corpora, whose aspect labels map onto CEM topics (makeup:
+  使用体验 功效 气味 包装 真伪 成分 尺寸 新鲜度 整体 → ``product_quality``, 价格 →
+  ``price_fees``, 物流 → ``logistics_delivery``, 服务 → ``service_attitude``, 其他 → none; car:
+  动力 油耗 操控 舒适性 配置 安全性 内饰 外观 空间 → ``product_quality``, 价格 → ``price_fees``),
+  the topics a corpus does not annotate labelled weakly by the taxonomy's phrases, and a sample
+  of ``sentiment_dev.csv`` reviews labelled weakly by the phrases (``public="all"``).
 
 The restaurant corpus is never read: its licence is non-commercial, and this tagger ships.
 
-The model is :class:`~services.nlp.aspect_tagger.AspectTagger` (NB-LR over char 1-2-grams and
-words, 5 averaged fold models), trained by :func:`~services.nlp.aspect_tagger.train_tagger`.
-Its out-of-fold fusion with keywords would be tuned against weak labels that are the keywords
-themselves, so the fusion (each topic's keyword bonus and threshold, for the micro-F1 of all
-topics together) is tuned on the tuning data (``tuning`` + ``retired``) of the multi-channel
-evaluation set instead, whose labels are a person's: margins there are out of sample, since none of it is trained on.
+Each topic's keyword bonus and cut are tuned, for the micro-F1 of all topics together, on the
+pooled LOAO margins of the training authors (:func:`loao_margins`), never on margins of items
+the model was fitted on. Urgency works the same way with the four flags as topics, char 1-3-grams
+only, the urgency cue matches in place of the phrases, and each flag's bonus and cut chosen for
+the highest recall at a precision floor (:func:`tune_for_precision`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from services.nlp.aspect_tagger import (
+    _WORD_MARK,
     KEYWORD_WEIGHTS,
+    KEYWORDS_ONLY,
     MIN_EXAMPLES,
+    AspectTagger,
     _fusion,
-    f1_scores,
-    train_tagger,
+    log_count_ratio,
+    word_ngrams,
 )
 
 MAKEUP: dict[str, str | None] = {
@@ -51,7 +62,30 @@ CAR: dict[str, str | None] = {
     "内饰": "product_quality", "外观": "product_quality", "空间": "product_quality",
     "价格": "price_fees"}
 REVIEW_SAMPLE = 12_000
-"""Reviews of sentiment_dev.csv labelled weakly; more add training time, not topics."""
+"""Reviews of sentiment_dev.csv labelled weakly when ``public="all"``."""
+PUBLIC_CHOICES = ("none", "aspects", "all")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One author's labelled item: the analysed text, its gold labels and what the phrases
+    (or cues) matched in it."""
+
+    text: str
+    labels: frozenset[str]
+    hits: frozenset[str]
+    author: str
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a linear tagger is fitted (chosen by LOAO, see docs/model-card.md)."""
+
+    author_weight: float = 3.0
+    c: float = 3.0
+    max_n: int = 2
+    word_n: int = 1
+    min_df: int = 2
 
 
 def _mapped(path: Path, mapping: dict[str, str | None]) -> list[tuple[str, set[str]]]:
@@ -64,12 +98,18 @@ def _mapped(path: Path, mapping: dict[str, str | None]) -> list[tuple[str, set[s
     return rows
 
 
-def training_rows(data_dir: Path, taxonomy: Any, seed: int = 16) -> tuple[list[str], list[set[str]], dict[str, Any]]:
-    """Texts and their topic sets: mapped gold where a corpus annotates a topic, keywords elsewhere."""
-    topics = [t.id for t in taxonomy.spec.topics]
+def training_rows(data_dir: Path, taxonomy: Any, seed: int = 16, public: str = "all"
+                  ) -> tuple[list[str], list[set[str]], dict[str, Any]]:
+    """Public texts and their topic sets: mapped gold where a corpus annotates a topic, the
+    taxonomy's phrases elsewhere (``public``: "none", "aspects" for the makeup and car corpora,
+    "all" for those and a sample of reviews)."""
+    if public not in PUBLIC_CHOICES:
+        raise ValueError(f"public={public!r}: choose one of {PUBLIC_CHOICES}")
     texts: list[str] = []
     labels: list[set[str]] = []
     sources: dict[str, Any] = {}
+    if public == "none":
+        return texts, labels, sources
     for name, file, mapping in (("makeup", "aspect_ecom_makeup_dev.jsonl", MAKEUP),
                                 ("car", "aspect_car_dev.jsonl", CAR)):
         annotated = {t for t in mapping.values() if t}
@@ -79,59 +119,212 @@ def training_rows(data_dir: Path, taxonomy: Any, seed: int = 16) -> tuple[list[s
             texts.append(text)
             labels.append(gold | weak)
         sources[name] = {"rows": len(rows), "gold_topics": sorted(annotated)}
-    with (data_dir / "sentiment_dev.csv").open(encoding="utf-8", newline="") as fh:
-        reviews = [row["text"] for row in csv.DictReader(fh)]
-    rng = np.random.default_rng(seed)
-    picked = [reviews[i] for i in sorted(rng.permutation(len(reviews))[:REVIEW_SAMPLE])]
-    for text in picked:
-        texts.append(text)
-        labels.append({m.id for m in taxonomy.tag(text)})
-    sources["sentiment_dev_reviews"] = {"rows": len(picked), "gold_topics": []}
-    sources["support"] = {t: sum(t in s for s in labels) for t in topics}
+    if public == "all":
+        with (data_dir / "sentiment_dev.csv").open(encoding="utf-8", newline="") as fh:
+            reviews = [row["text"] for row in csv.DictReader(fh)]
+        rng = np.random.default_rng(seed)
+        picked = [reviews[i] for i in sorted(rng.permutation(len(reviews))[:REVIEW_SAMPLE])]
+        for text in picked:
+            texts.append(text)
+            labels.append({m.id for m in taxonomy.tag(text)})
+        sources["sentiment_dev_reviews"] = {"rows": len(picked), "gold_topics": []}
     return texts, labels, sources
 
 
-def tune_fusion(tagger: Any, texts: Sequence[str], gold: Sequence[set[str]],
-                keyword_sets: Sequence[set[str]]) -> dict[str, Any]:
-    """Set each learned topic's keyword bonus and fused threshold for the micro-F1 of all topics
-    on labelled texts the tagger was not trained on (two passes of coordinate ascent, as
-    ``train_tagger`` does out of fold)."""
-    margins = tagger.decision_function(list(texts))
-    topics = tagger.topics
-    y = np.array([[t in g for t in topics] for g in gold], dtype=bool)
-    hits = np.array([[t in k for t in topics] for k in keyword_sets], dtype=bool)
-    learned = np.array([tagger.support[t] >= MIN_EXAMPLES for t in topics])
+def fit_linear(texts: Sequence[str], labels: Sequence[AbstractSet[str]],
+               topics: Sequence[str], sample_weight: np.ndarray, fit: Fit,
+               max_chars: int = 4000) -> AspectTagger:
+    """One NB-LR model per topic over sublinear TF-IDF char 1..max_n-grams and words
+    (word_n 0: none), with per-row weights; thresholds and fusion left at zero (set by
+    :func:`tune_fusion` or :func:`tune_for_precision` from LOAO margins)."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from services.nlp.segmenter import Segmenter
+    from services.nlp.sentiment_model import char_ngrams, normalise
+
+    segmenter = Segmenter() if fit.word_n else None
+    words = ({t: segmenter.cut(normalise(t)[:max_chars]) for t in set(texts)}
+             if segmenter is not None else {})
+
+    def analyzer(text: str) -> list[str]:
+        grams = char_ngrams(text, fit.max_n, max_chars)
+        if fit.word_n:
+            grams += [_WORD_MARK + g for g in word_ngrams(words[text], fit.word_n)]
+        return grams
+
+    vectorizer = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=fit.min_df)
+    x = vectorizer.fit_transform(list(texts))
+    grams = [""] * len(vectorizer.vocabulary_)
+    for gram, j in vectorizer.vocabulary_.items():
+        grams[j] = gram
+    layout = np.argsort([g.startswith(_WORD_MARK) for g in grams], kind="stable")
+    x = sparse.csr_matrix(x[:, layout])
+    y = np.array([[t in s for t in topics] for s in labels], dtype=bool).reshape(len(texts), len(topics))
+    weights = np.zeros((x.shape[1], len(topics)))
+    intercepts = np.zeros(len(topics))
+    for k in range(len(topics)):
+        target = y[:, k]
+        if not target.any() or target.all():
+            intercepts[k] = 10.0 if target.all() else -10.0
+            continue
+        r = log_count_ratio(x, target, 1.0)
+        model = LogisticRegression(C=fit.c, max_iter=2000).fit(
+            x @ sparse.diags(r), target, sample_weight=sample_weight)
+        weights[:, k] = model.coef_.ravel() * r
+        intercepts[k] = float(model.intercept_[0])
+    zeros = np.zeros(len(topics))
+    return AspectTagger(
+        topics=list(topics), vocabulary=[grams[j].removeprefix(_WORD_MARK) for j in layout],
+        idf=vectorizer.idf_[layout], weights=weights, intercepts=intercepts, thresholds=zeros,
+        keyword_weights=zeros, fused_thresholds=zeros,
+        support={t: int(y[:, k].sum()) for k, t in enumerate(topics)}, max_n=fit.max_n,
+        max_chars=max_chars, word_n=fit.word_n,
+        n_char=sum(not grams[j].startswith(_WORD_MARK) for j in layout))
+
+
+def fit_on(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
+           topics: Sequence[str], fit: Fit) -> AspectTagger:
+    """The linear tagger fitted on the public rows (weight 1) and the items (``author_weight``)."""
+    texts = [*public[0], *(i.text for i in items)]
+    labels = [*public[1], *(i.labels for i in items)]
+    weight = np.concatenate([np.ones(len(public[0])), np.full(len(items), fit.author_weight)])
+    return fit_linear(texts, labels, topics, weight, fit)
+
+
+def loao_margins(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
+                 topics: Sequence[str], fit: Fit) -> np.ndarray:
+    """Each item's margins from a model fitted without its author's items (and with the public
+    rows), shape (len(items), len(topics)); NaN for an author who leaves nothing to fit on."""
+    authors = np.array([i.author for i in items])
+    margins = np.full((len(items), len(topics)), np.nan)
+    for author in sorted(set(authors)):
+        mine = np.flatnonzero(authors == author)
+        rest = [i for i in items if i.author != author]
+        if not rest and not public[0]:
+            continue
+        model = fit_on(public, rest, topics, fit)
+        margins[mine] = model.decision_function([items[int(k)].text for k in mine])
+    return margins
+
+
+def _matrix(sets: Sequence[frozenset[str]], topics: Sequence[str]) -> np.ndarray:
+    return np.array([[t in s for t in topics] for s in sets], dtype=bool).reshape(len(sets), len(topics))
+
+
+def tune_fusion(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray, learned: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each learned topic's keyword bonus and cut for the micro-F1 of all topics together on
+    out-of-sample margins (two passes of coordinate ascent, as ``train_tagger`` does out of
+    fold); the other topics are decided by their phrases (bonus and cut of "keywords only")."""
+    topics = gold.shape[1]
     decisions = hits.copy()
-    weights = np.full(len(topics), KEYWORD_WEIGHTS[-1])
-    cuts = np.zeros(len(topics))
+    weights = np.full(topics, KEYWORDS_ONLY[0])
+    cuts = np.full(topics, KEYWORDS_ONLY[1])
     for _ in range(2):
         for k in np.flatnonzero(learned):
-            rest = np.delete(np.arange(len(topics)), k)
-            d, t = decisions[:, rest], y[:, rest]
+            rest = np.delete(np.arange(topics), k)
+            d, t = decisions[:, rest], gold[:, rest]
             others = (int((d & t).sum()), int((d & ~t).sum()), int((~d & t).sum()))
-            weights[k], cuts[k] = _fusion(margins[:, k], hits[:, k], y[:, k], others)
+            weights[k], cuts[k] = _fusion(margins[:, k], hits[:, k], gold[:, k], others)
             decisions[:, k] = margins[:, k] + weights[k] * hits[:, k] >= cuts[k]
-    tagger.keyword_weights = weights
-    tagger.fused_thresholds = cuts
-    return {"keywords_only": f1_scores(gold, [sorted(k) for k in keyword_sets]),
-            "combined_on_tuning": f1_scores(gold, tagger.combine(list(texts), [sorted(k) for k in keyword_sets]))}
+    return weights, cuts
 
 
-def train_cem_tagger(data_dir: Path, out: Path, tuning_texts: Sequence[str],
-                     tuning_topics: Sequence[set[str]]) -> dict[str, Any]:
-    """Train the CEM tagger, tune its fusion on the tuning data's analysed texts and topics,
-    and save it to ``out``; returns what it was trained on and its tuning figures."""
-    from services.nlp.segmenter import Segmenter
-    from services.nlp.taxonomy import Taxonomy, load_taxonomy
+def tune_for_precision(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray,
+                       floor: float) -> tuple[float, float, dict[str, float]]:
+    """One flag's cue bonus and cut: the highest recall whose precision on out-of-sample
+    margins is at least ``floor`` (ties: the higher precision, then the smaller bonus); the
+    cue alone when no setting reaches the floor. Returns (bonus, cut, figures)."""
+    positives = int(gold.sum())
 
-    taxonomy = Taxonomy(load_taxonomy().spec)
-    texts, labels, sources = training_rows(data_dir, taxonomy)
-    tagger = train_tagger(texts, labels, topics=[t.id for t in taxonomy.spec.topics], seed=16)
-    tagger.at_least_one = False
-    segmenter = Segmenter()
-    keyword_sets = [{m.id for m in taxonomy.tag(text, segmenter.cut(text))} for text in tuning_texts]
-    figures = tune_fusion(tagger, tuning_texts, tuning_topics, keyword_sets)
-    tagger.save(out)
-    return {"sources": sources, "tuning_items": len(tuning_texts), **figures,
-            "keyword_weights": dict(zip(tagger.topics, tagger.keyword_weights.tolist(), strict=True)),
-            "fused_thresholds": dict(zip(tagger.topics, tagger.fused_thresholds.tolist(), strict=True))}
+    def figures(decided: np.ndarray) -> dict[str, float]:
+        tp = int((decided & gold).sum())
+        got = int(decided.sum())
+        return {"precision": tp / got if got else 1.0, "recall": tp / positives if positives else 0.0,
+                "predicted": got}
+
+    best = (KEYWORDS_ONLY[0], KEYWORDS_ONLY[1], figures(hits))
+    best_key = (best[2]["recall"], best[2]["precision"]) if best[2]["precision"] >= floor else (-1.0, 0.0)
+    for bonus in KEYWORD_WEIGHTS if len(margins) else ():
+        fused = margins + bonus * hits
+        order = np.argsort(-fused, kind="stable")
+        ranked = fused[order]
+        tp = np.cumsum(gold[order])
+        got = np.arange(1, len(ranked) + 1)
+        for k in np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True)):
+            precision, recall = tp[k] / got[k], (tp[k] / positives if positives else 0.0)
+            if precision >= floor and (recall, precision) > best_key:
+                cut = float((ranked[k] + ranked[k + 1]) / 2) if k + 1 < len(ranked) else float(ranked[k] - 1.0)
+                best_key = (recall, precision)
+                best = (bonus, cut, figures(fused >= cut))
+    return best
+
+
+def train_topics(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
+                 topics: Sequence[str], fit: Fit) -> tuple[AspectTagger, dict[str, Any]]:
+    """The CEM tagger fitted on every given author's items (and the public rows), its fusion
+    tuned on their pooled LOAO margins; with the LOAO figures the fusion was tuned on."""
+    margins, gold, hits = _tuning_rows(loao_margins(public, items, topics, fit), items, topics)
+    tagger = fit_on(public, items, topics, fit)
+    learned = np.array([tagger.support[t] >= MIN_EXAMPLES for t in topics])
+    weights, cuts = tune_fusion(margins, gold, hits, learned)
+    tagger.keyword_weights, tagger.fused_thresholds = weights, cuts
+    tagger.thresholds = np.zeros(len(topics))
+    decided = np.where(learned, margins + weights * hits >= cuts, hits)
+    return tagger, {"items": len(items), "tuned_on": len(gold), "authors": sorted({i.author for i in items}),
+                    "public_rows": len(public[0]), "fit": fit.__dict__,
+                    "keywords_only": _micro(hits, gold), "fused_on_loao_margins": _micro(decided, gold),
+                    "keyword_weights": dict(zip(topics, weights.tolist(), strict=True)),
+                    "fused_thresholds": dict(zip(topics, cuts.tolist(), strict=True))}
+
+
+def train_urgency(items: Sequence[Labelled], flags: Sequence[str], fit: Fit,
+                  floor: float) -> tuple[AspectTagger, dict[str, Any]]:
+    """The urgency scorer fitted on every given author's items, each flag's cue bonus and cut
+    chosen on their pooled LOAO margins for the highest recall at precision ``floor``."""
+    none: tuple[list[str], list[set[str]]] = ([], [])
+    margins, gold, hits = _tuning_rows(loao_margins(none, items, flags, fit), items, flags)
+    scorer = fit_on(none, items, flags, fit)
+    per_flag: dict[str, Any] = {}
+    weights, cuts = np.zeros(len(flags)), np.zeros(len(flags))
+    for k, flag in enumerate(flags):
+        weights[k], cuts[k], per_flag[flag] = tune_for_precision(margins[:, k], gold[:, k], hits[:, k], floor)
+        per_flag[flag]["cues_alone"] = tune_for_precision(
+            np.zeros(len(gold)), gold[:, k], hits[:, k], 2.0)[2]
+    scorer.keyword_weights, scorer.fused_thresholds = weights, cuts
+    scorer.thresholds = np.zeros(len(flags))
+    decided = margins + weights * hits >= cuts
+    return scorer, {"items": len(items), "authors": sorted({i.author for i in items}),
+                    "fit": fit.__dict__, "precision_floor": floor, "per_flag": per_flag,
+                    "pooled_loao": _precision_recall(decided, gold),
+                    "cues_alone": _precision_recall(hits, gold)}
+
+
+def _tuning_rows(margins: np.ndarray, items: Sequence[Labelled], topics: Sequence[str]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The LOAO margins, gold and hits of the items that have margins (all of them, unless
+    one author alone is left and there are no public rows)."""
+    kept = np.isfinite(margins).all(axis=1)
+    gold, hits = _matrix([i.labels for i in items], topics), _matrix([i.hits for i in items], topics)
+    return margins[kept], gold[kept], hits[kept]
+
+
+def _micro(decided: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    figures = _precision_recall(decided, gold)
+    tp2 = 2 * figures["precision"] * figures["recall"]
+    figures["micro_f1"] = tp2 / (figures["precision"] + figures["recall"]) if tp2 else 0.0
+    return figures
+
+
+def _precision_recall(decided: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    tp = int((decided & gold).sum())
+    return {"precision": tp / max(int(decided.sum()), 1), "recall": tp / max(int(gold.sum()), 1)}
+
+
+def labelled(texts: Sequence[str], labels: Sequence[Sequence[str]], authors: Sequence[str],
+             matcher: Callable[[str], set[str]]) -> list[Labelled]:
+    """Items as :class:`Labelled`, their hits found by ``matcher`` on the analysed text."""
+    return [Labelled(text, frozenset(label), frozenset(matcher(text)), author)
+            for text, label, author in zip(texts, labels, authors, strict=True)]

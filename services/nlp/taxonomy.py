@@ -8,10 +8,10 @@ never regular expressions.
 A taxonomy may name a learned tagger artifact (``tagger:``, a folder written by
 ``voc nlp train-topics``, relative to the YAML file). Keyword matches and the model's margins
 are then combined per topic (:meth:`AspectTagger.combine`). A topic kept with a keyword match
-keeps its keyword spans as evidence; a topic the model found without any keyword gets as
-evidence the clause (split at ，。！？；) on which the model alone scores that topic highest,
-since a linear model over n-grams has no single span to point at and the clause is what the
-aspect's own sentiment is computed from.
+keeps its keyword spans as evidence, followed by the span the model points at; a topic the model found
+without any keyword gets as evidence, inside the clause (split at ，。！？；) on which the model alone scores that topic
+highest, the characters whose n-grams raised its margin most (the strongest n-gram grown by the
+overlapping ones that contribute at least half as much): what decided it, not a phrase.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.core.config_file import ConfigFile, Watched
 from services.core.events import Span
-from services.nlp.aspect_tagger import AspectTagger
+from services.nlp.aspect_tagger import MIN_EXAMPLES, AspectTagger
 from services.nlp.matching import KeywordMatcher
 
 log = structlog.get_logger(__name__)
@@ -167,9 +168,12 @@ class Taxonomy:
                  words: Sequence[Sequence[str]] | None = None) -> list[list[TopicMatch]]:
         """Topics of each text: keyword matches alone, or combined with the learned tagger.
 
-        The model runs once over the batch, and once more over the clauses of only those texts
-        that got a topic from the model without a keyword, to place that topic's evidence.
-        ``words`` are the texts' segmentations (see :meth:`tag`).
+        The model runs once over the batch, and once more over the clauses of the texts it
+        decided a learned topic for, to point at the characters that decided it: a topic found
+        without a phrase gets that span as its evidence, a topic kept with a phrase gets it after
+        the phrase spans (the phrase may sit in another clause than what the text says about
+        the topic: a subject's 故障 against the body's 断网). ``words`` are the texts'
+        segmentations (see :meth:`tag`).
         """
         keyword = [self.tag(t, None if words is None else w)
                    for t, w in zip(texts, words if words is not None else [None] * len(texts),
@@ -177,38 +181,62 @@ class Taxonomy:
         if self.tagger is None:
             return keyword
         decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword])
+        learned = {t for t in self.tagger.topics if self.tagger.support[t] >= MIN_EXAMPLES}
         result: list[list[TopicMatch]] = []
         pending: list[tuple[int, str]] = []
         for i, (found, ids) in enumerate(zip(keyword, decided, strict=True)):
-            kept = {m.id: m for m in found if m.id in ids}
-            result.append(list(kept.values()))
-            pending.extend((i, tid) for tid in ids if tid not in kept)
+            result.append([m for m in found if m.id in ids])
+            pending.extend((i, tid) for tid in ids if tid in learned)
         if pending:
             self._place_model_topics(self.tagger, texts, pending, result)
         return result
 
     def _place_model_topics(self, tagger: AspectTagger, texts: Sequence[str],
                             pending: list[tuple[int, str]], result: list[list[TopicMatch]]) -> None:
-        """Append model-only topics (and their parents) with their best clause as evidence."""
+        """Add to each decided learned topic the span that decided it: appended to a kept
+        topic's phrase spans (unless they overlap it), or as the evidence of a model-only topic
+        (and its parents)."""
         clauses = {i: [m.span() for m in CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
                    for i, _ in pending}
-        order = sorted(clauses)
+        # A text of one clause needs no clause margins: that clause is the best one.
+        order = sorted(i for i in clauses if len(clauses[i]) > 1)
         flat = [texts[i][a:b] for i in order for a, b in clauses[i]]
-        margins = tagger.decision_function(flat)
+        margins = tagger.decision_function(flat) if flat else np.zeros((0, len(tagger.topics)))
         first: dict[int, int] = {}
         offset = 0
         for i in order:
             first[i] = offset
             offset += len(clauses[i])
         column = {t: k for k, t in enumerate(tagger.topics)}
+        grams: dict[tuple[int, Span], Any] = {}
         for i, tid in pending:
-            block = margins[first[i]: first[i] + len(clauses[i]), column[tid]]
-            span = clauses[i][int(block.argmax())]
-            present = {m.id for m in result[i]}
+            best = (int(margins[first[i]: first[i] + len(clauses[i]), column[tid]].argmax())
+                    if i in first else 0)
+            clause = clauses[i][best]
+            if (i, clause) not in grams:
+                grams[i, clause] = tagger.grams_at(texts[i][clause[0]: clause[1]])
+            span = _deciding_span(tagger, texts[i], clause, tid, grams[i, clause])
+            at = {m.id: k for k, m in enumerate(result[i])}
+            if tid in at:
+                kept = result[i][at[tid]]
+                if not any(a < span[1] and span[0] < b for a, b in kept.evidence):
+                    result[i][at[tid]] = TopicMatch(id=kept.id, name=kept.name,
+                                                    evidence=[*kept.evidence, span])
+                continue
             for topic in self._chain[tid]:
-                if topic.id not in present:
+                if topic.id not in at:
                     result[i].append(TopicMatch(id=topic.id, name=topic.name, evidence=[span]))
-                    present.add(topic.id)
+                    at[topic.id] = len(result[i]) - 1
+
+
+def _deciding_span(tagger: AspectTagger, text: str, clause: Span, topic: str,
+                   grams: Any = None) -> Span:
+    """Within the clause where the model scores ``topic`` highest, the characters whose
+    n-grams raised its margin most (:meth:`AspectTagger.evidence_span`, ``grams`` its
+    :meth:`AspectTagger.grams_at` of the clause when known); the clause when none did."""
+    a, b = clause
+    found = tagger.evidence_span(text[a:b], topic, grams=grams)
+    return (a + found[0], a + found[1]) if found else clause
 
 
 def _word_edges(text: str, words: Sequence[str] | None) -> set[int] | None:

@@ -1,9 +1,9 @@
 """The multi-channel evaluation set, its bench (bench/voc_eval.py) and the floors it guards.
 
-The floors are on the tuning data (the ``tuning`` and ``retired`` splits), just below what was
-measured there. The held-out set is a separate file (bench/data/voc_heldout2.jsonl) that is
-scored by ``make bench``, never read or asserted on here, so no test run can become a way of
-tuning against it.
+The floors are on the first author's tuning data (``voc_eval.jsonl``: the ``tuning`` and
+``retired`` splits), just below what was measured there. The held-out sets are separate files
+(bench/data/voc_heldout3*.jsonl) scored by ``make bench``, never read or asserted on here, so no
+test run can become a way of tuning against them.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_tuning_split_floors(tuning_figures: dict) -> None:
 
 def test_the_bench_writes_every_figure_per_split_and_channel_and_the_report_shows_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Tuning, retired and a held-out file each get their figures; only the first two's errors
+    """Tuning, retired and held-out files each get their figures; only the first two's errors
     are listed, and a held-out item is scored as held-out whatever its file calls it. A held
     fold is left out of the errors and scored apart from the other folds."""
     sample = tmp_path / "sample.jsonl"
@@ -118,19 +118,22 @@ def test_the_bench_writes_every_figure_per_split_and_channel_and_the_report_show
     heldout = tmp_path / "heldout.jsonl"
     kept = [{**item.row, "id": f"h-{item.id}", "split": "tuning"} for item in ITEMS[5::40]]
     heldout.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+    second = tmp_path / "heldout_b.jsonl"
+    second.write_text(json.dumps({**ITEMS[7].row, "id": "h2-x"}, ensure_ascii=False) + "\n", encoding="utf-8")
     out = tmp_path / "bench"
     out.mkdir()
-    assert voc_eval.main(["--data", str(sample), "--heldout", str(heldout), "--no-snownlp",
+    assert voc_eval.main(["--data", str(sample), "--heldout", str(heldout), str(second), "--no-snownlp",
                           "--errors", "--hold-fold", "2", "--json", str(out / "voc_eval.json")]) == 0
     listed = capsys.readouterr().out
-    assert "voc-" in listed and "h-voc-" not in listed
+    assert "voc-" in listed and "h-voc-" not in listed and "h2-x" not in listed
     result = json.loads((out / "voc_eval.json").read_text(encoding="utf-8"))
     in_fold = [r for r in chosen if voc_eval.fold_of(voc_eval.Item(r)) == 2]
     assert in_fold and result["folds"]["fold 2 (tuning + retired)"]["all"]["n"] == len(in_fold)
     assert result["folds"]["other folds (tuning + retired)"]["all"]["n"] == len(chosen) - len(in_fold)
     assert not any(f"{r['id']} [" in listed for r in in_fold)
     assert set(result["splits"]) == {"tuning", "retired", "heldout"}
-    assert result["splits"]["heldout"]["all"]["n"] == len(kept)
+    assert result["splits"]["heldout"]["all"]["n"] == len(kept) + 1
+    assert result["authors"] == {"v1": len(chosen)}
     for figures in result["splits"].values():
         for key in ("sentiment_accuracy", "intent_accuracy", "topic_micro_f1", "topic_precision",
                     "topic_recall", "product_quality_recall", "urgency_recall", "urgency_precision",
@@ -142,14 +145,69 @@ def test_the_bench_writes_every_figure_per_split_and_channel_and_the_report_show
     assert "**heldout** (n = " in text and "**retired** (n = " in text
 
 
+def test_every_tuning_file_counts_with_its_author_and_a_retired_held_out_file_is_retired() -> None:
+    files = {p.name for p in voc_eval.tuning_files()}
+    assert {"voc_eval.jsonl", "voc_heldout2.jsonl"} <= files
+    assert not any(name.startswith("voc_heldout3") for name in files)
+    items = voc_eval.read_tuning()
+    by_author = Counter(item.author for item in items)
+    assert by_author["v1"] == len(ITEMS) and by_author["v2"] >= 300
+    assert {item.row["split"] for item in items if item.author == "v2"} == {"retired"}
+    assert voc_eval.author_of_file(Path("x/voc_train_b.jsonl")) == "b"
+
+
+def test_loao_scores_each_author_with_models_fitted_without_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every trainer is called once per author with --hold-author that author and an output in
+    a scratch copy of services/nlp, and the author's items are scored by an analyzer read from
+    that copy: a stance model fitted to call everything positive shows in that author alone."""
+    calls: list[list[str]] = []
+
+    class Fake:
+        @staticmethod
+        def main(argv: list[str]) -> int:
+            calls.append(argv)
+            out = Path(argv[argv.index("--out") + 1])
+            assert out.parent.parent.name == "nlp" and out.parent.parent != voc_eval.NLP_DIR
+            if argv[argv.index("--hold-author") + 1] == "b":
+                params = json.loads(out.read_text(encoding="utf-8"))
+                params["coef"] = [[0.0] * len(params["features"])] * 3
+                params["intercept"] = [-9.0, -9.0, 9.0]
+                out.write_text(json.dumps(params), encoding="utf-8")
+            return 0
+
+    monkeypatch.setitem(__import__("sys").modules, "fake_trainer", Fake)
+    items = [voc_eval.Item({**item.row, "author": author})
+             for author, part in (("a", ITEMS[:12]), ("b", ITEMS[12:24])) for item in part]
+    trainer = voc_eval.Trainer("fake_trainer", ("stance",), "model_data/stance.json")
+    records = voc_eval.loao(items, [trainer], tmp_path)
+    assert [c[c.index("--hold-author") + 1] for c in calls] == ["a", "b"]
+    assert all(c[:1] == ["stance"] and c[c.index("--data-dir") + 1] == str(tmp_path) for c in calls)
+    shipped, _ = voc_eval.enrich(items)
+
+    def positive(got: list[dict], author: str) -> int:
+        return sum(r["sentiment"]["score"] > 0 for i, r in zip(items, got, strict=True) if i.author == author)
+
+    assert [r["sentiment"] for r in records[:12]] == [r["sentiment"] for r in shipped[:12]]
+    assert positive(records, "b") > positive(shipped, "b")
+    figures = voc_eval.loao_figures(items, records, with_snownlp=False)
+    assert set(figures["authors"]) == {"a", "b"} and figures["pooled"]["all"]["n"] == 24
+    mean = figures["mean"]["sentiment_accuracy"]
+    assert mean == pytest.approx(sum(f["all"]["sentiment_accuracy"] for f in figures["authors"].values()) / 2)
+    lines = "\n".join(voc_eval.loao_markdown(figures))
+    assert "| a (n = 12) | b (n = 12) | mean | pooled |" in lines
+
+
 def test_a_data_file_with_held_out_items_is_refused(tmp_path: Path) -> None:
-    """Held-out items live in their own file: one marked held-out in the tuning file would be
-    scored without the guard on its errors."""
+    """Held-out items live in their own files: one marked held-out in a tuning file would be
+    scored without the guard on its errors, and no file is both."""
     sample = tmp_path / "sample.jsonl"
     sample.write_text(json.dumps({**ITEMS[0].row, "split": "heldout"}, ensure_ascii=False) + "\n",
                       encoding="utf-8")
-    with pytest.raises(SystemExit, match="not tuning splits"):
-        voc_eval.run(sample, with_snownlp=False)
+    with pytest.raises(SystemExit, match="not one of the tuning splits"):
+        voc_eval.run([sample], with_snownlp=False)
+    with pytest.raises(SystemExit, match="both as tuning data and as held out"):
+        voc_eval.run([voc_eval.DATA], with_snownlp=False, heldout=[voc_eval.DATA])
 
 
 def test_held_out_errors_are_never_listed(tmp_path: Path) -> None:
