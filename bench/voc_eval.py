@@ -445,7 +445,7 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("loao"):
         if result["loao_trainers"] != sorted({t.args[0] for t in LOAO_TRAINERS}):
             lines += [f"LOAO refitted only {', '.join(result['loao_trainers'])}: every other "
-                      "artifact is the shipped one, fitted on every author.", ""]
+                      "artifact is the shipped one, so its figures are in sample.", ""]
         lines += loao_markdown(result["loao"])
     tables = [*result["splits"].items(), *result.get("folds", {}).items()]
     if result.get("loao"):
