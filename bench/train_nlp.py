@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     stance = sub.add_parser("stance", help="fit services/nlp/model_data/stance.json (+ stance.npz)")
-    stance.add_argument("--c", type=float, default=10.0, help="inverse L2 strength")
+    stance.add_argument("--c", type=float, default=30.0, help="inverse L2 strength")
     stance.add_argument("--min-df", type=int, default=2, help="items an n-gram must occur in")
     stance.add_argument("--intent-weight", type=float, default=1.0,
                         help="weight of log P(intent) against log P(sentiment) when decoding")

@@ -471,7 +471,7 @@ negative."""
 
 
 def fit(rows: np.ndarray, texts: Sequence[str], sentiments: Sequence[str], intents: Sequence[str],
-        c: float = 10.0, min_df: int = 2, intent_weight: float = 1.0, min_pair: int = MIN_PAIR,
+        c: float = 30.0, min_df: int = 2, intent_weight: float = 1.0, min_pair: int = MIN_PAIR,
         version: str = "2.0.0") -> StanceModel:
     """Fit both heads on feature rows, analysed texts and gold labels (scikit-learn, training
     only); the n-gram features are those :meth:`StanceModel.probabilities` computes."""
