@@ -10,10 +10,10 @@ trained on it). ``--hold-author X`` fits without author X's items, which is how
     python bench/train_nlp.py stance      # services/nlp/model_data/stance.json
     python bench/train_nlp.py topics --data-dir ../shared/data/nlp   # services/nlp/taggers/cem/
 
-``stance`` fits the three-class stance model (services/nlp/stance.py) on the feature rows the
-analyzer computes for the tuning data. ``topics`` trains the CEM tagger with its shipped setting (see
-:func:`bench.train_topics.fit_topics`, which also trains the urgency scorer and compares settings
-by LOAO).
+``stance`` fits the stance model's sentiment and intent heads (services/nlp/stance.py) on the
+analysed texts and the feature rows the analyzer computes for the tuning data. ``topics`` trains
+the CEM tagger with its shipped setting (see :func:`bench.train_topics.fit_topics`, which also
+trains the urgency scorer and compares settings by LOAO).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO_ROOT  # noqa: E402
-from bench.voc_eval import fold_of, raw_event, read_tuning  # noqa: E402
+from bench.voc_eval import raw_event, read_tuning  # noqa: E402
 
 MODEL_DATA = REPO_ROOT / "services" / "nlp" / "model_data"
-STANCE_VERSION = "1.1.0"
-"""1.1.0: fitted on tuning + retired (609 items) with the negation-aware cues."""
+STANCE_VERSION = "2.0.0"
+"""2.0.0: char 1-3-gram and cue-feature heads for sentiment and intent, fitted on every author."""
 
 
 def tuning_items(hold_author: str | None = None) -> list:
@@ -48,104 +48,67 @@ def tuning_items(hold_author: str | None = None) -> list:
     return items
 
 
-def public_reviews(data_dir: Path, count: int, seed: int = 16) -> list[tuple[str, str]]:
-    """``count`` reviews (text, positive or negative) from the sentiment model's inner hold-out
-    of ``sentiment_dev.csv``, balanced by label: rows the sentiment model never trained on,
-    so their scores are as confident as on new feedback, not as on its training rows."""
-    from services.nlp.sentiment_model import holdout_mask, read_examples, sentiment_strata
-
-    examples = read_examples(data_dir / "sentiment_dev.csv")
-    held = [ex for ex, h in zip(examples, holdout_mask(sentiment_strata(examples), 0.2, 42), strict=True) if h]
-    rng = np.random.default_rng(seed)
-    chosen: list[tuple[str, str]] = []
-    for label, name in ((1, "positive"), (0, "negative")):
-        pool = [ex for ex in held if ex.label == label]
-        chosen += [(pool[i].text, name) for i in rng.permutation(len(pool))[: count // 2]]
-    return chosen
-
-
-def fit_stance(c: float, out: Path, data_dir: Path, public: int,
-               hold_fold: int | None = None, hold_author: str | None = None) -> dict[str, object]:
-    """Fit and save the stance model on the tuning items and ``public`` review rows; returns
-    the 5-fold cross-validated accuracy of the tuning items (before the intent rules; the folds
-    of :func:`bench.voc_eval.fold_of`, overall and per fold) and the accuracy on the rows it was
-    fitted on."""
+def stance_inputs(items: list) -> tuple[np.ndarray, list[str], list[list[str]]]:
+    """The stance model's feature rows, analysed texts and urgency flags of items, as the
+    analyzer computes them (with a placeholder stance model, since the features do not use it)."""
     from services.core.settings import load_settings
     from services.nlp.analyzer import Analyzer, load_sentiment
     from services.nlp.cues import load_urgency
-    from services.nlp.stance import FEATURES, LABELS, StanceModel, train
+    from services.nlp.stance import FEATURES, INTENTS, LABELS, StanceModel
     from services.nlp.taxonomy import load_taxonomy
 
     settings = load_settings()
-    placeholder = StanceModel(np.zeros((len(LABELS), len(FEATURES))), np.zeros(len(LABELS)), "0")
+    width = len(LABELS) + len(INTENTS)
+    placeholder = StanceModel([], np.zeros(0), np.zeros((0, width)), np.zeros((len(FEATURES), width)),
+                              np.zeros(width), [("neutral", "other")], 1.0, "0")
     analyzer = Analyzer(load_sentiment(settings.sentiment_backend), load_taxonomy(),
                         load_urgency(), settings.neutral_band, stance=placeholder)
-    from datetime import UTC, datetime
+    return analyzer.stance_inputs([raw_event(item) for item in items])
 
-    from services.core.events import RawFeedback
-    from services.nlp.stance import decide
+
+def fit_stance(c: float, min_df: int, intent_weight: float, out: Path,
+               hold_author: str | None = None) -> dict[str, object]:
+    """Fit and save the stance model (both heads) on every author's items but
+    ``hold_author``'s; returns what it was fitted on and its in-sample accuracy (not an
+    estimate: ``bench/voc_eval.py --loao`` gives that)."""
+    from services.nlp.stance import decide, fit
 
     items = tuning_items(hold_author)
-    rows, texts, flags = analyzer.stance_inputs([raw_event(item) for item in items])
-    labels = [item.labels["sentiment"] for item in items]
-    reviews = public_reviews(data_dir, public) if public else []
-    now = datetime.now(UTC)
-    extra_rows, _, _ = analyzer.stance_inputs([
-        RawFeedback(event_id=f"review-{i}", source="train", channel="web", touchpoint="review",
-                    text=text, occurred_at=now, received_at=now) for i, (text, _) in enumerate(reviews)])
-    all_rows = np.vstack([rows, extra_rows]) if reviews else rows
-    all_labels = labels + [label for _, label in reviews]
-    folds = np.array([fold_of(item) for item in items])
-    hits = decided_hits = intent_hits = 0
-    per_fold: dict[int, dict[str, float]] = {}
-    for k in range(5):
-        keep = np.concatenate([folds != k, np.ones(len(reviews), dtype=bool)])
-        fold_model = train(all_rows[keep], [lab for lab, kept in zip(all_labels, keep, strict=True) if kept], c=c)
-        part = np.flatnonzero(folds == k)
-        predicted = fold_model.probabilities(rows[part]).argmax(axis=1)
-        hits += sum(LABELS[p] == labels[i] for p, i in zip(predicted, part, strict=True))
-        stances = decide(fold_model, rows[part], [texts[i] for i in part], [flags[i] for i in part])
-        fold_sentiment = sum(st.label == labels[i] for st, i in zip(stances, part, strict=True))
-        fold_intent = sum(st.intent == items[i].labels["intent"] for st, i in zip(stances, part, strict=True))
-        per_fold[k] = {"n": len(part), "sentiment": round(fold_sentiment / len(part), 4),
-                       "intent": round(fold_intent / len(part), 4)}
-        decided_hits += fold_sentiment
-        intent_hits += fold_intent
-    # With a held fold the saved model is fitted without it, so that fold can be scored out
-    # of sample by bench/voc_eval.py --hold-fold; the shipped model is fitted on every item.
-    shipped = np.concatenate([folds != hold_fold, np.ones(len(reviews), dtype=bool)])
-    model = train(all_rows[shipped], [lab for lab, kept in zip(all_labels, shipped, strict=True) if kept],
-                  c=c, version=STANCE_VERSION)
+    rows, texts, flags = stance_inputs(items)
+    sentiments = [item.labels["sentiment"] for item in items]
+    intents = [item.labels["intent"] for item in items]
+    model = fit(rows, texts, sentiments, intents, c=c, min_df=min_df, intent_weight=intent_weight,
+                version=STANCE_VERSION)
     model.save(out)
-    predicted = model.probabilities(rows).argmax(axis=1)
-    fitted = float(np.mean([LABELS[p] == lab for p, lab in zip(predicted, labels, strict=True)]))
-    return {"tuning_rows": len(items), "review_rows": len(reviews), "C": c,
-            "cv5_accuracy_before_intent_rules": hits / len(items),
-            "cv5_sentiment_accuracy": decided_hits / len(items),
-            "cv5_intent_accuracy": intent_hits / len(items), "cv5_per_fold": per_fold,
-            "fit_accuracy_before_intent_rules": fitted}
+    stances = decide(model, rows, texts, flags)
+    authors: dict[str, int] = {}
+    for item in items:
+        authors[item.author] = authors.get(item.author, 0) + 1
+    return {"items": len(items), "authors": authors, "held_author": hold_author, "C": c,
+            "min_df": min_df, "intent_weight": intent_weight, "ngrams": len(model.vocabulary),
+            "pairs": model.pairs,
+            "in_sample_sentiment": float(np.mean([s.label == g for s, g in zip(stances, sentiments, strict=True)])),
+            "in_sample_intent": float(np.mean([s.intent == g for s, g in zip(stances, intents, strict=True)]))}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    stance = sub.add_parser("stance", help="fit services/nlp/model_data/stance.json")
-    stance.add_argument("--c", type=float, default=3.0, help="inverse L2 strength")
+    stance = sub.add_parser("stance", help="fit services/nlp/model_data/stance.json (+ stance.npz)")
+    stance.add_argument("--c", type=float, default=30.0, help="inverse L2 strength")
+    stance.add_argument("--min-df", type=int, default=2, help="items an n-gram must occur in")
+    stance.add_argument("--intent-weight", type=float, default=1.0,
+                        help="weight of log P(intent) against log P(sentiment) when decoding")
     stance.add_argument("--out", type=Path, default=MODEL_DATA / "stance.json")
-    stance.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
-    stance.add_argument("--hold-fold", type=int, default=None, choices=range(5),
-                        help="fit the saved model without this fold (to score it out of sample)")
     stance.add_argument("--hold-author", default=None, help="fit without this author's items")
-    stance.add_argument("--public", type=int, default=0,
-                        help="review rows of sentiment_dev.csv added to the tuning items")
     topics = sub.add_parser("topics", help="train the CEM topic tagger")
     topics.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
     topics.add_argument("--out", type=Path, default=REPO_ROOT / "services/nlp/taggers/cem")
     topics.add_argument("--hold-author", default=None, help="fit without this author's items")
     args = parser.parse_args(argv)
     if args.what == "stance":
-        print(json.dumps(fit_stance(args.c, args.out, args.data_dir, args.public, args.hold_fold,
-                                                    args.hold_author), indent=1))
+        print(json.dumps(fit_stance(args.c, args.min_df, args.intent_weight, args.out,
+                                    args.hold_author), indent=1))
     else:
         from bench.train_topics import TOPICS_FIT, fit_topics
 

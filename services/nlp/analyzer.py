@@ -5,10 +5,9 @@ and the stream processor runs it off the event loop. Aspect-level polarity score
 that hold each topic's evidence, all clauses of a batch in the same model call as the texts, so
 a mixed review ("菜很好吃，但是配送太慢") gives food a positive and delivery a negative tag.
 
-Questions, suggestions and acknowledgements without grievance cues are not evaluative, but the
-review-trained sentiment model has no neutral class and scores them strongly (see
-:data:`services.nlp.cues.NON_EVALUATIVE_DAMPING`): their event and aspect scores are damped
-towards neutral so that "请问什么时候发货？" does not count as negative feedback.
+The event's sentiment and intent are decided by the stance model (services/nlp/stance.py),
+which learns the neutral class: the review-trained sentiment model has none and scores
+"请问什么时候发货？" strongly negative, so its scores are only some of the stance model's inputs.
 """
 
 from __future__ import annotations
@@ -156,19 +155,10 @@ class Analyzer:
         topic_spans = [self._topic_clauses(text, clauses, found) if found else []
                        for text, clauses, found in zip(texts, clause_spans, matches, strict=True)]
         read_spans = [kept_clauses(clauses) for clauses in clause_spans]
-        # A text of one clause is scored as a whole already; its clause is not scored again.
-        clause_texts = sorted({text[a:b] for text, per_topic, read in zip(
-            texts, topic_spans, read_spans, strict=True)
-            for a, b in [*(read if len(read) > 1 else ()), *(span for spans in per_topic for span in spans)]
-            if len(read) > 1 or (a, b) not in read})
-        single = {text[a:b]: i for i, (text, read) in enumerate(zip(texts, read_spans, strict=True))
-                  if len(read) == 1 for a, b in read}
-        scores = self._predict(texts + clause_texts)
-        clause_score = {clause: scores[i] for clause, i in single.items()}
-        clause_score.update(zip(clause_texts, scores[len(texts):], strict=True))
+        text_scores, clause_score = self._score(texts, read_spans, topic_spans)
         flags: list[list[str]] = [[u.flag for u in found] for found in found_urgency]
         cues = [cues_of(text) for text in texts]
-        rows = _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues)
+        rows = _stance_rows(texts, text_scores, read_spans, clause_score, flags, cues)
         stances = decide(self.stance, rows, texts, flags, cues)
         # The stance model is fitted on the cue matches (stance_inputs); the scorer's
         # decision is what the event carries.
@@ -206,12 +196,26 @@ class Analyzer:
         texts = [(e.analysis_text or e.text)[own_start(e, e.analysis_text or e.text):] for e in events]
         flags: list[list[str]] = [[u.flag for u in self.urgency.find(text)] for text in texts]
         read_spans = [kept_clauses([m.span() for m in CLAUSE.finditer(text)]) for text in texts]
-        clause_texts = sorted({text[a:b] for text, read in zip(texts, read_spans, strict=True)
-                               for a, b in read})
-        scores = self._predict(texts + clause_texts)
-        clause_score = dict(zip(clause_texts, scores[len(texts):], strict=True))
+        text_scores, clause_score = self._score(texts, read_spans, [[] for _ in texts])
         cues = [cues_of(text) for text in texts]
-        return _stance_rows(texts, scores[: len(texts)], read_spans, clause_score, flags, cues), texts, flags
+        return _stance_rows(texts, text_scores, read_spans, clause_score, flags, cues), texts, flags
+
+    def _score(self, texts: list[str], read_spans: list[list[Span]], topic_spans: list[list[list[Span]]]
+               ) -> tuple[list[float], dict[str, float]]:
+        """The model's score of each text and of each clause read or holding topic evidence, in
+        one call. A text of one clause is scored as a whole already; its clause is not scored
+        again, and :meth:`analyze` and :meth:`stance_inputs` share this so the stance model is
+        fitted on the scores it is applied to."""
+        clause_texts = sorted({text[a:b] for text, per_topic, read in zip(
+            texts, topic_spans, read_spans, strict=True)
+            for a, b in [*(read if len(read) > 1 else ()), *(span for spans in per_topic for span in spans)]
+            if len(read) > 1 or (a, b) not in read})
+        single = {text[a:b]: i for i, (text, read) in enumerate(zip(texts, read_spans, strict=True))
+                  if len(read) == 1 for a, b in read}
+        scores = self._predict(texts + clause_texts)
+        clause_score = {clause: scores[i] for clause, i in single.items()}
+        clause_score.update(zip(clause_texts, scores[len(texts):], strict=True))
+        return scores[: len(texts)], clause_score
 
     def _predict(self, texts: list[str]) -> list[float]:
         return [max(-1.0, min(1.0, float(s))) for s in self.sentiment.predict(texts)]

@@ -14,15 +14,23 @@ So the event's stance is decided from three kinds of evidence:
 - cue phrases, each a small linear-time pattern over the analysed text: questions, angry
   rhetorical questions, grievances, problem reports, praise and thanks, suggestions,
   acknowledgements and notices, sarcasm, negated negatives (一点也不慢);
-- a three-class logistic regression over those features (:class:`StanceModel`), which is the
-  calibrated neutral class: it replaces the fixed damping of non-evaluative messages, and its
-  probabilities say how sure it is. It is fitted on the tuning data (``tuning`` +
-  ``retired``) of the multi-channel evaluation set (``bench/train_nlp.py``; docs/model-card.md).
+- the text itself: character 1-3-grams (TF-IDF), so that phrasing no cue list names still
+  counts.
 
-Intent then follows from the cues and the stance (:func:`intent_of_stance`): escalation,
-safety and repeat-contact flags, grievances, angry questions and sarcasm make a complaint
-however the message is phrased; praise and thanks win over the question or request they end
-with; a problem reported together with a request is a complaint.
+:class:`StanceModel` (2.0.0) is two multinomial logistic regressions over the n-grams and the
+cue and score features: one for the sentiment (negative / neutral / positive, the neutral class
+learned, not a damping factor) and one for the intent (complaint, inquiry, praise, suggestion,
+other). They are fitted on every author's labelled items (``bench/train_nlp.py stance``; the
+settings chosen by leave-one-author-out, docs/model-card.md "Round 3"). The two are decoded
+together (:func:`decide`): the pair of labels that the training data allows (a complaint is
+negative, an inquiry neutral ...) with the highest ``log p(sentiment) + w log p(intent)``.
+Sarcasm, contrast and rhetorical questions reach the models as features, not as rules; the
+guide's one hard rule stays: a message that threatens escalation or reports a safety issue or a
+repeated contact is a complaint however it is phrased, and a grievance cue without praise is
+never positive.
+
+:func:`intent_of_stance` is the cue reading of intent alone (no model), kept for callers of
+``services.nlp.cues.intent_of``.
 
 The event's score keeps the pipeline's convention (``2 p - 1`` like, in [-1, 1], neutral
 inside the default band of 0.2): a polar label maps to ``±(0.2 + 0.8 * (p_label - p_opposite))``
@@ -35,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -46,9 +55,18 @@ import numpy as np
 
 from services.core.events import Intent, SentimentLabel
 from services.nlp.matching import MAX_CUE_MATCHES, compile_cue, cue_spans, screen
+from services.nlp.sentiment_model import NgramIndex, char_ngrams, read_arrays, write_arrays
 
 STANCE_FILE = "stance.json"
+STANCE_ARRAYS = "stance.npz"
+"""The n-gram vocabulary, its IDF and the n-gram weights of both heads, next to ``stance.json``."""
 LABELS: tuple[SentimentLabel, ...] = ("negative", "neutral", "positive")
+INTENTS: tuple[Intent, ...] = ("complaint", "inquiry", "other", "praise", "suggestion")
+NGRAM_MAX = 3
+NGRAM_MAX_CHARS = 4000
+"""Characters of a text whose n-grams are read (as the sentiment model's)."""
+HARD_FLAGS = ("escalation_threat", "safety", "repeat_contact")
+"""Urgency flags that make a message a complaint however it is phrased (docs/annotation-guide.md)."""
 REFERENCE_BAND = 0.2
 """The neutral band the event score is laid out for (the default of ``VOC_NEUTRAL_BAND``)."""
 
@@ -281,50 +299,112 @@ class Stance:
 
 
 class StanceModel:
-    """A multinomial logistic regression over :data:`FEATURES`: negative, neutral, positive."""
+    """Sentiment and intent heads: multinomial logistic regressions over char 1-3-gram TF-IDF
+    (L2-normalised) followed by the :data:`FEATURES` row.
 
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray, version: str) -> None:
-        self.coef = np.asarray(coef, dtype=np.float64).reshape(len(LABELS), len(FEATURES))
-        self.intercept = np.asarray(intercept, dtype=np.float64).reshape(len(LABELS))
+    ``pairs`` are the (sentiment, intent) pairs the training labels hold (a complaint is
+    negative, an inquiry neutral ...): decoding chooses among them only. ``intent_weight`` is
+    the ``w`` of the decoding score ``log p(sentiment) + w log p(intent)``.
+    """
+
+    def __init__(self, vocabulary: list[str], idf: np.ndarray, ngram_weights: np.ndarray,
+                 dense_weights: np.ndarray, intercepts: np.ndarray,
+                 pairs: Sequence[tuple[str, str]], intent_weight: float, version: str) -> None:
+        self.vocabulary = vocabulary
+        self.idf = np.asarray(idf, dtype=np.float64)
+        self.ngram_weights = np.asarray(ngram_weights, dtype=np.float64).reshape(
+            len(vocabulary), len(LABELS) + len(INTENTS))
+        self.dense_weights = np.asarray(dense_weights, dtype=np.float64).reshape(
+            len(FEATURES), len(LABELS) + len(INTENTS))
+        self.intercepts = np.asarray(intercepts, dtype=np.float64).reshape(len(LABELS) + len(INTENTS))
+        self.pairs = [(str(a), str(b)) for a, b in pairs]
+        unknown = [p for p in self.pairs if p[0] not in LABELS or p[1] not in INTENTS]
+        if unknown or not self.pairs:
+            raise ValueError(f"stance model pairs {unknown or 'none'} are not (sentiment, intent) "
+                             "pairs; retrain it with bench/train_nlp.py stance")
+        self.intent_weight = float(intent_weight)
         self.version = version
+        self._index = NgramIndex(vocabulary, NGRAM_MAX, NGRAM_MAX_CHARS) if vocabulary else None
+        self._pair_sentiment = np.array([LABELS.index(a) for a, _ in self.pairs])
+        self._pair_intent = np.array([INTENTS.index(b) for _, b in self.pairs])
+        self._complaint_pairs = np.array([b == "complaint" for _, b in self.pairs])
 
-    def probabilities(self, rows: np.ndarray) -> np.ndarray:
-        """P(negative, neutral, positive) per row."""
-        z = rows @ self.coef.T + self.intercept
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+    def probabilities(self, rows: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """P(sentiment) (columns :data:`LABELS`) and P(intent) (columns :data:`INTENTS`) per text."""
+        n = len(texts)
+        z = rows @ self.dense_weights + self.intercepts
+        if self._index is not None and n:
+            at, cols, tfidf = self._index.tfidf(list(texts), self.idf)
+            norm = np.sqrt(np.bincount(at, weights=tfidf * tfidf, minlength=n))
+            scaled = tfidf / np.where(norm > 0, norm, 1.0)[at]
+            for k in range(z.shape[1]):
+                z[:, k] += np.bincount(at, weights=scaled * self.ngram_weights[cols, k], minlength=n)
+        return _softmax(z[:, : len(LABELS)]), _softmax(z[:, len(LABELS):])
+
+    def decode(self, p_sentiment: np.ndarray, p_intent: np.ndarray, complaint: np.ndarray,
+               not_positive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The (sentiment, intent) column indices of the best allowed pair per row; rows marked
+        in ``complaint`` choose among complaint pairs only (when the training labels had one),
+        rows marked in ``not_positive`` among pairs that are not positive."""
+        eps = 1e-9
+        score = (np.log(p_sentiment[:, self._pair_sentiment] + eps)
+                 + max(self.intent_weight, 1e-6) * np.log(p_intent[:, self._pair_intent] + eps))
+        if self._complaint_pairs.any():
+            score[np.ix_(complaint, ~self._complaint_pairs)] = -np.inf
+        positive = self._pair_sentiment == LABELS.index("positive")
+        if not_positive is not None and not positive.all():
+            score[np.ix_(not_positive & ~complaint, positive)] = -np.inf
+        best = score.argmax(axis=1)
+        return self._pair_sentiment[best], self._pair_intent[best]
 
     def save(self, path: Path) -> None:
+        """``path`` (JSON: settings and dense weights) and its ``.npz`` next to it (n-grams)."""
         path.write_text(json.dumps({
-            "model": "stance-logreg", "version": self.version, "labels": list(LABELS),
-            "features": list(FEATURES), "coef": self.coef.round(6).tolist(),
-            "intercept": self.intercept.round(6).tolist()}, indent=1) + "\n", encoding="utf-8")
+            "model": "stance-ngram-logreg", "version": self.version, "labels": list(LABELS),
+            "intents": list(INTENTS), "features": list(FEATURES), "ngram_max": NGRAM_MAX,
+            "pairs": [list(p) for p in self.pairs], "intent_weight": self.intent_weight,
+            "dense_weights": self.dense_weights.round(6).tolist(),
+            "intercepts": self.intercepts.round(6).tolist()}, indent=1) + "\n", encoding="utf-8")
+        write_arrays(path.with_suffix(".npz"), self.vocabulary, self.idf, self.ngram_weights)
 
     @classmethod
     def load(cls, path: Path | Traversable | None = None) -> StanceModel:
-        """The shipped calibration (``model_data/stance.json``) or one at ``path``.
+        """The shipped model (``model_data/stance.json`` and ``stance.npz``) or one at ``path``
+        (its arrays next to it).
 
-        A file made for other features is refused: its weights would be read against the
-        wrong inputs.
+        A file made for other features or labels is refused: its weights would be read against
+        the wrong inputs.
         """
-        source = path if path is not None else resources.files("services.nlp.model_data") / STANCE_FILE
+        folder = resources.files("services.nlp.model_data")
+        source = path if path is not None else folder / STANCE_FILE
         params = json.loads(source.read_text(encoding="utf-8"))
-        if params.get("features") != list(FEATURES) or params.get("labels") != list(LABELS):
+        if (params.get("features") != list(FEATURES) or params.get("labels") != list(LABELS)
+                or params.get("intents") != list(INTENTS) or params.get("ngram_max") != NGRAM_MAX):
             raise ValueError(f"{source}: the stance model was fitted on other features or labels; "
-                             "retrain it with bench/train_nlp.py")
-        return cls(np.array(params["coef"]), np.array(params["intercept"]), params["version"])
+                             "retrain it with bench/train_nlp.py stance")
+        arrays = (Path(str(path)).with_suffix(".npz") if path is not None
+                  else folder / STANCE_ARRAYS)
+        vocabulary, idf, weights = read_arrays(arrays)
+        return cls(vocabulary, idf, weights, np.array(params["dense_weights"]),
+                   np.array(params["intercepts"]), params["pairs"], params["intent_weight"],
+                   params["version"])
 
 
-def score_of(p: np.ndarray) -> tuple[SentimentLabel, float]:
-    """The label (argmax) and the event score laid out for :data:`REFERENCE_BAND`."""
-    neg, neu, pos = (float(x) for x in p)
-    label = LABELS[int(np.argmax(p))]
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def score_of(p: np.ndarray, label: SentimentLabel) -> float:
+    """The event score of ``label`` with probabilities ``p``, laid out for
+    :data:`REFERENCE_BAND`: polar labels outside the band, neutral inside it."""
+    neg, _, pos = (float(x) for x in p)
     if label == "positive":
-        return label, REFERENCE_BAND + (1 - REFERENCE_BAND) * (pos - neg)
+        return REFERENCE_BAND + (1 - REFERENCE_BAND) * max(pos - neg, 0.0)
     if label == "negative":
-        return label, -(REFERENCE_BAND + (1 - REFERENCE_BAND) * (neg - pos))
-    return label, REFERENCE_BAND * (pos - neg) * 0.999
+        return -(REFERENCE_BAND + (1 - REFERENCE_BAND) * max(neg - pos, 0.0))
+    return REFERENCE_BAND * (pos - neg) * 0.999
 
 
 def intent_of_stance(text: str, label: SentimentLabel, flags: Sequence[str] = (),
@@ -358,38 +438,75 @@ def intent_of_stance(text: str, label: SentimentLabel, flags: Sequence[str] = ()
 
 def decide(model: StanceModel, rows: np.ndarray, texts: Sequence[str],
            flags: Sequence[Sequence[str]], cues: Sequence[Cues] | None = None) -> list[Stance]:
-    """Sentiment and intent of each text from its feature row, cues and urgency flags.
+    """Sentiment and intent of each text from its feature row, n-grams and urgency flags.
 
-    A complaint is negative and praise positive whatever the probabilities said, and an
-    inquiry, suggestion or acknowledgement is neutral: the label says what the message is to
-    a CEM analyst (docs/annotation-guide.md), and the intent is the more specific decision.
+    The two heads are decoded together (:meth:`StanceModel.decode`), so the label says what the
+    message is to a CEM analyst (docs/annotation-guide.md): a complaint is negative, praise
+    positive, an inquiry neutral. An escalation, safety or repeat-contact flag makes a complaint,
+    and a grievance without praise or a negated negative is never positive: the review-trained
+    score of a short problem report can be strongly positive (家里宽带又断网了 +0.58), and the
+    n-grams of a phrasing no author used cannot outvote it. That constraint left every
+    leave-one-author-out figure unchanged (docs/model-card.md, "Round 3").
     """
-    probabilities = model.probabilities(rows) if len(rows) else np.zeros((0, len(LABELS)))
-    decided = []
+    if not len(texts):
+        return []
     kinds = cues if cues is not None else [cues_of(text) for text in texts]
-    for p, text, found, kind in zip(probabilities, texts, flags, kinds, strict=True):
-        label, score = score_of(p)
-        intent = intent_of_stance(text, label, found, kind)
-        wanted: SentimentLabel = ("negative" if intent == "complaint" else
-                                  "positive" if intent == "praise" else "neutral")
-        if wanted != label:
-            q = p.copy()
-            q[LABELS.index(wanted)] = q.max() + 1e-6
-            q /= q.sum()
-            label, score = score_of(q)
-        decided.append(Stance(label=label, score=max(-1.0, min(1.0, score)),
-                              neutral=float(p[1]), intent=intent, sarcasm=kind.sarcasm))
+    p_sentiment, p_intent = model.probabilities(rows, texts)
+    complaint = np.array([any(flag in HARD_FLAGS for flag in found) for found in flags])
+    not_positive = np.array([kind.grievance and not kind.praise and not kind.negated_negative
+                             for kind in kinds])
+    sentiment, intent = model.decode(p_sentiment, p_intent, complaint, not_positive)
+    decided = []
+    for p, s, i, kind in zip(p_sentiment, sentiment, intent, kinds, strict=True):
+        label = LABELS[int(s)]
+        decided.append(Stance(label=label, score=max(-1.0, min(1.0, score_of(p, label))),
+                              neutral=float(p[1]), intent=INTENTS[int(i)], sarcasm=kind.sarcasm))
     return decided
 
 
-def train(rows: np.ndarray, labels: Sequence[str], c: float = 1.0, version: str = "1.0.0") -> StanceModel:
-    """Fit the stance model on feature rows and gold labels (scikit-learn, training only)."""
+MIN_PAIR = 5
+"""Items a (sentiment, intent) pair must label to be one the decoding may choose: a single
+negative suggestion in the training data should not make every suggestion a candidate for
+negative."""
+
+
+def fit(rows: np.ndarray, texts: Sequence[str], sentiments: Sequence[str], intents: Sequence[str],
+        c: float = 30.0, min_df: int = 2, intent_weight: float = 1.0, min_pair: int = MIN_PAIR,
+        version: str = "2.0.0") -> StanceModel:
+    """Fit both heads on feature rows, analysed texts and gold labels (scikit-learn, training
+    only); the n-gram features are those :meth:`StanceModel.probabilities` computes."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    y = np.array([LABELS.index(lab) for lab in labels])
-    fitted = LogisticRegression(C=c, max_iter=5000).fit(rows, y)
-    return StanceModel(fitted.coef_, fitted.intercept_, version)
+    vectorizer = TfidfVectorizer(analyzer=lambda t: char_ngrams(t, NGRAM_MAX, NGRAM_MAX_CHARS),
+                                 sublinear_tf=True, min_df=min_df)
+    grams = vectorizer.fit_transform(list(texts))
+    x = sparse.hstack([grams, sparse.csr_matrix(rows)]).tocsr()
+    n_grams = grams.shape[1]
+    weights = np.zeros((n_grams + len(FEATURES), len(LABELS) + len(INTENTS)))
+    intercepts = np.zeros(len(LABELS) + len(INTENTS))
+    for offset, classes, gold in ((0, LABELS, sentiments), (len(LABELS), INTENTS, intents)):
+        fitted = LogisticRegression(C=c, max_iter=5000).fit(x, np.asarray(gold))
+        for k, name in enumerate(fitted.classes_):
+            column = offset + list(classes).index(name)
+            # A binary problem has one coefficient row (for classes_[1]); split it symmetrically.
+            if len(fitted.classes_) == 2:
+                sign = 1.0 if k == 1 else -1.0
+                weights[:, column] = sign * fitted.coef_[0] / 2
+                intercepts[column] = sign * fitted.intercept_[0] / 2
+            else:
+                weights[:, column] = fitted.coef_[k]
+                intercepts[column] = fitted.intercept_[k]
+        for name in classes:
+            if name not in fitted.classes_:
+                intercepts[offset + list(classes).index(name)] = -50.0
+    counted = Counter(zip(sentiments, intents, strict=True))
+    pairs = sorted(pair for pair, n in counted.items() if n >= min_pair) or sorted(counted)
+    vocabulary = vectorizer.get_feature_names_out().tolist()
+    return StanceModel(vocabulary, vectorizer.idf_, weights[:n_grams], weights[n_grams:], intercepts,
+                       pairs, intent_weight, version)
 
 
-__all__ = ["FEATURES", "LABELS", "Stance", "StanceModel", "clause_weights", "cues_of", "decide",
-           "features", "intent_of_stance", "kept_clauses", "score_of", "train"]
+__all__ = ["FEATURES", "INTENTS", "LABELS", "Stance", "StanceModel", "clause_weights", "cues_of",
+           "decide", "features", "fit", "intent_of_stance", "kept_clauses", "score_of"]
