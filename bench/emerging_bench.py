@@ -495,6 +495,9 @@ class FullPass:
                 else max(last_background, inject_at // 60 + inject_minutes + 1))
         states: dict[str, KeyState] = {}
         alerts: list[dict[str, Any]] = []
+        # the phrases of the drifting texts, all of which the drift makes more frequent
+        drifted = [(d.touchpoint, {p for i in d.indexes for p in self.pool[i][1]})
+                   for d in self.drifts]
         tally = {"evaluations": 0, "breached": 0, "decided": 0, "audited": 0,
                  "audit_differ": 0, "events": 0}
         batch, factor = -1, 1.0
@@ -557,12 +560,15 @@ class FullPass:
                     alerts.append({"scope": scope or "(overall)", "at": end.isoformat(),
                                    "phrase": top.text, "mentions": top.mentions,
                                    "baseline": top.baseline, "llr": round(top.llr, 1),
-                                   "background": in_background})
+                                   "background": in_background,
+                                   "drift": any(scope in (tp, "") and top.phrase in said
+                                                for tp, said in drifted)})
             if detection is not None:
                 break
         days = background_s / 86400
         background = [a for a in alerts if a["background"]]
         overall = [a for a in background if a["scope"] == "(overall)"]
+        by_phrase = Counter(f"{a['scope']} {a['phrase']}" for a in background)
         return {
             "evaluations": tally["evaluations"], "scopes": len(space.scopes),
             "ticks": tally["evaluations"] // len(space.scopes),
@@ -572,6 +578,8 @@ class FullPass:
             "false_per_day": round(len(background) / days, 3),
             "false_per_day_touchpoints": round((len(background) - len(overall)) / days, 3),
             "false_per_day_upper95": round(_upper_poisson(len(background), days), 3),
+            "false_alerts_drift": sum(a["drift"] for a in background),
+            "by_phrase": dict(by_phrase.most_common(100)),
             "alerts": alerts[:50], "during_injection": [a for a in alerts
                                                         if not a["background"]][:20],
             "detection": detection, "detector_calls": tally["decided"],
@@ -932,7 +940,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"{TARGET_FALSE_PER_DAY:g} | {full['false_per_day']:g} ({full['false_alerts']} alerts "
         f"in {full['evaluations']:,} evaluations: {full['ticks']:,} minute ends x "
         f"{full['scopes']} scopes, {full['touchpoints']} touchpoints and overall; "
-        f"{full['false_alerts_overall']} of them overall; {full['breached']} breached); 95 % "
+        f"{full['false_alerts_overall']} of them overall, {full['false_alerts_drift']} on a "
+        f"phrase of the drifting texts; {full['breached']} breached); 95 % "
         f"upper bound {full['false_per_day_upper95']:g} a day |",
         "| full resolution: first injected comment to alert | "
         f"≤ {TARGET_ALERT_S:.0f} s | "
