@@ -925,7 +925,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"| event time from first injected comment to alert | ≤ {TARGET_ALERT_S:.0f} s | "
         + (f"{found['seconds']:.0f} s ({found['injected_before']} injected comments)"
            if found else "no alert") + " |",
-        f"| false `emerging_topic` alerts per simulated day | ≤ {TARGET_FALSE_PER_DAY:g} | "
+        f"| sampled real-SQL windows: false `emerging_topic` alerts per simulated day | ≤ {TARGET_FALSE_PER_DAY:g} | "
         f"{result['false_per_day']:g} counted ({result['false_alert_count']} over "
         f"{result['evaluations']} sampled touchpoint-windows in {result['days']:g} days); "
         f"{result['false_per_day_extrapolated']:g} extrapolated to every window "
