@@ -106,7 +106,7 @@ train: $(STAMP)
 	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 
 ## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json; the emerging-topic
-## week (bench/emerging_bench.py) alone takes about 15 minutes on 2 shared cores (every minute of the week in process, then real-SQL windows sampled every 12 hours)
+## week (bench/emerging_bench.py) alone took 18 minutes on 2 shared cores (every minute of the week in process, 10.5 of them, then real-SQL windows sampled every 12 hours)
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps
