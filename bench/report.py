@@ -357,7 +357,10 @@ def emerging_section(emerging: dict[str, Any]) -> list[str]:
             "evaluated window and the injection's hours as `feedback` rows rolled up by the "
             "real roll-up, the other hours' phrase counts drawn statistically), counted by the "
             "alerting SQL and judged by the `emerging_topic` rule kind, then a new issue at 1 % "
-            "of one touchpoint's traffic.", "", emerging["markdown"]]
+            "of one touchpoint's traffic; and every minute of the same week decided in process "
+            "by the kind's own decision code on per-minute draws of the same background (the "
+            "false-alert figure), tied window by window to the SQL path.", "",
+            emerging["markdown"]]
 
 
 def render(out_dir: Path, command: str, json_name: str) -> tuple[str, dict[str, Any]]:

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "sentiment_sample.csv"
 
 
-def _run(script: str, *args: str, timeout: int = 300) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _run(script: str, *args: str, timeout: int = 300, **settings: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **settings}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
@@ -152,9 +152,18 @@ def test_emerging_bench_tiny_run(tmp_path: Path) -> None:
         (data / name).write_text('{"id": "a1", "text": "动力很足，油耗也低"}\n', encoding="utf-8")
     out = tmp_path / "emerging.json"
     _run("emerging_bench.py", "--data-dir", str(data), "--rate", "20", "--days", "0.02",
-         "--baseline-s", "600", "--tick-s", "600", "--inject-minutes", "3", "--json", str(out))
+         "--baseline-s", "600", "--tick-s", "600", "--inject-minutes", "3", "--json", str(out),
+         VOC_EMERGING_BUCKET_S="600")
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["store"] == "chdb" and result["touchpoints"] == 6
-    assert result["events"] > 0.5 * 20 * (600 + 300 + 0.02 * 86400)
+    # the warm-up baseline and the two whole 600 s buckets of 0.02 days, at night: at least
+    # half the mean rate by the day curve, less a tenth of noise
+    assert result["events"] > 0.45 * 20 * (600 + 2 * 600)
     assert result["evaluations"] > 0 and result["false_per_day"] >= 0
     assert "| figure | target | measured |" in result["markdown"]
+    # the full-resolution pass evaluated every minute end, each touchpoint and overall, and
+    # its decision on the SQL's counts was the kind's in every sampled window
+    full, tie = result["full"], result["tie"]
+    assert full["scopes"] == 7 and full["ticks"] == 2 * 600 // 60
+    assert full["evaluations"] == full["ticks"] * full["scopes"]
+    assert tie["windows"] > 0 and tie["agree"] == tie["windows"]
