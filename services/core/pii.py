@@ -40,7 +40,9 @@ EMAIL = "<EMAIL>"
 
 
 # A number read out digit by digit, as a transcript writes it. Only the characters of such a
-# reading: 十, 百 and 两 belong to counted numbers ("两百"), which are not PII.
+# reading: 十, 百 and 两 belong to counted numbers ("两百"), which are not PII. They are read as
+# digits only in runs of three or more (a group of a number read out): a lone 一 is a word
+# (电话13812345678一直没人接), and reading it as a digit would lengthen the number before it.
 SPOKEN_DIGITS = {"〇": "0", "零": "0", "幺": "1", "一": "1", "二": "2", "三": "3", "四": "4",
                  "五": "5", "六": "6", "七": "7", "八": "8", "九": "9", "叉": "X"}
 
@@ -68,11 +70,12 @@ def _tables() -> tuple[dict[int, str], dict[int, None]]:
     fold.update(dict.fromkeys(
         (0x00A0, *range(0x2000, 0x200C), 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF), " "))
     fold[0xFE6B] = "@"  # small commercial at
-    fold.update({ord(numeral): digit for numeral, digit in SPOKEN_DIGITS.items()})
     return fold, invisible
 
 
 _FOLD, _INVISIBLE = _tables()
+_SPOKEN = str.maketrans(SPOKEN_DIGITS)
+_SPOKEN_RUN = re.compile(f"[{''.join(SPOKEN_DIGITS)}]{{3,}}")
 
 # Between the groups of a number: up to three of space, dot or dash ("138 - 1234 - 5678").
 _SEP = r"[ .\-]{0,3}"
@@ -199,8 +202,9 @@ _MAYBE_PII = re.compile(r"[@＠﹫]|[\d〇零幺一二三四五六七八九]{4}"
 
 def fold(text: str) -> str:
     """The text with full-width and other look-alike digits, separators and at signs in
-    their ASCII form, character for character (same length, same offsets)."""
-    return text.translate(_FOLD)
+    their ASCII form, and runs of spoken digits as digits, character for character (same
+    length, same offsets)."""
+    return _SPOKEN_RUN.sub(lambda run: run[0].translate(_SPOKEN), text.translate(_FOLD))
 
 
 def redact_counted(text: str) -> tuple[str, Counter[str]]:

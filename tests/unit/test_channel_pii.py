@@ -48,6 +48,7 @@ def with_luhn_digit(body: str) -> str:
     ("号码是幺三八五七一二六六零九对", "号码是<PHONE>对"),
     ("身份证一一零一零五一九四九一二三一零零二叉", "身份证<ID_CARD>"),
     ("我的号138 五七一二 六六零九", "我的号<PHONE>"),
+    ("电话13812345678一直没人接，一二不行", "电话<PHONE>一直没人接，一二不行"),  # 一 as a word
     # Hong Kong and Taiwan identity numbers, with their check digits
     ("身份證號碼K385126(5)，唔該核對", "身份證號碼<ID_CARD>，唔該核對"),
     ("身份證 AB987654（3）", "身份證 <ID_CARD>"),
