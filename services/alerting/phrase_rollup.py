@@ -11,8 +11,8 @@ step leaves the bucket not done: readers count it from ``feedback`` and the next
 whole, replacing whatever part was written (ReplacingMergeTree, newer ``rolled_ms``). Runs are
 idempotent, so two alerting processes rolling up at once only repeat work.
 
-The alerting stage runs it every ``VOC_ALERT_RULES_POLL_S``; bench/emerging_bench.py calls the
-same function at each evaluation.
+The alerting stage runs it every ``ROLLUP_EVERY_S`` (services/alerting/worker.py, checked at
+each rules poll); bench/emerging_bench.py calls the same function at each evaluation.
 """
 
 from __future__ import annotations
