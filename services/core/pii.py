@@ -104,6 +104,24 @@ _LANDLINE = re.compile(
     rf"(?<![0-9A-Za-z+])(?:(?:\+|00)86{_SEP}(?:\(0?[0-9]{{2,3}}\)|0?[0-9]{{2,3}})|\(0[0-9]{{2,3}}\)"
     rf"|0[0-9]{{2,3}}){_SEP}[2-9][0-9]{{2,3}}{_SEP}[0-9]{{4}}(?:(?:-|转|ext\.?)[0-9]{{1,5}})?"
     r"(?![0-9A-Za-z])")
+# Taiwan: mobile numbers 09xx-xxx-xxx (+886 9xx-xxx-xxx) and landlines with a one- or
+# two-digit area code (02-2345-6789, (04)2345-6789, +886 2 2345 6789). Ten digits starting 0
+# in one run are already a mainland landline shape above; these rules add the groupings and
+# country code that shape misses.
+_TW_PHONE = re.compile(
+    rf"(?<![0-9A-Za-z+])(?:(?:(?:\+|00)886{_SEP}|0)9[0-9]{{2}}{_SEP}[0-9]{{3}}{_SEP}[0-9]{{3}}"
+    rf"|(?:(?:\+|00)886{_SEP}\(?[2-8]\)?|\(0[2-8][0-9]?\)|0[2-8][0-9]?(?=[ .\-]))"
+    rf"{_SEP}[2-9][0-9]{{2,3}}{_SEP}[0-9]{{4}})(?![0-9A-Za-z])")
+# Hong Kong: eight digits (2/3 fixed lines, 4-9 mobiles and pagers). With +852, 00852, or 852
+# and a separator, always; without, only within a few characters after a word that says a
+# phone number follows (电话, 手提, WhatsApp, call), because a bare eight-digit number is more
+# often an order or case number. Then only the number (group ``number``) is replaced.
+_HK_PHONE = re.compile(
+    rf"(?<![0-9A-Za-z+])(?:(?:\+|00)852{_SEP}|852[ .\-]{{1,3}})[2-9][0-9]{{3}}{_SEP}[0-9]{{4}}"
+    r"(?![0-9A-Za-z])"
+    r"|(?<![A-Za-z])(?:電話|电话|手機|手机|手提|致電|致电|回電|回电|打返|打俾|打畀|"
+    r"[Ww]hats[Aa]pp|WA|[Tt]el|TEL|[Cc]all|CALL)[^0-9A-Za-z]{0,6}?"
+    r"(?P<number>(?<![0-9])[2-9][0-9]{3}[ \-]?[0-9]{4})(?![0-9A-Za-z])")
 _NOT_DIGITS = str.maketrans("", "", " .-")
 _NOT_ID = str.maketrans("", "", " ()")
 
@@ -186,18 +204,21 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
     (_BANK_CARD, _bank_card),
     (_MOBILE, lambda m: PHONE),
     (_LANDLINE, lambda m: PHONE),
+    (_TW_PHONE, lambda m: PHONE),
+    (_HK_PHONE, lambda m: PHONE),
 )
 
 
-# Whatever a rule above matches holds an "@" (email) or four digits in a row (phones and
-# cards come in groups of four at least, 身份证 and landline numbers in longer runs). Most
+# Whatever a rule above matches holds an "@" (email), a "+" (a country code before a number
+# in groups of three: +886 912 345 678) or four digits in a row (phones and cards come in
+# groups of four at least, 身份证 and landline numbers in longer runs). Most
 # feedback has neither, and one search for that costs a fraction of folding the text and the
 # five rule scans, which run only when it finds something. It runs on the original text:
 # ``\d`` is every Unicode decimal digit and the numerals are the spoken digits, exactly what
 # folding turns into ASCII digits, and the at signs are those that fold to "@". A new rule
 # must keep this true or widen the pattern; a test checks it on text generated from the
 # rules' own patterns.
-_MAYBE_PII = re.compile(r"[@＠﹫]|[\d〇零幺一二三四五六七八九]{4}")
+_MAYBE_PII = re.compile(r"[@＠﹫+＋]|[\d〇零幺一二三四五六七八九]{4}")
 
 
 def fold(text: str) -> str:
@@ -226,7 +247,8 @@ def redact_counted(text: str) -> tuple[str, Counter[str]]:
             placeholder = classify(match)
             if placeholder is None:
                 continue
-            start, end = match.span()
+            start, end = match.span("number" if "number" in pattern.groupindex and match["number"]
+                                    else 0)
             kept += (text[last:start], placeholder)
             kept_shadow += (shadow[last:start], placeholder)
             last = end
@@ -238,7 +260,8 @@ def redact_counted(text: str) -> tuple[str, Counter[str]]:
 
 
 def redact(text: str) -> str:
-    """The text with every phone, 身份证, bank card number and email address replaced."""
+    """The text with every phone (mainland, Hong Kong, Taiwan), identity card (身份证, HK, TW),
+    bank card number and email address replaced."""
     return redact_counted(text)[0]
 
 

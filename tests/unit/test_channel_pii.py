@@ -53,6 +53,16 @@ def with_luhn_digit(body: str) -> str:
     ("身份證號碼K385126(5)，唔該核對", "身份證號碼<ID_CARD>，唔該核對"),
     ("身份證 AB987654（3）", "身份證 <ID_CARD>"),
     ("身分證字號A123456789請協助", "身分證字號<ID_CARD>請協助"),
+    # Hong Kong numbers: with the country code, or right after a word that names a phone
+    ("+852 9123 4567 搵我", "<PHONE> 搵我"),
+    ("手提：9123 4567，唔該回覆", "手提：<PHONE>，唔該回覆"),
+    ("WhatsApp 6123-4567 or call 2345 6789", "WhatsApp <PHONE> or call <PHONE>"),
+    ("致電23456789無人聽", "致電<PHONE>無人聽"),
+    # Taiwan mobiles and landlines in their usual groupings
+    ("請打 0912-345-678 或 (02)2345-6789", "請打 <PHONE> 或 <PHONE>"),
+    ("+886 912 345 678", "<PHONE>"),
+    ("公司電話 +886-2-2345-6789 分機", "公司電話 <PHONE> 分機"),
+    ("台中 04 2345 6789", "台中 <PHONE>"),
 ])
 def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -69,6 +79,9 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "一五一十地说了，一二三四五六七八九零",      # idiom, counting
     "订单二零二四一一二三，打了一百二十三次",     # a spoken date, a counted number
     "K385126(4) 型號B100234567",                # check digits that do not match
+    "訂單編號 23456789 仲未到",                  # a bare 8-digit number: an order, not a phone
+    "Hotel 2345 6789 room",                      # a phone word inside another word
+    "单号85223456789",                           # 852 inside a longer number
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
@@ -130,6 +143,21 @@ def test_any_luhn_valid_card_is_redacted(bin_: str, length: int, rnd, grouped: b
 @given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
 def test_any_mobile_number_is_redacted(number: str) -> None:
     assert redact(f"请打{number}联系我") == f"请打{PHONE}联系我"
+
+
+@given(st.from_regex(r"[2-9][0-9]{7}", fullmatch=True), st.sampled_from(["+852 ", "00852", "手機", "電話："]),
+       st.sampled_from(["", " ", "-"]))
+def test_any_hong_kong_number_with_its_code_or_a_phone_word_is_redacted(
+        number: str, before: str, split: str) -> None:
+    text = f"{before}{number[:4]}{split}{number[4:]}，唔該"
+    kept = "" if before[0] in "+0" else before
+    assert redact(text) == f"{kept}{PHONE}，唔該"
+
+
+@given(st.from_regex(r"9[0-9]{8}", fullmatch=True), st.sampled_from(["0", "+886 ", "+886-"]))
+def test_any_taiwan_mobile_in_4_3_3_groups_is_redacted(digits: str, prefix: str) -> None:
+    shown = f"{digits[:3]}-{digits[3:6]}-{digits[6:]}"
+    assert redact(f"手機{prefix}{shown}喔") == f"手機{PHONE}喔"
 
 
 @given(st.from_regex(r"[A-Z]{1,2}[0-9]{6}", fullmatch=True), st.sampled_from("0123456789A"))
