@@ -89,7 +89,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from services.alerting import phrase_rollup, queries  # noqa: E402
-from services.alerting.emerging import Count, Excluded, Rising, detect  # noqa: E402
+from services.alerting.emerging import Count, Excluded, Rising, corrected, detect  # noqa: E402
 from services.alerting.engine import KeyState, step  # noqa: E402
 from services.alerting.kinds.base import Points, Wanted  # noqa: E402
 from services.alerting.kinds.emerging_topic import (  # noqa: E402
@@ -405,10 +405,11 @@ def decide_scope(rule: EmergingTopicRule, excluded: Excluded, phrases: Sequence[
                  & ((mentions / max(volume, 1)) / ((baseline + 1) / max(baseline_volume, 1))
                     >= relaxed.min_lift * (1 - 1e-9))
                  & ~shut)
+    tested = max(min(len(mentions), rule.max_phrases), 1)
     passing = np.zeros(len(mentions), bool)
     if volume > 0 and baseline_volume >= relaxed.min_baseline_volume and candidate.any():
         passing[candidate] = _g2(mentions[candidate], volume, baseline[candidate],
-                                 baseline_volume) >= relaxed.min_llr - 1e-6
+                                 baseline_volume) >= corrected(relaxed.min_llr, tested) - 1e-6
     if not force and not passing.any():
         return None
     ratio = mentions / (baseline + 1)
@@ -430,7 +431,7 @@ def decide_scope(rule: EmergingTopicRule, excluded: Excluded, phrases: Sequence[
         order = np.array([i for i in order if int(i) in wanted])
     counts = [Count(phrases[i], int(mentions[i]), int(customers[i]), int(baseline[i]))
               for i in order]
-    return tuple(detect(counts, volume, baseline_volume, relaxed, excluded))
+    return tuple(detect(counts, volume, baseline_volume, relaxed, excluded, tested=tested))
 
 
 def _upper_poisson(k: int, exposure: float) -> float:
@@ -724,7 +725,7 @@ def _decided(rising: Rising) -> tuple[str, int, int, int, int, float]:
 
 
 def _firing(rule: EmergingTopicRule, found: Found) -> list[Any]:
-    return [r for r in found.rising if r.llr >= rule.min_llr]
+    return [r for r in found.rising if r.llr >= corrected(rule.min_llr, r.tested)]
 
 
 def _evaluate(found: list[tuple[str, Found, bool]], rule: EmergingTopicRule, end: datetime,
@@ -940,7 +941,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"{TARGET_FALSE_PER_DAY:g} | {full['false_per_day']:g} ({full['false_alerts']} alerts "
         f"in {full['evaluations']:,} evaluations: {full['ticks']:,} minute ends x "
         f"{full['scopes']} scopes, {full['touchpoints']} touchpoints and overall; "
-        f"{full['false_alerts_overall']} of them overall, {full['false_alerts_drift']} on a "
+        f"{full['false_alerts_overall']} of them overall, so "
+        f"{full['false_per_day_touchpoints']:g} a day over the touchpoints alone; "
+        f"{full['false_alerts_drift']} on a "
         f"phrase of the drifting texts; {full['breached']} breached); 95 % "
         f"upper bound {full['false_per_day_upper95']:g} a day |",
         "| full resolution: first injected comment to alert | "

@@ -13,8 +13,10 @@ its mentions in the baseline period before; with the window's and the baseline's
    ``cohesion`` of the events mentioning its rarest word in the window (电池 鼓包 when most
    鼓包 is about batteries, not 电池 ... 鼓包 by chance);
 3. a phrase seen in the baseline rises when its window share exceeds its baseline share with
-   Dunning's log-likelihood ratio G² >= ``min_llr`` (a test sound for small counts, where a
-   z-test is not), a lift of at least ``min_lift`` and ``min_mentions`` mentions from
+   Dunning's log-likelihood ratio G² >= ``min_llr`` corrected for the phrases tested in the
+   window (:func:`corrected`: Bonferroni, so the chance that any of them passes by chance is
+   the one ``min_llr`` gives a single phrase; a test sound for small counts, where a z-test
+   is not), a lift of at least ``min_lift`` and ``min_mentions`` mentions from
    ``min_customers`` customers; a phrase never seen needs ``new_min_mentions`` from
    ``new_min_customers`` (one angry customer repeating a word is no trend);
 4. a rising phrase inside a longer rising one that holds most of its mentions is left out, so
@@ -31,6 +33,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from statistics import NormalDist
 
 import ahocorasick_rs
 import structlog
@@ -58,7 +61,7 @@ class Thresholds:
     new_min_mentions: int = 8
     new_min_customers: int = 5
     min_llr: float = 30.0
-    min_lift: float = 3.0
+    min_lift: float = 5.0
     min_baseline_volume: int = 200
 
     @classmethod
@@ -95,6 +98,28 @@ class Rising:
     llr: float
     lift: float
     new: bool
+    tested: int = 1
+    """Phrases tested in the window it was found in: its G² is held to
+    ``corrected(min_llr, tested)``."""
+
+
+_NORMAL = NormalDist()
+
+
+def corrected(min_llr: float, tested: int) -> float:
+    """The G² a phrase needs when ``tested`` phrases of one window are tested, so that the
+    chance that any of them passes by chance is at most the chance ``min_llr`` leaves one
+    phrase (Bonferroni). A rising G² above x has the one-sided chi-square tail P(Z >= sqrt(x))
+    (1 degree of freedom), so the bar is the square of the normal quantile of that tail
+    divided by ``tested``: 30 for one phrase, about 37 for 50, 42 for 500 (nearly 2 ln tested
+    more). Without it, the hundreds of phrases tested in each of the 1,440 windows a day of
+    each touchpoint let a few pass 30 by chance every day (docs/emerging.md, "Measured")."""
+    if tested <= 1 or min_llr <= 0:
+        return min_llr
+    tail = _NORMAL.cdf(-math.sqrt(min_llr)) / tested
+    if tail <= 0.0:  # past the float range of the tail: its exponential asymptote
+        return min_llr + 2 * math.log(tested)
+    return _NORMAL.inv_cdf(tail) ** 2
 
 
 def _xlogx(x: float) -> float:
@@ -161,11 +186,15 @@ def _covering(phrases: Sequence[tuple[str, int]]) -> dict[str, int]:
 
 
 def detect(counts: Sequence[Count], volume: int, baseline_volume: int, t: Thresholds,
-           excluded: Excluded) -> list[Rising]:
+           excluded: Excluded, *, tested: int | None = None) -> list[Rising]:
     """The rising phrases of one touchpoint's window, most significant first (module
-    docstring, steps 1 to 4)."""
+    docstring, steps 1 to 4). ``tested``: the phrases the window's test covers, for the
+    correction (default: ``counts``, every phrase the store listed; a caller handing over
+    only those that can matter passes the number listed)."""
     if volume <= 0 or baseline_volume < t.min_baseline_volume:
         return []
+    listed = max(len(counts) if tested is None else tested, 1)
+    bar = corrected(t.min_llr, listed)
     by_phrase = {c.phrase: c for c in counts}
     known = {c.phrase for c in counts if excluded(c.phrase)}
     in_known = _covering([(c.phrase, c.mentions) for c in counts if c.phrase in known])
@@ -179,9 +208,9 @@ def detect(counts: Sequence[Count], volume: int, baseline_volume: int, t: Thresh
             continue
         g2 = llr(c.mentions, volume, c.baseline, baseline_volume)
         up = lift(c.mentions, volume, c.baseline, baseline_volume)
-        if g2 >= t.min_llr and up >= t.min_lift:
+        if g2 >= bar and up >= t.min_lift:
             found.append(Rising(c.phrase, display(c.phrase), c.mentions, c.customers,
-                                c.baseline, volume, baseline_volume, g2, up, new))
+                                c.baseline, volume, baseline_volume, g2, up, new, listed))
     in_found = _covering([(r.phrase, r.mentions) for r in found])
     kept = [r for r in found if in_found.get(r.phrase, 0) < COHESION * r.mentions]
     return sorted(kept, key=lambda r: (-r.llr, r.phrase))

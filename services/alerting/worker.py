@@ -212,7 +212,8 @@ class AlertEvaluator:
 
     async def roll_up_phrases(self) -> None:
         """Bring the phrase counts of the longest baseline an emerging reader uses up to date
-        (phrase_rollup.py); a store fault raises and the next tick redoes what is left."""
+        (phrase_rollup.py); a bucket that fails is skipped, the others rolled up, and the run
+        then raises, so the next tick redoes what is left."""
         baselines = [r.window_s + r.baseline_s for r in self.rules.rules
                      if isinstance(r, EmergingTopicRule)]
         baselines.append(self.settings.emerging_window_s + self.settings.emerging_baseline_s)
@@ -337,7 +338,7 @@ async def _poll_rules(rules: RulesFile, evaluator: AlertEvaluator, every_s: floa
                 rolled_at = time.monotonic()
                 try:
                     await evaluator.roll_up_phrases()
-                except Exception as exc:  # store away: the bucket stays not done, redone next
+                except Exception as exc:  # store away or a bucket failed: redone next tick
                     log.warning("rolling phrase counts up failed; retrying next tick",
                                 error=str(exc)[:300])
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,23 @@ def test_the_measure_fires_past_min_llr_and_clears_below_clear_llr() -> None:
     quiet = measure_emerging(r, found, at(7))
     assert (quiet.value, quiet.breached, quiet.cleared) == (0.0, False, True)
     assert measure_emerging(r, found, at(8)) is None, "not evaluated there: nothing decided"
+
+
+def test_both_bars_are_corrected_for_the_phrases_tested() -> None:
+    """Among 500 phrases tested, min_llr 20 becomes 32.0 and clear_llr 10 becomes 21.7."""
+    r = rule()
+    crowd = [Found(at(5), 60, (replace(rising(35.0), tested=500),)),
+             Found(at(6), 60, (replace(rising(25.0), tested=500),)),
+             Found(at(7), 60, (replace(rising(21.0), tested=500),))]
+    fired = measure_emerging(r, crowd, at(5))
+    assert fired.breached and not fired.cleared
+    held = measure_emerging(r, crowd, at(6))
+    assert not held.breached and not held.cleared, "25 would fire alone; here it only holds"
+    assert measure_emerging(r, crowd, at(7)).cleared, "21 is under the corrected clear_llr"
+    alert = lifecycle_alert(r, "app", KeyState(alert_id="a"), "fire", fired, at(5))
+    assert alert.threshold == pytest.approx(31.991)
+    assert "(G² 35.0 against 32.0, min_llr 20 corrected for 500 phrases tested, lift x20.0)" \
+        in alert.message
 
 
 def test_one_alert_per_episode_with_hysteresis() -> None:
@@ -207,6 +225,8 @@ def test_an_injected_phrase_pages_once_with_its_explanation(
     ALERT_SCHEMA.validate(alert)
     assert alert["team"] == "product-quality" and alert["metric"] == "phrase_llr"
     assert "「蓝牙断连」" in alert["message"]
+    assert "against 35.0, min_llr 30 corrected for 13 phrases tested" in alert["message"], \
+        "the window lists 13 phrases of at least 5 mentions: the bar is 30 corrected for 13"
     window_end = datetime.fromisoformat(alert["window_end"].replace("Z", "+00:00"))
     assert window_end == start + timedelta(minutes=24), \
         "the first window end holding eight mentions from eight customers"

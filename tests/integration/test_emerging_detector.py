@@ -14,13 +14,22 @@ at the touchpoint that kept talking as usual.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.alerting import emerging, phrase_rollup, queries
-from services.alerting.emerging import Count, Excluded, Thresholds, Window, detect, llr
+from services.alerting.emerging import (
+    Count,
+    Excluded,
+    Thresholds,
+    Window,
+    corrected,
+    detect,
+    llr,
+)
 from services.core.events import EnrichedFeedback, Sentiment, utc_now
 from services.core.kafka import create_topics
 from services.core.phrases import MAX_PHRASES, candidate_phrases, display
@@ -112,6 +121,26 @@ def test_a_cohesive_phrase_stands_for_its_words() -> None:
     found = detect(rows, 500, 10_000, T, NONE)
     assert [r.phrase for r in found] == ["发热", "电池 鼓包"], \
         "电池 鼓包 holds most mentions of both words; 电池 发热 is no phrase (6 of 40)"
+
+
+def test_the_bar_grows_with_the_phrases_tested() -> None:
+    # the one-sided chi-square tail of 30 (1 df) is 2.15e-8; divided by 500 it is the tail
+    # of 42.11 (scipy.stats.chi2.isf(2 * norm.sf(sqrt(30)) / 500, 1))
+    assert corrected(30, 1) == 30 and corrected(30, 0) == 30
+    assert corrected(30, 500) == pytest.approx(42.11, abs=0.01)
+    bars = [corrected(30, m) for m in (2, 10, 100, 1000, 10**6)]
+    assert bars == sorted(bars) and bars[0] > 30
+    assert corrected(3000, 100) == pytest.approx(3000 + 2 * math.log(100)), \
+        "past the float range of the tail: its asymptote"
+    # a phrase at G² 33 passes when it is the only one tested, not among 500
+    row = ("退款", 17, 15, 40)
+    g2 = llr(17, 500, 40, 10_000)
+    assert 30 < g2 < corrected(30, 500)
+    alone = detect(counts(row), 500, 10_000, T, NONE)
+    assert [(r.phrase, r.tested) for r in alone] == [("退款", 1)]
+    assert detect(counts(row), 500, 10_000, T, NONE, tested=500) == []
+    crowd = counts(row, *((f"词{i}", 5, 5, 100) for i in range(499)))
+    assert detect(crowd, 500, 10_000, T, NONE) == [], "every phrase listed counts as tested"
 
 
 def test_a_thin_baseline_decides_nothing() -> None:

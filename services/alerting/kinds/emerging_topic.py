@@ -5,9 +5,11 @@ At each evaluation end the loader runs the detector over the window ending there
 baseline before it, with the rule's thresholds, and keeps each touchpoint's rising phrases
 (at most ``max_phrases``). The measure is the top phrase's G²:
 
-- **breached** when some phrase passes every threshold (``min_llr`` and the support minima);
-- **cleared** when no phrase passes even ``clear_llr`` (hysteresis: a phrase whose G² hovers
-  around ``min_llr`` neither fires nor resolves again and again), besides the support minima.
+- **breached** when some phrase passes every threshold (``min_llr`` corrected for the number
+  of phrases tested in the window, emerging.corrected, and the support minima);
+- **cleared** when no phrase passes even ``clear_llr``, corrected the same way (hysteresis: a
+  phrase whose G² hovers around the bar neither fires nor resolves again and again), besides
+  the support minima.
 
 The live worker and the backtest read the same windows through the same loader, so they
 decide the same. The explanation is the negative share's, with the rising phrases as its
@@ -26,7 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from services.alerting import emerging
-from services.alerting.emerging import Rising, Thresholds, Window
+from services.alerting.emerging import Rising, Thresholds, Window, corrected
 from services.alerting.engine import Measurement
 from services.alerting.kinds.base import Described, Explained, Points, Rows, Wanted, WindowKind
 from services.alerting.rulebase import Problem, WindowRuleBase
@@ -47,7 +49,7 @@ class EmergingTopicRule(WindowRuleBase):
     new_min_customers: int = Field(default=5, ge=1)
     min_llr: float = Field(default=30.0, gt=0)
     clear_llr: float | None = Field(default=None, gt=0)
-    min_lift: float = Field(default=3.0, ge=1)
+    min_lift: float = Field(default=5.0, ge=1)
     min_baseline_volume: int = Field(default=200, ge=1)
     max_phrases: int = Field(default=500, ge=10, le=10_000)
 
@@ -110,8 +112,8 @@ def measure_emerging(rule: EmergingTopicRule, rows: Sequence[Found],
     at = next((f for f in rows if f.end == end), None)
     if at is None:
         return None
-    firing = tuple(r for r in at.rising if r.llr >= rule.min_llr)
-    holding = tuple(r for r in at.rising if r.llr >= rule.clear())
+    firing = tuple(r for r in at.rising if r.llr >= corrected(rule.min_llr, r.tested))
+    holding = tuple(r for r in at.rising if r.llr >= corrected(rule.clear(), r.tested))
     top = at.rising[0].llr if at.rising else 0.0
     baseline = at.rising[0].baseline if at.rising else None
     start = end - timedelta(seconds=rule.window_s)
@@ -120,15 +122,19 @@ def measure_emerging(rule: EmergingTopicRule, rows: Sequence[Found],
 
 
 def _describe(rule: EmergingTopicRule, m: Measurement) -> Described:
+    bar = rule.min_llr
     if m.evidence:
         top: Rising = m.evidence[0]
+        bar = corrected(rule.min_llr, top.tested)
         was = "never seen before" if top.new else f"{top.baseline} in the baseline"
+        against = (f" against {bar:.1f}, min_llr {rule.min_llr:g} corrected for "
+                   f"{top.tested} phrases tested" if top.tested > 1 else "")
         what = (f"emerging phrase 「{top.text}」: {top.mentions} mentions from "
                 f"{top.customers} customers in {rule.window_s}s, {was} "
-                f"(G² {top.llr:.1f}, lift x{top.lift:.1f})")
+                f"(G² {top.llr:.1f}{against}, lift x{top.lift:.1f})")
     else:
-        what = f"no emerging phrase (G² {m.value:.1f} < {rule.clear():g})"
-    return Described("phrase_llr", ">=", rule.min_llr, what, counted="events")
+        what = f"no emerging phrase (G² {m.value:.1f} < {rule.clear():g}, corrected)"
+    return Described("phrase_llr", ">=", round(bar, 3), what, counted="events")
 
 
 def phrase_terms(rising: Sequence[Rising]) -> tuple[TermLift, ...]:
