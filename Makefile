@@ -106,7 +106,7 @@ train: $(STAMP)
 	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 
 ## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json. The two longest on
-## 2 shared cores: the emerging-topic week (bench/emerging_bench.py, 18 minutes: every minute of
+## 2 shared cores: the emerging-topic week (bench/emerging_bench.py, 12 minutes: every minute of
 ## the week in process, then real-SQL windows sampled every 12 hours) and voc_eval --loao (15
 ## minutes: every NLP artifact refitted without each of seven authors)
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
