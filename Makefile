@@ -107,8 +107,9 @@ train: $(STAMP)
 
 ## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json. The two longest on
 ## 2 shared cores: the emerging-topic week (bench/emerging_bench.py, 18 minutes: every minute of
-## the week in process, then real-SQL windows sampled every 12 hours) and voc_eval --loao (15
-## minutes: every NLP artifact refitted without each of seven authors)
+## the week in process, then real-SQL windows sampled every 12 hours) and voc_eval --loao (about
+## 20 minutes of CPU, 37 wall on busy shared cores: every NLP artifact refitted without each of
+## twelve authors)
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps
