@@ -101,14 +101,22 @@ test-unit: $(STAMP)
 test-fast: $(STAMP) test-deps lint
 	$(call tiers, and not slow)
 
-## train: retrain the shipped sentiment model from the shared dev data
+## train: retrain every shipped NLP artifact with the settings docs/model-card.md names, in the
+## order they read each other: the sentiment model (shared dev data), then from every author's
+## labelled items in bench/data the CEM topic tagger with its evidence settings, the urgency
+## scorer and the stance model (which reads the sentiment model's scores). Fixed seeds: a
+## second run writes the same files (about 10 minutes on 2 shared cores)
 train: $(STAMP)
-	$(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
+	$(BIN)/python bench/train_topics.py topics --data-dir $(SHARED)/data/nlp
+	$(BIN)/python bench/train_topics.py urgency
+	$(BIN)/python bench/train_nlp.py stance
 
 ## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json. The two longest on
 ## 2 shared cores: the emerging-topic week (bench/emerging_bench.py, 12 minutes: every minute of
-## the week in process, then real-SQL windows sampled every 12 hours) and voc_eval --loao (15
-## minutes: every NLP artifact refitted without each of seven authors)
+## the week in process, then real-SQL windows sampled every 12 hours) and voc_eval --loao (about
+## 20 minutes of CPU, 37 wall on busy shared cores: every NLP artifact refitted without each of
+## twelve authors)
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps

@@ -147,10 +147,18 @@ def f1_scores(gold: Sequence[Iterable[str]], predicted: Sequence[Iterable[str]])
 
 
 EVIDENCE_SHARE = 0.5
-"""An n-gram joins a model-only topic's evidence span when it raises the margin at least this
-share as much as the strongest one does (:meth:`AspectTagger.evidence_span`)."""
+"""An n-gram joins a flag's one evidence span (:meth:`AspectTagger.evidence_span`, the urgency
+scorer's) when it raises the margin at least this share as much as the strongest one does."""
 EVIDENCE_MAX = 32
 """Longest evidence span, in characters, grown from a model-only topic's strongest n-gram."""
+
+EVIDENCE_FIT = {"share": 0.15, "clause_slack": 0.25, "clauses_max": 8}
+"""Where a learned topic's evidence goes (:meth:`AspectTagger.evidence_spans` and
+services/nlp/taxonomy.py): n-grams contributing at least ``share`` of the clause's strongest,
+in the best clause and in every clause the model alone scores at least the topic's fused cut
+minus ``clause_slack``, at most ``clauses_max`` clauses. Saved in the artifact; chosen by
+``bench/train_topics.py evidence`` (LOAO, docs/model-card.md "Round 4"); an artifact without
+them uses these."""
 
 KEYWORD_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 100.0)
 """Candidate margin bonuses of a keyword hit, tried per topic on out-of-fold scores."""
@@ -195,6 +203,7 @@ class AspectTagger:
         version: str = MODEL_VERSION,
         word_n: int = 0,
         n_char: int | None = None,
+        evidence: Mapping[str, float] | None = None,
     ) -> None:
         self.topics = list(topics)
         self.vocabulary = list(vocabulary)
@@ -217,6 +226,7 @@ class AspectTagger:
         # words as training whatever user dictionary a deployment loads for its tokens.
         self._segmenter = Segmenter() if word_n else None
         self._char_column: dict[str, int] | None = None
+        self.evidence = {**EVIDENCE_FIT, **(evidence or {})}
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
@@ -318,6 +328,48 @@ class AspectTagger:
             end -= 1
         return (start, end) if start < end else None
 
+    def evidence_spans(self, text: str, topic: str, share: float | None = None,
+                       max_len: int = EVIDENCE_MAX,
+                       grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                       ) -> list[tuple[int, int]]:
+        """Every stretch of ``text`` whose char n-grams raise ``topic``'s margin: the n-grams
+        contributing at least ``share`` of the strongest one (IDF times weight, positive only),
+        merged where they overlap or touch, each stretch at most ``max_len`` characters, in text
+        order; empty when no n-gram raises the margin. ``share`` defaults to the artifact's
+        (:data:`EVIDENCE_FIT`).
+
+        One top span (:meth:`evidence_span`) points at the single strongest cue, often the
+        topic's noun (师傅, 工作人员), while a person points at what is said about it (走线很干净,
+        全程玩手机): several contributing stretches of the clause cover both.
+        """
+        grams = grams if grams is not None else self.grams_at(text)
+        if grams is None or not len(grams[0]):
+            return []
+        starts, ends, cols = grams
+        value = self.idf[cols] * self.weights[cols, self.topics.index(topic)]
+        top = float(value.max())
+        if top <= 0:
+            return []
+        share = self.evidence["share"] if share is None else share
+        strong = np.flatnonzero(value >= share * top)
+        order = strong[np.lexsort((ends[strong], starts[strong]))]
+        runs: list[tuple[int, int]] = []
+        for k in order:
+            a, b = int(starts[k]), int(ends[k])
+            if runs and a <= runs[-1][1] and max(b, runs[-1][1]) - runs[-1][0] <= max_len:
+                runs[-1] = (runs[-1][0], max(b, runs[-1][1]))
+            elif not runs or b > runs[-1][1]:
+                runs.append((max(a, runs[-1][1]) if runs else a, b))
+        spans = []
+        for a, b in runs:
+            while a < b and text[a].isspace():
+                a += 1
+            while b > a and text[b - 1].isspace():
+                b -= 1
+            if a < b:
+                spans.append((a, b))
+        return spans
+
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Topic ids per text, in the tagger's topic order."""
         hits = self.decision_function(texts) >= self.thresholds
@@ -376,6 +428,7 @@ class AspectTagger:
             "support": self.support,
             "at_least_one": self.at_least_one,
             "n_features": len(self.vocabulary),
+            "evidence": self.evidence,
         }
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
@@ -401,6 +454,7 @@ class AspectTagger:
             version=params["version"],
             word_n=params.get("word_n", 0),
             n_char=params.get("n_char"),
+            evidence=params.get("evidence"),
         )
 
 

@@ -8,10 +8,12 @@ never regular expressions.
 A taxonomy may name a learned tagger artifact (``tagger:``, a folder written by
 ``voc nlp train-topics``, relative to the YAML file). Keyword matches and the model's margins
 are then combined per topic (:meth:`AspectTagger.combine`). A topic kept with a keyword match
-keeps its keyword spans as evidence, followed by the span the model points at; a topic the model found
-without any keyword gets as evidence, inside the clause (split at ，。！？；) on which the model alone scores that topic
-highest, the characters whose n-grams raised its margin most (the strongest n-gram grown by the
-overlapping ones that contribute at least half as much): what decided it, not a phrase.
+keeps all its keyword spans as evidence, followed by the stretches the model read it from; a
+topic the model found without any keyword gets those stretches only: in the clause the model
+alone scores that topic highest and in each clause it would tag with the topic on its own, the
+runs of n-grams that raised its margin (:meth:`AspectTagger.evidence_spans`), widened to whole
+words of the segmenter, never beyond their clause. One top n-gram pointed at the topic's noun
+(师傅) where a person points at what is said about it (走线很干净), often in another clause.
 """
 
 from __future__ import annotations
@@ -188,15 +190,19 @@ class Taxonomy:
             result.append([m for m in found if m.id in ids])
             pending.extend((i, tid) for tid in ids if tid in learned)
         if pending:
-            self._place_model_topics(self.tagger, texts, pending, result)
+            edges = [_word_edges(t, w) if words is not None else None
+                     for t, w in zip(texts, words if words is not None else [None] * len(texts),
+                                     strict=True)]
+            self._place_model_topics(self.tagger, texts, pending, result, edges)
         return result
 
     def _place_model_topics(self, tagger: AspectTagger, texts: Sequence[str],
-                            pending: list[tuple[int, str]], result: list[list[TopicMatch]]) -> None:
-        """Add to each decided learned topic the span that decided it: appended to a kept
-        topic's phrase spans (unless they overlap it), or as the evidence of a model-only topic
-        (and its parents)."""
-        clauses = {i: [m.span() for m in CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
+                            pending: list[tuple[int, str]], result: list[list[TopicMatch]],
+                            edges: Sequence[set[int] | None]) -> None:
+        """Add to each decided learned topic the stretches that decided it
+        (:func:`_deciding_spans`): after a kept topic's phrase spans (those that overlap none of
+        them), or as the evidence of a model-only topic (and its parents)."""
+        clauses = {i: [m.span() for m in EVIDENCE_CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
                    for i, _ in pending}
         # A text of one clause needs no clause margins: that clause is the best one.
         order = sorted(i for i in clauses if len(clauses[i]) > 1)
@@ -210,33 +216,70 @@ class Taxonomy:
         column = {t: k for k, t in enumerate(tagger.topics)}
         grams: dict[tuple[int, Span], Any] = {}
         for i, tid in pending:
-            best = (int(margins[first[i]: first[i] + len(clauses[i]), column[tid]].argmax())
-                    if i in first else 0)
-            clause = clauses[i][best]
-            if (i, clause) not in grams:
-                grams[i, clause] = tagger.grams_at(texts[i][clause[0]: clause[1]])
-            span = _deciding_span(tagger, texts[i], clause, tid, grams[i, clause])
-            at = {m.id: k for k, m in enumerate(result[i])}
+            k = column[tid]
+            if i in first:
+                own = margins[first[i]: first[i] + len(clauses[i]), k]
+                chosen = _evidence_clauses(own, float(tagger.fused_thresholds[k]) - tagger.evidence["clause_slack"],
+                                           int(tagger.evidence["clauses_max"]))
+            else:
+                chosen = [0]
+            spans: list[Span] = []
+            for c in chosen:
+                clause = clauses[i][c]
+                if (i, clause) not in grams:
+                    grams[i, clause] = tagger.grams_at(texts[i][clause[0]: clause[1]])
+                spans.extend(_deciding_spans(tagger, texts[i], clause, tid, grams[i, clause], edges[i]))
+            at = {m.id: n for n, m in enumerate(result[i])}
             if tid in at:
                 kept = result[i][at[tid]]
-                if not any(a < span[1] and span[0] < b for a, b in kept.evidence):
+                new = [s for s in spans if not any(a < s[1] and s[0] < b for a, b in kept.evidence)]
+                if new:
                     result[i][at[tid]] = TopicMatch(id=kept.id, name=kept.name,
-                                                    evidence=[*kept.evidence, span])
+                                                    evidence=[*kept.evidence, *new])
                 continue
             for topic in self._chain[tid]:
                 if topic.id not in at:
-                    result[i].append(TopicMatch(id=topic.id, name=topic.name, evidence=[span]))
+                    result[i].append(TopicMatch(id=topic.id, name=topic.name, evidence=spans))
                     at[topic.id] = len(result[i]) - 1
 
 
-def _deciding_span(tagger: AspectTagger, text: str, clause: Span, topic: str,
-                   grams: Any = None) -> Span:
-    """Within the clause where the model scores ``topic`` highest, the characters whose
-    n-grams raised its margin most (:meth:`AspectTagger.evidence_span`, ``grams`` its
-    :meth:`AspectTagger.grams_at` of the clause when known); the clause when none did."""
+EVIDENCE_CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n、：:\s]+")
+"""A stretch the evidence of a learned topic stays within: a clause of :data:`CLAUSE`, also
+split at enumeration commas, colons and white space (a call transcript's pauses are spaces, so
+one of its turns is one clause of :data:`CLAUSE`). Linear, as :data:`CLAUSE` is."""
+
+def _evidence_clauses(margins: np.ndarray, floor: float, most: int) -> list[int]:
+    """The clauses (indexes, in text order) that hold a learned topic's evidence: the one the
+    model scores highest, and those it scores at least ``floor`` on their own (the topic's
+    fused cut less the artifact's ``clause_slack``), at most ``most`` of them, the highest
+    first (:data:`services.nlp.aspect_tagger.EVIDENCE_FIT`)."""
+    ranked = [int(c) for c in np.argsort(-margins, kind="stable")[:max(most, 1)]]
+    return sorted({ranked[0], *(c for c in ranked if margins[c] >= floor)})
+
+
+def _deciding_spans(tagger: AspectTagger, text: str, clause: Span, topic: str,
+                    grams: Any, edges: set[int] | None) -> list[Span]:
+    """Within a clause, the stretches whose n-grams raised ``topic``'s margin
+    (:meth:`AspectTagger.evidence_spans`), each widened to the segmenter's word edges inside
+    the clause (a stretch that starts or ends inside a word gets the whole word: 玩手机 for 手机
+    in 全程玩手机 when the segmenter reads 玩 手机 as words, never half a word); the clause
+    when no n-gram raised it."""
     a, b = clause
-    found = tagger.evidence_span(text[a:b], topic, grams=grams)
-    return (a + found[0], a + found[1]) if found else clause
+    found = tagger.evidence_spans(text[a:b], topic, grams=grams)
+    if not found:
+        return [clause]
+    return [_widened(a + x, a + y, a, b, edges) for x, y in found]
+
+
+def _widened(start: int, end: int, low: int, high: int, edges: set[int] | None) -> Span:
+    """``[start, end)`` grown to the nearest word edges within ``[low, high)``."""
+    if edges is None:
+        return (start, end)
+    while start > low and start not in edges:
+        start -= 1
+    while end < high and end not in edges:
+        end += 1
+    return (start, end)
 
 
 def _word_edges(text: str, words: Sequence[str] | None) -> set[int] | None:

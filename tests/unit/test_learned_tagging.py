@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.core.config_file import ConfigError
-from services.nlp.aspect_tagger import AspectTagger
+from services.nlp.aspect_tagger import EVIDENCE_FIT, AspectTagger
 from services.nlp.cem_tagger import (
     Fit,
     Labelled,
@@ -19,7 +19,7 @@ from services.nlp.cem_tagger import (
     tune_for_precision,
 )
 from services.nlp.cues import load_urgency
-from services.nlp.taxonomy import _deciding_span
+from services.nlp.taxonomy import _deciding_spans, _evidence_clauses, _widened
 
 FLAGS = ["safety", "churn_intent"]
 SAFE = ["家里燃气灶有股怪怪的气味一直散不掉", "热水器插头冒出蓝色的光还有焦糊的气味",
@@ -124,18 +124,79 @@ def test_a_scorer_that_does_not_load_or_knows_other_flags_is_refused(tmp_path: P
         load_urgency(tmp_path / "urgency.yaml")
 
 
-def test_a_model_only_topic_points_inside_its_clause(tmp_path: Path) -> None:
+def screen_tagger() -> AspectTagger:
     items = [Labelled(t, frozenset({"product_quality"} if "屏幕" in t else set()), frozenset(), "a")
              for t in ["屏幕有坏点", "屏幕一直闪", "屏幕发黄", "快递很快", "客服很好", "价格便宜",
                        "屏幕裂了", "物流慢"]]
-    tagger: AspectTagger = fit_on(([], []), items, ["product_quality"],
-                                  Fit(author_weight=1.0, c=10.0, max_n=2, word_n=1, min_df=1))
+    return fit_on(([], []), items, ["product_quality"],
+                  Fit(author_weight=1.0, c=10.0, max_n=2, word_n=1, min_df=1))
+
+
+def test_a_model_only_topic_points_inside_its_clause_at_whole_words() -> None:
+    tagger = screen_tagger()
     text = "快递挺快的，但是新手机屏幕有坏点"
     clause = (6, len(text))
-    a, b = _deciding_span(tagger, text, clause, "product_quality")
-    assert clause[0] <= a < b <= clause[1]
-    assert "屏" in text[a:b] or "幕" in text[a:b]
-    assert _deciding_span(tagger, "好。", (0, 1), "product_quality") == (0, 1)
+    spans = _deciding_spans(tagger, text, clause, "product_quality", tagger.grams_at(text[6:]), None)
+    assert spans and all(clause[0] <= a < b <= clause[1] for a, b in spans)
+    assert any("屏" in text[a:b] or "幕" in text[a:b] for a, b in spans)
+    assert _deciding_spans(tagger, "好。", (0, 1), "product_quality", None, None) == [(0, 1)]
+    # 手机屏幕 as words 手机 | 屏幕: a stretch that starts inside a word takes the whole word,
+    # and never leaves its clause.
+    edges = {0, 2, 4, 5}
+    assert _widened(1, 3, 0, 5, edges) == (0, 4)
+    assert _widened(1, 3, 1, 3, edges) == (1, 3)
+    assert _widened(1, 3, 0, 5, None) == (1, 3)
+
+
+def test_a_learned_topic_points_at_every_clause_that_carries_it_and_not_at_the_others() -> None:
+    """Several contributing stretches, in each clause the model alone would tag: the whole of
+    what the text says about the topic, not only its strongest n-gram, and nothing of the
+    clause about something else."""
+    from services.nlp.taxonomy import Taxonomy, TaxonomySpec
+
+    tagger = screen_tagger()
+    tagger.support = {"product_quality": 30}
+    tagger.keyword_weights = np.array([0.0])
+    tagger.fused_thresholds = np.array([0.0])
+    tagger.evidence = {"share": 0.15, "clause_slack": 0.0, "clauses_max": 8}
+    spec = TaxonomySpec.model_validate(
+        {"topics": [{"id": "product_quality", "name": "产品", "keywords": ["质量"]}]})
+    text = "屏幕有坏点，快递很快，屏幕一直闪"
+    margins = tagger.decision_function(["屏幕有坏点", "快递很快", "屏幕一直闪"])[:, 0]
+    assert margins[0] > 0 > margins[1] and margins[2] > 0
+    (match,) = Taxonomy(spec, tagger).tag_many([text])[0]
+    assert any(b <= 5 for _, b in match.evidence) and any(a >= 11 for a, _ in match.evidence)
+    assert not any(a < 10 and 6 < b for a, b in match.evidence)
+    tagger.evidence = {**tagger.evidence, "clauses_max": 1}
+    (match,) = Taxonomy(spec, tagger).tag_many([text])[0]
+    assert len({a >= 11 for a, _ in match.evidence}) == 1
+
+
+def test_evidence_clauses_are_the_best_and_those_at_the_cut() -> None:
+    margins = np.array([0.2, 1.5, -3.0, 0.9])
+    assert _evidence_clauses(margins, 1.0, 8) == [1]
+    assert _evidence_clauses(margins, 0.5, 8) == [1, 3]
+    assert _evidence_clauses(margins, -10.0, 2) == [1, 3]
+    assert _evidence_clauses(margins, 1e9, 8) == [1]
+
+
+def test_evidence_spans_are_merged_runs_of_contributing_ngrams_and_the_settings_ship(tmp_path: Path) -> None:
+    tagger = screen_tagger()
+    text = "屏幕有坏点还屏幕发黄"
+    spans = tagger.evidence_spans(text, "product_quality", share=0.0001)
+    assert spans == sorted(spans) and all(a < b for a, b in spans)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+    # The strongest n-gram alone, at every place it occurs.
+    strongest = tagger.evidence_spans(text, "product_quality", share=1.0)
+    assert len(strongest) == 2 and len({text[a:b] for a, b in strongest}) == 1
+    assert tagger.evidence_spans("。。。", "product_quality") == []
+    assert tagger.evidence == EVIDENCE_FIT
+    tagger.evidence = {"share": 0.3, "clause_slack": 0.5, "clauses_max": 2}
+    tagger.save(tmp_path / "t")
+    assert AspectTagger.load(tmp_path / "t").evidence == tagger.evidence
+    params = tmp_path / "t" / "aspect_tagger.json"
+    params.write_text(params.read_text(encoding="utf-8").replace('"evidence"', '"old_name"'), encoding="utf-8")
+    assert AspectTagger.load(tmp_path / "t").evidence == EVIDENCE_FIT
 
 
 def test_a_topic_kept_by_its_phrase_also_points_where_the_model_read_it() -> None:
@@ -154,6 +215,5 @@ def test_a_topic_kept_by_its_phrase_also_points_where_the_model_read_it() -> Non
     text = "质量一般，新买的屏幕有坏点"
     (match,) = Taxonomy(spec, tagger).tag_many([text])[0]
     assert match.evidence[0] == (0, 2)
-    assert len(match.evidence) == 2
-    a, b = match.evidence[1]
-    assert 5 <= a < b <= len(text) and "屏" in text[a:b]
+    assert len(match.evidence) >= 2
+    assert any(5 <= a < b <= len(text) and "屏" in text[a:b] for a, b in match.evidence[1:])
