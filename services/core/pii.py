@@ -115,13 +115,15 @@ _TW_PHONE = re.compile(
 # Hong Kong: eight digits (2/3 fixed lines, 4-9 mobiles and pagers). With +852, 00852, or 852
 # and a separator, always; without, only within a few characters after a word that says a
 # phone number follows (电话, 手提, WhatsApp, call), because a bare eight-digit number is more
-# often an order or case number. Then only the number (group ``number``) is replaced.
+# often an order or case number; and not inside an identifier (CALL-20261123-000187: no
+# hyphen between word and number, nothing joined on after it). Then only the number (group
+# ``number``) is replaced.
 _HK_PHONE = re.compile(
     rf"(?<![0-9A-Za-z+])(?:(?:\+|00)852{_SEP}|852[ .\-]{{1,3}})[2-9][0-9]{{3}}{_SEP}[0-9]{{4}}"
     r"(?![0-9A-Za-z])"
     r"|(?<![A-Za-z])(?:電話|电话|手機|手机|手提|致電|致电|回電|回电|打返|打俾|打畀|"
-    r"[Ww]hats[Aa]pp|WA|[Tt]el|TEL|[Cc]all|CALL)[^0-9A-Za-z]{0,6}?"
-    r"(?P<number>(?<![0-9])[2-9][0-9]{3}[ \-]?[0-9]{4})(?![0-9A-Za-z])")
+    r"[Ww]hats[Aa]pp|WA|[Tt]el|TEL|[Cc]all|CALL)[^0-9A-Za-z_\-]{0,6}?"
+    r"(?P<number>(?<![0-9])[2-9][0-9]{3}[ \-]?[0-9]{4})(?![0-9A-Za-z])(?![ .\-_/][0-9])")
 _NOT_DIGITS = str.maketrans("", "", " .-")
 _NOT_ID = str.maketrans("", "", " ()")
 

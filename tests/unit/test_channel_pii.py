@@ -82,6 +82,8 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "訂單編號 23456789 仲未到",                  # a bare 8-digit number: an order, not a phone
     "Hotel 2345 6789 room",                      # a phone word inside another word
     "单号85223456789",                           # 852 inside a longer number
+    "CALL-20261123-000187 已转接",               # a phone word starting an identifier
+    "电话单 2026 1123/0001",                     # a number joined on to more
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
