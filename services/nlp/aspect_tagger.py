@@ -527,9 +527,10 @@ def log_count_ratio(x: Any, y: np.ndarray, alpha: float) -> np.ndarray:
     return np.log((p / p.sum()) / (q / q.sum()))
 
 
-def fit_topic(x: Any, target: np.ndarray, c: float,
-              nb_alpha: float | None = None) -> tuple[np.ndarray, float]:
-    """One topic's logistic regression on rows ``x``: weights over the columns of ``x`` and intercept.
+def fit_topic(x: Any, target: np.ndarray, c: float, nb_alpha: float | None = None,
+              sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """One topic's logistic regression on rows ``x`` (each row weighted by ``sample_weight``
+    when given): weights over the columns of ``x`` and intercept.
 
     With ``nb_alpha`` the model is NB-LR: it is fitted on the features scaled by their log-count
     ratio (:func:`log_count_ratio`), and the ratio is folded into the returned weights
@@ -543,12 +544,47 @@ def fit_topic(x: Any, target: np.ndarray, c: float,
         # A constant label: a model cannot be fitted, the intercept alone says it all.
         return np.zeros(x.shape[1]), (10.0 if target.all() else -10.0)
     if nb_alpha is None:
-        model = LogisticRegression(C=c, max_iter=2000).fit(x, target)
+        model = LogisticRegression(C=c, max_iter=2000).fit(x, target, sample_weight=sample_weight)
         return model.coef_.ravel(), float(model.intercept_[0])
     r = log_count_ratio(x, target, nb_alpha)
     scaled = sparse.csr_matrix(x) @ sparse.diags(r)
-    model = LogisticRegression(C=c, max_iter=2000).fit(scaled, target)
+    model = LogisticRegression(C=c, max_iter=2000).fit(scaled, target, sample_weight=sample_weight)
     return model.coef_.ravel() * r, float(model.intercept_[0])
+
+
+@dataclass(frozen=True)
+class Features:
+    """Sublinear TF-IDF rows over char 1..max_n-grams then word 1..word_n-grams (the column
+    layout :class:`AspectTagger` reads), with what the artifact keeps of the vectorizer."""
+
+    x: Any
+    vocabulary: list[str]
+    idf: np.ndarray
+    n_char: int
+
+
+def text_features(texts: Sequence[str], max_n: int, word_n: int, min_df: int, max_chars: int,
+                  words_of: Mapping[str, Sequence[str]]) -> Features:
+    """The tagger's features of ``texts``; ``words_of`` holds each text's words (from the
+    tagger's :class:`Segmenter` over the normalised text) when ``word_n`` is not 0."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    def analyzer(text: str) -> list[str]:
+        grams = char_ngrams(text, max_n, max_chars)
+        if word_n:
+            grams += [_WORD_MARK + g for g in word_ngrams(words_of[text], word_n)]
+        return grams
+
+    vectorizer = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=min_df)
+    x = vectorizer.fit_transform(list(texts))
+    grams = [""] * len(vectorizer.vocabulary_)
+    for gram, j in vectorizer.vocabulary_.items():
+        grams[j] = gram
+    # Char n-grams first, then word n-grams: the layout AspectTagger reads.
+    layout = np.argsort([g.startswith(_WORD_MARK) for g in grams], kind="stable")
+    return Features(x=x[:, layout], vocabulary=[grams[j].removeprefix(_WORD_MARK) for j in layout],
+                    idf=vectorizer.idf_[layout],
+                    n_char=sum(not grams[j].startswith(_WORD_MARK) for j in layout))
 
 
 def train_tagger(
@@ -597,7 +633,6 @@ def train_tagger(
     computed on the rows that model is fitted on, so out-of-fold margins stay out of fold;
     ``None`` fits plain logistic regression on the unscaled features.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.model_selection import KFold
 
     sets = [set(s) for s in topic_sets]
@@ -614,25 +649,10 @@ def train_tagger(
         segmenter = Segmenter()
         words_of = {t: segmenter.cut(normalise(t)[:max_chars]) for t in set(texts)}
 
-    def analyzer(text: str, max_n: int, word_n: int) -> list[str]:
-        grams = char_ngrams(text, max_n, max_chars)
-        if word_n:
-            grams += [_WORD_MARK + g for g in word_ngrams(words_of[text], word_n)]
-        return grams
-
     best: tuple[float, AspectTagger] | None = None
     for max_n, word_n in [(m, w) for m in max_ns for w in word_ns]:
-        vectorizer = TfidfVectorizer(analyzer=lambda t, m=max_n, w=word_n: analyzer(t, m, w),
-                                     sublinear_tf=True, min_df=min_df)
-        x = vectorizer.fit_transform(list(texts))
-        grams = [""] * len(vectorizer.vocabulary_)
-        for gram, j in vectorizer.vocabulary_.items():
-            grams[j] = gram
-        # Char n-grams first, then word n-grams: the layout AspectTagger reads.
-        layout = np.argsort([g.startswith(_WORD_MARK) for g in grams], kind="stable")
-        x = x[:, layout]
-        vocabulary = [grams[j].removeprefix(_WORD_MARK) for j in layout]
-        n_char = sum(not grams[j].startswith(_WORD_MARK) for j in layout)
+        features = text_features(texts, max_n, word_n, min_df, max_chars, words_of)
+        x = features.x
 
         def fit(rows: np.ndarray, k: int, x: Any = x) -> tuple[np.ndarray, float]:
             return fit_topic(x[rows], y[rows, k], c, nb_alpha)
@@ -679,8 +699,8 @@ def train_tagger(
 
         tagger = AspectTagger(
             topics=topic_list,
-            vocabulary=vocabulary,
-            idf=vectorizer.idf_[layout],
+            vocabulary=features.vocabulary,
+            idf=features.idf,
             weights=weights,
             intercepts=intercepts,
             thresholds=thresholds,
@@ -691,7 +711,7 @@ def train_tagger(
             max_chars=max_chars,
             at_least_one=bool(y.any(axis=1).all()),
             word_n=word_n,
-            n_char=n_char,
+            n_char=features.n_char,
         )
         if best is None or micro > best[0] + 1e-9:
             best = (float(micro), tagger)
@@ -705,10 +725,12 @@ __all__ = [
     "WORD_JOIN",
     "AspectExample",
     "AspectTagger",
+    "Features",
     "f1_scores",
     "fit_topic",
     "log_count_ratio",
     "read_aspect_examples",
+    "text_features",
     "topic_strata",
     "train_tagger",
     "word_ngrams",

@@ -41,14 +41,13 @@ from typing import Any
 import numpy as np
 
 from services.nlp.aspect_tagger import (
-    _WORD_MARK,
     KEYWORD_WEIGHTS,
     KEYWORDS_ONLY,
     MIN_EXAMPLES,
     AspectTagger,
     _fusion,
-    log_count_ratio,
-    word_ngrams,
+    fit_topic,
+    text_features,
 )
 
 MAKEUP: dict[str, str | None] = {
@@ -134,54 +133,28 @@ def training_rows(data_dir: Path, taxonomy: Any, seed: int = 16, public: str = "
 def fit_linear(texts: Sequence[str], labels: Sequence[AbstractSet[str]],
                topics: Sequence[str], sample_weight: np.ndarray, fit: Fit,
                max_chars: int = 4000) -> AspectTagger:
-    """One NB-LR model per topic over sublinear TF-IDF char 1..max_n-grams and words
-    (word_n 0: none), with per-row weights; thresholds and fusion left at zero (set by
-    :func:`tune_fusion` or :func:`tune_for_precision` from LOAO margins)."""
-    from scipy import sparse
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
+    """One NB-LR model per topic (:func:`fit_topic`) over sublinear TF-IDF char
+    1..max_n-grams and words (word_n 0: none; :func:`text_features`), with per-row weights;
+    thresholds and fusion left at zero (set by :func:`tune_fusion` or
+    :func:`tune_for_precision` from LOAO margins)."""
     from services.nlp.segmenter import Segmenter
-    from services.nlp.sentiment_model import char_ngrams, normalise
+    from services.nlp.sentiment_model import normalise
 
     segmenter = Segmenter() if fit.word_n else None
     words = ({t: segmenter.cut(normalise(t)[:max_chars]) for t in set(texts)}
              if segmenter is not None else {})
-
-    def analyzer(text: str) -> list[str]:
-        grams = char_ngrams(text, fit.max_n, max_chars)
-        if fit.word_n:
-            grams += [_WORD_MARK + g for g in word_ngrams(words[text], fit.word_n)]
-        return grams
-
-    vectorizer = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=fit.min_df)
-    x = vectorizer.fit_transform(list(texts))
-    grams = [""] * len(vectorizer.vocabulary_)
-    for gram, j in vectorizer.vocabulary_.items():
-        grams[j] = gram
-    layout = np.argsort([g.startswith(_WORD_MARK) for g in grams], kind="stable")
-    x = sparse.csr_matrix(x[:, layout])
+    features = text_features(texts, fit.max_n, fit.word_n, fit.min_df, max_chars, words)
     y = np.array([[t in s for t in topics] for s in labels], dtype=bool).reshape(len(texts), len(topics))
-    weights = np.zeros((x.shape[1], len(topics)))
+    weights = np.zeros((features.x.shape[1], len(topics)))
     intercepts = np.zeros(len(topics))
     for k in range(len(topics)):
-        target = y[:, k]
-        if not target.any() or target.all():
-            intercepts[k] = 10.0 if target.all() else -10.0
-            continue
-        r = log_count_ratio(x, target, 1.0)
-        model = LogisticRegression(C=fit.c, max_iter=2000).fit(
-            x @ sparse.diags(r), target, sample_weight=sample_weight)
-        weights[:, k] = model.coef_.ravel() * r
-        intercepts[k] = float(model.intercept_[0])
+        weights[:, k], intercepts[k] = fit_topic(features.x, y[:, k], fit.c, 1.0, sample_weight)
     zeros = np.zeros(len(topics))
     return AspectTagger(
-        topics=list(topics), vocabulary=[grams[j].removeprefix(_WORD_MARK) for j in layout],
-        idf=vectorizer.idf_[layout], weights=weights, intercepts=intercepts, thresholds=zeros,
-        keyword_weights=zeros, fused_thresholds=zeros,
+        topics=list(topics), vocabulary=features.vocabulary, idf=features.idf, weights=weights,
+        intercepts=intercepts, thresholds=zeros, keyword_weights=zeros, fused_thresholds=zeros,
         support={t: int(y[:, k].sum()) for k, t in enumerate(topics)}, max_n=fit.max_n,
-        max_chars=max_chars, word_n=fit.word_n,
-        n_char=sum(not grams[j].startswith(_WORD_MARK) for j in layout))
+        max_chars=max_chars, word_n=fit.word_n, n_char=features.n_char)
 
 
 def fit_on(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
