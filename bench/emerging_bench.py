@@ -97,6 +97,7 @@ from services.alerting.kinds.emerging_topic import (  # noqa: E402
     EmergingTopicRule,
     Found,
     measure_emerging,
+    reaching,
 )
 from services.core.migrations import migrate  # noqa: E402
 from services.core.phrases import candidate_phrases, display, words  # noqa: E402
@@ -724,16 +725,12 @@ def _decided(rising: Rising) -> tuple[str, int, int, int, int, float]:
             rising.baseline_volume, rising.llr)
 
 
-def _firing(rule: EmergingTopicRule, found: Found) -> list[Any]:
-    return [r for r in found.rising if r.llr >= corrected(rule.min_llr, r.tested)]
-
-
 def _evaluate(found: list[tuple[str, Found, bool]], rule: EmergingTopicRule, end: datetime,
               tally: dict[str, Any]) -> None:
     """Count a background evaluation's touchpoint-windows, breaches and alerts."""
     for touchpoint, detection, fired in found:
         tally["ticks"] += 1
-        firing = _firing(rule, detection)
+        firing = reaching(detection.rising, rule.min_llr)
         tally["breached"] += bool(firing)
         if firing and len(tally["breaches"]) < 200:
             tally["breaches"].append({
@@ -852,7 +849,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             end = T0 + timedelta(seconds=minute)
             await roll_up(end)
             for touchpoint, found, fired in await judge.at(end):
-                firing = _firing(rule, found)
+                firing = reaching(found.rising, rule.min_llr)
                 if not fired:
                     continue
                 if touchpoint == INJECTED_TOUCHPOINT and injected:

@@ -105,6 +105,13 @@ async def detections(store: Store, wanted: Sequence[Wanted[Any]], points: Points
     return found
 
 
+def reaching(rising: Sequence[Rising], bar: float) -> tuple[Rising, ...]:
+    """The rising phrases whose G² reaches ``bar`` corrected for the phrases tested in their
+    window (emerging.corrected): the firing set with ``min_llr``, the holding set with the
+    clearing bar."""
+    return tuple(r for r in rising if r.llr >= corrected(bar, r.tested))
+
+
 def measure_emerging(rule: EmergingTopicRule, rows: Sequence[Found],
                      end: datetime) -> Measurement | None:
     """The top phrase's G² at ``end`` (0 with none); None when the detector did not run
@@ -112,8 +119,8 @@ def measure_emerging(rule: EmergingTopicRule, rows: Sequence[Found],
     at = next((f for f in rows if f.end == end), None)
     if at is None:
         return None
-    firing = tuple(r for r in at.rising if r.llr >= corrected(rule.min_llr, r.tested))
-    holding = tuple(r for r in at.rising if r.llr >= corrected(rule.clear(), r.tested))
+    firing = reaching(at.rising, rule.min_llr)
+    holding = reaching(at.rising, rule.clear())
     top = at.rising[0].llr if at.rising else 0.0
     baseline = at.rising[0].baseline if at.rising else None
     start = end - timedelta(seconds=rule.window_s)
