@@ -26,7 +26,9 @@ import lxml.html
 from services.core.normalize import strip_history, to_simplified
 
 # Charsets tried on every body besides the declared one, most common first.
-_FALLBACKS = ("utf-8", "gb18030", "big5")
+# Hong Kong mailers declare big5 and still send HKSCS characters (嘅, 咗), which big5 refuses;
+# big5hkscs reads them, and reads Big5 alike outside the ETEN kana rows C6-C7.
+_FALLBACKS = ("utf-8", "gb18030", "big5", "big5hkscs")
 # GB2312/GBK are subsets of GB18030; decoding with the superset accepts what mailers really send.
 _SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
               "euc-cn": "gb18030", "big5-hkscs": "big5hkscs", "us-ascii": "utf-8",

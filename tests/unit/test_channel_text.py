@@ -118,6 +118,15 @@ def test_decoding_prefers_a_plausible_reading_and_refuses_garbage() -> None:
         decode_text(bytes(range(0x80, 0x100)) * 4, "utf-8")
 
 
+def test_hong_kong_mail_declared_big5_with_hkscs_characters_is_read() -> None:
+    """Cantonese mail from Hong Kong is labelled big5 but carries HKSCS characters that big5
+    cannot decode; it was refused with 422 before big5hkscs joined the candidates."""
+    text = "我哋嘅保單理賠咗兩個月都未有回覆，真係好失望。"
+    assert decode_text(text.encode("big5hkscs"), "big5") == (text, "big5hkscs")
+    plain = "理賠兩個月都未有回覆，非常失望。"
+    assert decode_text(plain.encode("big5"), "big5") == (plain, "big5")
+
+
 def test_a_message_without_text_is_refused() -> None:
     message = EmailMessage()
     message["Subject"] = "scan"
