@@ -455,11 +455,16 @@ def markdown(result: dict[str, Any]) -> str:
     channel (the pooled LOAO figures among them), targets alongside."""
     rows = ROWS
     sizes = ", ".join(f"{split} {figures['all']['n']}" for split, figures in result["splits"].items())
-    authors = ", ".join(f"{a} {n}" for a, n in result["authors"].items())
+    # A held-out-only run (--splits heldout) scores no tuning file, so it names none.
+    if result["authors"]:
+        counts = ", ".join(f"{a} {n}" for a, n in result["authors"].items())
+        data = ", ".join(f"`{d}`" for d in result["data"])
+        data = f"{data} ({result['items']} items; {sizes}; by author {counts})"
+    else:
+        data = f"no tuning data ({result['items']} items; {sizes})"
     held = (f"held-out files {', '.join(f'`{h}`' for h in result['heldout'])}" if result.get("heldout")
             else "no held-out file, so no `heldout` figures")
-    lines = [f"Data: {', '.join(f'`{d}`' for d in result['data'])} ({result['items']} items; {sizes}; "
-             f"by author {authors}); {held}. Model `{result['model']}`; analyzer "
+    lines = [f"Data: {data}; {held}. Model `{result['model']}`; analyzer "
              f"{result['analyze_us_per_event']:.0f} CPU µs per event on this set.", ""]
     if result.get("loao"):
         if result["loao_trainers"] != sorted({t.args[0] for t in LOAO_TRAINERS}):

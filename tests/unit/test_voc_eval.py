@@ -165,6 +165,9 @@ def test_the_bench_writes_every_figure_per_split_and_channel_and_the_report_show
     text, _ = render(out, "make bench", "benchmarks.json")
     assert "## voc_eval.json" in text and "| sentiment, 3 classes | ≥ 0.88 |" in text
     assert "**heldout** (n = " in text and "**retired** (n = " in text
+    assert "; by author v1 " in voc_eval.markdown(result)
+    alone = {**result, "authors": {}, "splits": {"heldout": result["splits"]["heldout"]}}
+    assert voc_eval.markdown(alone).startswith(f"Data: no tuning data ({result['items']} items; heldout ")
 
 
 def test_every_tuning_file_counts_with_its_author_and_a_retired_held_out_file_is_retired() -> None:
