@@ -9,6 +9,11 @@ trained on it). ``--hold-author X`` fits without author X's items, which is how
 
     python bench/train_nlp.py stance      # services/nlp/model_data/stance.json
     python bench/train_nlp.py topics --data-dir ../shared/data/nlp   # services/nlp/taggers/cem/
+    python bench/train_nlp.py stance-loao --c 10 30 100   # compare C by leave-one-author-out
+
+``stance-loao`` scores each author's sentiment and intent by the stance model fitted without
+them, for each C given, on feature rows computed once (the sentiment model and the cues are not
+refitted per author, as ``bench/voc_eval.py --loao`` would): a cheap way to choose C.
 
 ``stance`` fits the stance model's sentiment and intent heads (services/nlp/stance.py) on the
 analysed texts and the feature rows the analyzer computes for the tuning data. ``topics`` trains
@@ -91,6 +96,36 @@ def fit_stance(c: float, min_df: int, intent_weight: float, out: Path,
             "in_sample_intent": float(np.mean([s.intent == g for s, g in zip(stances, intents, strict=True)]))}
 
 
+def stance_loao(cs: list[float], min_df: int, intent_weight: float) -> dict[str, object]:
+    """Each C's LOAO sentiment and intent accuracy per author and their means (module docstring)."""
+    from services.nlp.stance import decide, fit
+
+    items = tuning_items()
+    rows, texts, flags = stance_inputs(items)
+    authors = np.array([item.author for item in items])
+    sentiments = np.array([item.labels["sentiment"] for item in items])
+    intents = np.array([item.labels["intent"] for item in items])
+    report: dict[str, object] = {"authors": {a: int((authors == a).sum()) for a in sorted(set(authors))},
+                                 "candidates": []}
+    for c in cs:
+        per_author = {}
+        for author in sorted(set(authors)):
+            rest, mine = np.flatnonzero(authors != author), np.flatnonzero(authors == author)
+            model = fit(rows[rest], [texts[k] for k in rest], sentiments[rest].tolist(),
+                        intents[rest].tolist(), c=c, min_df=min_df, intent_weight=intent_weight,
+                        version=STANCE_VERSION)
+            stances = decide(model, rows[mine], [texts[k] for k in mine], [flags[k] for k in mine])
+            per_author[author] = {
+                "sentiment": float(np.mean([s.label == g for s, g in zip(stances, sentiments[mine], strict=True)])),
+                "intent": float(np.mean([s.intent == g for s, g in zip(stances, intents[mine], strict=True)]))}
+        entry = {"C": c, "per_author": per_author,
+                 "mean_sentiment": float(np.mean([f["sentiment"] for f in per_author.values()])),
+                 "mean_intent": float(np.mean([f["intent"] for f in per_author.values()]))}
+        report["candidates"].append(entry)  # type: ignore[attr-defined]
+        print(json.dumps(entry), flush=True)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -101,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of log P(intent) against log P(sentiment) when decoding")
     stance.add_argument("--out", type=Path, default=MODEL_DATA / "stance.json")
     stance.add_argument("--hold-author", default=None, help="fit without this author's items")
+    loao = sub.add_parser("stance-loao", help="compare stance C values by leave-one-author-out")
+    loao.add_argument("--c", type=float, nargs="+", default=[30.0])
+    loao.add_argument("--min-df", type=int, default=2)
+    loao.add_argument("--intent-weight", type=float, default=1.0)
+    loao.add_argument("--json", type=Path, default=None)
     topics = sub.add_parser("topics", help="train the CEM topic tagger")
     topics.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
     topics.add_argument("--out", type=Path, default=REPO_ROOT / "services/nlp/taggers/cem")
@@ -109,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "stance":
         print(json.dumps(fit_stance(args.c, args.min_df, args.intent_weight, args.out,
                                     args.hold_author), indent=1))
+    elif args.what == "stance-loao":
+        report = stance_loao(args.c, args.min_df, args.intent_weight)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     else:
         from bench.train_topics import TOPICS_FIT, fit_topics
 

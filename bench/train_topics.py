@@ -8,6 +8,8 @@ restaurant corpus never is.
 
     python bench/train_topics.py topics  --data-dir ../shared/data/nlp   # services/nlp/taggers/cem/
     python bench/train_topics.py urgency                                 # services/nlp/taggers/urgency/
+    python bench/train_topics.py urgency-clause    # build/urgency_clause/ (round 5, not shipped)
+    python bench/train_topics.py clause-loao                             # urgency kinds by LOAO
     python bench/train_topics.py loao --data-dir ../shared/data/nlp      # compare settings by LOAO
     python bench/train_topics.py evidence --taggers build/loao-taggers  # compare evidence settings
 
@@ -49,7 +51,11 @@ TAGGERS = REPO_ROOT / "services" / "nlp" / "taggers"
 TOPICS_FIT = {"public": "none", "author_weight": 1.0, "c": 3.0, "max_n": 3, "word_n": 1, "min_df": 1}
 """The shipped topic setting (chosen by ``loao``; docs/model-card.md, "Round 3")."""
 URGENCY_FIT = {"author_weight": 1.0, "c": 3.0, "max_n": 2, "word_n": 1}
-"""The shipped urgency setting (chosen by ``loao``)."""
+"""The round-4 urgency setting (whole text; chosen by ``loao``)."""
+CLAUSE_FIT = {"c": 3.0, "max_n": 3, "rounds": 2, "min_df": 2, "whole": False}
+"""The clause model's setting (services/nlp/urgency_model.py; chosen by ``clause-loao``,
+docs/model-card.md "Urgency over clause context"), its margin added to the round-4 scorer's.
+Not shipped: it costs more CPU than the NLP stage may spend."""
 PRECISION_FLOOR = 0.9
 """Each flag's precision floor on the pooled LOAO margins (issue 16's target; 0.92 measured a
 lower LOAO recall, 0.705 against 0.734, for no gain in the authors' mean precision)."""
@@ -202,6 +208,109 @@ def fit_urgency(out: Path, hold_author: str | None, setting: dict[str, Any],
     return {"held_author": hold_author, **report}
 
 
+def cue_spans(texts: list[str]) -> list[list[tuple[str, int, int]]]:
+    """Each text's urgency cue matches as (flag, start, end)."""
+    from services.nlp.cues import load_urgency
+
+    cues = load_urgency(with_scorer=False)
+    return [[(u.flag, a, b) for u in cues.find(t) for a, b in u.evidence] for t in texts]
+
+
+def clause_loao_margins(rows: list[Any], spans: list[list[tuple[str, int, int]]],
+                        setting: dict[str, Any]) -> np.ndarray:
+    """Each item's best-clause margins from the clause model fitted without its author."""
+    from services.nlp.urgency_model import ClauseFit, fit_clause_model
+
+    authors = np.array([r.author for r in rows])
+    margins = np.full((len(rows), len(FLAGS)), np.nan)
+    for author in sorted(set(authors)):
+        mine = np.flatnonzero(authors == author)
+        rest = np.flatnonzero(authors != author)
+        model = fit_clause_model([rows[k].text for k in rest], [rows[k].labels for k in rest],
+                                 [spans[k] for k in rest], FLAGS, ClauseFit(**setting))
+        margins[mine] = model.margins([rows[k].text for k in mine], [spans[k] for k in mine])[0]
+    return margins
+
+
+def tune_cuts(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray,
+              floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each flag's cue bonus and cut for the highest recall at precision ``floor``."""
+    from services.nlp.cem_tagger import tune_for_precision
+
+    chosen = [tune_for_precision(margins[:, k], gold[:, k], hits[:, k], floor)[:2] for k in range(len(FLAGS))]
+    return np.array([c[0] for c in chosen]), np.array([c[1] for c in chosen])
+
+
+def fit_urgency_clause(out: Path, hold_author: str | None, setting: dict[str, Any],
+                       floor: float = PRECISION_FLOOR) -> dict[str, Any]:
+    """Train and save the urgency scorer of round 5 without ``hold_author``: the round-4
+    whole-text scorer (``URGENCY_FIT``, its own cuts as ``urgency`` tunes them) and the clause
+    model, whose margin is the sum of both, each flag's cue bonus and cut tuned on the pooled
+    LOAO margins of that sum (services/nlp/urgency_model.py). Not the shipped scorer: it
+    costs more CPU than the NLP stage may spend (docs/model-card.md, "Round 5")."""
+    from services.nlp.cem_tagger import Fit, _matrix, fit_on, loao_margins
+    from services.nlp.urgency_model import ClauseFit, fit_clause_model
+
+    items, texts = analysed(hold_author)
+    rows = urgency_items(items, texts)
+    spans = cue_spans(texts)
+    gold, hits = _matrix([r.labels for r in rows], FLAGS), _matrix([r.hits for r in rows], FLAGS)
+    whole_margins = loao_margins(([], []), rows, FLAGS, Fit(**URGENCY_FIT))
+    scorer = fit_on(([], []), rows, FLAGS, Fit(**URGENCY_FIT))
+    scorer.keyword_weights, scorer.fused_thresholds = tune_cuts(whole_margins, gold, hits, floor)
+    scorer.thresholds = np.zeros(len(FLAGS))
+    scorer.save(out)
+    margins = whole_margins + clause_loao_margins(rows, spans, setting)
+    model = fit_clause_model(texts, [r.labels for r in rows], spans, FLAGS, ClauseFit(**setting))
+    model.whole_text = scorer
+    model.keyword_weights, model.fused_thresholds = tune_cuts(margins, gold, hits, floor)
+    model.save(out)
+    decided = margins + model.keyword_weights * hits >= model.fused_thresholds
+    alone = whole_margins + scorer.keyword_weights * hits >= scorer.fused_thresholds
+    return {"held_author": hold_author, "items": len(rows), "setting": setting, "precision_floor": floor,
+            "pooled_loao": {f: _counts(decided[:, k], gold[:, k]) for k, f in enumerate(FLAGS)},
+            "whole_text_alone_pooled_loao": {f: _counts(alone[:, k], gold[:, k]) for k, f in enumerate(FLAGS)},
+            "keyword_weights": model.keyword_weights.tolist(),
+            "fused_thresholds": model.fused_thresholds.tolist()}
+
+
+def compare_clause(settings: list[dict[str, Any]], floor: float = PRECISION_FLOOR) -> dict[str, Any]:
+    """The round-4 whole-text scorer against clause-model settings, all by the same LOAO: each
+    author's margins come from a model fitted without them, and each author's cuts are tuned
+    on the pooled margins of the other authors (whose models saw this author's items: a cheap
+    stand-in for a nested LOAO, applied alike to every candidate). Per author and per flag."""
+    from services.nlp.cem_tagger import Fit, _matrix, loao_margins
+
+    items, texts = analysed()
+    rows = urgency_items(items, texts)
+    spans = cue_spans(texts)
+    authors = np.array([r.author for r in rows])
+    gold, hits = _matrix([r.labels for r in rows], FLAGS), _matrix([r.hits for r in rows], FLAGS)
+    candidates: list[tuple[str, np.ndarray]] = [
+        ("round4", loao_margins(([], []), rows, FLAGS, Fit(**URGENCY_FIT)))]
+    for setting in settings:
+        clause_margins = clause_loao_margins(rows, spans, setting)
+        candidates.append((json.dumps(setting), clause_margins))
+        candidates.append((json.dumps(setting) + " + round4", clause_margins + candidates[0][1]))
+    report: dict[str, Any] = {"authors": {a: int((authors == a).sum()) for a in sorted(set(authors))},
+                              "candidates": []}
+    for name, margins in candidates:
+        decided = np.zeros_like(gold)
+        for author in sorted(set(authors)):
+            mine = authors == author
+            weights, cuts = tune_cuts(margins[~mine], gold[~mine], hits[~mine], floor)
+            decided[mine] = margins[mine] + weights * hits[mine] >= cuts
+        per_author = {a: _counts(decided[authors == a], gold[authors == a]) for a in sorted(set(authors))}
+        per_flag = {f: _counts(decided[:, k], gold[:, k]) for k, f in enumerate(FLAGS)}
+        report["candidates"].append({
+            "setting": name, "per_author": per_author, "per_flag_pooled": per_flag,
+            "mean_recall": float(np.mean([f["recall"] for f in per_author.values()])),
+            "mean_precision": float(np.mean([f["precision"] for f in per_author.values()]))})
+        np.save(REPO_ROOT / "build" / f"urgency_margins_{len(report['candidates'])}.npy", margins)
+        print(json.dumps(report["candidates"][-1]), flush=True)
+    return report
+
+
 def _counts(decided: np.ndarray, gold: np.ndarray) -> dict[str, float | None]:
     tp, fp, fn = int((decided & gold).sum()), int((decided & ~gold).sum()), int((~decided & gold).sum())
     return {"f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
@@ -270,6 +379,16 @@ def main(argv: list[str] | None = None) -> int:
                           help="folder of the taggers fitted without each author (fitted when missing)")
     evidence.add_argument("--candidates", type=json.loads, default=EVIDENCE_CANDIDATES,
                           help="JSON list of evidence settings")
+    clause = sub.add_parser("urgency-clause", help="train the clause urgency scorer (not shipped)")
+    clause.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "urgency_clause")
+    clause.add_argument("--setting", type=json.loads, default=CLAUSE_FIT,
+                        help=f"JSON of the fit setting (default {json.dumps(CLAUSE_FIT)})")
+    clause.add_argument("--floor", type=float, default=PRECISION_FLOOR)
+    clause.add_argument("--hold-author", default=None, help="fit without this author's items")
+    clause_loao = sub.add_parser("clause-loao", help="the round-4 urgency scorer against clause settings by LOAO")
+    clause_loao.add_argument("--settings", type=json.loads, default=[CLAUSE_FIT], help="JSON list of settings")
+    clause_loao.add_argument("--floor", type=float, default=PRECISION_FLOOR)
+    clause_loao.add_argument("--json", type=Path, default=None)
     loao = sub.add_parser("loao", help="compare settings by leave-one-author-out")
     loao.add_argument("--topics", type=json.loads, default=[TOPICS_FIT], help="JSON list of settings")
     loao.add_argument("--urgency", type=json.loads, default=[URGENCY_FIT], help="JSON list of settings")
@@ -284,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         report = fit_topics(args.out, args.data_dir, args.hold_author, args.setting)
     elif args.what == "urgency":
         report = fit_urgency(args.out, args.hold_author, args.setting, args.floor)
+    elif args.what == "urgency-clause":
+        report = fit_urgency_clause(args.out, args.hold_author, args.setting, args.floor)
+    elif args.what == "clause-loao":
+        report = compare_clause(args.settings, args.floor)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     elif args.what == "evidence":
         report = compare_evidence(args.taggers, args.data_dir, args.candidates)
     else:

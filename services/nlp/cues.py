@@ -8,9 +8,11 @@ Cue lists miss phrasings no one wrote down (issue 16: recall 0.68 on a second au
 so the file may name a learned scorer (``scorer:``, a folder relative to the file, trained by
 ``bench/train_topics.py urgency``): per flag a linear model over char n-grams whose margin, plus
 a bonus when a cue of the flag matched, is held against a cut chosen leave-one-author-out for
-the highest recall at precision 0.9 (services/nlp/cem_tagger.py). A cue match the scorer does
-not confirm is dropped; a flag the scorer raises without a cue points at the characters whose
-n-grams raised it.
+the highest recall at precision 0.9 (services/nlp/cem_tagger.py). A folder written by
+``bench/train_topics.py urgency-clause`` adds a per-clause model's best clause to that margin
+(services/nlp/urgency_model.py; not the default: it costs more CPU than the stage may spend).
+A cue match the scorer does not confirm is dropped; a flag the scorer raises without a cue
+points at the characters whose n-grams raised it, inside one clause for the clause model.
 
 Intent is decided with the event's stance in services/nlp/stance.py; ``intent_of`` is kept
 here, where callers have always found it.
@@ -31,6 +33,7 @@ from services.core.events import UrgencyFlag, UrgencyFlagName, trusted
 from services.nlp.aspect_tagger import AspectTagger
 from services.nlp.matching import compile_cue, cue_spans, screen
 from services.nlp.stance import intent_of_stance
+from services.nlp.urgency_model import UrgencyClauseModel, has_artifact
 
 
 class UrgencySpec(BaseModel):
@@ -49,7 +52,7 @@ class UrgencyCues:
     """Compiled urgency patterns, one RE2 alternation per flag (see services/nlp/matching.py)."""
 
     patterns: dict[UrgencyFlagName, Any]
-    scorer: AspectTagger | None = field(default=None, compare=False)
+    scorer: AspectTagger | UrgencyClauseModel | None = field(default=None, compare=False)
     _screen: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -80,12 +83,33 @@ class UrgencyCues:
         batch; a flag raised without a cue gets the span of the n-grams that raised it."""
         if self.scorer is None or not texts:
             return list(found)
+        if isinstance(self.scorer, UrgencyClauseModel):
+            return self._decide_by_clause(self.scorer, texts, found)
         decided = self.scorer.combine(texts, [[u.flag for u in flags] for flags in found])
         result = []
         for text, flags, kept in zip(texts, found, decided, strict=True):
             chosen = [u for u in flags if u.flag in kept]
             for flag in sorted(set(kept) - {u.flag for u in flags}):
                 span = self.scorer.evidence_span(text, flag)
+                if span is not None:
+                    chosen.append(trusted(UrgencyFlag, flag=flag, term=text[span[0]: span[1]],
+                                          evidence=[span]))
+            result.append(chosen)
+        return result
+
+    @staticmethod
+    def _decide_by_clause(model: UrgencyClauseModel, texts: Sequence[str],
+                          found: Sequence[list[UrgencyFlag]]) -> list[list[UrgencyFlag]]:
+        """As :meth:`decide`, with the clause model: a kept cue match keeps its own span; a
+        flag raised without a cue points inside the clause that raised it, and is dropped when
+        no n-gram of that clause raises it."""
+        spans = [[(u.flag, a, b) for u in flags for a, b in u.evidence] for flags in found]
+        result = []
+        for text, flags, raised in zip(texts, found, model.decide(texts, spans), strict=True):
+            chosen = [u for u in flags if u.flag in raised]
+            cued = {u.flag for u in flags}
+            for flag in sorted(set(raised) - cued):
+                span = raised[flag]
                 if span is not None:
                     chosen.append(trusted(UrgencyFlag, flag=flag, term=text[span[0]: span[1]],
                                           evidence=[span]))
@@ -114,10 +138,13 @@ def load_urgency(path: Path | None = None, with_scorer: bool = True) -> UrgencyC
     if spec.scorer and with_scorer:
         base = path.parent if path else Path(str(resources.files(__package__)))
         try:
-            scorer = AspectTagger.load(base / spec.scorer)
+            folder = base / spec.scorer
+            scorer = (UrgencyClauseModel.load(folder) if has_artifact(folder)
+                      else AspectTagger.load(folder))
         except (OSError, KeyError, ValueError) as exc:
             raise file.refuse(("scorer",), f"scorer {spec.scorer} does not load: {exc}") from exc
-        unknown = sorted(set(scorer.topics) - set(spec.flags))
+        known = scorer.flags if isinstance(scorer, UrgencyClauseModel) else scorer.topics
+        unknown = sorted(set(known) - set(spec.flags))
         if unknown:
             raise file.refuse(("scorer",), f"scorer {spec.scorer} knows flags {unknown} that "
                               "this file lists no cues for; retrain it with "

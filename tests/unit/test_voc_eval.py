@@ -249,3 +249,15 @@ def test_held_out_errors_are_never_listed(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="held-out errors are never shown"):
         voc_eval.errors(held, [{"text": "x", "sentiment": {"label": "neutral", "score": 0.0},
                                 "intent": "other", "topics": [], "urgency": []}])
+
+
+def test_a_big5_email_with_hong_kong_characters_is_sent_as_big5_hkscs() -> None:
+    """攞 is in Big5-HKSCS, not Big5: such an item is sent as a Hong Kong mailer would send it,
+    and ingest reads it back."""
+    row = {"id": "t-1", "channel": "email", "split": "tuning", "script": "traditional",
+           "email": {"subject": "查詢", "charset": "Big5", "body": "想出發前攞到部機，唔該。"},
+           "labels": {"sentiment": "neutral", "intent": "inquiry", "topics": [], "urgency": [],
+                      "evidence": []}, "pii": []}
+    event = voc_eval.raw_event(voc_eval.Item(row))
+    assert "攞到部机" in (event.analysis_text or event.text)
+    assert voc_eval._sendable_charset("Big5", "多謝") == "Big5"
