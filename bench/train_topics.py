@@ -122,14 +122,22 @@ def topic_list() -> list[str]:
     return [t.id for t in load_taxonomy_spec().topics]
 
 
+def topic_fit(setting: dict[str, Any]) -> Any:
+    """The :class:`~services.nlp.cem_tagger.Fit` of a topic setting (what is not the public rows'
+    choice or the per-clause decision's ``clause_mixes``)."""
+    from services.nlp.cem_tagger import Fit
+
+    return Fit(**{k: v for k, v in setting.items() if k not in ("public", "clause_mixes")})
+
+
 def fit_topics(out: Path, data_dir: Path, hold_author: str | None, setting: dict[str, Any]) -> dict[str, Any]:
     """Train and save the CEM tagger without ``hold_author``; returns its training report."""
-    from services.nlp.cem_tagger import Fit, train_topics
+    from services.nlp.cem_tagger import train_topics
 
     items, texts = analysed(hold_author)
     public = public_rows(data_dir, setting.get("public", "none"))
-    fit = Fit(**{k: v for k, v in setting.items() if k != "public"})
-    tagger, report = train_topics(public, topic_items(items, texts), topic_list(), fit)
+    tagger, report = train_topics(public, topic_items(items, texts), topic_list(), topic_fit(setting),
+                                  setting.get("clause_mixes"))
     tagger.save(out)
     return {"held_author": hold_author, "public": setting.get("public"), **report}
 
@@ -208,11 +216,48 @@ def _counts(decided: np.ndarray, gold: np.ndarray) -> dict[str, float | None]:
             "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None}
 
 
+def _topic_figures(setting: dict[str, Any], items: list[Any], rows: list[Any], topics: list[str],
+                   authors: list[str], decided: dict[int, frozenset[str]]) -> dict[str, Any]:
+    """One topic setting's LOAO figures per author (and their means) and pooled per channel."""
+    from services.nlp.cem_tagger import _matrix
+
+    per_author = {}
+    for author in authors:
+        mine = [k for k, r in enumerate(rows) if r.author == author]
+        gold = _matrix([rows[k].labels for k in mine], topics)
+        per_author[author] = _counts(_matrix([decided[k] for k in mine], topics), gold)
+        per_author[author]["keywords_f1"] = _counts(_matrix([rows[k].hits for k in mine], topics), gold)["f1"]
+    per_channel = {}
+    for channel in sorted({i.channel for i in items}):
+        mine = [k for k, i in enumerate(items) if i.channel == channel]
+        per_channel[channel] = {"n": len(mine), **_counts(_matrix([decided[k] for k in mine], topics),
+                                                          _matrix([rows[k].labels for k in mine], topics))}
+    return {"setting": setting, "per_author": per_author, "per_channel": per_channel,
+            **{f"mean_{f}": float(np.mean([a[f] for a in per_author.values()]))
+               for f in ("f1", "precision", "recall")}}
+
+
+def _write_errors(errors: Path, setting: dict[str, Any], items: list[Any], rows: list[Any],
+                  decided: dict[int, frozenset[str]]) -> None:
+    """Append one topic setting's LOAO misses (missed and extra topics per item) as JSONL."""
+    errors.parent.mkdir(parents=True, exist_ok=True)
+    with errors.open("a", encoding="utf-8") as fh:
+        fh.write(f"# {json.dumps(setting)}\n")
+        for k, (item, row) in enumerate(zip(items, rows, strict=True)):
+            missed, extra = sorted(row.labels - decided[k]), sorted(decided[k] - row.labels)
+            if missed or extra:
+                fh.write(json.dumps({"id": item.id, "author": item.author, "channel": item.channel,
+                                     "missed": missed, "extra": extra, "hits": sorted(row.hits),
+                                     "text": row.text}, ensure_ascii=False) + "\n")
+
+
 def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settings: list[dict[str, Any]],
-            floor: float = PRECISION_FLOOR) -> dict[str, Any]:
+            floor: float = PRECISION_FLOOR, errors: Path | None = None) -> dict[str, Any]:
     """Each setting's LOAO figures: for each author, the models (fusion and cuts included) are
-    trained without them on the other authors, then decide that author's items."""
-    from services.nlp.cem_tagger import Fit, _matrix, train_topics, train_urgency
+    trained without them on the other authors, then decide that author's items; topic figures
+    also pooled per channel. ``errors`` gets (appended) each item the tagger decided wrong, per
+    topic setting: missed and extra topics, the phrases' hits and the analysed text."""
+    from services.nlp.cem_tagger import Fit, _matrix, train_topic_variants, train_urgency
 
     items, texts = analysed()
     rows = topic_items(items, texts)
@@ -221,22 +266,28 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
     authors = sorted({r.author for r in rows})
     report: dict[str, Any] = {"authors": {a: sum(r.author == a for r in rows) for a in authors},
                               "topics": [], "urgency": []}
+    # Settings that differ only in their clause_mixes share every fitted model.
+    groups: dict[str, list[dict[str, Any]]] = {}
     for setting in topic_settings:
-        public = public_rows(data_dir, setting.get("public", "none"))
-        fit = Fit(**{k: v for k, v in setting.items() if k != "public"})
-        per_author = {}
+        key = json.dumps({k: v for k, v in setting.items() if k != "clause_mixes"}, sort_keys=True)
+        groups.setdefault(key, []).append(setting)
+    for group in groups.values():
+        public = public_rows(data_dir, group[0].get("public", "none"))
+        fit = topic_fit(group[0])
+        decisions: list[dict[int, frozenset[str]]] = [{} for _ in group]
         for author in authors:
-            mine = [r for r in rows if r.author == author]
-            tagger, _ = train_topics(public, [r for r in rows if r.author != author], topics, fit)
-            decided = tagger.combine([r.text for r in mine], [sorted(r.hits) for r in mine])
-            per_author[author] = _counts(_matrix([frozenset(d) for d in decided], topics),
-                                         _matrix([r.labels for r in mine], topics))
-            per_author[author]["keywords_f1"] = _counts(_matrix([r.hits for r in mine], topics),
-                                                        _matrix([r.labels for r in mine], topics))["f1"]
-        report["topics"].append({"setting": setting, "per_author": per_author,
-                                 "mean_f1": float(np.mean([f["f1"] for f in per_author.values()])),
-                                 "mean_recall": float(np.mean([f["recall"] for f in per_author.values()]))})
-        print(json.dumps(report["topics"][-1]), flush=True)
+            mine = [k for k, r in enumerate(rows) if r.author == author]
+            fitted = train_topic_variants(public, [r for r in rows if r.author != author], topics, fit,
+                                          [s.get("clause_mixes") for s in group])
+            for (tagger, _), decided_by in zip(fitted, decisions, strict=True):
+                decided = tagger.combine([rows[k].text for k in mine], [sorted(rows[k].hits) for k in mine])
+                decided_by.update((k, frozenset(d)) for k, d in zip(mine, decided, strict=True))
+            print(json.dumps({"held_author": author, "done": len(mine)}), flush=True)
+        for setting, decided_by in zip(group, decisions, strict=True):
+            report["topics"].append(_topic_figures(setting, items, rows, topics, authors, decided_by))
+            print(json.dumps(report["topics"][-1]), flush=True)
+            if errors is not None:
+                _write_errors(errors, setting, items, rows, decided_by)
     for setting in urgency_settings:
         per_author = {}
         for author in authors:
@@ -275,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     loao.add_argument("--urgency", type=json.loads, default=[URGENCY_FIT], help="JSON list of settings")
     loao.add_argument("--json", type=Path, default=None)
     loao.add_argument("--floor", type=float, default=PRECISION_FLOOR, help="urgency precision floor")
+    loao.add_argument("--errors", type=Path, default=None,
+                      help="append each topic setting's LOAO misses to this JSONL file")
     for command in (topics, urgency, loao, evidence):
         command.add_argument("--data-dir", type=Path, default=PUBLIC_DATA)
     for command in (topics, urgency):
@@ -287,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "evidence":
         report = compare_evidence(args.taggers, args.data_dir, args.candidates)
     else:
-        report = compare(args.data_dir, args.topics, args.urgency, args.floor)
+        report = compare(args.data_dir, args.topics, args.urgency, args.floor, args.errors)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

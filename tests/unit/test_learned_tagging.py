@@ -3,6 +3,7 @@ cut, and the evidence spans of what a model decides without a phrase or a cue.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,88 @@ def test_a_topic_kept_by_its_phrase_also_points_where_the_model_read_it() -> Non
     assert match.evidence[0] == (0, 2)
     assert len(match.evidence) >= 2
     assert any(5 <= a < b <= len(text) and "屏" in text[a:b] for a, b in match.evidence[1:])
+
+
+def test_without_a_clause_mix_the_decision_and_the_artifact_are_the_whole_texts(tmp_path: Path) -> None:
+    """The option is absent from artifacts that do not use it (the urgency scorer's), and then
+    the margins the decision reads are the whole text's, exactly."""
+    tagger = screen_tagger()
+    tagger.save(tmp_path / "t")
+    params = json.loads((tmp_path / "t" / "aspect_tagger.json").read_text(encoding="utf-8"))
+    assert "clause_mix" not in params and "clause_cap" not in params
+    loaded = AspectTagger.load(tmp_path / "t")
+    assert loaded.clause_mix is None
+    whole = loaded.decision_function(["快递很快，屏幕有坏点"])
+    assert loaded.mixed(whole, whole + 5.0) is whole
+    tagger.clause_mix = np.array([0.5])
+    tagger.clause_cap = 7
+    tagger.save(tmp_path / "m")
+    again = AspectTagger.load(tmp_path / "m")
+    assert again.clause_mix is not None and again.clause_mix.tolist() == [0.5] and again.clause_cap == 7
+
+
+def test_a_topic_of_one_clause_is_decided_by_that_clause() -> None:
+    """Diluted among the clauses about other things, 屏幕有坏点 leaves the whole-text margin
+    below the cut; read alone, its clause passes it, and with a mix of 1 the topic is kept."""
+    tagger = screen_tagger()
+    tagger.support = {"product_quality": 30}
+    tagger.keyword_weights = np.array([0.0])
+    text = "快递很快，客服很好，价格便宜，物流慢，屏幕有坏点"
+    clauses = tagger.clause_margins([text, "屏幕有坏点"])
+    whole = tagger.decision_function([text, "屏幕有坏点"])
+    best = tagger.clause_best(whole, *clauses)
+    assert len(clauses[0][0]) == 5 and clauses[2].tolist() == [0, -1]
+    assert best[0, 0] > whole[0, 0] and best[1, 0] == whole[1, 0]
+    tagger.fused_thresholds = np.array([(best[0, 0] + whole[0, 0]) / 2])
+    assert tagger.combine([text], [[]]) == [[]]
+    tagger.clause_mix = np.array([1.0])
+    assert tagger.combine([text], [[]]) == [["product_quality"]]
+    assert tagger.combine([text], [[]], clauses=tagger.clause_margins([text])) == [["product_quality"]]
+
+
+def test_the_clauses_scored_alone_are_capped() -> None:
+    """A hostile text of 200,000 clauses costs the cap's clauses, not one pass per clause;
+    past the cap the whole-text margin decides."""
+    import time
+
+    tagger = screen_tagger()
+    tagger.clause_cap = 16
+    text = "屏，" * 100_000
+    started = time.process_time()
+    clauses, margins, first = tagger.clause_margins([text])
+    assert len(clauses[0]) == 16 and margins.shape == (16, 1) and first.tolist() == [0]
+    assert time.process_time() - started < 1.0
+
+
+def test_the_clause_mix_is_chosen_only_where_it_helps() -> None:
+    from services.nlp.cem_tagger import tune_clause_fusion
+
+    gold = np.array([[True, True], [True, False], [False, True], [False, False]] * 3)
+    hits = np.zeros_like(gold)
+    # Topic 0: the whole-text margin separates already, the clauses say nothing more: mix 0.
+    # Topic 1: the whole text misses its second positive, its best clause does not.
+    whole = np.array([[2.0, 2.0], [1.5, -1.0], [-1.0, -2.0], [-2.0, -1.5]] * 3)
+    best = np.array([[2.0, 2.0], [1.5, -1.0], [-1.0, 3.0], [-2.0, -1.5]] * 3)
+    mix, weights, cuts = tune_clause_fusion(whole, best, gold, hits, np.array([True, True]))
+    assert mix.tolist() == [0.0, 0.25] or (mix[0] == 0.0 and mix[1] > 0)
+    mixed = whole + mix * np.maximum(best - whole, 0) + weights * hits >= cuts
+    assert (mixed == gold).all()
+
+
+def test_a_topic_decided_by_a_clause_holds_its_evidence_there() -> None:
+    from services.nlp.taxonomy import Taxonomy, TaxonomySpec
+
+    tagger = screen_tagger()
+    tagger.support = {"product_quality": 30}
+    tagger.keyword_weights = np.array([0.0])
+    text = "快递很快，客服很好，价格便宜，物流慢，屏幕有坏点"
+    whole = tagger.decision_function([text])
+    best = tagger.clause_best(whole, *tagger.clause_margins([text]))
+    tagger.fused_thresholds = (best[0] + whole[0]) / 2
+    tagger.clause_mix = np.array([1.0])
+    tagger.evidence = {"share": 0.15, "clause_slack": 0.0, "clauses_max": 8}
+    spec = TaxonomySpec.model_validate(
+        {"topics": [{"id": "product_quality", "name": "产品", "keywords": ["质量"]}]})
+    (match,) = Taxonomy(spec, tagger).tag_many([text])[0]
+    start = text.index("屏幕")
+    assert match.evidence and all(a >= start for a, _ in match.evidence)
