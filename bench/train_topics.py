@@ -216,6 +216,11 @@ def _counts(decided: np.ndarray, gold: np.ndarray) -> dict[str, float | None]:
             "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None}
 
 
+def _variant_name(setting: dict[str, Any]) -> str:
+    """A folder name for one topic setting: its values, in key order."""
+    return "_".join(f"{k}-{'+'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(setting.items()))
+
+
 def _topic_figures(setting: dict[str, Any], items: list[Any], rows: list[Any], topics: list[str],
                    authors: list[str], decided: dict[int, frozenset[str]]) -> dict[str, Any]:
     """One topic setting's LOAO figures per author (and their means) and pooled per channel."""
@@ -252,11 +257,14 @@ def _write_errors(errors: Path, setting: dict[str, Any], items: list[Any], rows:
 
 
 def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settings: list[dict[str, Any]],
-            floor: float = PRECISION_FLOOR, errors: Path | None = None) -> dict[str, Any]:
+            floor: float = PRECISION_FLOOR, errors: Path | None = None,
+            taggers: Path | None = None) -> dict[str, Any]:
     """Each setting's LOAO figures: for each author, the models (fusion and cuts included) are
     trained without them on the other authors, then decide that author's items; topic figures
     also pooled per channel. ``errors`` gets (appended) each item the tagger decided wrong, per
-    topic setting: missed and extra topics, the phrases' hits and the analysed text."""
+    topic setting: missed and extra topics, the phrases' hits and the analysed text. ``taggers``
+    keeps each topic setting's taggers fitted without each author
+    (``taggers/<setting>/<author>``), which ``evidence --taggers`` reads instead of refitting."""
     from services.nlp.cem_tagger import Fit, _matrix, train_topic_variants, train_urgency
 
     items, texts = analysed()
@@ -279,7 +287,9 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
             mine = [k for k, r in enumerate(rows) if r.author == author]
             fitted = train_topic_variants(public, [r for r in rows if r.author != author], topics, fit,
                                           [s.get("clause_mixes") for s in group])
-            for (tagger, _), decided_by in zip(fitted, decisions, strict=True):
+            for n, ((tagger, _), decided_by) in enumerate(zip(fitted, decisions, strict=True)):
+                if taggers is not None:
+                    tagger.save(taggers / _variant_name(group[n]) / author)
                 decided = tagger.combine([rows[k].text for k in mine], [sorted(rows[k].hits) for k in mine])
                 decided_by.update((k, frozenset(d)) for k, d in zip(mine, decided, strict=True))
             print(json.dumps({"held_author": author, "done": len(mine)}), flush=True)
@@ -328,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     loao.add_argument("--floor", type=float, default=PRECISION_FLOOR, help="urgency precision floor")
     loao.add_argument("--errors", type=Path, default=None,
                       help="append each topic setting's LOAO misses to this JSONL file")
+    loao.add_argument("--taggers", type=Path, default=None,
+                      help="keep each topic setting's taggers fitted without each author here")
     for command in (topics, urgency, loao, evidence):
         command.add_argument("--data-dir", type=Path, default=PUBLIC_DATA)
     for command in (topics, urgency):
@@ -340,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "evidence":
         report = compare_evidence(args.taggers, args.data_dir, args.candidates)
     else:
-        report = compare(args.data_dir, args.topics, args.urgency, args.floor, args.errors)
+        report = compare(args.data_dir, args.topics, args.urgency, args.floor, args.errors, args.taggers)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
