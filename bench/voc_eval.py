@@ -212,6 +212,18 @@ def fold_of(item: Item) -> int:
     return zlib.crc32(item.id.encode("utf-8")) % FOLDS
 
 
+def _sendable_charset(declared: str, text: str) -> str:
+    """The charset a mailer would label this text with: the declared one, or Big5-HKSCS for
+    a Big5 text holding Hong Kong characters Big5 lacks (攞, 冇 ...), as Hong Kong mailers do
+    (an author's item may declare Big5 for such a text, which no Big5 mailer could send)."""
+    if declared.lower() == "big5":
+        try:
+            text.encode("big5")
+        except UnicodeEncodeError:
+            return "big5-hkscs"
+    return declared
+
+
 def raw_event(item: Item) -> RawFeedback:
     """The raw event ingest builds for this item on its channel (PII redacted, analysis text
     derived), then ``prepare_raw`` as the NLP stage applies it to everything it reads."""
@@ -236,8 +248,9 @@ def raw_event(item: Item) -> RawFeedback:
         event = call_event("voc-eval", call)
     elif item.channel == "email":
         mail = row["email"]
-        message = MIMEText(mail["body"], "plain", mail["charset"])
-        message["Subject"] = Header(mail["subject"], mail["charset"]).encode()
+        charset = _sendable_charset(mail["charset"], mail["subject"] + mail["body"])
+        message = MIMEText(mail["body"], "plain", charset)
+        message["Subject"] = Header(mail["subject"], charset).encode()
         message["From"] = "customer@example.invalid"
         message["Message-ID"] = f"<{item.id}@voc-eval.invalid>"
         message["Date"] = format_datetime(NOW)
