@@ -216,6 +216,45 @@ def _counts(decided: np.ndarray, gold: np.ndarray) -> dict[str, float | None]:
             "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None}
 
 
+def _flat_decisions(public: Any, rows: list[Any], topics: list[str], fit: Any,
+                    group: list[dict[str, Any]]) -> list[dict[int, frozenset[str]]]:
+    """Each setting's decisions of every item in the flat LOAO estimate: one model per author,
+    fitted without them, gives that author's margins (whole text and best clause); an author's
+    fusion (and clause mixes) is tuned on the other authors' margins and decides theirs. It fits
+    one model per author where the nested estimate fits one per pair of authors; the cost is that
+    the margins the fusion is tuned on came from models that had read the held author's items
+    (their labels never enter a cut)."""
+    from services.nlp.aspect_tagger import MIN_EXAMPLES
+    from services.nlp.cem_tagger import (
+        _matrix,
+        loao_clause_margins,
+        tune_clause_fusion,
+        tune_fusion,
+    )
+
+    margins, best = loao_clause_margins(public, rows, topics, fit)
+    gold, hits = _matrix([r.labels for r in rows], topics), _matrix([r.hits for r in rows], topics)
+    lead = np.maximum(best - margins, 0.0)
+    authors = np.array([r.author for r in rows])
+    result: list[dict[int, frozenset[str]]] = [{} for _ in group]
+    for author in sorted(set(authors)):
+        mine, rest = authors == author, authors != author
+        learned = gold[rest].sum(axis=0) >= MIN_EXAMPLES
+        for setting, decided_by in zip(group, result, strict=True):
+            mixes = setting.get("clause_mixes")
+            if mixes is None:
+                mix = np.zeros(len(topics))
+                weights, cuts = tune_fusion(margins[rest], gold[rest], hits[rest], learned)
+            else:
+                mix, weights, cuts = tune_clause_fusion(margins[rest], best[rest], gold[rest], hits[rest],
+                                                        learned, mixes)
+            score = margins[mine] + mix * lead[mine]
+            decided = np.where(learned, score + weights * hits[mine] >= cuts, hits[mine])
+            for k, row in zip(np.flatnonzero(mine).tolist(), decided, strict=True):
+                decided_by[k] = frozenset(t for t, d in zip(topics, row, strict=True) if d)
+    return result
+
+
 def _variant_name(setting: dict[str, Any]) -> str:
     """A folder name for one topic setting: its values, in key order."""
     return "_".join(f"{k}-{'+'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(setting.items()))
@@ -258,13 +297,14 @@ def _write_errors(errors: Path, setting: dict[str, Any], items: list[Any], rows:
 
 def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settings: list[dict[str, Any]],
             floor: float = PRECISION_FLOOR, errors: Path | None = None,
-            taggers: Path | None = None) -> dict[str, Any]:
+            taggers: Path | None = None, flat: bool = False) -> dict[str, Any]:
     """Each setting's LOAO figures: for each author, the models (fusion and cuts included) are
     trained without them on the other authors, then decide that author's items; topic figures
     also pooled per channel. ``errors`` gets (appended) each item the tagger decided wrong, per
     topic setting: missed and extra topics, the phrases' hits and the analysed text. ``taggers``
     keeps each topic setting's taggers fitted without each author
-    (``taggers/<setting>/<author>``), which ``evidence --taggers`` reads instead of refitting."""
+    (``taggers/<setting>/<author>``), which ``evidence --taggers`` reads instead of refitting.
+    ``flat`` gives the cheaper flat estimate (:func:`_flat_decisions`) for the topic settings."""
     from services.nlp.cem_tagger import Fit, _matrix, train_topic_variants, train_urgency
 
     items, texts = analysed()
@@ -282,6 +322,14 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
     for group in groups.values():
         public = public_rows(data_dir, group[0].get("public", "none"))
         fit = topic_fit(group[0])
+        if flat:
+            for setting, decided_by in zip(group, _flat_decisions(public, rows, topics, fit, group), strict=True):
+                report["topics"].append(_topic_figures(setting, items, rows, topics, authors, decided_by))
+                report["topics"][-1]["estimate"] = "flat"
+                print(json.dumps(report["topics"][-1]), flush=True)
+                if errors is not None:
+                    _write_errors(errors, setting, items, rows, decided_by)
+            continue
         decisions: list[dict[int, frozenset[str]]] = [{} for _ in group]
         for author in authors:
             mine = [k for k, r in enumerate(rows) if r.author == author]
@@ -340,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="append each topic setting's LOAO misses to this JSONL file")
     loao.add_argument("--taggers", type=Path, default=None,
                       help="keep each topic setting's taggers fitted without each author here")
+    loao.add_argument("--flat", action="store_true",
+                      help="topics: one model per author, fusion tuned on the other authors' margins "
+                           "(about as many times cheaper as there are authors; not the nested estimate)")
     for command in (topics, urgency, loao, evidence):
         command.add_argument("--data-dir", type=Path, default=PUBLIC_DATA)
     for command in (topics, urgency):
@@ -352,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "evidence":
         report = compare_evidence(args.taggers, args.data_dir, args.candidates)
     else:
-        report = compare(args.data_dir, args.topics, args.urgency, args.floor, args.errors, args.taggers)
+        report = compare(args.data_dir, args.topics, args.urgency, args.floor, args.errors, args.taggers, args.flat)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
