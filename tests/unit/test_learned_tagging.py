@@ -303,3 +303,19 @@ def test_a_topic_decided_by_a_clause_holds_its_evidence_there() -> None:
     (match,) = Taxonomy(spec, tagger).tag_many([text])[0]
     start = text.index("屏幕")
     assert match.evidence and all(a >= start for a, _ in match.evidence)
+
+
+def test_the_flat_estimate_decides_every_item_once_per_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train_topics.py loao --flat``: every item is decided for each setting, and a setting
+    whose only clause mix is 0 decides exactly as the whole-text fusion does."""
+    import services.nlp.aspect_tagger
+    from bench.train_topics import _flat_decisions
+
+    # The tiny set's flags are learned (decided by margins), not handed to the cues.
+    monkeypatch.setattr(services.nlp.aspect_tagger, "MIN_EXAMPLES", 1)
+    items = rows()
+    fit = Fit(author_weight=1.0, c=10.0, max_n=2, word_n=0, min_df=1)
+    whole, zero = _flat_decisions(([], []), items, FLAGS, fit, [{}, {"clause_mixes": [0.0]}])
+    assert set(whole) == set(zero) == set(range(len(items)))
+    assert whole == zero
+    assert any(whole[k] != items[k].hits for k in whole)
