@@ -46,8 +46,9 @@ from bench.common import REPO_ROOT  # noqa: E402
 from bench.voc_eval import PUBLIC_DATA, raw_event, read_tuning  # noqa: E402
 
 TAGGERS = REPO_ROOT / "services" / "nlp" / "taggers"
-TOPICS_FIT = {"public": "none", "author_weight": 1.0, "c": 3.0, "max_n": 3, "word_n": 1, "min_df": 1}
-"""The shipped topic setting (chosen by ``loao``; docs/model-card.md, "Round 3")."""
+TOPICS_FIT = {"public": "none", "author_weight": 1.0, "c": 10.0, "max_n": 3, "word_n": 1, "min_df": 1}
+"""The shipped topic setting (chosen by ``loao``; docs/model-card.md, "Round 3", C re-chosen on
+seventeen authors in "Round 5")."""
 URGENCY_FIT = {"author_weight": 1.0, "c": 3.0, "max_n": 2, "word_n": 1}
 """The shipped urgency setting (chosen by ``loao``)."""
 PRECISION_FLOOR = 0.9
@@ -124,10 +125,11 @@ def topic_list() -> list[str]:
 
 def topic_fit(setting: dict[str, Any]) -> Any:
     """The :class:`~services.nlp.cem_tagger.Fit` of a topic setting (what is not the public rows'
-    choice or the per-clause decision's ``clause_mixes``)."""
+    choice or the per-clause decision's ``clause_mixes`` and ``clause_split``)."""
     from services.nlp.cem_tagger import Fit
 
-    return Fit(**{k: v for k, v in setting.items() if k not in ("public", "clause_mixes")})
+    return Fit(**{k: v for k, v in setting.items()
+                  if k not in ("public", "clause_mixes", "clause_split", "length_mixes")})
 
 
 def fit_topics(out: Path, data_dir: Path, hold_author: str | None, setting: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +139,7 @@ def fit_topics(out: Path, data_dir: Path, hold_author: str | None, setting: dict
     items, texts = analysed(hold_author)
     public = public_rows(data_dir, setting.get("public", "none"))
     tagger, report = train_topics(public, topic_items(items, texts), topic_list(), topic_fit(setting),
-                                  setting.get("clause_mixes"))
+                                  setting.get("clause_mixes"), setting.get("clause_split", "fine"))
     tagger.save(out)
     return {"held_author": hold_author, "public": setting.get("public"), **report}
 
@@ -232,23 +234,27 @@ def _flat_decisions(public: Any, rows: list[Any], topics: list[str], fit: Any,
         tune_fusion,
     )
 
-    margins, best = loao_clause_margins(public, rows, topics, fit)
+    margins, best = loao_clause_margins(public, rows, topics, fit,
+                                        clause_split=group[0].get("clause_split", "fine"))
     gold, hits = _matrix([r.labels for r in rows], topics), _matrix([r.hits for r in rows], topics)
-    lead = np.maximum(best - margins, 0.0)
+    # The length bonus (settings with "length_mixes", an experiment of round 5): a topic's
+    # margin raised by mix x log(1 + characters / 100), so a long text needs less of it.
+    longer = np.log1p(np.array([len(r.text) for r in rows]) / 100.0)[:, None] * np.ones(len(topics))
     authors = np.array([r.author for r in rows])
     result: list[dict[int, frozenset[str]]] = [{} for _ in group]
     for author in sorted(set(authors)):
         mine, rest = authors == author, authors != author
         learned = gold[rest].sum(axis=0) >= MIN_EXAMPLES
         for setting, decided_by in zip(group, result, strict=True):
-            mixes = setting.get("clause_mixes")
+            mixes = setting.get("clause_mixes", setting.get("length_mixes"))
+            above = margins + longer if "length_mixes" in setting else best
             if mixes is None:
                 mix = np.zeros(len(topics))
                 weights, cuts = tune_fusion(margins[rest], gold[rest], hits[rest], learned)
             else:
-                mix, weights, cuts = tune_clause_fusion(margins[rest], best[rest], gold[rest], hits[rest],
+                mix, weights, cuts = tune_clause_fusion(margins[rest], above[rest], gold[rest], hits[rest],
                                                         learned, mixes)
-            score = margins[mine] + mix * lead[mine]
+            score = margins[mine] + mix * np.maximum(above[mine] - margins[mine], 0.0)
             decided = np.where(learned, score + weights * hits[mine] >= cuts, hits[mine])
             for k, row in zip(np.flatnonzero(mine).tolist(), decided, strict=True):
                 decided_by[k] = frozenset(t for t, d in zip(topics, row, strict=True) if d)
@@ -317,8 +323,11 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
     # Settings that differ only in their clause_mixes share every fitted model.
     groups: dict[str, list[dict[str, Any]]] = {}
     for setting in topic_settings:
-        key = json.dumps({k: v for k, v in setting.items() if k != "clause_mixes"}, sort_keys=True)
+        key = json.dumps({k: v for k, v in setting.items() if k not in ("clause_mixes", "length_mixes")},
+                         sort_keys=True)
         groups.setdefault(key, []).append(setting)
+    if not flat and any("length_mixes" in s for s in topic_settings):
+        raise SystemExit("length_mixes is an experiment of the flat estimate only: add --flat")
     for group in groups.values():
         public = public_rows(data_dir, group[0].get("public", "none"))
         fit = topic_fit(group[0])
@@ -334,7 +343,8 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
         for author in authors:
             mine = [k for k, r in enumerate(rows) if r.author == author]
             fitted = train_topic_variants(public, [r for r in rows if r.author != author], topics, fit,
-                                          [s.get("clause_mixes") for s in group])
+                                          [s.get("clause_mixes") for s in group],
+                                          group[0].get("clause_split", "fine"))
             for n, ((tagger, _), decided_by) in enumerate(zip(fitted, decisions, strict=True)):
                 if taggers is not None:
                     tagger.save(taggers / _variant_name(group[n]) / author)

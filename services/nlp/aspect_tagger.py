@@ -168,6 +168,11 @@ commas, colons and white space (a call transcript's pauses are spaces). The one 
 per-clause decision (:meth:`AspectTagger.clause_margins`) and of learned evidence
 (services/nlp/taxonomy.py). Linear: each match is a maximal run of one character class."""
 
+CLAUSE_SPLITS = {"fine": CLAUSE_SPLIT, "sentence": re.compile(r"[^，。！？；,.!?;~～\n]+")}
+"""The clause splitters a per-clause decision may use (``clause_split`` in the artifact):
+``fine`` is :data:`CLAUSE_SPLIT`; ``sentence`` splits at sentence and clause punctuation only
+(a call turn between pauses stays one clause). Both linear."""
+
 CLAUSE_CAP = 64
 """Most clauses of one text the per-clause decision scores alone (the first ones, in text
 order): past them a text's topics rest on its whole-text margin, so a text of thousands of
@@ -223,6 +228,7 @@ class AspectTagger:
         evidence: Mapping[str, float] | None = None,
         clause_mix: Sequence[float] | None = None,
         clause_cap: int = CLAUSE_CAP,
+        clause_split: str = "fine",
     ) -> None:
         self.topics = list(topics)
         self.vocabulary = list(vocabulary)
@@ -248,6 +254,9 @@ class AspectTagger:
         self.evidence = {**EVIDENCE_FIT, **(evidence or {})}
         self.clause_mix = None if clause_mix is None else np.asarray(clause_mix, dtype=np.float64)
         self.clause_cap = clause_cap
+        if clause_split not in CLAUSE_SPLITS:
+            raise ValueError(f"clause_split={clause_split!r}: choose one of {sorted(CLAUSE_SPLITS)}")
+        self.clause_split = clause_split
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
@@ -298,11 +307,12 @@ class AspectTagger:
         return scores + self.intercepts, norm > 0
 
     def clause_margins(self, texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
-        """Each text's clauses (:data:`CLAUSE_SPLIT`, the first ``clause_cap``; the whole text
+        """Each text's clauses (:data:`CLAUSE_SPLITS` [``clause_split``], the first ``clause_cap``; the whole text
         when it has none), the margins of every clause of the texts that have more than one,
         shape (their clauses, topics), and where each text's run of rows starts (-1 for a text
         of one clause, whose clause is the text and needs no pass of its own)."""
-        clauses = [[m.span() for m in islice(CLAUSE_SPLIT.finditer(t), self.clause_cap)] or [(0, len(t))]
+        split = CLAUSE_SPLITS[self.clause_split]
+        clauses = [[m.span() for m in islice(split.finditer(t), self.clause_cap)] or [(0, len(t))]
                    for t in texts]
         first = np.full(len(texts), -1, dtype=np.int64)
         flat: list[str] = []
@@ -494,6 +504,7 @@ class AspectTagger:
         if self.clause_mix is not None:
             params["clause_mix"] = self.clause_mix.tolist()
             params["clause_cap"] = self.clause_cap
+            params["clause_split"] = self.clause_split
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -521,6 +532,7 @@ class AspectTagger:
             evidence=params.get("evidence"),
             clause_mix=params.get("clause_mix"),
             clause_cap=params.get("clause_cap", CLAUSE_CAP),
+            clause_split=params.get("clause_split", "fine"),
         )
 
 
@@ -790,6 +802,7 @@ __all__ = [
     "CLAUSE_CAP",
     "CLAUSE_MIXES",
     "CLAUSE_SPLIT",
+    "CLAUSE_SPLITS",
     "MIN_EXAMPLES",
     "WORD_JOIN",
     "AspectExample",

@@ -177,18 +177,20 @@ def loao_margins(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequen
 
 
 def loao_clause_margins(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
-                        topics: Sequence[str], fit: Fit, clause_cap: int = CLAUSE_CAP
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        topics: Sequence[str], fit: Fit, clause_cap: int = CLAUSE_CAP,
+                        clause_split: str = "fine") -> tuple[np.ndarray, np.ndarray]:
     """:func:`loao_margins` and, from the same models, each item's best clause margins
-    (:meth:`AspectTagger.clause_best`, at most ``clause_cap`` clauses per item)."""
-    margins, best = _loao(public, items, topics, fit, clauses=True, clause_cap=clause_cap)
+    (:meth:`AspectTagger.clause_best`, at most ``clause_cap`` clauses per item, split by
+    ``clause_split``)."""
+    margins, best = _loao(public, items, topics, fit, clauses=True, clause_cap=clause_cap,
+                          clause_split=clause_split)
     assert best is not None
     return margins, best
 
 
 def _loao(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
-          topics: Sequence[str], fit: Fit, clauses: bool, clause_cap: int = CLAUSE_CAP
-          ) -> tuple[np.ndarray, np.ndarray | None]:
+          topics: Sequence[str], fit: Fit, clauses: bool, clause_cap: int = CLAUSE_CAP,
+          clause_split: str = "fine") -> tuple[np.ndarray, np.ndarray | None]:
     authors = np.array([i.author for i in items])
     margins = np.full((len(items), len(topics)), np.nan)
     best = np.full((len(items), len(topics)), np.nan) if clauses else None
@@ -201,7 +203,7 @@ def _loao(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labe
         texts = [items[int(k)].text for k in mine]
         margins[mine] = model.decision_function(texts)
         if best is not None:
-            model.clause_cap = clause_cap
+            model.clause_cap, model.clause_split = clause_cap, clause_split
             best[mine] = model.clause_best(margins[mine], *model.clause_margins(texts))
     return margins, best
 
@@ -296,8 +298,8 @@ def tune_for_precision(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray,
 
 
 def train_topics(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
-                 topics: Sequence[str], fit: Fit, clause_mixes: Sequence[float] | None = None
-                 ) -> tuple[AspectTagger, dict[str, Any]]:
+                 topics: Sequence[str], fit: Fit, clause_mixes: Sequence[float] | None = None,
+                 clause_split: str = "fine") -> tuple[AspectTagger, dict[str, Any]]:
     """The CEM tagger fitted on every given author's items (and the public rows), its fusion
     tuned on their pooled LOAO margins; with the LOAO figures the fusion was tuned on.
 
@@ -305,19 +307,19 @@ def train_topics(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequen
     its clause mix is chosen among them with its bonus and cut (:func:`tune_clause_fusion`) on
     the same LOAO models' whole-text and best-clause margins, and saved in the artifact.
     """
-    return train_topic_variants(public, items, topics, fit, [clause_mixes])[0]
+    return train_topic_variants(public, items, topics, fit, [clause_mixes], clause_split)[0]
 
 
 def train_topic_variants(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
-                         topics: Sequence[str], fit: Fit, variants: Sequence[Sequence[float] | None]
-                         ) -> list[tuple[AspectTagger, dict[str, Any]]]:
+                         topics: Sequence[str], fit: Fit, variants: Sequence[Sequence[float] | None],
+                         clause_split: str = "fine") -> list[tuple[AspectTagger, dict[str, Any]]]:
     """:func:`train_topics` for each of ``variants`` (its ``clause_mixes``), from one set of
     fitted models: the variants differ only in how their decision is tuned on the same margins,
     so a comparison fits each model once."""
     if all(v is None for v in variants):
         loao, best = loao_margins(public, items, topics, fit), None
     else:
-        loao, best = loao_clause_margins(public, items, topics, fit)
+        loao, best = loao_clause_margins(public, items, topics, fit, clause_split=clause_split)
     kept = np.isfinite(loao).all(axis=1)
     whole, gold, hits = _tuning_rows(loao, items, topics)
     fitted = fit_on(public, items, topics, fit)
@@ -331,7 +333,7 @@ def train_topic_variants(public: tuple[Sequence[str], Sequence[set[str]]], items
             weights, cuts = tune_fusion(margins, gold, hits, learned)
         else:
             mix, weights, cuts = tune_clause_fusion(margins, best[kept], gold, hits, learned, mixes)
-            tagger.clause_mix = mix
+            tagger.clause_mix, tagger.clause_split = mix, clause_split
             margins = tagger.mixed(margins, best[kept])
             report["clause_mix"] = dict(zip(topics, mix.tolist(), strict=True))
         tagger.keyword_weights, tagger.fused_thresholds = weights, cuts

@@ -319,3 +319,24 @@ def test_the_flat_estimate_decides_every_item_once_per_setting(monkeypatch: pyte
     assert set(whole) == set(zero) == set(range(len(items)))
     assert whole == zero
     assert any(whole[k] != items[k].hits for k in whole)
+
+
+def test_the_sentence_splitter_keeps_a_turn_between_pauses_whole(tmp_path: Path) -> None:
+    tagger = screen_tagger()
+    text = "快递 很快，屏幕 有坏点"
+    assert len(tagger.clause_margins([text])[0][0]) == 4
+    tagger.clause_split = "sentence"
+    assert tagger.clause_margins([text])[0][0] == [(0, 5), (6, 12)]
+    tagger.clause_mix = np.array([0.5])
+    tagger.save(tmp_path / "s")
+    assert AspectTagger.load(tmp_path / "s").clause_split == "sentence"
+    with pytest.raises(ValueError, match="clause_split='words'"):
+        AspectTagger(**{**vars_of(tagger), "clause_split": "words"})
+
+
+def vars_of(tagger: AspectTagger) -> dict[str, object]:
+    return {"topics": tagger.topics, "vocabulary": tagger.vocabulary, "idf": tagger.idf,
+            "weights": tagger.weights, "intercepts": tagger.intercepts, "thresholds": tagger.thresholds,
+            "keyword_weights": tagger.keyword_weights, "fused_thresholds": tagger.fused_thresholds,
+            "support": tagger.support, "max_n": tagger.max_n, "max_chars": tagger.max_chars,
+            "word_n": tagger.word_n, "n_char": tagger.n_char}
