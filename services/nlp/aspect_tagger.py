@@ -175,8 +175,9 @@ CLAUSE_SPLITS = {"fine": CLAUSE_SPLIT, "sentence": re.compile(r"[^，。！？�
 
 CLAUSE_CAP = 64
 """Most clauses of one text the per-clause decision scores alone (the first ones, in text
-order): past them a text's topics rest on its whole-text margin, so a text of thousands of
-tiny clauses costs what 64 clauses do on top of the whole-text pass."""
+order, within the first ``max_chars`` characters the whole-text pass reads): past them a text's
+topics rest on its whole-text margin, so a text of thousands of tiny clauses costs what 64
+clauses do on top of the whole-text pass, and a long one no more characters than that pass."""
 
 CLAUSE_MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Candidate shares of the best clause's lead over the whole-text margin (per topic, chosen on
@@ -312,8 +313,10 @@ class AspectTagger:
         shape (their clauses, topics), and where each text's run of rows starts (-1 for a text
         of one clause, whose clause is the text and needs no pass of its own)."""
         split = CLAUSE_SPLITS[self.clause_split]
-        clauses = [[m.span() for m in islice(split.finditer(t), self.clause_cap)] or [(0, len(t))]
-                   for t in texts]
+        # Only clauses within the characters the whole-text pass reads (``max_chars``): the
+        # clause pass then reads no more characters than the whole-text one.
+        clauses = [[m.span() for m in islice(split.finditer(t, 0, self.max_chars), self.clause_cap)]
+                   or [(0, len(t))] for t in texts]
         first = np.full(len(texts), -1, dtype=np.int64)
         flat: list[str] = []
         for i, (text, spans) in enumerate(zip(texts, clauses, strict=True)):

@@ -268,6 +268,9 @@ def test_the_clauses_scored_alone_are_capped() -> None:
     started = time.process_time()
     clauses, margins, first = tagger.clause_margins([text])
     assert len(clauses[0]) == 16 and margins.shape == (16, 1) and first.tolist() == [0]
+    # Long clauses: only those within the characters the whole-text pass reads.
+    clauses, _, _ = tagger.clause_margins(["屏幕" * 3000 + "，" + "屏幕" * 3000])
+    assert clauses[0] == [(0, tagger.max_chars)]
     assert time.process_time() - started < 1.0
 
 
