@@ -129,7 +129,7 @@ def topic_fit(setting: dict[str, Any]) -> Any:
     from services.nlp.cem_tagger import Fit
 
     return Fit(**{k: v for k, v in setting.items()
-                  if k not in ("public", "clause_mixes", "clause_split", "length_mixes")})
+                  if k not in ("public", "clause_mixes", "clause_split", "length_mixes", "clause_rows")})
 
 
 def fit_topics(out: Path, data_dir: Path, hold_author: str | None, setting: dict[str, Any]) -> dict[str, Any]:
@@ -218,8 +218,34 @@ def _counts(decided: np.ndarray, gold: np.ndarray) -> dict[str, float | None]:
             "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None}
 
 
+def evidence_clause_rows(items: list[Any], rows: list[Any]) -> list[Any]:
+    """Extra training rows of the round-5 experiment ``"clause_rows"``: each clause (of
+    :data:`~services.nlp.aspect_tagger.CLAUSE_SPLIT`) that holds a gold evidence phrase of an
+    item, labelled with the topics whose phrase it holds, of the item's author (so a held-out
+    author's clauses are never trained on)."""
+    from services.nlp.aspect_tagger import CLAUSE_SPLIT
+    from services.nlp.cem_tagger import Labelled
+
+    extra = []
+    for item, row in zip(items, rows, strict=True):
+        spans = [m.span() for m in CLAUSE_SPLIT.finditer(row.text)]
+        if len(spans) < 2:
+            continue
+        held: dict[tuple[int, int], set[str]] = {}
+        for expected in item.labels.get("evidence", []):
+            at = row.text.find(expected["phrase"])
+            if at < 0:
+                continue
+            for a, b in spans:
+                if a <= at < b:
+                    held.setdefault((a, b), set()).add(expected["topic"])
+        extra.extend(Labelled(row.text[a:b], frozenset(t), frozenset(), row.author) for (a, b), t in held.items())
+    return extra
+
+
 def _flat_decisions(public: Any, rows: list[Any], topics: list[str], fit: Any,
-                    group: list[dict[str, Any]]) -> list[dict[int, frozenset[str]]]:
+                    group: list[dict[str, Any]], extra: list[Any] | None = None
+                    ) -> list[dict[int, frozenset[str]]]:
     """Each setting's decisions of every item in the flat LOAO estimate: one model per author,
     fitted without them, gives that author's margins (whole text and best clause); an author's
     fusion (and clause mixes) is tuned on the other authors' margins and decides theirs. It fits
@@ -234,8 +260,11 @@ def _flat_decisions(public: Any, rows: list[Any], topics: list[str], fit: Any,
         tune_fusion,
     )
 
-    margins, best = loao_clause_margins(public, rows, topics, fit,
-                                        clause_split=group[0].get("clause_split", "fine"))
+    if extra:
+        margins, best = _with_rows(public, rows, extra, topics, fit)
+    else:
+        margins, best = loao_clause_margins(public, rows, topics, fit,
+                                            clause_split=group[0].get("clause_split", "fine"))
     gold, hits = _matrix([r.labels for r in rows], topics), _matrix([r.hits for r in rows], topics)
     # The length bonus (settings with "length_mixes", an experiment of round 5): a topic's
     # margin raised by mix x log(1 + characters / 100), so a long text needs less of it.
@@ -259,6 +288,24 @@ def _flat_decisions(public: Any, rows: list[Any], topics: list[str], fit: Any,
             for k, row in zip(np.flatnonzero(mine).tolist(), decided, strict=True):
                 decided_by[k] = frozenset(t for t, d in zip(topics, row, strict=True) if d)
     return result
+
+
+def _with_rows(public: Any, rows: list[Any], extra: list[Any], topics: list[str], fit: Any
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """LOAO whole-text and best-clause margins of ``rows`` from models fitted, per author, on the
+    other authors' rows and their ``extra`` clause rows."""
+    from services.nlp.cem_tagger import fit_on
+
+    margins = np.full((len(rows), len(topics)), np.nan)
+    best = np.full((len(rows), len(topics)), np.nan)
+    for author in sorted({r.author for r in rows}):
+        mine = [k for k, r in enumerate(rows) if r.author == author]
+        model = fit_on(public, [r for r in rows if r.author != author] + [r for r in extra if r.author != author],
+                       topics, fit)
+        texts = [rows[k].text for k in mine]
+        margins[mine] = model.decision_function(texts)
+        best[mine] = model.clause_best(margins[mine], *model.clause_margins(texts))
+    return margins, best
 
 
 def _variant_name(setting: dict[str, Any]) -> str:
@@ -326,13 +373,15 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
         key = json.dumps({k: v for k, v in setting.items() if k not in ("clause_mixes", "length_mixes")},
                          sort_keys=True)
         groups.setdefault(key, []).append(setting)
-    if not flat and any("length_mixes" in s for s in topic_settings):
-        raise SystemExit("length_mixes is an experiment of the flat estimate only: add --flat")
+    if not flat and any("length_mixes" in s or "clause_rows" in s for s in topic_settings):
+        raise SystemExit("length_mixes and clause_rows are experiments of the flat estimate only: add --flat")
     for group in groups.values():
         public = public_rows(data_dir, group[0].get("public", "none"))
         fit = topic_fit(group[0])
         if flat:
-            for setting, decided_by in zip(group, _flat_decisions(public, rows, topics, fit, group), strict=True):
+            extra = evidence_clause_rows(items, rows) if group[0].get("clause_rows") else []
+            for setting, decided_by in zip(group, _flat_decisions(public, rows, topics, fit, group, extra),
+                                           strict=True):
                 report["topics"].append(_topic_figures(setting, items, rows, topics, authors, decided_by))
                 report["topics"][-1]["estimate"] = "flat"
                 print(json.dumps(report["topics"][-1]), flush=True)

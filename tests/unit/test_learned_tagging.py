@@ -343,3 +343,22 @@ def vars_of(tagger: AspectTagger) -> dict[str, object]:
             "keyword_weights": tagger.keyword_weights, "fused_thresholds": tagger.fused_thresholds,
             "support": tagger.support, "max_n": tagger.max_n, "max_chars": tagger.max_chars,
             "word_n": tagger.word_n, "n_char": tagger.n_char}
+
+
+def test_evidence_clause_rows_are_the_clauses_holding_a_gold_phrase() -> None:
+    """The clause-row experiment (``loao --flat`` with ``"clause_rows"``) adds each clause that
+    holds an item's gold evidence phrase, labelled with those phrases' topics, and nothing for
+    a one-clause text (whose clause is the text) or a phrase the text does not hold."""
+    from types import SimpleNamespace
+
+    from bench.train_topics import evidence_clause_rows
+
+    text = "快递很快，但是屏幕有坏点，客服也不理人"
+    item = SimpleNamespace(labels={"evidence": [
+        {"topic": "product_quality", "phrase": "屏幕有坏点"}, {"topic": "service_attitude", "phrase": "不理人"},
+        {"topic": "price_fees", "phrase": "太贵"}]})
+    row = Labelled(text, frozenset({"product_quality", "service_attitude"}), frozenset(), "a")
+    alone = Labelled("屏幕有坏点", frozenset({"product_quality"}), frozenset(), "b")
+    extra = evidence_clause_rows([item, item], [row, alone])
+    assert {(e.text, e.labels, e.author) for e in extra} == {
+        ("但是屏幕有坏点", frozenset({"product_quality"}), "a"), ("客服也不理人", frozenset({"service_attitude"}), "a")}
