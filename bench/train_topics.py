@@ -48,8 +48,9 @@ from bench.common import REPO_ROOT  # noqa: E402
 from bench.voc_eval import PUBLIC_DATA, raw_event, read_tuning  # noqa: E402
 
 TAGGERS = REPO_ROOT / "services" / "nlp" / "taggers"
-TOPICS_FIT = {"public": "none", "author_weight": 1.0, "c": 3.0, "max_n": 3, "word_n": 1, "min_df": 1}
-"""The shipped topic setting (chosen by ``loao``; docs/model-card.md, "Round 3")."""
+TOPICS_FIT = {"public": "none", "author_weight": 1.0, "c": 10.0, "max_n": 3, "word_n": 1, "min_df": 1}
+"""The shipped topic setting (chosen by ``loao``; docs/model-card.md, "Round 3", C re-chosen on
+seventeen authors in "Round 5")."""
 URGENCY_FIT = {"author_weight": 1.0, "c": 3.0, "max_n": 2, "word_n": 1}
 """The round-4 urgency setting (whole text; chosen by ``loao``)."""
 CLAUSE_FIT = {"c": 3.0, "max_n": 3, "rounds": 2, "min_df": 2, "whole": False}
@@ -128,14 +129,23 @@ def topic_list() -> list[str]:
     return [t.id for t in load_taxonomy_spec().topics]
 
 
+def topic_fit(setting: dict[str, Any]) -> Any:
+    """The :class:`~services.nlp.cem_tagger.Fit` of a topic setting (what is not the public rows'
+    choice or the per-clause decision's ``clause_mixes`` and ``clause_split``)."""
+    from services.nlp.cem_tagger import Fit
+
+    return Fit(**{k: v for k, v in setting.items()
+                  if k not in ("public", "clause_mixes", "clause_split", "length_mixes", "clause_rows")})
+
+
 def fit_topics(out: Path, data_dir: Path, hold_author: str | None, setting: dict[str, Any]) -> dict[str, Any]:
     """Train and save the CEM tagger without ``hold_author``; returns its training report."""
-    from services.nlp.cem_tagger import Fit, train_topics
+    from services.nlp.cem_tagger import train_topics
 
     items, texts = analysed(hold_author)
     public = public_rows(data_dir, setting.get("public", "none"))
-    fit = Fit(**{k: v for k, v in setting.items() if k != "public"})
-    tagger, report = train_topics(public, topic_items(items, texts), topic_list(), fit)
+    tagger, report = train_topics(public, topic_items(items, texts), topic_list(), topic_fit(setting),
+                                  setting.get("clause_mixes"), setting.get("clause_split", "fine"))
     tagger.save(out)
     return {"held_author": hold_author, "public": setting.get("public"), **report}
 
@@ -317,11 +327,147 @@ def _counts(decided: np.ndarray, gold: np.ndarray) -> dict[str, float | None]:
             "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None}
 
 
+def evidence_clause_rows(items: list[Any], rows: list[Any]) -> list[Any]:
+    """Extra training rows of the round-5 experiment ``"clause_rows"``: each clause (of
+    :data:`~services.nlp.aspect_tagger.CLAUSE_SPLIT`) that holds a gold evidence phrase of an
+    item, labelled with the topics whose phrase it holds, of the item's author (so a held-out
+    author's clauses are never trained on)."""
+    from services.nlp.aspect_tagger import CLAUSE_SPLIT
+    from services.nlp.cem_tagger import Labelled
+
+    extra = []
+    for item, row in zip(items, rows, strict=True):
+        spans = [m.span() for m in CLAUSE_SPLIT.finditer(row.text)]
+        if len(spans) < 2:
+            continue
+        held: dict[tuple[int, int], set[str]] = {}
+        for expected in item.labels.get("evidence", []):
+            at = row.text.find(expected["phrase"])
+            if at < 0:
+                continue
+            for a, b in spans:
+                if a <= at < b:
+                    held.setdefault((a, b), set()).add(expected["topic"])
+        extra.extend(Labelled(row.text[a:b], frozenset(t), frozenset(), row.author) for (a, b), t in held.items())
+    return extra
+
+
+def _flat_decisions(public: Any, rows: list[Any], topics: list[str], fit: Any,
+                    group: list[dict[str, Any]], extra: list[Any] | None = None
+                    ) -> list[dict[int, frozenset[str]]]:
+    """Each setting's decisions of every item in the flat LOAO estimate: one model per author,
+    fitted without them, gives that author's margins (whole text and best clause); an author's
+    fusion (and clause mixes) is tuned on the other authors' margins and decides theirs. It fits
+    one model per author where the nested estimate fits one per pair of authors; the cost is that
+    the margins the fusion is tuned on came from models that had read the held author's items
+    (their labels never enter a cut)."""
+    from services.nlp.aspect_tagger import MIN_EXAMPLES
+    from services.nlp.cem_tagger import (
+        _matrix,
+        loao_clause_margins,
+        tune_clause_fusion,
+        tune_fusion,
+    )
+
+    if extra:
+        margins, best = _with_rows(public, rows, extra, topics, fit)
+    else:
+        margins, best = loao_clause_margins(public, rows, topics, fit,
+                                            clause_split=group[0].get("clause_split", "fine"))
+    gold, hits = _matrix([r.labels for r in rows], topics), _matrix([r.hits for r in rows], topics)
+    # The length bonus (settings with "length_mixes", an experiment of round 5): a topic's
+    # margin raised by mix x log(1 + characters / 100), so a long text needs less of it.
+    longer = np.log1p(np.array([len(r.text) for r in rows]) / 100.0)[:, None] * np.ones(len(topics))
+    authors = np.array([r.author for r in rows])
+    result: list[dict[int, frozenset[str]]] = [{} for _ in group]
+    for author in sorted(set(authors)):
+        mine, rest = authors == author, authors != author
+        learned = gold[rest].sum(axis=0) >= MIN_EXAMPLES
+        for setting, decided_by in zip(group, result, strict=True):
+            mixes = setting.get("clause_mixes", setting.get("length_mixes"))
+            above = margins + longer if "length_mixes" in setting else best
+            if mixes is None:
+                mix = np.zeros(len(topics))
+                weights, cuts = tune_fusion(margins[rest], gold[rest], hits[rest], learned)
+            else:
+                mix, weights, cuts = tune_clause_fusion(margins[rest], above[rest], gold[rest], hits[rest],
+                                                        learned, mixes)
+            score = margins[mine] + mix * np.maximum(above[mine] - margins[mine], 0.0)
+            decided = np.where(learned, score + weights * hits[mine] >= cuts, hits[mine])
+            for k, row in zip(np.flatnonzero(mine).tolist(), decided, strict=True):
+                decided_by[k] = frozenset(t for t, d in zip(topics, row, strict=True) if d)
+    return result
+
+
+def _with_rows(public: Any, rows: list[Any], extra: list[Any], topics: list[str], fit: Any
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """LOAO whole-text and best-clause margins of ``rows`` from models fitted, per author, on the
+    other authors' rows and their ``extra`` clause rows."""
+    from services.nlp.cem_tagger import fit_on
+
+    margins = np.full((len(rows), len(topics)), np.nan)
+    best = np.full((len(rows), len(topics)), np.nan)
+    for author in sorted({r.author for r in rows}):
+        mine = [k for k, r in enumerate(rows) if r.author == author]
+        model = fit_on(public, [r for r in rows if r.author != author] + [r for r in extra if r.author != author],
+                       topics, fit)
+        texts = [rows[k].text for k in mine]
+        margins[mine] = model.decision_function(texts)
+        best[mine] = model.clause_best(margins[mine], *model.clause_margins(texts))
+    return margins, best
+
+
+def _variant_name(setting: dict[str, Any]) -> str:
+    """A folder name for one topic setting: its values, in key order."""
+    return "_".join(f"{k}-{'+'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(setting.items()))
+
+
+def _topic_figures(setting: dict[str, Any], items: list[Any], rows: list[Any], topics: list[str],
+                   authors: list[str], decided: dict[int, frozenset[str]]) -> dict[str, Any]:
+    """One topic setting's LOAO figures per author (and their means) and pooled per channel."""
+    from services.nlp.cem_tagger import _matrix
+
+    per_author = {}
+    for author in authors:
+        mine = [k for k, r in enumerate(rows) if r.author == author]
+        gold = _matrix([rows[k].labels for k in mine], topics)
+        per_author[author] = _counts(_matrix([decided[k] for k in mine], topics), gold)
+        per_author[author]["keywords_f1"] = _counts(_matrix([rows[k].hits for k in mine], topics), gold)["f1"]
+    per_channel = {}
+    for channel in sorted({i.channel for i in items}):
+        mine = [k for k, i in enumerate(items) if i.channel == channel]
+        per_channel[channel] = {"n": len(mine), **_counts(_matrix([decided[k] for k in mine], topics),
+                                                          _matrix([rows[k].labels for k in mine], topics))}
+    return {"setting": setting, "per_author": per_author, "per_channel": per_channel,
+            **{f"mean_{f}": float(np.mean([a[f] for a in per_author.values()]))
+               for f in ("f1", "precision", "recall")}}
+
+
+def _write_errors(errors: Path, setting: dict[str, Any], items: list[Any], rows: list[Any],
+                  decided: dict[int, frozenset[str]]) -> None:
+    """Append one topic setting's LOAO misses (missed and extra topics per item) as JSONL."""
+    errors.parent.mkdir(parents=True, exist_ok=True)
+    with errors.open("a", encoding="utf-8") as fh:
+        fh.write(f"# {json.dumps(setting)}\n")
+        for k, (item, row) in enumerate(zip(items, rows, strict=True)):
+            missed, extra = sorted(row.labels - decided[k]), sorted(decided[k] - row.labels)
+            if missed or extra:
+                fh.write(json.dumps({"id": item.id, "author": item.author, "channel": item.channel,
+                                     "missed": missed, "extra": extra, "hits": sorted(row.hits),
+                                     "text": row.text}, ensure_ascii=False) + "\n")
+
+
 def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settings: list[dict[str, Any]],
-            floor: float = PRECISION_FLOOR) -> dict[str, Any]:
+            floor: float = PRECISION_FLOOR, errors: Path | None = None,
+            taggers: Path | None = None, flat: bool = False) -> dict[str, Any]:
     """Each setting's LOAO figures: for each author, the models (fusion and cuts included) are
-    trained without them on the other authors, then decide that author's items."""
-    from services.nlp.cem_tagger import Fit, _matrix, train_topics, train_urgency
+    trained without them on the other authors, then decide that author's items; topic figures
+    also pooled per channel. ``errors`` gets (appended) each item the tagger decided wrong, per
+    topic setting: missed and extra topics, the phrases' hits and the analysed text. ``taggers``
+    keeps each topic setting's taggers fitted without each author
+    (``taggers/<setting>/<author>``), which ``evidence --taggers`` reads instead of refitting.
+    ``flat`` gives the cheaper flat estimate (:func:`_flat_decisions`) for the topic settings."""
+    from services.nlp.cem_tagger import Fit, _matrix, train_topic_variants, train_urgency
 
     items, texts = analysed()
     rows = topic_items(items, texts)
@@ -330,22 +476,44 @@ def compare(data_dir: Path, topic_settings: list[dict[str, Any]], urgency_settin
     authors = sorted({r.author for r in rows})
     report: dict[str, Any] = {"authors": {a: sum(r.author == a for r in rows) for a in authors},
                               "topics": [], "urgency": []}
+    # Settings that differ only in their clause_mixes share every fitted model.
+    groups: dict[str, list[dict[str, Any]]] = {}
     for setting in topic_settings:
-        public = public_rows(data_dir, setting.get("public", "none"))
-        fit = Fit(**{k: v for k, v in setting.items() if k != "public"})
-        per_author = {}
+        key = json.dumps({k: v for k, v in setting.items() if k not in ("clause_mixes", "length_mixes")},
+                         sort_keys=True)
+        groups.setdefault(key, []).append(setting)
+    if not flat and any("length_mixes" in s or "clause_rows" in s for s in topic_settings):
+        raise SystemExit("length_mixes and clause_rows are experiments of the flat estimate only: add --flat")
+    for group in groups.values():
+        public = public_rows(data_dir, group[0].get("public", "none"))
+        fit = topic_fit(group[0])
+        if flat:
+            extra = evidence_clause_rows(items, rows) if group[0].get("clause_rows") else []
+            for setting, decided_by in zip(group, _flat_decisions(public, rows, topics, fit, group, extra),
+                                           strict=True):
+                report["topics"].append(_topic_figures(setting, items, rows, topics, authors, decided_by))
+                report["topics"][-1]["estimate"] = "flat"
+                print(json.dumps(report["topics"][-1]), flush=True)
+                if errors is not None:
+                    _write_errors(errors, setting, items, rows, decided_by)
+            continue
+        decisions: list[dict[int, frozenset[str]]] = [{} for _ in group]
         for author in authors:
-            mine = [r for r in rows if r.author == author]
-            tagger, _ = train_topics(public, [r for r in rows if r.author != author], topics, fit)
-            decided = tagger.combine([r.text for r in mine], [sorted(r.hits) for r in mine])
-            per_author[author] = _counts(_matrix([frozenset(d) for d in decided], topics),
-                                         _matrix([r.labels for r in mine], topics))
-            per_author[author]["keywords_f1"] = _counts(_matrix([r.hits for r in mine], topics),
-                                                        _matrix([r.labels for r in mine], topics))["f1"]
-        report["topics"].append({"setting": setting, "per_author": per_author,
-                                 "mean_f1": float(np.mean([f["f1"] for f in per_author.values()])),
-                                 "mean_recall": float(np.mean([f["recall"] for f in per_author.values()]))})
-        print(json.dumps(report["topics"][-1]), flush=True)
+            mine = [k for k, r in enumerate(rows) if r.author == author]
+            fitted = train_topic_variants(public, [r for r in rows if r.author != author], topics, fit,
+                                          [s.get("clause_mixes") for s in group],
+                                          group[0].get("clause_split", "fine"))
+            for n, ((tagger, _), decided_by) in enumerate(zip(fitted, decisions, strict=True)):
+                if taggers is not None:
+                    tagger.save(taggers / _variant_name(group[n]) / author)
+                decided = tagger.combine([rows[k].text for k in mine], [sorted(rows[k].hits) for k in mine])
+                decided_by.update((k, frozenset(d)) for k, d in zip(mine, decided, strict=True))
+            print(json.dumps({"held_author": author, "done": len(mine)}), flush=True)
+        for setting, decided_by in zip(group, decisions, strict=True):
+            report["topics"].append(_topic_figures(setting, items, rows, topics, authors, decided_by))
+            print(json.dumps(report["topics"][-1]), flush=True)
+            if errors is not None:
+                _write_errors(errors, setting, items, rows, decided_by)
     for setting in urgency_settings:
         per_author = {}
         for author in authors:
@@ -394,6 +562,13 @@ def main(argv: list[str] | None = None) -> int:
     loao.add_argument("--urgency", type=json.loads, default=[URGENCY_FIT], help="JSON list of settings")
     loao.add_argument("--json", type=Path, default=None)
     loao.add_argument("--floor", type=float, default=PRECISION_FLOOR, help="urgency precision floor")
+    loao.add_argument("--errors", type=Path, default=None,
+                      help="append each topic setting's LOAO misses to this JSONL file")
+    loao.add_argument("--taggers", type=Path, default=None,
+                      help="keep each topic setting's taggers fitted without each author here")
+    loao.add_argument("--flat", action="store_true",
+                      help="topics: one model per author, fusion tuned on the other authors' margins "
+                           "(about as many times cheaper as there are authors; not the nested estimate)")
     for command in (topics, urgency, loao, evidence):
         command.add_argument("--data-dir", type=Path, default=PUBLIC_DATA)
     for command in (topics, urgency):
@@ -413,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "evidence":
         report = compare_evidence(args.taggers, args.data_dir, args.candidates)
     else:
-        report = compare(args.data_dir, args.topics, args.urgency, args.floor)
+        report = compare(args.data_dir, args.topics, args.urgency, args.floor, args.errors, args.taggers, args.flat)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -30,9 +30,11 @@ does not know (added to the YAML after training).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.abc import Traversable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,32 @@ minus ``clause_slack``, at most ``clauses_max`` clauses. Saved in the artifact; 
 ``bench/train_topics.py evidence`` (LOAO, docs/model-card.md "Round 4"); an artifact without
 them uses these."""
 
+CLAUSE_SPLIT = re.compile(r"[^，。！？；,.!?;~～\n、：:\s]+")
+"""A clause the model reads on its own: a run between sentence or clause punctuation, enumeration
+commas, colons and white space (a call transcript's pauses are spaces). The one splitter of the
+per-clause decision (:meth:`AspectTagger.clause_margins`) and of learned evidence
+(services/nlp/taxonomy.py). Linear: each match is a maximal run of one character class."""
+
+SENTENCE_SPLIT = re.compile(r"[^\n，。！？；,.!?;~～]+")
+"""A clause between sentence and clause punctuation only: the class of services/nlp/taxonomy.py's
+``CLAUSE``, written in another order so that it is a pattern object of its own (``re`` caches
+by text) and the linear-time test finds both. Linear, as :data:`CLAUSE_SPLIT`."""
+
+CLAUSE_SPLITS = {"fine": CLAUSE_SPLIT, "sentence": SENTENCE_SPLIT}
+"""The clause splitters a per-clause decision may use (``clause_split`` in the artifact):
+``fine`` is :data:`CLAUSE_SPLIT`; ``sentence`` splits at sentence and clause punctuation only
+(a call turn between pauses stays one clause). Both linear."""
+
+CLAUSE_CAP = 64
+"""Most clauses of one text the per-clause decision scores alone (the first ones, in text
+order, within the first ``max_chars`` characters the whole-text pass reads): past them a text's
+topics rest on its whole-text margin, so a text of thousands of tiny clauses costs what 64
+clauses do on top of the whole-text pass, and a long one no more characters than that pass."""
+
+CLAUSE_MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Candidate shares of the best clause's lead over the whole-text margin (per topic, chosen on
+LOAO margins by :func:`services.nlp.cem_tagger.tune_clause_fusion`)."""
+
 KEYWORD_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 100.0)
 """Candidate margin bonuses of a keyword hit, tried per topic on out-of-fold scores."""
 
@@ -204,6 +232,9 @@ class AspectTagger:
         word_n: int = 0,
         n_char: int | None = None,
         evidence: Mapping[str, float] | None = None,
+        clause_mix: Sequence[float] | None = None,
+        clause_cap: int = CLAUSE_CAP,
+        clause_split: str = "fine",
     ) -> None:
         self.topics = list(topics)
         self.vocabulary = list(vocabulary)
@@ -227,6 +258,11 @@ class AspectTagger:
         self._segmenter = Segmenter() if word_n else None
         self._char_column: dict[str, int] | None = None
         self.evidence = {**EVIDENCE_FIT, **(evidence or {})}
+        self.clause_mix = None if clause_mix is None else np.asarray(clause_mix, dtype=np.float64)
+        self.clause_cap = clause_cap
+        if clause_split not in CLAUSE_SPLITS:
+            raise ValueError(f"clause_split={clause_split!r}: choose one of {sorted(CLAUSE_SPLITS)}")
+        self.clause_split = clause_split
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
@@ -275,6 +311,43 @@ class AspectTagger:
             present, starts = np.unique(rows, return_index=True)
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts, norm > 0
+
+    def clause_margins(self, texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
+        """Each text's clauses (:data:`CLAUSE_SPLITS` [``clause_split``], the first ``clause_cap``; the whole text
+        when it has none), the margins of every clause of the texts that have more than one,
+        shape (their clauses, topics), and where each text's run of rows starts (-1 for a text
+        of one clause, whose clause is the text and needs no pass of its own)."""
+        split = CLAUSE_SPLITS[self.clause_split]
+        # Only clauses within the characters the whole-text pass reads (``max_chars``): the
+        # clause pass then reads no more characters than the whole-text one.
+        clauses = [[m.span() for m in islice(split.finditer(t, 0, self.max_chars), self.clause_cap)]
+                   or [(0, len(t))] for t in texts]
+        first = np.full(len(texts), -1, dtype=np.int64)
+        flat: list[str] = []
+        for i, (text, spans) in enumerate(zip(texts, clauses, strict=True)):
+            if len(spans) > 1:
+                first[i] = len(flat)
+                flat.extend(text[a:b] for a, b in spans)
+        margins = self.decision_function(flat) if flat else np.zeros((0, len(self.topics)))
+        return clauses, margins, first
+
+    def clause_best(self, whole: np.ndarray, clauses: Sequence[Sequence[tuple[int, int]]],
+                    margins: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Per text and topic, the highest margin of one of its clauses (:meth:`clause_margins`);
+        the whole-text margin for a text of one clause."""
+        best = np.array(whole, dtype=np.float64, copy=True)
+        multi = np.flatnonzero(first >= 0)
+        if len(multi):
+            best[multi] = np.maximum.reduceat(margins, first[multi], axis=0)
+        return best
+
+    def mixed(self, whole: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """The margins the fused decision reads: the whole text's, raised by the topic's
+        ``clause_mix`` share of the best clause's lead over it (a topic one clause of a long call
+        is about is diluted in the whole-text row); the whole text's alone without a mix."""
+        if self.clause_mix is None:
+            return whole
+        return whole + self.clause_mix * np.maximum(best - whole, 0.0)
 
     def grams_at(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Every known char n-gram of ``text`` as (start, end, vocabulary column) arrays, with
@@ -376,15 +449,21 @@ class AspectTagger:
         return [[t for t, h in zip(self.topics, row, strict=True) if h] for row in hits]
 
     def combine(self, texts: Sequence[str], keyword_tags: Sequence[Iterable[str]],
-                min_examples: int = MIN_EXAMPLES) -> list[list[str]]:
+                min_examples: int = MIN_EXAMPLES,
+                clauses: tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray] | None = None
+                ) -> list[list[str]]:
         """Topic ids per text from the model and the keyword matches of each text together.
 
         Topics with at least ``min_examples`` training positives are decided by the fused
         margin; all other topics, including ones the model never saw, by the keywords alone. A
         text with no n-gram the model knows (blank, emoji only) gives the model no evidence, so
-        only its keywords count.
+        only its keywords count. With a ``clause_mix`` the margin is :meth:`mixed` with the best
+        clause's (``clauses``: :meth:`clause_margins` of ``texts`` when the caller has them).
         """
         margins, has_evidence = self._margins(texts)
+        if self.clause_mix is not None:
+            clauses = clauses if clauses is not None else self.clause_margins(texts)
+            margins = self.mixed(margins, self.clause_best(margins, *clauses))
         index = {t: k for k, t in enumerate(self.topics)}
         learned = np.array([self.support[t] >= min_examples for t in self.topics], dtype=bool)
         keyword_sets = [set(tags) for tags in keyword_tags]
@@ -430,6 +509,10 @@ class AspectTagger:
             "n_features": len(self.vocabulary),
             "evidence": self.evidence,
         }
+        if self.clause_mix is not None:
+            params["clause_mix"] = self.clause_mix.tolist()
+            params["clause_cap"] = self.clause_cap
+            params["clause_split"] = self.clause_split
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -455,6 +538,9 @@ class AspectTagger:
             word_n=params.get("word_n", 0),
             n_char=params.get("n_char"),
             evidence=params.get("evidence"),
+            clause_mix=params.get("clause_mix"),
+            clause_cap=params.get("clause_cap", CLAUSE_CAP),
+            clause_split=params.get("clause_split", "fine"),
         )
 
 
@@ -721,6 +807,10 @@ def train_tagger(
 
 
 __all__ = [
+    "CLAUSE_CAP",
+    "CLAUSE_MIXES",
+    "CLAUSE_SPLIT",
+    "CLAUSE_SPLITS",
     "MIN_EXAMPLES",
     "WORD_JOIN",
     "AspectExample",

@@ -30,6 +30,7 @@ the highest recall at a precision floor (:func:`tune_for_precision`).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from services.nlp.aspect_tagger import (
+    CLAUSE_CAP,
+    CLAUSE_MIXES,
     KEYWORD_WEIGHTS,
     KEYWORDS_ONLY,
     MIN_EXAMPLES,
@@ -170,16 +173,39 @@ def loao_margins(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequen
                  topics: Sequence[str], fit: Fit) -> np.ndarray:
     """Each item's margins from a model fitted without its author's items (and with the public
     rows), shape (len(items), len(topics)); NaN for an author who leaves nothing to fit on."""
+    return _loao(public, items, topics, fit, clauses=False)[0]
+
+
+def loao_clause_margins(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
+                        topics: Sequence[str], fit: Fit, clause_cap: int = CLAUSE_CAP,
+                        clause_split: str = "fine") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`loao_margins` and, from the same models, each item's best clause margins
+    (:meth:`AspectTagger.clause_best`, at most ``clause_cap`` clauses per item, split by
+    ``clause_split``)."""
+    margins, best = _loao(public, items, topics, fit, clauses=True, clause_cap=clause_cap,
+                          clause_split=clause_split)
+    assert best is not None
+    return margins, best
+
+
+def _loao(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
+          topics: Sequence[str], fit: Fit, clauses: bool, clause_cap: int = CLAUSE_CAP,
+          clause_split: str = "fine") -> tuple[np.ndarray, np.ndarray | None]:
     authors = np.array([i.author for i in items])
     margins = np.full((len(items), len(topics)), np.nan)
+    best = np.full((len(items), len(topics)), np.nan) if clauses else None
     for author in sorted(set(authors)):
         mine = np.flatnonzero(authors == author)
         rest = [i for i in items if i.author != author]
         if not rest and not public[0]:
             continue
         model = fit_on(public, rest, topics, fit)
-        margins[mine] = model.decision_function([items[int(k)].text for k in mine])
-    return margins
+        texts = [items[int(k)].text for k in mine]
+        margins[mine] = model.decision_function(texts)
+        if best is not None:
+            model.clause_cap, model.clause_split = clause_cap, clause_split
+            best[mine] = model.clause_best(margins[mine], *model.clause_margins(texts))
+    return margins, best
 
 
 def _matrix(sets: Sequence[frozenset[str]], topics: Sequence[str]) -> np.ndarray:
@@ -203,6 +229,42 @@ def tune_fusion(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray, learned
             weights[k], cuts[k] = _fusion(margins[:, k], hits[:, k], gold[:, k], others)
             decisions[:, k] = margins[:, k] + weights[k] * hits[:, k] >= cuts[k]
     return weights, cuts
+
+
+def tune_clause_fusion(margins: np.ndarray, best: np.ndarray, gold: np.ndarray, hits: np.ndarray,
+                       learned: np.ndarray, mixes: Sequence[float] = CLAUSE_MIXES
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`tune_fusion` over the mixed margins (:meth:`AspectTagger.mixed`): each learned
+    topic's clause mix (of ``mixes``), keyword bonus and cut together, for the micro-F1 of all
+    topics, on out-of-sample whole-text ``margins`` and best clause margins ``best``. Ties go to
+    the smaller mix, so the best clause changes a topic's decisions only where that measurably
+    helps; a mix of 0 everywhere is :func:`tune_fusion`'s result."""
+    topics = gold.shape[1]
+    decisions = hits.copy()
+    mix = np.zeros(topics)
+    weights = np.full(topics, KEYWORDS_ONLY[0])
+    cuts = np.full(topics, KEYWORDS_ONLY[1])
+    lead = np.maximum(best - margins, 0.0)
+    for _ in range(2):
+        for k in np.flatnonzero(learned):
+            rest = np.delete(np.arange(topics), k)
+            d, t = decisions[:, rest], gold[:, rest]
+            others = (int((d & t).sum()), int((d & ~t).sum()), int((~d & t).sum()))
+            chosen: tuple[float, float, float, float] | None = None
+            for m in mixes:
+                score = margins[:, k] + m * lead[:, k]
+                w, c = _fusion(score, hits[:, k], gold[:, k], others)
+                got = score + w * hits[:, k] >= c
+                tp = others[0] + int((got & gold[:, k]).sum())
+                fp = others[1] + int((got & ~gold[:, k]).sum())
+                fn = others[2] + int((~got & gold[:, k]).sum())
+                f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+                if chosen is None or f1 > chosen[0] + 1e-9:
+                    chosen = (f1, m, w, c)
+            assert chosen is not None
+            _, mix[k], weights[k], cuts[k] = chosen
+            decisions[:, k] = margins[:, k] + mix[k] * lead[:, k] + weights[k] * hits[:, k] >= cuts[k]
+    return mix, weights, cuts
 
 
 def tune_for_precision(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray,
@@ -236,21 +298,54 @@ def tune_for_precision(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray,
 
 
 def train_topics(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
-                 topics: Sequence[str], fit: Fit) -> tuple[AspectTagger, dict[str, Any]]:
+                 topics: Sequence[str], fit: Fit, clause_mixes: Sequence[float] | None = None,
+                 clause_split: str = "fine") -> tuple[AspectTagger, dict[str, Any]]:
     """The CEM tagger fitted on every given author's items (and the public rows), its fusion
-    tuned on their pooled LOAO margins; with the LOAO figures the fusion was tuned on."""
-    margins, gold, hits = _tuning_rows(loao_margins(public, items, topics, fit), items, topics)
-    tagger = fit_on(public, items, topics, fit)
-    learned = np.array([tagger.support[t] >= MIN_EXAMPLES for t in topics])
-    weights, cuts = tune_fusion(margins, gold, hits, learned)
-    tagger.keyword_weights, tagger.fused_thresholds = weights, cuts
-    tagger.thresholds = np.zeros(len(topics))
-    decided = np.where(learned, margins + weights * hits >= cuts, hits)
-    return tagger, {"items": len(items), "tuned_on": len(gold), "authors": sorted({i.author for i in items}),
-                    "public_rows": len(public[0]), "fit": fit.__dict__,
-                    "keywords_only": _micro(hits, gold), "fused_on_loao_margins": _micro(decided, gold),
-                    "keyword_weights": dict(zip(topics, weights.tolist(), strict=True)),
-                    "fused_thresholds": dict(zip(topics, cuts.tolist(), strict=True))}
+    tuned on their pooled LOAO margins; with the LOAO figures the fusion was tuned on.
+
+    With ``clause_mixes`` each topic is decided per clause too (:meth:`AspectTagger.mixed`):
+    its clause mix is chosen among them with its bonus and cut (:func:`tune_clause_fusion`) on
+    the same LOAO models' whole-text and best-clause margins, and saved in the artifact.
+    """
+    return train_topic_variants(public, items, topics, fit, [clause_mixes], clause_split)[0]
+
+
+def train_topic_variants(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
+                         topics: Sequence[str], fit: Fit, variants: Sequence[Sequence[float] | None],
+                         clause_split: str = "fine") -> list[tuple[AspectTagger, dict[str, Any]]]:
+    """:func:`train_topics` for each of ``variants`` (its ``clause_mixes``), from one set of
+    fitted models: the variants differ only in how their decision is tuned on the same margins,
+    so a comparison fits each model once."""
+    if all(v is None for v in variants):
+        loao, best = loao_margins(public, items, topics, fit), None
+    else:
+        loao, best = loao_clause_margins(public, items, topics, fit, clause_split=clause_split)
+    kept = np.isfinite(loao).all(axis=1)
+    whole, gold, hits = _tuning_rows(loao, items, topics)
+    fitted = fit_on(public, items, topics, fit)
+    learned = np.array([fitted.support[t] >= MIN_EXAMPLES for t in topics])
+    result = []
+    for mixes in variants:
+        tagger = copy.copy(fitted)
+        report: dict[str, Any] = {}
+        margins = whole
+        if mixes is None or best is None:
+            weights, cuts = tune_fusion(margins, gold, hits, learned)
+        else:
+            mix, weights, cuts = tune_clause_fusion(margins, best[kept], gold, hits, learned, mixes)
+            tagger.clause_mix, tagger.clause_split = mix, clause_split
+            margins = tagger.mixed(margins, best[kept])
+            report["clause_mix"] = dict(zip(topics, mix.tolist(), strict=True))
+        tagger.keyword_weights, tagger.fused_thresholds = weights, cuts
+        tagger.thresholds = np.zeros(len(topics))
+        decided = np.where(learned, margins + weights * hits >= cuts, hits)
+        result.append((tagger, {
+            "items": len(items), "tuned_on": len(gold), "authors": sorted({i.author for i in items}),
+            "public_rows": len(public[0]), "fit": fit.__dict__,
+            "keywords_only": _micro(hits, gold), "fused_on_loao_margins": _micro(decided, gold),
+            "keyword_weights": dict(zip(topics, weights.tolist(), strict=True)),
+            "fused_thresholds": dict(zip(topics, cuts.tolist(), strict=True)), **report}))
+    return result
 
 
 def train_urgency(items: Sequence[Labelled], flags: Sequence[str], fit: Fit,

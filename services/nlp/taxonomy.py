@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.core.config_file import ConfigFile, Watched
 from services.core.events import Span
-from services.nlp.aspect_tagger import MIN_EXAMPLES, AspectTagger
+from services.nlp.aspect_tagger import CLAUSE_SPLIT, MIN_EXAMPLES, AspectTagger
 from services.nlp.matching import KeywordMatcher
 
 log = structlog.get_logger(__name__)
@@ -182,7 +182,9 @@ class Taxonomy:
                                    strict=True)]
         if self.tagger is None:
             return keyword
-        decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword])
+        # Per-clause decisions score the clauses anyway: evidence reads the same margins.
+        clauses = self.tagger.clause_margins(texts) if self.tagger.clause_mix is not None else None
+        decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword], clauses=clauses)
         learned = {t for t in self.tagger.topics if self.tagger.support[t] >= MIN_EXAMPLES}
         result: list[list[TopicMatch]] = []
         pending: list[tuple[int, str]] = []
@@ -193,26 +195,35 @@ class Taxonomy:
             edges = [_word_edges(t, w) if words is not None else None
                      for t, w in zip(texts, words if words is not None else [None] * len(texts),
                                      strict=True)]
-            self._place_model_topics(self.tagger, texts, pending, result, edges)
+            self._place_model_topics(self.tagger, texts, pending, result, edges, clauses)
         return result
 
     def _place_model_topics(self, tagger: AspectTagger, texts: Sequence[str],
                             pending: list[tuple[int, str]], result: list[list[TopicMatch]],
-                            edges: Sequence[set[int] | None]) -> None:
+                            edges: Sequence[set[int] | None],
+                            scored: tuple[list[list[Span]], np.ndarray, np.ndarray] | None = None) -> None:
         """Add to each decided learned topic the stretches that decided it
         (:func:`_deciding_spans`): after a kept topic's phrase spans (those that overlap none of
-        them), or as the evidence of a model-only topic (and its parents)."""
-        clauses = {i: [m.span() for m in EVIDENCE_CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
-                   for i, _ in pending}
-        # A text of one clause needs no clause margins: that clause is the best one.
-        order = sorted(i for i in clauses if len(clauses[i]) > 1)
-        flat = [texts[i][a:b] for i in order for a, b in clauses[i]]
-        margins = tagger.decision_function(flat) if flat else np.zeros((0, len(tagger.topics)))
+        them), or as the evidence of a model-only topic (and its parents). ``scored`` are the
+        clause margins of every text when the decision read them (:meth:`AspectTagger.clause_margins`,
+        at most its ``clause_cap`` clauses, so a clause that decided a topic is among them);
+        otherwise the clauses of the texts with a pending topic are scored here, all of them."""
         first: dict[int, int] = {}
-        offset = 0
-        for i in order:
-            first[i] = offset
-            offset += len(clauses[i])
+        if scored is not None:
+            clauses = {i: scored[0][i] for i, _ in pending}
+            margins = scored[1]
+            first = {i: int(scored[2][i]) for i in clauses if scored[2][i] >= 0}
+        else:
+            clauses = {i: [m.span() for m in EVIDENCE_CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
+                       for i, _ in pending}
+            # A text of one clause needs no clause margins: that clause is the best one.
+            order = sorted(i for i in clauses if len(clauses[i]) > 1)
+            flat = [texts[i][a:b] for i in order for a, b in clauses[i]]
+            margins = tagger.decision_function(flat) if flat else np.zeros((0, len(tagger.topics)))
+            offset = 0
+            for i in order:
+                first[i] = offset
+                offset += len(clauses[i])
         column = {t: k for k, t in enumerate(tagger.topics)}
         grams: dict[tuple[int, Span], Any] = {}
         for i, tid in pending:
@@ -243,10 +254,11 @@ class Taxonomy:
                     at[topic.id] = len(result[i]) - 1
 
 
-EVIDENCE_CLAUSE = re.compile(r"[^，。！？；,.!?;~～\n、：:\s]+")
+EVIDENCE_CLAUSE = CLAUSE_SPLIT
 """A stretch the evidence of a learned topic stays within: a clause of :data:`CLAUSE`, also
 split at enumeration commas, colons and white space (a call transcript's pauses are spaces, so
-one of its turns is one clause of :data:`CLAUSE`). Linear, as :data:`CLAUSE` is."""
+one of its turns is one clause of :data:`CLAUSE`); the clauses the per-clause decision scores.
+Linear, as :data:`CLAUSE` is."""
 
 def _evidence_clauses(margins: np.ndarray, floor: float, most: int) -> list[int]:
     """The clauses (indexes, in text order) that hold a learned topic's evidence: the one the

@@ -3,6 +3,7 @@ cut, and the evidence spans of what a model decides without a phrase or a cue.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,147 @@ def test_a_topic_kept_by_its_phrase_also_points_where_the_model_read_it() -> Non
     assert match.evidence[0] == (0, 2)
     assert len(match.evidence) >= 2
     assert any(5 <= a < b <= len(text) and "屏" in text[a:b] for a, b in match.evidence[1:])
+
+
+def test_without_a_clause_mix_the_decision_and_the_artifact_are_the_whole_texts(tmp_path: Path) -> None:
+    """The option is absent from artifacts that do not use it (the urgency scorer's), and then
+    the margins the decision reads are the whole text's, exactly."""
+    tagger = screen_tagger()
+    tagger.save(tmp_path / "t")
+    params = json.loads((tmp_path / "t" / "aspect_tagger.json").read_text(encoding="utf-8"))
+    assert "clause_mix" not in params and "clause_cap" not in params
+    loaded = AspectTagger.load(tmp_path / "t")
+    assert loaded.clause_mix is None
+    whole = loaded.decision_function(["快递很快，屏幕有坏点"])
+    assert loaded.mixed(whole, whole + 5.0) is whole
+    tagger.clause_mix = np.array([0.5])
+    tagger.clause_cap = 7
+    tagger.save(tmp_path / "m")
+    again = AspectTagger.load(tmp_path / "m")
+    assert again.clause_mix is not None and again.clause_mix.tolist() == [0.5] and again.clause_cap == 7
+
+
+def test_a_topic_of_one_clause_is_decided_by_that_clause() -> None:
+    """Diluted among the clauses about other things, 屏幕有坏点 leaves the whole-text margin
+    below the cut; read alone, its clause passes it, and with a mix of 1 the topic is kept."""
+    tagger = screen_tagger()
+    tagger.support = {"product_quality": 30}
+    tagger.keyword_weights = np.array([0.0])
+    text = "快递很快，客服很好，价格便宜，物流慢，屏幕有坏点"
+    clauses = tagger.clause_margins([text, "屏幕有坏点"])
+    whole = tagger.decision_function([text, "屏幕有坏点"])
+    best = tagger.clause_best(whole, *clauses)
+    assert len(clauses[0][0]) == 5 and clauses[2].tolist() == [0, -1]
+    assert best[0, 0] > whole[0, 0] and best[1, 0] == whole[1, 0]
+    tagger.fused_thresholds = np.array([(best[0, 0] + whole[0, 0]) / 2])
+    assert tagger.combine([text], [[]]) == [[]]
+    tagger.clause_mix = np.array([1.0])
+    assert tagger.combine([text], [[]]) == [["product_quality"]]
+    assert tagger.combine([text], [[]], clauses=tagger.clause_margins([text])) == [["product_quality"]]
+
+
+def test_the_clauses_scored_alone_are_capped() -> None:
+    """A hostile text of 200,000 clauses costs the cap's clauses, not one pass per clause;
+    past the cap the whole-text margin decides."""
+    import time
+
+    tagger = screen_tagger()
+    tagger.clause_cap = 16
+    text = "屏，" * 100_000
+    started = time.process_time()
+    clauses, margins, first = tagger.clause_margins([text])
+    assert len(clauses[0]) == 16 and margins.shape == (16, 1) and first.tolist() == [0]
+    # Long clauses: only those within the characters the whole-text pass reads.
+    clauses, _, _ = tagger.clause_margins(["屏幕" * 3000 + "，" + "屏幕" * 3000])
+    assert clauses[0] == [(0, tagger.max_chars)]
+    assert time.process_time() - started < 1.0
+
+
+def test_the_clause_mix_is_chosen_only_where_it_helps() -> None:
+    from services.nlp.cem_tagger import tune_clause_fusion
+
+    gold = np.array([[True, True], [True, False], [False, True], [False, False]] * 3)
+    hits = np.zeros_like(gold)
+    # Topic 0: the whole-text margin separates already, the clauses say nothing more: mix 0.
+    # Topic 1: the whole text misses its second positive, its best clause does not.
+    whole = np.array([[2.0, 2.0], [1.5, -1.0], [-1.0, -2.0], [-2.0, -1.5]] * 3)
+    best = np.array([[2.0, 2.0], [1.5, -1.0], [-1.0, 3.0], [-2.0, -1.5]] * 3)
+    mix, weights, cuts = tune_clause_fusion(whole, best, gold, hits, np.array([True, True]))
+    assert mix.tolist() == [0.0, 0.25] or (mix[0] == 0.0 and mix[1] > 0)
+    mixed = whole + mix * np.maximum(best - whole, 0) + weights * hits >= cuts
+    assert (mixed == gold).all()
+
+
+def test_a_topic_decided_by_a_clause_holds_its_evidence_there() -> None:
+    from services.nlp.taxonomy import Taxonomy, TaxonomySpec
+
+    tagger = screen_tagger()
+    tagger.support = {"product_quality": 30}
+    tagger.keyword_weights = np.array([0.0])
+    text = "快递很快，客服很好，价格便宜，物流慢，屏幕有坏点"
+    whole = tagger.decision_function([text])
+    best = tagger.clause_best(whole, *tagger.clause_margins([text]))
+    tagger.fused_thresholds = (best[0] + whole[0]) / 2
+    tagger.clause_mix = np.array([1.0])
+    tagger.evidence = {"share": 0.15, "clause_slack": 0.0, "clauses_max": 8}
+    spec = TaxonomySpec.model_validate(
+        {"topics": [{"id": "product_quality", "name": "产品", "keywords": ["质量"]}]})
+    (match,) = Taxonomy(spec, tagger).tag_many([text])[0]
+    start = text.index("屏幕")
+    assert match.evidence and all(a >= start for a, _ in match.evidence)
+
+
+def test_the_flat_estimate_decides_every_item_once_per_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train_topics.py loao --flat``: every item is decided for each setting, and a setting
+    whose only clause mix is 0 decides exactly as the whole-text fusion does."""
+    import services.nlp.aspect_tagger
+    from bench.train_topics import _flat_decisions
+
+    # The tiny set's flags are learned (decided by margins), not handed to the cues.
+    monkeypatch.setattr(services.nlp.aspect_tagger, "MIN_EXAMPLES", 1)
+    items = rows()
+    fit = Fit(author_weight=1.0, c=10.0, max_n=2, word_n=0, min_df=1)
+    whole, zero = _flat_decisions(([], []), items, FLAGS, fit, [{}, {"clause_mixes": [0.0]}])
+    assert set(whole) == set(zero) == set(range(len(items)))
+    assert whole == zero
+    assert any(whole[k] != items[k].hits for k in whole)
+
+
+def test_the_sentence_splitter_keeps_a_turn_between_pauses_whole(tmp_path: Path) -> None:
+    tagger = screen_tagger()
+    text = "快递 很快，屏幕 有坏点"
+    assert len(tagger.clause_margins([text])[0][0]) == 4
+    tagger.clause_split = "sentence"
+    assert tagger.clause_margins([text])[0][0] == [(0, 5), (6, 12)]
+    tagger.clause_mix = np.array([0.5])
+    tagger.save(tmp_path / "s")
+    assert AspectTagger.load(tmp_path / "s").clause_split == "sentence"
+    with pytest.raises(ValueError, match="clause_split='words'"):
+        AspectTagger(**{**vars_of(tagger), "clause_split": "words"})
+
+
+def vars_of(tagger: AspectTagger) -> dict[str, object]:
+    return {"topics": tagger.topics, "vocabulary": tagger.vocabulary, "idf": tagger.idf,
+            "weights": tagger.weights, "intercepts": tagger.intercepts, "thresholds": tagger.thresholds,
+            "keyword_weights": tagger.keyword_weights, "fused_thresholds": tagger.fused_thresholds,
+            "support": tagger.support, "max_n": tagger.max_n, "max_chars": tagger.max_chars,
+            "word_n": tagger.word_n, "n_char": tagger.n_char}
+
+
+def test_evidence_clause_rows_are_the_clauses_holding_a_gold_phrase() -> None:
+    """The clause-row experiment (``loao --flat`` with ``"clause_rows"``) adds each clause that
+    holds an item's gold evidence phrase, labelled with those phrases' topics, and nothing for
+    a one-clause text (whose clause is the text) or a phrase the text does not hold."""
+    from types import SimpleNamespace
+
+    from bench.train_topics import evidence_clause_rows
+
+    text = "快递很快，但是屏幕有坏点，客服也不理人"
+    item = SimpleNamespace(labels={"evidence": [
+        {"topic": "product_quality", "phrase": "屏幕有坏点"}, {"topic": "service_attitude", "phrase": "不理人"},
+        {"topic": "price_fees", "phrase": "太贵"}]})
+    row = Labelled(text, frozenset({"product_quality", "service_attitude"}), frozenset(), "a")
+    alone = Labelled("屏幕有坏点", frozenset({"product_quality"}), frozenset(), "b")
+    extra = evidence_clause_rows([item, item], [row, alone])
+    assert {(e.text, e.labels, e.author) for e in extra} == {
+        ("但是屏幕有坏点", frozenset({"product_quality"}), "a"), ("客服也不理人", frozenset({"service_attitude"}), "a")}
