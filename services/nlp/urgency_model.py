@@ -303,18 +303,7 @@ class UrgencyClauseModel:
             found = [j for j in map(lookup, row.grams) if j is not None]
             index.extend([i] * len(found))
             cols.extend(found)
-        out = np.tile(self.intercepts, (len(rows), 1))
-        if not cols:
-            return out
-        size = len(self.vocabulary)
-        pairs, counts = np.unique(np.array(index, dtype=np.int64) * size + np.array(cols, dtype=np.int64),
-                                  return_counts=True)
-        r, c = np.divmod(pairs, size)
-        tfidf = (1.0 + np.log(counts)) * self.idf[c]
-        norm = np.sqrt(np.bincount(r, weights=tfidf * tfidf, minlength=len(rows)))
-        present, starts = np.unique(r, return_index=True)
-        out[present] += np.add.reduceat((tfidf / norm[r])[:, None] * self.weights[c], starts, axis=0)
-        return out
+        return self._row_margins(np.array(index, dtype=np.int64), np.array(cols, dtype=np.int64), len(rows))
 
     def _clause_margins(self, texts: Sequence[str], cue_spans: Sequence[Sequence[tuple[str, int, int]]]
                         ) -> tuple[list[list[Instance]], np.ndarray]:

@@ -123,3 +123,17 @@ def test_with_the_whole_text_scorer_the_margins_add_and_both_load_from_one_folde
     assert span is not None
     assert any(s <= span[0] and span[1] <= e for s, e in clause_spans(text))
 
+
+
+def test_the_batch_clause_pass_gives_the_margins_of_each_instance_features() -> None:
+    """Inference scores clauses in numpy passes over the joined texts (``_clause_margins``);
+    training reads each instance's n-grams (:func:`instances`). Both must give one margin."""
+    model = fitted()
+    texts = [*REPEAT, *LEAVE, *CALM, "服务太差，第四次了。准备换到别家！", "", "。。。"]
+    cues = [[("repeat_contact", 0, 2)] if t.startswith("宽带") else [] for t in texts]
+    rows, batch = model._clause_margins(texts, cues)
+    single = model.instance_margins([inst for text, c in zip(texts, cues, strict=True)
+                                     for inst in instances(text, c, model.max_n, model.max_chars)[1:]])
+    assert sum(len(r) - 1 for r in rows) == len(batch) == len(single)
+    assert np.ptp(batch[:, 0]) > 0.5, "the clauses' margins differ, so the comparison can fail"
+    assert np.allclose(batch, single)
