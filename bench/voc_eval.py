@@ -27,12 +27,12 @@ The data (docs/model-card.md, "Round 3" and "Round 4"):
 - Tuning data is every labelled file of ``bench/data`` that is not held out, each item with its
   author: ``voc_eval.jsonl`` (author ``v1``; splits ``tuning`` and ``retired``),
   ``voc_heldout2.jsonl``, ``voc_heldout3a.jsonl``, ``voc_heldout3b.jsonl``,
-  ``voc_heldout4h.jsonl`` and ``voc_heldout4i.jsonl`` (authors ``v2``, ``d``, ``e``, ``h`` and
-  ``i``; held-out sets that had their one run and were retired into training, so
+  ``voc_heldout4h.jsonl``, ``voc_heldout4i.jsonl``, ``voc_heldout5p.jsonl`` and
+  ``voc_heldout5q.jsonl`` (authors ``v2``, ``d``, ``e``, ``h``, ``i``, ``p`` and ``q``; held-out sets that had their one run and were retired into training, so
   their items are scored as ``retired``) and ``voc_train_*.jsonl`` (authors ``a``, ``b``,
-  ``c``, ``f``, ``g``, ``j``, ``k``, ``l``: the file's suffix or the items' ``author`` field).
+  ``c``, ``f``, ``g``, ``j``, ``k``, ``l``, ``m``, ``n``, ``o``: the file's suffix or the items' ``author`` field).
 - ``heldout`` is one or more separate files (``--heldout``, by default every
-  ``bench/data/voc_heldout5*.jsonl`` that exists; none does until the lead merges them),
+  ``bench/data/voc_heldout6*.jsonl`` that exists; none does until the lead merges them),
   written by authors who do not tune: every item of them is scored as ``heldout`` whatever its
   own ``split`` field says, and their errors are never listed (:func:`errors` refuses them).
 
@@ -84,12 +84,13 @@ from services.core.settings import load_settings  # noqa: E402
 DATA_DIR = REPO_ROOT / "bench" / "data"
 DATA = DATA_DIR / "voc_eval.jsonl"
 RETIRED_FILES = {"voc_heldout2.jsonl": "v2", "voc_heldout3a.jsonl": "d", "voc_heldout3b.jsonl": "e",
-                 "voc_heldout4h.jsonl": "h", "voc_heldout4i.jsonl": "i"}
+                 "voc_heldout4h.jsonl": "h", "voc_heldout4i.jsonl": "i",
+                 "voc_heldout5p.jsonl": "p", "voc_heldout5q.jsonl": "q"}
 """Held-out files that had their one run and were retired into tuning data, with their author:
 their items are scored as ``retired`` whatever their ``split`` field says."""
 AUTHOR_FILES = {"voc_eval.jsonl": "v1", **RETIRED_FILES}
 TRAINING_GLOB = "voc_train_*.jsonl"
-HELDOUT_GLOB = "voc_heldout5*.jsonl"
+HELDOUT_GLOB = "voc_heldout6*.jsonl"
 TUNABLE = ("tuning", "retired")
 """Splits whose errors may be read and tuned on."""
 SPLITS = (*TUNABLE, "heldout")
@@ -510,7 +511,7 @@ def _shown(path: Path) -> str:
 
 
 def default_heldout() -> list[Path]:
-    """The held-out files that exist (``bench/data/voc_heldout5*.jsonl``; none until the lead
+    """The held-out files that exist (``bench/data/voc_heldout6*.jsonl``; none until the lead
     merges them, and then nothing is scored as ``heldout``)."""
     return sorted(DATA_DIR.glob(HELDOUT_GLOB))
 
