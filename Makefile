@@ -114,9 +114,9 @@ train: $(STAMP)
 
 ## bench: every benchmark, then docs/benchmarks.md and docs/benchmarks.json. The two longest on
 ## 2 shared cores: the emerging-topic week (bench/emerging_bench.py, 12 minutes: every minute of
-## the week in process, then real-SQL windows sampled every 12 hours) and voc_eval --loao (about
-## 20 minutes of CPU, 37 wall on busy shared cores: every NLP artifact refitted without each of
-## twelve authors)
+## the week in process, then real-SQL windows sampled every 12 hours) and voc_eval --loao (every
+## NLP artifact refitted without each author in turn, so it grows with the authors: 55 minutes of
+## CPU and 62 wall on seventeen authors, 2026-12-02)
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
 bench: $(STAMP) system-deps
