@@ -70,7 +70,7 @@ from email.header import Header  # noqa: E402
 from email.mime.text import MIMEText  # noqa: E402
 from email.utils import format_datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, get_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -225,6 +225,16 @@ def _sendable_charset(declared: str, text: str) -> str:
     return declared
 
 
+def _sendable_platform(name: str) -> str:
+    """The platform id ingest accepts for a post: the author's own when ingest lists it, else
+    ``other`` (authors name the forum a post came from: ptt, dcard, lihkg ...), as a connector
+    for a site without its own id sends it."""
+    from services.ingest.channels.social import SocialPostIn
+
+    known = get_args(SocialPostIn.model_fields["platform"].annotation)
+    return name if name in known else "other"
+
+
 def raw_event(item: Item) -> RawFeedback:
     """The raw event ingest builds for this item on its channel (PII redacted, analysis text
     derived), then ``prepare_raw`` as the NLP stage applies it to everything it reads."""
@@ -259,7 +269,8 @@ def raw_event(item: Item) -> RawFeedback:
         event = email_event("voc-eval", parse_rfc822(raw), raw, touchpoint="email")
     elif item.channel == "social":
         event = social_event("voc-eval", SocialPostIn(
-            platform=row["platform"], post_id=item.id.removeprefix("voc-"), text=row["text"],
+            platform=_sendable_platform(row["platform"]), post_id=item.id.removeprefix("voc-"),
+            text=row["text"],
             posted_at=NOW))
     elif item.channel in ("survey", "web"):
         event = survey_event("voc-eval", SurveyResponseIn(

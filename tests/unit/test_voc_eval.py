@@ -262,3 +262,17 @@ def test_a_big5_email_with_hong_kong_characters_is_sent_as_big5_hkscs() -> None:
     event = voc_eval.raw_event(voc_eval.Item(row))
     assert "攞到部机" in (event.analysis_text or event.text)
     assert voc_eval._sendable_charset("Big5", "多謝") == "Big5"
+
+
+def test_a_post_from_a_forum_ingest_has_no_id_for_is_sent_as_other() -> None:
+    """Authors name the forum a post came from (ptt, lihkg); ingest lists a few platforms and
+    ``other``, so such a post goes in as ``other`` with its text intact, and a listed one as
+    itself."""
+    row = {"id": "t-2", "channel": "social", "platform": "ptt", "split": "tuning",
+           "script": "traditional", "text": "超商取貨等了一個禮拜還沒到",
+           "labels": {"sentiment": "negative", "intent": "complaint", "topics": [], "urgency": [],
+                      "evidence": []}, "pii": []}
+    event = voc_eval.raw_event(voc_eval.Item(row))
+    assert event.social is not None and event.social.platform == "other"
+    assert "超商取货" in (event.analysis_text or event.text)
+    assert voc_eval._sendable_platform("weibo") == "weibo"
