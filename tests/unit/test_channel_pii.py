@@ -49,6 +49,12 @@ def with_luhn_digit(body: str) -> str:
     ("身份证一一零一零五一九四九一二三一零零二叉", "身份证<ID_CARD>"),
     ("我的号138 五七一二 六六零九", "我的号<PHONE>"),
     ("电话13812345678一直没人接，一二不行", "电话<PHONE>一直没人接，一二不行"),  # 一 as a word
+    # the pauses of a number read out, written as commas; other groupings; digit by digit
+    ("幺三八，一二三四，五六七八，记一下", "<PHONE>，记一下"),
+    ("我电话是一三八、一二三四、五六七八", "我电话是<PHONE>"),
+    ("电话 138，1234，5678 谢谢", "电话 <PHONE> 谢谢"),
+    ("电话 1381 234 5678", "电话 <PHONE>"),
+    ("我的手机号是 1 3 8 1 2 3 4 5 6 7 8 对", "我的手机号是 <PHONE> 对"),
     # Hong Kong and Taiwan identity numbers, with their check digits
     ("身份證號碼K385126(5)，唔該核對", "身份證號碼<ID_CARD>，唔該核對"),
     ("身份證 AB987654（3）", "身份證 <ID_CARD>"),
@@ -84,6 +90,9 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "单号85223456789",                           # 852 inside a longer number
     "CALL-20261123-000187 已转接",               # a phone word starting an identifier
     "电话单 2026 1123/0001",                     # a number joined on to more
+    "订单 1381 2345 6789 0",                     # twelve digits in groups: not a mobile
+    "评分 1 2 3 4 5 6 7 8 9 10 11 都有",          # counting with spaces
+    "第1、3、5题",                               # a list
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
@@ -182,6 +191,16 @@ def test_any_mobile_number_read_out_is_redacted(number: str, grouped: bool) -> N
     if grouped:
         spoken = f"{spoken[:3]} {spoken[3:7]} {spoken[7:]}"
     assert redact(f"客户：{spoken}，你记一下") == f"客户：{PHONE}，你记一下"
+
+
+@given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+       st.lists(st.sampled_from(["", " ", "-", "，", "、", "\u3000", "－"]), min_size=10, max_size=10))
+def test_a_mobile_number_with_one_separator_anywhere_between_its_digits_is_redacted(
+        number: str, seps: list[str]) -> None:
+    """However a number is split (1381 234 5678, 1 3 8 …, commas where a speaker paused), by at
+    most one separator between two digits, it is a phone number."""
+    spelled = number[0] + "".join(sep + digit for sep, digit in zip(seps, number[1:], strict=True))
+    assert redact(f"客户：{spelled}，你记一下") == f"客户：{PHONE}，你记一下"
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
