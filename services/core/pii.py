@@ -92,6 +92,13 @@ _HK_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{6} ?(?:\([0-9A]\)|[0-9A])(
 # Taiwan national identification number: a letter, 1 or 2 (8 or 9 on a resident
 # certificate), eight digits, the last a check digit.
 _TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
+# Passport numbers (mainland E12345678 or EA1234567, Hong Kong, Taiwan and foreign ones: one or
+# two letters and seven to nine digits) carry no check digit and look like model or order
+# numbers, so only within a few characters after a word that names a passport; then only the
+# number (group ``number``) is replaced.
+_PASSPORT = re.compile(
+    r"(?:护照|護照|[Pp]assport|PASSPORT)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?[^0-9A-Za-z]{0,8}?"
+    r"(?P<number>(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{7,9})(?![0-9A-Za-z])")
 # Bank cards: 16-19 digits, written as one run or in groups of four.
 _BANK_CARD = re.compile(
     r"(?<![0-9A-Za-z])(?:[0-9]{4}[ .\-]?){3}[0-9]{4}(?:[ .\-]?[0-9]{1,3})?(?![0-9A-Za-z])")
@@ -211,6 +218,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
     (_ID_CARD, _id_card),
     (_HK_ID, _hk_id),
     (_TW_ID, _tw_id),
+    (_PASSPORT, lambda m: ID_CARD),
     (_BANK_CARD, _bank_card),
     (_MOBILE, lambda m: PHONE),
     (_LANDLINE, lambda m: PHONE),

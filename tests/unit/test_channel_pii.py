@@ -59,6 +59,10 @@ def with_luhn_digit(body: str) -> str:
     ("身份證號碼K385126(5)，唔該核對", "身份證號碼<ID_CARD>，唔該核對"),
     ("身份證 AB987654（3）", "身份證 <ID_CARD>"),
     ("身分證字號A123456789請協助", "身分證字號<ID_CARD>請協助"),
+    # passports, only after a word that names one
+    ("我护照号是E78823461，订的时候填的没错啊", "我护照号是<ID_CARD>，订的时候填的没错啊"),
+    ("護照號碼：KJ1234567", "護照號碼：<ID_CARD>"),
+    ("Passport no. EA1234567 please", "Passport no. <ID_CARD> please"),
     # Hong Kong numbers: with the country code, or right after a word that names a phone
     ("+852 9123 4567 搵我", "<PHONE> 搵我"),
     ("手提：9123 4567，唔該回覆", "手提：<PHONE>，唔該回覆"),
@@ -93,6 +97,7 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "订单 1381 2345 6789 0",                     # twelve digits in groups: not a mobile
     "评分 1 2 3 4 5 6 7 8 9 10 11 都有",          # counting with spaces
     "第1、3、5题",                               # a list
+    "型号E78823461的护照夹坏了",                  # a passport word after, not before, the number
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
