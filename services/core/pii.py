@@ -83,9 +83,10 @@ _SEP = r"[ .\-]{0,3}"
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # 18-digit resident identity number: region(6) birth date(8) sequence(3) check digit, written
-# as one run or as 6-8-4.
+# as one run, as 6-8-4, 6-4-4-4 or with any other grouping (at most one space, dot, dash or
+# comma between two digits); the birth date and check digit decide.
 _ID_CARD = re.compile(
-    r"(?<![0-9A-Za-z])[0-9]{6}[ .\-]?[0-9]{8}[ .\-]?[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
+    r"(?<![0-9A-Za-z])[0-9](?:[ .\-,]?[0-9]){16}[ .\-,]?[0-9Xx](?![0-9A-Za-z])")
 # Hong Kong identity card: one or two letters, six digits, a check digit (0-9 or A), usually
 # in parentheses: K385126(5).
 _HK_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{6} ?(?:\([0-9A]\)|[0-9A])(?![0-9A-Za-z])")
@@ -99,9 +100,10 @@ _TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
 _PASSPORT = re.compile(
     r"(?:护照|護照|[Pp]assport|PASSPORT)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?[^0-9A-Za-z]{0,8}?"
     r"(?P<number>(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{7,9})(?![0-9A-Za-z])")
-# Bank cards: 16-19 digits, written as one run or in groups of four.
+# Bank cards: 16-19 digits, written as one run, in groups of four or in any other grouping (at
+# most one space, dot, dash or comma between two digits: 622848 0012345671); Luhn decides.
 _BANK_CARD = re.compile(
-    r"(?<![0-9A-Za-z])(?:[0-9]{4}[ .\-]?){3}[0-9]{4}(?:[ .\-]?[0-9]{1,3})?(?![0-9A-Za-z])")
+    r"(?<![0-9A-Za-z])[0-9](?:[ .\-,]?[0-9]){15,18}(?![0-9A-Za-z])")
 # Mainland mobile numbers, optionally with +86 / 0086 / 86: in 3-4-4 groups, the groups also
 # set apart by commas (a transcript writes the pauses of a number read out as 幺三八，一二三四，
 # 五六七八), or with at most one space, dash or comma between any two digits (1381 234 5678,
@@ -139,7 +141,7 @@ _HK_PHONE = re.compile(
     r"|(?<![A-Za-z])(?:電話|电话|手機|手机|手提|致電|致电|回電|回电|打返|打俾|打畀|"
     r"[Ww]hats[Aa]pp|WA|[Tt]el|TEL|[Cc]all|CALL)[^0-9A-Za-z_\-]{0,6}?"
     r"(?P<number>(?<![0-9])[2-9][0-9]{3}[ \-]?[0-9]{4})(?![0-9A-Za-z])(?![ .\-_/][0-9])")
-_NOT_DIGITS = str.maketrans("", "", " .-")
+_NOT_DIGITS = str.maketrans("", "", " .-,")
 _NOT_ID = str.maketrans("", "", " ()")
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)

@@ -39,6 +39,9 @@ def with_luhn_digit(body: str) -> str:
     ("座机021-68881234转8021，工作日在", "座机<PHONE>，工作日在"),
     ("(0755)23456789 或 010 87654321", "<PHONE> 或 <PHONE>"),
     ("身份证号11010519491231002X，请核实", "身份证号<ID_CARD>，请核实"),
+    ("身份证110105 1949 1231 002X", "身份证<ID_CARD>"),
+    ("卡号6222，0212，3456，7890，128", "卡号<BANK_CARD>"),
+    ("卡号622202 1234567890128", "卡号<BANK_CARD>"),
     ("身份证 11010519491231002x", "身份证 <ID_CARD>"),
     ("卡号 6222 0212 3456 7890 128 扣款两次", "卡号 <BANK_CARD> 扣款两次"),
     ("信用卡4111111111111111被盗刷", "信用卡<BANK_CARD>被盗刷"),
@@ -95,6 +98,8 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "CALL-20261123-000187 已转接",               # a phone word starting an identifier
     "电话单 2026 1123/0001",                     # a number joined on to more
     "订单 1381 2345 6789 0",                     # twelve digits in groups: not a mobile
+    "1101 2519 4912 3100 21 校验位不对",           # 18 digits in groups, wrong check digit
+    "单号 6222 2212 3456 7890 127",               # 19 digits in groups failing Luhn
     "评分 1 2 3 4 5 6 7 8 9 10 11 都有",          # counting with spaces
     "第1、3、5题",                               # a list
     "型号E78823461的护照夹坏了",                  # a passport word after, not before, the number
