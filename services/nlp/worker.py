@@ -16,6 +16,7 @@ every stage uses (services/core/kafka.py), a few record batches per batch of eve
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -37,10 +38,28 @@ log = structlog.get_logger(__name__)
 
 
 def build_analyzer(settings: Settings) -> Analyzer:
-    """The analyzer configured by settings (model and taxonomy load here, once)."""
-    return Analyzer(load_sentiment(settings.sentiment_backend),
-                    load_taxonomy(settings.taxonomy_path), load_urgency(settings.urgency_path),
-                    settings.neutral_band, settings.jieba_user_dict)
+    """The analyzer configured by settings (model and taxonomy load here, once), with what
+    was loaded kept out of the garbage collector's passes (:func:`freeze_loaded`)."""
+    analyzer = Analyzer(load_sentiment(settings.sentiment_backend),
+                        load_taxonomy(settings.taxonomy_path), load_urgency(settings.urgency_path),
+                        settings.neutral_band, settings.jieba_user_dict)
+    freeze_loaded()
+    return analyzer
+
+
+def freeze_loaded() -> None:
+    """Move every object alive now (the models, tables and modules just loaded) into the
+    collector's permanent generation, after collecting what loading left behind.
+
+    They live as long as the process, yet each full collection walked all of them: in
+    bench/stage_profile.py one full collection per 2,000 events cost 39-41 µs per event
+    (measured with ``gc.callbacks``; 0.7-5 µs once frozen), charged in cProfile to whatever
+    ran when it struck (``getattr`` in one profile, a list comprehension in another). Frozen
+    objects are still freed by reference counting (a reloaded taxonomy's old tagger is); only
+    a cycle among them would stay, and models hold none that is ever dropped.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def build_app(settings: Settings, bootstrap: str, analyzer: Analyzer,
