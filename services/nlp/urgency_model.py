@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from services.nlp.aspect_tagger import AspectTagger
-from services.nlp.sentiment_model import read_arrays, write_arrays
+from services.nlp.sentiment_model import NgramIndex, read_arrays, write_arrays
 
 ARTIFACT_WEIGHTS = "urgency_model.npz"
 ARTIFACT_PARAMS = "urgency_model.json"
@@ -138,17 +138,6 @@ def count_classes(text: str) -> tuple[str, list[int]]:
 
 
 MARKS = frozenset((NEIGHBOUR, CUE_IN_CLAUSE, CUE_IN_TEXT, WHOLE))
-
-
-def _find(table: tuple[np.ndarray, np.ndarray, np.ndarray], keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each n-gram number's column as a clause's own n-gram and as a neighbour's, -1 where the
-    vocabulary has none."""
-    sorted_keys, plain, context = table
-    if not len(sorted_keys):
-        return np.full(len(keys), -1, dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    known = sorted_keys[at] == keys
-    return np.where(known, plain[at], -1), np.where(known, context[at], -1)
 
 
 _NUMERAL_RUN = re.compile("[" + "".join(sorted(NUMERALS)) + "]+")
@@ -251,7 +240,7 @@ class UrgencyClauseModel:
     def __init__(self, flags: list[str], vocabulary: list[str], idf: np.ndarray, weights: np.ndarray,
                  intercepts: np.ndarray, keyword_weights: np.ndarray, fused_thresholds: np.ndarray,
                  max_n: int, max_chars: int, version: str = MODEL_VERSION, whole: bool = True,
-                 whole_text: AspectTagger | None = None) -> None:
+                 whole_text: AspectTagger | None = None, gate: bool = False) -> None:
         self.flags = list(flags)
         self.vocabulary = list(vocabulary)
         self.idf = np.asarray(idf, dtype=np.float64)
@@ -264,33 +253,17 @@ class UrgencyClauseModel:
         self.version = version
         self.whole = whole
         self.whole_text = whole_text
+        self.gate = gate
         self._column = {g: j for j, g in enumerate(self.vocabulary)}
-        plain = [(g, j) for j, g in enumerate(self.vocabulary) if g and g[0] not in MARKS]
-        context = [(g[1:], j) for j, g in enumerate(self.vocabulary) if g.startswith(NEIGHBOUR)]
-        chars = sorted({ch for g, _ in plain + context for ch in g})
-        self._base = len(chars) + 1
-        if self._base ** max(max_n, CONTEXT_N) >= 2**63:
-            raise ValueError("alphabet too large to encode n-grams in int64")
-        self._char_ids = np.zeros((ord(chars[-1]) + 2) if chars else 1, dtype=np.int64)
-        for k, ch in enumerate(chars, start=1):
-            self._char_ids[ord(ch)] = k
-        own, near = self._numbers(plain), self._numbers(context)
-        keys = np.union1d(own, near)
-        plain_cols = np.full(len(keys), -1, dtype=np.int64)
-        context_cols = np.full(len(keys), -1, dtype=np.int64)
-        plain_cols[np.searchsorted(keys, own)] = [j for _, j in plain]
-        context_cols[np.searchsorted(keys, near)] = [j for _, j in context]
-        self._table = (keys, plain_cols, context_cols)
-
-    def _numbers(self, grams: list[tuple[str, int]]) -> np.ndarray:
-        """Each n-gram as its base-(K+1) number of character ids."""
-        keys = np.zeros(len(grams), dtype=np.int64)
-        for k, (g, _) in enumerate(grams):
-            number = 0
-            for ch in g:
-                number = number * self._base + int(self._char_ids[ord(ch)])
-            keys[k] = number
-        return keys
+        # One n-gram index over the clause's own n-grams and the neighbours' (marker dropped):
+        # a look-up gives both columns, -1 where the vocabulary has no such feature.
+        own = {g: j for j, g in enumerate(self.vocabulary) if g and g[0] not in MARKS}
+        near = {g[1:]: j for j, g in enumerate(self.vocabulary) if g.startswith(NEIGHBOUR)}
+        grams = sorted(own.keys() | near.keys())
+        self._index = NgramIndex(grams, max(max_n, CONTEXT_N), max_chars)
+        by_rank = [grams[j] for j in self._index.order]
+        self._own = np.array([own.get(g, -1) for g in by_rank], dtype=np.int64)
+        self._near = np.array([near.get(g, -1) for g in by_rank], dtype=np.int64)
 
     def instance_margins(self, rows: Sequence[Instance]) -> np.ndarray:
         """Margins of instances, shape (len(rows), len(flags)): the whole batch in a few numpy
@@ -309,10 +282,11 @@ class UrgencyClauseModel:
                         ) -> tuple[list[list[Instance]], np.ndarray]:
         """The clauses of every text (as instances without their features) and their margins,
         the features of :func:`instances` computed for the whole batch in numpy passes: the
-        clauses' count-classed texts are joined with NUL, each known character gets an id, an
-        n-gram is its base-(K+1) number, and known n-grams are found by binary search in the
-        vocabulary's sorted numbers; a clause's neighbours' n-grams are found once and added to
-        the clauses on either side. The cue tokens alone take a loop, over texts with cues."""
+        clauses' count-classed texts are looked up in one
+        :class:`~services.nlp.sentiment_model.NgramIndex` pass; a clause's neighbours' n-grams
+        are found once and added to the clauses on either side. The cue tokens alone take a
+        loop, over texts with cues. With :attr:`gate`, the clauses not picked get margin -inf
+        (and only they and their neighbours are looked up)."""
         rows: list[list[Instance]] = []
         normals: list[str] = []
         text_of: list[int] = []
@@ -324,36 +298,26 @@ class UrgencyClauseModel:
             text_of.extend([t] * len(spans))
         n = len(normals)
         owner = np.array(text_of, dtype=np.int64)
+        first = np.concatenate(([0], np.cumsum([len(r) - 1 for r in rows])))
+        read = self._triggered(rows, normals, cue_spans, first) if self.gate and n else None
+        if read is not None:
+            # A clause that is not read still lends its n-grams to a read neighbour.
+            lent = read | np.concatenate((read[1:], [False])) | np.concatenate(([False], read[:-1]))
+            normals = [p if keep else "" for p, keep in zip(normals, lent.tolist(), strict=True)]
         found_rows: list[np.ndarray] = []
         found_cols: list[np.ndarray] = []
         if n:
-            codes = np.frombuffer("\0".join(normals).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-            ids = self._char_ids[np.minimum(codes, len(self._char_ids) - 1)]
-            clause_at = np.repeat(np.arange(n, dtype=np.int64), [len(p) + 1 for p in normals])[: len(ids)]
-            zeros = np.concatenate(([0], np.cumsum(ids == 0)))
-            key = np.zeros(len(ids), dtype=np.int64)
-            for size in range(1, max(self.max_n, CONTEXT_N) + 1):
-                m = len(ids) - size + 1
-                if m <= 0:
-                    break
-                key = key[:m] * self._base + ids[size - 1: size - 1 + m]
-                valid = zeros[size: size + m] == zeros[:m]
-                keys, at = key[valid], clause_at[:m][valid]
-                # One search per length finds a number's column as the clause's own n-gram and
-                # as a neighbour's (-1 where the vocabulary has no such feature).
-                plain, context = _find(self._table, keys)
-                if size <= self.max_n:
-                    found_rows.append(at[plain >= 0])
-                    found_cols.append(plain[plain >= 0])
-                if size <= CONTEXT_N:
-                    source, cols = at[context >= 0], context[context >= 0]
-                    for step in (-1, 1):
-                        target = source + step
-                        inside = (target >= 0) & (target < n)
-                        inside[inside] &= owner[target[inside]] == owner[source[inside]]
-                        found_rows.append(target[inside])
-                        found_cols.append(cols[inside])
-        first = np.concatenate(([0], np.cumsum([len(r) - 1 for r in rows])))
+            at, ranks = self._index.occurrences(normals)
+            plain, context = self._own[ranks], self._near[ranks]
+            found_rows.append(at[plain >= 0])
+            found_cols.append(plain[plain >= 0])
+            source, cols = at[context >= 0], context[context >= 0]
+            for step in (-1, 1):
+                target = source + step
+                inside = (target >= 0) & (target < n)
+                inside[inside] &= owner[target[inside]] == owner[source[inside]]
+                found_rows.append(target[inside])
+                found_cols.append(cols[inside])
         cue_rows: list[int] = []
         cue_cols: list[int] = []
         for t, cues in enumerate(cue_spans):
@@ -368,7 +332,23 @@ class UrgencyClauseModel:
                         cue_cols.append(j)
         found_rows.append(np.array(cue_rows, dtype=np.int64))
         found_cols.append(np.array(cue_cols, dtype=np.int64))
-        return rows, self._row_margins(np.concatenate(found_rows), np.concatenate(found_cols), n)
+        margins = self._row_margins(np.concatenate(found_rows), np.concatenate(found_cols), n)
+        if read is not None:
+            margins[~read] = -np.inf
+        return rows, margins
+
+    @staticmethod
+    def _triggered(rows: list[list[Instance]], normals: list[str],
+                   cue_spans: Sequence[Sequence[tuple[str, int, int]]], first: np.ndarray) -> np.ndarray:
+        """Which clauses the gated model reads: those holding a count class (``N``: a count, a
+        time span or an ordinal; the text is lower-cased, so no other ``N`` is left) or a cue
+        match of any flag. About 4 % of the clauses of the dev reviews."""
+        read = np.array(["N" in p for p in normals], dtype=bool)
+        for t, cues in enumerate(cue_spans):
+            for k, row in enumerate(rows[t][1:]):
+                if any(a < row.end and b > row.start for _, a, b in cues):
+                    read[int(first[t]) + k] = True
+        return read
 
     def _row_margins(self, rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
         """Margins of ``n`` rows from their (row, column) feature occurrences: sublinear TF-IDF,
@@ -428,10 +408,19 @@ class UrgencyClauseModel:
         clauses = [j for j, r in enumerate(rows) if not r.whole]
         if not clauses:
             return None
+        clauses = [j for j in clauses if np.isfinite(margins[j])]
+        if not clauses:
+            # The gate read none of them: the whole-text scorer carried the decision.
+            return self._whole_text_evidence(text, rows, k)
         row = rows[max(clauses, key=lambda j: margins[j])]
         span = self.evidence_span(text, row.start, row.end, k)
-        if span is not None or self.whole_text is None:
-            return span
+        return span if span is not None else self._whole_text_evidence(text, rows, k)
+
+    def _whole_text_evidence(self, text: str, rows: list[Instance], k: int) -> tuple[int, int] | None:
+        """The whole-text scorer's strongest stretch for flag ``k``, cut at the end of the
+        clause it starts in (None without that scorer)."""
+        if self.whole_text is None:
+            return None
         found = self.whole_text.evidence_span(text, self.flags[k])
         if found is None:
             return None
@@ -480,7 +469,7 @@ class UrgencyClauseModel:
                               "with adds_whole_text_scorer, the folder's aspect_tagger margin is added",
                   "max_n": self.max_n, "max_chars": self.max_chars, "whole": self.whole,
                   "adds_whole_text_scorer": self.whole_text is not None,
-                  "max_clauses": MAX_CLAUSES,
+                  "max_clauses": MAX_CLAUSES, "gate": self.gate,
                   "intercepts": self.intercepts.tolist(), "keyword_weights": self.keyword_weights.tolist(),
                   "fused_thresholds": self.fused_thresholds.tolist(), "n_features": len(self.vocabulary)}
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n",
@@ -497,7 +486,7 @@ class UrgencyClauseModel:
                    keyword_weights=np.array(params["keyword_weights"]),
                    fused_thresholds=np.array(params["fused_thresholds"]),
                    max_n=params["max_n"], max_chars=params["max_chars"], version=params["version"],
-                   whole=params["whole"], whole_text=whole_text)
+                   whole=params["whole"], whole_text=whole_text, gate=params.get("gate", False))
 
 
 def has_artifact(folder: Path | Traversable) -> bool:
@@ -518,6 +507,9 @@ class ClauseFit:
     whole: bool = True
     """Whether the whole text is an instance (without it, the first fit takes every clause of
     a positive item as positive)."""
+    gate: bool = False
+    """Whether the fitted model reads only the clauses :meth:`UrgencyClauseModel._triggered`
+    picks (prediction only: the fit reads every clause)."""
 
 
 def fit_clause_model(texts: Sequence[str], labels: Sequence[Iterable[str]],
@@ -556,7 +548,7 @@ def fit_clause_model(texts: Sequence[str], labels: Sequence[Iterable[str]],
         weights[:, k], intercepts[k] = w, b
     zeros = np.zeros(len(flags))
     return UrgencyClauseModel(list(flags), vocab, vectorizer.idf_, weights, intercepts, zeros, zeros,
-                              fit.max_n, max_chars, whole=fit.whole)
+                              fit.max_n, max_chars, whole=fit.whole, gate=fit.gate)
 
 
 __all__ = ["MAX_CLAUSES", "ClauseFit", "Instance", "UrgencyClauseModel", "clause_spans", "count_classes",
