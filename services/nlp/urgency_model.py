@@ -253,6 +253,8 @@ class UrgencyClauseModel:
         self.version = version
         self.whole = whole
         self.whole_text = whole_text
+        if gate and whole:
+            raise ValueError("the gate reads clauses of a model without the whole-text instance (whole=False)")
         self.gate = gate
         self._column = {g: j for j, g in enumerate(self.vocabulary)}
         # One n-gram index over the clause's own n-grams and the neighbours' (marker dropped):
@@ -509,7 +511,7 @@ class ClauseFit:
     a positive item as positive)."""
     gate: bool = False
     """Whether the fitted model reads only the clauses :meth:`UrgencyClauseModel._triggered`
-    picks (prediction only: the fit reads every clause)."""
+    picks (prediction only: the fit reads every clause); only without ``whole``."""
 
 
 def fit_clause_model(texts: Sequence[str], labels: Sequence[Iterable[str]],
