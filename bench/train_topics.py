@@ -227,22 +227,19 @@ def cue_spans(texts: list[str]) -> list[list[tuple[str, int, int]]]:
 
 
 def clause_loao_margins(rows: list[Any], spans: list[list[tuple[str, int, int]]],
-                        setting: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Each item's best-clause margins from the clause model fitted without its author, read
-    with every clause and with the gate (only the clauses it picks), from the same fits."""
+                        setting: dict[str, Any]) -> np.ndarray:
+    """Each item's best-clause margins from the clause model fitted without its author."""
     from services.nlp.urgency_model import ClauseFit, fit_clause_model
 
     authors = np.array([r.author for r in rows])
-    margins = np.full((2, len(rows), len(FLAGS)), np.nan)
+    margins = np.full((len(rows), len(FLAGS)), np.nan)
     for author in sorted(set(authors)):
         mine = np.flatnonzero(authors == author)
         rest = np.flatnonzero(authors != author)
         model = fit_clause_model([rows[k].text for k in rest], [rows[k].labels for k in rest],
                                  [spans[k] for k in rest], FLAGS, ClauseFit(**setting))
-        for gate in (False, True):
-            model.gate = gate
-            margins[int(gate), mine] = model.margins([rows[k].text for k in mine], [spans[k] for k in mine])[0]
-    return margins[0], margins[1]
+        margins[mine] = model.margins([rows[k].text for k in mine], [spans[k] for k in mine])[0]
+    return margins
 
 
 def tune_cuts(margins: np.ndarray, gold: np.ndarray, hits: np.ndarray,
@@ -273,7 +270,7 @@ def fit_urgency_clause(out: Path, hold_author: str | None, setting: dict[str, An
     scorer.keyword_weights, scorer.fused_thresholds = tune_cuts(whole_margins, gold, hits, floor)
     scorer.thresholds = np.zeros(len(FLAGS))
     scorer.save(out)
-    margins = whole_margins + clause_loao_margins(rows, spans, setting)[int(setting.get("gate", False))]
+    margins = whole_margins + clause_loao_margins(rows, spans, setting)
     model = fit_clause_model(texts, [r.labels for r in rows], spans, FLAGS, ClauseFit(**setting))
     model.whole_text = scorer
     model.keyword_weights, model.fused_thresholds = tune_cuts(margins, gold, hits, floor)
@@ -302,10 +299,9 @@ def compare_clause(settings: list[dict[str, Any]], floor: float = PRECISION_FLOO
     candidates: list[tuple[str, np.ndarray]] = [
         ("round4", loao_margins(([], []), rows, FLAGS, Fit(**URGENCY_FIT)))]
     for setting in settings:
-        clause_margins, gated = clause_loao_margins(rows, spans, setting)
+        clause_margins = clause_loao_margins(rows, spans, setting)
         candidates.append((json.dumps(setting), clause_margins))
         candidates.append((json.dumps(setting) + " + round4", clause_margins + candidates[0][1]))
-        candidates.append((json.dumps(setting) + " gated + round4", gated + candidates[0][1]))
     report: dict[str, Any] = {"authors": {a: int((authors == a).sum()) for a in sorted(set(authors))},
                               "candidates": []}
     for name, margins in candidates:

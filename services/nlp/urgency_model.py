@@ -140,6 +140,7 @@ def count_classes(text: str) -> tuple[str, list[int]]:
 MARKS = frozenset((NEIGHBOUR, CUE_IN_CLAUSE, CUE_IN_TEXT, WHOLE))
 
 
+_UNIT_HEADS = frozenset(u[0] for u in TIME_UNITS)
 _NUMERAL_RUN = re.compile("[" + "".join(sorted(NUMERALS)) + "]+")
 """A maximal run of numerals (one character class under one quantifier: linear)."""
 
@@ -161,7 +162,8 @@ def classed(text: str) -> str:
         i, j = match.span()
         counted = j < len(text) and text[j] in COUNTERS
         k = j + 1 if j < len(text) and text[j] in "个多" else j
-        unit = next((u for u in TIME_UNITS if text.startswith(u, k)), None)
+        unit = (next((u for u in TIME_UNITS if text.startswith(u, k)), None)
+                if k < len(text) and text[k] in _UNIT_HEADS else None)
         ordinal = i > 0 and text[i - 1] == "第"
         if text[i:j] == "一" and not unit:
             counted = ordinal = False
@@ -240,7 +242,7 @@ class UrgencyClauseModel:
     def __init__(self, flags: list[str], vocabulary: list[str], idf: np.ndarray, weights: np.ndarray,
                  intercepts: np.ndarray, keyword_weights: np.ndarray, fused_thresholds: np.ndarray,
                  max_n: int, max_chars: int, version: str = MODEL_VERSION, whole: bool = True,
-                 whole_text: AspectTagger | None = None, gate: bool = False) -> None:
+                 whole_text: AspectTagger | None = None) -> None:
         self.flags = list(flags)
         self.vocabulary = list(vocabulary)
         self.idf = np.asarray(idf, dtype=np.float64)
@@ -253,9 +255,6 @@ class UrgencyClauseModel:
         self.version = version
         self.whole = whole
         self.whole_text = whole_text
-        if gate and whole:
-            raise ValueError("the gate reads clauses of a model without the whole-text instance (whole=False)")
-        self.gate = gate
         self._column = {g: j for j, g in enumerate(self.vocabulary)}
         # One n-gram index over the clause's own n-grams and the neighbours' (marker dropped):
         # a look-up gives both columns, -1 where the vocabulary has no such feature.
@@ -287,8 +286,7 @@ class UrgencyClauseModel:
         clauses' count-classed texts are looked up in one
         :class:`~services.nlp.sentiment_model.NgramIndex` pass; a clause's neighbours' n-grams
         are found once and added to the clauses on either side. The cue tokens alone take a
-        loop, over texts with cues. With :attr:`gate`, the clauses not picked get margin -inf
-        (and only they and their neighbours are looked up)."""
+        loop, over texts with cues. A clause without a numeral skips :func:`classed`."""
         rows: list[list[Instance]] = []
         normals: list[str] = []
         text_of: list[int] = []
@@ -296,16 +294,17 @@ class UrgencyClauseModel:
             head = text[: self.max_chars]
             spans = clause_spans(head)
             rows.append([Instance(0, len(head), [], True)] + [Instance(a, b, [], False) for a, b in spans])
-            normals.extend(classed(head[a: min(b, a + MAX_CLAUSE_CHARS)]) for a, b in spans)
+            # A clause without a numeral has no class: its classed text is its slice of the
+            # lower-cased text (lower-casing is per character, :func:`_lower`), one call a text.
+            low = _lower(head)
+            for a, b in spans:
+                end = min(b, a + MAX_CLAUSE_CHARS)
+                numeral = _NUMERAL_RUN.search(head, a, end) is not None
+                normals.append(classed(head[a:end]) if numeral else low[a:end])
             text_of.extend([t] * len(spans))
         n = len(normals)
         owner = np.array(text_of, dtype=np.int64)
         first = np.concatenate(([0], np.cumsum([len(r) - 1 for r in rows])))
-        read = self._triggered(rows, normals, cue_spans, first) if self.gate and n else None
-        if read is not None:
-            # A clause that is not read still lends its n-grams to a read neighbour.
-            lent = read | np.concatenate((read[1:], [False])) | np.concatenate(([False], read[:-1]))
-            normals = [p if keep else "" for p, keep in zip(normals, lent.tolist(), strict=True)]
         found_rows: list[np.ndarray] = []
         found_cols: list[np.ndarray] = []
         if n:
@@ -334,23 +333,7 @@ class UrgencyClauseModel:
                         cue_cols.append(j)
         found_rows.append(np.array(cue_rows, dtype=np.int64))
         found_cols.append(np.array(cue_cols, dtype=np.int64))
-        margins = self._row_margins(np.concatenate(found_rows), np.concatenate(found_cols), n)
-        if read is not None:
-            margins[~read] = -np.inf
-        return rows, margins
-
-    @staticmethod
-    def _triggered(rows: list[list[Instance]], normals: list[str],
-                   cue_spans: Sequence[Sequence[tuple[str, int, int]]], first: np.ndarray) -> np.ndarray:
-        """Which clauses the gated model reads: those holding a count class (``N``: a count, a
-        time span or an ordinal; the text is lower-cased, so no other ``N`` is left) or a cue
-        match of any flag. About 4 % of the clauses of the dev reviews."""
-        read = np.array(["N" in p for p in normals], dtype=bool)
-        for t, cues in enumerate(cue_spans):
-            for k, row in enumerate(rows[t][1:]):
-                if any(a < row.end and b > row.start for _, a, b in cues):
-                    read[int(first[t]) + k] = True
-        return read
+        return rows, self._row_margins(np.concatenate(found_rows), np.concatenate(found_cols), n)
 
     def _row_margins(self, rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
         """Margins of ``n`` rows from their (row, column) feature occurrences: sublinear TF-IDF,
@@ -383,8 +366,14 @@ class UrgencyClauseModel:
             flat = self.instance_margins([inst for r in rows for inst in r])
         bounds = np.cumsum([0] + [len(r) for r in rows])
         per_text = [flat[bounds[i]: bounds[i + 1]] for i in range(len(rows))]
-        best = np.array([(m if self.whole else m[1:]).max(axis=0, initial=-np.inf) for m in per_text]
-                        ).reshape(len(texts), len(self.flags))
+        best = np.full((len(texts), len(self.flags)), -np.inf)
+        if len(flat):
+            # Every text has its whole-text instance first, so each text's rows are one
+            # non-empty run of ``flat``: one reduceat gives every text's best.
+            read = flat.copy()
+            if not self.whole:
+                read[bounds[:-1]] = -np.inf
+            best = np.maximum.reduceat(read, bounds[:-1], axis=0)
         # A text without a clause (punctuation only) has the intercepts alone.
         best = np.where(np.isfinite(best), best, self.intercepts)
         if self.whole_text is not None:
@@ -410,19 +399,10 @@ class UrgencyClauseModel:
         clauses = [j for j, r in enumerate(rows) if not r.whole]
         if not clauses:
             return None
-        clauses = [j for j in clauses if np.isfinite(margins[j])]
-        if not clauses:
-            # The gate read none of them: the whole-text scorer carried the decision.
-            return self._whole_text_evidence(text, rows, k)
         row = rows[max(clauses, key=lambda j: margins[j])]
         span = self.evidence_span(text, row.start, row.end, k)
-        return span if span is not None else self._whole_text_evidence(text, rows, k)
-
-    def _whole_text_evidence(self, text: str, rows: list[Instance], k: int) -> tuple[int, int] | None:
-        """The whole-text scorer's strongest stretch for flag ``k``, cut at the end of the
-        clause it starts in (None without that scorer)."""
-        if self.whole_text is None:
-            return None
+        if span is not None or self.whole_text is None:
+            return span
         found = self.whole_text.evidence_span(text, self.flags[k])
         if found is None:
             return None
@@ -471,7 +451,7 @@ class UrgencyClauseModel:
                               "with adds_whole_text_scorer, the folder's aspect_tagger margin is added",
                   "max_n": self.max_n, "max_chars": self.max_chars, "whole": self.whole,
                   "adds_whole_text_scorer": self.whole_text is not None,
-                  "max_clauses": MAX_CLAUSES, "gate": self.gate,
+                  "max_clauses": MAX_CLAUSES,
                   "intercepts": self.intercepts.tolist(), "keyword_weights": self.keyword_weights.tolist(),
                   "fused_thresholds": self.fused_thresholds.tolist(), "n_features": len(self.vocabulary)}
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n",
@@ -488,7 +468,7 @@ class UrgencyClauseModel:
                    keyword_weights=np.array(params["keyword_weights"]),
                    fused_thresholds=np.array(params["fused_thresholds"]),
                    max_n=params["max_n"], max_chars=params["max_chars"], version=params["version"],
-                   whole=params["whole"], whole_text=whole_text, gate=params.get("gate", False))
+                   whole=params["whole"], whole_text=whole_text)
 
 
 def has_artifact(folder: Path | Traversable) -> bool:
@@ -509,9 +489,6 @@ class ClauseFit:
     whole: bool = True
     """Whether the whole text is an instance (without it, the first fit takes every clause of
     a positive item as positive)."""
-    gate: bool = False
-    """Whether the fitted model reads only the clauses :meth:`UrgencyClauseModel._triggered`
-    picks (prediction only: the fit reads every clause); only without ``whole``."""
 
 
 def fit_clause_model(texts: Sequence[str], labels: Sequence[Iterable[str]],
@@ -550,7 +527,7 @@ def fit_clause_model(texts: Sequence[str], labels: Sequence[Iterable[str]],
         weights[:, k], intercepts[k] = w, b
     zeros = np.zeros(len(flags))
     return UrgencyClauseModel(list(flags), vocab, vectorizer.idf_, weights, intercepts, zeros, zeros,
-                              fit.max_n, max_chars, whole=fit.whole, gate=fit.gate)
+                              fit.max_n, max_chars, whole=fit.whole)
 
 
 __all__ = ["MAX_CLAUSES", "ClauseFit", "Instance", "UrgencyClauseModel", "clause_spans", "count_classes",

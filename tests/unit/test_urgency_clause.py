@@ -31,11 +31,10 @@ CALM = ["请问账单什么时候出", "快递今天下午送到了，谢谢", "
         "一个月前买的，质量不错", "用了两年了，挺好"]
 
 
-def fitted(whole: bool = True) -> UrgencyClauseModel:
+def fitted() -> UrgencyClauseModel:
     texts = REPEAT + LEAVE + CALM
     labels = [{"repeat_contact"} if t in REPEAT else {"churn_intent"} if t in LEAVE else set() for t in texts]
-    model = fit_clause_model(texts, labels, [[] for _ in texts], FLAGS,
-                             ClauseFit(c=10.0, max_n=3, min_df=1, whole=whole))
+    model = fit_clause_model(texts, labels, [[] for _ in texts], FLAGS, ClauseFit(c=10.0, max_n=3, min_df=1))
     # Cuts at zero margin, no cue bonus: the test does not depend on where a tiny set puts them.
     model.fused_thresholds = np.zeros(len(FLAGS))
     return model
@@ -138,26 +137,3 @@ def test_the_batch_clause_pass_gives_the_margins_of_each_instance_features() -> 
     assert sum(len(r) - 1 for r in rows) == len(batch) == len(single)
     assert np.ptp(batch[:, 0]) > 0.5, "the clauses' margins differ, so the comparison can fail"
     assert np.allclose(batch, single)
-
-
-def test_the_gate_reads_only_clauses_with_a_count_or_a_cue_and_keeps_their_margins(tmp_path: Path) -> None:
-    """With ``gate`` a clause without a count class or a cue match is not read (margin -inf);
-    the clauses it reads keep their ungated margins, their neighbours' n-grams included."""
-    model = fitted(whole=False)
-    texts = ["服务太差，准备换到别家", "客服态度还行，网络又断了，已经是第五次了", "套餐太贵了，我准备换到别家"]
-    cues = [[], [], [("churn_intent", 6, 13)]]
-    _, every = model._clause_margins(texts, cues)
-    model.gate = True
-    _, gated = model._clause_margins(texts, cues)
-    read = np.isfinite(gated[:, 0])
-    # Clauses: 服务太差 | 准备换到别家 | 客服态度还行 | 网络又断了 | 已经是第五次了 | 套餐太贵了 | 我准备换到别家
-    assert read.tolist() == [False, False, False, False, True, False, True]
-    assert np.array_equal(gated[read], every[read])
-    best = model.margins(texts, cues)[0]
-    assert np.array_equal(best[0], model.intercepts), "nothing read: the intercepts alone"
-    assert "churn_intent" not in model.decide(texts[:1], cues[:1])[0]
-    model.gate = False
-    assert "churn_intent" in model.decide(texts[:1], cues[:1])[0], "ungated, the plan clause raises it"
-    model.gate = True
-    model.save(tmp_path / "scorer")
-    assert UrgencyClauseModel.load(tmp_path / "scorer").gate
