@@ -10,7 +10,8 @@ so the file may name a learned scorer (``scorer:``, a folder relative to the fil
 a bonus when a cue of the flag matched, is held against a cut chosen leave-one-author-out for
 the highest recall at precision 0.9 (services/nlp/cem_tagger.py). A folder written by
 ``bench/train_topics.py urgency-clause`` adds a per-clause model's best clause to that margin
-(services/nlp/urgency_model.py; not the default: it costs more CPU than the stage may spend).
+(services/nlp/urgency_model.py; not the default: within the noise on LOAO, and it costs CPU the
+stage has no room for).
 A cue match the scorer does not confirm is dropped; a flag the scorer raises without a cue
 points at the characters whose n-grams raised it, inside one clause for the clause model.
 

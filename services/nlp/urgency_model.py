@@ -36,10 +36,12 @@ later fit takes the best-scoring instance of each positive item under the previo
 Instances of items without the flag are negatives. The labelled data name no urgency evidence
 phrases, so no clause is labelled directly.
 
-Not the shipped scorer: it found about two more points of urgency recall leave-one-author-out
-than the whole-text scorer alone, but reading every clause costs more CPU per event than the
-NLP stage may spend (docs/model-card.md, "Round 5"). A deployment names a folder written by
-``bench/train_topics.py urgency-clause`` as the cue file's ``scorer:`` to use it.
+Not the shipped scorer: on nineteen authors it finds 1.5 points more urgency recall
+leave-one-author-out than the whole-text scorer alone, within the noise and at a lower
+precision, and reading every clause costs CPU the NLP stage has no room for (docs/model-card.md,
+"Round 5" and "Round 6"; a gate reading only clauses with a count or a cue lost the gain). A
+deployment names a folder written by ``bench/train_topics.py urgency-clause`` as the cue file's
+``scorer:`` to use it.
 
 Bounded: at most :data:`MAX_CLAUSES` clauses of a text are scored one by one (the first ones);
 past the cap the rest is read only by the whole-text scorer (and the whole-text instance),
