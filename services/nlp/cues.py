@@ -10,7 +10,8 @@ so the file may name a learned scorer (``scorer:``, a folder relative to the fil
 a bonus when a cue of the flag matched, is held against a cut chosen leave-one-author-out for
 the highest recall at precision 0.9 (services/nlp/cem_tagger.py). A folder written by
 ``bench/train_topics.py urgency-clause`` adds a per-clause model's best clause to that margin
-(services/nlp/urgency_model.py; not the default: it costs more CPU than the stage may spend).
+(services/nlp/urgency_model.py; not the default: within the noise on LOAO, and it costs CPU the
+stage has no room for).
 A cue match the scorer does not confirm is dropped; a flag the scorer raises without a cue
 points at the characters whose n-grams raised it, inside one clause for the clause model.
 
@@ -80,17 +81,16 @@ class UrgencyCues:
     def decide(self, texts: Sequence[str], found: Sequence[list[UrgencyFlag]]) -> list[list[UrgencyFlag]]:
         """The flags of each text once the scorer has weighed its cue matches ``found``
         (:meth:`find`'s); without a scorer the cue matches themselves. One model call for the
-        batch; a flag raised without a cue gets the span of the n-grams that raised it."""
+        batch. A kept cue match keeps its own span; a flag raised without a cue gets the span of
+        the n-grams that raised it (inside the clause that raised it, for the clause model),
+        and is dropped when there is none."""
         if self.scorer is None or not texts:
             return list(found)
-        if isinstance(self.scorer, UrgencyClauseModel):
-            return self._decide_by_clause(self.scorer, texts, found)
-        decided = self.scorer.combine(texts, [[u.flag for u in flags] for flags in found])
         result = []
-        for text, flags, kept in zip(texts, found, decided, strict=True):
-            chosen = [u for u in flags if u.flag in kept]
-            for flag in sorted(set(kept) - {u.flag for u in flags}):
-                span = self.scorer.evidence_span(text, flag)
+        for text, flags, raised in zip(texts, found, self._raised(self.scorer, texts, found), strict=True):
+            chosen = [u for u in flags if u.flag in raised]
+            for flag in sorted(set(raised) - {u.flag for u in flags}):
+                span = raised[flag]
                 if span is not None:
                     chosen.append(trusted(UrgencyFlag, flag=flag, term=text[span[0]: span[1]],
                                           evidence=[span]))
@@ -98,23 +98,17 @@ class UrgencyCues:
         return result
 
     @staticmethod
-    def _decide_by_clause(model: UrgencyClauseModel, texts: Sequence[str],
-                          found: Sequence[list[UrgencyFlag]]) -> list[list[UrgencyFlag]]:
-        """As :meth:`decide`, with the clause model: a kept cue match keeps its own span; a
-        flag raised without a cue points inside the clause that raised it, and is dropped when
-        no n-gram of that clause raises it."""
-        spans = [[(u.flag, a, b) for u in flags for a, b in u.evidence] for flags in found]
-        result = []
-        for text, flags, raised in zip(texts, found, model.decide(texts, spans), strict=True):
-            chosen = [u for u in flags if u.flag in raised]
-            cued = {u.flag for u in flags}
-            for flag in sorted(set(raised) - cued):
-                span = raised[flag]
-                if span is not None:
-                    chosen.append(trusted(UrgencyFlag, flag=flag, term=text[span[0]: span[1]],
-                                          evidence=[span]))
-            result.append(chosen)
-        return result
+    def _raised(scorer: AspectTagger | UrgencyClauseModel, texts: Sequence[str],
+                found: Sequence[list[UrgencyFlag]]) -> list[dict[str, tuple[int, int] | None]]:
+        """Per text each flag the scorer raises, with the span it would point at when no cue
+        of the flag matched: the clause model gives every raised flag one, the whole-text
+        scorer's are looked up only for flags without a cue (None for the others)."""
+        if isinstance(scorer, UrgencyClauseModel):
+            spans = [[(u.flag, a, b) for u in flags for a, b in u.evidence] for flags in found]
+            return scorer.decide(texts, spans)
+        decided = scorer.combine(texts, [[u.flag for u in flags] for flags in found])
+        return [{flag: None if flag in cued else scorer.evidence_span(text, flag) for flag in kept}
+                for text, kept, cued in zip(texts, decided, ({u.flag for u in f} for f in found), strict=True)]
 
 
 def load_urgency(path: Path | None = None, with_scorer: bool = True) -> UrgencyCues:

@@ -91,8 +91,8 @@ class NgramIndex:
             for ch in gram:
                 key = key * self._base + char_id[ch]
             keys[j] = key
-        self._order = np.argsort(keys)
-        sorted_keys = keys[self._order]
+        self.order = np.argsort(keys)
+        sorted_keys = keys[self.order]
         bits = max(4, int(len(keys) * 2 - 1).bit_length())
         self._shift = np.uint64(64 - bits)
         self._slot_mask = (1 << bits) - 1
@@ -136,22 +136,23 @@ class NgramIndex:
             slots = (slots[going] + 1) & self._slot_mask
         return ranks
 
-    def tfidf(self, texts: list[str], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unnormalised sublinear TF-IDF of the batch as (row, vocabulary column, value) triples.
+    def occurrences(self, parts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every known n-gram (1..``max_n`` characters) of each of ``parts``, taken as they are
+        (no normalising, no cut), as (part index, rank) pairs.
 
-        The texts are joined with NUL separators into one code-point array, so n-gram
-        extraction, look-up, counting and weighting are a few numpy passes. Callers normalise
-        (the sentiment model only needs the norm, the tagger the normalised rows).
+        The parts are joined with NUL separators into one code-point array, so extraction and
+        look-up are a few numpy passes per n-gram length. Columns are returned as ranks among
+        the vocabulary's sorted keys (``self.order[rank]`` is the column), so that callers
+        that count pairs keep the order their sums have always had. Shared by :meth:`tfidf`
+        and the urgency clause model (services/nlp/urgency_model.py), which reads clauses.
         """
-        n = len(texts)
-        parts = [normalise(t)[: self.max_chars] for t in texts]
         joined = "\0".join(parts)
         codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
         ids = self._char_ids[codes]
-        row_of_pos = np.repeat(np.arange(n, dtype=np.int64), [len(p) + 1 for p in parts])[: len(ids)]
+        part_of_pos = np.repeat(np.arange(len(parts), dtype=np.int64), [len(p) + 1 for p in parts])[: len(ids)]
         zeros = np.concatenate(([0], np.cumsum(ids == 0)))
-        all_rows: list[np.ndarray] = []
-        all_cols: list[np.ndarray] = []
+        all_parts: list[np.ndarray] = []
+        all_ranks: list[np.ndarray] = []
         key = np.zeros(len(ids), dtype=np.int64)
         for size in range(1, self.max_n + 1):
             m = len(ids) - size + 1
@@ -161,14 +162,24 @@ class NgramIndex:
             valid = zeros[size : size + m] == zeros[:m]
             rank = self._ranks(key[valid])
             hit = rank >= 0
-            all_rows.append(row_of_pos[:m][valid][hit])
-            all_cols.append(rank[hit])
-        rows_flat = np.concatenate(all_rows) if all_rows else np.zeros(0, dtype=np.int64)
-        cols_flat = np.concatenate(all_cols) if all_cols else np.zeros(0, dtype=np.int64)
-        size_v = max(len(self._order), 1)
-        pairs, counts = np.unique(rows_flat * size_v + cols_flat, return_counts=True)
+            all_parts.append(part_of_pos[:m][valid][hit])
+            all_ranks.append(rank[hit])
+        if not all_parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(all_parts), np.concatenate(all_ranks)
+
+    def tfidf(self, texts: list[str], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unnormalised sublinear TF-IDF of the batch as (row, vocabulary column, value) triples.
+
+        The texts are normalised and cut to ``max_chars``, their n-grams found by
+        :meth:`occurrences`, then counted and weighted in one pass. Callers normalise (the
+        sentiment model only needs the norm, the tagger the normalised rows).
+        """
+        rows_flat, ranks = self.occurrences([normalise(t)[: self.max_chars] for t in texts])
+        size_v = max(len(self.order), 1)
+        pairs, counts = np.unique(rows_flat * size_v + ranks, return_counts=True)
         rows, sorted_cols = np.divmod(pairs, size_v)
-        cols = self._order[sorted_cols]
+        cols = self.order[sorted_cols]
         return rows, cols, (1.0 + np.log(counts)) * idf[cols]
 
 

@@ -36,10 +36,12 @@ later fit takes the best-scoring instance of each positive item under the previo
 Instances of items without the flag are negatives. The labelled data name no urgency evidence
 phrases, so no clause is labelled directly.
 
-Not the shipped scorer: it found about two more points of urgency recall leave-one-author-out
-than the whole-text scorer alone, but reading every clause costs more CPU per event than the
-NLP stage may spend (docs/model-card.md, "Round 5"). A deployment names a folder written by
-``bench/train_topics.py urgency-clause`` as the cue file's ``scorer:`` to use it.
+Not the shipped scorer: on nineteen authors it finds 1.5 points more urgency recall
+leave-one-author-out than the whole-text scorer alone, within the noise and at a lower
+precision, and reading every clause costs CPU the NLP stage has no room for (docs/model-card.md,
+"Round 5" and "Round 6"; a gate reading only clauses with a count or a cue lost the gain). A
+deployment names a folder written by ``bench/train_topics.py urgency-clause`` as the cue file's
+``scorer:`` to use it.
 
 Bounded: at most :data:`MAX_CLAUSES` clauses of a text are scored one by one (the first ones);
 past the cap the rest is read only by the whole-text scorer (and the whole-text instance),
@@ -58,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from services.nlp.aspect_tagger import AspectTagger
-from services.nlp.sentiment_model import read_arrays, write_arrays
+from services.nlp.sentiment_model import NgramIndex, read_arrays, write_arrays
 
 ARTIFACT_WEIGHTS = "urgency_model.npz"
 ARTIFACT_PARAMS = "urgency_model.json"
@@ -140,17 +142,7 @@ def count_classes(text: str) -> tuple[str, list[int]]:
 MARKS = frozenset((NEIGHBOUR, CUE_IN_CLAUSE, CUE_IN_TEXT, WHOLE))
 
 
-def _find(table: tuple[np.ndarray, np.ndarray, np.ndarray], keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each n-gram number's column as a clause's own n-gram and as a neighbour's, -1 where the
-    vocabulary has none."""
-    sorted_keys, plain, context = table
-    if not len(sorted_keys):
-        return np.full(len(keys), -1, dtype=np.int64), np.full(len(keys), -1, dtype=np.int64)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    known = sorted_keys[at] == keys
-    return np.where(known, plain[at], -1), np.where(known, context[at], -1)
-
-
+_UNIT_HEADS = frozenset(u[0] for u in TIME_UNITS)
 _NUMERAL_RUN = re.compile("[" + "".join(sorted(NUMERALS)) + "]+")
 """A maximal run of numerals (one character class under one quantifier: linear)."""
 
@@ -172,7 +164,8 @@ def classed(text: str) -> str:
         i, j = match.span()
         counted = j < len(text) and text[j] in COUNTERS
         k = j + 1 if j < len(text) and text[j] in "个多" else j
-        unit = next((u for u in TIME_UNITS if text.startswith(u, k)), None)
+        unit = (next((u for u in TIME_UNITS if text.startswith(u, k)), None)
+                if k < len(text) and text[k] in _UNIT_HEADS else None)
         ordinal = i > 0 and text[i - 1] == "第"
         if text[i:j] == "一" and not unit:
             counted = ordinal = False
@@ -265,32 +258,15 @@ class UrgencyClauseModel:
         self.whole = whole
         self.whole_text = whole_text
         self._column = {g: j for j, g in enumerate(self.vocabulary)}
-        plain = [(g, j) for j, g in enumerate(self.vocabulary) if g and g[0] not in MARKS]
-        context = [(g[1:], j) for j, g in enumerate(self.vocabulary) if g.startswith(NEIGHBOUR)]
-        chars = sorted({ch for g, _ in plain + context for ch in g})
-        self._base = len(chars) + 1
-        if self._base ** max(max_n, CONTEXT_N) >= 2**63:
-            raise ValueError("alphabet too large to encode n-grams in int64")
-        self._char_ids = np.zeros((ord(chars[-1]) + 2) if chars else 1, dtype=np.int64)
-        for k, ch in enumerate(chars, start=1):
-            self._char_ids[ord(ch)] = k
-        own, near = self._numbers(plain), self._numbers(context)
-        keys = np.union1d(own, near)
-        plain_cols = np.full(len(keys), -1, dtype=np.int64)
-        context_cols = np.full(len(keys), -1, dtype=np.int64)
-        plain_cols[np.searchsorted(keys, own)] = [j for _, j in plain]
-        context_cols[np.searchsorted(keys, near)] = [j for _, j in context]
-        self._table = (keys, plain_cols, context_cols)
-
-    def _numbers(self, grams: list[tuple[str, int]]) -> np.ndarray:
-        """Each n-gram as its base-(K+1) number of character ids."""
-        keys = np.zeros(len(grams), dtype=np.int64)
-        for k, (g, _) in enumerate(grams):
-            number = 0
-            for ch in g:
-                number = number * self._base + int(self._char_ids[ord(ch)])
-            keys[k] = number
-        return keys
+        # One n-gram index over the clause's own n-grams and the neighbours' (marker dropped):
+        # a look-up gives both columns, -1 where the vocabulary has no such feature.
+        own = {g: j for j, g in enumerate(self.vocabulary) if g and g[0] not in MARKS}
+        near = {g[1:]: j for j, g in enumerate(self.vocabulary) if g.startswith(NEIGHBOUR)}
+        grams = sorted(own.keys() | near.keys())
+        self._index = NgramIndex(grams, max(max_n, CONTEXT_N), max_chars)
+        by_rank = [grams[j] for j in self._index.order]
+        self._own = np.array([own.get(g, -1) for g in by_rank], dtype=np.int64)
+        self._near = np.array([near.get(g, -1) for g in by_rank], dtype=np.int64)
 
     def instance_margins(self, rows: Sequence[Instance]) -> np.ndarray:
         """Margins of instances, shape (len(rows), len(flags)): the whole batch in a few numpy
@@ -309,10 +285,10 @@ class UrgencyClauseModel:
                         ) -> tuple[list[list[Instance]], np.ndarray]:
         """The clauses of every text (as instances without their features) and their margins,
         the features of :func:`instances` computed for the whole batch in numpy passes: the
-        clauses' count-classed texts are joined with NUL, each known character gets an id, an
-        n-gram is its base-(K+1) number, and known n-grams are found by binary search in the
-        vocabulary's sorted numbers; a clause's neighbours' n-grams are found once and added to
-        the clauses on either side. The cue tokens alone take a loop, over texts with cues."""
+        clauses' count-classed texts are looked up in one
+        :class:`~services.nlp.sentiment_model.NgramIndex` pass; a clause's neighbours' n-grams
+        are found once and added to the clauses on either side. The cue tokens alone take a
+        loop, over texts with cues. A clause without a numeral skips :func:`classed`."""
         rows: list[list[Instance]] = []
         normals: list[str] = []
         text_of: list[int] = []
@@ -320,40 +296,31 @@ class UrgencyClauseModel:
             head = text[: self.max_chars]
             spans = clause_spans(head)
             rows.append([Instance(0, len(head), [], True)] + [Instance(a, b, [], False) for a, b in spans])
-            normals.extend(classed(head[a: min(b, a + MAX_CLAUSE_CHARS)]) for a, b in spans)
+            # A clause without a numeral has no class: its classed text is its slice of the
+            # lower-cased text (lower-casing is per character, :func:`_lower`), one call a text.
+            low = _lower(head)
+            for a, b in spans:
+                end = min(b, a + MAX_CLAUSE_CHARS)
+                numeral = _NUMERAL_RUN.search(head, a, end) is not None
+                normals.append(classed(head[a:end]) if numeral else low[a:end])
             text_of.extend([t] * len(spans))
         n = len(normals)
         owner = np.array(text_of, dtype=np.int64)
+        first = np.concatenate(([0], np.cumsum([len(r) - 1 for r in rows])))
         found_rows: list[np.ndarray] = []
         found_cols: list[np.ndarray] = []
         if n:
-            codes = np.frombuffer("\0".join(normals).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-            ids = self._char_ids[np.minimum(codes, len(self._char_ids) - 1)]
-            clause_at = np.repeat(np.arange(n, dtype=np.int64), [len(p) + 1 for p in normals])[: len(ids)]
-            zeros = np.concatenate(([0], np.cumsum(ids == 0)))
-            key = np.zeros(len(ids), dtype=np.int64)
-            for size in range(1, max(self.max_n, CONTEXT_N) + 1):
-                m = len(ids) - size + 1
-                if m <= 0:
-                    break
-                key = key[:m] * self._base + ids[size - 1: size - 1 + m]
-                valid = zeros[size: size + m] == zeros[:m]
-                keys, at = key[valid], clause_at[:m][valid]
-                # One search per length finds a number's column as the clause's own n-gram and
-                # as a neighbour's (-1 where the vocabulary has no such feature).
-                plain, context = _find(self._table, keys)
-                if size <= self.max_n:
-                    found_rows.append(at[plain >= 0])
-                    found_cols.append(plain[plain >= 0])
-                if size <= CONTEXT_N:
-                    source, cols = at[context >= 0], context[context >= 0]
-                    for step in (-1, 1):
-                        target = source + step
-                        inside = (target >= 0) & (target < n)
-                        inside[inside] &= owner[target[inside]] == owner[source[inside]]
-                        found_rows.append(target[inside])
-                        found_cols.append(cols[inside])
-        first = np.concatenate(([0], np.cumsum([len(r) - 1 for r in rows])))
+            at, ranks = self._index.occurrences(normals)
+            plain, context = self._own[ranks], self._near[ranks]
+            found_rows.append(at[plain >= 0])
+            found_cols.append(plain[plain >= 0])
+            source, cols = at[context >= 0], context[context >= 0]
+            for step in (-1, 1):
+                target = source + step
+                inside = (target >= 0) & (target < n)
+                inside[inside] &= owner[target[inside]] == owner[source[inside]]
+                found_rows.append(target[inside])
+                found_cols.append(cols[inside])
         cue_rows: list[int] = []
         cue_cols: list[int] = []
         for t, cues in enumerate(cue_spans):
@@ -401,8 +368,14 @@ class UrgencyClauseModel:
             flat = self.instance_margins([inst for r in rows for inst in r])
         bounds = np.cumsum([0] + [len(r) for r in rows])
         per_text = [flat[bounds[i]: bounds[i + 1]] for i in range(len(rows))]
-        best = np.array([(m if self.whole else m[1:]).max(axis=0, initial=-np.inf) for m in per_text]
-                        ).reshape(len(texts), len(self.flags))
+        best = np.full((len(texts), len(self.flags)), -np.inf)
+        if len(flat):
+            # Every text has its whole-text instance first, so each text's rows are one
+            # non-empty run of ``flat``: one reduceat gives every text's best.
+            read = flat.copy()
+            if not self.whole:
+                read[bounds[:-1]] = -np.inf
+            best = np.maximum.reduceat(read, bounds[:-1], axis=0)
         # A text without a clause (punctuation only) has the intercepts alone.
         best = np.where(np.isfinite(best), best, self.intercepts)
         if self.whole_text is not None:

@@ -157,3 +157,15 @@ def test_ngram_hash_lookup_finds_exactly_the_vocabulary() -> None:
     assert set(got) == set(expected)
     for (i, j), count in expected.items():
         assert got[(i, j)] == pytest.approx((1 + np.log(count)) * idf[j])
+
+
+def test_ngram_occurrences_take_the_parts_as_they_are() -> None:
+    """``occurrences`` (shared with the urgency clause model) reads each part unnormalised and
+    uncut, one (part, rank) pair per occurrence; ``order`` maps a rank to its column."""
+    vocabulary = ["a", "A", "ab", "b c", "快递", "递慢"]
+    index = NgramIndex(vocabulary, max_n=3, max_chars=2)
+    parts, ranks = index.occurrences(["Aab", "", "b c", "快递慢快递"])
+    found = sorted((int(p), vocabulary[int(index.order[r])]) for p, r in zip(parts, ranks, strict=True))
+    assert found == [(0, "A"), (0, "a"), (0, "ab"), (2, "b c"), (3, "快递"), (3, "快递"), (3, "递慢")]
+    empty = index.occurrences([])
+    assert len(empty[0]) == len(empty[1]) == 0
