@@ -419,16 +419,18 @@ class AspectTagger:
         if grams is None or not len(grams[0]):
             return []
         starts, ends, cols = grams
-        value = self.idf[cols] * self.weights[cols, self.topics.index(topic)]
-        top = float(value.max())
+        # Plain floats and ints from here: a clause has tens of n-grams, and numpy calls on so
+        # few (a mask, a lexsort, a scalar per n-gram) cost more than the work; the products
+        # and comparisons are the same IEEE doubles either way.
+        value: list[float] = (self.idf[cols] * self.weights[cols, self.topics.index(topic)]).tolist()
+        top = max(value)
         if top <= 0:
             return []
-        share = self.evidence["share"] if share is None else share
-        strong = np.flatnonzero(value >= share * top)
-        order = strong[np.lexsort((ends[strong], starts[strong]))]
+        floor = (self.evidence["share"] if share is None else share) * top
+        strong = sorted([(a, b) for a, b, v in zip(starts.tolist(), ends.tolist(), value, strict=True)
+                         if v >= floor])
         runs: list[tuple[int, int]] = []
-        for k in order:
-            a, b = int(starts[k]), int(ends[k])
+        for a, b in strong:
             if runs and a <= runs[-1][1] and max(b, runs[-1][1]) - runs[-1][0] <= max_len:
                 runs[-1] = (runs[-1][0], max(b, runs[-1][1]))
             elif not runs or b > runs[-1][1]:

@@ -179,6 +179,12 @@ def test_evidence_clauses_are_the_best_and_those_at_the_cut() -> None:
     assert _evidence_clauses(margins, 0.5, 8) == [1, 3]
     assert _evidence_clauses(margins, -10.0, 2) == [1, 3]
     assert _evidence_clauses(margins, 1e9, 8) == [1]
+    # Of equal margins the earlier clause ranks first, as a stable argsort ranked them.
+    tied = np.array([0.4, 1.5, 0.9, 1.5, 0.9])
+    assert _evidence_clauses(tied, 1e9, 1) == [1]
+    assert _evidence_clauses(tied, -10.0, 3) == [1, 2, 3]
+    assert [_evidence_clauses(tied, -10.0, n) for n in range(1, 6)] == [
+        sorted(int(c) for c in np.argsort(-tied, kind="stable")[:n]) for n in range(1, 6)]
 
 
 def test_evidence_spans_are_merged_runs_of_contributing_ngrams_and_the_settings_ship(tmp_path: Path) -> None:
