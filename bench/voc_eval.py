@@ -28,9 +28,10 @@ The data (docs/model-card.md, "Round 3" and "Round 4"):
   author: ``voc_eval.jsonl`` (author ``v1``; splits ``tuning`` and ``retired``),
   ``voc_heldout2.jsonl``, ``voc_heldout3a.jsonl``, ``voc_heldout3b.jsonl``,
   ``voc_heldout4h.jsonl``, ``voc_heldout4i.jsonl``, ``voc_heldout5p.jsonl`` and
-  ``voc_heldout5q.jsonl`` (authors ``v2``, ``d``, ``e``, ``h``, ``i``, ``p`` and ``q``; held-out sets that had their one run and were retired into training, so
-  their items are scored as ``retired``) and ``voc_train_*.jsonl`` (authors ``a``, ``b``,
-  ``c``, ``f``, ``g``, ``j``, ``k``, ``l``, ``m``, ``n``, ``o``: the file's suffix or the items' ``author`` field).
+  ``voc_heldout5q.jsonl`` (authors ``v2``, ``d``, ``e``, ``h``, ``i``, ``p`` and ``q``;
+  held-out sets that had their one run and were retired into training, so their items are
+  scored as ``retired``) and ``voc_train_*.jsonl`` (authors ``a``, ``b``, ``c``, ``f``, ``g``,
+  ``j``, ``k``, ``l``, ``m``, ``n``, ``o``: the file's suffix or the items' ``author`` field).
 - ``heldout`` is one or more separate files (``--heldout``, by default every
   ``bench/data/voc_heldout6*.jsonl`` that exists; none does until the lead merges them),
   written by authors who do not tune: every item of them is scored as ``heldout`` whatever its
