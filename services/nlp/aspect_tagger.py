@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.abc import Traversable
-from itertools import islice
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from services.nlp.sentiment_model import (
     read_arrays,
     write_arrays,
 )
-from services.nlp.word_classes import WordClasses, classes_of
+from services.nlp.word_classes import CLASS_MARK, WordClasses, classes_of
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
@@ -269,7 +269,15 @@ class AspectTagger:
         if word_classes and not word_n:
             raise ValueError("word_classes needs words: set word_n to 1 or more")
         self.word_classes = dict(word_classes) if word_classes else None
-        self._classes = classes_of(self.word_classes)
+        classes = classes_of(self.word_classes)
+        self._class_columns = None if classes is None else classes.columns(self._word_column)
+        self._word_and_classes: dict[str, tuple[int, ...]] | None = None
+        if self._class_columns is not None and word_n == 1:
+            # Single words: a word's own column and its classes' in one look-up (the hot path).
+            joint = {w: (j,) for w, j in self._word_column.items() if not w.startswith(CLASS_MARK)}
+            for word, cols in self._class_columns.items():
+                joint[word] = joint.get(word, ()) + cols
+            self._word_and_classes = joint
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
@@ -284,11 +292,17 @@ class AspectTagger:
         lookup = column.get
         for i, text in enumerate(texts):
             words = self._segmenter.cut(normalise(text)[: self.max_chars])
+            if self._word_and_classes is not None:
+                found = list(chain.from_iterable(map(self._word_and_classes.get, words, repeat(()))))
+                rows.extend([i] * len(found))
+                cols.extend(found)
+                continue
             # Whitespace is no word of the vocabulary, so single words need no n-gram pass.
             grams = words if self.word_n == 1 else word_ngrams(words, self.word_n)
-            if self._classes is not None:
-                grams = grams + self._classes.tokens(words)
             found = [j for j in map(lookup, grams) if j is not None]
+            if self._class_columns is not None:
+                # The columns of the words' class tokens (WordClasses.tokens), one look-up a word.
+                found.extend(chain.from_iterable(map(self._class_columns.get, words, repeat(()))))
             rows.extend([i] * len(found))
             cols.extend(found)
         size = len(self.vocabulary)

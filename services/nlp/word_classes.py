@@ -62,6 +62,13 @@ class WordClasses:
             found.extend(get(word, ()))
         return found
 
+    def columns(self, column: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+        """Each word's class tokens as the columns ``column`` gives them (tokens it lacks left
+        out, words left with none dropped): the tagger's look-up table, so that a word's classes
+        cost it one dictionary look-up and no token string."""
+        found = {word: tuple(column[t] for t in tokens if t in column) for word, tokens in self._tokens.items()}
+        return {word: cols for word, cols in found.items() if cols}
+
 
 @lru_cache(maxsize=1)
 def _shipped_codes() -> dict[str, list[str]]:

@@ -66,6 +66,7 @@ def test_an_unseen_word_of_a_known_class_raises_its_topic() -> None:
 def reference_with_classes(tagger: AspectTagger, texts: list[str]) -> np.ndarray:
     """Margins the slow, obvious way: each text's char n-grams, words and class tokens counted,
     sublinear TF-IDF, L2, dot product."""
+    from services.nlp.aspect_tagger import word_ngrams
     from services.nlp.sentiment_model import char_ngrams
 
     segmenter = Segmenter()
@@ -78,7 +79,8 @@ def reference_with_classes(tagger: AspectTagger, texts: list[str]) -> np.ndarray
         words = segmenter.cut(normalise(text)[: tagger.max_chars])
         grams = char_ngrams(text, tagger.max_n, tagger.max_chars)
         cols = [char_column[g] for g in grams if g in char_column]
-        cols += [word_column[g] for g in [*words, *classes.tokens(words)] if g in word_column]
+        grams = [*word_ngrams(words, tagger.word_n), *classes.tokens(words)]
+        cols += [word_column[g] for g in grams if g in word_column]
         if cols:
             found, counts = np.unique(cols, return_counts=True)
             v = (1 + np.log(counts)) * tagger.idf[found]
@@ -86,8 +88,9 @@ def reference_with_classes(tagger: AspectTagger, texts: list[str]) -> np.ndarray
     return expected
 
 
-def test_the_artifact_keeps_its_classes_and_gives_the_same_margins(tmp_path: Path) -> None:
-    tagger = fitted(word_classes=(3, 4))
+@pytest.mark.parametrize("word_n", [1, 2])
+def test_the_artifact_keeps_its_classes_and_gives_the_same_margins(word_n: int, tmp_path: Path) -> None:
+    tagger = fitted(word_classes=(3, 4), word_n=word_n)
     tagger.save(tmp_path)
     params = json.loads((tmp_path / "aspect_tagger.json").read_text(encoding="utf-8"))
     assert params["word_classes"] == {"levels": [3, 4]}
