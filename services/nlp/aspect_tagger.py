@@ -274,7 +274,8 @@ class AspectTagger:
         self._word_and_classes: dict[str, tuple[int, ...]] | None = None
         if self._class_columns is not None and word_n == 1:
             # Single words: a word's own column and its classes' in one look-up (the hot path).
-            joint = {w: (j,) for w, j in self._word_column.items() if not w.startswith(CLASS_MARK)}
+            joint: dict[str, tuple[int, ...]] = {w: (j,) for w, j in self._word_column.items()
+                                                 if not w.startswith(CLASS_MARK)}
             for word, cols in self._class_columns.items():
                 joint[word] = joint.get(word, ()) + cols
             self._word_and_classes = joint
