@@ -123,20 +123,25 @@ class NgramIndex:
         return ((keys.astype(np.uint64) * _FIBONACCI) >> self._shift).astype(np.int64)
 
     def _ranks(self, keys: np.ndarray) -> np.ndarray:
-        """Rank of each key among the vocabulary's sorted keys, -1 where the n-gram is unknown."""
-        ranks = np.full(len(keys), -1, dtype=np.int64)
-        active = np.arange(len(keys))
+        """Rank of each key among the vocabulary's sorted keys, -1 where the n-gram is unknown.
+
+        The first probe reads every key's home slot with whole arrays (no index of the keys
+        still probing yet: most end there); only the few that found another key probe on."""
         slots = self._home_slots(keys)
-        for _ in range(self._max_probe + 1):
-            found = self._slot_keys[slots]
-            hit = found == keys[active]
-            ranks[active[hit]] = self._slot_ranks[slots[hit]]
-            # A probe ends at its key or at an empty slot (the key is unknown).
-            going = ~hit & (found != -1)
-            if not going.any():
-                break
-            active = active[going]
-            slots = (slots[going] + 1) & self._slot_mask
+        found = self._slot_keys[slots]
+        hit = found == keys
+        ranks = np.full(len(keys), -1, dtype=np.int64)
+        ranks[hit] = self._slot_ranks[slots[hit]]
+        # A probe ends at its key or at an empty slot (the key is unknown).
+        going = np.flatnonzero(~hit & (found != -1))
+        step = 0
+        while len(going) and step < self._max_probe:
+            step += 1
+            probe = (slots[going] + step) & self._slot_mask
+            found = self._slot_keys[probe]
+            hit = found == keys[going]
+            ranks[going[hit]] = self._slot_ranks[probe[hit]]
+            going = going[~hit & (found != -1)]
         return ranks
 
     def occurrences(self, parts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
