@@ -31,10 +31,10 @@ The data (docs/model-card.md, "Round 3" and "Round 4"):
   ``voc_heldout5q.jsonl`` (authors ``v2``, ``d``, ``e``, ``h``, ``i``, ``p`` and ``q``;
   held-out sets that had their one run and were retired into training, so their items are
   scored as ``retired``) and ``voc_train_*.jsonl`` (authors ``a``, ``b``, ``c``, ``f``,
-  ``g``, ``j``, ``k``, ``l``, ``m``, ``n``, ``o``: the file's suffix or the items'
-  ``author`` field).
+  ``g``, ``j``, ``k``, ``l``, ``m``, ``n``, ``o``, ``t``, ``u``, ``v``: the file's suffix or
+  the items' ``author`` field).
 - ``heldout`` is one or more separate files (``--heldout``, by default every
-  ``bench/data/voc_heldout6*.jsonl`` that exists; none does until the lead merges them),
+  ``bench/data/voc_heldout6*.jsonl``: authors ``r`` and ``s``),
   written by authors who do not tune: every item of them is scored as ``heldout`` whatever its
   own ``split`` field says, and their errors are never listed (:func:`errors` refuses them).
 
@@ -524,8 +524,8 @@ def _shown(path: Path) -> str:
 
 
 def default_heldout() -> list[Path]:
-    """The held-out files that exist (``bench/data/voc_heldout6*.jsonl``; none until the lead
-    merges them, and then nothing is scored as ``heldout``)."""
+    """The held-out files that exist (``bench/data/voc_heldout6*.jsonl``; with none, nothing is
+    scored as ``heldout``)."""
     return sorted(DATA_DIR.glob(HELDOUT_GLOB))
 
 

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.abc import Traversable
-from itertools import islice
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any, overload
 
@@ -48,6 +48,7 @@ from services.nlp.sentiment_model import (
     read_arrays,
     write_arrays,
 )
+from services.nlp.word_classes import CLASS_MARK, WordClasses, classes_of
 
 ARTIFACT_WEIGHTS = "aspect_tagger.npz"
 ARTIFACT_PARAMS = "aspect_tagger.json"
@@ -200,7 +201,8 @@ class AspectTagger:
     """One linear decision per topic over sublinear TF-IDF char and word n-grams, L2-normalised.
 
     ``vocabulary`` holds the ``n_char`` char n-grams first, then the word n-grams (words joined
-    by :data:`WORD_JOIN`; none when ``word_n`` is 0). Both kinds share one TF-IDF row and one
+    by :data:`WORD_JOIN`; none when ``word_n`` is 0) and, with ``word_classes``, the class tokens
+    of the words (services/nlp/word_classes.py). Both kinds share one TF-IDF row and one
     L2 norm, as in training. ``weights`` has one column per topic; on its own the model predicts
     a topic when its margin reaches ``thresholds``. Combined with keywords, a topic is predicted
     when the margin plus ``keyword_weights`` (if a keyword of the topic matched) reaches
@@ -235,6 +237,7 @@ class AspectTagger:
         clause_mix: Sequence[float] | None = None,
         clause_cap: int = CLAUSE_CAP,
         clause_split: str = "fine",
+        word_classes: Mapping[str, Any] | None = None,
     ) -> None:
         self.topics = list(topics)
         self.vocabulary = list(vocabulary)
@@ -262,6 +265,19 @@ class AspectTagger:
         if clause_split not in CLAUSE_SPLITS:
             raise ValueError(f"clause_split={clause_split!r}: choose one of {sorted(CLAUSE_SPLITS)}")
         self.clause_split = clause_split
+        if word_classes and not word_n:
+            raise ValueError("word_classes needs words: set word_n to 1 or more")
+        self.word_classes = dict(word_classes) if word_classes else None
+        classes = classes_of(self.word_classes)
+        self._class_columns = None if classes is None else classes.columns(self._word_column)
+        self._word_and_classes: dict[str, tuple[int, ...]] | None = None
+        if self._class_columns is not None and word_n == 1:
+            # Single words: a word's own column and its classes' in one look-up (the hot path).
+            joint: dict[str, tuple[int, ...]] = {w: (j,) for w, j in self._word_column.items()
+                                                 if not w.startswith(CLASS_MARK)}
+            for word, cols in self._class_columns.items():
+                joint[word] = joint.get(word, ()) + cols
+            self._word_and_classes = joint
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
@@ -276,9 +292,17 @@ class AspectTagger:
         lookup = column.get
         for i, text in enumerate(texts):
             words = self._segmenter.cut(normalise(text)[: self.max_chars])
+            if self._word_and_classes is not None:
+                found = list(chain.from_iterable(map(self._word_and_classes.get, words, repeat(()))))
+                rows.extend([i] * len(found))
+                cols.extend(found)
+                continue
             # Whitespace is no word of the vocabulary, so single words need no n-gram pass.
             grams = words if self.word_n == 1 else word_ngrams(words, self.word_n)
             found = [j for j in map(lookup, grams) if j is not None]
+            if self._class_columns is not None:
+                # The columns of the words' class tokens (WordClasses.tokens), one look-up a word.
+                found.extend(chain.from_iterable(map(self._class_columns.get, words, repeat(()))))
             rows.extend([i] * len(found))
             cols.extend(found)
         size = len(self.vocabulary)
@@ -522,6 +546,8 @@ class AspectTagger:
             params["clause_mix"] = self.clause_mix.tolist()
             params["clause_cap"] = self.clause_cap
             params["clause_split"] = self.clause_split
+        if self.word_classes is not None:
+            params["word_classes"] = self.word_classes
         (out / ARTIFACT_PARAMS).write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -550,6 +576,7 @@ class AspectTagger:
             clause_mix=params.get("clause_mix"),
             clause_cap=params.get("clause_cap", CLAUSE_CAP),
             clause_split=params.get("clause_split", "fine"),
+            word_classes=params.get("word_classes"),
         )
 
 
@@ -659,15 +686,19 @@ class Features:
 
 
 def text_features(texts: Sequence[str], max_n: int, word_n: int, min_df: int, max_chars: int,
-                  words_of: Mapping[str, Sequence[str]]) -> Features:
+                  words_of: Mapping[str, Sequence[str]], classes: WordClasses | None = None) -> Features:
     """The tagger's features of ``texts``; ``words_of`` holds each text's words (from the
-    tagger's :class:`Segmenter` over the normalised text) when ``word_n`` is not 0."""
+    tagger's :class:`Segmenter` over the normalised text) when ``word_n`` is not 0, and
+    ``classes`` adds their word class tokens among the word features, as
+    :meth:`AspectTagger._word_tfidf` does."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     def analyzer(text: str) -> list[str]:
         grams = char_ngrams(text, max_n, max_chars)
         if word_n:
             grams += [_WORD_MARK + g for g in word_ngrams(words_of[text], word_n)]
+            if classes is not None:
+                grams += [_WORD_MARK + g for g in classes.tokens(words_of[text])]
         return grams
 
     vectorizer = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, min_df=min_df)

@@ -52,6 +52,7 @@ from services.nlp.aspect_tagger import (
     fit_topic,
     text_features,
 )
+from services.nlp.word_classes import classes_of
 
 MAKEUP: dict[str, str | None] = {
     "使用体验": "product_quality", "功效": "product_quality", "气味": "product_quality",
@@ -88,6 +89,9 @@ class Fit:
     max_n: int = 2
     word_n: int = 1
     min_df: int = 2
+    word_classes: tuple[int, ...] = ()
+    """Levels of the word classes whose tokens join the words (services/nlp/word_classes.py);
+    none by default."""
 
 
 def _mapped(path: Path, mapping: dict[str, str | None]) -> list[tuple[str, set[str]]]:
@@ -146,7 +150,8 @@ def fit_linear(texts: Sequence[str], labels: Sequence[AbstractSet[str]],
     segmenter = Segmenter() if fit.word_n else None
     words = ({t: segmenter.cut(normalise(t)[:max_chars]) for t in set(texts)}
              if segmenter is not None else {})
-    features = text_features(texts, fit.max_n, fit.word_n, fit.min_df, max_chars, words)
+    setting = {"levels": list(fit.word_classes)} if fit.word_classes else None
+    features = text_features(texts, fit.max_n, fit.word_n, fit.min_df, max_chars, words, classes_of(setting))
     y = np.array([[t in s for t in topics] for s in labels], dtype=bool).reshape(len(texts), len(topics))
     weights = np.zeros((features.x.shape[1], len(topics)))
     intercepts = np.zeros(len(topics))
@@ -157,7 +162,7 @@ def fit_linear(texts: Sequence[str], labels: Sequence[AbstractSet[str]],
         topics=list(topics), vocabulary=features.vocabulary, idf=features.idf, weights=weights,
         intercepts=intercepts, thresholds=zeros, keyword_weights=zeros, fused_thresholds=zeros,
         support={t: int(y[:, k].sum()) for k, t in enumerate(topics)}, max_n=fit.max_n,
-        max_chars=max_chars, word_n=fit.word_n, n_char=features.n_char)
+        max_chars=max_chars, word_n=fit.word_n, n_char=features.n_char, word_classes=setting)
 
 
 def fit_on(public: tuple[Sequence[str], Sequence[set[str]]], items: Sequence[Labelled],
