@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from importlib.abc import Traversable
 from itertools import chain, islice, repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -259,7 +259,6 @@ class AspectTagger:
         # Segmentation is the tagger's own (shipped dictionary only), so prediction sees the same
         # words as training whatever user dictionary a deployment loads for its tokens.
         self._segmenter = Segmenter() if word_n else None
-        self._char_column: dict[str, int] | None = None
         self.evidence = {**EVIDENCE_FIT, **(evidence or {})}
         self.clause_mix = None if clause_mix is None else np.asarray(clause_mix, dtype=np.float64)
         self.clause_cap = clause_cap
@@ -373,22 +372,30 @@ class AspectTagger:
             return whole
         return whole + self.clause_mix * np.maximum(best - whole, 0.0)
 
-    def grams_at(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    @overload
+    def grams_at(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None: ...
+
+    @overload
+    def grams_at(self, text: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]: ...
+
+    def grams_at(self, text: str | list[str]) -> Any:
         """Every known char n-gram of ``text`` as (start, end, vocabulary column) arrays, with
         offsets of ``text`` as given: n-grams are looked up in its lower-cased form, which keeps
         its length for Chinese (None when lower-casing changes the length). Computed once per
-        clause and shared by the topics pointed at in it (:meth:`evidence_span`)."""
-        head = text[: self.max_chars]
-        lowered = head.lower()
-        if len(lowered) != len(head):
-            return None
-        if self._char_column is None:
-            self._char_column = {g: j for j, g in enumerate(self.vocabulary[: self.n_char])}
-        lookup = self._char_column.get
-        found = [(i, i + n, j) for n in range(1, self.max_n + 1) for i in range(len(lowered) - n + 1)
-                 if (j := lookup(lowered[i: i + n])) is not None]
-        table = np.array(found, dtype=np.int64).reshape(len(found), 3)
-        return table[:, 0], table[:, 1], table[:, 2]
+        clause and shared by the topics pointed at in it (:meth:`evidence_span`).
+
+        Given a list of texts, the list of theirs, from one vectorised look-up of the batch
+        (:meth:`NgramIndex.located`): the evidence pass asks for every chosen clause of a batch
+        at once, where a dictionary look-up per window cost 41 of 53 µs per event.
+        """
+        texts = [text] if isinstance(text, str) else text
+        heads = [t[: self.max_chars] for t in texts]
+        lowered = [h.lower() for h in heads]
+        kept = [k for k, (low, head) in enumerate(zip(lowered, heads, strict=True)) if len(low) == len(head)]
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(texts)
+        for k, grams in zip(kept, self._index.located([lowered[k] for k in kept]), strict=True):
+            found[k] = grams
+        return found[0] if isinstance(text, str) else found
 
     def evidence_span(self, text: str, topic: str, max_len: int = EVIDENCE_MAX,
                       grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None

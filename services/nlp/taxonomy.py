@@ -225,20 +225,24 @@ class Taxonomy:
                 first[i] = offset
                 offset += len(clauses[i])
         column = {t: k for k, t in enumerate(tagger.topics)}
-        grams: dict[tuple[int, Span], Any] = {}
+        chosen: list[list[Span]] = []
         for i, tid in pending:
             k = column[tid]
             if i in first:
                 own = margins[first[i]: first[i] + len(clauses[i]), k]
-                chosen = _evidence_clauses(own, float(tagger.fused_thresholds[k]) - tagger.evidence["clause_slack"],
+                picked = _evidence_clauses(own, float(tagger.fused_thresholds[k]) - tagger.evidence["clause_slack"],
                                            int(tagger.evidence["clauses_max"]))
             else:
-                chosen = [0]
+                picked = [0]
+            chosen.append([clauses[i][c] for c in picked])
+        # The n-grams of every chosen clause in one look-up, each clause once however many
+        # topics point into it.
+        needed = list(dict.fromkeys((i, clause) for (i, _), held in zip(pending, chosen, strict=True)
+                                    for clause in held))
+        grams = dict(zip(needed, tagger.grams_at([texts[i][a:b] for i, (a, b) in needed]), strict=True))
+        for (i, tid), held in zip(pending, chosen, strict=True):
             spans: list[Span] = []
-            for c in chosen:
-                clause = clauses[i][c]
-                if (i, clause) not in grams:
-                    grams[i, clause] = tagger.grams_at(texts[i][clause[0]: clause[1]])
+            for clause in held:
                 spans.extend(_deciding_spans(tagger, texts[i], clause, tid, grams[i, clause], edges[i]))
             at = {m.id: n for n, m in enumerate(result[i])}
             if tid in at:

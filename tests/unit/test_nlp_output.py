@@ -169,3 +169,35 @@ def test_ngram_occurrences_take_the_parts_as_they_are() -> None:
     assert found == [(0, "A"), (0, "a"), (0, "ab"), (2, "b c"), (3, "快递"), (3, "快递"), (3, "递慢")]
     empty = index.occurrences([])
     assert len(empty[0]) == len(empty[1]) == 0
+
+
+def test_ngram_lookup_follows_probe_chains_to_every_known_key_and_no_unknown_one() -> None:
+    """Keys that share a home slot probe on (``_ranks``): in a table with long probe chains every
+    known n-gram is found at its own column and no unknown one is."""
+    chars = [chr(0x4E00 + k) for k in range(70)]
+    vocabulary = [a + b for a in chars for b in chars][::2] + chars
+    index = NgramIndex(vocabulary, max_n=2, max_chars=10)
+    assert index._max_probe >= 1
+    unknown = [a + b for a in chars for b in chars][1::2]
+    parts, ranks = index.occurrences([gram for gram in vocabulary if len(gram) == 2] + unknown)
+    found = {(int(p), vocabulary[int(index.order[r])]) for p, r in zip(parts, ranks, strict=True)}
+    twos = [gram for gram in vocabulary if len(gram) == 2]
+    assert {(p, g) for p, g in found if len(g) == 2} == set(enumerate(twos))
+
+
+def test_ngram_located_finds_what_a_lookup_of_every_window_finds_in_order() -> None:
+    """``located`` (the topic tagger's batched ``grams_at``) gives per part the (start, end,
+    column) of every known n-gram, shorter first and each length in text order, exactly what
+    looking up every window in a dictionary of the vocabulary gives; unknown characters and
+    parts of the batch never join an n-gram."""
+    vocabulary = ["a", "A", "ab", "b c", "快递", "递慢", "慢", "快递慢", "c"]
+    index = NgramIndex(vocabulary, max_n=3, max_chars=2)
+    column = {g: j for j, g in enumerate(vocabulary)}
+    parts = ["Aab", "", "b c", "快递慢快递", "x快递慢?慢", "c", "ab"]
+    located = index.located(parts)
+    assert len(located) == len(parts)
+    for part, (starts, ends, columns) in zip(parts, located, strict=True):
+        expected = [(i, i + n, column[part[i: i + n]]) for n in range(1, 4)
+                    for i in range(len(part) - n + 1) if part[i: i + n] in column]
+        assert list(zip(starts.tolist(), ends.tolist(), columns.tolist(), strict=True)) == expected
+    assert index.located([]) == []

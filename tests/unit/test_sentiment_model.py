@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from services.nlp.sentiment_model import CharNgramSentiment, char_ngrams, load_default
+from services.nlp.sentiment_model import CharNgramSentiment, char_ngrams, load_default, normalise
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sentiment_sample.csv"
 
@@ -91,3 +93,19 @@ def test_very_long_text(model: CharNgramSentiment) -> None:
     scores = model.predict([long_text, "差评"])
     assert -1.0 <= scores[0] <= 1.0
     assert scores[1] == pytest.approx(model.predict(["差评"])[0])
+
+
+def test_normalise_collapses_exactly_the_whitespace_of_the_regex_it_replaced() -> None:
+    """``normalise`` joins ``str.split()`` pieces; it must equal substituting ``\\s+`` runs with
+    one space and stripping (the shipped artifacts were trained on that), for every code point
+    ``\\s`` or ``isspace`` accepts and for runs at the ends and inside."""
+    pattern = re.compile(r"\s")
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if pattern.fullmatch(chr(c)) or chr(c).isspace()]
+    assert len(spaces) > 20
+    for ch in spaces:
+        assert (pattern.fullmatch(ch) is not None) == ch.isspace()
+    regex = re.compile(r"\s+")
+    samples = ["", " ", "质量\u3000很差", "  A\tB\n\n 退款 \u00a0 慢\r\n", "ＡＢＣ\u2028客服\u200b好 ", *spaces,
+               "".join(spaces) + "快递" + "".join(reversed(spaces)) + "太慢" + spaces[0]]
+    for text in samples:
+        assert normalise(text) == regex.sub(" ", text.lower()).strip()
