@@ -135,12 +135,18 @@ _TW_PHONE = re.compile(
 # often an order or case number; and not inside an identifier (CALL-20261123-000187: no
 # hyphen between word and number, nothing joined on after it). Then only the number (group
 # ``number``) is replaced.
+_PHONE_WORDS = (r"(?<![A-Za-z])(?:電話|电话|手機|手机|手提|致電|致电|回電|回电|打返|打俾|打畀|"
+                r"[Ww]hats[Aa]pp|WA|[Tt]el|TEL|[Cc]all|CALL)")
+_LOCAL_NUMBER = r"[2-9][0-9]{3}[ \-]?[0-9]{4}(?![0-9A-Za-z])(?![ .\-_/][0-9])"
 _HK_PHONE = re.compile(
     rf"(?<![0-9A-Za-z+])(?:(?:\+|00)852{_SEP}|852[ .\-]{{1,3}})[2-9][0-9]{{3}}{_SEP}[0-9]{{4}}"
     r"(?![0-9A-Za-z])"
-    r"|(?<![A-Za-z])(?:電話|电话|手機|手机|手提|致電|致电|回電|回电|打返|打俾|打畀|"
-    r"[Ww]hats[Aa]pp|WA|[Tt]el|TEL|[Cc]all|CALL)[^0-9A-Za-z_\-]{0,6}?"
-    r"(?P<number>(?<![0-9])[2-9][0-9]{3}[ \-]?[0-9]{4})(?![0-9A-Za-z])(?![ .\-_/][0-9])")
+    rf"|{_PHONE_WORDS}[^0-9A-Za-z_\-]{{0,6}}?(?P<number>(?<![0-9]){_LOCAL_NUMBER})")
+# An eight-digit number on its own, read as a phone number only where one was asked for: a
+# customer's turn right after an agent's or the IVR's question that names a phone
+# (:func:`asks_for_phone`; "麻煩你提供一下登記電話號碼。" then "呃，62384417。").
+_ASKED_NUMBER = re.compile(rf"(?<![0-9A-Za-z+]){_LOCAL_NUMBER}")
+_ASKS_FOR_PHONE = re.compile(rf"{_PHONE_WORDS}|联系方式|聯絡方式|聯繫方式|聯絡方法")
 _NOT_DIGITS = str.maketrans("", "", " .-,")
 _NOT_ID = str.maketrans("", "", " ()")
 
@@ -215,6 +221,10 @@ def _bank_card(match: re.Match[str]) -> str | None:
     return BANK_CARD if 16 <= len(digits) <= 19 and luhn_valid(digits) else None
 
 
+def _phone(match: re.Match[str]) -> str | None:
+    return PHONE
+
+
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
     (_EMAIL, lambda m: EMAIL),
     (_ID_CARD, _id_card),
@@ -222,10 +232,10 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
     (_TW_ID, _tw_id),
     (_PASSPORT, lambda m: ID_CARD),
     (_BANK_CARD, _bank_card),
-    (_MOBILE, lambda m: PHONE),
-    (_LANDLINE, lambda m: PHONE),
-    (_TW_PHONE, lambda m: PHONE),
-    (_HK_PHONE, lambda m: PHONE),
+    (_MOBILE, _phone),
+    (_LANDLINE, _phone),
+    (_TW_PHONE, _phone),
+    (_HK_PHONE, _phone),
 )
 
 
@@ -252,7 +262,13 @@ def fold(text: str) -> str:
     return _SPOKEN_RUN.sub(lambda run: run[0].translate(_SPOKEN), text.translate(_FOLD))
 
 
-def redact_counted(text: str) -> tuple[str, Counter[str]]:
+def asks_for_phone(text: str) -> bool:
+    """Whether a turn of a conversation names a phone number (an agent asking for one), so that
+    the customer's answer may be a bare local number (``redact(..., phone_expected=True)``)."""
+    return _ASKS_FOR_PHONE.search(text) is not None
+
+
+def redact_counted(text: str, phone_expected: bool = False) -> tuple[str, Counter[str]]:
     """The text with PII replaced, and how many of each placeholder were put in.
 
     Each rule scans the folded shadow once; its matches are replaced in the original and in
@@ -263,7 +279,8 @@ def redact_counted(text: str) -> tuple[str, Counter[str]]:
     if _MAYBE_PII.search(text) is None:
         return text, found
     shadow = fold(text)
-    for pattern, classify in _RULES:
+    rules = (*_RULES, (_ASKED_NUMBER, _phone)) if phone_expected else _RULES
+    for pattern, classify in rules:
         kept: list[str] = []
         kept_shadow: list[str] = []
         last = 0
@@ -283,10 +300,11 @@ def redact_counted(text: str) -> tuple[str, Counter[str]]:
     return text, found
 
 
-def redact(text: str) -> str:
+def redact(text: str, phone_expected: bool = False) -> str:
     """The text with every phone (mainland, Hong Kong, Taiwan), identity card (身份证, HK, TW),
-    bank card number and email address replaced."""
-    return redact_counted(text)[0]
+    bank card number and email address replaced; with ``phone_expected`` (the text answers a
+    question for a phone number), a bare eight-digit number too."""
+    return redact_counted(text, phone_expected)[0]
 
 
 def redact_optional(text: str | None) -> str | None:

@@ -21,6 +21,7 @@ from pydantic import (
 
 from services.core.bounds import clean_input
 from services.core.events import MAX_CALL_TURNS, UtcTime
+from services.core.pii import asks_for_phone, redact
 from services.ingest.inputs import Id, Input, Metadata, Segment, Stage, Touchpoint
 
 MAX_CALL_MS = 2 * 60 * 60 * 1000
@@ -90,6 +91,20 @@ class CallIn(Input):
         if not any(t.speaker == "customer" and t.text for t in self.turns):
             raise ValueError("the transcript has no customer turn with text to analyse")
         return self
+
+
+def redacted_turns(turns: list[Turn]) -> list[Turn]:
+    """The turns with personal data redacted, each customer turn knowing whether the agent or
+    IVR turn before it asked for a phone number: the answer is often a bare number
+    (62384417) that no rule may read as a phone without that question."""
+    asked = False
+    out: list[Turn] = []
+    for turn in turns:
+        out.append(turn.model_copy(update={
+            "text": redact(turn.text, phone_expected=asked and turn.speaker == "customer")}))
+        if turn.speaker != "customer":
+            asked = asks_for_phone(turn.text)
+    return out
 
 
 def transcript_text(turns: list[Turn]) -> str:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from services.core.channels import analysis_text
 from services.core.normalize import normalize_social, strip_history, to_simplified
 from services.ingest.call_transcript import CallIn, call_facts, customer_text, transcript_text
+from services.ingest.channels.calls import call_event
 from services.ingest.email_message import (
     UndecodableEmail,
     decode_text,
@@ -179,3 +180,23 @@ def test_call_validation(change: dict, message: str) -> None:
             "turns": [{"speaker": "customer", "start_ms": 0, "end_ms": 1, "text": "喂"}]}
     with pytest.raises(ValueError, match=message):
         CallIn.model_validate({**call, **change})
+
+
+def _turns_call(*turns: tuple[str, str]) -> CallIn:
+    return CallIn.model_validate({
+        "call_id": "c", "started_at": "2026-11-23T10:00:00+08:00",
+        "ended_at": "2026-11-23T10:05:00+08:00", "turns": [
+            {"speaker": speaker, "start_ms": 1000 * i, "end_ms": 1000 * i + 900, "text": text}
+            for i, (speaker, text) in enumerate(turns)]})
+
+
+def test_a_bare_number_answering_an_agents_question_for_a_phone_is_redacted_everywhere() -> None:
+    """HK numbers have eight digits and no prefix: alone they read as order numbers, so only
+    the agent's question says that the customer's next turns give a phone number."""
+    call = _turns_call(("agent", "明白，麻煩你提供一下登記電話號碼。"), ("customer", "呃，等等"),
+                       ("customer", "62384417。"), ("agent", "多謝，張訂單號碼係？"),
+                       ("customer", "23456789"))
+    event = call_event("test", call)
+    assert "62384417" not in event.text and "62384417" not in (event.analysis_text or "")
+    assert event.analysis_text == "呃，等等\n<PHONE>。\n23456789"
+    assert event.text.count("<PHONE>") == 1
