@@ -286,28 +286,28 @@ class AspectTagger:
     def _word_tfidf(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value) triples."""
         assert self._segmenter is not None
-        rows: list[int] = []
-        cols: list[int] = []
-        column = self._word_column
-        lookup = column.get
-        for i, text in enumerate(texts):
-            words = self._segmenter.cut(normalise(text)[: self.max_chars])
-            if self._word_and_classes is not None:
-                found = list(chain.from_iterable(map(self._word_and_classes.get, words, repeat(()))))
-                rows.extend([i] * len(found))
-                cols.extend(found)
-                continue
+        words_of = [self._segmenter.cut(normalise(text)[: self.max_chars]) for text in texts]
+        # The pairs are counted sorted (np.unique), so the order they are found in is moot: the
+        # words (or word n-grams) of the whole batch are looked up in one pass in C, where a
+        # list built per text cost as much as the look-ups.
+        if self._word_and_classes is not None:
+            rows, cols = _pairs([list(chain.from_iterable(map(self._word_and_classes.get, words, repeat(()))))
+                                 for words in words_of])
+        else:
             # Whitespace is no word of the vocabulary, so single words need no n-gram pass.
-            grams = words if self.word_n == 1 else word_ngrams(words, self.word_n)
-            found = [j for j in map(lookup, grams) if j is not None]
+            grams_of = words_of if self.word_n == 1 else [word_ngrams(words, self.word_n) for words in words_of]
+            found = np.fromiter(map(self._word_column.get, chain.from_iterable(grams_of), repeat(-1)),
+                                dtype=np.int64)
+            known = found >= 0
+            rows = np.repeat(np.arange(len(texts), dtype=np.int64), [len(g) for g in grams_of])[known]
+            cols = found[known]
             if self._class_columns is not None:
                 # The columns of the words' class tokens (WordClasses.tokens), one look-up a word.
-                found.extend(chain.from_iterable(map(self._class_columns.get, words, repeat(()))))
-            rows.extend([i] * len(found))
-            cols.extend(found)
+                class_rows, class_cols = _pairs([list(chain.from_iterable(
+                    map(self._class_columns.get, words, repeat(())))) for words in words_of])
+                rows, cols = np.concatenate((rows, class_rows)), np.concatenate((cols, class_cols))
         size = len(self.vocabulary)
-        pairs, counts = np.unique(np.array(rows, dtype=np.int64) * size + np.array(cols, dtype=np.int64),
-                                  return_counts=True)
+        pairs, counts = np.unique(rows * size + cols, return_counts=True)
         r, c = np.divmod(pairs, size)
         return r, c, (1.0 + np.log(counts)) * self.idf[c]
 
@@ -594,6 +594,12 @@ class AspectTagger:
             clause_split=params.get("clause_split", "fine"),
             word_classes=params.get("word_classes"),
         )
+
+
+def _pairs(found: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) arrays of per-row lists of columns."""
+    rows = np.repeat(np.arange(len(found), dtype=np.int64), [len(f) for f in found])
+    return rows, np.array(list(chain.from_iterable(found)), dtype=np.int64)
 
 
 def _stretches(text: str, starts: list[int], ends: list[int], values: list[float], share: float,
