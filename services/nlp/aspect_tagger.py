@@ -330,8 +330,10 @@ class AspectTagger:
         values = tfidf / norm[rows]
         scores = np.zeros((n, len(self.topics)))
         if len(rows):
-            # rows are sorted, so each text's n-grams are one contiguous run.
-            present, starts = np.unique(rows, return_index=True)
+            # rows are sorted, so each text's n-grams are one contiguous run, starting where the
+            # row changes (np.unique would sort the sorted rows again).
+            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+            present = rows[starts]
             scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
         return scores + self.intercepts, norm > 0
 
