@@ -283,10 +283,11 @@ class AspectTagger:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
         return self._margins(texts)[0]
 
-    def _word_tfidf(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value) triples."""
+    def _word_tfidf(self, heads: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value)
+        triples, of texts normalised and cut to ``max_chars`` already (``heads``)."""
         assert self._segmenter is not None
-        words_of = [self._segmenter.cut(normalise(text)[: self.max_chars]) for text in texts]
+        words_of = [self._segmenter.cut(head) for head in heads]
         # The pairs are counted sorted (np.unique), so the order they are found in is moot: the
         # words (or word n-grams) of the whole batch are looked up in one pass in C, where a
         # list built per text cost as much as the look-ups.
@@ -299,7 +300,7 @@ class AspectTagger:
             found = np.fromiter(map(self._word_column.get, chain.from_iterable(grams_of), repeat(-1)),
                                 dtype=np.int64)
             known = found >= 0
-            rows = np.repeat(np.arange(len(texts), dtype=np.int64), [len(g) for g in grams_of])[known]
+            rows = np.repeat(np.arange(len(heads), dtype=np.int64), [len(g) for g in grams_of])[known]
             cols = found[known]
             if self._class_columns is not None:
                 # The columns of the words' class tokens (WordClasses.tokens), one look-up a word.
@@ -319,9 +320,11 @@ class AspectTagger:
         sentiment model, word n-grams by a dictionary over the segmenter's words.
         """
         n = len(texts)
-        rows, cols, tfidf = self._index.tfidf(list(texts), self.idf)
+        # Normalised once for both kinds of n-grams.
+        heads = [normalise(t)[: self.max_chars] for t in texts]
+        rows, cols, tfidf = self._index.counted(heads, self.idf)
         if self.word_n:
-            word_rows, word_cols, word_tfidf = self._word_tfidf(texts)
+            word_rows, word_cols, word_tfidf = self._word_tfidf(heads)
             order = np.argsort(np.concatenate((rows, word_rows)), kind="stable")
             rows = np.concatenate((rows, word_rows))[order]
             cols = np.concatenate((cols, word_cols))[order]

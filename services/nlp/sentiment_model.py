@@ -220,7 +220,12 @@ class NgramIndex:
         :meth:`occurrences`, then counted and weighted in one pass. Callers normalise (the
         sentiment model only needs the norm, the tagger the normalised rows).
         """
-        rows_flat, ranks = self.occurrences([normalise(t)[: self.max_chars] for t in texts])
+        return self.counted([normalise(t)[: self.max_chars] for t in texts], idf)
+
+    def counted(self, parts: list[str], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`tfidf` of texts normalised and cut already (``parts``), for a caller that reads
+        the normalised texts for other features too and so normalises each once."""
+        rows_flat, ranks = self.occurrences(parts)
         size_v = max(len(self.order), 1)
         pairs, counts = np.unique(rows_flat * size_v + ranks, return_counts=True)
         rows, sorted_cols = np.divmod(pairs, size_v)
