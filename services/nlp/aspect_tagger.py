@@ -337,7 +337,11 @@ class AspectTagger:
             # row changes (np.unique would sort the sorted rows again).
             starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
             present = rows[starts]
-            scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
+            # Scaled in place: the rows gathered are a fresh array of megabytes per batch, and a
+            # second one for the products cost its allocation (the products are the same).
+            contributions = self.weights[cols]
+            contributions *= values[:, None]
+            scores[present] = np.add.reduceat(contributions, starts, axis=0)
         return scores + self.intercepts, norm > 0
 
     def clause_margins(self, texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
