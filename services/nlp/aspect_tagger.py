@@ -283,31 +283,32 @@ class AspectTagger:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
         return self._margins(texts)[0]
 
-    def _word_tfidf(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value) triples."""
+    def _word_tfidf(self, heads: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value)
+        triples, of texts normalised and cut to ``max_chars`` already (``heads``)."""
         assert self._segmenter is not None
-        rows: list[int] = []
-        cols: list[int] = []
-        column = self._word_column
-        lookup = column.get
-        for i, text in enumerate(texts):
-            words = self._segmenter.cut(normalise(text)[: self.max_chars])
-            if self._word_and_classes is not None:
-                found = list(chain.from_iterable(map(self._word_and_classes.get, words, repeat(()))))
-                rows.extend([i] * len(found))
-                cols.extend(found)
-                continue
+        words_of = [self._segmenter.cut(head) for head in heads]
+        # The pairs are counted sorted (np.unique), so the order they are found in is moot: the
+        # words (or word n-grams) of the whole batch are looked up in one pass in C, where a
+        # list built per text cost as much as the look-ups.
+        if self._word_and_classes is not None:
+            rows, cols = _pairs([list(chain.from_iterable(map(self._word_and_classes.get, words, repeat(()))))
+                                 for words in words_of])
+        else:
             # Whitespace is no word of the vocabulary, so single words need no n-gram pass.
-            grams = words if self.word_n == 1 else word_ngrams(words, self.word_n)
-            found = [j for j in map(lookup, grams) if j is not None]
+            grams_of = words_of if self.word_n == 1 else [word_ngrams(words, self.word_n) for words in words_of]
+            found = np.fromiter(map(self._word_column.get, chain.from_iterable(grams_of), repeat(-1)),
+                                dtype=np.int64)
+            known = found >= 0
+            rows = np.repeat(np.arange(len(heads), dtype=np.int64), [len(g) for g in grams_of])[known]
+            cols = found[known]
             if self._class_columns is not None:
                 # The columns of the words' class tokens (WordClasses.tokens), one look-up a word.
-                found.extend(chain.from_iterable(map(self._class_columns.get, words, repeat(()))))
-            rows.extend([i] * len(found))
-            cols.extend(found)
+                class_rows, class_cols = _pairs([list(chain.from_iterable(
+                    map(self._class_columns.get, words, repeat(())))) for words in words_of])
+                rows, cols = np.concatenate((rows, class_rows)), np.concatenate((cols, class_cols))
         size = len(self.vocabulary)
-        pairs, counts = np.unique(np.array(rows, dtype=np.int64) * size + np.array(cols, dtype=np.int64),
-                                  return_counts=True)
+        pairs, counts = np.unique(rows * size + cols, return_counts=True)
         r, c = np.divmod(pairs, size)
         return r, c, (1.0 + np.log(counts)) * self.idf[c]
 
@@ -319,9 +320,11 @@ class AspectTagger:
         sentiment model, word n-grams by a dictionary over the segmenter's words.
         """
         n = len(texts)
-        rows, cols, tfidf = self._index.tfidf(list(texts), self.idf)
+        # Normalised once for both kinds of n-grams.
+        heads = [normalise(t)[: self.max_chars] for t in texts]
+        rows, cols, tfidf = self._index.counted(heads, self.idf)
         if self.word_n:
-            word_rows, word_cols, word_tfidf = self._word_tfidf(texts)
+            word_rows, word_cols, word_tfidf = self._word_tfidf(heads)
             order = np.argsort(np.concatenate((rows, word_rows)), kind="stable")
             rows = np.concatenate((rows, word_rows))[order]
             cols = np.concatenate((cols, word_cols))[order]
@@ -330,9 +333,15 @@ class AspectTagger:
         values = tfidf / norm[rows]
         scores = np.zeros((n, len(self.topics)))
         if len(rows):
-            # rows are sorted, so each text's n-grams are one contiguous run.
-            present, starts = np.unique(rows, return_index=True)
-            scores[present] = np.add.reduceat(values[:, None] * self.weights[cols], starts, axis=0)
+            # rows are sorted, so each text's n-grams are one contiguous run, starting where the
+            # row changes (np.unique would sort the sorted rows again).
+            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+            present = rows[starts]
+            # Scaled in place: the rows gathered are a fresh array of megabytes per batch, and a
+            # second one for the products cost its allocation (the products are the same).
+            contributions = self.weights[cols]
+            contributions *= values[:, None]
+            scores[present] = np.add.reduceat(contributions, starts, axis=0)
         return scores + self.intercepts, norm > 0
 
     def clause_margins(self, texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
@@ -450,30 +459,46 @@ class AspectTagger:
         if grams is None or not len(grams[0]):
             return []
         starts, ends, cols = grams
-        # Plain floats and ints from here: a clause has tens of n-grams, and numpy calls on so
-        # few (a mask, a lexsort, a scalar per n-gram) cost more than the work; the products
-        # and comparisons are the same IEEE doubles either way.
-        value: list[float] = (self.idf[cols] * self.weights[cols, self.topics.index(topic)]).tolist()
-        top = max(value)
-        if top <= 0:
-            return []
-        floor = (self.evidence["share"] if share is None else share) * top
-        strong = sorted([(a, b) for a, b, v in zip(starts.tolist(), ends.tolist(), value, strict=True)
-                         if v >= floor])
-        runs: list[tuple[int, int]] = []
-        for a, b in strong:
-            if runs and a <= runs[-1][1] and max(b, runs[-1][1]) - runs[-1][0] <= max_len:
-                runs[-1] = (runs[-1][0], max(b, runs[-1][1]))
-            elif not runs or b > runs[-1][1]:
-                runs.append((max(a, runs[-1][1]) if runs else a, b))
-        spans = []
-        for a, b in runs:
-            while a < b and text[a].isspace():
-                a += 1
-            while b > a and text[b - 1].isspace():
-                b -= 1
-            if a < b:
-                spans.append((a, b))
+        value = (self.idf[cols] * self.weights[cols, self.topics.index(topic)]).tolist()
+        return _stretches(text, starts.tolist(), ends.tolist(), value,
+                          self.evidence["share"] if share is None else share, max_len)
+
+    def evidence_spans_batch(self, texts: Sequence[str], requests: Sequence[tuple[int, str]],
+                             share: float | None = None, max_len: int = EVIDENCE_MAX
+                             ) -> list[list[tuple[int, int]]]:
+        """:meth:`evidence_spans` of ``texts[t]`` and ``topic`` for each (t, topic) request,
+        the same spans: the evidence pass asks for a few thousand clauses and topics per batch,
+        of about fifteen n-grams each, where numpy's cost per clause (slicing its n-grams, then
+        weighing them for the topic) was most of the work. Here the n-grams of all texts
+        (:meth:`NgramIndex.located_flat`, as :meth:`grams_at` finds them) are weighed for every
+        request with whole arrays, and each request's runs are then found in plain lists."""
+        heads = [t[: self.max_chars] for t in texts]
+        lowered = [h.lower() for h in heads]
+        kept = [k for k, (low, head) in enumerate(zip(lowered, heads, strict=True)) if len(low) == len(head)]
+        bounds, starts, ends, columns = self._index.located_flat([lowered[k] for k in kept])
+        rows = {k: (bounds[n], bounds[n + 1]) for n, k in enumerate(kept)}
+        spans: list[list[tuple[int, int]]] = [[] for _ in requests]
+        held = [(n, *rows[t], self.topics.index(topic)) for n, (t, topic) in enumerate(requests)
+                if t in rows and rows[t][1] > rows[t][0]]
+        if not held:
+            return spans
+        first = np.array([a for _, a, _, _ in held], dtype=np.int64)
+        sizes = np.array([b - a for _, a, b, _ in held], dtype=np.int64)
+        # Row of every n-gram of every request, request after request.
+        at = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(first - (np.cumsum(sizes) - sizes), sizes)
+        cols = columns[at]
+        # Plain floats and ints from here: the products and comparisons are the same IEEE
+        # doubles as numpy's, and a clause's few n-grams cost less in lists than in arrays.
+        values: list[float] = (self.idf[cols] * self.weights[cols, np.repeat([k for *_, k in held], sizes)]).tolist()
+        lows: list[int] = starts[at].tolist()
+        highs: list[int] = ends[at].tolist()
+        fraction = self.evidence["share"] if share is None else share
+        done = 0
+        for (n, a, b, _) in held:
+            size = b - a
+            spans[n] = _stretches(texts[requests[n][0]], lows[done: done + size], highs[done: done + size],
+                                  values[done: done + size], fraction, max_len)
+            done += size
         return spans
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
@@ -578,6 +603,46 @@ class AspectTagger:
             clause_split=params.get("clause_split", "fine"),
             word_classes=params.get("word_classes"),
         )
+
+
+def _pairs(found: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) arrays of per-row lists of columns."""
+    rows = np.repeat(np.arange(len(found), dtype=np.int64), [len(f) for f in found])
+    return rows, np.array(list(chain.from_iterable(found)), dtype=np.int64)
+
+
+def _stretches(text: str, starts: list[int], ends: list[int], values: list[float], share: float,
+               max_len: int) -> list[tuple[int, int]]:
+    """The stretches of :meth:`AspectTagger.evidence_spans` from a text's n-grams (start, end)
+    and their contributions to the topic: those of at least ``share`` of the strongest, merged
+    where they overlap or touch up to ``max_len`` characters, white space trimmed."""
+    top = max(values)
+    if top <= 0:
+        return []
+    floor = share * top
+    strong = sorted([(a, b) for a, b, v in zip(starts, ends, values, strict=True) if v >= floor])
+    # The run being grown in two locals (this loop runs for every clause of every batch): an
+    # n-gram that overlaps or touches it joins it while the run stays within ``max_len``; one
+    # reaching further starts the next run where this one ends; one inside it adds nothing.
+    runs: list[tuple[int, int]] = []
+    low, high = strong[0]
+    for a, b in strong[1:]:
+        if a <= high and (b if b > high else high) - low <= max_len:
+            if b > high:
+                high = b
+        elif b > high:
+            runs.append((low, high))
+            low, high = (a if a > high else high), b
+    runs.append((low, high))
+    spans = []
+    for a, b in runs:
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if a < b:
+            spans.append((a, b))
+    return spans
 
 
 Counts = tuple[int, int, int]

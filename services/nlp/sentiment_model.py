@@ -162,13 +162,20 @@ class NgramIndex:
         arrays, the shorter n-grams first and each length in text order: what a dictionary
         look-up of every window of each part finds, in that order, from one vectorised pass
         over the batch (the topic tagger's evidence, :meth:`AspectTagger.grams_at`)."""
+        bounds, starts, ends, columns = self.located_flat(parts)
+        return [(starts[a:b], ends[a:b], columns[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+    def located_flat(self, parts: Sequence[str]) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`located` as one set of (start, end, column) arrays, part after part (part
+        ``p``'s n-grams are rows ``bounds[p]`` to ``bounds[p + 1]``): for a caller that reads
+        the n-grams of thousands of parts with whole arrays, where a slice per part cost more
+        than the look-up."""
         found_parts, starts, sizes, ranks = self._scan(parts, located=True)
         # A stable sort by part keeps each part's n-grams in length-then-position order.
         order = np.argsort(found_parts, kind="stable")
         found_parts, starts, ranks = found_parts[order], starts[order], ranks[order]
-        ends, columns = starts + sizes[order], self.order[ranks]
         bounds = np.searchsorted(found_parts, np.arange(len(parts) + 1)).tolist()
-        return [(starts[a:b], ends[a:b], columns[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+        return bounds, starts, starts + sizes[order], self.order[ranks]
 
     def _scan(self, parts: Sequence[str], located: bool
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -213,7 +220,12 @@ class NgramIndex:
         :meth:`occurrences`, then counted and weighted in one pass. Callers normalise (the
         sentiment model only needs the norm, the tagger the normalised rows).
         """
-        rows_flat, ranks = self.occurrences([normalise(t)[: self.max_chars] for t in texts])
+        return self.counted([normalise(t)[: self.max_chars] for t in texts], idf)
+
+    def counted(self, parts: list[str], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`tfidf` of texts normalised and cut already (``parts``), for a caller that reads
+        the normalised texts for other features too and so normalises each once."""
+        rows_flat, ranks = self.occurrences(parts)
         size_v = max(len(self.order), 1)
         pairs, counts = np.unique(rows_flat * size_v + ranks, return_counts=True)
         rows, sorted_cols = np.divmod(pairs, size_v)

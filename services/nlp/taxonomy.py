@@ -236,14 +236,16 @@ class Taxonomy:
                 picked = [0]
             chosen.append([clauses[i][c] for c in picked])
         # The n-grams of every chosen clause in one look-up, each clause once however many
-        # topics point into it.
-        needed = list(dict.fromkeys((i, clause) for (i, _), held in zip(pending, chosen, strict=True)
-                                    for clause in held))
-        grams = dict(zip(needed, tagger.grams_at([texts[i][a:b] for i, (a, b) in needed]), strict=True))
+        # topics point into it, weighed for all its topics at once.
+        needed = {key: n for n, key in enumerate(dict.fromkeys(
+            (i, clause) for (i, _), held in zip(pending, chosen, strict=True) for clause in held))}
+        found = iter(tagger.evidence_spans_batch([texts[i][a:b] for i, (a, b) in needed],
+                                                 [(needed[i, clause], tid) for (i, tid), held
+                                                  in zip(pending, chosen, strict=True) for clause in held]))
         for (i, tid), held in zip(pending, chosen, strict=True):
             spans: list[Span] = []
             for clause in held:
-                spans.extend(_deciding_spans(tagger, texts[i], clause, tid, grams[i, clause], edges[i]))
+                spans.extend(_deciding_spans(clause, next(found), edges[i]))
             at = {m.id: n for n, m in enumerate(result[i])}
             if tid in at:
                 kept = result[i][at[tid]]
@@ -276,17 +278,15 @@ def _evidence_clauses(margins: np.ndarray, floor: float, most: int) -> list[int]
     return sorted({ranked[0], *(c for c in ranked if values[c] >= floor)})
 
 
-def _deciding_spans(tagger: AspectTagger, text: str, clause: Span, topic: str,
-                    grams: Any, edges: set[int] | None) -> list[Span]:
-    """Within a clause, the stretches whose n-grams raised ``topic``'s margin
-    (:meth:`AspectTagger.evidence_spans`), each widened to the segmenter's word edges inside
-    the clause (a stretch that starts or ends inside a word gets the whole word: 玩手机 for 手机
-    in 全程玩手机 when the segmenter reads 玩 手机 as words, never half a word); the clause
-    when no n-gram raised it."""
-    a, b = clause
-    found = tagger.evidence_spans(text[a:b], topic, grams=grams)
+def _deciding_spans(clause: Span, found: list[Span], edges: set[int] | None) -> list[Span]:
+    """Within a clause, the stretches whose n-grams raised a topic's margin (``found``:
+    :meth:`AspectTagger.evidence_spans` of the clause's text), each widened to the segmenter's
+    word edges inside the clause (a stretch that starts or ends inside a word gets the whole
+    word: 玩手机 for 手机 in 全程玩手机 when the segmenter reads 玩 手机 as words, never half a
+    word); the clause when no n-gram raised it."""
     if not found:
         return [clause]
+    a, b = clause
     return [_widened(a + x, a + y, a, b, edges) for x, y in found]
 
 

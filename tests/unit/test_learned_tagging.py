@@ -159,10 +159,10 @@ def test_a_model_only_topic_points_inside_its_clause_at_whole_words() -> None:
     tagger = screen_tagger()
     text = "快递挺快的，但是新手机屏幕有坏点"
     clause = (6, len(text))
-    spans = _deciding_spans(tagger, text, clause, "product_quality", tagger.grams_at(text[6:]), None)
+    spans = _deciding_spans(clause, tagger.evidence_spans(text[6:], "product_quality"), None)
     assert spans and all(clause[0] <= a < b <= clause[1] for a, b in spans)
     assert any("屏" in text[a:b] or "幕" in text[a:b] for a, b in spans)
-    assert _deciding_spans(tagger, "好。", (0, 1), "product_quality", None, None) == [(0, 1)]
+    assert _deciding_spans((0, 1), tagger.evidence_spans("好", "product_quality"), None) == [(0, 1)]
     # 手机屏幕 as words 手机 | 屏幕: a stretch that starts inside a word takes the whole word,
     # and never leaves its clause.
     edges = {0, 2, 4, 5}
@@ -207,6 +207,63 @@ def test_evidence_clauses_are_the_best_and_those_at_the_cut() -> None:
     assert _evidence_clauses(tied, -10.0, 3) == [1, 2, 3]
     assert [_evidence_clauses(tied, -10.0, n) for n in range(1, 6)] == [
         sorted(int(c) for c in np.argsort(-tied, kind="stable")[:n]) for n in range(1, 6)]
+
+
+def test_evidence_spans_of_a_batch_are_each_clause_and_topic_on_its_own() -> None:
+    """The evidence pass weighs the n-grams of every chosen clause for each of its topics in
+    one batch: each request gets what :meth:`evidence_spans` gives its clause and topic alone,
+    a clause asked for by several requests, one without any known n-gram and one whose
+    lower-casing changes its length (İ) included."""
+    tagger = AspectTagger(topics=["a", "b"], vocabulary=["屏", "幕", "屏幕", "坏", "坏点", "快", "快递", "abc"],
+                          idf=np.ones(8), weights=np.array([[2.0, -1.0], [1.0, 0.5], [3.0, -2.0], [1.5, 0.0],
+                                                            [2.5, 0.1], [-1.0, 2.0], [-2.0, 3.0], [0.4, 0.4]]),
+                          intercepts=np.zeros(2), thresholds=np.zeros(2), keyword_weights=np.zeros(2),
+                          fused_thresholds=np.zeros(2), support={"a": 30, "b": 30}, max_n=2, max_chars=6)
+    texts = ["新手机屏幕有坏点", "İ屏幕", "", "快递很快", "屏幕坏了快递快", "。。。", "ABC屏幕发黄", "屏 幕 坏"]
+    requests = [(t, topic) for t in range(len(texts)) for topic in ("a", "b")] + [(4, "a"), (0, "b")]
+    for share in (None, 0.0001, 0.5, 1.0):
+        for max_len in (1, 3, 32):
+            batch = tagger.evidence_spans_batch(texts, requests, share=share, max_len=max_len)
+            assert batch == [tagger.evidence_spans(texts[t], topic, share=share, max_len=max_len)
+                             for t, topic in requests]
+    batch = tagger.evidence_spans_batch(texts, requests)
+    assert batch[0] and batch[1] and batch[2] == [] and batch[6] == [] and batch[7] and batch[9]
+    assert tagger.evidence_spans_batch(texts, []) == [] and tagger.evidence_spans_batch([], []) == []
+
+
+def test_evidence_stretches_merge_runs_as_their_definition_says() -> None:
+    """The runs are grown in locals for speed: they must be the runs of the plain definition
+    (each strong n-gram in (start, end) order joins the last run when it overlaps or touches it
+    and the run stays within ``max_len``, else starts a run where the last one ends, unless it
+    lies inside it), on random n-grams, contributions and texts with spaces."""
+    from services.nlp.aspect_tagger import _stretches
+
+    def plain(text: str, starts: list[int], ends: list[int], values: list[float], share: float,
+              max_len: int) -> list[tuple[int, int]]:
+        top = max(values)
+        if top <= 0:
+            return []
+        strong = sorted((a, b) for a, b, v in zip(starts, ends, values, strict=True) if v >= share * top)
+        runs: list[tuple[int, int]] = []
+        for a, b in strong:
+            if runs and a <= runs[-1][1] and max(b, runs[-1][1]) - runs[-1][0] <= max_len:
+                runs[-1] = (runs[-1][0], max(b, runs[-1][1]))
+            elif not runs or b > runs[-1][1]:
+                runs.append((max(a, runs[-1][1]) if runs else a, b))
+        trimmed = [(a + len(text[a:b]) - len(text[a:b].lstrip()), b - len(text[a:b]) + len(text[a:b].rstrip()))
+                   for a, b in runs]
+        return [(a, b) for a, b in trimmed if a < b]
+
+    rng = np.random.default_rng(7)
+    for _ in range(3000):
+        text = "".join(rng.choice(list("屏幕坏 点"), size=int(rng.integers(1, 20))))
+        count = int(rng.integers(1, 15))
+        starts = rng.integers(0, len(text), size=count).tolist()
+        ends = [min(len(text), a + int(rng.integers(1, 4))) for a in starts]
+        values = rng.normal(size=count).round(1).tolist()
+        for share, max_len in ((0.15, 32), (0.5, 3), (1.0, 1), (0.0001, 5)):
+            assert _stretches(text, starts, ends, values, share, max_len) == plain(
+                text, starts, ends, values, share, max_len)
 
 
 def test_evidence_spans_are_merged_runs_of_contributing_ngrams_and_the_settings_ship(tmp_path: Path) -> None:
