@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from importlib.abc import Traversable
 from itertools import chain, islice, repeat
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
@@ -381,45 +381,28 @@ class AspectTagger:
             return whole
         return whole + self.clause_mix * np.maximum(best - whole, 0.0)
 
-    @overload
-    def grams_at(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None: ...
-
-    @overload
-    def grams_at(self, text: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]: ...
-
-    def grams_at(self, text: str | list[str]) -> Any:
+    def grams_at(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Every known char n-gram of ``text`` as (start, end, vocabulary column) arrays, with
         offsets of ``text`` as given: n-grams are looked up in its lower-cased form, which keeps
-        its length for Chinese (None when lower-casing changes the length). Computed once per
-        clause and shared by the topics pointed at in it (:meth:`evidence_span`).
+        its length for Chinese (None when lower-casing changes the length)."""
+        lowered = _lowered_head(text, self.max_chars)
+        if lowered is None:
+            return None
+        _, starts, ends, columns = self._index.located_flat([lowered])
+        return starts, ends, columns
 
-        Given a list of texts, the list of theirs, from one vectorised look-up of the batch
-        (:meth:`NgramIndex.located`): the evidence pass asks for every chosen clause of a batch
-        at once, where a dictionary look-up per window cost 41 of 53 µs per event.
-        """
-        texts = [text] if isinstance(text, str) else text
-        heads = [t[: self.max_chars] for t in texts]
-        lowered = [h.lower() for h in heads]
-        kept = [k for k, (low, head) in enumerate(zip(lowered, heads, strict=True)) if len(low) == len(head)]
-        found: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(texts)
-        for k, grams in zip(kept, self._index.located([lowered[k] for k in kept]), strict=True):
-            found[k] = grams
-        return found[0] if isinstance(text, str) else found
-
-    def evidence_span(self, text: str, topic: str, max_len: int = EVIDENCE_MAX,
-                      grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-                      ) -> tuple[int, int] | None:
+    def evidence_span(self, text: str, topic: str, max_len: int = EVIDENCE_MAX) -> tuple[int, int] | None:
         """The stretch of ``text`` whose char n-grams raise ``topic``'s margin most: the n-gram
         with the largest positive contribution (IDF times weight), grown by every overlapping or
         adjacent n-gram contributing at least :data:`EVIDENCE_SHARE` of it, at most ``max_len``
         characters; None when no n-gram of the text raises the margin (or lower-casing changes
-        the text's length). ``grams`` are :meth:`grams_at` of ``text`` when the caller has them.
+        the text's length).
 
         A topic or flag the model decided without a phrase has no matched phrase to point at;
         this points at the characters that decided it. Word features are left out: a
         segmentation pass per span cost more than it changed the spans.
         """
-        grams = grams if grams is not None else self.grams_at(text)
+        grams = self.grams_at(text)
         if grams is None or not len(grams[0]):
             return None
         starts, ends, cols = grams
@@ -442,9 +425,7 @@ class AspectTagger:
         return (start, end) if start < end else None
 
     def evidence_spans(self, text: str, topic: str, share: float | None = None,
-                       max_len: int = EVIDENCE_MAX,
-                       grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-                       ) -> list[tuple[int, int]]:
+                       max_len: int = EVIDENCE_MAX) -> list[tuple[int, int]]:
         """Every stretch of ``text`` whose char n-grams raise ``topic``'s margin: the n-grams
         contributing at least ``share`` of the strongest one (IDF times weight, positive only),
         merged where they overlap or touch, each stretch at most ``max_len`` characters, in text
@@ -455,7 +436,7 @@ class AspectTagger:
         topic's noun (师傅, 工作人员), while a person points at what is said about it (走线很干净,
         全程玩手机): several contributing stretches of the clause cover both.
         """
-        grams = grams if grams is not None else self.grams_at(text)
+        grams = self.grams_at(text)
         if grams is None or not len(grams[0]):
             return []
         starts, ends, cols = grams
@@ -472,11 +453,10 @@ class AspectTagger:
         weighing them for the topic) was most of the work. Here the n-grams of all texts
         (:meth:`NgramIndex.located_flat`, as :meth:`grams_at` finds them) are weighed for every
         request with whole arrays, and each request's runs are then found in plain lists."""
-        heads = [t[: self.max_chars] for t in texts]
-        lowered = [h.lower() for h in heads]
-        kept = [k for k, (low, head) in enumerate(zip(lowered, heads, strict=True)) if len(low) == len(head)]
-        bounds, starts, ends, columns = self._index.located_flat([lowered[k] for k in kept])
-        rows = {k: (bounds[n], bounds[n + 1]) for n, k in enumerate(kept)}
+        kept = [(k, low) for k, text in enumerate(texts)
+                if (low := _lowered_head(text, self.max_chars)) is not None]
+        bounds, starts, ends, columns = self._index.located_flat([low for _, low in kept])
+        rows = {k: (bounds[n], bounds[n + 1]) for n, (k, _) in enumerate(kept)}
         spans: list[list[tuple[int, int]]] = [[] for _ in requests]
         held = [(n, *rows[t], self.topics.index(topic)) for n, (t, topic) in enumerate(requests)
                 if t in rows and rows[t][1] > rows[t][0]]
@@ -603,6 +583,15 @@ class AspectTagger:
             clause_split=params.get("clause_split", "fine"),
             word_classes=params.get("word_classes"),
         )
+
+
+def _lowered_head(text: str, max_chars: int) -> str | None:
+    """The first ``max_chars`` characters lower-cased, where the tagger's evidence looks its char
+    n-grams up; None when lower-casing changes their length (İ), as offsets would no longer
+    be the text's."""
+    head = text[:max_chars]
+    lowered = head.lower()
+    return lowered if len(lowered) == len(head) else None
 
 
 def _pairs(found: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -157,19 +157,14 @@ class NgramIndex:
         found_parts, _, _, ranks = self._scan(parts, located=False)
         return found_parts, ranks
 
-    def located(self, parts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per part (taken as it is), every known n-gram as (start, end, vocabulary column)
-        arrays, the shorter n-grams first and each length in text order: what a dictionary
-        look-up of every window of each part finds, in that order, from one vectorised pass
-        over the batch (the topic tagger's evidence, :meth:`AspectTagger.grams_at`)."""
-        bounds, starts, ends, columns = self.located_flat(parts)
-        return [(starts[a:b], ends[a:b], columns[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
-
     def located_flat(self, parts: Sequence[str]) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`located` as one set of (start, end, column) arrays, part after part (part
-        ``p``'s n-grams are rows ``bounds[p]`` to ``bounds[p + 1]``): for a caller that reads
-        the n-grams of thousands of parts with whole arrays, where a slice per part cost more
-        than the look-up."""
+        """Every known n-gram of each of ``parts`` (taken as they are) as one set of (start,
+        end, vocabulary column) arrays, part after part (part ``p``'s n-grams are rows
+        ``bounds[p]`` to ``bounds[p + 1]``), the shorter n-grams first and each length in text
+        order: what a dictionary look-up of every window of each part finds, in that order,
+        from one vectorised pass over the batch (the topic tagger's evidence,
+        :meth:`AspectTagger.evidence_spans_batch` and :meth:`AspectTagger.grams_at`), read
+        with whole arrays where a slice per part cost more than the look-up."""
         found_parts, starts, sizes, ranks = self._scan(parts, located=True)
         # A stable sort by part keeps each part's n-grams in length-then-position order.
         order = np.argsort(found_parts, kind="stable")

@@ -186,18 +186,18 @@ def test_ngram_lookup_follows_probe_chains_to_every_known_key_and_no_unknown_one
 
 
 def test_ngram_located_finds_what_a_lookup_of_every_window_finds_in_order() -> None:
-    """``located`` (the topic tagger's batched ``grams_at``) gives per part the (start, end,
-    column) of every known n-gram, shorter first and each length in text order, exactly what
-    looking up every window in a dictionary of the vocabulary gives; unknown characters and
-    parts of the batch never join an n-gram."""
+    """``located_flat`` (the topic tagger's batched evidence look-up) gives per part, between
+    its bounds, the (start, end, column) of every known n-gram, shorter first and each length in
+    text order, exactly what looking up every window in a dictionary of the vocabulary gives;
+    unknown characters and parts of the batch never join an n-gram."""
     vocabulary = ["a", "A", "ab", "b c", "快递", "递慢", "慢", "快递慢", "c"]
     index = NgramIndex(vocabulary, max_n=3, max_chars=2)
     column = {g: j for j, g in enumerate(vocabulary)}
     parts = ["Aab", "", "b c", "快递慢快递", "x快递慢?慢", "c", "ab"]
-    located = index.located(parts)
-    assert len(located) == len(parts)
-    for part, (starts, ends, columns) in zip(parts, located, strict=True):
+    bounds, starts, ends, columns = index.located_flat(parts)
+    assert len(bounds) == len(parts) + 1
+    for part, a, b in zip(parts, bounds, bounds[1:], strict=False):
         expected = [(i, i + n, column[part[i: i + n]]) for n in range(1, 4)
                     for i in range(len(part) - n + 1) if part[i: i + n] in column]
-        assert list(zip(starts.tolist(), ends.tolist(), columns.tolist(), strict=True)) == expected
-    assert index.located([]) == []
+        assert list(zip(starts[a:b].tolist(), ends[a:b].tolist(), columns[a:b].tolist(), strict=True)) == expected
+    assert index.located_flat([])[0] == [0]
