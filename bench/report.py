@@ -335,7 +335,7 @@ def voc_section(voc: dict[str, Any]) -> list[str]:
              "[annotation guide](annotation-guide.md)), read from the enriched records the NLP stage "
              "returns. The tuning data is every author's file (`voc_eval.jsonl`, the retired "
              "`voc_heldout2.jsonl`, `voc_heldout3a/b.jsonl`, `voc_heldout4h/i.jsonl` and "
-             "`voc_heldout5p/q.jsonl`, `voc_train_*.jsonl`); evidence is "
+             "`voc_heldout5p/q.jsonl`, `voc_heldout6r/s.jsonl`, `voc_train_*.jsonl`); evidence is "
              "read over returned and over gold topics, with the share of the text one topic's "
              "spans cover as its counter-figure; the honest estimate is "
              "leave-one-author-out (each author scored by models fitted without them), while "
