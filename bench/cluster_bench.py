@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.common import REPO_ROOT, machine, peak_rss_mb, percentiles, write_json  # noqa: E402
+from bench.common import DEV_REVIEWS, REPO_ROOT, machine, peak_rss_mb, percentiles, write_json  # noqa: E402
 from bench.e2e.observe import stored_rows, wait_stored  # noqa: E402
 from bench.e2e.plan import Plan, build_plan, load_texts  # noqa: E402
 from bench.e2e.run import Processes  # noqa: E402
@@ -277,7 +277,7 @@ async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path,
-                        default=REPO_ROOT.parent / "shared/data/nlp/sentiment_dev.csv",
+                        default=DEV_REVIEWS,
                         help="labelled CSV the feedback texts come from")
     parser.add_argument("--rate", type=float, default=500, help="fixed offered rate, events/s")
     parser.add_argument("--duration", type=float, default=10, help="seconds of the fixed run")

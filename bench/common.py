@@ -21,6 +21,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+
+
+def _main_checkout(root: Path) -> Path:
+    """The main checkout of ``root``: ``root`` itself, or for a ``git worktree`` (whose ``.git``
+    is a file naming ``<main>/.git/worktrees/<name>``) the checkout it was added from."""
+    marker = root / ".git"
+    if marker.is_file():
+        gitdir = marker.read_text(encoding="utf-8").strip().removeprefix("gitdir:").strip()
+        return Path(gitdir).resolve().parents[2]
+    return root
+
+
+SHARED_NLP = next((path for path in (REPO_ROOT.parent / "shared" / "data" / "nlp",
+                                     _main_checkout(REPO_ROOT).parent / "shared" / "data" / "nlp")
+                   if path.is_dir()), REPO_ROOT.parent / "shared" / "data" / "nlp")
+"""The shared NLP corpora (``../shared/data/nlp`` beside the checkout, or beside the main
+checkout when the bench runs from a ``git worktree`` of it): the default of every bench that
+reads them. Absent on a machine without ../shared; each bench says so when it needs them."""
+DEV_REVIEWS = SHARED_NLP / "sentiment_dev.csv"
+"""The labelled dev reviews most benches replay."""
+
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, machine, write_json  # noqa: E402
+from bench.common import DEV_REVIEWS, REPO_ROOT, machine, write_json  # noqa: E402
 from bench.e2e.pipeline import embedded, separate_processes  # noqa: E402
 from bench.e2e.plan import load_texts  # noqa: E402
 from services.core.local_clickhouse import LocalClickHouse  # noqa: E402
@@ -54,7 +54,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path,
-                        default=REPO_ROOT.parent / "shared/data/nlp/sentiment_dev.csv",
+                        default=DEV_REVIEWS,
                         help="labelled CSV the feedback texts come from")
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",") if x],
                         default=[500.0, 1000.0, 2000.0], help="fixed offered rates, events/s")

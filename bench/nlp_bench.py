@@ -33,6 +33,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import DEV_REVIEWS  # noqa: E402
 from services.nlp.sentiment_model import (  # noqa: E402
     Example,
     SnowNLPSentiment,
@@ -132,7 +133,7 @@ def markdown(rows: list[dict[str, Any]], ratio: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared/data/nlp/sentiment_dev.csv")
+    parser.add_argument("--data", type=Path, default=DEV_REVIEWS)
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit-snownlp", type=int, default=0, help="cap SnowNLP's rows (0: all eligible)")

@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT  # noqa: E402
+from bench.common import DEV_REVIEWS  # noqa: E402
 from bench.e2e.plan import load_texts  # noqa: E402
 from bench.voc_eval import raw_event, read_tuning  # noqa: E402
 from services.core.channels import prepare_raw  # noqa: E402
@@ -57,7 +57,7 @@ def enriched_lines(reviews: Path, count: int, batch_size: int) -> list[bytes]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reviews", type=Path,
-                        default=REPO_ROOT.parent / "shared/data/nlp/sentiment_dev.csv")
+                        default=DEV_REVIEWS)
     parser.add_argument("--count", type=int, default=4000, help="dev reviews after the tuning items")
     parser.add_argument("--batch-size", type=int, default=256, help="the NLP stage's batch size")
     parser.add_argument("--out", type=Path, required=True, help="where the enriched events go, one a line")

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, machine, write_json  # noqa: E402
+from bench.common import DEV_REVIEWS, REPO_ROOT, machine, write_json  # noqa: E402
 from bench.e2e.plan import load_texts  # noqa: E402
 from services.core.events import RawFeedback, stable_event_id  # noqa: E402
 from services.core.local_clickhouse import LocalClickHouse  # noqa: E402
@@ -107,7 +107,7 @@ def replace_db(url: str, database: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path,
-                        default=REPO_ROOT.parent / "shared/data/nlp/sentiment_dev.csv")
+                        default=DEV_REVIEWS)
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",") if x],
                         default=[1000, 10000])
     parser.add_argument("--rows", type=int, default=50000,

@@ -31,7 +31,7 @@ from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, write_json  # noqa: E402
+from bench.common import DEV_REVIEWS, REPO_ROOT, write_json  # noqa: E402
 from bench.e2e.plan import load_texts  # noqa: E402
 from services.core.channels import prepare_raw  # noqa: E402
 from services.core.events import EnrichedFeedback, RawFeedback, stable_event_id  # noqa: E402
@@ -61,7 +61,7 @@ def package_of(file: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path,
-                        default=REPO_ROOT.parent / "shared/data/nlp/sentiment_dev.csv")
+                        default=DEV_REVIEWS)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=256, help="the NLP stage's batch size")
     parser.add_argument("--top", type=int, default=12, help="functions listed from cProfile")

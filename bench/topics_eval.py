@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.common import SHARED_NLP  # noqa: E402
 from services.nlp.aspect_tagger import (  # noqa: E402
     AspectExample,
     f1_scores,
@@ -201,7 +202,7 @@ def print_report(r: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "nlp")
+    parser.add_argument("--data-dir", type=Path, default=SHARED_NLP)
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--cv", action="store_true",

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT  # noqa: E402
+from bench.common import REPO_ROOT, SHARED_NLP  # noqa: E402
 from bench.voc_eval import raw_event, read_tuning  # noqa: E402
 
 MODEL_DATA = REPO_ROOT / "services" / "nlp" / "model_data"
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     loao.add_argument("--intent-weight", type=float, default=1.0)
     loao.add_argument("--json", type=Path, default=None)
     topics = sub.add_parser("topics", help="train the CEM topic tagger")
-    topics.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared/data/nlp")
+    topics.add_argument("--data-dir", type=Path, default=SHARED_NLP)
     topics.add_argument("--out", type=Path, default=REPO_ROOT / "services/nlp/taggers/cem")
     topics.add_argument("--hold-author", default=None, help="fit without this author's items")
     args = parser.parse_args(argv)

@@ -77,7 +77,7 @@ from typing import Any, get_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, write_json  # noqa: E402
+from bench.common import REPO_ROOT, SHARED_NLP, write_json  # noqa: E402
 from services.core.channels import prepare_raw  # noqa: E402
 from services.core.events import EnrichedFeedback, RawFeedback  # noqa: E402
 from services.core.normalize import to_simplified  # noqa: E402
@@ -99,7 +99,7 @@ TUNABLE = ("tuning", "retired")
 """Splits whose errors may be read and tuned on."""
 SPLITS = (*TUNABLE, "heldout")
 NLP_DIR = REPO_ROOT / "services" / "nlp"
-PUBLIC_DATA = REPO_ROOT.parent / "shared" / "data" / "nlp"
+PUBLIC_DATA = SHARED_NLP
 
 
 @dataclass(frozen=True)

@@ -277,3 +277,17 @@ def test_a_post_from_a_forum_ingest_has_no_id_for_is_sent_as_other() -> None:
     assert event.social is not None and event.social.platform == "other"
     assert "超商取货" in (event.analysis_text or event.text)
     assert voc_eval._sendable_platform("weibo") == "weibo"
+
+
+def test_the_shared_corpora_are_found_from_a_worktree_of_the_checkout(tmp_path: Path) -> None:
+    """A bench run from ``git worktree add`` (whose .git is a file naming the main checkout's
+    .git/worktrees/NAME) reads ../shared beside the main checkout, not beside the worktree."""
+    from bench.common import _main_checkout
+
+    main = tmp_path / "work" / "main"
+    (main / ".git" / "worktrees" / "x").mkdir(parents=True)
+    tree = tmp_path / "work" / "wt" / "x"
+    tree.mkdir(parents=True)
+    (tree / ".git").write_text(f"gitdir: {main / '.git' / 'worktrees' / 'x'}\n", encoding="utf-8")
+    assert _main_checkout(tree) == main.resolve()
+    assert _main_checkout(main) == main
