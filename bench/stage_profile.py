@@ -7,6 +7,11 @@ functions that take the time. No broker and no store: the stage's own Python wor
 
 Each step is timed in CPU time of this process (``time.process_time``), not wall time, because
 the machine's cores are shared with other work; the figure is the median of ``--repeat`` runs.
+Each analyze run starts with the segmenters' shared cache of recent cuts emptied
+(:func:`~services.nlp.segmenter.forget_recent_cuts`): the runs replay the same texts, and a run
+finding the previous run's words would measure traffic that never arrives (until 2026-12-03 it
+did, and the NLP stage measured 15-20 % cheaper than on fresh texts; docs/model-card.md,
+"Round 7"). For a ratio between two checkouts use ``bench/cpu_pair.py``.
 
     python bench/stage_profile.py --events 2000
 """
@@ -38,10 +43,14 @@ from services.core.events import EnrichedFeedback, RawFeedback, stable_event_id 
 from services.core.settings import load_settings  # noqa: E402
 
 
-def per_event_us(fn: Callable[[], Any], events: int, repeat: int) -> tuple[Any, float]:
-    """fn's output and its median CPU microseconds per event over ``repeat`` runs."""
+def per_event_us(fn: Callable[[], Any], events: int, repeat: int,
+                 before: Callable[[], None] | None = None) -> tuple[Any, float]:
+    """fn's output and its median CPU microseconds per event over ``repeat`` runs, ``before``
+    called (untimed) ahead of each."""
     spent = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         start = time.process_time()
         out = fn()
         spent.append(time.process_time() - start)
@@ -74,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
+    from services.nlp.segmenter import forget_recent_cuts
     from services.nlp.worker import build_analyzer
     from services.scoring.sink import feedback_row
 
@@ -100,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         lambda: [RawFeedback.model_validate_json(w) for w in wire], n, r)
     raw, steps["nlp"]["redact PII, analysis text"] = per_event_us(
         lambda: [prepare_raw(e) for e in parsed_raw], n, r)
-    enriched, steps["nlp"]["analyze (all NLP)"] = per_event_us(lambda: analyze_all(raw), n, r)
+    enriched, steps["nlp"]["analyze (all NLP)"] = per_event_us(
+        lambda: analyze_all(raw), n, r, before=forget_recent_cuts)
     out, steps["nlp"]["serialize enriched JSON"] = per_event_us(
         lambda: [e.to_bytes() for e in enriched], n, r)
     parsed, steps["scoring"]["parse enriched JSON"] = per_event_us(
@@ -110,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in steps.values():
         stage["total"] = round(sum(stage.values()), 1)
 
+    forget_recent_cuts()
     profiler = cProfile.Profile()
     profiler.enable()
     analyze_all(raw)

@@ -76,6 +76,16 @@ def recent_cuts(loaded: tuple[str, ...]) -> RecentCuts:
         return _RECENT.setdefault(loaded, RecentCuts())
 
 
+def forget_recent_cuts() -> None:
+    """Empty every :class:`RecentCuts`: for a bench that replays the same texts, whose second pass
+    would otherwise find every text's words cut already, which fresh traffic never does."""
+    with _RECENT_LOCK:
+        for cuts in _RECENT.values():
+            with cuts._lock:
+                cuts._words.clear()
+                cuts._chars = 0
+
+
 class Segmenter:
     """jieba-compatible segmentation (HMM off) with the shipped and a deployment's user dictionary.
 

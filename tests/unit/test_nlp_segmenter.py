@@ -43,3 +43,14 @@ def test_recent_cuts_forget_the_oldest_beyond_their_characters(monkeypatch: pyte
     recent.put("太长" * 6, ("太长",) * 6)
     assert recent.get("太长" * 6) is None, "a text over the whole budget is not remembered"
     assert recent.get("九十百千") is not None
+
+
+def test_a_bench_can_forget_every_recent_cut() -> None:
+    """A bench replaying the same texts starts each pass with nothing cut (stage_profile.py)."""
+    first = Segmenter()
+    first.cut(TEXT)
+    assert first._recent.get(TEXT) is not None
+    segmenter_module.forget_recent_cuts()
+    assert first._recent.get(TEXT) is None and first._recent._chars == 0
+    assert first.cut(TEXT) == first._jieba.cut(TEXT, False)
+    assert first._recent.get(TEXT) is not None
