@@ -124,11 +124,13 @@ def measure(trees: list[Path], texts: list[str], warm: list[str], batch_size: in
     (other texts) runs once before, to load what loads lazily."""
     events = len(texts) // rounds
     core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    workers = [Worker(tree, texts[: events * rounds], warm, events, batch_size, core) for tree in trees]
     per_batch = -(-events // batch_size)
-    if any(worker.batches != per_batch * rounds for worker in workers):
-        raise SystemExit(f"a worker cut {[w.batches for w in workers]} batches, expected {per_batch * rounds}")
+    workers: list[Worker] = []
     try:
+        for tree in trees:
+            workers.append(Worker(tree, texts[: events * rounds], warm, events, batch_size, core))
+        if any(worker.batches != per_batch * rounds for worker in workers):
+            raise SystemExit(f"a worker cut {[w.batches for w in workers]} batches, expected {per_batch * rounds}")
         per_round = []
         for n in range(rounds):
             spent = [0.0, 0.0]

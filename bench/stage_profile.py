@@ -10,7 +10,7 @@ the machine's cores are shared with other work; the figure is the median of ``--
 Each analyze run starts with the segmenters' shared cache of recent cuts emptied
 (:func:`~services.nlp.segmenter.forget_recent_cuts`): the runs replay the same texts, and a run
 finding the previous run's words would measure traffic that never arrives (until 2026-12-03 it
-did, and the NLP stage measured 15-20 % cheaper than on fresh texts; docs/model-card.md,
+did, and the analyze step measured 14-18 % cheaper than on fresh texts; docs/model-card.md,
 "Round 7"). For a ratio between two checkouts use ``bench/cpu_pair.py``.
 
     python bench/stage_profile.py --events 2000
