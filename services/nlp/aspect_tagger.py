@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from services.nlp.located import Located, Stretch, locate
 from services.nlp.segmenter import Segmenter
 from services.nlp.sentiment_model import (
     NgramIndex,
@@ -197,6 +198,24 @@ KEYWORDS_ONLY = (1e6, 5e5)
 5e5), the last candidate of the fusion: on some topics the hand-written list beats the model."""
 
 
+@dataclass(frozen=True)
+class TextScan:
+    """:meth:`AspectTagger.scan` of a batch: its margins, and what its clauses are weighed from:
+    its char n-grams (:class:`~services.nlp.located.Located`) and its words, numbered across the
+    batch text after text, each word's start and end in the batch's offsets and its columns as
+    (word, column) pairs."""
+
+    margins: np.ndarray
+    has_evidence: np.ndarray
+    located: Located
+    word_starts: np.ndarray
+    word_ends: np.ndarray
+    pair_words: np.ndarray
+    pair_columns: np.ndarray
+    spelt: np.ndarray
+    """Per text: its words spell its head (so its clauses' words are a run of them)."""
+
+
 class AspectTagger:
     """One linear decision per topic over sublinear TF-IDF char and word n-grams, L2-normalised.
 
@@ -283,30 +302,44 @@ class AspectTagger:
         """Margins, shape (len(texts), len(topics)); the intercepts alone for texts with no known n-gram."""
         return self._margins(texts)[0]
 
-    def _word_tfidf(self, heads: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value)
-        triples, of texts normalised and cut to ``max_chars`` already (``heads``)."""
-        assert self._segmenter is not None
-        words_of = [self._segmenter.cut(head) for head in heads]
-        # The pairs are counted sorted (np.unique), so the order they are found in is moot: the
-        # words (or word n-grams) of the whole batch are looked up in one pass in C, where a
-        # list built per text cost as much as the look-ups.
+    def _word_pairs(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(word, column) pairs of single words: each word's own column and its classes'
+        (word_n 1), looked up in one pass in C."""
         if self._word_and_classes is not None:
-            rows, cols = _pairs([list(chain.from_iterable(map(self._word_and_classes.get, words, repeat(()))))
-                                 for words in words_of])
-        else:
-            # Whitespace is no word of the vocabulary, so single words need no n-gram pass.
-            grams_of = words_of if self.word_n == 1 else [word_ngrams(words, self.word_n) for words in words_of]
-            found = np.fromiter(map(self._word_column.get, chain.from_iterable(grams_of), repeat(-1)),
-                                dtype=np.int64)
-            known = found >= 0
-            rows = np.repeat(np.arange(len(heads), dtype=np.int64), [len(g) for g in grams_of])[known]
-            cols = found[known]
-            if self._class_columns is not None:
-                # The columns of the words' class tokens (WordClasses.tokens), one look-up a word.
-                class_rows, class_cols = _pairs([list(chain.from_iterable(
-                    map(self._class_columns.get, words, repeat(())))) for words in words_of])
-                rows, cols = np.concatenate((rows, class_rows)), np.concatenate((cols, class_cols))
+            found = list(map(self._word_and_classes.get, words, repeat(())))
+            return _pairs(found)
+        columns = np.fromiter(map(self._word_column.get, words, repeat(-1)), dtype=np.int64, count=len(words))
+        at = np.flatnonzero(columns >= 0)
+        if self._class_columns is None:
+            return at, columns[at]
+        # The columns of the words' class tokens (WordClasses.tokens), one look-up a word.
+        class_words, class_columns = _pairs(list(map(self._class_columns.get, words, repeat(()))))
+        return np.concatenate((at, class_words)), np.concatenate((columns[at], class_columns))
+
+    def _word_tfidf(self, words_of: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unnormalised sublinear TF-IDF of the known word n-grams, as (row, column, value)
+        triples, of texts given by their words (the segmenter's, of texts normalised and cut to
+        ``max_chars`` already)."""
+        if self.word_n == 1:
+            flat = list(chain.from_iterable(words_of))
+            words, cols = self._word_pairs(flat)
+            return self._word_weighed(np.repeat(np.arange(len(words_of), dtype=np.int64),
+                                                [len(w) for w in words_of])[words], cols)
+        grams_of = [word_ngrams(words, self.word_n) for words in words_of]
+        found = np.fromiter(map(self._word_column.get, chain.from_iterable(grams_of), repeat(-1)),
+                            dtype=np.int64)
+        known = found >= 0
+        rows = np.repeat(np.arange(len(words_of), dtype=np.int64), [len(g) for g in grams_of])[known]
+        cols = found[known]
+        if self._class_columns is not None:
+            class_rows, class_cols = _pairs([list(chain.from_iterable(
+                map(self._class_columns.get, words, repeat(())))) for words in words_of])
+            rows, cols = np.concatenate((rows, class_rows)), np.concatenate((cols, class_cols))
+        return self._word_weighed(rows, cols)
+
+    def _word_weighed(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sublinear TF-IDF triples of (row, word column) pairs: counted sorted (np.unique), so
+        the order they were found in is moot."""
         size = len(self.vocabulary)
         pairs, counts = np.unique(rows * size + cols, return_counts=True)
         r, c = np.divmod(pairs, size)
@@ -319,12 +352,19 @@ class AspectTagger:
         up for the whole batch at once: char n-grams by the same vectorised index as the
         sentiment model, word n-grams by a dictionary over the segmenter's words.
         """
-        n = len(texts)
         # Normalised once for both kinds of n-grams.
         heads = [normalise(t)[: self.max_chars] for t in texts]
-        rows, cols, tfidf = self._index.counted(heads, self.idf)
-        if self.word_n:
-            word_rows, word_cols, word_tfidf = self._word_tfidf(heads)
+        words = None if self._segmenter is None else [self._segmenter.cut(h) for h in heads]
+        return self._score(len(texts), self._index.counted(heads, self.idf),
+                           None if words is None else self._word_tfidf(words))
+
+    def _score(self, n: int, char: tuple[np.ndarray, np.ndarray, np.ndarray],
+               word: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Margins and a has-any-known-n-gram mask of ``n`` rows from their char and word
+        (row, column, TF-IDF) triples, each sorted by row."""
+        rows, cols, tfidf = char
+        if word is not None:
+            word_rows, word_cols, word_tfidf = word
             order = np.argsort(np.concatenate((rows, word_rows)), kind="stable")
             rows = np.concatenate((rows, word_rows))[order]
             cols = np.concatenate((cols, word_cols))[order]
@@ -343,6 +383,83 @@ class AspectTagger:
             contributions *= values[:, None]
             scores[present] = np.add.reduceat(contributions, starts, axis=0)
         return scores + self.intercepts, norm > 0
+
+    def scan(self, texts: Sequence[str]) -> TextScan:
+        """The whole-text pass of :meth:`combine` over a batch, kept for its clauses: the
+        margins, where each known char n-gram and each word sits, and the words' columns, from
+        which :meth:`clause_margins_of` and :meth:`evidence_spans_of` weigh clauses without reading
+        them again (the evidence of learned topics scores every clause of most texts; reading,
+        segmenting and looking up each clause anew was a quarter of the NLP stage's CPU).
+        A tagger without single words (``word_n`` 0 or above 1) reads its clauses anew."""
+        located = locate(self._index, texts)
+        if self._segmenter is None or self.word_n != 1:
+            margins, has_evidence = self._margins(texts)
+            none = np.zeros(0, dtype=np.int64)
+            return TextScan(margins=margins, has_evidence=has_evidence, located=located, word_starts=none,
+                            word_ends=none, pair_words=none, pair_columns=none,
+                            spelt=np.zeros(len(texts), dtype=bool))
+        words_of = [self._segmenter.cut(h) for h in located.heads]
+        flat = list(chain.from_iterable(words_of))
+        counts = np.array([len(w) for w in words_of], dtype=np.int64)
+        text_of_word = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
+        lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+        total = np.concatenate(([0], np.cumsum(lengths)))
+        first = total[np.concatenate(([0], np.cumsum(counts)))]
+        word_ends = total[1:] - first[text_of_word] + text_of_word * located.stride
+        pair_words, pair_columns = self._word_pairs(flat)
+        margins, has_evidence = self._score(
+            len(texts), self._index.weighed(located.grams_at // located.stride, located.gram_ranks, self.idf),
+            self._word_weighed(text_of_word[pair_words], pair_columns))
+        spelt = np.diff(first) == np.fromiter(map(len, located.heads), dtype=np.int64, count=len(texts))
+        return TextScan(margins=margins, has_evidence=has_evidence, located=located,
+                        word_starts=word_ends - lengths, word_ends=word_ends, pair_words=pair_words,
+                        pair_columns=pair_columns, spelt=spelt)
+
+    @staticmethod
+    def _clause_sites(scan: TextScan, clauses: Sequence[Stretch]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Where each (text, [start, end)) clause sits in the scan, as arrays: its start and end
+        in the batch's offsets (:meth:`Located.sites`), its first and last word's numbers, and
+        whether it is weighed from the scan at all (:meth:`Located.sites` allows it, and its
+        edges are word edges of words that spell its text's head).
+
+        A clause of :data:`CLAUSE_SPLIT` holds no white space, so its char n-grams are the
+        head's that lie inside it (services/nlp/located.py). Its words are the head's too: the
+        characters it is split at are ones no dictionary word holds, where the segmenter's best
+        route must break, so cutting the clause alone gives the words the whole text has there
+        (tests/unit/test_learned_tagging.py checks both against reading the clauses, and that the
+        dictionaries hold no such word).
+        """
+        lows, highs, ok = scan.located.sites(clauses)
+        words = len(scan.word_starts)
+        first = np.searchsorted(scan.word_starts, lows)
+        last = np.searchsorted(scan.word_ends, highs)
+        texts = np.fromiter((i for i, _ in clauses), dtype=np.int64, count=len(clauses))
+        ok &= scan.spelt[texts] & (first < words) & (last < words)
+        ok[ok] = (scan.word_starts[first[ok]] == lows[ok]) & (scan.word_ends[last[ok]] == highs[ok])
+        return lows, highs, first, last, ok
+
+    def clause_margins_of(self, scan: TextScan, clauses: Sequence[Stretch]) -> np.ndarray:
+        """:meth:`decision_function` of each (text, [start, end)) clause of the scanned texts
+        (distinct clauses of :data:`CLAUSE_SPLIT`), the same margins, weighed from the scan where
+        :meth:`_clause_sites` allows and read anew elsewhere."""
+        margins = np.empty((len(clauses), len(self.topics)))
+        lows, highs, first, last, ok = self._clause_sites(scan, clauses)
+        fast = np.flatnonzero(ok)
+        if len(fast):
+            rows, _, _, ranks = scan.located.inside(lows[fast], highs[fast])
+            # The words' (word, column) pairs inside each clause's run of words.
+            order = np.argsort(first[fast], kind="stable")
+            at = np.searchsorted(first[fast][order], scan.pair_words, side="right") - 1
+            inside = at >= 0
+            inside[inside] = scan.pair_words[inside] <= last[fast][order][at[inside]]
+            word = self._word_weighed(order[at[inside]], scan.pair_columns[inside])
+            margins[fast] = self._score(len(fast), self._index.weighed(rows, ranks, self.idf), word)[0]
+        slow = np.flatnonzero(~ok).tolist()
+        if slow:
+            margins[slow] = self.decision_function([scan.located.texts[clauses[k][0]][slice(*clauses[k][1])]
+                                                    for k in slow])
+        return margins
 
     def clause_margins(self, texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
         """Each text's clauses (:data:`CLAUSE_SPLITS` [``clause_split``], the first ``clause_cap``; the whole text
@@ -457,6 +574,46 @@ class AspectTagger:
                 if (low := _lowered_head(text, self.max_chars)) is not None]
         bounds, starts, ends, columns = self._index.located_flat([low for _, low in kept])
         rows = {k: (bounds[n], bounds[n + 1]) for n, (k, _) in enumerate(kept)}
+        return self._weighed_spans(texts, requests, rows, starts, ends, columns,
+                                   self.evidence["share"] if share is None else share, max_len)
+
+    def evidence_spans_of(self, scan: TextScan, clauses: Sequence[Stretch],
+                          requests: Sequence[tuple[int, str]], share: float | None = None,
+                          max_len: int = EVIDENCE_MAX) -> list[list[tuple[int, int]]]:
+        """:meth:`evidence_spans_batch` of the clause texts (``clauses``: distinct (text,
+        [start, end)) clauses of the scanned texts, ``requests`` indexing them), the same spans,
+        their n-grams taken from the scan where :meth:`_clause_sites` allows."""
+        lows, highs, _, _, ok = self._clause_sites(scan, clauses)
+        fast = np.flatnonzero(ok)
+        texts = [scan.located.texts[i][a:b] for i, (a, b) in clauses]
+        rows: dict[int, tuple[int, int]] = {}
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        done = 0
+        if len(fast):
+            site, starts, sizes, ranks = scan.located.inside(lows[fast], highs[fast])
+            order = np.argsort(site, kind="stable")
+            bounds = np.searchsorted(site[order], np.arange(len(fast) + 1)).tolist()
+            rows.update({k: (bounds[n], bounds[n + 1]) for n, k in enumerate(fast.tolist())})
+            starts = starts[order]
+            parts.append((starts, starts + sizes[order], self._index.order[ranks[order]]))
+            done = bounds[-1]
+        lowered = [(k, low) for k in np.flatnonzero(~ok).tolist()
+                   if (low := _lowered_head(texts[k], self.max_chars)) is not None]
+        if lowered:
+            bounds, starts, ends, columns = self._index.located_flat([low for _, low in lowered])
+            rows.update({k: (done + bounds[n], done + bounds[n + 1]) for n, (k, _) in enumerate(lowered)})
+            parts.append((starts, ends, columns))
+        if not parts:
+            return [[] for _ in requests]
+        starts, ends, columns = (np.concatenate(x) for x in zip(*parts, strict=True))
+        return self._weighed_spans(texts, requests, rows, starts, ends, columns,
+                                   self.evidence["share"] if share is None else share, max_len)
+
+    def _weighed_spans(self, texts: Sequence[str], requests: Sequence[tuple[int, str]],
+                       rows: Mapping[int, tuple[int, int]], starts: np.ndarray, ends: np.ndarray,
+                       columns: np.ndarray, share: float, max_len: int) -> list[list[tuple[int, int]]]:
+        """Each request's stretches (:func:`_stretches`) from the n-grams of its text: rows
+        ``rows[t]`` of (start, end, column) for text ``t``."""
         spans: list[list[tuple[int, int]]] = [[] for _ in requests]
         held = [(n, *rows[t], self.topics.index(topic)) for n, (t, topic) in enumerate(requests)
                 if t in rows and rows[t][1] > rows[t][0]]
@@ -467,18 +624,23 @@ class AspectTagger:
         # Row of every n-gram of every request, request after request.
         at = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(first - (np.cumsum(sizes) - sizes), sizes)
         cols = columns[at]
-        # Plain floats and ints from here: the products and comparisons are the same IEEE
-        # doubles as numpy's, and a clause's few n-grams cost less in lists than in arrays.
-        values: list[float] = (self.idf[cols] * self.weights[cols, np.repeat([k for *_, k in held], sizes)]).tolist()
-        lows: list[int] = starts[at].tolist()
-        highs: list[int] = ends[at].tolist()
-        fraction = self.evidence["share"] if share is None else share
-        done = 0
-        for (n, a, b, _) in held:
-            size = b - a
-            spans[n] = _stretches(texts[requests[n][0]], lows[done: done + size], highs[done: done + size],
-                                  values[done: done + size], fraction, max_len)
-            done += size
+        values = self.idf[cols] * self.weights[cols, np.repeat([k for *_, k in held], sizes)]
+        # Each request's strongest contribution and the n-grams of at least ``share`` of it, with
+        # whole arrays (the same IEEE doubles as in plain floats): only those, a few per clause,
+        # are then merged into runs in Python.
+        offsets = np.cumsum(sizes) - sizes
+        top = np.maximum.reduceat(values, offsets)
+        request = np.repeat(np.arange(len(held), dtype=np.int64), sizes)
+        strong = np.flatnonzero((values >= (share * top)[request]) & (top > 0)[request])
+        order = np.lexsort((ends[at][strong], starts[at][strong], request[strong]))
+        strong = strong[order]
+        bounds = np.searchsorted(request[strong], np.arange(len(held) + 1)).tolist()
+        lows: list[int] = starts[at][strong].tolist()
+        highs: list[int] = ends[at][strong].tolist()
+        for m, (n, _, _, _) in enumerate(held):
+            if bounds[m] < bounds[m + 1]:
+                spans[n] = _runs(texts[requests[n][0]], lows[bounds[m]: bounds[m + 1]],
+                                 highs[bounds[m]: bounds[m + 1]], max_len)
         return spans
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
@@ -488,8 +650,8 @@ class AspectTagger:
 
     def combine(self, texts: Sequence[str], keyword_tags: Sequence[Iterable[str]],
                 min_examples: int = MIN_EXAMPLES,
-                clauses: tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray] | None = None
-                ) -> list[list[str]]:
+                clauses: tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray] | None = None,
+                scan: TextScan | None = None) -> list[list[str]]:
         """Topic ids per text from the model and the keyword matches of each text together.
 
         Topics with at least ``min_examples`` training positives are decided by the fused
@@ -497,8 +659,9 @@ class AspectTagger:
         text with no n-gram the model knows (blank, emoji only) gives the model no evidence, so
         only its keywords count. With a ``clause_mix`` the margin is :meth:`mixed` with the best
         clause's (``clauses``: :meth:`clause_margins` of ``texts`` when the caller has them).
+        ``scan`` is :meth:`scan` of ``texts`` when the caller has it.
         """
-        margins, has_evidence = self._margins(texts)
+        margins, has_evidence = self._margins(texts) if scan is None else (scan.margins, scan.has_evidence)
         if self.clause_mix is not None:
             clauses = clauses if clauses is not None else self.clause_margins(texts)
             margins = self.mixed(margins, self.clause_best(margins, *clauses))
@@ -594,7 +757,7 @@ def _lowered_head(text: str, max_chars: int) -> str | None:
     return lowered if len(lowered) == len(head) else None
 
 
-def _pairs(found: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(found: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) arrays of per-row lists of columns."""
     rows = np.repeat(np.arange(len(found), dtype=np.int64), [len(f) for f in found])
     return rows, np.array(list(chain.from_iterable(found)), dtype=np.int64)
@@ -610,12 +773,18 @@ def _stretches(text: str, starts: list[int], ends: list[int], values: list[float
         return []
     floor = share * top
     strong = sorted([(a, b) for a, b, v in zip(starts, ends, values, strict=True) if v >= floor])
+    return _runs(text, [a for a, _ in strong], [b for _, b in strong], max_len)
+
+
+def _runs(text: str, starts: list[int], ends: list[int], max_len: int) -> list[tuple[int, int]]:
+    """The strong n-grams (start, end), sorted, merged where they overlap or touch up to
+    ``max_len`` characters, white space trimmed (:func:`_stretches`)."""
     # The run being grown in two locals (this loop runs for every clause of every batch): an
     # n-gram that overlaps or touches it joins it while the run stays within ``max_len``; one
     # reaching further starts the next run where this one ends; one inside it adds nothing.
     runs: list[tuple[int, int]] = []
-    low, high = strong[0]
-    for a, b in strong[1:]:
+    low, high = starts[0], ends[0]
+    for a, b in zip(starts[1:], ends[1:], strict=True):
         if a <= high and (b if b > high else high) - low <= max_len:
             if b > high:
                 high = b

@@ -172,6 +172,12 @@ class NgramIndex:
         bounds = np.searchsorted(found_parts, np.arange(len(parts) + 1)).tolist()
         return bounds, starts, starts + sizes[order], self.order[ranks]
 
+    def located(self, parts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(part index, start within the part, length, rank) of every known n-gram of ``parts``
+        (taken as they are), length by length and each length in batch order: what
+        :meth:`occurrences` finds, with where each n-gram sits."""
+        return self._scan(parts, located=True)
+
     def _scan(self, parts: Sequence[str], located: bool
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(part index, start within the part, length, rank) of every known n-gram of ``parts``,
@@ -220,7 +226,12 @@ class NgramIndex:
     def counted(self, parts: list[str], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`tfidf` of texts normalised and cut already (``parts``), for a caller that reads
         the normalised texts for other features too and so normalises each once."""
-        rows_flat, ranks = self.occurrences(parts)
+        return self.weighed(*self.occurrences(parts), idf)
+
+    def weighed(self, rows_flat: np.ndarray, ranks: np.ndarray, idf: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`counted` of n-grams found already, as (row, rank) pairs: the topic tagger
+        weighs its clauses from the n-grams of the whole-text pass this way."""
         size_v = max(len(self.order), 1)
         pairs, counts = np.unique(rows_flat * size_v + ranks, return_counts=True)
         rows, sorted_cols = np.divmod(pairs, size_v)

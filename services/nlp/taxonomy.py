@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import accumulate
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.core.config_file import ConfigFile, Watched
 from services.core.events import Span
-from services.nlp.aspect_tagger import CLAUSE_SPLIT, MIN_EXAMPLES, AspectTagger
+from services.nlp.aspect_tagger import CLAUSE_SPLIT, MIN_EXAMPLES, AspectTagger, TextScan
 from services.nlp.matching import KeywordMatcher
 
 log = structlog.get_logger(__name__)
@@ -184,7 +184,9 @@ class Taxonomy:
             return keyword
         # Per-clause decisions score the clauses anyway: evidence reads the same margins.
         clauses = self.tagger.clause_margins(texts) if self.tagger.clause_mix is not None else None
-        decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword], clauses=clauses)
+        scan = self.tagger.scan(texts)
+        decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword], clauses=clauses,
+                                      scan=scan)
         learned = {t for t in self.tagger.topics if self.tagger.support[t] >= MIN_EXAMPLES}
         result: list[list[TopicMatch]] = []
         pending: list[tuple[int, str]] = []
@@ -192,22 +194,23 @@ class Taxonomy:
             result.append([m for m in found if m.id in ids])
             pending.extend((i, tid) for tid in ids if tid in learned)
         if pending:
-            edges = [_word_edges(t, w) if words is not None else None
-                     for t, w in zip(texts, words if words is not None else [None] * len(texts),
-                                     strict=True)]
-            self._place_model_topics(self.tagger, texts, pending, result, edges, clauses)
+            edges = {i: None if words is None else _word_edges(texts[i], words[i])
+                     for i in dict.fromkeys(i for i, _ in pending)}
+            self._place_model_topics(self.tagger, scan, pending, result, edges, clauses)
         return result
 
-    def _place_model_topics(self, tagger: AspectTagger, texts: Sequence[str],
+    def _place_model_topics(self, tagger: AspectTagger, scan: TextScan,
                             pending: list[tuple[int, str]], result: list[list[TopicMatch]],
-                            edges: Sequence[set[int] | None],
+                            edges: Mapping[int, set[int] | None],
                             scored: tuple[list[list[Span]], np.ndarray, np.ndarray] | None = None) -> None:
         """Add to each decided learned topic the stretches that decided it
         (:func:`_deciding_spans`): after a kept topic's phrase spans (those that overlap none of
         them), or as the evidence of a model-only topic (and its parents). ``scored`` are the
         clause margins of every text when the decision read them (:meth:`AspectTagger.clause_margins`,
         at most its ``clause_cap`` clauses, so a clause that decided a topic is among them);
-        otherwise the clauses of the texts with a pending topic are scored here, all of them."""
+        otherwise the clauses of the texts with a pending topic are scored here, all of them,
+        from the whole-text pass ``scan`` (:meth:`AspectTagger.clause_margins_of`)."""
+        texts = scan.located.texts
         first: dict[int, int] = {}
         if scored is not None:
             clauses = {i: scored[0][i] for i, _ in pending}
@@ -218,8 +221,8 @@ class Taxonomy:
                        for i, _ in pending}
             # A text of one clause needs no clause margins: that clause is the best one.
             order = sorted(i for i in clauses if len(clauses[i]) > 1)
-            flat = [texts[i][a:b] for i in order for a, b in clauses[i]]
-            margins = tagger.decision_function(flat) if flat else np.zeros((0, len(tagger.topics)))
+            flat = [(i, clause) for i in order for clause in clauses[i]]
+            margins = tagger.clause_margins_of(scan, flat) if flat else np.zeros((0, len(tagger.topics)))
             offset = 0
             for i in order:
                 first[i] = offset
@@ -239,9 +242,9 @@ class Taxonomy:
         # topics point into it, weighed for all its topics at once.
         needed = {key: n for n, key in enumerate(dict.fromkeys(
             (i, clause) for (i, _), held in zip(pending, chosen, strict=True) for clause in held))}
-        found = iter(tagger.evidence_spans_batch([texts[i][a:b] for i, (a, b) in needed],
-                                                 [(needed[i, clause], tid) for (i, tid), held
-                                                  in zip(pending, chosen, strict=True) for clause in held]))
+        found = iter(tagger.evidence_spans_of(scan, list(needed),
+                                              [(needed[i, clause], tid) for (i, tid), held
+                                               in zip(pending, chosen, strict=True) for clause in held]))
         for (i, tid), held in zip(pending, chosen, strict=True):
             spans: list[Span] = []
             for clause in held:

@@ -3,11 +3,14 @@ cut, and the evidence spans of what a model decides without a phrase or a cue.""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.core.config_file import ConfigError
 from services.nlp.aspect_tagger import EVIDENCE_FIT, AspectTagger
@@ -444,3 +447,79 @@ def test_evidence_clause_rows_are_the_clauses_holding_a_gold_phrase() -> None:
     extra = evidence_clause_rows([item, item], [row, alone])
     assert {(e.text, e.labels, e.author) for e in extra} == {
         ("但是屏幕有坏点", frozenset({"product_quality"}), "a"), ("客服也不理人", frozenset({"service_attitude"}), "a")}
+
+
+@functools.cache
+def short_screen_tagger() -> AspectTagger:
+    """:func:`screen_tagger` reading 30 characters of each text, fitted once."""
+    tagger = screen_tagger()
+    tagger.max_chars = 30
+    tagger._index.max_chars = 30
+    return tagger
+
+
+SCAN_ALPHABET = "屏幕有坏点快递很价格便宜发黄闪手机ABCabc12.，。！？；,!?;~～、：:\n \t\u3000İΣσ"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=SCAN_ALPHABET, max_size=40), min_size=1, max_size=6))
+def test_clauses_weighed_from_the_whole_text_pass_are_the_clauses_read_alone(texts: list[str]) -> None:
+    """The evidence pass weighs each clause from the whole-text pass (:meth:`AspectTagger.scan`)
+    instead of reading it again: its margins and evidence spans must be those of reading the
+    clause alone, bit for bit, whatever white space, dots between digits, İ (two characters
+    lower-cased) or Σ (lower-cased by its neighbours) the texts hold, and for clauses past the
+    characters the model reads (``max_chars`` 30)."""
+    from services.nlp.aspect_tagger import CLAUSE_SPLIT
+
+    tagger = short_screen_tagger()
+    scan = tagger.scan(texts)
+    assert np.array_equal(scan.margins, tagger.decision_function(texts))
+    clauses = [(i, m.span()) for i, text in enumerate(texts) for m in CLAUSE_SPLIT.finditer(text)]
+    alone = [texts[i][a:b] for i, (a, b) in clauses]
+    assert np.array_equal(tagger.clause_margins_of(scan, clauses),
+                          tagger.decision_function(alone).reshape(len(clauses), 1))
+    requests = [(k, "product_quality") for k in range(len(clauses))]
+    assert tagger.evidence_spans_of(scan, clauses, requests) == tagger.evidence_spans_batch(alone, requests)
+
+
+def test_the_shipped_tagger_weighs_clauses_of_real_feedback_as_read_alone() -> None:
+    """The same on the shipped CEM tagger (char 1-3-grams, words and their classes) and the
+    analysed texts of two authors' labelled items, where nearly every clause is weighed from
+    the whole-text pass."""
+    from bench.voc_eval import DATA_DIR, raw_event, read_items
+    from services.nlp.aspect_tagger import CLAUSE_SPLIT
+    from services.nlp.taxonomy import load_taxonomy
+
+    tagger = load_taxonomy().tagger
+    assert tagger is not None
+    texts = [raw_event(item).analysis_text
+             for name in ("voc_train_a.jsonl", "voc_heldout2.jsonl") for item in read_items(DATA_DIR / name)]
+    for start in range(0, len(texts), 256):
+        batch = texts[start: start + 256]
+        scan = tagger.scan(batch)
+        clauses = [(i, m.span()) for i, text in enumerate(batch) for m in CLAUSE_SPLIT.finditer(text)]
+        alone = [batch[i][a:b] for i, (a, b) in clauses]
+        assert sum(site is None for site in tagger._clause_sites(scan, clauses)) < len(clauses) / 100
+        assert np.array_equal(tagger.clause_margins_of(scan, clauses), tagger.decision_function(alone))
+        requests = [(k, topic) for k in range(len(clauses)) for topic in tagger.topics[::4]]
+        assert tagger.evidence_spans_of(scan, clauses, requests) == tagger.evidence_spans_batch(alone, requests)
+
+
+def test_no_dictionary_word_holds_a_character_clauses_are_split_at() -> None:
+    """Why a clause's words are the whole text's words there: the segmenter's best route must
+    break where no dictionary word can span, so cutting a clause alone and cutting the text
+    agree on it only while no word of the dictionaries the tagger loads holds a separator."""
+    from importlib import resources
+
+    import jieba
+
+    from services.nlp.aspect_tagger import CLAUSE_SPLIT
+    from services.nlp.segmenter import _USER_DICT_LINE
+
+    shipped = resources.files("services.nlp").joinpath("user_dict.txt").read_text(encoding="utf-8-sig")
+    main = (Path(jieba.__file__).parent / "dict.txt").read_text(encoding="utf-8")
+    words = [_USER_DICT_LINE.match(line.strip()).group(1).strip()  # type: ignore[union-attr]
+             for line in shipped.splitlines() if line.strip()]
+    words += [line.split(" ")[0] for line in main.splitlines() if line.strip()]
+    assert len(words) > 300_000
+    assert [w for w in words if CLAUSE_SPLIT.fullmatch(w) is None] == []
