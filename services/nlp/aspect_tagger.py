@@ -216,6 +216,19 @@ class TextScan:
     """Per text: its words spell its head (so its clauses' words are a run of them)."""
 
 
+@dataclass(frozen=True)
+class ClauseScan:
+    """:meth:`AspectTagger.read_clauses`: each clause's text and margins, and its n-grams, rows
+    ``bounds[k]`` of (start within the clause, end, vocabulary column)."""
+
+    texts: list[str]
+    margins: np.ndarray
+    bounds: dict[int, tuple[int, int]]
+    starts: np.ndarray
+    ends: np.ndarray
+    columns: np.ndarray
+
+
 class AspectTagger:
     """One linear decision per topic over sublinear TF-IDF char and word n-grams, L2-normalised.
 
@@ -387,7 +400,7 @@ class AspectTagger:
     def scan(self, texts: Sequence[str]) -> TextScan:
         """The whole-text pass of :meth:`combine` over a batch, kept for its clauses: the
         margins, where each known char n-gram and each word sits, and the words' columns, from
-        which :meth:`clause_margins_of` and :meth:`evidence_spans_of` weigh clauses without reading
+        which :meth:`read_clauses` weighs clauses (margins and n-grams) without reading
         them again (the evidence of learned topics scores every clause of most texts; reading,
         segmenting and looking up each clause anew was a quarter of the NLP stage's CPU).
         A tagger without single words (``word_n`` 0 or above 1) reads its clauses anew."""
@@ -439,27 +452,51 @@ class AspectTagger:
         ok[ok] = (scan.word_starts[first[ok]] == lows[ok]) & (scan.word_ends[last[ok]] == highs[ok])
         return lows, highs, first, last, ok
 
-    def clause_margins_of(self, scan: TextScan, clauses: Sequence[Stretch]) -> np.ndarray:
-        """:meth:`decision_function` of each (text, [start, end)) clause of the scanned texts
-        (distinct clauses of :data:`CLAUSE_SPLIT`), the same margins, weighed from the scan where
+    def read_clauses(self, scan: TextScan, clauses: Sequence[Stretch]) -> ClauseScan:
+        """Each (text, [start, end)) clause of the scanned texts (distinct clauses of
+        :data:`CLAUSE_SPLIT`): its :meth:`decision_function` margins and its n-grams as
+        :meth:`evidence_spans_batch` reads them, the same bits, weighed from the scan where
         :meth:`_clause_sites` allows and read anew elsewhere."""
         margins = np.empty((len(clauses), len(self.topics)))
         lows, highs, first, last, ok = self._clause_sites(scan, clauses)
         fast = np.flatnonzero(ok)
+        texts = [scan.located.texts[i][a:b] for i, (a, b) in clauses]
+        bounds: dict[int, tuple[int, int]] = {}
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        done = 0
         if len(fast):
-            rows, _, _, ranks = scan.located.inside(lows[fast], highs[fast])
+            site, starts, sizes, ranks = scan.located.inside(lows[fast], highs[fast])
             # The words' (word, column) pairs inside each clause's run of words.
             order = np.argsort(first[fast], kind="stable")
             at = np.searchsorted(first[fast][order], scan.pair_words, side="right") - 1
             inside = at >= 0
             inside[inside] = scan.pair_words[inside] <= last[fast][order][at[inside]]
             word = self._word_weighed(order[at[inside]], scan.pair_columns[inside])
-            margins[fast] = self._score(len(fast), self._index.weighed(rows, ranks, self.idf), word)[0]
+            margins[fast] = self._score(len(fast), self._index.weighed(site, ranks, self.idf), word)[0]
+            order = np.argsort(site, kind="stable")
+            ends = np.searchsorted(site[order], np.arange(len(fast) + 1)).tolist()
+            bounds.update({k: (ends[n], ends[n + 1]) for n, k in enumerate(fast.tolist())})
+            starts = starts[order]
+            parts.append((starts, starts + sizes[order], self._index.order[ranks[order]]))
+            done = ends[-1]
         slow = np.flatnonzero(~ok).tolist()
         if slow:
-            margins[slow] = self.decision_function([scan.located.texts[clauses[k][0]][slice(*clauses[k][1])]
-                                                    for k in slow])
-        return margins
+            margins[slow] = self.decision_function([texts[k] for k in slow])
+            lowered = [(k, low) for k in slow if (low := _lowered_head(texts[k], self.max_chars)) is not None]
+            at_, starts, ends_, columns = self._index.located_flat([low for _, low in lowered])
+            bounds.update({k: (done + at_[n], done + at_[n + 1]) for n, (k, _) in enumerate(lowered)})
+            parts.append((starts, ends_, columns))
+        empty = np.zeros(0, dtype=np.int64)
+        starts, ends_, columns = ((np.concatenate(x) for x in zip(*parts, strict=True)) if parts
+                                  else (empty, empty, empty))
+        return ClauseScan(texts=texts, margins=margins, bounds=bounds, starts=starts, ends=ends_, columns=columns)
+
+    def clause_spans(self, read: ClauseScan, requests: Sequence[tuple[int, str]], share: float | None = None,
+                     max_len: int = EVIDENCE_MAX) -> list[list[tuple[int, int]]]:
+        """:meth:`evidence_spans_batch` of the clauses of ``read`` (:meth:`read_clauses`) for each
+        (clause, topic) request, the same spans, from the n-grams read there."""
+        return self._weighed_spans(read.texts, requests, read.bounds, read.starts, read.ends, read.columns,
+                                   self.evidence["share"] if share is None else share, max_len)
 
     def clause_margins(self, texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
         """Each text's clauses (:data:`CLAUSE_SPLITS` [``clause_split``], the first ``clause_cap``; the whole text
@@ -574,38 +611,6 @@ class AspectTagger:
                 if (low := _lowered_head(text, self.max_chars)) is not None]
         bounds, starts, ends, columns = self._index.located_flat([low for _, low in kept])
         rows = {k: (bounds[n], bounds[n + 1]) for n, (k, _) in enumerate(kept)}
-        return self._weighed_spans(texts, requests, rows, starts, ends, columns,
-                                   self.evidence["share"] if share is None else share, max_len)
-
-    def evidence_spans_of(self, scan: TextScan, clauses: Sequence[Stretch],
-                          requests: Sequence[tuple[int, str]], share: float | None = None,
-                          max_len: int = EVIDENCE_MAX) -> list[list[tuple[int, int]]]:
-        """:meth:`evidence_spans_batch` of the clause texts (``clauses``: distinct (text,
-        [start, end)) clauses of the scanned texts, ``requests`` indexing them), the same spans,
-        their n-grams taken from the scan where :meth:`_clause_sites` allows."""
-        lows, highs, _, _, ok = self._clause_sites(scan, clauses)
-        fast = np.flatnonzero(ok)
-        texts = [scan.located.texts[i][a:b] for i, (a, b) in clauses]
-        rows: dict[int, tuple[int, int]] = {}
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        done = 0
-        if len(fast):
-            site, starts, sizes, ranks = scan.located.inside(lows[fast], highs[fast])
-            order = np.argsort(site, kind="stable")
-            bounds = np.searchsorted(site[order], np.arange(len(fast) + 1)).tolist()
-            rows.update({k: (bounds[n], bounds[n + 1]) for n, k in enumerate(fast.tolist())})
-            starts = starts[order]
-            parts.append((starts, starts + sizes[order], self._index.order[ranks[order]]))
-            done = bounds[-1]
-        lowered = [(k, low) for k in np.flatnonzero(~ok).tolist()
-                   if (low := _lowered_head(texts[k], self.max_chars)) is not None]
-        if lowered:
-            bounds, starts, ends, columns = self._index.located_flat([low for _, low in lowered])
-            rows.update({k: (done + bounds[n], done + bounds[n + 1]) for n, (k, _) in enumerate(lowered)})
-            parts.append((starts, ends, columns))
-        if not parts:
-            return [[] for _ in requests]
-        starts, ends, columns = (np.concatenate(x) for x in zip(*parts, strict=True))
         return self._weighed_spans(texts, requests, rows, starts, ends, columns,
                                    self.evidence["share"] if share is None else share, max_len)
 

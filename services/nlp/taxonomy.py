@@ -209,7 +209,8 @@ class Taxonomy:
         clause margins of every text when the decision read them (:meth:`AspectTagger.clause_margins`,
         at most its ``clause_cap`` clauses, so a clause that decided a topic is among them);
         otherwise the clauses of the texts with a pending topic are scored here, all of them,
-        from the whole-text pass ``scan`` (:meth:`AspectTagger.clause_margins_of`)."""
+        from the whole-text pass ``scan`` (:meth:`AspectTagger.read_clauses`), which also gives the
+        chosen clauses' n-grams."""
         texts = scan.located.texts
         first: dict[int, int] = {}
         if scored is not None:
@@ -218,14 +219,16 @@ class Taxonomy:
             first = {i: int(scored[2][i]) for i in clauses if scored[2][i] >= 0}
         else:
             clauses = {i: [m.span() for m in EVIDENCE_CLAUSE.finditer(texts[i])] or [(0, len(texts[i]))]
-                       for i, _ in pending}
-            # A text of one clause needs no clause margins: that clause is the best one.
-            order = sorted(i for i in clauses if len(clauses[i]) > 1)
-            flat = [(i, clause) for i in order for clause in clauses[i]]
-            margins = tagger.clause_margins_of(scan, flat) if flat else np.zeros((0, len(tagger.topics)))
+                       for i in dict.fromkeys(i for i, _ in pending)}
+            # Every clause of these texts is read once, for its margins and its n-grams; a text
+            # of one clause needs no margins (that clause is the best one), but its n-grams.
+            flat = [(i, clause) for i in sorted(clauses) for clause in clauses[i]]
+            read = tagger.read_clauses(scan, flat)
+            margins = read.margins
             offset = 0
-            for i in order:
-                first[i] = offset
+            for i in sorted(clauses):
+                if len(clauses[i]) > 1:
+                    first[i] = offset
                 offset += len(clauses[i])
         column = {t: k for k, t in enumerate(tagger.topics)}
         chosen: list[list[Span]] = []
@@ -238,13 +241,16 @@ class Taxonomy:
             else:
                 picked = [0]
             chosen.append([clauses[i][c] for c in picked])
-        # The n-grams of every chosen clause in one look-up, each clause once however many
-        # topics point into it, weighed for all its topics at once.
-        needed = {key: n for n, key in enumerate(dict.fromkeys(
-            (i, clause) for (i, _), held in zip(pending, chosen, strict=True) for clause in held))}
-        found = iter(tagger.evidence_spans_of(scan, list(needed),
-                                              [(needed[i, clause], tid) for (i, tid), held
-                                               in zip(pending, chosen, strict=True) for clause in held]))
+        # The n-grams of every chosen clause, each clause once however many topics point into
+        # it, weighed for all its topics at once.
+        if scored is not None:
+            needed = {key: n for n, key in enumerate(dict.fromkeys(
+                (i, clause) for (i, _), held in zip(pending, chosen, strict=True) for clause in held))}
+            read = tagger.read_clauses(scan, list(needed))
+        else:
+            needed = {key: n for n, key in enumerate(flat)}
+        found = iter(tagger.clause_spans(read, [(needed[i, clause], tid) for (i, tid), held
+                                                in zip(pending, chosen, strict=True) for clause in held]))
         for (i, tid), held in zip(pending, chosen, strict=True):
             spans: list[Span] = []
             for clause in held:

@@ -476,10 +476,10 @@ def test_clauses_weighed_from_the_whole_text_pass_are_the_clauses_read_alone(tex
     assert np.array_equal(scan.margins, tagger.decision_function(texts))
     clauses = [(i, m.span()) for i, text in enumerate(texts) for m in CLAUSE_SPLIT.finditer(text)]
     alone = [texts[i][a:b] for i, (a, b) in clauses]
-    assert np.array_equal(tagger.clause_margins_of(scan, clauses),
-                          tagger.decision_function(alone).reshape(len(clauses), 1))
+    read = tagger.read_clauses(scan, clauses)
+    assert np.array_equal(read.margins, tagger.decision_function(alone).reshape(len(clauses), 1))
     requests = [(k, "product_quality") for k in range(len(clauses))]
-    assert tagger.evidence_spans_of(scan, clauses, requests) == tagger.evidence_spans_batch(alone, requests)
+    assert tagger.clause_spans(read, requests) == tagger.evidence_spans_batch(alone, requests)
 
 
 def test_the_shipped_tagger_weighs_clauses_of_real_feedback_as_read_alone() -> None:
@@ -499,10 +499,11 @@ def test_the_shipped_tagger_weighs_clauses_of_real_feedback_as_read_alone() -> N
         scan = tagger.scan(batch)
         clauses = [(i, m.span()) for i, text in enumerate(batch) for m in CLAUSE_SPLIT.finditer(text)]
         alone = [batch[i][a:b] for i, (a, b) in clauses]
-        assert sum(site is None for site in tagger._clause_sites(scan, clauses)) < len(clauses) / 100
-        assert np.array_equal(tagger.clause_margins_of(scan, clauses), tagger.decision_function(alone))
+        assert (~tagger._clause_sites(scan, clauses)[4]).sum() < len(clauses) / 100
+        read = tagger.read_clauses(scan, clauses)
+        assert np.array_equal(read.margins, tagger.decision_function(alone))
         requests = [(k, topic) for k in range(len(clauses)) for topic in tagger.topics[::4]]
-        assert tagger.evidence_spans_of(scan, clauses, requests) == tagger.evidence_spans_batch(alone, requests)
+        assert tagger.clause_spans(read, requests) == tagger.evidence_spans_batch(alone, requests)
 
 
 def test_no_dictionary_word_holds_a_character_clauses_are_split_at() -> None:
