@@ -1,12 +1,14 @@
 """A batch's char n-grams with where each sits, so that stretches of its texts (clauses) are
 weighed from one pass instead of being read again.
 
-The NLP stage scores texts and then their clauses with the same n-gram models: the sentiment
-model every clause it reads, the topic tagger every clause of a text it decided a learned topic
-for. Read alone, a clause is normalised, encoded, hashed and looked up again, which cost as much
-as the whole text did. Normalising (:func:`~services.nlp.sentiment_model.normalise`: lower-case,
-white space runs collapsed to one space and dropped at either end) moves a character only by the
-white space collapsed before it, so a stretch without white space at its ends is, in the
+The topic tagger scores every clause of a text it decided a learned topic for, to place that
+topic's evidence. Read alone, a clause is normalised, encoded, hashed, looked up and segmented
+again, which cost as much as the whole text did (the sentiment model's clauses, which need no
+segmentation, gain nothing from this: docs/model-card.md, "Round 8").
+
+Normalising (:func:`~services.nlp.sentiment_model.normalise`: lower-case, white space runs
+collapsed to one space and dropped at either end) moves a character only by the white space
+collapsed before it, so a stretch without white space at its ends is, in the
 normalised text, the same characters with its inner runs collapsed as reading it alone collapses
 them, and its n-grams are the whole text's that lie inside it. Where that cannot be carried over
 exactly (lower-casing that changes a length, as İ does, or depends on the neighbours, as Σ does;
