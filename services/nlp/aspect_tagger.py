@@ -405,8 +405,11 @@ class AspectTagger:
         segmenting and looking up each clause anew was a quarter of the NLP stage's CPU).
         A tagger without single words (``word_n`` 0 or above 1) reads its clauses anew."""
         located = locate(self._index, texts)
+        char = self._index.weighed(located.grams_at // located.stride, located.gram_ranks, self.idf)
         if self._segmenter is None or self.word_n != 1:
-            margins, has_evidence = self._margins(texts)
+            words = None if self._segmenter is None else self._word_tfidf(
+                [self._segmenter.cut(h) for h in located.heads])
+            margins, has_evidence = self._score(len(texts), char, words)
             none = np.zeros(0, dtype=np.int64)
             return TextScan(margins=margins, has_evidence=has_evidence, located=located, word_starts=none,
                             word_ends=none, pair_words=none, pair_columns=none,
@@ -420,9 +423,8 @@ class AspectTagger:
         first = total[np.concatenate(([0], np.cumsum(counts)))]
         word_ends = total[1:] - first[text_of_word] + text_of_word * located.stride
         pair_words, pair_columns = self._word_pairs(flat)
-        margins, has_evidence = self._score(
-            len(texts), self._index.weighed(located.grams_at // located.stride, located.gram_ranks, self.idf),
-            self._word_weighed(text_of_word[pair_words], pair_columns))
+        margins, has_evidence = self._score(len(texts), char,
+                                            self._word_weighed(text_of_word[pair_words], pair_columns))
         spelt = np.diff(first) == np.fromiter(map(len, located.heads), dtype=np.int64, count=len(texts))
         return TextScan(margins=margins, has_evidence=has_evidence, located=located,
                         word_starts=word_ends - lengths, word_ends=word_ends, pair_words=pair_words,
@@ -474,22 +476,21 @@ class AspectTagger:
             word = self._word_weighed(order[at[inside]], scan.pair_columns[inside])
             margins[fast] = self._score(len(fast), self._index.weighed(site, ranks, self.idf), word)[0]
             order = np.argsort(site, kind="stable")
-            ends = np.searchsorted(site[order], np.arange(len(fast) + 1)).tolist()
-            bounds.update({k: (ends[n], ends[n + 1]) for n, k in enumerate(fast.tolist())})
+            at_site = np.searchsorted(site[order], np.arange(len(fast) + 1)).tolist()
+            bounds.update({k: (at_site[n], at_site[n + 1]) for n, k in enumerate(fast.tolist())})
             starts = starts[order]
             parts.append((starts, starts + sizes[order], self._index.order[ranks[order]]))
-            done = ends[-1]
+            done = at_site[-1]
         slow = np.flatnonzero(~ok).tolist()
         if slow:
             margins[slow] = self.decision_function([texts[k] for k in slow])
-            lowered = [(k, low) for k in slow if (low := _lowered_head(texts[k], self.max_chars)) is not None]
-            at_, starts, ends_, columns = self._index.located_flat([low for _, low in lowered])
-            bounds.update({k: (done + at_[n], done + at_[n + 1]) for n, (k, _) in enumerate(lowered)})
-            parts.append((starts, ends_, columns))
+            rows, starts, ends, columns = self._lowered_grams([texts[k] for k in slow], slow, done)
+            bounds.update(rows)
+            parts.append((starts, ends, columns))
         empty = np.zeros(0, dtype=np.int64)
-        starts, ends_, columns = ((np.concatenate(x) for x in zip(*parts, strict=True)) if parts
-                                  else (empty, empty, empty))
-        return ClauseScan(texts=texts, margins=margins, bounds=bounds, starts=starts, ends=ends_, columns=columns)
+        starts, ends, columns = ((np.concatenate(x) for x in zip(*parts, strict=True)) if parts
+                                 else (empty, empty, empty))
+        return ClauseScan(texts=texts, margins=margins, bounds=bounds, starts=starts, ends=ends, columns=columns)
 
     def clause_spans(self, read: ClauseScan, requests: Sequence[tuple[int, str]], share: float | None = None,
                      max_len: int = EVIDENCE_MAX) -> list[list[tuple[int, int]]]:
@@ -602,17 +603,25 @@ class AspectTagger:
                              share: float | None = None, max_len: int = EVIDENCE_MAX
                              ) -> list[list[tuple[int, int]]]:
         """:meth:`evidence_spans` of ``texts[t]`` and ``topic`` for each (t, topic) request,
-        the same spans: the evidence pass asks for a few thousand clauses and topics per batch,
-        of about fifteen n-grams each, where numpy's cost per clause (slicing its n-grams, then
-        weighing them for the topic) was most of the work. Here the n-grams of all texts
+        the same spans, for texts read on their own: the n-grams of all texts
         (:meth:`NgramIndex.located_flat`, as :meth:`grams_at` finds them) are weighed for every
-        request with whole arrays, and each request's runs are then found in plain lists."""
-        kept = [(k, low) for k, text in enumerate(texts)
-                if (low := _lowered_head(text, self.max_chars)) is not None]
-        bounds, starts, ends, columns = self._index.located_flat([low for _, low in kept])
-        rows = {k: (bounds[n], bounds[n + 1]) for n, (k, _) in enumerate(kept)}
+        request with whole arrays, and each request's runs are then found in plain lists. The
+        evidence pass reads clauses of a scan instead (:meth:`read_clauses`, :meth:`clause_spans`),
+        which the tests hold to the spans this gives."""
+        rows, starts, ends, columns = self._lowered_grams(texts, range(len(texts)), 0)
         return self._weighed_spans(texts, requests, rows, starts, ends, columns,
                                    self.evidence["share"] if share is None else share, max_len)
+
+    def _lowered_grams(self, texts: Sequence[str], keys: Sequence[int], offset: int
+                       ) -> tuple[dict[int, tuple[int, int]], np.ndarray, np.ndarray, np.ndarray]:
+        """The known char n-grams of each text lower-cased (:func:`_lowered_head`; none where
+        that changes its length), as (start, end, column) arrays, and the rows of each text's
+        under its key, moved by ``offset``."""
+        kept = [(key, low) for key, text in zip(keys, texts, strict=True)
+                if (low := _lowered_head(text, self.max_chars)) is not None]
+        bounds, starts, ends, columns = self._index.located_flat([low for _, low in kept])
+        rows = {key: (offset + bounds[n], offset + bounds[n + 1]) for n, (key, _) in enumerate(kept)}
+        return rows, starts, ends, columns
 
     def _weighed_spans(self, texts: Sequence[str], requests: Sequence[tuple[int, str]],
                        rows: Mapping[int, tuple[int, int]], starts: np.ndarray, ends: np.ndarray,
@@ -637,11 +646,11 @@ class AspectTagger:
         top = np.maximum.reduceat(values, offsets)
         request = np.repeat(np.arange(len(held), dtype=np.int64), sizes)
         strong = np.flatnonzero((values >= (share * top)[request]) & (top > 0)[request])
-        order = np.lexsort((ends[at][strong], starts[at][strong], request[strong]))
-        strong = strong[order]
-        bounds = np.searchsorted(request[strong], np.arange(len(held) + 1)).tolist()
-        lows: list[int] = starts[at][strong].tolist()
-        highs: list[int] = ends[at][strong].tolist()
+        lows_at, highs_at = starts[at][strong], ends[at][strong]
+        order = np.lexsort((highs_at, lows_at, request[strong]))
+        bounds = np.searchsorted(request[strong][order], np.arange(len(held) + 1)).tolist()
+        lows: list[int] = lows_at[order].tolist()
+        highs: list[int] = highs_at[order].tolist()
         for m, (n, _, _, _) in enumerate(held):
             if bounds[m] < bounds[m + 1]:
                 spans[n] = _runs(texts[requests[n][0]], lows[bounds[m]: bounds[m + 1]],

@@ -222,11 +222,12 @@ class Taxonomy:
                        for i in dict.fromkeys(i for i, _ in pending)}
             # Every clause of these texts is read once, for its margins and its n-grams; a text
             # of one clause needs no margins (that clause is the best one), but its n-grams.
-            flat = [(i, clause) for i in sorted(clauses) for clause in clauses[i]]
+            order = sorted(clauses)
+            flat = [(i, clause) for i in order for clause in clauses[i]]
             read = tagger.read_clauses(scan, flat)
             margins = read.margins
             offset = 0
-            for i in sorted(clauses):
+            for i in order:
                 if len(clauses[i]) > 1:
                     first[i] = offset
                 offset += len(clauses[i])

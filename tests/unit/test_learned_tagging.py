@@ -524,3 +524,25 @@ def test_no_dictionary_word_holds_a_character_clauses_are_split_at() -> None:
     words += [line.split(" ")[0] for line in main.splitlines() if line.strip()]
     assert len(words) > 300_000
     assert [w for w in words if CLAUSE_SPLIT.fullmatch(w) is None] == []
+
+
+def test_a_tagger_without_single_words_scans_once_and_reads_its_clauses_alone() -> None:
+    """Char n-grams only (``word_n`` 0) and word pairs (``word_n`` 2): the scan's margins are
+    :meth:`AspectTagger.decision_function`'s, and every clause is read on its own."""
+    from services.nlp.aspect_tagger import CLAUSE_SPLIT
+
+    texts = ["屏幕有坏点，快递很快", "价格便宜。屏幕 一直闪", ""]
+    for word_n in (0, 2):
+        items = [Labelled(t, frozenset({"product_quality"} if "屏幕" in t else set()), frozenset(), "a")
+                 for t in ["屏幕有坏点", "屏幕一直闪", "屏幕发黄", "快递很快", "客服很好", "价格便宜"]]
+        tagger = fit_on(([], []), items, ["product_quality"],
+                        Fit(author_weight=1.0, c=10.0, max_n=2, word_n=word_n, min_df=1))
+        scan = tagger.scan(texts)
+        assert np.array_equal(scan.margins, tagger.decision_function(texts))
+        clauses = [(i, m.span()) for i, text in enumerate(texts) for m in CLAUSE_SPLIT.finditer(text)]
+        read = tagger.read_clauses(scan, clauses)
+        alone = [texts[i][a:b] for i, (a, b) in clauses]
+        assert not tagger._clause_sites(scan, clauses)[4].any()
+        assert np.array_equal(read.margins, tagger.decision_function(alone))
+        requests = [(k, "product_quality") for k in range(len(clauses))]
+        assert tagger.clause_spans(read, requests) == tagger.evidence_spans_batch(alone, requests)
