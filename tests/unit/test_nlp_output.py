@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator
 import schemas
 from services.core.channels import prepare_raw
 from services.core.events import EnrichedFeedback, Ratings, RawFeedback, Sentiment, trusted
+from services.nlp import keywords
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
 from services.nlp.keywords import _WORDLIKE, KeywordExtractor
@@ -136,6 +137,18 @@ def test_keywords_rank_as_plain_tf_idf(analyzer: Analyzer) -> None:
     for text in texts:
         tokens = analyzer.segmenter.cut(text)
         assert extractor.extract(tokens) == reference(tokens), text
+
+
+def test_keywords_remember_a_bounded_number_of_unknown_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Order numbers and codes are new tokens in every event: the remembered decisions start
+    over at the bound, and a token decided before or after that ranks the same."""
+    monkeypatch.setattr(keywords, "UNKNOWN_CACHE", 8)
+    extractor = KeywordExtractor(top_k=3)
+    first = extractor.extract(["SF100", "SF100", "快递"])
+    for n in range(50):
+        extractor.extract([f"SF{n:04d}", "的", "，"])
+        assert len(extractor._unknown) <= 8
+    assert extractor.extract(["SF100", "SF100", "快递"]) == first == ["SF100", "快递"]
 
 
 def test_ngram_hash_lookup_finds_exactly_the_vocabulary() -> None:
