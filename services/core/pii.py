@@ -100,6 +100,15 @@ _TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
 _PASSPORT = re.compile(
     r"(?:护照|護照|[Pp]assport|PASSPORT)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?[^0-9A-Za-z]{0,8}?"
     r"(?P<number>(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{7,9})(?![0-9A-Za-z])")
+# Any 15 to 18 digits (the last may be X) within a few characters after a word that names an
+# identity document: the first-generation 15-digit 身份证, and a number mistyped by one digit,
+# are the customer's identity all the same, though no check digit vouches for them. Then only
+# the number (group ``number``) is replaced.
+_ID_NUMBER_NAMED = re.compile(
+    r"(?:身份证|身份證|身分证|身分證|证件|證件"
+    r"|(?<![A-Za-z])[Ii][Dd] ?(?:(?:[Cc]ard|CARD)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?|[Nn]o|NO|[Nn]umber))"
+    r"[^0-9A-Za-z]{0,8}?"
+    r"(?P<number>(?<![0-9A-Za-z])[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx](?![0-9A-Za-z]))")
 # Bank cards: 16-19 digits, written as one run, in groups of four or in any other grouping (at
 # most one space, dot, dash or comma between two digits: 622848 0012345671); Luhn decides.
 _BANK_CARD = re.compile(
@@ -231,6 +240,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
     (_HK_ID, _hk_id),
     (_TW_ID, _tw_id),
     (_PASSPORT, lambda m: ID_CARD),
+    (_ID_NUMBER_NAMED, lambda m: ID_CARD),
     (_BANK_CARD, _bank_card),
     (_MOBILE, _phone),
     (_LANDLINE, _phone),

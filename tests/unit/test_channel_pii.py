@@ -62,6 +62,12 @@ def with_luhn_digit(body: str) -> str:
     ("身份證號碼K385126(5)，唔該核對", "身份證號碼<ID_CARD>，唔該核對"),
     ("身份證 AB987654（3）", "身份證 <ID_CARD>"),
     ("身分證字號A123456789請協助", "身分證字號<ID_CARD>請協助"),
+    # after a word that names an identity document, any 15 to 18 digits: the old 15-digit
+    # 身份证, a number mistyped by a digit, in full-width or in groups
+    ("身份证号110105491231002", "身份证号<ID_CARD>"),
+    ("身份证５１０１２２２０００９１８５７１９", "身份证<ID_CARD>"),
+    ("我的身分證號碼是 110105 19491231 0029，麻烦", "我的身分證號碼是 <ID_CARD>，麻烦"),
+    ("ID card no. 110105491231002", "ID card no. <ID_CARD>"),
     # passports, only after a word that names one
     ("我护照号是E78823461，订的时候填的没错啊", "我护照号是<ID_CARD>，订的时候填的没错啊"),
     ("護照號碼：KJ1234567", "護照號碼：<ID_CARD>"),
@@ -103,6 +109,10 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "评分 1 2 3 4 5 6 7 8 9 10 11 都有",          # counting with spaces
     "第1、3、5题",                               # a list
     "型号E78823461的护照夹坏了",                  # a passport word after, not before, the number
+    "身份证后四位1234",                            # a few digits of an ID
+    "身份证丢了，卡号6222021234567890127",         # 19 digits failing Luhn, not an ID's length
+    "VALID No 110105491231002",                   # "ID No" inside a word
+    "110105491231002 的证件",                     # an ID word after, not before, the number
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
