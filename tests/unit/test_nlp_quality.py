@@ -195,6 +195,17 @@ def test_signatures_without_a_delimiter_are_cut(body: str, kept: str) -> None:
     ("我打了好几次电话都没人管", "repeat_contact"),
     ("今天终于携号转网了", "churn_intent"),
     ("再这样我就转到别家了", "churn_intent"),
+    ("行，到月底别给我送了，我去订别家的", "churn_intent"),
+    ("果断退订，不跟你们玩了", "churn_intent"),
+    ("如果还是这样，会员我会直接取消", "churn_intent"),
+    ("去年也是这个问题，今年又变回去了", "repeat_contact"),
+    ("户号我早报过了，营业厅也去过，没人管", "repeat_contact"),
+    ("我是上周投诉行李被摔坏的那个", "repeat_contact"),
+    ("APP补登三次都提示信息不匹配", "repeat_contact"),
+    ("冷冻海鲜这周两次都是化的", "repeat_contact"),
+    ("吐出来是一小块玻璃碴子", "safety"),
+    ("我个仔有哮喘，一入去就咳到停唔到", "safety"),
+    ("过期三天还送来，这是食安问题", "safety"),
 ])
 def test_urgency_phrasings(text: str, flag: str) -> None:
     from services.core.normalize import to_simplified
@@ -205,6 +216,8 @@ def test_urgency_phrasings(text: str, flag: str) -> None:
 @pytest.mark.parametrize("text", [
     "我要投诉你们眼科的医生，态度太差", "客服直接把我拉黑了", "第二次在这家买，东西不错",
     "物流爆炸快，第二天就到了", "我想问一下这个跟团游的退订规则",
+    "我的快递单号SF1234567890123，显示派送中", "燃气报警器一直在叫", "车开到半路胎压报警灯亮了",
+    "孩子半夜发烧，APP下单退烧药，一小时就送到了",
 ])
 def test_urgency_cues_that_would_page_for_nothing_do_not_fire(text: str) -> None:
     assert load_urgency().find(text) == []
