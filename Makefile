@@ -105,8 +105,8 @@ test-fast: $(STAMP) test-deps lint
 ## order they read each other: the sentiment model (shared dev data), then from every author's
 ## labelled items in bench/data the CEM topic tagger with its evidence settings, the urgency
 ## scorer and the stance model (which reads the sentiment model's scores). Fixed seeds: a
-## second run writes the same files (about 10 minutes on 2 shared cores; 18 on twenty-seven
-## authors with other work running, 2026-12-03)
+## second run writes the same files (8 minutes on 2 idle cores on twenty-seven authors; 17 on
+## twenty-eight authors with the cluster tests running, 2026-12-04)
 train: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/voc nlp train --data $(SHARED)/data/nlp/sentiment_dev.csv
 	$(BIN)/python bench/train_topics.py topics --data-dir $(SHARED)/data/nlp

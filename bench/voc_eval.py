@@ -33,10 +33,10 @@ The data (docs/model-card.md, "Round 3" and "Round 4"):
   ``i``, ``p``, ``q``, ``r``, ``s``, ``w`` and ``x``;
   held-out sets that had their one run and were retired into training, so their items are
   scored as ``retired``) and ``voc_train_*.jsonl`` (authors ``a``, ``b``, ``c``, ``f``,
-  ``g``, ``j`` … ``o``, ``t`` … ``v``, ``y``, ``z``, ``aa`` …: the file's suffix or
+  ``g``, ``j`` … ``o``, ``t`` … ``v``, ``y``, ``z``, ``aa``, ``ad``: the file's suffix or
   the items' ``author`` field).
 - ``heldout`` is one or more separate files (``--heldout``, by default every
-  ``bench/data/voc_heldout8*.jsonl``; none until the lead merges them),
+  ``bench/data/voc_heldout8*.jsonl``: authors ``ab`` and ``ac``),
   written by authors who do not tune: every item of them is scored as ``heldout`` whatever its
   own ``split`` field says, and their errors are never listed (:func:`errors` refuses them).
 
