@@ -87,7 +87,8 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
     if store is None and {"ingest", "scoring", "alerting"} & set(names):
         store = await open_store(settings.store_url)
         own_store = True
-    # Ingest, scoring and alerting get the store opened above; the other stages need none.
+    # Ingest gets the store opened above; scoring and alerting, which read back what they
+    # wrote, the same connection with fresh reads; the other stages need none.
     try:
         if store is not None and settings.clickhouse_cluster:
             await require_current(store, settings.clickhouse_cluster)
@@ -111,12 +112,12 @@ async def run_services(settings: Settings, names: Sequence[str], bootstrap: str,
             from services.scoring import worker as scoring
 
             assert store is not None
-            coroutines.append(scoring.run(settings, bootstrap, store, stop))
+            coroutines.append(scoring.run(settings, bootstrap, store.fresh_reads(), stop))
         if "alerting" in names:
             from services.alerting import worker as alerting
 
             assert store is not None
-            coroutines.append(alerting.run(settings, bootstrap, store, stop))
+            coroutines.append(alerting.run(settings, bootstrap, store.fresh_reads(), stop))
         tasks = [asyncio.create_task(c) for c in coroutines]
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)

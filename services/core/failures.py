@@ -84,6 +84,7 @@ _CLICKHOUSE_TRANSIENT = frozenset({
     252,  # TOO_MANY_PARTS (merges behind inserts; but see _TOO_MANY_PARTITIONS)
     279,  # ALL_CONNECTION_TRIES_FAILED
     319,  # UNKNOWN_STATUS_OF_INSERT
+    369,  # ALL_REPLICAS_ARE_STALE (fresh reads: the replica holding a shard's rows is away)
     425,  # SYSTEM_ERROR
     497,  # ACCESS_DENIED
     516,  # AUTHENTICATION_FAILED

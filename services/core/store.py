@@ -117,6 +117,12 @@ class Store(ABC):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
+    def fresh_reads(self) -> Store:
+        """The store for a stage that reads back what it wrote: its reads refuse a replica
+        known to lack rows (``FRESH_READS`` in services/core/store_server.py). A single
+        server's reads are always fresh, so by default the store itself."""
+        return self
+
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement that returns no rows (DDL, ALTER, ...)."""
         await self._call(self._checked, self._execute, render(sql, params))

@@ -17,6 +17,7 @@ shard. On one server these settings change nothing.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from clickhouse_driver import Client
@@ -29,6 +30,18 @@ CLUSTER_CONSISTENCY = {
     "prefer_localhost_replica": 1,
 }
 """Query settings that give read-your-writes through Distributed tables (module docstring)."""
+
+FRESH_READS = {
+    "max_replica_delay_for_distributed_queries": 1,
+    "fallback_to_stale_replicas_for_distributed_queries": 0,
+}
+"""Read settings of the stages that read back what they wrote (scoring, alerting). Replication
+is asynchronous: when the replica that took a shard's inserts dies before its peer fetched
+them, the peer answers without those rows, and the scoring stage would write windows that miss
+them for good. A replica that knows it lacks parts (a fetch outstanding for a second or more)
+is not read; with no fresh replica of a shard the query fails with
+ALL_REPLICAS_ARE_STALE (369), which the failure policy retries until the replica that holds the
+rows is back. The query API keeps answering from such a replica (docs/operations.md)."""
 
 
 class ServerStore(Store):
@@ -49,12 +62,21 @@ class ServerStore(Store):
             bootstrap.disconnect()
         self._client = Client(database=url.database, **common)
         self._client.execute("SELECT 1")
+        self._read_settings: dict[str, int] = {}
+
+    def fresh_reads(self) -> ServerStore:
+        """The same connection (close the original, not this), its reads with
+        :data:`FRESH_READS`."""
+        view = copy.copy(self)
+        view._read_settings = FRESH_READS
+        return view
 
     def _execute(self, sql: str) -> None:
         self._client.execute(sql)
 
     def _query(self, sql: str) -> list[Row]:
-        rows, types = self._client.execute(sql, with_column_types=True)
+        rows, types = self._client.execute(sql, with_column_types=True,
+                                           settings=self._read_settings or None)
         names = [name for name, _ in types]
         return [dict(zip(names, row)) for row in rows]
 

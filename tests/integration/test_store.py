@@ -117,3 +117,27 @@ def test_alt_hosts_are_tried_when_the_first_server_is_unreachable(clickhouse_ser
     for bad in ("alt_hosts=ch-2", "alt_hosts=ch-2:9000;DROP", "alt_hosts=ch-2:9000,"):
         with pytest.raises(ValueError, match="alt_hosts must be host:port pairs"):
             StoreUrl.parse(f"clickhouse://default@127.0.0.1:9000/x?{bad}")
+
+
+def test_fresh_reads_refuse_stale_replicas_on_the_server_only(store_url: str) -> None:
+    """Scoring and alerting read with FRESH_READS (services/core/store_server.py); the query
+    API's reads and every write keep the server's defaults, and chdb has nothing to refuse."""
+    names = ("max_replica_delay_for_distributed_queries",
+             "fallback_to_stale_replicas_for_distributed_queries")
+    sql = "SELECT name, value FROM system.settings WHERE name IN %(n)s ORDER BY name"
+
+    async def scenario() -> None:
+        store = await open_store(store_url)
+        try:
+            fresh = store.fresh_reads()
+            if store.backend == "chdb":
+                assert fresh is store
+                return
+            assert await fresh.query(sql, {"n": names}) == [
+                {"name": names[1], "value": "0"}, {"name": names[0], "value": "1"}]
+            assert [r["value"] for r in await store.query(sql, {"n": names})] == ["1", "300"]
+            assert await fresh.query("SELECT count() AS n FROM system.one") == [{"n": 1}]
+        finally:
+            await store.close()
+
+    run(scenario())

@@ -38,6 +38,9 @@ def wrapped(cause: BaseException) -> StoreError:
     (wrapped(clickhouse_errors.NetworkError("connection reset")), Kind.TRANSIENT),
     (wrapped(clickhouse_errors.ServerException("Table is in readonly mode", code=242)),
      Kind.TRANSIENT),
+    (wrapped(clickhouse_errors.ServerException("Could not find enough connections to "
+                                               "up-to-date replicas. Got: 0, needed: 1",
+                                               code=369)), Kind.TRANSIENT),
     (wrapped(clickhouse_errors.ServerException("Too many parts (300). Merges are processing "
                                                "significantly slower than inserts", code=252)),
      Kind.TRANSIENT),
