@@ -361,7 +361,6 @@ def test_a_replica_killed_waits_when_it_alone_held_rows_and_goes_on_when_not(
     source = f"cluster-{tag}"
     items = feedback(tag, 3_000)
     first, second = pipeline.cluster.servers[0]
-    scorers = [pipeline.processes.stages[n] for n in ("scoring-1", "scoring-2")]
 
     async def source_ids(server: LocalClickHouse) -> set[str]:
         async with pipeline.store(server, failover=False) as local:
@@ -403,16 +402,11 @@ def test_a_replica_killed_waits_when_it_alone_held_rows_and_goes_on_when_not(
             sending = asyncio.create_task(post(pipeline, items[1_000:2_000], batch=150,
                                                pause_s=0.3))
 
-            async def a_scorer_waits() -> bool:
-                answers = [await client.get(f"{s.base_url}/readyz") for s in scorers]
-                return any(a.status_code == 503 for a in answers)
-            await eventually(a_scorer_waits, 60, "a scoring process to report not ready")
-            answers = [(await client.get(f"{s.base_url}/readyz")).json() for s in scorers]
-            reasons = [reason for a in answers for reason in a["reasons"].values()]
+            reasons = await _waiting_reasons(pipeline, client, 60)
             print(f"readiness reasons with the only holder of some rows down: "
                   f"{[r[:200] for r in reasons]}")
             stale = re.compile(r"^transient error, retrying: .* Code: 369\.")
-            assert reasons and all(stale.search(r) for r in reasons), answers
+            assert reasons and all(stale.search(r) for r in reasons), reasons
             await sending
 
             async def nothing_more() -> bool:
@@ -458,7 +452,6 @@ def test_zookeeper_outage_of_30s_pauses_the_sinks_and_loses_nothing(
     source = f"cluster-{tag}"
     items = feedback(tag, 3_000)
     zookeeper = pipeline.cluster.zookeeper
-    scorers = [pipeline.processes.stages[n] for n in ("scoring-1", "scoring-2")]
 
     async def scenario() -> None:
         async with pipeline.store() as store, httpx.AsyncClient(timeout=5) as client:
@@ -474,19 +467,14 @@ def test_zookeeper_outage_of_30s_pauses_the_sinks_and_loses_nothing(
             print(f"read-only on every server {time.monotonic() - stopped_at:.1f}s after "
                   "ZooKeeper stopped")
 
-            async def a_scorer_waits() -> bool:
-                answers = [await client.get(f"{s.base_url}/readyz") for s in scorers]
-                return any(a.status_code == 503 for a in answers)
-            await eventually(a_scorer_waits, 30, "a scoring process to report not ready")
-            answers = [(await client.get(f"{s.base_url}/readyz")).json() for s in scorers]
-            reasons = [reason for a in answers for reason in a["reasons"].values()]
+            reasons = await _waiting_reasons(pipeline, client, 30)
             print(f"readiness reasons during the outage: {[r[:160] for r in reasons]}")
             # 242 table is read-only, 999 ZooKeeper error, 319 insert status unknown after the
             # ZooKeeper connection was lost, 225 no ZooKeeper: what a replica says without it;
             # 369: a fresh read of scoring may find no replica current while it is away.
             coordinator = re.compile(
                 r"^transient error, retrying: .* Code: (242|999|319|225|369)\.")
-            assert reasons and all(coordinator.search(r) for r in reasons), answers
+            assert reasons and all(coordinator.search(r) for r in reasons), reasons
             held = await stored(store, source)
             lag = await asyncio.to_thread(group_lag, pipeline.broker.bootstrap,
                                           pipeline.settings.group("scoring"),
@@ -525,6 +513,19 @@ def _run_with_logs(pipeline: ClusterPipeline, scenario: object) -> None:
         print(pipeline.processes.logs())
         print(pipeline.cluster.logs())
         raise
+
+
+async def _waiting_reasons(pipeline: ClusterPipeline, client: httpx.AsyncClient,
+                           timeout_s: float) -> list[str]:
+    """Wait until a scoring process reports not ready; then every scoring process's reasons."""
+    scorers = [pipeline.processes.stages[n] for n in ("scoring-1", "scoring-2")]
+
+    async def a_scorer_waits() -> bool:
+        answers = [await client.get(f"{s.base_url}/readyz") for s in scorers]
+        return any(a.status_code == 503 for a in answers)
+    await eventually(a_scorer_waits, timeout_s, "a scoring process to report not ready")
+    answers = [(await client.get(f"{s.base_url}/readyz")).json() for s in scorers]
+    return [reason for a in answers for reason in a["reasons"].values()]
 
 
 async def _at_least(store: Store, source: str, count: int) -> bool:
