@@ -240,12 +240,13 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
     (_HK_ID, _hk_id),
     (_TW_ID, _tw_id),
     (_PASSPORT, lambda m: ID_CARD),
-    (_ID_NUMBER_NAMED, lambda m: ID_CARD),
     (_BANK_CARD, _bank_card),
     (_MOBILE, _phone),
     (_LANDLINE, _phone),
     (_TW_PHONE, _phone),
     (_HK_PHONE, _phone),
+    # Last: a valid card or phone number after 身份证 keeps its own placeholder.
+    (_ID_NUMBER_NAMED, lambda m: ID_CARD),
 )
 
 

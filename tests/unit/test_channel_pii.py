@@ -239,3 +239,16 @@ def test_every_rule_match_passes_the_quick_check(found: str) -> None:
     """redact runs its rule scans only on text the quick check accepts, so anything any rule
     can match must be accepted by it (generated from the rules' own patterns)."""
     assert pii._MAYBE_PII.search(found) is not None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("身份证号008613000000000", "身份证号<PHONE>"),
+    ("身份证号 13812345678", "身份证号 <PHONE>"),
+    ("证件号6222020000000000000", "证件号<BANK_CARD>"),
+    ("身份证号11010519491231002", "身份证号<ID_CARD>"),
+])
+def test_a_valid_phone_or_card_after_an_id_word_keeps_its_placeholder(
+        text: str, expected: str) -> None:
+    """Hypothesis found 0086 and a mobile number after 身份证号 typed as <ID_CARD>: the
+    named-ID rule runs after every rule with a check, as a fallback."""
+    assert redact(text) == expected
