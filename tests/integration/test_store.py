@@ -119,9 +119,10 @@ def test_alt_hosts_are_tried_when_the_first_server_is_unreachable(clickhouse_ser
             StoreUrl.parse(f"clickhouse://default@127.0.0.1:9000/x?{bad}")
 
 
-def test_fresh_reads_refuse_stale_replicas_on_the_server_only(store_url: str) -> None:
+def test_fresh_reads_carry_their_settings_on_the_server_only(store_url: str) -> None:
     """Scoring and alerting read with FRESH_READS (services/core/store_server.py); the query
-    API's reads and every write keep the server's defaults, and chdb has nothing to refuse."""
+    API's reads and every write keep the server's defaults, and chdb has nothing to refuse.
+    That a stale replica is refused is proven on the cluster (tests/e2e/test_cluster.py)."""
     names = ("max_replica_delay_for_distributed_queries",
              "fallback_to_stale_replicas_for_distributed_queries")
     sql = "SELECT name, value FROM system.settings WHERE name IN %(n)s ORDER BY name"
