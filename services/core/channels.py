@@ -23,9 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
-from services.core.events import EmailFacts, RawFeedback, ReviewFacts, SocialFacts
+from services.core.events import (
+    AnalysisText,
+    EmailFacts,
+    RawFeedback,
+    ReviewFacts,
+    SocialFacts,
+    trusted,
+)
 from services.core.normalize import normalize_social, pseudonym, strip_history, tidy, to_simplified
 from services.core.pii import redact, redact_optional
 
@@ -158,6 +165,9 @@ def _external_id(event: RawFeedback) -> str | None:
     return redact(event.external_id)
 
 
+_ANALYSIS_TEXT: TypeAdapter[str] = TypeAdapter(AnalysisText)
+
+
 def prepare_raw(event: RawFeedback) -> RawFeedback:
     """The event as it may travel on: PII redacted everywhere, ``analysis_text`` filled.
 
@@ -179,9 +189,16 @@ def prepare_raw(event: RawFeedback) -> RawFeedback:
         value = getattr(event, name)
         if value is not None and facts.redacted is not None:
             update[name] = value.model_copy(update=facts.redacted(value))
-    if all(value == getattr(event, name) for name, value in update.items()):
+    changed = {name: value for name, value in update.items() if value != getattr(event, name)}
+    if not changed:
         # Already prepared (every event from ingest): the validated event is the answer.
         return event
+    if changed.keys() == {"analysis_text"}:
+        # Nothing to redact, only the analysis text derived (most events of a direct
+        # producer): that one value is checked against its limit, and the validated event
+        # keeps the rest, at a fifth of re-validating it whole.
+        return trusted(type(event), **{**event.__dict__,
+                                       "analysis_text": _ANALYSIS_TEXT.validate_python(changed["analysis_text"])})
     # Re-validated: a placeholder can be longer than what it replaced (a@b.cn -> <EMAIL>), and
     # nothing may leave this step that the next stage would refuse. Updated nested models are
     # validated from their dumps; the unchanged ones are instances pydantic keeps as they are.

@@ -202,6 +202,8 @@ def trusted(model: type[W], /, **fields: Any) -> W:
 MAX_TEXT = 1_000_000
 
 Offset = Annotated[int, Field(ge=0, le=MAX_TEXT)]
+AnalysisText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+"""The text the NLP stage reads (``RawFeedback.analysis_text``)."""
 Span = tuple[Offset, Offset]
 """[start, end) character offsets into an event's text."""
 
@@ -331,7 +333,7 @@ class RawFeedback(_Wire):
     segment: Segment | None = None
     ratings: Ratings = Field(default_factory=Ratings)
     metadata: Metadata = Field(default_factory=dict)
-    analysis_text: Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None = None
+    analysis_text: AnalysisText | None = None
     call: CallFacts | None = None
     email: EmailFacts | None = None
     social: SocialFacts | None = None

@@ -75,6 +75,7 @@ def _tables() -> tuple[dict[int, str], dict[int, None]]:
 
 
 _FOLD, _INVISIBLE = _tables()
+_ASCII_DIGIT = re.compile("[0-9]")
 _SPOKEN = str.maketrans(SPOKEN_DIGITS)
 _SPOKEN_RUN = re.compile(f"[{''.join(SPOKEN_DIGITS)}]{{3,}}")
 
@@ -234,20 +235,26 @@ def _phone(match: re.Match[str]) -> str | None:
     return PHONE
 
 
-_RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
-    (_EMAIL, lambda m: EMAIL),
-    (_ID_CARD, _id_card),
-    (_HK_ID, _hk_id),
-    (_TW_ID, _tw_id),
-    (_PASSPORT, lambda m: ID_CARD),
-    (_BANK_CARD, _bank_card),
-    (_MOBILE, _phone),
-    (_LANDLINE, _phone),
-    (_TW_PHONE, _phone),
-    (_HK_PHONE, _phone),
+# Each rule with the fewest ASCII digits any of its matches holds (an email's: none, but it
+# holds an "@"). A text whose folded form has fewer skips that rule's scan: a price or a date
+# sets off the quick check below, and scanning such a text with every rule cost about 120 µs.
+# Replacing only takes digits away, so the count of the folded text stays an upper bound for
+# every later rule. A test checks each figure on matches generated from the rule's pattern.
+_RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], int], ...] = (
+    (_EMAIL, lambda m: EMAIL, 0),
+    (_ID_CARD, _id_card, 17),
+    (_HK_ID, _hk_id, 6),
+    (_TW_ID, _tw_id, 9),
+    (_PASSPORT, lambda m: ID_CARD, 7),
+    (_BANK_CARD, _bank_card, 16),
+    (_MOBILE, _phone, 11),
+    (_LANDLINE, _phone, 10),
+    (_TW_PHONE, _phone, 9),
+    (_HK_PHONE, _phone, 8),
     # Last: a valid card or phone number after 身份证 keeps its own placeholder.
-    (_ID_NUMBER_NAMED, lambda m: ID_CARD),
+    (_ID_NUMBER_NAMED, lambda m: ID_CARD, 14),
 )
+_ASKED_RULE = (_ASKED_NUMBER, _phone, 8)
 
 
 # Whatever a rule above matches holds an "@" (email), a "+" (a country code before a number
@@ -273,6 +280,10 @@ def fold(text: str) -> str:
     return _SPOKEN_RUN.sub(lambda run: run[0].translate(_SPOKEN), text.translate(_FOLD))
 
 
+def _ascii_digits(text: str) -> int:
+    return len(_ASCII_DIGIT.findall(text))
+
+
 def asks_for_phone(text: str) -> bool:
     """Whether a turn of a conversation names a phone number (an agent asking for one), so that
     the customer's answer may be a bare local number (``redact(..., phone_expected=True)``)."""
@@ -290,8 +301,11 @@ def redact_counted(text: str, phone_expected: bool = False) -> tuple[str, Counte
     if _MAYBE_PII.search(text) is None:
         return text, found
     shadow = fold(text)
-    rules = (*_RULES, (_ASKED_NUMBER, _phone)) if phone_expected else _RULES
-    for pattern, classify in rules:
+    digits = _ascii_digits(shadow)
+    rules = (*_RULES, _ASKED_RULE) if phone_expected else _RULES
+    for pattern, classify, fewest in rules:
+        if digits < fewest or (not fewest and "@" not in shadow):
+            continue
         kept: list[str] = []
         kept_shadow: list[str] = []
         last = 0

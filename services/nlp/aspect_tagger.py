@@ -47,6 +47,7 @@ from services.nlp.sentiment_model import (
     char_ngrams,
     normalise,
     read_arrays,
+    sublinear_tf,
     write_arrays,
 )
 from services.nlp.word_classes import CLASS_MARK, WordClasses, classes_of
@@ -356,7 +357,7 @@ class AspectTagger:
         size = len(self.vocabulary)
         pairs, counts = np.unique(rows * size + cols, return_counts=True)
         r, c = np.divmod(pairs, size)
-        return r, c, (1.0 + np.log(counts)) * self.idf[c]
+        return r, c, sublinear_tf(counts) * self.idf[c]
 
     def _margins(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Margins and a has-any-known-n-gram mask per text.
@@ -392,7 +393,9 @@ class AspectTagger:
             present = rows[starts]
             # Scaled in place: the rows gathered are a fresh array of megabytes per batch, and a
             # second one for the products cost its allocation (the products are the same).
-            contributions = self.weights[cols]
+            # ``take`` gathers whole rows about six times faster than indexing with ``[cols]``
+            # (numpy 2.4), the same values.
+            contributions = self.weights.take(cols, axis=0)
             contributions *= values[:, None]
             scores[present] = np.add.reduceat(contributions, starts, axis=0)
         return scores + self.intercepts, norm > 0
@@ -638,7 +641,9 @@ class AspectTagger:
         # Row of every n-gram of every request, request after request.
         at = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(first - (np.cumsum(sizes) - sizes), sizes)
         cols = columns[at]
-        values = self.idf[cols] * self.weights[cols, np.repeat([k for *_, k in held], sizes)]
+        # One weight per (n-gram, topic) pair: a flat ``take`` of row-major offsets, the
+        # values indexing with two arrays reads, several times faster.
+        values = self.idf[cols] * self.weights.take(cols * len(self.topics) + np.repeat([k for *_, k in held], sizes))
         # Each request's strongest contribution and the n-grams of at least ``share`` of it, with
         # whole arrays (the same IEEE doubles as in plain floats): only those, a few per clause,
         # are then merged into runs in Python.
@@ -690,9 +695,14 @@ class AspectTagger:
         # The whole batch at once: numpy calls per text cost more than the decision itself.
         fused = margins + self.keyword_weights * hits - self.fused_thresholds
         decided = np.where(learned & has_evidence[:, None], fused >= 0, hits)
+        # Each text's decided topics from one pass over the batch (np.nonzero lists them text
+        # by text), not a numpy call per text.
+        chosen: list[list[str]] = [[] for _ in keyword_sets]
+        for i, k in zip(*np.nonzero(decided), strict=True):
+            chosen[i].append(self.topics[k])
         result = []
         for i, keyword_set in enumerate(keyword_sets):
-            kept = {self.topics[k] for k in np.flatnonzero(decided[i])}
+            kept = set(chosen[i])
             kept |= {t for t in keyword_set if t not in index}
             if self.at_least_one and has_evidence[i] and not kept and learned.any():
                 gap = np.where(learned, fused[i], -np.inf)

@@ -57,6 +57,15 @@ def char_ngrams(text: str, max_n: int = 4, max_chars: int = 4000) -> list[str]:
     return [t[i : i + n] for n in range(1, max_n + 1) for i in range(length - n + 1)]
 
 
+def sublinear_tf(counts: np.ndarray) -> np.ndarray:
+    """``1 + log(count)``, the sublinear term frequency of training's vectorizers; the logarithm
+    only of counts above one (most n-grams occur once in a text, and 1 + log 1 is 1 exactly)."""
+    tf = np.ones(len(counts))
+    repeated = np.flatnonzero(counts > 1)
+    tf[repeated] += np.log(counts.take(repeated))
+    return tf
+
+
 class NgramIndex:
     """Vectorised look-up of a fixed n-gram vocabulary in a batch of texts.
 
@@ -75,7 +84,9 @@ class NgramIndex:
         Look-ups are vectorised probes of a linear-probing table at most a quarter to a half
         full: one or two memory reads per n-gram, where a binary search of the sorted keys took
         about twenty and was two thirds of the sentiment model's CPU. The table maps a key to
-        its rank among the sorted keys, so features come out in the same order as before.
+        its rank among the sorted keys, so features come out in the same order as before. A
+        slot holds its key and rank side by side, so a probe reads one cache line, not two (the
+        tables are megabytes, and the look-ups are that many cache misses).
         """
         self.max_n = max_n
         self.max_chars = max_chars
@@ -96,27 +107,35 @@ class NgramIndex:
             keys[j] = key
         self.order = np.argsort(keys)
         sorted_keys = keys[self.order]
+        # A single character's key is its id (below the base; every longer n-gram's is at or
+        # above it): its rank is read from a table by id, small enough to stay in cache, where
+        # a probe of the hash table is a cache miss.
+        self._char_ranks = np.full(self._base, -1, dtype=np.int64)
+        single = np.flatnonzero(sorted_keys < self._base)
+        self._char_ranks[sorted_keys[single]] = single
         bits = max(4, int(len(keys) * 2 - 1).bit_length())
         self._shift = np.uint64(64 - bits)
         self._slot_mask = (1 << bits) - 1
-        self._slot_keys = np.full(1 << bits, -1, dtype=np.int64)
-        self._slot_ranks = np.zeros(1 << bits, dtype=np.int32)
+        slot_keys = np.full(1 << bits, -1, dtype=np.int64)
+        slot_ranks = np.zeros(1 << bits, dtype=np.int64)
         pending = np.arange(len(sorted_keys))
         home = self._home_slots(sorted_keys)
         self._max_probe = 0
         while len(pending):
             slots = (home[pending] + self._max_probe) & self._slot_mask
-            free = self._slot_keys[slots] == -1
+            free = slot_keys[slots] == -1
             # Of the keys probing the same free slot in this round, the first one takes it.
             taken, first = np.unique(slots[free], return_index=True)
             winners = pending[free][first]
-            self._slot_keys[taken] = sorted_keys[winners]
-            self._slot_ranks[taken] = winners
+            slot_keys[taken] = sorted_keys[winners]
+            slot_ranks[taken] = winners
             placed = np.zeros(len(sorted_keys), dtype=bool)
             placed[winners] = True
             pending = pending[~placed[pending]]
             if len(pending):
                 self._max_probe += 1
+        self._slots = np.stack((slot_keys, slot_ranks), axis=1)
+        """Per slot its key (-1: empty) and the key's rank."""
 
     def _home_slots(self, keys: np.ndarray) -> np.ndarray:
         """Fibonacci hashing: the top bits of key * 2^64/phi, a cheap and well-spread slot."""
@@ -128,20 +147,22 @@ class NgramIndex:
         The first probe reads every key's home slot with whole arrays (no index of the keys
         still probing yet: most end there); only the few that found another key probe on."""
         slots = self._home_slots(keys)
-        found = self._slot_keys[slots]
-        hit = found == keys
-        ranks = np.full(len(keys), -1, dtype=np.int64)
-        ranks[hit] = self._slot_ranks[slots[hit]]
+        # ``take`` and ``compress``, not ``[...]``: whole slots gathered at once, and masks
+        # applied without the boolean indexing that costs numpy several times more when about
+        # half of a text's n-grams are unknown.
+        held = self._slots.take(slots, axis=0)
+        hit = held[:, 0] == keys
+        ranks = np.where(hit, held[:, 1], -1)
         # A probe ends at its key or at an empty slot (the key is unknown).
-        going = np.flatnonzero(~hit & (found != -1))
+        going = np.flatnonzero(~hit & (held[:, 0] != -1))
         step = 0
         while len(going) and step < self._max_probe:
             step += 1
-            probe = (slots[going] + step) & self._slot_mask
-            found = self._slot_keys[probe]
-            hit = found == keys[going]
-            ranks[going[hit]] = self._slot_ranks[probe[hit]]
-            going = going[~hit & (found != -1)]
+            probe = (slots.take(going) + step) & self._slot_mask
+            held = self._slots.take(probe, axis=0)
+            hit = held[:, 0] == keys.take(going)
+            ranks[going.compress(hit)] = held[:, 1].compress(hit)
+            going = going.compress(~hit & (held[:, 0] != -1))
         return ranks
 
     def occurrences(self, parts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -199,14 +220,17 @@ class NgramIndex:
             if m <= 0:
                 break
             key = key[:m] * self._base + ids[size - 1 : size - 1 + m]
-            valid = zeros[size : size + m] == zeros[:m]
-            rank = self._ranks(key[valid])
-            hit = rank >= 0
-            in_part = part_of_pos[:m][valid][hit]
+            # Windows inside one part, then those the vocabulary knows, as positions
+            # (see :meth:`_ranks`).
+            window = np.flatnonzero(zeros[size : size + m] == zeros[:m])
+            rank = self._char_ranks.take(ids.take(window)) if size == 1 else self._ranks(key.take(window))
+            hit = np.flatnonzero(rank >= 0)
+            at = window.take(hit)
+            in_part = part_of_pos.take(at)
             all_parts.append(in_part)
-            all_ranks.append(rank[hit])
+            all_ranks.append(rank.take(hit))
             if located:
-                all_starts.append(np.flatnonzero(valid)[hit] - part_start[in_part])
+                all_starts.append(at - part_start.take(in_part))
                 all_sizes.append(np.full(len(in_part), size, dtype=np.int64))
         empty = np.zeros(0, dtype=np.int64)
         if not all_parts:
@@ -236,7 +260,7 @@ class NgramIndex:
         pairs, counts = np.unique(rows_flat * size_v + ranks, return_counts=True)
         rows, sorted_cols = np.divmod(pairs, size_v)
         cols = self.order[sorted_cols]
-        return rows, cols, (1.0 + np.log(counts)) * idf[cols]
+        return rows, cols, sublinear_tf(counts) * idf[cols]
 
 
 @dataclass(frozen=True)

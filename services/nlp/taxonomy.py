@@ -154,10 +154,16 @@ class Taxonomy:
         and no phrase counts from the middle of a longer word. A one-character phrase must be
         a word of its own.
         """
+        return self._tagged(text, words, {})
+
+    def _tagged(self, text: str, words: Sequence[str] | None,
+                edges_of: dict[int, set[int] | None], key: int = 0) -> list[TopicMatch]:
+        """:meth:`tag`, keeping the word edges it computes in ``edges_of[key]`` for
+        :meth:`tag_many`, which needs them again for the text's learned topics."""
         spans: dict[str, list[tuple[int, int]]] = {}
         names: dict[str, str] = {}
         found = self._matcher.find(text)
-        edges = _word_edges(text, words) if found else None
+        edges = edges_of[key] = _word_edges(text, words) if found else None
         for phrase, start, end in found:
             if edges is not None and not _on_edges(edges, start, end):
                 continue
@@ -177,9 +183,10 @@ class Taxonomy:
         the topic: a subject's 故障 against the body's 断网). ``words`` are the texts'
         segmentations (see :meth:`tag`).
         """
-        keyword = [self.tag(t, None if words is None else w)
-                   for t, w in zip(texts, words if words is not None else [None] * len(texts),
-                                   strict=True)]
+        known_edges: dict[int, set[int] | None] = {}
+        keyword = [self._tagged(t, w, known_edges, i)
+                   for i, (t, w) in enumerate(zip(texts, words if words is not None else [None] * len(texts),
+                                                  strict=True))]
         if self.tagger is None:
             return keyword
         # Per-clause decisions score the clauses anyway: evidence reads the same margins.
@@ -194,8 +201,8 @@ class Taxonomy:
             result.append([m for m in found if m.id in ids])
             pending.extend((i, tid) for tid in ids if tid in learned)
         if pending:
-            edges = {i: None if words is None else _word_edges(texts[i], words[i])
-                     for i in dict.fromkeys(i for i, _ in pending)}
+            edges = {i: known_edges[i] if known_edges.get(i) is not None or words is None
+                     else _word_edges(texts[i], words[i]) for i in dict.fromkeys(i for i, _ in pending)}
             self._place_model_topics(self.tagger, scan, pending, result, edges, clauses)
         return result
 

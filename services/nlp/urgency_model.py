@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from services.nlp.aspect_tagger import AspectTagger
-from services.nlp.sentiment_model import NgramIndex, read_arrays, write_arrays
+from services.nlp.sentiment_model import NgramIndex, read_arrays, sublinear_tf, write_arrays
 
 ARTIFACT_WEIGHTS = "urgency_model.npz"
 ARTIFACT_PARAMS = "urgency_model.json"
@@ -346,10 +346,10 @@ class UrgencyClauseModel:
         size = len(self.vocabulary)
         pairs, counts = np.unique(rows * size + cols, return_counts=True)
         r, c = np.divmod(pairs, size)
-        tfidf = (1.0 + np.log(counts)) * self.idf[c]
+        tfidf = sublinear_tf(counts) * self.idf[c]
         norm = np.sqrt(np.bincount(r, weights=tfidf * tfidf, minlength=n))
         present, starts = np.unique(r, return_index=True)
-        out[present] += np.add.reduceat((tfidf / norm[r])[:, None] * self.weights[c], starts, axis=0)
+        out[present] += np.add.reduceat((tfidf / norm[r])[:, None] * self.weights.take(c, axis=0), starts, axis=0)
         return out
 
     def margins(self, texts: Sequence[str], cue_spans: Sequence[Sequence[tuple[str, int, int]]]

@@ -149,3 +149,18 @@ def test_prepare_refuses_an_event_that_redaction_pushes_past_a_limit() -> None:
                        occurred_at=NOW, received_at=NOW, metadata={"m": "x" * 1017 + " a@b.cn"})
     with pytest.raises(ValueError, match="1024"):
         prepare_raw(full)
+
+
+def test_an_event_that_only_gains_its_analysis_text_is_what_validating_it_whole_gives() -> None:
+    """prepare_raw checks the one new value when nothing else changed; the event it returns is
+    the one re-validating every field gave, and an analysis text past its limit is refused."""
+    event = RawFeedback(event_id="e", source="s", channel="social", touchpoint="t", occurred_at=NOW,
+                        received_at=NOW, text="#双十一# 快递太慢了😡 @客服", metadata={"k": "v"})
+    prepared = prepare_raw(event)
+    whole = RawFeedback.model_validate({**event.__dict__, "analysis_text": prepared.analysis_text})
+    assert prepared.analysis_text and prepared.analysis_text != event.text
+    assert prepared == whole and prepared.to_bytes() == whole.to_bytes()
+    assert prepared.model_fields_set == whole.model_fields_set
+    long = event.model_copy(update={"text": "😡a" * 450_000})
+    with pytest.raises(ValueError, match="1000000"):
+        prepare_raw(long)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
@@ -229,16 +230,36 @@ def test_redaction_is_idempotent_on_any_text(text: str) -> None:
     assert redact(once) == once
 
 
-def _rule_matches() -> st.SearchStrategy[str]:
-    return st.sampled_from([pattern for pattern, _ in pii._RULES]).flatmap(
-        lambda pattern: st.from_regex(pattern).map(lambda text: pattern.search(text)[0]))
+def _rule_matches() -> st.SearchStrategy[tuple[str, int]]:
+    """A match of a rule (generated from its own pattern) with the fewest ASCII digits the
+    rule says its matches hold."""
+    return st.sampled_from([(pattern, fewest) for pattern, _, fewest in (*pii._RULES, pii._ASKED_RULE)]).flatmap(
+        lambda rule: st.from_regex(rule[0]).map(lambda text: (rule[0].search(text)[0], rule[1])))
 
 
 @given(_rule_matches())
-def test_every_rule_match_passes_the_quick_check(found: str) -> None:
+def test_every_rule_match_passes_the_quick_check(match: tuple[str, int]) -> None:
     """redact runs its rule scans only on text the quick check accepts, so anything any rule
     can match must be accepted by it (generated from the rules' own patterns)."""
-    assert pii._MAYBE_PII.search(found) is not None
+    assert pii._MAYBE_PII.search(match[0]) is not None
+
+
+@given(_rule_matches())
+def test_every_rule_match_holds_the_digits_its_rule_is_skipped_without(match: tuple[str, int]) -> None:
+    """redact skips a rule on a text with fewer ASCII digits than the rule says its matches
+    hold (or, for the e-mail rule, without an "@"), so no match may hold fewer."""
+    found, fewest = match
+    assert sum(found.count(d) for d in "0123456789") >= fewest
+    assert fewest or "@" in found
+
+
+@given(st.lists(st.one_of(_rule_matches().map(lambda match: match[0]), st.text(max_size=12),
+                          st.sampled_from(["身份证", "电话", "+86 ", "护照", "，", " "])),
+                max_size=6).map("".join), st.booleans())
+def test_skipping_rules_by_their_digits_redacts_what_every_rule_redacted(text: str, asked: bool) -> None:
+    with patch.object(pii, "_ascii_digits", lambda shadow: 10**9):
+        every_rule = pii.redact_counted(text, asked)
+    assert pii.redact_counted(text, asked) == every_rule
 
 
 @pytest.mark.parametrize(("text", "expected"), [

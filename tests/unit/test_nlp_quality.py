@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services.core.events import EmailFacts, RawFeedback
@@ -138,6 +139,21 @@ def test_a_problem_asked_about_is_not_a_problem_reported() -> None:
     assert not cues_of("航班取消了，退票要扣手续费吗？").problem
     assert cues_of("宽带又断了。能派人来修吗？").problem
     assert cues_of("无").acknowledgement and cues_of("我明白了，谢谢").acknowledgement
+
+
+@pytest.mark.parametrize("clauses", [1, 2, 7, 8, 15, 16, 17, 40])
+def test_a_rows_clause_means_have_the_bits_numpy_gave(clauses: int) -> None:
+    """features() sums a few clauses in plain floats; the stance model was fitted on numpy's
+    dot and mean of them, which must come out bit for bit (a contrast word in clause 3 gives
+    the weighted mean and the mean after the contrast both work to do)."""
+    rng = np.random.default_rng(clauses)
+    texts = [f"第{i}句" if i != 2 else "但是第2句" for i in range(clauses)]
+    scores = [float(x) for x in rng.uniform(-1, 1, clauses)]
+    row = dict(zip(FEATURES, features("。".join(texts), 0.1, texts, scores, False), strict=True))
+    weights = clause_weights(texts)
+    assert row["score_clauses"] == float(np.dot(weights, scores) / sum(weights))
+    after = [s for s, w in zip(scores, weights, strict=True) if w > 1.0]
+    assert row["score_after_contrast"] == (float(np.mean(after)) if after else 0.0)
 
 
 def test_what_follows_a_contrast_is_a_feature_of_its_own() -> None:
