@@ -36,3 +36,27 @@ def test_every_batch_runs_in_both_trees_alternately_and_the_ratio_is_other_over_
                      ("base", -1), ("other", -1)]
     assert result["ratio_median"] == 2.5 and len(result["rounds"]) == 2
     assert result["rounds"][0]["us_per_event"] == [300.0, 750.0] and result["events_per_round"] == 10
+    assert result["ratio_of_totals"] == 2.5
+
+
+def test_the_ratio_of_totals_counts_a_lump_the_median_of_rounds_passes_over(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A tree whose cost comes in lumps (a full garbage collection every few rounds): the median
+    of three rounds' ratios is a round without the lump, the ratio of totals counts it."""
+    class Fake:
+        def __init__(self, tree: Path, texts: list[str], warm: list[str], events: int, batch_size: int,
+                     core: int) -> None:
+            self.tree, self.model, self.batches = tree, "m", 3
+
+        def cpu(self, batch: int) -> float:
+            if self.tree.name == "base":
+                return 0.004 if batch == 1 else 0.001
+            return 0.002
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(cpu_pair, "Worker", Fake)
+    result = cpu_pair.measure([tmp_path / "base", tmp_path / "other"], ["x"] * 30, [], 10, rounds=3)
+    assert [r["ratio"] for r in result["rounds"]] == [2.0, 0.5, 2.0]
+    assert result["ratio_median"] == 2.0 and result["ratio_of_totals"] == 1.0
