@@ -6,7 +6,7 @@ from datetime import date
 from unittest.mock import patch
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core import pii
@@ -244,6 +244,7 @@ def test_every_rule_match_passes_the_quick_check(match: tuple[str, int]) -> None
     assert pii._MAYBE_PII.search(match[0]) is not None
 
 
+@settings(deadline=None)
 @given(_rule_matches())
 def test_every_rule_match_holds_the_digits_its_rule_is_skipped_without(match: tuple[str, int]) -> None:
     """redact skips a rule on a text with fewer ASCII digits than the rule says its matches
@@ -256,7 +257,10 @@ def test_every_rule_match_holds_the_digits_its_rule_is_skipped_without(match: tu
 @given(st.lists(st.one_of(_rule_matches().map(lambda match: match[0]), st.text(max_size=12),
                           st.sampled_from(["身份证", "电话", "+86 ", "护照", "，", " "])),
                 max_size=6).map("".join), st.booleans())
+@settings(deadline=None)
 def test_skipping_rules_by_their_digits_redacts_what_every_rule_redacted(text: str, asked: bool) -> None:
+    """Text built from rule matches, ID and phone words and noise is redacted with the same
+    output and counts whether or not rules are skipped by their digits."""
     with patch.object(pii, "_ascii_digits", lambda shadow: 10**9):
         every_rule = pii.redact_counted(text, asked)
     assert pii.redact_counted(text, asked) == every_rule
