@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from services.core.events import (
     AnalysisText,
@@ -168,6 +168,15 @@ def _external_id(event: RawFeedback) -> str | None:
 _ANALYSIS_TEXT: TypeAdapter[str] = TypeAdapter(AnalysisText)
 
 
+def _fits(analysis_text: object) -> bool:
+    """Whether a derived analysis text is one ``RawFeedback.analysis_text`` accepts."""
+    try:
+        _ANALYSIS_TEXT.validate_python(analysis_text)
+    except ValidationError:
+        return False
+    return True
+
+
 def prepare_raw(event: RawFeedback) -> RawFeedback:
     """The event as it may travel on: PII redacted everywhere, ``analysis_text`` filled.
 
@@ -193,12 +202,12 @@ def prepare_raw(event: RawFeedback) -> RawFeedback:
     if not changed:
         # Already prepared (every event from ingest): the validated event is the answer.
         return event
-    if changed.keys() == {"analysis_text"}:
+    if changed.keys() == {"analysis_text"} and _fits(changed["analysis_text"]):
         # Nothing to redact, only the analysis text derived (most events of a direct
         # producer): that one value is checked against its limit, and the validated event
-        # keeps the rest, at a fifth of re-validating it whole.
-        return trusted(type(event), **{**event.__dict__,
-                                       "analysis_text": _ANALYSIS_TEXT.validate_python(changed["analysis_text"])})
+        # keeps the rest, at a fifth of re-validating it whole. One that does not fit is
+        # validated whole below, so the error names the field as it always did.
+        return trusted(type(event), **{**event.__dict__, "analysis_text": changed["analysis_text"]})
     # Re-validated: a placeholder can be longer than what it replaced (a@b.cn -> <EMAIL>), and
     # nothing may leave this step that the next stage would refuse. Updated nested models are
     # validated from their dumps; the unchanged ones are instances pydantic keeps as they are.
