@@ -45,9 +45,9 @@ from services.nlp.segmenter import Segmenter
 from services.nlp.sentiment_model import (
     NgramIndex,
     char_ngrams,
+    counted_pairs,
     normalise,
     read_arrays,
-    sublinear_tf,
     write_arrays,
 )
 from services.nlp.word_classes import CLASS_MARK, WordClasses, classes_of
@@ -354,10 +354,7 @@ class AspectTagger:
     def _word_weighed(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sublinear TF-IDF triples of (row, word column) pairs: counted sorted (np.unique), so
         the order they were found in is moot."""
-        size = len(self.vocabulary)
-        pairs, counts = np.unique(rows * size + cols, return_counts=True)
-        r, c = np.divmod(pairs, size)
-        return r, c, sublinear_tf(counts) * self.idf[c]
+        return counted_pairs(rows, cols, len(self.vocabulary), self.idf)
 
     def _margins(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Margins and a has-any-known-n-gram mask per text.

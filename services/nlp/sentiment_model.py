@@ -66,6 +66,16 @@ def sublinear_tf(counts: np.ndarray) -> np.ndarray:
     return tf
 
 
+def counted_pairs(rows: np.ndarray, cols: np.ndarray, size: int, idf: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sublinear TF-IDF of (row, column) occurrences, columns below ``size``, as (row, column,
+    value) triples sorted by row then column (counted with ``np.unique``, so the order the
+    occurrences were found in is moot)."""
+    pairs, counts = np.unique(rows * size + cols, return_counts=True)
+    r, c = np.divmod(pairs, size)
+    return r, c, sublinear_tf(counts) * idf[c]
+
+
 class NgramIndex:
     """Vectorised look-up of a fixed n-gram vocabulary in a batch of texts.
 

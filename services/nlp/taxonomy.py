@@ -201,8 +201,9 @@ class Taxonomy:
             result.append([m for m in found if m.id in ids])
             pending.extend((i, tid) for tid in ids if tid in learned)
         if pending:
-            edges = {i: known_edges[i] if known_edges.get(i) is not None or words is None
-                     else _word_edges(texts[i], words[i]) for i in dict.fromkeys(i for i, _ in pending)}
+            # A text without a phrase match has no edges yet (None; never an empty set).
+            edges = {i: known_edges[i] or _word_edges(texts[i], None if words is None else words[i])
+                     for i in dict.fromkeys(i for i, _ in pending)}
             self._place_model_topics(self.tagger, scan, pending, result, edges, clauses)
         return result
 

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from services.nlp.aspect_tagger import AspectTagger
-from services.nlp.sentiment_model import NgramIndex, read_arrays, sublinear_tf, write_arrays
+from services.nlp.sentiment_model import NgramIndex, counted_pairs, read_arrays, write_arrays
 
 ARTIFACT_WEIGHTS = "urgency_model.npz"
 ARTIFACT_PARAMS = "urgency_model.json"
@@ -343,10 +343,7 @@ class UrgencyClauseModel:
         out = np.tile(self.intercepts, (n, 1))
         if not len(cols):
             return out
-        size = len(self.vocabulary)
-        pairs, counts = np.unique(rows * size + cols, return_counts=True)
-        r, c = np.divmod(pairs, size)
-        tfidf = sublinear_tf(counts) * self.idf[c]
+        r, c, tfidf = counted_pairs(rows, cols, len(self.vocabulary), self.idf)
         norm = np.sqrt(np.bincount(r, weights=tfidf * tfidf, minlength=n))
         present, starts = np.unique(r, return_index=True)
         out[present] += np.add.reduceat((tfidf / norm[r])[:, None] * self.weights.take(c, axis=0), starts, axis=0)
