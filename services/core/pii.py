@@ -77,7 +77,10 @@ def _tables() -> tuple[dict[int, str], dict[int, None]]:
 _FOLD, _INVISIBLE = _tables()
 _ASCII_DIGIT = re.compile("[0-9]")
 _SPOKEN = str.maketrans(SPOKEN_DIGITS)
-_SPOKEN_RUN = re.compile(f"[{''.join(SPOKEN_DIGITS)}]{{3,}}")
+_SPOKEN_CLASS = f"[{''.join(SPOKEN_DIGITS)}]"
+# A run of three or more spoken digits, at most one space or comma (folded already: 、 and ，
+# are commas by then) between two of them: "九 八 七 六" and "零九三五，零六二" as a speaker paused.
+_SPOKEN_RUN = re.compile(f"{_SPOKEN_CLASS}(?:[ ,]?{_SPOKEN_CLASS}){{2,}}")
 
 # Between the groups of a number: up to three of space, dot or dash ("138 - 1234 - 5678").
 _SEP = r"[ .\-]{0,3}"
@@ -89,8 +92,10 @@ _EMAIL = re.compile(
 _ID_CARD = re.compile(
     r"(?<![0-9A-Za-z])[0-9](?:[ .\-,]?[0-9]){16}[ .\-,]?[0-9Xx](?![0-9A-Za-z])")
 # Hong Kong identity card: one or two letters, six digits, a check digit (0-9 or A), usually
-# in parentheses: K385126(5).
-_HK_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{6} ?(?:\([0-9A]\)|[0-9A])(?![0-9A-Za-z])")
+# in parentheses: K385126(5); read out, the check digit alone in its parentheses stays a
+# numeral (K三八五一二六（五）), since a single spoken digit is not folded.
+_HK_CHECK = r"(?:\([0-9A〇零幺一二三四五六七八九]\)|[0-9A])"
+_HK_ID = re.compile(rf"(?<![0-9A-Za-z])[A-Z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK}(?![0-9A-Za-z])")
 # Taiwan national identification number: a letter, 1 or 2 (8 or 9 on a resident
 # certificate), eight digits, the last a check digit.
 _TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
@@ -101,15 +106,17 @@ _TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
 _PASSPORT = re.compile(
     r"(?:护照|護照|[Pp]assport|PASSPORT)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?[^0-9A-Za-z]{0,8}?"
     r"(?P<number>(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{7,9})(?![0-9A-Za-z])")
-# Any 15 to 18 digits (the last may be X) within a few characters after a word that names an
-# identity document: the first-generation 15-digit 身份证, and a number mistyped by one digit,
-# are the customer's identity all the same, though no check digit vouches for them. Then only
-# the number (group ``number``) is replaced.
+# Any 15 to 18 digits (the last may be X), or the shape of a Taiwan (A123456789) or Hong Kong
+# (K385126(5)) identity number, within a few characters after a word that names an identity
+# document: the first-generation 15-digit 身份证, and a number mistyped by one digit, are the
+# customer's identity all the same, though no check digit vouches for them. Then only the
+# number (group ``number``) is replaced.
 _ID_NUMBER_NAMED = re.compile(
     r"(?:身份证|身份證|身分证|身分證|证件|證件"
     r"|(?<![A-Za-z])[Ii][Dd] ?(?:(?:[Cc]ard|CARD)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?|[Nn]o|NO|[Nn]umber))"
     r"[^0-9A-Za-z]{0,8}?"
-    r"(?P<number>(?<![0-9A-Za-z])[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx](?![0-9A-Za-z]))")
+    r"(?P<number>(?<![0-9A-Za-z])(?:[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx]"
+    rf"|[A-Za-z][0-9]{{9}}|[A-Za-z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK})(?![0-9A-Za-z]))")
 # Bank cards: 16-19 digits, written as one run, in groups of four or in any other grouping (at
 # most one space, dot, dash or comma between two digits: 622848 0012345671); Luhn decides.
 _BANK_CARD = re.compile(
@@ -125,31 +132,36 @@ _MOBILE = re.compile(
     rf"(?:1[3-9][0-9](?:{_MSEP}[0-9]{{4}}){{2}}|1[{_DIGIT_SEP}]?[3-9](?:[{_DIGIT_SEP}]?[0-9]){{9}})"
     r"(?![0-9A-Za-z])")
 # Landlines: area code 0xx/0xxx (or +86 without the 0), local number 7-8 digits (3-4 or 4-4
-# when grouped), optional extension. Without an area code an 8-digit number is more likely an
+# when grouped, the groups also set apart by commas as a transcript writes a number read out),
+# optional extension. Without an area code an 8-digit number is more likely an
 # order number: kept.
 _LANDLINE = re.compile(
     rf"(?<![0-9A-Za-z+])(?:(?:\+|00)86{_SEP}(?:\(0?[0-9]{{2,3}}\)|0?[0-9]{{2,3}})|\(0[0-9]{{2,3}}\)"
-    rf"|0[0-9]{{2,3}}){_SEP}[2-9][0-9]{{2,3}}{_SEP}[0-9]{{4}}(?:(?:-|转|ext\.?)[0-9]{{1,5}})?"
+    rf"|0[0-9]{{2,3}}){_MSEP}[2-9][0-9]{{2,3}}{_MSEP}[0-9]{{4}}(?:(?:-|转|ext\.?)[0-9]{{1,5}})?"
     r"(?![0-9A-Za-z])")
 # Taiwan: mobile numbers 09xx-xxx-xxx (+886 9xx-xxx-xxx) and landlines with a one- or
-# two-digit area code (02-2345-6789, (04)2345-6789, +886 2 2345 6789). Ten digits starting 0
+# two-digit area code (02-2345-6789, (04)2345-6789, +886 2 2345 6789), the groups also set
+# apart by commas (零九三五，零六二，八一四 read out), or a mobile read out with a space between
+# every two digits. Ten digits starting 0
 # in one run are already a mainland landline shape above; these rules add the groupings and
 # country code that shape misses.
 _TW_PHONE = re.compile(
-    rf"(?<![0-9A-Za-z+])(?:(?:(?:\+|00)886{_SEP}|0)9[0-9]{{2}}{_SEP}[0-9]{{3}}{_SEP}[0-9]{{3}}"
-    rf"|(?:(?:\+|00)886{_SEP}\(?[2-8]\)?|\(0[2-8][0-9]?\)|0[2-8][0-9]?(?=[ .\-]))"
-    rf"{_SEP}[2-9][0-9]{{2,3}}{_SEP}[0-9]{{4}})(?![0-9A-Za-z])")
+    rf"(?<![0-9A-Za-z+])(?:(?:(?:\+|00)886{_MSEP}|0)9[0-9]{{2}}{_MSEP}[0-9]{{3}}{_MSEP}[0-9]{{3}}"
+    rf"|0 9(?: [0-9]){{8}}"
+    rf"|(?:(?:\+|00)886{_MSEP}\(?[2-8]\)?|\(0[2-8][0-9]?\)|0[2-8][0-9]?(?=[ .\-,]))"
+    rf"{_MSEP}[2-9][0-9]{{2,3}}{_MSEP}[0-9]{{4}})(?![0-9A-Za-z])")
 # Hong Kong: eight digits (2/3 fixed lines, 4-9 mobiles and pagers). With +852, 00852, or 852
 # and a separator, always; without, only within a few characters after a word that says a
 # phone number follows (电话, 手提, WhatsApp, call), because a bare eight-digit number is more
-# often an order or case number; and not inside an identifier (CALL-20261123-000187: no
-# hyphen between word and number, nothing joined on after it). Then only the number (group
-# ``number``) is replaced.
+# often an order or case number (four and four digits, a space, dash or comma between them as
+# in 九八七六，五四三二 read out, or a space between every two digits); and not inside an
+# identifier (CALL-20261123-000187: no hyphen between word and number, nothing joined on after
+# it). Then only the number (group ``number``) is replaced.
 _PHONE_WORDS = (r"(?<![A-Za-z])(?:電話|电话|手機|手机|手提|致電|致电|回電|回电|打返|打俾|打畀|"
                 r"[Ww]hats[Aa]pp|WA|[Tt]el|TEL|[Cc]all|CALL)")
-_LOCAL_NUMBER = r"[2-9][0-9]{3}[ \-]?[0-9]{4}(?![0-9A-Za-z])(?![ .\-_/][0-9])"
+_LOCAL_NUMBER = r"(?:[2-9][0-9]{3}[ \-,]?[0-9]{4}|[2-9](?: [0-9]){7})(?![0-9A-Za-z])(?![ .\-_/,][0-9])"
 _HK_PHONE = re.compile(
-    rf"(?<![0-9A-Za-z+])(?:(?:\+|00)852{_SEP}|852[ .\-]{{1,3}})[2-9][0-9]{{3}}{_SEP}[0-9]{{4}}"
+    rf"(?<![0-9A-Za-z+])(?:(?:\+|00)852{_MSEP}|852[ .\-,]{{1,3}})[2-9][0-9]{{3}}{_MSEP}[0-9]{{4}}"
     r"(?![0-9A-Za-z])"
     rf"|{_PHONE_WORDS}[^0-9A-Za-z_\-]{{0,6}}?(?P<number>(?<![0-9]){_LOCAL_NUMBER})")
 # An eight-digit number on its own, read as a phone number only where one was asked for: a
@@ -219,7 +231,7 @@ def _id_card(match: re.Match[str]) -> str | None:
 
 
 def _hk_id(match: re.Match[str]) -> str | None:
-    return ID_CARD if hk_id_valid(match[0].translate(_NOT_ID)) else None
+    return ID_CARD if hk_id_valid(match[0].translate(_NOT_ID).translate(_SPOKEN)) else None
 
 
 def _tw_id(match: re.Match[str]) -> str | None:
@@ -252,7 +264,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], int]
     (_TW_PHONE, _phone, 9),
     (_HK_PHONE, _phone, 8),
     # Last: a valid card or phone number after 身份证 keeps its own placeholder.
-    (_ID_NUMBER_NAMED, lambda m: ID_CARD, 14),
+    (_ID_NUMBER_NAMED, lambda m: ID_CARD, 6),
 )
 _ASKED_RULE = (_ASKED_NUMBER, _phone, 8)
 

@@ -83,6 +83,14 @@ def with_luhn_digit(body: str) -> str:
     ("+886 912 345 678", "<PHONE>"),
     ("公司電話 +886-2-2345-6789 分機", "公司電話 <PHONE> 分機"),
     ("台中 04 2345 6789", "台中 <PHONE>"),
+    # numbers read out with the speaker's pauses written as commas, or a space between digits
+    ("電話係九八七六，五四三二", "電話係<PHONE>"),
+    ("手機是零九三五，零六二，八一四", "手機是<PHONE>"),
+    ("电话 九 八 七 六 五 四 三 二", "电话 <PHONE>"),
+    ("座机零二一，六二三四，五六七八", "座机<PHONE>"),
+    ("台北零二，二三四五，六七八九", "台北<PHONE>"),
+    ("身份證號碼K三八五一二六（五）", "身份證號碼<ID_CARD>"),
+    ("我身分證字號係R二二四一八零六五二。", "我身分證字號係<ID_CARD>。"),
 ])
 def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -114,6 +122,10 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "身份证丢了，卡号6222021234567890127",         # 19 digits failing Luhn, not an ID's length
     "VALID No 110105491231002",                   # "ID No" inside a word
     "110105491231002 的证件",                     # an ID word after, not before, the number
+    "价格1,234,567元，订单 1,000,000",              # amounts with thousands separators
+    "第一、二、三次都没修好",                       # a list read out
+    "電話 2 3 4 5 6 7 8 9 10",                     # counting after a phone word
+    "型號 R224180652 嘅機",                         # an ID shape with no ID word, wrong check digit
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
@@ -195,15 +207,42 @@ def test_any_taiwan_mobile_in_4_3_3_groups_is_redacted(digits: str, prefix: str)
 @given(st.from_regex(r"[A-Z]{1,2}[0-9]{6}", fullmatch=True), st.sampled_from("0123456789A"))
 def test_a_hong_kong_id_is_redacted_exactly_when_its_check_digit_matches(
         body: str, check: str) -> None:
-    text = f"身份證{body}({check})好"
-    assert (redact(text) == f"身份證{ID_CARD}好") == pii.hk_id_valid(body + check)
+    text = f"登記資料：{body}({check})好"
+    assert (redact(text) == f"登記資料：{ID_CARD}好") == pii.hk_id_valid(body + check)
 
 
 @given(st.from_regex(r"[A-Z][12][0-9]{7}", fullmatch=True), st.integers(0, 9))
 def test_a_taiwan_id_is_redacted_exactly_when_its_check_digit_matches(
         body: str, check: int) -> None:
-    text = f"身分證{body}{check}，謝謝"
-    assert (redact(text) == f"身分證{ID_CARD}，謝謝") == pii.tw_id_valid(f"{body}{check}")
+    text = f"登記資料：{body}{check}，謝謝"
+    assert (redact(text) == f"登記資料：{ID_CARD}，謝謝") == pii.tw_id_valid(f"{body}{check}")
+
+
+@given(st.one_of(st.from_regex(r"[A-Z][12][0-9]{8}", fullmatch=True),
+                 st.from_regex(r"[A-Z]{1,2}[0-9]{6}\([0-9A]\)", fullmatch=True)),
+       st.sampled_from(["身份證", "身分證字號係", "證件號碼：", "ID No. "]))
+def test_a_taiwan_or_hong_kong_id_after_an_id_word_is_redacted_whatever_its_check_digit(
+        number: str, word: str) -> None:
+    """A customer who names the document and mistypes a digit (or reads the number out) gives
+    their identity all the same: after an ID word no check digit is asked for."""
+    assert redact(f"{word}{number}，謝謝") == f"{word}{ID_CARD}，謝謝"
+
+
+_READ_OUT = str.maketrans("0123456789", "零一二三四五六七八九")
+
+
+@given(st.from_regex(r"[2-9][0-9]{7}", fullmatch=True), st.sampled_from(["電話係", "手提", "WhatsApp "]),
+       st.sampled_from(["", "，", " ", "、"]))
+def test_a_hong_kong_number_read_out_after_a_phone_word_is_redacted(
+        number: str, word: str, pause: str) -> None:
+    spoken = f"{number[:4]}{pause}{number[4:]}".translate(_READ_OUT)
+    assert redact(f"{word}{spoken}，唔該") == f"{word}{PHONE}，唔該"
+
+
+@given(st.from_regex(r"9[0-9]{8}", fullmatch=True), st.sampled_from(["", "，", " "]))
+def test_a_taiwan_mobile_read_out_in_groups_is_redacted(digits: str, pause: str) -> None:
+    spoken = f"0{digits[:3]}{pause}{digits[3:6]}{pause}{digits[6:]}".translate(_READ_OUT)
+    assert redact(f"我手機{spoken}，謝謝") == f"我手機{PHONE}，謝謝"
 
 
 @given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True), st.booleans())
