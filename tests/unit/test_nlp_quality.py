@@ -222,6 +222,13 @@ def test_signatures_without_a_delimiter_are_cut(body: str, kept: str) -> None:
     ("吐出来是一小块玻璃碴子", "safety"),
     ("我个仔有哮喘，一入去就咳到停唔到", "safety"),
     ("过期三天还送来，这是食安问题", "safety"),
+    ("材料交了三遍，每次都说缺东西", "repeat_contact"),
+    ("投诉完又投诉，管理处冇回音", "repeat_contact"),
+    ("你们上次回复说已反馈仓库核实，然后就没下文了", "repeat_contact"),
+    ("同一个问题跑了三家才修好", "repeat_contact"),
+    ("电压低得煮不熟饭，反映了一个夏天了", "repeat_contact"),
+    ("你们已经第二次延迟了！", "repeat_contact"),
+    ("上个月刚因为这个问题修过，又熄火了", "repeat_contact"),
 ])
 def test_urgency_phrasings(text: str, flag: str) -> None:
     from services.core.normalize import to_simplified
@@ -234,6 +241,7 @@ def test_urgency_phrasings(text: str, flag: str) -> None:
     "物流爆炸快，第二天就到了", "我想问一下这个跟团游的退订规则",
     "我的快递单号SF1234567890123，显示派送中", "燃气报警器一直在叫", "车开到半路胎压报警灯亮了",
     "孩子半夜发烧，APP下单退烧药，一小时就送到了",
+    "这不是第一次来这家店吃了，还是那么好吃", "连续三年都在你们家订年菜", "之前的问题已经修好了，谢谢师傅",
 ])
 def test_urgency_cues_that_would_page_for_nothing_do_not_fire(text: str) -> None:
     assert load_urgency().find(text) == []
