@@ -164,6 +164,14 @@ _HK_PHONE = re.compile(
     rf"(?<![0-9A-Za-z+])(?:(?:\+|00)852{_MSEP}|852[ .\-,]{{1,3}})[2-9][0-9]{{3}}{_MSEP}[0-9]{{4}}"
     r"(?![0-9A-Za-z])"
     rf"|{_PHONE_WORDS}[^0-9A-Za-z_\-]{{0,6}}?(?P<number>(?<![0-9]){_LOCAL_NUMBER})")
+# A mainland mobile number with a digit too many or too few (ten or twelve digits, 1 then 3-9,
+# at most one space, dash or comma between two digits) within a few characters after a word
+# that says a phone number follows: a customer's phone typed or read out with a slip
+# (手机号幺三五六四二八七零九一三) identifies them all the same. Then only the number (group
+# ``number``) is replaced; it runs after every rule with a shape of its own.
+_MOBILE_NAMED = re.compile(
+    rf"{_PHONE_WORDS}[^0-9A-Za-z_\-]{{0,6}}?"
+    r"(?P<number>(?<![0-9A-Za-z+])1[ \-,]?[3-9](?:[ \-,]?[0-9]){8,10}(?![0-9A-Za-z])(?![ .\-_/,][0-9]))")
 # An eight-digit number on its own, read as a phone number only where one was asked for: a
 # customer's turn right after an agent's or the IVR's question that names a phone
 # (:func:`asks_for_phone`; "麻煩你提供一下登記電話號碼。" then "呃，62384417。").
@@ -265,6 +273,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], int]
     (_HK_PHONE, _phone, 8),
     # Last: a valid card or phone number after 身份证 keeps its own placeholder.
     (_ID_NUMBER_NAMED, lambda m: ID_CARD, 6),
+    (_MOBILE_NAMED, _phone, 10),
 )
 _ASKED_RULE = (_ASKED_NUMBER, _phone, 8)
 

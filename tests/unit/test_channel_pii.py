@@ -91,6 +91,9 @@ def with_luhn_digit(body: str) -> str:
     ("台北零二，二三四五，六七八九", "台北<PHONE>"),
     ("身份證號碼K三八五一二六（五）", "身份證號碼<ID_CARD>"),
     ("我身分證字號係R二二四一八零六五二。", "我身分證字號係<ID_CARD>。"),
+    # a mobile number with a digit too many or too few, after a phone word
+    ("我手机号幺三五六四二八七零九一三，回个电话", "我手机号<PHONE>，回个电话"),
+    ("电话1381234567", "电话<PHONE>"),
 ])
 def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -126,6 +129,7 @@ def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: st
     "第一、二、三次都没修好",                       # a list read out
     "電話 2 3 4 5 6 7 8 9 10",                     # counting after a phone word
     "型號 R224180652 嘅機",                         # an ID shape with no ID word, wrong check digit
+    "订单1381234567890",                            # a mobile-like run with no phone word
 ])
 def test_numbers_that_are_not_pii_are_kept(text: str) -> None:
     assert redact(text) == text
