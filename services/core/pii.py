@@ -29,7 +29,7 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date
 from typing import Any
 
@@ -172,11 +172,19 @@ _HK_PHONE = re.compile(
 _MOBILE_NAMED = re.compile(
     rf"{_PHONE_WORDS}[^0-9A-Za-z_\-]{{0,6}}?"
     r"(?P<number>(?<![0-9A-Za-z+])1[ \-,]?[3-9](?:[ \-,]?[0-9]){8,10}(?![0-9A-Za-z])(?![ .\-_/,][0-9]))")
-# An eight-digit number on its own, read as a phone number only where one was asked for: a
-# customer's turn right after an agent's or the IVR's question that names a phone
-# (:func:`asks_for_phone`; "麻煩你提供一下登記電話號碼。" then "呃，62384417。").
+# Answers to a question for personal data: a customer's turn right after an agent's or the
+# IVR's question that names a phone or an identity document (:func:`asked_for`) may give the
+# number alone. After a phone question an eight-digit number is a phone ("麻煩你提供一下登記電話
+# 號碼。" then "呃，62384417。"); after an ID question the shape of a Taiwan or Hong Kong identity
+# number, or 15 to 18 digits (the last may be X), is an identity number whatever its check
+# digit ("請問身分證字號？" then "R二二四一八零六五二", one digit misread).
 _ASKED_NUMBER = re.compile(rf"(?<![0-9A-Za-z+]){_LOCAL_NUMBER}")
+_ASKED_ID = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx]"
+    rf"|[A-Za-z][0-9]{{9}}|[A-Za-z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK})(?![0-9A-Za-z])")
 _ASKS_FOR_PHONE = re.compile(rf"{_PHONE_WORDS}|联系方式|聯絡方式|聯繫方式|聯絡方法")
+_ASKS_FOR_ID = re.compile(r"身份证|身份證|身分证|身分證|证件|證件|(?<![A-Za-z])I[Dd](?![A-Za-z])")
+_ASKS_FOR = {"phone": _ASKS_FOR_PHONE, "id": _ASKS_FOR_ID}
 _NOT_DIGITS = str.maketrans("", "", " .-,")
 _NOT_ID = str.maketrans("", "", " ()")
 
@@ -275,7 +283,10 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], int]
     (_ID_NUMBER_NAMED, lambda m: ID_CARD, 6),
     (_MOBILE_NAMED, _phone, 10),
 )
-_ASKED_RULE = (_ASKED_NUMBER, _phone, 8)
+_ASKED_RULES: dict[str, tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], int]] = {
+    "phone": (_ASKED_NUMBER, _phone, 8),
+    "id": (_ASKED_ID, lambda m: ID_CARD, 6),
+}
 
 
 # Whatever a rule above matches holds an "@" (email), a "+" (a country code before a number
@@ -305,13 +316,14 @@ def _ascii_digits(text: str) -> int:
     return len(_ASCII_DIGIT.findall(text))
 
 
-def asks_for_phone(text: str) -> bool:
-    """Whether a turn of a conversation names a phone number (an agent asking for one), so that
-    the customer's answer may be a bare local number (``redact(..., phone_expected=True)``)."""
-    return _ASKS_FOR_PHONE.search(text) is not None
+def asked_for(text: str) -> frozenset[str]:
+    """What a turn of a conversation asks for ("phone", "id": an agent naming a phone number or
+    an identity document), so that the customer's answer may be the bare number
+    (``redact(..., asked=...)``)."""
+    return frozenset(kind for kind, pattern in _ASKS_FOR.items() if pattern.search(text))
 
 
-def redact_counted(text: str, phone_expected: bool = False) -> tuple[str, Counter[str]]:
+def redact_counted(text: str, asked: Collection[str] = ()) -> tuple[str, Counter[str]]:
     """The text with PII replaced, and how many of each placeholder were put in.
 
     Each rule scans the folded shadow once; its matches are replaced in the original and in
@@ -323,7 +335,7 @@ def redact_counted(text: str, phone_expected: bool = False) -> tuple[str, Counte
         return text, found
     shadow = fold(text)
     digits = _ascii_digits(shadow)
-    rules = (*_RULES, _ASKED_RULE) if phone_expected else _RULES
+    rules = (*_RULES, *(_ASKED_RULES[kind] for kind in sorted(asked)))
     for pattern, classify, fewest in rules:
         if digits < fewest or (not fewest and "@" not in shadow):
             continue
@@ -346,11 +358,12 @@ def redact_counted(text: str, phone_expected: bool = False) -> tuple[str, Counte
     return text, found
 
 
-def redact(text: str, phone_expected: bool = False) -> str:
+def redact(text: str, asked: Collection[str] = ()) -> str:
     """The text with every phone (mainland, Hong Kong, Taiwan), identity card (身份证, HK, TW),
-    bank card number and email address replaced; with ``phone_expected`` (the text answers a
-    question for a phone number), a bare eight-digit number too."""
-    return redact_counted(text, phone_expected)[0]
+    bank card number and email address replaced; when the text answers a question for a phone
+    number (``asked`` holds "phone"), a bare eight-digit number too, and for an identity
+    document ("id"), an identity number whatever its check digit."""
+    return redact_counted(text, asked)[0]
 
 
 def redact_optional(text: str | None) -> str | None:

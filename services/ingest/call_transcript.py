@@ -21,7 +21,7 @@ from pydantic import (
 
 from services.core.bounds import clean_input
 from services.core.events import MAX_CALL_TURNS, UtcTime
-from services.core.pii import asks_for_phone, redact
+from services.core.pii import asked_for, redact
 from services.ingest.inputs import Id, Input, Metadata, Segment, Stage, Touchpoint
 
 MAX_CALL_MS = 2 * 60 * 60 * 1000
@@ -95,15 +95,16 @@ class CallIn(Input):
 
 def redacted_turns(turns: list[Turn]) -> list[Turn]:
     """The turns with personal data redacted, each customer turn knowing whether the agent or
-    IVR turn before it asked for a phone number: the answer is often a bare number
-    (62384417) that no rule may read as a phone without that question."""
-    asked = False
+    IVR turn before it asked for a phone number or an identity document: the answer is often
+    a bare number (62384417) that no rule may read as a phone without that question, or an ID
+    number read out with a digit misheard, which no check digit vouches for."""
+    asked: frozenset[str] = frozenset()
     out: list[Turn] = []
     for turn in turns:
         out.append(turn.model_copy(update={
-            "text": redact(turn.text, phone_expected=asked and turn.speaker == "customer")}))
+            "text": redact(turn.text, asked if turn.speaker == "customer" else ())}))
         if turn.speaker != "customer":
-            asked = asks_for_phone(turn.text)
+            asked = asked_for(turn.text)
     return out
 
 

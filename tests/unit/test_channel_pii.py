@@ -276,7 +276,8 @@ def test_redaction_is_idempotent_on_any_text(text: str) -> None:
 def _rule_matches() -> st.SearchStrategy[tuple[str, int]]:
     """A match of a rule (generated from its own pattern) with the fewest ASCII digits the
     rule says its matches hold."""
-    return st.sampled_from([(pattern, fewest) for pattern, _, fewest in (*pii._RULES, pii._ASKED_RULE)]).flatmap(
+    rules = (*pii._RULES, *pii._ASKED_RULES.values())
+    return st.sampled_from([(pattern, fewest) for pattern, _, fewest in rules]).flatmap(
         lambda rule: st.from_regex(rule[0]).map(lambda text: (rule[0].search(text)[0], rule[1])))
 
 
@@ -299,9 +300,10 @@ def test_every_rule_match_holds_the_digits_its_rule_is_skipped_without(match: tu
 
 @given(st.lists(st.one_of(_rule_matches().map(lambda match: match[0]), st.text(max_size=12),
                           st.sampled_from(["身份证", "电话", "+86 ", "护照", "，", " "])),
-                max_size=6).map("".join), st.booleans())
+                max_size=6).map("".join), st.sampled_from([(), ("phone",), ("id",), ("id", "phone")]))
 @settings(deadline=None)
-def test_skipping_rules_by_their_digits_redacts_what_every_rule_redacted(text: str, asked: bool) -> None:
+def test_skipping_rules_by_their_digits_redacts_what_every_rule_redacted(
+        text: str, asked: tuple[str, ...]) -> None:
     """Text built from rule matches, ID and phone words and noise is redacted with the same
     output and counts whether or not rules are skipped by their digits."""
     with patch.object(pii, "_ascii_digits", lambda shadow: 10**9):
@@ -320,3 +322,21 @@ def test_a_valid_phone_or_card_after_an_id_word_keeps_its_placeholder(
     """Hypothesis found 0086 and a mobile number after 身份证号 typed as <ID_CARD>: the
     named-ID rule runs after every rule with a check, as a fallback."""
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "asked", "expected"), [
+    ("62384417。", ("phone",), "<PHONE>。"),
+    ("62384417。", ("id",), "62384417。"),
+    ("R二二四一八零六五二。", ("id",), "<ID_CARD>。"),
+    ("R二二四一八零六五二。", ("phone",), "R二二四一八零六五二。"),
+    ("订单号HK6050091", ("phone",), "订单号HK6050091"),
+])
+def test_a_bare_number_is_read_as_what_was_asked_for(text: str, asked: tuple[str, ...], expected: str) -> None:
+    assert redact(text, asked) == expected
+
+
+def test_what_a_turn_asks_for() -> None:
+    assert pii.asked_for("麻煩你提供一下登記電話號碼。") == {"phone"}
+    assert pii.asked_for("請問您的身分證字號是？") == {"id"}
+    assert pii.asked_for("请提供身份证号和联系方式") == {"id", "phone"}
+    assert pii.asked_for("请问还有什么可以帮您？") == frozenset()

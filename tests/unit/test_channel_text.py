@@ -200,3 +200,12 @@ def test_a_bare_number_answering_an_agents_question_for_a_phone_is_redacted_ever
     assert "62384417" not in event.text and "62384417" not in (event.analysis_text or "")
     assert event.analysis_text == "呃，等等\n<PHONE>。\n23456789"
     assert event.text.count("<PHONE>") == 1
+
+
+def test_an_id_number_answering_an_agents_question_for_one_is_redacted_whatever_its_check_digit() -> None:
+    """A number read out with one digit misheard fails its check digit, and alone it reads as a
+    model or order number: the agent's question says it is the customer's identity."""
+    call = _turns_call(("agent", "好的，請問您的身分證字號是？"), ("customer", "R二二四一八零六五二。"),
+                       ("agent", "好的，請問訂單編號？"), ("customer", "R224180652"))
+    event = call_event("test", call)
+    assert event.analysis_text == "<ID_CARD>。\nR224180652"
