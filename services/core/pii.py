@@ -106,9 +106,9 @@ _TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
 _PASSPORT = re.compile(
     r"(?:护照|護照|[Pp]assport|PASSPORT)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?[^0-9A-Za-z]{0,8}?"
     r"(?P<number>(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{7,9})(?![0-9A-Za-z])")
-# Any 15 to 18 digits (the last may be X), or the shape of a Taiwan (A123456789) or Hong Kong
-# (K385126(5)) identity number, within a few characters after a word that names an identity
-# document: the first-generation 15-digit 身份证, and a number mistyped by one digit, are the
+# Any 15 to 18 digits (the last may be X), or the shape of a Taiwan (A123456789), Hong Kong
+# (K385126(5)) or passport (E12345678) number, within a few characters after a word that names
+# an identity document: the first-generation 15-digit 身份证, and a number mistyped by one digit, are the
 # customer's identity all the same, though no check digit vouches for them. Then only the
 # number (group ``number``) is replaced.
 _ID_NUMBER_NAMED = re.compile(
@@ -116,7 +116,7 @@ _ID_NUMBER_NAMED = re.compile(
     r"|(?<![A-Za-z])[Ii][Dd] ?(?:(?:[Cc]ard|CARD)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?|[Nn]o|NO|[Nn]umber))"
     r"[^0-9A-Za-z]{0,8}?"
     r"(?P<number>(?<![0-9A-Za-z])(?:[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx]"
-    rf"|[A-Za-z][0-9]{{9}}|[A-Za-z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK})(?![0-9A-Za-z]))")
+    rf"|[A-Za-z]{{1,2}}[0-9]{{7,9}}|[A-Za-z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK})(?![0-9A-Za-z]))")
 # Bank cards: 16-19 digits, written as one run, in groups of four or in any other grouping (at
 # most one space, dot, dash or comma between two digits: 622848 0012345671); Luhn decides.
 _BANK_CARD = re.compile(
@@ -133,8 +133,8 @@ _MOBILE = re.compile(
     r"(?![0-9A-Za-z])")
 # Landlines: area code 0xx/0xxx (or +86 without the 0), local number 7-8 digits (3-4 or 4-4
 # when grouped, the groups also set apart by commas as a transcript writes a number read out),
-# optional extension. Without an area code an 8-digit number is more likely an
-# order number: kept.
+# optional extension. Without an area code an 8-digit number is more likely an order number:
+# kept.
 _LANDLINE = re.compile(
     rf"(?<![0-9A-Za-z+])(?:(?:\+|00)86{_SEP}(?:\(0?[0-9]{{2,3}}\)|0?[0-9]{{2,3}})|\(0[0-9]{{2,3}}\)"
     rf"|0[0-9]{{2,3}}){_MSEP}[2-9][0-9]{{2,3}}{_MSEP}[0-9]{{4}}(?:(?:-|转|ext\.?)[0-9]{{1,5}})?"
@@ -142,9 +142,8 @@ _LANDLINE = re.compile(
 # Taiwan: mobile numbers 09xx-xxx-xxx (+886 9xx-xxx-xxx) and landlines with a one- or
 # two-digit area code (02-2345-6789, (04)2345-6789, +886 2 2345 6789), the groups also set
 # apart by commas (零九三五，零六二，八一四 read out), or a mobile read out with a space between
-# every two digits. Ten digits starting 0
-# in one run are already a mainland landline shape above; these rules add the groupings and
-# country code that shape misses.
+# every two digits. Ten digits starting 0 in one run are already a mainland landline shape
+# above; these rules add the groupings and country code that shape misses.
 _TW_PHONE = re.compile(
     rf"(?<![0-9A-Za-z+])(?:(?:(?:\+|00)886{_MSEP}|0)9[0-9]{{2}}{_MSEP}[0-9]{{3}}{_MSEP}[0-9]{{3}}"
     rf"|0 9(?: [0-9]){{8}}"
@@ -171,7 +170,7 @@ _HK_PHONE = re.compile(
 # ``number``) is replaced; it runs after every rule with a shape of its own.
 _MOBILE_NAMED = re.compile(
     rf"{_PHONE_WORDS}[^0-9A-Za-z_\-]{{0,6}}?"
-    r"(?P<number>(?<![0-9A-Za-z+])1[ \-,]?[3-9](?:[ \-,]?[0-9]){8,10}(?![0-9A-Za-z])(?![ .\-_/,][0-9]))")
+    r"(?P<number>(?<![0-9+])1[ \-,]?[3-9](?:[ \-,]?[0-9]){8,10}(?![0-9A-Za-z])(?![ .\-_/,][0-9]))")
 # Answers to a question for personal data: a customer's turn right after an agent's or the
 # IVR's question that names a phone or an identity document (:func:`asked_for`) may give the
 # number alone. After a phone question an eight-digit number is a phone ("麻煩你提供一下登記電話

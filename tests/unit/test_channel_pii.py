@@ -94,6 +94,8 @@ def with_luhn_digit(body: str) -> str:
     # a mobile number with a digit too many or too few, after a phone word
     ("我手机号幺三五六四二八七零九一三，回个电话", "我手机号<PHONE>，回个电话"),
     ("电话1381234567", "电话<PHONE>"),
+    ("Tel1381234567", "Tel<PHONE>"),
+    ("证件号码E12345678，入住登记用的", "证件号码<ID_CARD>，入住登记用的"),
 ])
 def test_realistic_pii_is_replaced_by_typed_placeholders(text: str, expected: str) -> None:
     assert redact(text) == expected
