@@ -34,7 +34,8 @@ The data (docs/model-card.md, "Round 3" and "Round 4"):
   ``s``, ``w``, ``x``, ``ab`` and ``ac``;
   held-out sets that had their one run and were retired into training, so their items are
   scored as ``retired``) and ``voc_train_*.jsonl`` (authors ``a``, ``b``, ``c``, ``f``,
-  ``g``, ``j`` … ``o``, ``t`` … ``v``, ``y``, ``z``, ``aa``, ``ad``: the file's suffix or
+  ``g``, ``j`` … ``o``, ``t`` … ``v``, ``y``, ``z``, ``aa``, ``ad``, ``ai`` … ``al``,
+  ``ao`` … ``aq``: the file's suffix or
   the items' ``author`` field).
 - ``heldout`` is one or more separate files (``--heldout``, by default every
   ``bench/data/voc_heldout9*.jsonl``: authors ``ae``, ``af``, ``ag`` and ``ah``),

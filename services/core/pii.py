@@ -96,6 +96,11 @@ _ID_CARD = re.compile(
 # numeral (K三八五一二六（五）), since a single spoken digit is not folded.
 _HK_CHECK = r"(?:\([0-9A〇零幺一二三四五六七八九]\)|[0-9A])"
 _HK_ID = re.compile(rf"(?<![0-9A-Za-z])[A-Z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK}(?![0-9A-Za-z])")
+# An identity number no check digit vouches for, where the context says it is one (a word that
+# names the document before it, or an agent's question for it): 15 to 18 digits (the last may
+# be X, at most one space or dash between two digits), or a Taiwan or Hong Kong ID's shape.
+_UNCHECKED_ID = (r"(?:[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx]"
+                 rf"|[A-Za-z][0-9]{{9}}|[A-Za-z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK})")
 # Taiwan national identification number: a letter, 1 or 2 (8 or 9 on a resident
 # certificate), eight digits, the last a check digit.
 _TW_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
@@ -108,15 +113,14 @@ _PASSPORT = re.compile(
     r"(?P<number>(?<![0-9A-Za-z])[A-Z]{1,2}[0-9]{7,9})(?![0-9A-Za-z])")
 # Any 15 to 18 digits (the last may be X), or the shape of a Taiwan (A123456789), Hong Kong
 # (K385126(5)) or passport (E12345678) number, within a few characters after a word that names
-# an identity document: the first-generation 15-digit 身份证, and a number mistyped by one digit, are the
-# customer's identity all the same, though no check digit vouches for them. Then only the
-# number (group ``number``) is replaced.
+# an identity document: the first-generation 15-digit 身份证, and a number mistyped by one
+# digit, are the customer's identity all the same, though no check digit vouches for them.
+# Then only the number (group ``number``) is replaced.
 _ID_NUMBER_NAMED = re.compile(
     r"(?:身份证|身份證|身分证|身分證|证件|證件"
     r"|(?<![A-Za-z])[Ii][Dd] ?(?:(?:[Cc]ard|CARD)(?: ?(?:[Nn]o|NO|[Nn]umber)\.?)?|[Nn]o|NO|[Nn]umber))"
     r"[^0-9A-Za-z]{0,8}?"
-    r"(?P<number>(?<![0-9A-Za-z])(?:[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx]"
-    rf"|[A-Za-z]{{1,2}}[0-9]{{7,9}}|[A-Za-z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK})(?![0-9A-Za-z]))")
+    rf"(?P<number>(?<![0-9A-Za-z])(?:{_UNCHECKED_ID}|[A-Za-z]{{1,2}}[0-9]{{7,9}})(?![0-9A-Za-z]))")
 # Bank cards: 16-19 digits, written as one run, in groups of four or in any other grouping (at
 # most one space, dot, dash or comma between two digits: 622848 0012345671); Luhn decides.
 _BANK_CARD = re.compile(
@@ -178,9 +182,7 @@ _MOBILE_NAMED = re.compile(
 # number, or 15 to 18 digits (the last may be X), is an identity number whatever its check
 # digit ("請問身分證字號？" then "R二二四一八零六五二", one digit misread).
 _ASKED_NUMBER = re.compile(rf"(?<![0-9A-Za-z+]){_LOCAL_NUMBER}")
-_ASKED_ID = re.compile(
-    r"(?<![0-9A-Za-z])(?:[0-9](?:[ \-]?[0-9]){13,16}[ \-]?[0-9Xx]"
-    rf"|[A-Za-z][0-9]{{9}}|[A-Za-z]{{1,2}}[0-9]{{6}} ?{_HK_CHECK})(?![0-9A-Za-z])")
+_ASKED_ID = re.compile(rf"(?<![0-9A-Za-z]){_UNCHECKED_ID}(?![0-9A-Za-z])")
 _ASKS_FOR_PHONE = re.compile(rf"{_PHONE_WORDS}|联系方式|聯絡方式|聯繫方式|聯絡方法")
 _ASKS_FOR_ID = re.compile(r"身份证|身份證|身分证|身分證|证件|證件|(?<![A-Za-z])I[Dd](?![A-Za-z])")
 _ASKS_FOR = {"phone": _ASKS_FOR_PHONE, "id": _ASKS_FOR_ID}
