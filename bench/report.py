@@ -334,7 +334,7 @@ def voc_section(voc: dict[str, Any]) -> list[str]:
              "emails, social posts, app reviews and web forms, a fifth in traditional Chinese; "
              "[annotation guide](annotation-guide.md)), read from the enriched records the NLP stage "
              "returns. The tuning data is every author's file (`voc_eval.jsonl`, the retired "
-             "held-out sets `voc_heldout2.jsonl` to `voc_heldout8ab/ac.jsonl`, listed in "
+             "held-out sets `voc_heldout2.jsonl` to `voc_heldout9ae…ah.jsonl`, listed in "
              "`bench/voc_eval.py` as `RETIRED_FILES`, and `voc_train_*.jsonl`); evidence is "
              "read over returned and over gold topics, with the share of the text one topic's "
              "spans cover as its counter-figure; the honest estimate is "

@@ -29,16 +29,17 @@ The data (docs/model-card.md, "Round 3" and "Round 4"):
   ``voc_heldout2.jsonl``, ``voc_heldout3a.jsonl``, ``voc_heldout3b.jsonl``,
   ``voc_heldout4h.jsonl``, ``voc_heldout4i.jsonl``, ``voc_heldout5p.jsonl``,
   ``voc_heldout5q.jsonl``, ``voc_heldout6r.jsonl``, ``voc_heldout6s.jsonl``,
-  ``voc_heldout7w.jsonl``, ``voc_heldout7x.jsonl``, ``voc_heldout8ab.jsonl`` and
-  ``voc_heldout8ac.jsonl`` (authors ``v2``, ``d``, ``e``, ``h``, ``i``, ``p``, ``q``, ``r``,
-  ``s``, ``w``, ``x``, ``ab`` and ``ac``;
+  ``voc_heldout7w.jsonl``, ``voc_heldout7x.jsonl``, ``voc_heldout8ab.jsonl``,
+  ``voc_heldout8ac.jsonl`` and ``voc_heldout9ae.jsonl`` … ``voc_heldout9ah.jsonl`` (authors
+  ``v2``, ``d``, ``e``, ``h``, ``i``, ``p``, ``q``, ``r``, ``s``, ``w``, ``x``, ``ab``,
+  ``ac`` and ``ae`` … ``ah``;
   held-out sets that had their one run and were retired into training, so their items are
   scored as ``retired``) and ``voc_train_*.jsonl`` (authors ``a``, ``b``, ``c``, ``f``,
   ``g``, ``j`` … ``o``, ``t`` … ``v``, ``y``, ``z``, ``aa``, ``ad``, ``ai`` … ``al``,
-  ``ao`` … ``aq``: the file's suffix or
+  ``am``, ``an``, ``ao`` … ``ar``, ``aw``, ``ax``: the file's suffix or
   the items' ``author`` field).
 - ``heldout`` is one or more separate files (``--heldout``, by default every
-  ``bench/data/voc_heldout9*.jsonl``: authors ``ae``, ``af``, ``ag`` and ``ah``),
+  ``bench/data/voc_heldout10*.jsonl``: authors ``as``, ``at``, ``au`` and ``av``),
   written by authors who do not tune: every item of them is scored as ``heldout`` whatever its
   own ``split`` field says, and their errors are never listed (:func:`errors` refuses them).
 
@@ -94,12 +95,14 @@ RETIRED_FILES = {"voc_heldout2.jsonl": "v2", "voc_heldout3a.jsonl": "d", "voc_he
                  "voc_heldout5p.jsonl": "p", "voc_heldout5q.jsonl": "q",
                  "voc_heldout6r.jsonl": "r", "voc_heldout6s.jsonl": "s",
                  "voc_heldout7w.jsonl": "w", "voc_heldout7x.jsonl": "x",
-                 "voc_heldout8ab.jsonl": "ab", "voc_heldout8ac.jsonl": "ac"}
+                 "voc_heldout8ab.jsonl": "ab", "voc_heldout8ac.jsonl": "ac",
+                 "voc_heldout9ae.jsonl": "ae", "voc_heldout9af.jsonl": "af",
+                 "voc_heldout9ag.jsonl": "ag", "voc_heldout9ah.jsonl": "ah"}
 """Held-out files that had their one run and were retired into tuning data, with their author:
 their items are scored as ``retired`` whatever their ``split`` field says."""
 AUTHOR_FILES = {"voc_eval.jsonl": "v1", **RETIRED_FILES}
 TRAINING_GLOB = "voc_train_*.jsonl"
-HELDOUT_GLOB = "voc_heldout9*.jsonl"
+HELDOUT_GLOB = "voc_heldout10*.jsonl"
 TUNABLE = ("tuning", "retired")
 """Splits whose errors may be read and tuned on."""
 SPLITS = (*TUNABLE, "heldout")
@@ -531,7 +534,7 @@ def _shown(path: Path) -> str:
 
 
 def default_heldout() -> list[Path]:
-    """The held-out files that exist (``bench/data/voc_heldout9*.jsonl``; with none, nothing is
+    """The held-out files that exist (``bench/data/voc_heldout10*.jsonl``; with none, nothing is
     scored as ``heldout``)."""
     return sorted(DATA_DIR.glob(HELDOUT_GLOB))
 
