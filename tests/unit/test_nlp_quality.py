@@ -229,6 +229,14 @@ def test_signatures_without_a_delimiter_are_cut(body: str, kept: str) -> None:
     ("电压低得煮不熟饭，反映了一个夏天了", "repeat_contact"),
     ("你们已经第二次延迟了！", "repeat_contact"),
     ("上个月刚因为这个问题修过，又熄火了", "repeat_contact"),
+    ("下回打死都不来了，排队三个钟", "churn_intent"),
+    ("宁可多走两公里也不去你们那个网点", "churn_intent"),
+    ("这种垃圾软件，删了删了", "churn_intent"),
+    ("光纤下个月到期就办退租", "churn_intent"),
+    ("孩子下学期不上了，剩下的钱退给我", "churn_intent"),
+    ("合约一到期我们全家都走", "churn_intent"),
+    ("已经在评估别家的系统了", "churn_intent"),
+    ("年费乱收，我要取消这张卡。", "churn_intent"),
 ])
 def test_urgency_phrasings(text: str, flag: str) -> None:
     from services.core.normalize import to_simplified
@@ -242,6 +250,7 @@ def test_urgency_phrasings(text: str, flag: str) -> None:
     "我的快递单号SF1234567890123，显示派送中", "燃气报警器一直在叫", "车开到半路胎压报警灯亮了",
     "孩子半夜发烧，APP下单退烧药，一小时就送到了",
     "这不是第一次来这家店吃了，还是那么好吃", "连续三年都在你们家订年菜", "之前的问题已经修好了，谢谢师傅",
+    "更新以后进不去 一直转圈", "请帮我取消信用卡的自动还款", "家里要换家具，请问几时送货",
 ])
 def test_urgency_cues_that_would_page_for_nothing_do_not_fire(text: str) -> None:
     assert load_urgency().find(text) == []
