@@ -135,6 +135,13 @@ def test_the_bench_writes_every_figure_per_split_and_channel_and_the_report_show
     fold is left out of the errors and scored apart from the other folds."""
     sample = tmp_path / "sample.jsonl"
     chosen = [item.row for item in ITEMS][::10]
+    # One item labelled against its text, outside the held fold, so that an error is listed
+    # whatever the shipped models get right.
+    first = chosen[0]
+    flipped = "negative" if first["labels"]["sentiment"] != "negative" else "positive"
+    wrong = next(row for k in range(100) if voc_eval.fold_of(voc_eval.Item(row := {
+        **first, "id": f"voc-wrong-{k}", "labels": {**first["labels"], "sentiment": flipped}})) != 2)
+    chosen.append(wrong)
     sample.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
     heldout = tmp_path / "heldout.jsonl"
     kept = [{**item.row, "id": f"h-{item.id}", "split": "tuning"} for item in ITEMS[5::40]]
@@ -146,7 +153,7 @@ def test_the_bench_writes_every_figure_per_split_and_channel_and_the_report_show
     assert voc_eval.main(["--data", str(sample), "--heldout", str(heldout), str(second), "--no-snownlp",
                           "--errors", "--hold-fold", "2", "--json", str(out / "voc_eval.json")]) == 0
     listed = capsys.readouterr().out
-    assert "voc-" in listed and "h-voc-" not in listed and "h2-x" not in listed
+    assert wrong["id"] in listed and "h-voc-" not in listed and "h2-x" not in listed
     result = json.loads((out / "voc_eval.json").read_text(encoding="utf-8"))
     in_fold = [r for r in chosen if voc_eval.fold_of(voc_eval.Item(r)) == 2]
     assert in_fold and result["folds"]["fold 2 (tuning + retired)"]["all"]["n"] == len(in_fold)
