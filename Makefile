@@ -131,6 +131,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/dashboard_push.py --rounds 20
 	$(BIN)/python bench/sink_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/sink.json
 	$(BIN)/python bench/stage_profile.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/profile.json
+	$(BIN)/python bench/cue_sets.py --data $(SHARED)/data/nlp/sentiment_dev.csv --json build/bench/cue_sets.json
 	$(BIN)/python bench/nlp_stage_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --events 4000 --repeat 5 --json build/bench/nlp_stage.json
 	$(BIN)/python bench/producer_bench.py --json build/bench/producer.json
 	$(BIN)/python bench/alert_latency.py --rate 1000 --seconds 60 --json build/bench/alert_latency.json

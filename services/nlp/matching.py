@@ -32,13 +32,30 @@ MAX_CUE_MATCHES = 100
 reading more would let a pattern rescan the text once per match (quadratic)."""
 
 
-def _options() -> Any:
+SCREEN_MEMORY = 32 << 20
+"""RE2's memory budget for one set of cue patterns (:func:`screen`), in bytes; RE2's default
+is 8 MiB.
+
+A set's automaton builds its states lazily, from the text it meets, and keeps them within two
+thirds of this budget; when they outgrow it, RE2 throws them all away and builds them again.
+The urgency set of round 12 outgrew 8 MiB: on the shared dev reviews read twice over, 10,000
+texts at a time, it never settled and cost 14-32 µs a text from start to end, where with 16 MiB
+or more it settled at 3.4-5 µs after about 50,000 texts (the stance cue set settled at about 4.5
+µs either way; ``python bench/cue_sets.py``). The states take what the texts need, not the
+budget: about 10 MB more resident memory for the urgency set. A text crafted to visit many
+states costs a reset, not more memory."""
+
+
+def _options(max_mem: int | None = None) -> Any:
     options = re2.Options()
     options.log_errors = False  # the error is raised to the caller with the file and line
+    if max_mem is not None:
+        options.max_mem = max_mem
     return options
 
 
 _OPTIONS = _options()
+_SCREEN_OPTIONS = _options(SCREEN_MEMORY)
 
 
 def compile_cue(pattern: str) -> Any:
@@ -59,8 +76,9 @@ def compile_cue(pattern: str) -> Any:
 
 def screen(patterns: Sequence[Any]) -> Any:
     """One RE2 set of ``patterns``: a single pass tells which of them occur in a text at all,
-    so most texts (no cue) cost one scan instead of one per pattern."""
-    found = re2.Set.SearchSet(_OPTIONS)
+    so most texts (no cue) cost one scan instead of one per pattern. Its automaton may hold up
+    to :data:`SCREEN_MEMORY` bytes."""
+    found = re2.Set.SearchSet(_SCREEN_OPTIONS)
     for pattern in patterns:
         found.Add(pattern.pattern)
     found.Compile()

@@ -172,7 +172,9 @@ class Cues:
 
 _KINDS = (QUESTION, RHETORICAL, GRIEVANCE, PROBLEM, PRAISE, ACKNOWLEDGEMENT, SUGGESTION, NOTICE,
           SARCASM, POSITIVE_EMOJI_WORD, NEGATED_NEGATIVE, EXCLAIM, NEGATED_PRAISE, RESOLVED)
-_ALL_KINDS = screen([compile_cue(p.pattern) for p in _KINDS])
+KIND_PATTERNS = tuple(compile_cue(p.pattern) for p in _KINDS)
+"""The RE2 form of each cue kind's pattern, in the order :func:`cues_of` numbers the kinds."""
+_ALL_KINDS = screen(list(KIND_PATTERNS))
 """Every cue pattern in one RE2 set: one linear pass over a text says which kinds occur, where
 a search per pattern with ``re`` cost about 20 µs per event."""
 
