@@ -215,6 +215,10 @@ class TextScan:
     pair_columns: np.ndarray
     spelt: np.ndarray
     """Per text: its words spell its head (so its clauses' words are a run of them)."""
+    char: tuple[np.ndarray, np.ndarray, np.ndarray]
+    """The texts' char n-gram features, unnormalised sublinear TF-IDF as (row, column, value)
+    triples (:meth:`NgramIndex.weighed`): what a model with the same char vocabulary and IDF
+    reads from these texts (:meth:`services.nlp.stance.StanceModel.reads_grams_of`)."""
 
 
 @dataclass(frozen=True)
@@ -413,7 +417,7 @@ class AspectTagger:
             none = np.zeros(0, dtype=np.int64)
             return TextScan(margins=margins, has_evidence=has_evidence, located=located, word_starts=none,
                             word_ends=none, pair_words=none, pair_columns=none,
-                            spelt=np.zeros(len(texts), dtype=bool))
+                            spelt=np.zeros(len(texts), dtype=bool), char=char)
         words_of = [self._segmenter.cut(h) for h in located.heads]
         flat = list(chain.from_iterable(words_of))
         counts = np.array([len(w) for w in words_of], dtype=np.int64)
@@ -428,7 +432,7 @@ class AspectTagger:
         spelt = np.diff(first) == np.fromiter(map(len, located.heads), dtype=np.int64, count=len(texts))
         return TextScan(margins=margins, has_evidence=has_evidence, located=located,
                         word_starts=word_ends - lengths, word_ends=word_ends, pair_words=pair_words,
-                        pair_columns=pair_columns, spelt=spelt)
+                        pair_columns=pair_columns, spelt=spelt, char=char)
 
     @staticmethod
     def _clause_sites(scan: TextScan, clauses: Sequence[Stretch]

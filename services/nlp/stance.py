@@ -341,12 +341,28 @@ class StanceModel:
         self._pair_intent = np.array([INTENTS.index(b) for _, b in self.pairs])
         self._complaint_pairs = np.array([b == "complaint" for _, b in self.pairs])
 
-    def probabilities(self, rows: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """P(sentiment) (columns :data:`LABELS`) and P(intent) (columns :data:`INTENTS`) per text."""
+    def reads_grams_of(self, vocabulary: Sequence[str], idf: np.ndarray, max_n: int, max_chars: int) -> bool:
+        """Whether this model's n-gram features of a text are another model's char n-gram
+        features of it, given that model's char vocabulary, IDF, longest n-gram and character
+        cut (both read char n-grams of the normalised text): then that model's TF-IDF triples
+        of a batch may be handed to :meth:`probabilities` instead of reading the texts again.
+        The shipped stance model and topic tagger are fitted on the same texts with the same
+        ``min_df``, so they share them; a refit of either that changes its vocabulary ends the
+        sharing, not the stance model's features."""
+        return (self._index is not None and max_n == NGRAM_MAX and max_chars == NGRAM_MAX_CHARS
+                and len(vocabulary) == len(self.vocabulary) and list(vocabulary) == self.vocabulary
+                and np.array_equal(idf, self.idf))
+
+    def probabilities(self, rows: np.ndarray, texts: Sequence[str],
+                      grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """P(sentiment) (columns :data:`LABELS`) and P(intent) (columns :data:`INTENTS`) per text.
+        ``grams`` are the texts' n-gram TF-IDF triples when another model read them already
+        (:meth:`reads_grams_of`); otherwise the texts are read here."""
         n = len(texts)
         z = rows @ self.dense_weights + self.intercepts
         if self._index is not None and n:
-            at, cols, tfidf = self._index.tfidf(list(texts), self.idf)
+            at, cols, tfidf = grams if grams is not None else self._index.tfidf(list(texts), self.idf)
             norm = np.sqrt(np.bincount(at, weights=tfidf * tfidf, minlength=n))
             scaled = tfidf / np.where(norm > 0, norm, 1.0)[at]
             # Every column's weights gathered at once (``take``: whole rows, several times
@@ -453,8 +469,11 @@ def intent_of_stance(text: str, label: SentimentLabel, flags: Sequence[str] = ()
 
 
 def decide(model: StanceModel, rows: np.ndarray, texts: Sequence[str],
-           flags: Sequence[Sequence[str]], cues: Sequence[Cues] | None = None) -> list[Stance]:
-    """Sentiment and intent of each text from its feature row, n-grams and urgency flags.
+           flags: Sequence[Sequence[str]], cues: Sequence[Cues] | None = None,
+           grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[Stance]:
+    """Sentiment and intent of each text from its feature row, n-grams and urgency flags
+    (``grams``: the texts' n-gram features when another model read them, see
+    :meth:`StanceModel.probabilities`).
 
     The two heads are decoded together (:meth:`StanceModel.decode`), so the label says what the
     message is to a CEM analyst (docs/annotation-guide.md): a complaint is negative, praise
@@ -467,7 +486,7 @@ def decide(model: StanceModel, rows: np.ndarray, texts: Sequence[str],
     if not len(texts):
         return []
     kinds = cues if cues is not None else [cues_of(text) for text in texts]
-    p_sentiment, p_intent = model.probabilities(rows, texts)
+    p_sentiment, p_intent = model.probabilities(rows, texts, grams)
     complaint = np.array([any(flag in HARD_FLAGS for flag in found) for found in flags])
     not_positive = np.array([kind.grievance and not kind.praise and not kind.negated_negative
                              for kind in kinds])

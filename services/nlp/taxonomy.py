@@ -174,6 +174,11 @@ class Taxonomy:
 
     def tag_many(self, texts: Sequence[str],
                  words: Sequence[Sequence[str]] | None = None) -> list[list[TopicMatch]]:
+        """Topics of each text (:meth:`tag_scanned`, without the learned tagger's pass)."""
+        return self.tag_scanned(texts, words)[0]
+
+    def tag_scanned(self, texts: Sequence[str], words: Sequence[Sequence[str]] | None = None
+                    ) -> tuple[list[list[TopicMatch]], TextScan | None]:
         """Topics of each text: keyword matches alone, or combined with the learned tagger.
 
         The model runs once over the batch, and once more over the clauses of the texts it
@@ -181,14 +186,16 @@ class Taxonomy:
         without a phrase gets that span as its evidence, a topic kept with a phrase gets it after
         the phrase spans (the phrase may sit in another clause than what the text says about
         the topic: a subject's 故障 against the body's 断网). ``words`` are the texts'
-        segmentations (see :meth:`tag`).
+        segmentations (see :meth:`tag`). The learned tagger's whole-text pass comes back with
+        the topics (None without a tagger): the NLP stage hands its char n-grams to the stance
+        model.
         """
         known_edges: dict[int, set[int] | None] = {}
         keyword = [self._tagged(t, w, known_edges, i)
                    for i, (t, w) in enumerate(zip(texts, words if words is not None else [None] * len(texts),
                                                   strict=True))]
         if self.tagger is None:
-            return keyword
+            return keyword, None
         # Per-clause decisions score the clauses anyway: evidence reads the same margins.
         clauses = self.tagger.clause_margins(texts) if self.tagger.clause_mix is not None else None
         scan = self.tagger.scan(texts)
@@ -205,7 +212,7 @@ class Taxonomy:
             edges = {i: known_edges[i] or _word_edges(texts[i], None if words is None else words[i])
                      for i in dict.fromkeys(i for i, _ in pending)}
             self._place_model_topics(self.tagger, scan, pending, result, edges, clauses)
-        return result
+        return result, scan
 
     def _place_model_topics(self, tagger: AspectTagger, scan: TextScan,
                             pending: list[tuple[int, str]], result: list[list[TopicMatch]],
