@@ -41,6 +41,7 @@ from services.core.events import (
     trusted,
     utc_now,
 )
+from services.nlp.aspect_tagger import GramMap
 from services.nlp.call_tone import call_tones
 from services.nlp.cues import UrgencyCues
 from services.nlp.effort import read_effort
@@ -124,8 +125,8 @@ class Analyzer:
         _check_names(taxonomy)
         self.stance = stance or StanceModel.load()
         self.sentiment = sentiment
-        self._tagging = (taxonomy, self._stance_reads_tagger(taxonomy))
         self.urgency = urgency
+        self._tagging = self._tagging_with(taxonomy)
         self.neutral_band = neutral_band
         self.model_id = f"{sentiment.name}-{sentiment.version}"
         self.segmenter = Segmenter(user_dict)
@@ -139,16 +140,18 @@ class Analyzer:
     def use_taxonomy(self, taxonomy: Taxonomy) -> None:
         """Tag with ``taxonomy`` from the next batch on (a reloaded taxonomy file)."""
         _check_names(taxonomy)
-        self._tagging = (taxonomy, self._stance_reads_tagger(taxonomy))
+        self._tagging = self._tagging_with(taxonomy)
 
-    def _stance_reads_tagger(self, taxonomy: Taxonomy) -> bool:
-        """Whether the stance model's n-gram features are the taxonomy's learned tagger's char
-        n-gram features (:meth:`StanceModel.reads_grams_of`), so :meth:`analyze` hands the
-        tagger's pass over the batch to it: one reading of every text less, about 3 % of the
-        stage's CPU (docs/model-card.md, "Round 13")."""
+    def _tagging_with(self, taxonomy: Taxonomy) -> tuple[Taxonomy, bool, GramMap | None]:
+        """The taxonomy, with what of its learned tagger's pass over a batch the other models
+        read instead of the texts (docs/model-card.md, "Round 13"): whether the stance model's
+        n-gram features are the tagger's char n-gram features
+        (:meth:`StanceModel.reads_grams_of`), and how the urgency scorer's are found in it
+        (:meth:`UrgencyCues.gram_map`). Each is one reading of every text less."""
         tagger = taxonomy.tagger
-        return tagger is not None and self.stance.reads_grams_of(
+        stance_reads = tagger is not None and self.stance.reads_grams_of(
             tagger.vocabulary[: tagger.n_char], tagger.idf[: tagger.n_char], tagger.max_n, tagger.max_chars)
+        return taxonomy, stance_reads, self.urgency.gram_map(tagger)
 
     def analyze(self, events: Sequence[RawFeedback]) -> list[EnrichedFeedback]:
         """One enriched event per input event, in the same order.
@@ -163,9 +166,9 @@ class Analyzer:
         starts = [own_start(e, text) for e, text in zip(events, full, strict=True)]
         texts = [text[start:] for text, start in zip(full, starts, strict=True)]
         words = [self.segmenter.cut(text) for text in texts]
-        # The taxonomy and whether the stance model reads its tagger's pass, as one pair: a
-        # reload (use_taxonomy) between the two reads cannot mix one taxonomy with the other's.
-        taxonomy, stance_reads_tagger = self._tagging
+        # The taxonomy and what the other models read of its tagger's pass, as one tuple: a
+        # reload (use_taxonomy) meanwhile cannot mix one taxonomy with another's.
+        taxonomy, stance_reads_tagger, urgency_grams = self._tagging
         matches, scan = taxonomy.tag_scanned(texts, words)
         found_urgency = [self.urgency.find(text) for text in texts]
         clause_spans = [[m.span() for m in CLAUSE.finditer(text)] for text in texts]
@@ -180,7 +183,7 @@ class Analyzer:
                          scan.char if scan is not None and stance_reads_tagger else None)
         # The stance model is fitted on the cue matches (stance_inputs); the scorer's
         # decision is what the event carries.
-        found_urgency = self.urgency.decide(texts, found_urgency)
+        found_urgency = self.urgency.decide(texts, found_urgency, scan, urgency_grams)
         tones = call_tones(events, self.sentiment.predict)
         now = utc_now()
         enriched = []

@@ -234,6 +234,19 @@ class ClauseScan:
     columns: np.ndarray
 
 
+@dataclass(frozen=True)
+class GramMap:
+    """How one tagger's features are read from another tagger's pass over a batch
+    (:meth:`AspectTagger.gram_map`, :meth:`AspectTagger.read_margins`): for each rank of the
+    other's char n-gram index this one's rank, and for each word column of the other (less its
+    ``n_char``) this one's column; -1 where this one has no such feature."""
+
+    char_ranks: np.ndarray
+    word_columns: np.ndarray
+    source_chars: int
+    """The other tagger's ``n_char``, where its word columns start."""
+
+
 class AspectTagger:
     """One linear decision per topic over sublinear TF-IDF char and word n-grams, L2-normalised.
 
@@ -359,6 +372,49 @@ class AspectTagger:
         """Sublinear TF-IDF triples of (row, word column) pairs: counted sorted (np.unique), so
         the order they were found in is moot."""
         return counted_pairs(rows, cols, len(self.vocabulary), self.idf)
+
+    def gram_map(self, other: AspectTagger) -> GramMap | None:
+        """How this tagger's features of a batch are read from ``other``'s pass over it
+        (:meth:`scan`), or None when they cannot be. They can when every feature of this one is
+        one the pass finds: each char n-gram of this vocabulary is one of ``other``'s, of at most
+        its length, cut at the same ``max_chars`` (both read the normalised text); each word is
+        one of ``other``'s single words (same segmenter, the shipped dictionary), without word
+        classes here. The shipped urgency scorer and topic tagger are fitted on the same texts
+        with the same ``min_df``, and the scorer's n-grams are up to 2 characters long, the
+        tagger's up to 3: its features are a part of the tagger's."""
+        if (self.max_n > other.max_n or self.max_chars != other.max_chars or self.word_n not in (0, 1)
+                or (self.word_n and (other.word_n != 1 or self.word_classes is not None))):
+            return None
+        own_rank = np.empty(len(self._index.order), dtype=np.int64)
+        own_rank[self._index.order] = np.arange(len(self._index.order))
+        column = {gram: j for j, gram in enumerate(self.vocabulary[: self.n_char])}
+        if not column.keys() <= set(other.vocabulary[: other.n_char]):
+            return None
+        char_ranks = np.array([own_rank[j] if (j := column.get(other.vocabulary[c], -1)) >= 0 else -1
+                               for c in other._index.order.tolist()], dtype=np.int64)
+        if not set(self.vocabulary[self.n_char:]) <= set(other.vocabulary[other.n_char:]):
+            return None
+        word_columns = np.fromiter((self._word_column.get(w, -1) for w in other.vocabulary[other.n_char:]),
+                                   dtype=np.int64, count=len(other.vocabulary) - other.n_char)
+        return GramMap(char_ranks=char_ranks, word_columns=word_columns, source_chars=other.n_char)
+
+    def read_margins(self, scan: TextScan, grams: GramMap) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_margins` of the texts another tagger scanned (``scan``, its :meth:`scan`), from
+        the n-grams and words that pass found, mapped by ``grams`` (:meth:`gram_map`): the same
+        features, counted the same way, so the same margins to the bit, without reading,
+        normalising, segmenting or looking up the texts again."""
+        located = scan.located
+        ranks = grams.char_ranks[located.gram_ranks]
+        kept = ranks >= 0
+        char = self._index.weighed((located.grams_at // located.stride)[kept], ranks[kept], self.idf)
+        word = None
+        if self.word_n:
+            columns = grams.word_columns[scan.pair_columns - grams.source_chars]
+            kept = columns >= 0
+            # A word's start in the batch's offsets is its text's number times the stride plus
+            # its start in the text's head, which is shorter than the stride.
+            word = self._word_weighed(scan.word_starts[scan.pair_words[kept]] // located.stride, columns[kept])
+        return self._score(len(located.texts), char, word)
 
     def _margins(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Margins and a has-any-known-n-gram mask per text.
@@ -671,7 +727,7 @@ class AspectTagger:
     def combine(self, texts: Sequence[str], keyword_tags: Sequence[Iterable[str]],
                 min_examples: int = MIN_EXAMPLES,
                 clauses: tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray] | None = None,
-                scan: TextScan | None = None) -> list[list[str]]:
+                read: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[str]]:
         """Topic ids per text from the model and the keyword matches of each text together.
 
         Topics with at least ``min_examples`` training positives are decided by the fused
@@ -679,9 +735,10 @@ class AspectTagger:
         text with no n-gram the model knows (blank, emoji only) gives the model no evidence, so
         only its keywords count. With a ``clause_mix`` the margin is :meth:`mixed` with the best
         clause's (``clauses``: :meth:`clause_margins` of ``texts`` when the caller has them).
-        ``scan`` is :meth:`scan` of ``texts`` when the caller has it.
+        ``read`` are the margins and has-evidence mask of ``texts`` when the caller has them
+        (from :meth:`scan` or :meth:`read_margins`).
         """
-        margins, has_evidence = self._margins(texts) if scan is None else (scan.margins, scan.has_evidence)
+        margins, has_evidence = self._margins(texts) if read is None else read
         if self.clause_mix is not None:
             clauses = clauses if clauses is not None else self.clause_margins(texts)
             margins = self.mixed(margins, self.clause_best(margins, *clauses))

@@ -27,11 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.config_file import ConfigFile
 from services.core.events import UrgencyFlag, UrgencyFlagName, trusted
-from services.nlp.aspect_tagger import AspectTagger
+from services.nlp.aspect_tagger import AspectTagger, GramMap, TextScan
 from services.nlp.matching import compile_cue, cue_spans, screen
 from services.nlp.stance import intent_of_stance
 from services.nlp.urgency_model import UrgencyClauseModel, has_artifact
@@ -78,16 +79,30 @@ class UrgencyCues:
             found.extend(trusted(UrgencyFlag, flag=flag, term=term, evidence=sp) for term, sp in spans.items())
         return found
 
-    def decide(self, texts: Sequence[str], found: Sequence[list[UrgencyFlag]]) -> list[list[UrgencyFlag]]:
+    def gram_map(self, tagger: AspectTagger | None) -> GramMap | None:
+        """How the scorer reads its features from ``tagger``'s pass over a batch
+        (:meth:`AspectTagger.gram_map`); None when it reads the texts itself (no scorer, the
+        clause model, no tagger, or features the tagger's pass does not find)."""
+        if tagger is None or not isinstance(self.scorer, AspectTagger):
+            return None
+        return self.scorer.gram_map(tagger)
+
+    def decide(self, texts: Sequence[str], found: Sequence[list[UrgencyFlag]],
+               scan: TextScan | None = None, grams: GramMap | None = None) -> list[list[UrgencyFlag]]:
         """The flags of each text once the scorer has weighed its cue matches ``found``
         (:meth:`find`'s); without a scorer the cue matches themselves. One model call for the
         batch. A kept cue match keeps its own span; a flag raised without a cue gets the span of
         the n-grams that raised it (inside the clause that raised it, for the clause model),
-        and is dropped when there is none."""
+        and is dropped when there is none. With another tagger's pass over ``texts`` (``scan``)
+        and :meth:`gram_map` of that tagger (``grams``) the scorer reads its features from the
+        pass."""
         if self.scorer is None or not texts:
             return list(found)
+        read = None
+        if scan is not None and grams is not None and isinstance(self.scorer, AspectTagger):
+            read = self.scorer.read_margins(scan, grams)
         result = []
-        for text, flags, raised in zip(texts, found, self._raised(self.scorer, texts, found), strict=True):
+        for text, flags, raised in zip(texts, found, self._raised(self.scorer, texts, found, read), strict=True):
             chosen = [u for u in flags if u.flag in raised]
             for flag in sorted(set(raised) - {u.flag for u in flags}):
                 span = raised[flag]
@@ -99,14 +114,16 @@ class UrgencyCues:
 
     @staticmethod
     def _raised(scorer: AspectTagger | UrgencyClauseModel, texts: Sequence[str],
-                found: Sequence[list[UrgencyFlag]]) -> list[dict[str, tuple[int, int] | None]]:
+                found: Sequence[list[UrgencyFlag]], read: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> list[dict[str, tuple[int, int] | None]]:
         """Per text each flag the scorer raises, with the span it would point at when no cue
         of the flag matched: the clause model gives every raised flag one, the whole-text
-        scorer's are looked up only for flags without a cue (None for the others)."""
+        scorer's are looked up only for flags without a cue (None for the others). ``read``
+        are the whole-text scorer's margins when they were read from another pass."""
         if isinstance(scorer, UrgencyClauseModel):
             spans = [[(u.flag, a, b) for u in flags for a, b in u.evidence] for flags in found]
             return scorer.decide(texts, spans)
-        decided = scorer.combine(texts, [[u.flag for u in flags] for flags in found])
+        decided = scorer.combine(texts, [[u.flag for u in flags] for flags in found], read=read)
         return [{flag: None if flag in cued else scorer.evidence_span(text, flag) for flag in kept}
                 for text, kept, cued in zip(texts, decided, ({u.flag for u in f} for f in found), strict=True)]
 

@@ -200,7 +200,7 @@ class Taxonomy:
         clauses = self.tagger.clause_margins(texts) if self.tagger.clause_mix is not None else None
         scan = self.tagger.scan(texts)
         decided = self.tagger.combine(texts, [[m.id for m in found] for found in keyword], clauses=clauses,
-                                      scan=scan)
+                                      read=(scan.margins, scan.has_evidence))
         learned = {t for t in self.tagger.topics if self.tagger.support[t] >= MIN_EXAMPLES}
         result: list[list[TopicMatch]] = []
         pending: list[tuple[int, str]] = []

@@ -1,6 +1,7 @@
-"""The stance model reads the topic tagger's pass over a batch instead of the texts, when the two
-models' char n-gram features are the same (services/nlp/stance.py ``reads_grams_of``), and
-scores exactly as reading the texts itself; with other features it reads them itself."""
+"""The stance model and the urgency scorer read the topic tagger's pass over a batch instead of
+the texts, when the tagger's pass finds their features (services/nlp/stance.py ``reads_grams_of``,
+services/nlp/aspect_tagger.py ``gram_map``), and score exactly as reading the texts themselves;
+with other features they read the texts themselves."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.core.events import RawFeedback
 from services.nlp.analyzer import Analyzer, load_sentiment
+from services.nlp.aspect_tagger import AspectTagger
+from services.nlp.cem_tagger import Fit, Labelled, fit_on
 from services.nlp.cues import load_urgency
 from services.nlp.stance import FEATURES, StanceModel
 from services.nlp.taxonomy import Taxonomy, load_taxonomy
@@ -83,9 +88,60 @@ def test_a_stance_model_with_other_ngrams_reads_the_texts_itself(
     assert seen[0] is not None and seen[1] is None
     # A taxonomy without a learned tagger has no pass to hand over; the shipped one again has.
     analyzer.use_taxonomy(Taxonomy(analyzer.taxonomy.spec))
+    assert analyzer._tagging[1:] == (False, None)
     analyzer.analyze(events)
     analyzer.use_taxonomy(load_taxonomy())
+    assert analyzer._tagging[1] and analyzer._tagging[2] is not None
     again = analyzer.analyze(events)
     assert seen[2] is None and seen[3] is not None
     assert [e.model_dump(exclude={"enriched_at"}) for e in again] == \
         [e.model_dump(exclude={"enriched_at"}) for e in shipped]
+
+
+def test_the_shipped_urgency_scorer_reads_the_shipped_taggers_pass_to_the_bit(analyzer: Analyzer) -> None:
+    """Its n-grams (up to 2 characters) and words are among the tagger's (up to 3), both fitted
+    on the same texts with the same min_df. A refit that breaks this costs the stage a reading
+    of every text (about 18 µs an event): refit both alike, or record the cost in the model
+    card and drop the first assertion."""
+    tagger, scorer = analyzer.taxonomy.tagger, analyzer.urgency.scorer
+    assert tagger is not None and isinstance(scorer, AspectTagger)
+    grams = scorer.gram_map(tagger)
+    assert grams is not None
+    texts = sample_texts()
+    for start in range(0, len(texts), 256):
+        batch = texts[start: start + 256]
+        read = scorer.read_margins(tagger.scan(batch), grams)
+        assert all(np.array_equal(a, b) for a, b in zip(read, scorer._margins(batch), strict=True))
+    # The other way round the scorer lacks the tagger's 3-character n-grams.
+    assert tagger.gram_map(scorer) is None
+
+
+WORDS = ["屏幕有坏点", "屏幕一直闪", "屏幕发黄", "快递很快", "客服很好", "价格便宜", "屏幕裂了", "物流慢"]
+
+
+def tagger_of(texts: list[str], max_n: int) -> AspectTagger:
+    items = [Labelled(t, frozenset({"product_quality"} if "屏幕" in t else set()), frozenset(), "a")
+             for t in texts]
+    return fit_on(([], []), items, ["product_quality"], Fit(author_weight=1.0, c=10.0, max_n=max_n, word_n=1,
+                                                             min_df=1))
+
+
+SMALL = tagger_of(WORDS, 2)
+LARGE = tagger_of([*WORDS, "手机屏幕很亮", "快递员态度差"], 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet="屏幕有坏点快递很价格便宜发黄闪手机亮员态度差AB ab12。，！\n\tİΣ", max_size=40),
+                min_size=1, max_size=6))
+def test_margins_read_from_a_larger_taggers_pass_are_the_margins_of_reading_the_texts(texts: list[str]) -> None:
+    grams = SMALL.gram_map(LARGE)
+    assert grams is not None
+    read = SMALL.read_margins(LARGE.scan(texts), grams)
+    assert all(np.array_equal(a, b) for a, b in zip(read, SMALL._margins(texts), strict=True))
+
+
+def test_a_tagger_whose_features_another_pass_misses_reads_the_texts_itself() -> None:
+    # 坏点 and 发黄 are no n-grams of a tagger fitted without those texts.
+    assert SMALL.gram_map(tagger_of(WORDS[3:], 3)) is None
+    # Longer n-grams than the other pass reads.
+    assert LARGE.gram_map(SMALL) is None
