@@ -74,8 +74,9 @@ class UrgencyCues:
         found: list[UrgencyFlag] = []
         for flag in (names[i] for i in sorted(hits)):
             spans: dict[str, list[tuple[int, int]]] = {}
-            for term, start, end in cue_spans(self.patterns[flag], text):
-                spans.setdefault(term, []).append((start, end))
+            for _, start, end in cue_spans(self.patterns[flag], text):
+                end = _evidence_end(text, start, end)
+                spans.setdefault(text[start:end], []).append((start, end))
             found.extend(trusted(UrgencyFlag, flag=flag, term=term, evidence=sp) for term, sp in spans.items())
         return found
 
@@ -126,6 +127,20 @@ class UrgencyCues:
         decided = scorer.combine(texts, [[u.flag for u in flags] for flags in found], read=read)
         return [{flag: None if flag in cued else scorer.evidence_span(text, flag) for flag in kept}
                 for text, kept, cued in zip(texts, decided, ({u.flag for u in f} for f in found), strict=True)]
+
+
+_TRAILING = frozenset("，。！？!?,.、；;：:…~～ \t\n\r\u3000")
+"""What a cue's evidence does not end with: a cue that must see where a word ends (取消这张卡
+but not 取消卡号) matches the punctuation after it, since RE2 has no look-ahead."""
+
+
+def _evidence_end(text: str, start: int, end: int) -> int:
+    """The end of the cue match ``[start, end)`` less the punctuation and white space it ends
+    with; the match as it is when it is nothing else."""
+    trimmed = end
+    while trimmed > start and text[trimmed - 1] in _TRAILING:
+        trimmed -= 1
+    return trimmed if trimmed > start else end
 
 
 def load_urgency(path: Path | None = None, with_scorer: bool = True) -> UrgencyCues:

@@ -244,6 +244,15 @@ def test_urgency_phrasings(text: str, flag: str) -> None:
     assert flag in {u.flag for u in load_urgency().find(to_simplified(text))}
 
 
+def test_a_cue_that_matches_the_punctuation_after_its_words_points_at_the_words() -> None:
+    """取消这张卡 must end a word (not 取消卡号), so its cue matches the 。 after it; the
+    evidence is the words alone."""
+    text = "年费乱收，我要取消这张卡。"
+    churn = [u for u in load_urgency().find(text) if u.flag == "churn_intent"]
+    assert [(u.term, u.evidence) for u in churn] == [("取消这张卡", [(7, 12)])]
+    assert text[7:12] == "取消这张卡"
+
+
 @pytest.mark.parametrize("text", [
     "我要投诉你们眼科的医生，态度太差", "客服直接把我拉黑了", "第二次在这家买，东西不错",
     "物流爆炸快，第二天就到了", "我想问一下这个跟团游的退订规则",

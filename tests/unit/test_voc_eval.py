@@ -139,8 +139,9 @@ def test_the_bench_writes_every_figure_per_split_and_channel_and_the_report_show
     # whatever the shipped models get right.
     first = chosen[0]
     flipped = "negative" if first["labels"]["sentiment"] != "negative" else "positive"
-    wrong = next(row for k in range(100) if voc_eval.fold_of(voc_eval.Item(row := {
-        **first, "id": f"voc-wrong-{k}", "labels": {**first["labels"], "sentiment": flipped}})) != 2)
+    candidates = ({**first, "id": f"voc-wrong-{k}", "labels": {**first["labels"], "sentiment": flipped}}
+                  for k in range(100))
+    wrong = next(row for row in candidates if voc_eval.fold_of(voc_eval.Item(row)) != 2)
     chosen.append(wrong)
     sample.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
     heldout = tmp_path / "heldout.jsonl"
