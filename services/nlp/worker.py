@@ -146,7 +146,9 @@ class Enricher:
         reloaded = await asyncio.to_thread(self.taxonomy_file.reload_if_changed)
         if reloaded is not None:
             try:
-                self.analyzer.use_taxonomy(reloaded)
+                # In a thread: checking which of the tagger's features the other models read
+                # (Analyzer.use_taxonomy) compares vocabularies of 100,000 n-grams, about 0.15 s.
+                await asyncio.to_thread(self.analyzer.use_taxonomy, reloaded)
             except ValueError as exc:
                 log.error("taxonomy NOT reloaded; the previous one stays in force",
                           error=str(exc))
