@@ -75,7 +75,7 @@ class UrgencyCues:
         for flag in (names[i] for i in sorted(hits)):
             spans: dict[str, list[tuple[int, int]]] = {}
             for _, start, end in cue_spans(self.patterns[flag], text):
-                end = _evidence_end(text, start, end)
+                start, end = _evidence(text, start, end)
                 spans.setdefault(text[start:end], []).append((start, end))
             found.extend(trusted(UrgencyFlag, flag=flag, term=term, evidence=sp) for term, sp in spans.items())
         return found
@@ -129,18 +129,21 @@ class UrgencyCues:
                 for text, kept, cued in zip(texts, decided, ({u.flag for u in f} for f in found), strict=True)]
 
 
-_TRAILING = frozenset("，。！？!?,.、；;：:…~～ \t\n\r\u3000")
-"""What a cue's evidence does not end with: a cue that must see where a word ends (取消这张卡
-but not 取消卡号) matches the punctuation after it, since RE2 has no look-ahead."""
+_EDGE = frozenset("，。！？!?,.、；;：:…~～ \t\n\r\u3000")
+"""What a cue's evidence neither starts nor ends with: a cue that must see where a word or
+number ends (取消这张卡 but not 取消卡号, 12315 but not 123150) matches the character beside
+it, since RE2 has no look-around."""
 
 
-def _evidence_end(text: str, start: int, end: int) -> int:
-    """The end of the cue match ``[start, end)`` less the punctuation and white space it ends
-    with; the match as it is when it is nothing else."""
-    trimmed = end
-    while trimmed > start and text[trimmed - 1] in _TRAILING:
-        trimmed -= 1
-    return trimmed if trimmed > start else end
+def _evidence(text: str, start: int, end: int) -> tuple[int, int]:
+    """The cue match ``[start, end)`` less the punctuation and white space at its ends; the
+    match as it is when it is nothing else."""
+    low, high = start, end
+    while high > low and text[high - 1] in _EDGE:
+        high -= 1
+    while low < high and text[low] in _EDGE:
+        low += 1
+    return (low, high) if low < high else (start, end)
 
 
 def load_urgency(path: Path | None = None, with_scorer: bool = True) -> UrgencyCues:

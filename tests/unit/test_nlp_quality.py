@@ -244,13 +244,17 @@ def test_urgency_phrasings(text: str, flag: str) -> None:
     assert flag in {u.flag for u in load_urgency().find(to_simplified(text))}
 
 
-def test_a_cue_that_matches_the_punctuation_after_its_words_points_at_the_words() -> None:
-    """取消这张卡 must end a word (not 取消卡号), so its cue matches the 。 after it; the
-    evidence is the words alone."""
+def test_a_cue_that_matches_the_punctuation_beside_its_words_points_at_the_words() -> None:
+    """取消这张卡 must end a word (not 取消卡号), so its cue matches the 。 after it, and a
+    hotline must be a whole number, so its cue matches the ， before it: the evidence is the
+    words alone."""
     text = "年费乱收，我要取消这张卡。"
     churn = [u for u in load_urgency().find(text) if u.flag == "churn_intent"]
     assert [(u.term, u.evidence) for u in churn] == [("取消这张卡", [(7, 12)])]
     assert text[7:12] == "取消这张卡"
+    text = "再不处理，12315！"
+    threat = [u for u in load_urgency().find(text) if u.flag == "escalation_threat"]
+    assert [(u.term, u.evidence) for u in threat] == [("12315", [(5, 10)])]
 
 
 @pytest.mark.parametrize("text", [
