@@ -42,8 +42,8 @@ The urgency set of round 12 outgrew 8 MiB: on the shared dev reviews read twice 
 texts at a time, it never settled and cost 14-32 µs a text from start to end, where with 16 MiB
 or more it settled at 3.4-5 µs after about 50,000 texts (the stance cue set settled at about 4.5
 µs either way; ``python bench/cue_sets.py``). The states take what the texts need, not the
-budget: about 10 MB more resident memory for the urgency set. A text crafted to visit many
-states costs a reset, not more memory."""
+budget: the urgency set's took about 10 MB of resident memory, 7 MB with the default. A text
+crafted to visit many states costs a reset, not more memory."""
 
 
 def _options(max_mem: int | None = None) -> Any:
