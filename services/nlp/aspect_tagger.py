@@ -385,15 +385,14 @@ class AspectTagger:
         if (self.max_n > other.max_n or self.max_chars != other.max_chars or self.word_n not in (0, 1)
                 or (self.word_n and (other.word_n != 1 or self.word_classes is not None))):
             return None
+        column = {gram: j for j, gram in enumerate(self.vocabulary[: self.n_char])}
+        if not (column.keys() <= set(other.vocabulary[: other.n_char])
+                and set(self.vocabulary[self.n_char:]) <= set(other.vocabulary[other.n_char:])):
+            return None
         own_rank = np.empty(len(self._index.order), dtype=np.int64)
         own_rank[self._index.order] = np.arange(len(self._index.order))
-        column = {gram: j for j, gram in enumerate(self.vocabulary[: self.n_char])}
-        if not column.keys() <= set(other.vocabulary[: other.n_char]):
-            return None
         char_ranks = np.array([own_rank[j] if (j := column.get(other.vocabulary[c], -1)) >= 0 else -1
                                for c in other._index.order.tolist()], dtype=np.int64)
-        if not set(self.vocabulary[self.n_char:]) <= set(other.vocabulary[other.n_char:]):
-            return None
         word_columns = np.fromiter((self._word_column.get(w, -1) for w in other.vocabulary[other.n_char:]),
                                    dtype=np.int64, count=len(other.vocabulary) - other.n_char)
         return GramMap(char_ranks=char_ranks, word_columns=word_columns, source_chars=other.n_char)

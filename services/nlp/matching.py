@@ -55,7 +55,6 @@ def _options(max_mem: int | None = None) -> Any:
 
 
 _OPTIONS = _options()
-_SCREEN_OPTIONS = _options(SCREEN_MEMORY)
 
 
 def compile_cue(pattern: str) -> Any:
@@ -74,11 +73,12 @@ def compile_cue(pattern: str) -> Any:
     return compiled
 
 
-def screen(patterns: Sequence[Any]) -> Any:
+def screen(patterns: Sequence[Any], max_mem: int = SCREEN_MEMORY) -> Any:
     """One RE2 set of ``patterns``: a single pass tells which of them occur in a text at all,
     so most texts (no cue) cost one scan instead of one per pattern. Its automaton may hold up
-    to :data:`SCREEN_MEMORY` bytes."""
-    found = re2.Set.SearchSet(_SCREEN_OPTIONS)
+    to ``max_mem`` bytes (:data:`SCREEN_MEMORY`; ``bench/cue_sets.py`` passes RE2's default to
+    compare)."""
+    found = re2.Set.SearchSet(_options(max_mem))
     for pattern in patterns:
         found.Add(pattern.pattern)
     found.Compile()

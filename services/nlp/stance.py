@@ -350,8 +350,7 @@ class StanceModel:
         ``min_df``, so they share them; a refit of either that changes its vocabulary ends the
         sharing, not the stance model's features."""
         return (self._index is not None and max_n == NGRAM_MAX and max_chars == NGRAM_MAX_CHARS
-                and len(vocabulary) == len(self.vocabulary) and list(vocabulary) == self.vocabulary
-                and np.array_equal(idf, self.idf))
+                and list(vocabulary) == self.vocabulary and np.array_equal(idf, self.idf))
 
     def probabilities(self, rows: np.ndarray, texts: Sequence[str],
                       grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
