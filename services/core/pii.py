@@ -86,6 +86,23 @@ _SPOKEN_RUN = re.compile(f"{_SPOKEN_CLASS}(?:[ ,]?{_SPOKEN_CLASS}){{2,}}")
 _SEP = r"[ .\-]{0,3}"
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# An address read out or disguised: the at sign said (" at ", "(at)", "[at]", 艾特, 圈a, 小老鼠,
+# the Taiwanese name of "@") and the dots said or typed with a Chinese input method (" dot ",
+# 点, 點, the ideographic full stop 。), with a space on either side at most:
+# "zhangli_1988 at 163.com", "wang.fang艾特qq点com", "abc@163。com". No part of the at or dot
+# word is an address character, so each label is the whole run and a failed try costs one
+# step per character. The last label must be a common top-level domain (:func:`_spoken_email`):
+# "meet at 5.30pm" is not an address.
+_AT_WORD = r"(?: ?@ ?| (?i:at) | ?[(\[](?i:at)[)\]] ?| ?(?:艾特|圈 ?[aA]|小老鼠) ?)"
+_DOT_WORD = r"(?: ?[.点點。] ?| (?i:dot) | ?[(\[](?i:dot)[)\]] ?)"
+_SPOKEN_EMAIL = re.compile(
+    rf"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+{_AT_WORD}[A-Za-z0-9-]+(?:{_DOT_WORD}"
+    r"(?P<label>[A-Za-z0-9-]+))+(?![A-Za-z0-9-])")
+# What any e-mail rule's match holds: the at sign, or a word said for it.
+_AT_MARK = re.compile(r"@|(?<![A-Za-z])(?i:at)(?![A-Za-z])|艾特|圈 ?[aA]|小老鼠")
+_TOP_LEVEL = frozenset(("com", "cn", "net", "org", "edu", "gov", "hk", "tw", "mo", "sg", "my", "jp",
+                        "kr", "uk", "us", "io", "co", "cc", "me", "info", "biz", "top", "vip",
+                        "xyz", "ai", "app", "tv", "site", "online", "club", "mail"))
 # 18-digit resident identity number: region(6) birth date(8) sequence(3) check digit, written
 # as one run, as 6-8-4, 6-4-4-4 or with any other grouping (at most one space, dot, dash or
 # comma between two digits); the birth date and check digit decide.
@@ -264,13 +281,19 @@ def _phone(match: re.Match[str]) -> str | None:
     return PHONE
 
 
+def _spoken_email(match: re.Match[str]) -> str | None:
+    return EMAIL if match["label"].lower() in _TOP_LEVEL else None
+
+
 # Each rule with the fewest ASCII digits any of its matches holds (an email's: none, but it
-# holds an "@"). A text whose folded form has fewer skips that rule's scan: a price or a date
-# sets off the quick check below, and scanning such a text with every rule cost about 120 µs.
+# holds an "@" or a word said for it, :data:`_AT_MARK`). A text whose folded form has fewer
+# skips that rule's scan: a price or a date sets off the quick check below, and scanning such a
+# text with every rule cost about 120 µs.
 # Replacing only takes digits away, so the count of the folded text stays an upper bound for
 # every later rule. A test checks each figure on matches generated from the rule's pattern.
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], int], ...] = (
     (_EMAIL, lambda m: EMAIL, 0),
+    (_SPOKEN_EMAIL, _spoken_email, 0),
     (_ID_CARD, _id_card, 17),
     (_HK_ID, _hk_id, 6),
     (_TW_ID, _tw_id, 9),
@@ -290,20 +313,22 @@ _ASKED_RULES: dict[str, tuple[re.Pattern[str], Callable[[re.Match[str]], str | N
 }
 
 
-# Whatever a rule above matches holds an "@" (email), a "+" (a country code before a number
-# in groups of three: +886 912 345 678) or four digits in a row, or with one separator between
-# them (phones and cards come in groups of four at least, 身份证 and landline numbers in longer
-# runs, a mobile number spelled out digit by digit with a space, dash or comma between). Most
-# feedback has neither, and one search for that costs a fraction of folding the text and the
-# five rule scans, which run only when it finds something. It runs on the original text:
-# ``\d`` is every Unicode decimal digit and the numerals are the spoken digits, exactly what
-# folding turns into ASCII digits, and the at signs are those that fold to "@". A new rule
-# must keep this true or widen the pattern; a test checks it on text generated from the
-# rules' own patterns.
+# Whatever a rule above matches holds an "@" or a word said for it (email), a "+" (a country
+# code before a number in groups of three: +886 912 345 678) or four digits in a row, or with
+# one separator between them (phones and cards come in groups of four at least, 身份证 and
+# landline numbers in longer runs, a mobile number spelled out digit by digit with a space, dash
+# or comma between). Most feedback has none of these, and one search for them costs a fraction
+# of folding the text and the rule scans, which run only when it finds something. It runs on
+# the original text: ``\d`` is every Unicode decimal digit and the numerals are the spoken
+# digits, exactly what folding turns into ASCII digits, and the at signs and letters are those
+# that fold to "@" and to ASCII letters. A new rule must keep this true or widen the pattern; a
+# test checks it on text generated from the rules' own patterns.
 _NUMERAL = r"[\d〇零幺一二三四五六七八九]"
 _ONE_SEP = "[" + re.escape("".join(sorted(
     {" ", "-", ","} | {chr(cp) for cp, ascii_form in _FOLD.items() if ascii_form in " -,"}))) + "]"
-_MAYBE_PII = re.compile(rf"[@＠﹫+＋]|{_NUMERAL}(?:{_ONE_SEP}?{_NUMERAL}){{3}}")
+_MAYBE_PII = re.compile(rf"[@＠﹫+＋]|{_NUMERAL}(?:{_ONE_SEP}?{_NUMERAL}){{3}}"
+                        r"|(?<![A-Za-zＡ-Ｚａ-ｚ])[aAａＡ][tTｔＴ](?![A-Za-zＡ-Ｚａ-ｚ])"
+                        rf"|艾特|圈{_ONE_SEP}?[aAａＡ]|小老鼠")
 
 
 def fold(text: str) -> str:
@@ -338,7 +363,7 @@ def redact_counted(text: str, asked: Collection[str] = ()) -> tuple[str, Counter
     digits = _ascii_digits(shadow)
     rules = (*_RULES, *(_ASKED_RULES[kind] for kind in sorted(asked)))
     for pattern, classify, fewest in rules:
-        if digits < fewest or (not fewest and "@" not in shadow):
+        if digits < fewest or (not fewest and _AT_MARK.search(shadow) is None):
             continue
         kept: list[str] = []
         kept_shadow: list[str] = []

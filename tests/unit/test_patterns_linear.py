@@ -448,7 +448,8 @@ def test_shipped_cue_and_keyword_matching_runs_in_linear_time(target: Target) ->
 
 HOSTILE_UNITS = (
     "嗯", "好的，", "a", "a.", "@a", "1", "１", "1 ", "138-", "#a", "@", "<a b=", "<", "On ",
-    "> ", "在", "-", "回复@", "http://", "😡", "[怒", "吗 ", "\n", "\u200b")
+    "> ", "在", "-", "回复@", "http://", "😡", "[怒", "吗 ", "\n", "\u200b", "a at ", "a艾特b点",
+    "圈a", " dot ")
 
 
 def hostile(size: int) -> list[tuple[str, str]]:
