@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common import BENCH_ALERT_CAP
 from services.core.broker import LocalBroker
 from services.core.kafka import Producer, create_topics
 from services.core.logs import configure_logging
@@ -51,7 +52,7 @@ async def scoring_and_alerting(rules_yaml: str, prefix: str) -> AsyncIterator[Ri
     with LocalBroker(log_path=work / "broker.log") as broker:
         settings = load_settings(topic_prefix="bench", group_prefix="bench", data_dir=work,
                                  alert_rules_path=rules, sink_batch_wait_s=0.1,
-                                 topic_partitions=4)
+                                 topic_partitions=4, alert_max_per_rule=BENCH_ALERT_CAP)
         create_topics(settings, broker.bootstrap)
         store = await open_store(f"chdb://{work / 'chdb'}")
         stop = asyncio.Event()

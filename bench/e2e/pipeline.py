@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import REPO_ROOT, cpu_seconds, peak_rss_mb, reset_peak_rss
+from bench.common import BENCH_ALERT_CAP, REPO_ROOT, cpu_seconds, peak_rss_mb, reset_peak_rss
 from bench.e2e.observe import TopicTap, scored_volume, wait_stored
 from bench.e2e.plan import Plan, build_plan
 from bench.e2e.run import Processes, run_one
@@ -82,7 +82,8 @@ def env_for(bootstrap: str, prefix: str, port: int, extra: dict[str, str]) -> di
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOC_")}
     env.update({"VOC_KAFKA_BOOTSTRAP": bootstrap, "VOC_TOPIC_PREFIX": prefix,
                 "VOC_GROUP_PREFIX": prefix, "VOC_HTTP_PORT": str(port), "VOC_LOG_FORMAT": "json",
-                "PYTHONPATH": str(REPO_ROOT), **extra})
+                "VOC_ALERT_MAX_PER_RULE": str(BENCH_ALERT_CAP), "PYTHONPATH": str(REPO_ROOT),
+                **extra})
     return env
 
 
