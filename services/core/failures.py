@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,7 +39,6 @@ from typing import Generic, TypeVar
 
 import structlog
 from aiokafka import errors as kafka_errors
-from chdb import ChdbError
 from clickhouse_driver import errors as clickhouse_errors
 
 from services.core.ops import BATCH_OUTCOMES, BATCH_RETRIES, READINESS
@@ -130,6 +130,14 @@ _DATA: tuple[type[BaseException], ...] = (
 )
 
 
+def _is_chdb_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is chdb's error. chdb is looked up, not imported: importing it maps about
+    200 MiB into a process, and a stage on a ClickHouse server, which never imports it, can
+    meet none of its errors."""
+    chdb = sys.modules.get("chdb")
+    return chdb is not None and isinstance(exc, chdb.ChdbError)
+
+
 def _clickhouse_code(exc: BaseException) -> int | None:
     """The ClickHouse error code of a driver or chdb exception.
 
@@ -138,7 +146,7 @@ def _clickhouse_code(exc: BaseException) -> int | None:
     """
     if isinstance(exc, clickhouse_errors.Error):
         return exc.code if isinstance(exc.code, int) else None
-    if isinstance(exc, ChdbError):
+    if _is_chdb_error(exc):
         match = _CODE.match(str(exc))
         return int(match[1]) if match else None
     return None

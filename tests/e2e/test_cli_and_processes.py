@@ -37,6 +37,19 @@ def test_scoring_refuses_chdb_with_advice(tmp_path: Path) -> None:
     assert "voc up" in done.stderr and "ClickHouse server" in done.stderr
 
 
+def test_the_stages_on_a_clickhouse_server_do_not_load_chdb() -> None:
+    """chdb maps about 200 MiB into a process that imports it (the Memory table of
+    docs/benchmarks.md: ingest, scoring and alerting held about 400 MiB each with it); the
+    one-process-per-service stages, which run against a ClickHouse server, must not."""
+    code = ("import sys, services.pipeline, services.ingest.app, services.nlp.worker, "
+            "services.scoring.worker, services.alerting.worker; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] == 'chdb'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_bad_setting_is_a_clear_error() -> None:
     env = {**os.environ, "VOC_TOPIC_PARTITIONS": "many"}
     done = subprocess.run([VOC, "topics", "create"], capture_output=True, text=True, env=env,
