@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from services.core.pii import mask_placeholders
+
 MAX_PHRASES = 64
 MAX_PHRASE_CHARS = 24
 MAX_WORDS = 3
@@ -46,7 +48,9 @@ def is_content(token: str) -> bool:
 
 def candidate_phrases(tokens: Sequence[str]) -> list[str]:
     """The event's distinct candidates in reading order: each content word, then the runs of
-    two and three content words starting at it, bounded as the module says."""
+    two and three content words starting at it, bounded as the module says. A redaction
+    placeholder is no candidate and ends a run."""
+    tokens = mask_placeholders(tokens)
     found: dict[str, None] = {}
     content = [is_content(t) for t in tokens]
     for i in range(len(tokens)):

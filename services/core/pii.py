@@ -29,7 +29,7 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import date
 from typing import Any
 
@@ -392,6 +392,33 @@ def redact(text: str, asked: Collection[str] = ()) -> str:
     number (``asked`` holds "phone"), a bare eight-digit number too, and for an identity
     document ("id"), an identity number whatever its check digit."""
     return redact_counted(text, asked)[0]
+
+
+_PLACEHOLDERS = frozenset((PHONE, ID_CARD, BANK_CARD, EMAIL))
+_PLACEHOLDER_TOKENS = 5  # "<", "BANK", "_", "CARD", ">": the most tokens a segmenter cuts one into
+
+
+def mask_placeholders(tokens: Sequence[str]) -> Sequence[str]:
+    """The tokens with each run that spells a placeholder ("<", "PHONE", ">") made one empty
+    token: a keyword or a phrase counts what the customer wrote, and "PHONE" or "EMAIL" would
+    otherwise top the keywords of every contact who gave a number. The empty token still
+    separates its neighbours, so no phrase forms across it. The tokens come back as they are
+    when they hold no "<"."""
+    if "<" not in tokens:
+        return tokens
+    masked: list[str] = []
+    i, n = 0, len(tokens)
+    while i < n:
+        if tokens[i] == "<":
+            end = next((j for j in range(i + 2, min(i + _PLACEHOLDER_TOKENS, n)) if tokens[j] == ">"),
+                       None)
+            if end is not None and "".join(tokens[i:end + 1]) in _PLACEHOLDERS:
+                masked.append("")
+                i = end + 1
+                continue
+        masked.append(tokens[i])
+        i += 1
+    return masked
 
 
 def redact_optional(text: str | None) -> str | None:

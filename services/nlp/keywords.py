@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import jieba.analyse
 
+from services.core.pii import mask_placeholders
+
 _WORDLIKE = re.compile(r"[\u4e00-\u9fffA-Za-z]")
 
 
@@ -55,7 +57,9 @@ class KeywordExtractor:
         return idf
 
     def extract(self, tokens: Sequence[str]) -> list[str]:
-        """The ``top_k`` most salient words, best first (ties broken alphabetically)."""
+        """The ``top_k`` most salient words, best first (ties broken alphabetically); a
+        redaction placeholder is none of them."""
+        tokens = mask_placeholders(tokens)
         known = self._idf.get
         # Counted in a plain dict, single characters skipped (they never count, and they are
         # most tokens): less work per event than a Counter of every token.

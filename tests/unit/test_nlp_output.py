@@ -20,6 +20,8 @@ from jsonschema import Draft202012Validator
 import schemas
 from services.core.channels import prepare_raw
 from services.core.events import EnrichedFeedback, Ratings, RawFeedback, Sentiment, trusted
+from services.core.phrases import candidate_phrases
+from services.core.pii import mask_placeholders, redact
 from services.nlp import keywords
 from services.nlp.analyzer import Analyzer, load_sentiment
 from services.nlp.cues import load_urgency
@@ -137,6 +139,21 @@ def test_keywords_rank_as_plain_tf_idf(analyzer: Analyzer) -> None:
     for text in texts:
         tokens = analyzer.segmenter.cut(text)
         assert extractor.extract(tokens) == reference(tokens), text
+
+
+def test_a_redaction_placeholder_is_no_keyword_and_no_phrase(analyzer: Analyzer) -> None:
+    """Every contact who gave a number or an address would otherwise have PHONE or EMAIL among
+    its keywords and emerging-topic phrases; a "<" the customer typed stays a token."""
+    text = redact("发票一直没开，邮箱abc@163.com，电话13812345678，身份证11010519491231002X，价格<100>快点处理")
+    tokens = analyzer.segmenter.cut(text)
+    assert "PHONE" in tokens and "EMAIL" in tokens
+    found = KeywordExtractor(top_k=20).extract(tokens)
+    assert "发票" in found and not {"PHONE", "EMAIL", "ID", "CARD"} & set(found)
+    phrases = candidate_phrases(tokens)
+    assert "发票" in phrases and not [p for p in phrases if {"phone", "email", "card"} & set(p.split())]
+    assert "邮箱 电话" not in phrases
+    assert mask_placeholders(["价格", "<", "100", ">", "<"]) == ["价格", "<", "100", ">", "<"]
+    assert mask_placeholders(["卡号", "<", "BANK", "_", "CARD", ">", "了"]) == ["卡号", "", "了"]
 
 
 def test_keywords_remember_a_bounded_number_of_unknown_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
