@@ -270,9 +270,10 @@ def features(text: str, text_score: float, clauses: Sequence[str], clause_scores
     contrast, after_contrast = 0.0, 0.0
     if clause_scores:
         weights = clause_weights(clauses)
-        # The bits numpy's dot and mean gave, on which the model was fitted: they add in order
-        # up to 15 and 7 terms (a test holds them to it) and in blocks beyond, where a text of
-        # that many clauses still calls them.
+        # The bits numpy's dot and mean gave where the model was fitted: they added in order
+        # up to 15 and 7 terms and in blocks beyond, where a text of that many clauses still
+        # calls them. A machine with AVX-512 blocks shorter sums too, so its numpy differs
+        # from these in the last bit (a test holds them to rounding).
         total = (sum(map(mul, weights, clause_scores)) if len(weights) < 16
                  else float(np.dot(weights, clause_scores)))
         weighted = total / sum(weights)
