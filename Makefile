@@ -119,17 +119,17 @@ train: $(STAMP)
 ## NLP artifact refitted without each author in turn, so it grows with the authors: 55 minutes of
 ## CPU and 62 wall on seventeen authors, 2026-12-02; there are forty-eight now, so several hours)
 ## (BENCH_E2E_ARGS picks rates and durations; see python bench/e2e_bench.py --help;
-## VOC_EVAL_ARGS= without --loao scores every split with the shipped models only, minutes
+## BENCH_EVAL_ARGS= without --loao scores every split with the shipped models only, minutes
 ## instead of hours; docs/benchmarks.md then cites the command as given)
 BENCH_E2E_ARGS ?= --rates 500,1000,2000 --duration 10 --allout-events 15000
-VOC_EVAL_ARGS ?= --loao
-BENCH_COMMAND := make bench$(if $(filter command line,$(origin VOC_EVAL_ARGS)), VOC_EVAL_ARGS='$(VOC_EVAL_ARGS)')$(if $(filter command line,$(origin BENCH_E2E_ARGS)), BENCH_E2E_ARGS='$(BENCH_E2E_ARGS)')
+BENCH_EVAL_ARGS ?= --loao
+BENCH_COMMAND := make bench$(if $(filter command line,$(origin BENCH_EVAL_ARGS)), BENCH_EVAL_ARGS='$(BENCH_EVAL_ARGS)')$(if $(filter command line,$(origin BENCH_E2E_ARGS)), BENCH_E2E_ARGS='$(BENCH_E2E_ARGS)')
 bench: $(STAMP) system-deps
 	mkdir -p build/bench
 	rm -f build/bench/*.json
 	$(BIN)/python bench/nlp_bench.py --data $(SHARED)/data/nlp/sentiment_dev.csv --limit-snownlp 2000 --json build/bench/nlp.json
 	$(BIN)/python bench/topics_eval.py --data-dir $(SHARED)/data/nlp --json build/bench/topics.json
-	$(BIN)/python bench/voc_eval.py $(VOC_EVAL_ARGS) --data-dir $(SHARED)/data/nlp --json build/bench/voc_eval.json
+	$(BIN)/python bench/voc_eval.py $(BENCH_EVAL_ARGS) --data-dir $(SHARED)/data/nlp --json build/bench/voc_eval.json
 	$(BIN)/python bench/scoring_bench.py --batches 10 --batch-size 1000
 	$(BIN)/python bench/channels_bench.py
 	$(BIN)/python bench/dashboard_push.py --rounds 20
