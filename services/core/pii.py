@@ -93,13 +93,14 @@ _EMAIL = re.compile(
 # word is an address character, so each label is the whole run and a failed try costs one
 # step per character. The last label must be a common top-level domain (:func:`_spoken_email`):
 # "meet at 5.30pm" is not an address.
-_AT_WORD = r"(?: ?@ ?| (?i:at) | ?[(\[](?i:at)[)\]] ?| ?(?:艾特|圈 ?[aA]|小老鼠) ?)"
+_SAID_AT = r"艾特|圈 ?[aA]|小老鼠"
+_AT_WORD = rf"(?: ?@ ?| (?i:at) | ?[(\[](?i:at)[)\]] ?| ?(?:{_SAID_AT}) ?)"
 _DOT_WORD = r"(?: ?[.点點。] ?| (?i:dot) | ?[(\[](?i:dot)[)\]] ?)"
 _SPOKEN_EMAIL = re.compile(
     rf"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+{_AT_WORD}[A-Za-z0-9-]+(?:{_DOT_WORD}"
     r"(?P<label>[A-Za-z0-9-]+))+(?![A-Za-z0-9-])")
 # What any e-mail rule's match holds: the at sign, or a word said for it.
-_AT_MARK = re.compile(r"@|(?<![A-Za-z])(?i:at)(?![A-Za-z])|艾特|圈 ?[aA]|小老鼠")
+_AT_MARK = re.compile(rf"@|(?<![A-Za-z])(?i:at)(?![A-Za-z])|{_SAID_AT}")
 _TOP_LEVEL = frozenset(("com", "cn", "net", "org", "edu", "gov", "hk", "tw", "mo", "sg", "my", "jp",
                         "kr", "uk", "us", "io", "co", "cc", "me", "info", "biz", "top", "vip",
                         "xyz", "ai", "app", "tv", "site", "online", "club", "mail"))
@@ -289,8 +290,9 @@ def _spoken_email(match: re.Match[str]) -> str | None:
 # holds an "@" or a word said for it, :data:`_AT_MARK`). A text whose folded form has fewer
 # skips that rule's scan: a price or a date sets off the quick check below, and scanning such a
 # text with every rule cost about 120 µs.
-# Replacing only takes digits away, so the count of the folded text stays an upper bound for
-# every later rule. A test checks each figure on matches generated from the rule's pattern.
+# Replacing only takes digits and at signs away, so the count of the folded text, and whether
+# it holds an at sign, stay upper bounds for every later rule. A test checks each figure on
+# matches generated from the rule's pattern.
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], int], ...] = (
     (_EMAIL, lambda m: EMAIL, 0),
     (_SPOKEN_EMAIL, _spoken_email, 0),
@@ -363,9 +365,10 @@ def redact_counted(text: str, asked: Collection[str] = ()) -> tuple[str, Counter
         return text, found
     shadow = fold(text)
     digits = _ascii_digits(shadow)
+    at_sign = _AT_MARK.search(shadow) is not None
     rules = (*_RULES, *(_ASKED_RULES[kind] for kind in sorted(asked)))
     for pattern, classify, fewest in rules:
-        if digits < fewest or (not fewest and _AT_MARK.search(shadow) is None):
+        if digits < fewest or (not fewest and not at_sign):
             continue
         kept: list[str] = []
         kept_shadow: list[str] = []
